@@ -1,0 +1,100 @@
+"""Settings read from the environment, in one place.
+
+``MLVFX_CACHE_DIR``     model cache folder (default: platformdirs' user cache dir for "mlvfx")
+``MLVFX_ZOO_URL``       base URL of the model zoo (overrides the manifest's URLs)
+``MLVFX_ZOO_MIRRORS``   local mirror folders, separated by ``os.pathsep``
+``MLVFX_OFFLINE``       "1" forbids all network access
+``MLVFX_DEVICE``        "cpu", "cuda", "cuda:1", "mps" (default: CUDA when present, else CPU)
+``MLVFX_THREADS``       torch intra-op threads (default: torch's own choice)
+``MLVFX_MAX_PIXELS``    largest image accepted, in pixels (default 16384 * 16384)
+
+Nothing is read at import time: each function looks at the environment when called, so hosts
+can change a setting (Blender preferences, a Houdini parameter) without restarting.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlvfx.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_MAX_PIXELS = 16384 * 16384
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in _TRUE
+
+
+def offline() -> bool:
+    return env_flag("MLVFX_OFFLINE")
+
+
+def cache_dir() -> Path:
+    override = os.environ.get("MLVFX_CACHE_DIR")
+    if override:
+        return Path(override).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("mlvfx"))
+
+
+def zoo_url() -> str | None:
+    return os.environ.get("MLVFX_ZOO_URL") or None
+
+
+def zoo_mirrors() -> list[Path]:
+    raw = os.environ.get("MLVFX_ZOO_MIRRORS", "")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def max_pixels() -> int:
+    raw = os.environ.get("MLVFX_MAX_PIXELS")
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InputError(f"MLVFX_MAX_PIXELS must be an integer, got {raw!r}") from None
+    if value <= 0:
+        raise InputError(f"MLVFX_MAX_PIXELS must be positive, got {value}")
+    return value
+
+
+def threads() -> int | None:
+    raw = os.environ.get("MLVFX_THREADS")
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InputError(f"MLVFX_THREADS must be an integer, got {raw!r}") from None
+    if value <= 0:
+        raise InputError(f"MLVFX_THREADS must be positive, got {value}")
+    return value
+
+
+def torch_device(requested: str | None = None) -> torch.device:
+    """The torch device to run on: ``requested``, else ``MLVFX_DEVICE``, else CUDA if present, else CPU."""
+    import torch
+
+    n = threads()
+    if n is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    name = requested or os.environ.get("MLVFX_DEVICE") or ""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r} (use cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {name!r} requested but MPS is not available")
+    return device
