@@ -1,0 +1,64 @@
+"""Atomic file writes: a temp file beside the target, then a rename.
+
+A crash or a full disk never leaves a half-written output under the final name, and an existing
+file is only replaced when the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from mlvfx.errors import ImageWriteError, OutputExistsError
+
+
+def check_writable(path: Path, overwrite: bool) -> None:
+    """Raise ``OutputExistsError`` if ``path`` exists and ``overwrite`` is false."""
+    if not overwrite and path.exists():
+        raise OutputExistsError("already exists (pass overwrite=True or --overwrite to replace it)", path)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically.
+
+    Without ``overwrite`` the final step is a hard link, which fails if another process created the
+    file in the meantime, so a concurrent writer's file is never clobbered. Filesystems without hard
+    links fall back to an existence check followed by a rename.
+
+    Raises:
+        OutputExistsError: the file exists and ``overwrite`` is false.
+        ImageWriteError: the folder cannot be created or the file cannot be written.
+    """
+    target = Path(path)
+    check_writable(target, overwrite)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise ImageWriteError(f"cannot create output: {exc.strerror or exc}", target) from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise OutputExistsError(
+                    "already exists (pass overwrite=True or --overwrite to replace it)", target
+                ) from None
+            except OSError:
+                check_writable(target, overwrite)
+                os.replace(tmp, target)
+    except OSError as exc:
+        raise ImageWriteError(f"cannot write: {exc.strerror or exc}", target) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return target

@@ -1,0 +1,302 @@
+"""Reading and writing images with colour management and typed errors.
+
+Arrays at this edge are float32 ``(H, W, C)`` with C in 1..4. Colour images (``kind="color"``) are
+sRGB-encoded in 8/16-bit files and linear in memory; float files (EXR, float TIFF) are taken as
+already linear. Data maps (``kind="data"``) are never converted. Alpha is carried through unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+# OpenCV reads this when it first decodes an EXR, so it must be set before any decode.
+os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from mlvfx import config
+from mlvfx.color import decode_color, encode_color
+from mlvfx.errors import ImageReadError, ImageTooLargeError, ImageWriteError, InvalidImageDataError
+from mlvfx.io.atomic import check_writable, write_bytes_atomic
+from mlvfx.io.probe import FORMATS, HeaderError, probe
+
+Kind = Literal["color", "data"]
+FloatImage = npt.NDArray[np.float32]
+MAX_CHANNELS = 4
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image file was, before conversion to float32.
+
+    Attributes:
+        path: the file read.
+        format: "png", "jpeg", "tiff" or "exr".
+        width, height, channels: the decoded image's size.
+        bit_depth: 8, 16 or 32 (16 also for half-float EXR/TIFF).
+        sample: "uint8", "uint16", "float16" or "float32".
+        color_space: "srgb" (decoded to linear on read), "linear" (float colour file) or "data".
+        has_alpha: True for 2- and 4-channel images.
+    """
+
+    path: str
+    format: str
+    width: int
+    height: int
+    channels: int
+    bit_depth: int
+    sample: str
+    color_space: str
+    has_alpha: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.is_dir():
+            raise ImageReadError("is a folder, not an image file", path)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError("no such file", path) from None
+    except PermissionError:
+        raise ImageReadError("permission denied", path) from None
+    except OSError as exc:
+        raise ImageReadError(f"cannot read: {exc.strerror or exc}", path) from None
+    if not data:
+        raise ImageReadError("empty file (0 bytes)", path)
+    return data
+
+
+def check_image(array: npt.ArrayLike, name: str = "image", *, allow_nonfinite: bool = False) -> FloatImage:
+    """Validate an in-memory image and return it as float32 (H, W, C).
+
+    Args:
+        array: (H, W) or (H, W, C) with C in 1..4.
+        name: how to name the array in error messages (a file path or a parameter name).
+        allow_nonfinite: accept NaN and inf.
+
+    Raises:
+        InvalidImageDataError: wrong rank, zero size, more than 4 channels, or NaN/inf values.
+    """
+    a = np.asarray(array)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3:
+        raise InvalidImageDataError(f"expected an (H, W) or (H, W, C) image, got shape {a.shape}", name)
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InvalidImageDataError(f"image has zero size {a.shape[1]}x{a.shape[0]}", name)
+    if not 1 <= a.shape[2] <= MAX_CHANNELS:
+        raise InvalidImageDataError(f"{a.shape[2]} channels; 1 to {MAX_CHANNELS} are supported", name)
+    if a.dtype.kind not in "fui" and a.dtype != np.bool_:
+        raise InvalidImageDataError(f"unsupported dtype {a.dtype}", name)
+    out = a.astype(np.float32, copy=False)
+    if not allow_nonfinite and not np.isfinite(out).all():
+        bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+        raise InvalidImageDataError(f"contains {bad} NaN or inf values", name)
+    return out
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    kind: Kind = "color",
+    max_pixels: int | None = None,
+) -> tuple[FloatImage, ImageInfo]:
+    """Read an image file as float32 (H, W, C).
+
+    Args:
+        path: a PNG (8/16-bit), JPEG, TIFF (8/16-bit, 16/32-bit float) or OpenEXR file.
+        kind: "color" decodes sRGB to linear (integer files only); "data" returns values as stored,
+            integers scaled to [0, 1].
+        max_pixels: refuse images with more pixels (default ``MLVFX_MAX_PIXELS`` or 16384²).
+
+    Returns:
+        The image, channel order RGB(A), and an :class:`ImageInfo` describing the file.
+
+    Raises:
+        ImageReadError: missing, empty, corrupt, truncated or unsupported file.
+        ImageTooLargeError: more pixels than ``max_pixels``.
+        InvalidImageDataError: NaN/inf in float data, or more than 4 channels.
+
+    Example:
+        >>> img, info = read_image("photo.jpg")  # doctest: +SKIP
+        >>> img.shape, info.color_space  # doctest: +SKIP
+        ((1024, 1024, 3), 'srgb')
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in FORMATS:
+        raise ImageReadError(
+            f"unsupported file type '{suffix or '(none)'}' (use PNG, JPEG, TIFF or OpenEXR)", p
+        )
+    data = _read_bytes(p)
+    try:
+        header = probe(data)
+    except HeaderError as exc:
+        raise ImageReadError(str(exc), p) from None
+    if header.width <= 0 or header.height <= 0:
+        raise ImageReadError(f"zero-sized image ({header.width}x{header.height})", p)
+    limit = config.max_pixels() if max_pixels is None else max_pixels
+    if header.width * header.height > limit:
+        raise ImageTooLargeError(
+            f"{header.width}x{header.height} is larger than the limit of {limit} pixels "
+            "(raise MLVFX_MAX_PIXELS to allow it)",
+            p,
+        )
+    if header.channels is not None and header.channels > MAX_CHANNELS:
+        raise InvalidImageDataError(f"{header.channels} channels; 1 to {MAX_CHANNELS} are supported", p)
+    try:
+        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise ImageReadError(f"cannot decode {header.format.upper()} data: {exc.err}", p) from None
+    if raw is None:
+        raise ImageReadError(f"corrupt or truncated {header.format.upper()} data", p)
+    if raw.ndim == 2:
+        raw = raw[:, :, None]
+    channels = raw.shape[2]
+    if channels > MAX_CHANNELS:
+        raise InvalidImageDataError(f"{channels} channels; 1 to {MAX_CHANNELS} are supported", p)
+    if channels >= 3:
+        raw = raw[..., [2, 1, 0, 3][:channels]]
+    if raw.dtype == np.uint8:
+        img = raw.astype(np.float32) / 255.0
+        bit_depth, sample = 8, "uint8"
+    elif raw.dtype == np.uint16:
+        img = raw.astype(np.float32) / 65535.0
+        bit_depth, sample = 16, "uint16"
+    elif raw.dtype in (np.float32, np.float16):
+        img = raw.astype(np.float32, copy=False)
+        sample = header.sample if header.sample in ("float16", "float32") else str(raw.dtype)
+        bit_depth = 16 if sample == "float16" else 32
+        if not np.isfinite(img).all():
+            bad = int(img.size - np.count_nonzero(np.isfinite(img)))
+            raise InvalidImageDataError(f"contains {bad} NaN or inf values", p)
+    else:
+        raise ImageReadError(f"unsupported sample type {raw.dtype}", p)
+    is_float = bit_depth == 32 or sample == "float16"
+    if kind == "color" and not is_float:
+        img = decode_color(img)
+        space = "srgb"
+    elif kind == "color":
+        space = "linear"
+    else:
+        space = "data"
+    info = ImageInfo(
+        path=str(p),
+        format=header.format,
+        width=img.shape[1],
+        height=img.shape[0],
+        channels=channels,
+        bit_depth=bit_depth,
+        sample=sample,
+        color_space=space,
+        has_alpha=channels in (2, 4),
+    )
+    return np.ascontiguousarray(img, dtype=np.float32), info
+
+
+def describe(path: str | os.PathLike[str]) -> ImageInfo:
+    """Describe an image file (reads and validates it completely)."""
+    return read_image(path, kind="data")[1]
+
+
+def encode_image(
+    image: npt.ArrayLike,
+    suffix: str,
+    *,
+    kind: Kind = "color",
+    bit_depth: int | None = None,
+    name: str = "image",
+) -> bytes:
+    """Encode a float (H, W, C) image to the bytes of a file with extension ``suffix``.
+
+    Integer formats clip to [0, 1] and round; colour images are sRGB-encoded first.
+    Default depths: PNG/JPEG/TIFF 8-bit, EXR 32-bit float. PNG and TIFF accept 16; TIFF and EXR 16
+    (half) or 32 (float); JPEG only 8.
+    """
+    fmt = FORMATS.get(suffix.lower())
+    if fmt is None:
+        raise ImageWriteError(f"unsupported file type '{suffix}' (use .png, .jpg, .tif or .exr)", name)
+    img = check_image(image, name)
+    allowed = {"png": (8, 16), "jpeg": (8,), "tiff": (8, 16, 32), "exr": (16, 32)}[fmt]
+    depth = bit_depth if bit_depth is not None else (32 if fmt == "exr" else 8)
+    if depth not in allowed:
+        raise ImageWriteError(f"{fmt.upper()} cannot store {depth}-bit samples (use {allowed})", name)
+    channels = img.shape[2]
+    if fmt == "jpeg" and channels in (2, 4):
+        raise ImageWriteError("JPEG cannot store alpha; write PNG, TIFF or EXR instead", name)
+    if channels == 2:
+        raise ImageWriteError("2-channel images can only be written as single-channel + alpha PNG", name)
+    params: list[int] = []
+    out: npt.NDArray[Any]
+    if fmt == "exr" or (fmt == "tiff" and depth == 32):
+        out = img.astype(np.float32)
+        if fmt == "exr":
+            params = [
+                cv2.IMWRITE_EXR_TYPE,
+                cv2.IMWRITE_EXR_TYPE_HALF if depth == 16 else cv2.IMWRITE_EXR_TYPE_FLOAT,
+            ]
+        else:
+            # OpenCV's default for float RGB TIFF is lossy SGILOG; data must survive exactly.
+            params = [cv2.IMWRITE_TIFF_COMPRESSION, 8]
+    else:
+        encoded = encode_color(img) if kind == "color" else img
+        scale = 255.0 if depth == 8 else 65535.0
+        dtype = np.uint8 if depth == 8 else np.uint16
+        out = np.rint(np.clip(encoded, 0.0, 1.0) * scale).astype(dtype)
+        if fmt == "jpeg":
+            params = [cv2.IMWRITE_JPEG_QUALITY, 95]
+        elif fmt == "png":
+            params = [cv2.IMWRITE_PNG_COMPRESSION, 3]
+        else:
+            params = [cv2.IMWRITE_TIFF_COMPRESSION, 8]
+    if channels >= 3:
+        out = out[..., [2, 1, 0, 3][:channels]]
+    out = np.ascontiguousarray(out[..., 0] if channels == 1 else out)
+    try:
+        ok, buf = cv2.imencode(suffix.lower(), out, params)
+    except cv2.error as exc:
+        raise ImageWriteError(f"cannot encode {fmt.upper()}: {exc.err}", name) from None
+    if not ok:
+        raise ImageWriteError(f"cannot encode {fmt.upper()}", name)
+    return buf.tobytes()
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    image: npt.ArrayLike,
+    *,
+    kind: Kind = "color",
+    bit_depth: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a float (H, W, C) image atomically.
+
+    Args:
+        path: output file; the format follows the extension (.png, .jpg, .tif, .exr).
+        image: float (H, W) or (H, W, C), linear for ``kind="color"``.
+        kind: "color" encodes linear to sRGB in integer formats; "data" stores values as they are.
+        bit_depth: see :func:`encode_image`.
+        overwrite: replace an existing file; otherwise ``OutputExistsError`` is raised.
+
+    Returns:
+        The path written.
+    """
+    p = Path(path)
+    check_writable(p, overwrite)
+    data = encode_image(image, p.suffix, kind=kind, bit_depth=bit_depth, name=str(p))
+    return write_bytes_atomic(p, data, overwrite=overwrite)
+
+
+def is_image_file(path: Path) -> bool:
+    """True if ``path`` has a supported image extension (content is not checked)."""
+    return path.suffix.lower() in FORMATS
+
+

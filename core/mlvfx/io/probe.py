@@ -1,0 +1,186 @@
+"""Header probing: an image's size and sample format, read without decoding the pixels.
+
+Checking the size before decoding means a decompression bomb is refused before it allocates
+gigabytes, and walking a PNG's chunks catches truncation before libpng prints to stderr.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".exr": "exr"}
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a file's header says. ``sample`` is "uint8", "uint16", "float16", "float32" or "unknown"."""
+
+    format: str
+    width: int
+    height: int
+    channels: int | None
+    sample: str
+
+
+class HeaderError(ValueError):
+    """The header is missing, truncated or inconsistent (message without the file name)."""
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The format a file's magic bytes say it is, or None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if data.startswith(b"\x76\x2f\x31\x01"):
+        return "exr"
+    return None
+
+
+def probe(data: bytes) -> Header:
+    fmt = sniff_format(data)
+    if fmt == "png":
+        return _probe_png(data)
+    if fmt == "jpeg":
+        return _probe_jpeg(data)
+    if fmt == "tiff":
+        return _probe_tiff(data)
+    if fmt == "exr":
+        return _probe_exr(data)
+    raise HeaderError("not a PNG, JPEG, TIFF or OpenEXR file (unrecognised header)")
+
+
+def _probe_png(data: bytes) -> Header:
+    pos = 8
+    width = height = 0
+    channels: int | None = None
+    sample = "unknown"
+    seen_iend = False
+    while pos < len(data):
+        if pos + 8 > len(data):
+            raise HeaderError("truncated PNG (file ends inside a chunk header)")
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            raise HeaderError(f"truncated PNG (file ends inside the {ctype.decode('latin-1')} chunk)")
+        if ctype == b"IHDR":
+            if length < 13:
+                raise HeaderError("corrupt PNG (IHDR chunk too short)")
+            width, height, depth, color_type = struct.unpack(">IIBB", data[pos + 8 : pos + 18])
+            channels = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(color_type)
+            if channels is None:
+                raise HeaderError(f"corrupt PNG (unknown colour type {color_type})")
+            sample = "uint16" if depth == 16 else "uint8"
+        elif ctype == b"IEND":
+            seen_iend = True
+            break
+        pos = end
+    if width == 0 and height == 0 and channels is None:
+        raise HeaderError("corrupt PNG (no IHDR chunk)")
+    if not seen_iend:
+        raise HeaderError("truncated PNG (no IEND chunk)")
+    return Header("png", width, height, channels, sample)
+
+
+def _probe_jpeg(data: bytes) -> Header:
+    pos = 2
+    sof = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            raise HeaderError("corrupt JPEG (bad marker)")
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker in sof:
+            if pos + 10 > len(data):
+                break
+            precision, height, width, ncomp = struct.unpack(">BHHB", data[pos + 4 : pos + 10])
+            if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+                raise HeaderError("truncated JPEG (no end-of-image marker)")
+            return Header("jpeg", width, height, ncomp, "uint16" if precision > 8 else "uint8")
+        pos += 2 + length
+    raise HeaderError("truncated or corrupt JPEG (no frame header)")
+
+
+_TIFF_TYPES = {3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}
+
+
+def _probe_tiff(data: bytes) -> Header:
+    endian = "<" if data[:2] == b"II" else ">"
+    big = data[2:4] in (b"+\x00", b"\x00+")
+    try:
+        if big:
+            (ifd,) = struct.unpack(endian + "Q", data[8:16])
+            (count,) = struct.unpack(endian + "Q", data[ifd : ifd + 8])
+            entry_size, start, count_fmt = 20, ifd + 8, "Q"
+        else:
+            (ifd,) = struct.unpack(endian + "I", data[4:8])
+            (count,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
+            entry_size, start, count_fmt = 12, ifd + 2, "I"
+        tags: dict[int, int] = {}
+        for i in range(count):
+            off = start + i * entry_size
+            tag, typ = struct.unpack(endian + "HH", data[off : off + 4])
+            if typ not in _TIFF_TYPES or tag not in (256, 257, 258, 277, 339):
+                continue
+            code, size = _TIFF_TYPES[typ]
+            value_off = off + 4 + struct.calcsize(count_fmt)
+            (value,) = struct.unpack(endian + code, data[value_off : value_off + size])
+            tags[tag] = value
+    except struct.error:
+        raise HeaderError("truncated or corrupt TIFF (cannot read the image directory)") from None
+    if 256 not in tags or 257 not in tags:
+        raise HeaderError("corrupt TIFF (no image width or length)")
+    bits = tags.get(258, 8)
+    fmt = tags.get(339, 1)
+    samples = {(8, 1): "uint8", (16, 1): "uint16", (16, 3): "float16", (32, 3): "float32"}
+    sample = samples.get((bits, fmt), "unknown")
+    return Header("tiff", tags[256], tags[257], tags.get(277), sample)
+
+
+def _probe_exr(data: bytes) -> Header:
+    pos = 8
+    width = height = 0
+    channels: list[int] = []
+    found_window = False
+    while True:
+        name_end = data.find(b"\x00", pos)
+        if name_end < 0:
+            raise HeaderError("truncated OpenEXR header")
+        if name_end == pos:
+            break
+        type_end = data.find(b"\x00", name_end + 1)
+        if type_end < 0 or type_end + 5 > len(data):
+            raise HeaderError("truncated OpenEXR header")
+        name = data[pos:name_end]
+        (size,) = struct.unpack("<i", data[type_end + 1 : type_end + 5])
+        value = data[type_end + 5 : type_end + 5 + size]
+        if len(value) < size:
+            raise HeaderError("truncated OpenEXR header")
+        if name == b"dataWindow":
+            xmin, ymin, xmax, ymax = struct.unpack("<iiii", value[:16])
+            width, height = xmax - xmin + 1, ymax - ymin + 1
+            found_window = True
+        elif name == b"channels":
+            cpos = 0
+            while cpos < len(value) and value[cpos] != 0:
+                cend = value.find(b"\x00", cpos)
+                (ptype,) = struct.unpack("<i", value[cend + 1 : cend + 5])
+                channels.append(ptype)
+                cpos = cend + 17
+        pos = type_end + 5 + size
+    if not found_window:
+        raise HeaderError("corrupt OpenEXR header (no dataWindow)")
+    sample = "unknown"
+    if channels:
+        kinds = {0: "uint32", 1: "float16", 2: "float32"}
+        sample = kinds.get(max(channels), "unknown")
+    return Header("exr", width, height, len(channels) or None, sample)

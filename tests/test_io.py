@@ -1,0 +1,224 @@
+"""mlvfx.io: round trips per format and depth, colour handling, and every bad-input case."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlvfx.color import linear_to_srgb, srgb_to_linear
+from mlvfx.errors import (
+    ImageReadError,
+    ImageTooLargeError,
+    ImageWriteError,
+    InvalidImageDataError,
+    OutputExistsError,
+)
+from mlvfx.io import check_image, describe, read_image, write_image
+
+
+@pytest.fixture
+def ramp() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.random((17, 23, 3), dtype=np.float32)
+
+
+def test_srgb_round_trip_and_known_values() -> None:
+    x = np.linspace(0, 1, 1001, dtype=np.float32)
+    assert np.abs(linear_to_srgb(srgb_to_linear(x)) - x).max() < 1e-5
+    # Reference points of the sRGB curve.
+    assert srgb_to_linear(np.float32(0.5)) == pytest.approx(0.21404, abs=1e-4)
+    assert linear_to_srgb(np.float32(0.18)) == pytest.approx(0.46135, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "depth", "tol"),
+    [(".png", 8, 1 / 255), (".png", 16, 1 / 65535), (".tif", 8, 1 / 255), (".tif", 16, 1 / 65535),
+     (".tif", 32, 0.0), (".exr", 32, 0.0), (".exr", 16, 1e-3)],
+)
+def test_data_round_trip(tmp_path: Path, ramp: np.ndarray, suffix: str, depth: int, tol: float) -> None:
+    path = write_image(tmp_path / f"a{suffix}", ramp, kind="data", bit_depth=depth)
+    back, info = read_image(path, kind="data")
+    assert back.shape == ramp.shape and back.dtype == np.float32
+    assert np.abs(back - ramp).max() <= tol * 0.5 + 1e-7 if tol else np.array_equal(back, ramp)
+    assert info.bit_depth == depth and info.channels == 3 and info.color_space == "data"
+
+
+def test_color_png_is_srgb_on_disk_and_linear_in_memory(tmp_path: Path) -> None:
+    linear = np.full((4, 4, 3), 0.2158605, dtype=np.float32)  # sRGB 128/255
+    path = write_image(tmp_path / "c.png", linear, kind="color")
+    as_data, _ = read_image(path, kind="data")
+    assert as_data[0, 0, 0] == pytest.approx(128 / 255, abs=1e-6)
+    as_color, info = read_image(path, kind="color")
+    assert info.color_space == "srgb"
+    assert as_color[0, 0, 0] == pytest.approx(0.2158605, abs=1e-5)
+
+
+def test_exr_colour_is_linear_and_not_converted(tmp_path: Path) -> None:
+    hdr = np.array([[[0.5, 2.0, 7.5]]], dtype=np.float32)
+    path = write_image(tmp_path / "h.exr", hdr, kind="color")
+    back, info = read_image(path, kind="color")
+    assert info.color_space == "linear" and info.format == "exr"
+    np.testing.assert_array_equal(back, hdr)
+
+
+def test_half_exr_reports_16_bit(tmp_path: Path, ramp: np.ndarray) -> None:
+    path = write_image(tmp_path / "h.exr", ramp, kind="data", bit_depth=16)
+    info = describe(path)
+    assert info.sample == "float16" and info.bit_depth == 16
+
+
+def test_alpha_is_carried_and_not_colour_converted(tmp_path: Path) -> None:
+    rgba = np.zeros((3, 3, 4), dtype=np.float32)
+    rgba[..., :3] = 0.2140411
+    rgba[..., 3] = 0.5
+    path = write_image(tmp_path / "a.png", rgba, kind="color", bit_depth=16)
+    back, info = read_image(path, kind="color")
+    assert info.has_alpha and back.shape == (3, 3, 4)
+    assert back[0, 0, 3] == pytest.approx(0.5, abs=1e-4)
+    assert back[0, 0, 0] == pytest.approx(0.2140411, abs=1e-4)
+
+
+def test_channel_order_is_rgb(tmp_path: Path) -> None:
+    red = np.zeros((2, 2, 3), dtype=np.float32)
+    red[..., 0] = 1.0
+    for suffix in (".png", ".jpg", ".tif", ".exr"):
+        back, _ = read_image(write_image(tmp_path / f"r{suffix}", red, kind="data"), kind="data")
+        assert back[0, 0, 0] > 0.9 and back[0, 0, 2] < 0.1, suffix
+
+
+def test_grayscale_gives_one_channel(tmp_path: Path) -> None:
+    gray = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    back, info = read_image(write_image(tmp_path / "g.png", gray, kind="data", bit_depth=16), kind="data")
+    assert back.shape == (3, 4, 1) and info.channels == 1
+    np.testing.assert_allclose(back[..., 0], gray, atol=1e-5)
+
+
+def test_no_overwrite_without_asking(tmp_path: Path, ramp: np.ndarray) -> None:
+    path = write_image(tmp_path / "x.png", ramp, kind="data")
+    before = path.read_bytes()
+    with pytest.raises(OutputExistsError, match="already exists"):
+        write_image(path, ramp * 0, kind="data")
+    assert path.read_bytes() == before
+    write_image(path, ramp * 0, kind="data", overwrite=True)
+    assert path.read_bytes() != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]  # no temp files left
+
+
+def test_write_errors(tmp_path: Path, ramp: np.ndarray) -> None:
+    with pytest.raises(ImageWriteError, match="unsupported file type"):
+        write_image(tmp_path / "x.bmp", ramp)
+    with pytest.raises(ImageWriteError, match="16-bit"):
+        write_image(tmp_path / "x.jpg", ramp, bit_depth=16)
+    nan = ramp.copy()
+    nan[0, 0, 0] = np.nan
+    with pytest.raises(InvalidImageDataError, match="NaN"):
+        write_image(tmp_path / "n.png", nan)
+    assert not (tmp_path / "n.png").exists()
+
+
+def _png_with_size(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def _one_line(exc: pytest.ExceptionInfo[BaseException], path: Path) -> str:
+    msg = str(exc.value)
+    assert "\n" not in msg and str(path) in msg
+    return msg
+
+
+def test_missing_empty_folder_and_unsupported(tmp_path: Path) -> None:
+    cases = {
+        tmp_path / "missing.png": "no such file",
+        tmp_path / "empty.png": "empty file",
+        tmp_path / "notes.txt": "unsupported file type",
+        tmp_path / "dir.png": "folder",
+    }
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("hi")
+    (tmp_path / "dir.png").mkdir()
+    for path, needle in cases.items():
+        with pytest.raises(ImageReadError) as exc:
+            read_image(path)
+        assert needle in _one_line(exc, path)
+
+
+def test_corrupt_and_truncated(tmp_path: Path, ramp: np.ndarray) -> None:
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"this is not an image at all" * 10)
+    with pytest.raises(ImageReadError, match="unrecognised header"):
+        read_image(garbage)
+    for suffix in (".png", ".jpg", ".exr", ".tif"):
+        good = write_image(tmp_path / f"good{suffix}", ramp, kind="data").read_bytes()
+        cut = tmp_path / f"cut{suffix}"
+        cut.write_bytes(good[: len(good) // 2])
+        with pytest.raises(ImageReadError) as exc:
+            read_image(cut)
+        msg = _one_line(exc, cut)
+        assert "truncated" in msg or "corrupt" in msg, msg
+
+
+def test_zero_sized_png(tmp_path: Path) -> None:
+    path = tmp_path / "zero.png"
+    path.write_bytes(_png_with_size(0, 5))
+    with pytest.raises(ImageReadError, match="zero-sized"):
+        read_image(path)
+
+
+def test_too_large_is_refused_before_decoding(tmp_path: Path) -> None:
+    # The header claims 100000 x 100000; the pixel data is not there, so only a header check can answer.
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_with_size(100_000, 100_000))
+    with pytest.raises(ImageTooLargeError, match="larger than the limit"):
+        read_image(path)
+    small = write_image(tmp_path / "s.png", np.zeros((10, 10, 3), np.float32), kind="data")
+    with pytest.raises(ImageTooLargeError):
+        read_image(small, max_pixels=99)
+    read_image(small, max_pixels=100)
+
+
+def test_max_pixels_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small = write_image(tmp_path / "s.png", np.zeros((10, 10, 3), np.float32), kind="data")
+    monkeypatch.setenv("MLVFX_MAX_PIXELS", "50")
+    with pytest.raises(ImageTooLargeError, match="MLVFX_MAX_PIXELS"):
+        read_image(small)
+
+
+def test_nan_and_inf_in_float_files(tmp_path: Path, ramp: np.ndarray) -> None:
+    import cv2
+
+    for bad in (np.nan, np.inf):
+        a = ramp.copy()
+        a[3, 4, 1] = bad
+        path = tmp_path / "bad.exr"
+        ok, buf = cv2.imencode(".exr", a)
+        assert ok
+        path.write_bytes(buf.tobytes())
+        with pytest.raises(InvalidImageDataError, match="NaN or inf"):
+            read_image(path, kind="data")
+
+
+def test_more_than_four_channels(tmp_path: Path) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    path = tmp_path / "five.tif"
+    tifffile.imwrite(path, np.zeros((8, 8, 5), np.uint8), planarconfig="contig")
+    with pytest.raises(InvalidImageDataError, match="5 channels"):
+        read_image(path)
+
+
+def test_check_image_validates_arrays() -> None:
+    assert check_image(np.zeros((4, 5))).shape == (4, 5, 1)
+    with pytest.raises(InvalidImageDataError, match="shape"):
+        check_image(np.zeros((2, 3, 4, 5)))
+    with pytest.raises(InvalidImageDataError, match="zero size"):
+        check_image(np.zeros((0, 3, 3)))
+    with pytest.raises(InvalidImageDataError, match="6 channels"):
+        check_image(np.zeros((3, 3, 6)))
