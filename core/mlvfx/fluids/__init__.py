@@ -1,0 +1,1 @@
+"""Smoke simulation: the reference Eulerian solver (:mod:`mlvfx.fluids.reference`) and scenarios."""

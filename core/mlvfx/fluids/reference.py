@@ -1,0 +1,608 @@
+"""The reference Eulerian smoke solver: 2D and 3D, staggered MAC grid, torch (CPU or CUDA).
+
+One step (:meth:`ReferenceSolver.advance`) does, in order:
+
+1. advection of density and velocity by the current (divergence-free) velocity, semi-Lagrangian
+   with an RK2 back-trace, optionally MacCormack with min/max clamping (Selle et al. 2008);
+2. dissipation (exponential decay of density and velocity);
+3. sources: density is added at ``rate * dt * mask`` and, when a source has an inflow velocity,
+   the face velocity is blended towards it by the mask;
+4. forces: buoyancy (``buoyancy * density`` along +Y), wind (relaxation towards a target
+   velocity) and vorticity confinement (Fedkiw et al. 2001);
+5. static obstacles (zero velocity on their faces, zero density inside) and the pressure
+   projection (:mod:`mlvfx.fluids.pressure`).
+
+Units: the domain is ``domain_width`` wide along X, so a cell is ``dx = domain_width / X``;
+velocities are domain units per second, ``dt`` is seconds per step and buoyancy is an
+acceleration per unit density. The same physical parameters therefore describe the same shot at
+any resolution (what a coarse surrogate needs).
+
+Array conventions at the API edge (:class:`Stepper`):
+
+* 3D: density ``(Z, Y, X)`` float32, velocity cell-centred ``(Z, Y, X, 3)`` with components in
+  the order **(x, y, z)** (so ``velocity[..., 0]`` is the X component), +Y is up and index 0
+  along Y is the bottom.
+* 2D: density ``(Y, X)`` and velocity ``(Y, X, 2)`` with components (x, y); or, equivalently, the
+  volume form ``(1, Y, X)`` / ``(1, Y, X, 3)`` (z component zero), which is returned in kind.
+
+Inside, velocity is staggered; converting cell-centred input to faces averages neighbours, which
+smooths it slightly. The stepper therefore keeps its exact internal state and reuses it when the
+caller passes back, unchanged, the arrays it returned from the previous step.
+
+The computation is deterministic: no random numbers, no atomics (gathers and dense matrix
+products only), and the same inputs give bit-identical outputs on the same device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from mlvfx.errors import InputError
+from mlvfx.fluids.grid import (
+    Faces,
+    Walls,
+    central_gradient,
+    centre_to_faces,
+    comp_dim,
+    divergence,
+    faces_to_centre,
+    grid_positions,
+    interpolate,
+    scalar_to_faces,
+    velocity_at,
+)
+from mlvfx.fluids.pressure import PCGSolver, Projection, make_solver
+
+Array = npt.NDArray[Any]
+
+__all__ = [
+    "ReferenceSolver",
+    "SmokeConfig",
+    "Source",
+    "Stepper",
+    "box_sdf",
+    "mask_from_sdf",
+    "relative_divergence",
+    "sphere_sdf",
+]
+
+MAX_CELLS = 512**3
+MIN_CELLS_PER_AXIS = 4
+
+Advection = Literal["semi_lagrangian", "maccormack"]
+
+
+@dataclass(frozen=True)
+class SmokeConfig:
+    """Parameters of a smoke simulation.
+
+    Attributes:
+        shape: Grid resolution in array order, ``(Y, X)`` for 2D or ``(Z, Y, X)`` for 3D.
+        dt: Seconds per step.
+        domain_width: Extent of the domain along X in domain units (cell size ``domain_width / X``).
+        advection: ``"maccormack"`` (default) or ``"semi_lagrangian"``.
+        rk_order: Order of the back-trace (1 = Euler, 2 = midpoint).
+        buoyancy: Upward (+Y) acceleration per unit density, domain units / s^2.
+        density_dissipation: Density decay rate, 1/s (0 keeps density).
+        velocity_dissipation: Velocity decay rate, 1/s.
+        vorticity: Vorticity-confinement strength (dimensionless, 0 disables).
+        wind: Target velocity (x, y[, z]) in domain units / s; empty for none.
+        wind_rate: Relaxation rate towards ``wind``, 1/s.
+        boundary: ``"closed"``, ``"open"``, ``"open_top"`` (closed except +Y) or a per-wall tuple
+            ``(x_low, x_high, y_low, y_high[, z_low, z_high])`` of ``"closed"``/``"open"``.
+        pressure_solver: ``"auto"``, ``"dct"``, ``"lu"`` or ``"cg"`` (see :func:`make_solver`).
+        cg_tol: Relative residual tolerance of CG.
+        cg_max_iter: Iteration cap of CG.
+        dtype: ``"float64"`` (default, the reference) or ``"float32"``.
+        device: Torch device name; None picks ``MLVFX_DEVICE``, else CUDA when present, else CPU.
+        max_cells: Largest grid accepted (guards against typos such as ``--res 20480``).
+    """
+
+    shape: tuple[int, ...]
+    dt: float = 1.0 / 24.0
+    domain_width: float = 1.0
+    advection: Advection = "maccormack"
+    rk_order: int = 2
+    buoyancy: float = 1.0
+    density_dissipation: float = 0.0
+    velocity_dissipation: float = 0.0
+    vorticity: float = 0.0
+    wind: tuple[float, ...] = ()
+    wind_rate: float = 0.0
+    boundary: str | tuple[str, ...] = "closed"
+    pressure_solver: str = "auto"
+    cg_tol: float = 1e-9
+    cg_max_iter: int = 2000
+    dtype: str = "float64"
+    device: str | None = None
+    max_cells: int = MAX_CELLS
+
+    def __post_init__(self) -> None:
+        shape = tuple(self.shape)
+        if len(shape) not in (2, 3):
+            raise InputError(f"smoke grid must be 2D (Y, X) or 3D (Z, Y, X), got shape {shape}")
+        if any(not isinstance(n, int | np.integer) or n < MIN_CELLS_PER_AXIS for n in shape):
+            raise InputError(
+                f"smoke resolution must be at least {MIN_CELLS_PER_AXIS} cells per axis, got {shape}"
+            )
+        cells = math.prod(int(n) for n in shape)
+        if cells > self.max_cells:
+            raise InputError(
+                f"smoke resolution {shape} has {cells} cells, more than the limit of {self.max_cells}"
+            )
+        object.__setattr__(self, "shape", tuple(int(n) for n in shape))
+        for name in ("dt", "domain_width"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise InputError(f"smoke {name} must be a positive finite number, got {value}")
+        for name in ("buoyancy", "density_dissipation", "velocity_dissipation", "vorticity", "wind_rate"):
+            value = getattr(self, name)
+            if not math.isfinite(value):
+                raise InputError(f"smoke {name} must be finite, got {value}")
+        for name in ("density_dissipation", "velocity_dissipation", "vorticity", "wind_rate"):
+            if getattr(self, name) < 0:
+                raise InputError(f"smoke {name} must be >= 0, got {getattr(self, name)}")
+        if self.advection not in ("semi_lagrangian", "maccormack"):
+            raise InputError(f"unknown advection {self.advection!r} (use maccormack or semi_lagrangian)")
+        if self.rk_order not in (1, 2):
+            raise InputError(f"rk_order must be 1 or 2, got {self.rk_order}")
+        if self.wind and (len(self.wind) != self.dims or not all(math.isfinite(w) for w in self.wind)):
+            raise InputError(f"wind must hold {self.dims} finite components (x, y[, z]), got {self.wind}")
+        if self.dtype not in ("float32", "float64"):
+            raise InputError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.pressure_solver not in ("auto", "dct", "lu", "cg"):
+            raise InputError(f"unknown pressure solver {self.pressure_solver!r} (use auto, dct, lu or cg)")
+        if not (0 < self.cg_tol < 1) or self.cg_max_iter < 1:
+            raise InputError("cg_tol must be in (0, 1) and cg_max_iter >= 1")
+        Walls.from_spec(self.boundary, self.dims)
+
+    @property
+    def dims(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dx(self) -> float:
+        """Cell size in domain units."""
+        return self.domain_width / self.shape[-1]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype == "float64" else torch.float32
+
+
+def sphere_sdf(
+    shape: tuple[int, ...], center: Sequence[float], radius: float, domain_width: float = 1.0
+) -> Array:
+    """Signed distance (domain units, negative inside) to a circle/sphere, sampled at cell centres.
+
+    Args:
+        shape: Grid shape ``(Y, X)`` or ``(Z, Y, X)``.
+        center: Centre in domain units, in the order (x, y[, z]).
+        radius: Radius in domain units.
+        domain_width: Domain extent along X.
+
+    Returns:
+        float32 array of ``shape``.
+    """
+    coords = _cell_coords(shape, domain_width)
+    dist2 = sum((coords[c] - center[c]) ** 2 for c in range(len(shape)))
+    return (np.sqrt(dist2) - radius).astype(np.float32)
+
+
+def box_sdf(
+    shape: tuple[int, ...], center: Sequence[float], half_size: Sequence[float], domain_width: float = 1.0
+) -> Array:
+    """Signed distance (domain units, negative inside) to an axis-aligned box; ``(x, y[, z])`` order."""
+    coords = _cell_coords(shape, domain_width)
+    q = [np.abs(coords[c] - center[c]) - half_size[c] for c in range(len(shape))]
+    outside: Array = np.sqrt(sum(np.maximum(qc, 0.0) ** 2 for qc in q))
+    largest = q[0]
+    for qc in q[1:]:
+        largest = np.maximum(largest, qc)
+    inside: Array = np.minimum(largest, 0.0)
+    result: Array = (outside + inside).astype(np.float32)
+    return result
+
+
+def _cell_coords(shape: tuple[int, ...], domain_width: float) -> list[Array]:
+    """Cell-centre coordinates in domain units per component (x, y[, z]), broadcastable to ``shape``."""
+    dx = domain_width / shape[-1]
+    ndim = len(shape)
+    out = []
+    for c in range(ndim):
+        d = ndim - 1 - c
+        view = [1] * ndim
+        view[d] = shape[d]
+        out.append(((np.arange(shape[d]) + 0.5) * dx).reshape(view))
+    return out
+
+
+def mask_from_sdf(sdf: Array, dx: float) -> Array:
+    """A soft [0, 1] coverage mask from a signed distance field (negative inside), one cell of ramp."""
+    return np.clip(0.5 - np.asarray(sdf, dtype=np.float64) / dx, 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Source:
+    """An inflow: density emitted into a masked region, optionally with an inflow velocity.
+
+    Attributes:
+        mask: Coverage in [0, 1], shape of the density grid (``(Y, X)`` / ``(Z, Y, X)``; 2D also
+            accepts ``(1, Y, X)``). Use :meth:`from_sdf` for a signed distance field.
+        rate: Density added per second where the mask is 1.
+        velocity: Inflow velocity (x, y[, z]) in domain units / s, or empty to leave velocity alone.
+    """
+
+    mask: Array
+    rate: float = 1.0
+    velocity: tuple[float, ...] = ()
+
+    @staticmethod
+    def from_sdf(sdf: Array, dx: float, rate: float = 1.0, velocity: tuple[float, ...] = ()) -> Source:
+        """A source covering the inside (negative values) of a signed distance field in domain units."""
+        return Source(mask_from_sdf(sdf, dx), rate, velocity)
+
+
+@dataclass
+class _SourceTensors:
+    mask: torch.Tensor
+    face_masks: list[torch.Tensor] | None
+    rate: float
+    velocity: tuple[float, ...]
+
+
+@dataclass
+class StepStats:
+    """Diagnostics of the last step."""
+
+    cg_iterations: int = 0
+    cg_residual: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class ReferenceSolver:
+    """The torch-level solver: state tensors in, state tensors out (staggered velocity)."""
+
+    def __init__(self, config: SmokeConfig, obstacles: Array | None = None) -> None:
+        from mlvfx.config import torch_device
+
+        self.config = config
+        self.device = torch_device(config.device)
+        self.dtype = config.torch_dtype
+        self.walls = Walls.from_spec(config.boundary, config.dims)
+        self.stats = StepStats()
+        self._positions: dict[int, list[torch.Tensor]] = {}
+        self._projection: Projection | None = None
+        self._obstacle_key: bytes | None = None
+        self.set_obstacles(obstacles)
+
+    # -- setup -----------------------------------------------------------------------------------
+
+    def set_obstacles(self, obstacles: Array | None) -> None:
+        """Set the static obstacle mask (bool or [0, 1], >= 0.5 is solid); refactorises only on change."""
+        shape = self.config.shape
+        solid_np = (
+            np.zeros(shape, dtype=bool)
+            if obstacles is None
+            else _as_grid(obstacles, shape, "obstacles") >= 0.5
+        )
+        key = solid_np.tobytes()
+        if self._projection is not None and key == self._obstacle_key:
+            return
+        if solid_np.all():
+            raise InputError("obstacles cover the whole smoke domain")
+        solid = torch.as_tensor(solid_np, device=self.device)
+        solver, fixed = make_solver(
+            self.config.pressure_solver,
+            solid,
+            self.walls,
+            self.dtype,
+            tol=self.config.cg_tol,
+            max_iter=self.config.cg_max_iter,
+        )
+        self._projection = Projection(solver, fixed, self.walls, solid)
+        self._obstacle_key = key
+
+    @property
+    def projection(self) -> Projection:
+        assert self._projection is not None
+        return self._projection
+
+    @property
+    def solid(self) -> torch.Tensor:
+        return self.projection.solid
+
+    def zeros(self) -> tuple[torch.Tensor, Faces]:
+        """An empty state: zero density ``(Y, X)``/``(Z, Y, X)`` and zero face velocities."""
+        shape = self.config.shape
+        density = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        vel = [
+            torch.zeros(
+                tuple(n + 1 if d == comp_dim(c, len(shape)) else n for d, n in enumerate(shape)),
+                dtype=self.dtype,
+                device=self.device,
+            )
+            for c in range(len(shape))
+        ]
+        return density, vel
+
+    def prepare_sources(self, sources: Sequence[Source]) -> list[_SourceTensors]:
+        """Validate sources against the grid and obstacles and move them to the device."""
+        shape = self.config.shape
+        solid_np = self.solid.cpu().numpy()
+        out = []
+        for i, src in enumerate(sources):
+            mask = _as_grid(src.mask, shape, f"source {i} mask")
+            if mask.min() < 0 or mask.max() > 1:
+                raise InputError(f"source {i} mask must lie in [0, 1]")
+            if not math.isfinite(src.rate):
+                raise InputError(f"source {i} rate must be finite, got {src.rate}")
+            if src.velocity and (
+                len(src.velocity) != self.config.dims or not all(math.isfinite(v) for v in src.velocity)
+            ):
+                raise InputError(
+                    f"source {i} velocity must hold {self.config.dims} finite components (x, y[, z])"
+                )
+            covered = mask > 0
+            if covered.any() and solid_np[covered].all():
+                raise InputError(f"source {i} lies entirely inside the obstacles")
+            m = torch.as_tensor(mask, dtype=self.dtype, device=self.device).masked_fill(self.solid, 0.0)
+            faces = [scalar_to_faces(m, c) for c in range(self.config.dims)] if src.velocity else None
+            out.append(_SourceTensors(m, faces, float(src.rate), tuple(float(v) for v in src.velocity)))
+        return out
+
+    # -- the step --------------------------------------------------------------------------------
+
+    def advance(
+        self, density: torch.Tensor, vel: Faces, sources: Sequence[_SourceTensors] = ()
+    ) -> tuple[torch.Tensor, Faces]:
+        """One time step on device tensors; returns new density and divergence-free face velocity."""
+        cfg = self.config
+        dt = cfg.dt
+        ndim = cfg.dims
+        traces = {g: self._traces(g, vel) for g in range(-1, ndim)}
+        density = self._advect(density, None, traces[-1])
+        vel = [self._advect(vel[c], comp_dim(c, ndim), traces[c]) for c in range(ndim)]
+        if cfg.density_dissipation > 0:
+            density = density * math.exp(-cfg.density_dissipation * dt)
+        if cfg.velocity_dissipation > 0:
+            decay = math.exp(-cfg.velocity_dissipation * dt)
+            vel = [v * decay for v in vel]
+        for src in sources:
+            density = density + (src.rate * dt) * src.mask
+            if src.face_masks is not None:
+                vel = [
+                    v + fm * (src.velocity[c] - v)
+                    for c, (v, fm) in enumerate(zip(vel, src.face_masks, strict=True))
+                ]
+        if cfg.buoyancy != 0:
+            vel[1] = vel[1] + (dt * cfg.buoyancy) * scalar_to_faces(density, 1)
+        if cfg.wind and cfg.wind_rate > 0:
+            blend = 1.0 - math.exp(-cfg.wind_rate * dt)
+            vel = [v + blend * (cfg.wind[c] - v) for c, v in enumerate(vel)]
+        if cfg.vorticity > 0:
+            force = self._vorticity_force(vel)
+            vel = [v + dt * scalar_to_faces(f, c) for c, (v, f) in enumerate(zip(vel, force, strict=True))]
+        density = density.masked_fill(self.solid, 0.0)
+        vel = self.projection(vel)
+        solver = self.projection.solver
+        if isinstance(solver, PCGSolver):
+            self.stats.cg_iterations = solver.last_iterations
+            self.stats.cg_residual = solver.last_residual
+        return density, vel
+
+    def _grid_positions(self, g: int) -> list[torch.Tensor]:
+        if g not in self._positions:
+            shape = self.config.shape
+            stagger = None if g < 0 else comp_dim(g, len(shape))
+            pos = grid_positions(shape, stagger, self.dtype, self.device)
+            full = tuple(n + 1 if d == stagger else n for d, n in enumerate(shape))
+            self._positions[g] = [p.expand(full).contiguous() for p in pos]
+        return self._positions[g]
+
+    def _traces(self, g: int, vel: Faces) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Back-traced (and, for MacCormack, forward-traced) positions of grid ``g`` (-1 = cells)."""
+        pos = self._grid_positions(g)
+        back = self._trace(pos, vel, -1.0)
+        fwd = self._trace(pos, vel, 1.0) if self.config.advection == "maccormack" else None
+        return back, fwd
+
+    def _trace(self, pos: list[torch.Tensor], vel: Faces, sign: float) -> list[torch.Tensor]:
+        ndim = len(pos)
+        k = sign * self.config.dt / self.config.dx
+        u = velocity_at(vel, pos)
+        if self.config.rk_order == 2:
+            mid = [pos[d] + (0.5 * k) * u[ndim - 1 - d] for d in range(ndim)]
+            u = velocity_at(vel, mid)
+        return [pos[d] + k * u[ndim - 1 - d] for d in range(ndim)]
+
+    def _advect(
+        self,
+        f: torch.Tensor,
+        stagger: int | None,
+        traces: tuple[list[torch.Tensor], list[torch.Tensor] | None],
+    ) -> torch.Tensor:
+        back, fwd = traces
+        if fwd is None:
+            return interpolate(f, stagger, back)[0]
+        value, lo, hi = interpolate(f, stagger, back, with_bounds=True)
+        assert lo is not None and hi is not None
+        returned = interpolate(value, stagger, fwd)[0]
+        corrected = value + 0.5 * (f - returned)
+        return torch.minimum(torch.maximum(corrected, lo), hi)
+
+    def _vorticity_force(self, vel: Faces) -> list[torch.Tensor]:
+        """Vorticity-confinement force per component (x, y[, z]) at cell centres, domain units / s^2."""
+        dx = self.config.dx
+        eps = self.config.vorticity
+        uc = faces_to_centre(vel)
+        grads = [central_gradient(u) for u in uc]  # grads[i][j] = d u_i / d x_j (per cell)
+        tiny = 1e-12 / dx
+        if len(uc) == 2:
+            omega = (grads[1][0] - grads[0][1]) / dx
+            gmag = central_gradient(omega.abs())
+            norm = torch.sqrt(gmag[0] ** 2 + gmag[1] ** 2) + tiny
+            nx, ny = gmag[0] / norm, gmag[1] / norm
+            return [eps * dx * ny * omega, -eps * dx * nx * omega]
+        wx = (grads[2][1] - grads[1][2]) / dx
+        wy = (grads[0][2] - grads[2][0]) / dx
+        wz = (grads[1][0] - grads[0][1]) / dx
+        mag = torch.sqrt(wx**2 + wy**2 + wz**2)
+        gmag = central_gradient(mag)
+        norm = torch.sqrt(gmag[0] ** 2 + gmag[1] ** 2 + gmag[2] ** 2) + tiny
+        nx, ny, nz = gmag[0] / norm, gmag[1] / norm, gmag[2] / norm
+        return [
+            eps * dx * (ny * wz - nz * wy),
+            eps * dx * (nz * wx - nx * wz),
+            eps * dx * (nx * wy - ny * wx),
+        ]
+
+    # -- diagnostics -----------------------------------------------------------------------------
+
+    def divergence_residual(self, vel: Faces) -> float:
+        """Max |discrete divergence| over fluid cells, relative to max |face velocity| (dimensionless)."""
+        return relative_divergence(vel, self.solid)
+
+    def mass(self, density: torch.Tensor) -> float:
+        """Total density times cell volume (domain units^dims)."""
+        return float(density.sum()) * self.config.dx**self.config.dims
+
+
+def relative_divergence(vel: Faces, solid: torch.Tensor | None = None) -> float:
+    """``max |sum of face differences|`` over fluid cells divided by ``max |u|`` (0 for a still field)."""
+    div = divergence(vel)
+    if solid is not None:
+        div = div.masked_fill(solid, 0.0)
+    scale = max(float(v.abs().max()) for v in vel)
+    return 0.0 if scale == 0.0 else float(div.abs().max()) / scale
+
+
+def _as_grid(array: Array, shape: tuple[int, ...], what: str) -> Array:
+    """Check ``array`` against the grid ``shape`` (2D also accepts ``(1, Y, X)``) and that it is finite."""
+    a = np.asarray(array)
+    if a.dtype == bool:
+        a = a.astype(np.float32)
+    if not np.issubdtype(a.dtype, np.number):
+        raise InputError(f"{what} must be a numeric array, got dtype {a.dtype}")
+    if len(shape) == 2 and a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.shape != shape:
+        raise InputError(f"{what} has shape {a.shape}, expected {shape}")
+    if not np.isfinite(a).all():
+        raise InputError(f"{what} contains NaN or infinite values")
+    return a
+
+
+class Stepper:
+    """Stateful numpy stepper for hosts (Blender bake, Houdini SOP): ``step(...) -> (density, velocity)``.
+
+    Example:
+        >>> cfg = SmokeConfig(shape=(16, 16, 16))
+        >>> stepper = Stepper(cfg)
+        >>> src = Source.from_sdf(sphere_sdf(cfg.shape, (0.5, 0.2, 0.5), 0.1), cfg.dx, rate=2.0)
+        >>> density, velocity = stepper.step(None, None, [src])
+        >>> density.shape, velocity.shape
+        ((16, 16, 16), (16, 16, 16, 3))
+    """
+
+    def __init__(self, config: SmokeConfig) -> None:
+        self.config = config
+        self.solver = ReferenceSolver(config)
+        self._state: tuple[torch.Tensor, Faces] | None = None
+        self._last: tuple[Array, Array] | None = None
+
+    def reset(self) -> None:
+        """Forget the internal state (the next step converts its inputs afresh)."""
+        self._state = None
+        self._last = None
+
+    def step(
+        self,
+        density: Array | None,
+        velocity: Array | None,
+        sources: Sequence[Source] | None = None,
+        obstacles: Array | None = None,
+    ) -> tuple[Array, Array]:
+        """Advance the smoke by one step of ``config.dt`` seconds.
+
+        Args:
+            density: ``(Z, Y, X)`` (3D) or ``(Y, X)`` / ``(1, Y, X)`` (2D) float array, or None for
+                zero.
+            velocity: Cell-centred velocity ``(Z, Y, X, 3)`` (3D) or ``(Y, X, 2)`` / ``(1, Y, X, 3)``
+                (2D), components in the order (x, y[, z]), domain units / s; None for still air.
+            sources: Inflows (:class:`Source`), or None.
+            obstacles: Static obstacle mask of the density shape (bool, or [0, 1] with >= 0.5
+                solid), or None. Changing it refactorises the pressure solver.
+
+        Returns:
+            ``(density, velocity)`` as float32 arrays in the layout of the input (the volume form
+            for 2D when the input used it or was None and ``(1, Y, X)`` obstacles were given).
+
+        Raises:
+            InputError: Wrong shapes, NaN/inf values, or a source entirely inside the obstacles.
+        """
+        shape = self.config.shape
+        ndim = self.config.dims
+        volume_form = ndim == 3 or (density is not None and np.asarray(density).ndim == 3)
+        self.solver.set_obstacles(obstacles)
+        prepared = self.solver.prepare_sources(list(sources or []))
+        if (
+            self._state is not None
+            and self._last is not None
+            and _same(density, self._last[0])
+            and _same(velocity, self._last[1])
+        ):
+            rho_t, vel_t = self._state
+        else:
+            rho_t, vel_t = self._to_tensors(density, velocity, shape)
+        rho_t, vel_t = self.solver.advance(rho_t, vel_t, prepared)
+        self._state = (rho_t, vel_t)
+        out_rho = rho_t.float().cpu().numpy()
+        centred = torch.stack(faces_to_centre(vel_t), dim=-1).float().cpu().numpy()
+        if ndim == 2 and volume_form:
+            out_rho = out_rho[None]
+            centred = np.concatenate([centred, np.zeros_like(centred[..., :1])], axis=-1)[None]
+        self._last = (out_rho, centred)
+        return out_rho.copy(), centred.copy()
+
+    def _to_tensors(
+        self, density: Array | None, velocity: Array | None, shape: tuple[int, ...]
+    ) -> tuple[torch.Tensor, Faces]:
+        solver = self.solver
+        rho_t, vel_t = solver.zeros()
+        ndim = len(shape)
+        if density is not None:
+            rho = _as_grid(density, shape, "density")
+            if rho.min() < 0:
+                raise InputError("density must be >= 0")
+            rho_t = torch.as_tensor(rho, dtype=solver.dtype, device=solver.device).masked_fill(
+                solver.solid, 0.0
+            )
+        if velocity is not None:
+            v = np.asarray(velocity)
+            if ndim == 2 and v.ndim == 4 and v.shape[0] == 1 and v.shape[-1] == 3:
+                v = v[0, ..., :2]
+            if v.shape != (*shape, ndim):
+                raise InputError(
+                    f"velocity has shape {np.asarray(velocity).shape}, expected {(*shape, ndim)}"
+                )
+            if not np.isfinite(v).all():
+                raise InputError("velocity contains NaN or infinite values")
+            t = torch.as_tensor(np.ascontiguousarray(v), dtype=solver.dtype, device=solver.device)
+            vel_t = centre_to_faces([t[..., c] for c in range(ndim)])
+            vel_t = [f.masked_fill(m, 0.0) for f, m in zip(vel_t, solver.projection.fixed, strict=True)]
+        return rho_t, vel_t
+
+
+def _same(given: Array | None, last: Array) -> bool:
+    if given is None:
+        return False
+    a = np.asarray(given)
+    return a.shape == last.shape and bool(np.array_equal(a, last))
