@@ -1,0 +1,424 @@
+"""Downloading one zoo file into the cache: streaming, resume, retries, verification.
+
+One download goes like this:
+
+1. claim the resumable ``<hex>.part`` left by an interrupted download (an atomic rename to a
+   unique name, so two processes never write the same temp file), or start an empty one;
+2. ``GET`` with ``Range: bytes=<offset>-`` when resuming. A ``206`` appends, a ``200`` (a server
+   that ignores ranges) starts over, and a ``416`` (the part is longer than the remote file)
+   discards the part and starts over;
+3. stream in chunks with (connect, read) timeouts, hashing as bytes arrive, never past the size
+   the manifest gives;
+4. retry with exponential backoff and jitter on connection errors, timeouts, truncated bodies,
+   ``429`` and ``5xx`` (``Retry-After`` is honoured); other statuses fail this URL at once;
+5. check size and sha256, then ``os.replace`` into the cache. A failed check discards the part;
+   any other failure (including cancel) leaves it as ``<hex>.part`` for the next attempt.
+
+TLS is verified by requests as usual: proxies (``HTTPS_PROXY``) and CA bundles
+(``REQUESTS_CA_BUNDLE``) work, and verification is never turned off. Nothing downloaded is run or
+unpickled; weights are loaded from safetensors only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import re
+import shutil
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from mlvfx import __version__
+from mlvfx.errors import Cancelled, DownloadError, IntegrityError
+from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report
+from mlvfx.zoo.cache import BlobCache
+
+if TYPE_CHECKING:
+    import requests
+
+ByteProgressFn = Callable[[int, int], None]
+"""``on_bytes(done, total)``: raw byte counts of the file being fetched."""
+
+_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+_STALE_PART_S = 120.0
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    """Network settings for the zoo.
+
+    Attributes:
+        connect_timeout: seconds to wait for a TCP/TLS connection.
+        read_timeout: seconds to wait for the next bytes of a response.
+        retries: failed attempts in a row (without new bytes) before a URL is given up.
+        max_attempts: attempts per URL in total, progress or not (a server that keeps dropping).
+        backoff: first retry delay in seconds; it doubles per failure, with jitter.
+        backoff_max: longest retry delay, and longest ``Retry-After`` honoured.
+        chunk_size: bytes per read from the socket and per write to disk.
+        lock_poll: seconds between checks for cancel while waiting on another process's download.
+        progress_interval: least seconds between two progress calls (the last call always happens).
+    """
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retries: int = 4
+    max_attempts: int = 20
+    backoff: float = 0.5
+    backoff_max: float = 10.0
+    chunk_size: int = 1 << 20
+    lock_poll: float = 0.25
+    progress_interval: float = 0.1
+
+
+class Reporter:
+    """Turns byte counts into ``progress(fraction, message)`` and ``on_bytes(done, total)`` calls."""
+
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        progress: ProgressFn | None,
+        on_bytes: ByteProgressFn | None,
+        interval: float = 0.1,
+    ) -> None:
+        self.label = label
+        self.total = total
+        self.progress = progress
+        self.on_bytes = on_bytes
+        self.interval = interval
+        self._last = 0.0
+
+    def __call__(self, done: int, *, force: bool = False) -> None:
+        if self.progress is None and self.on_bytes is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        if self.on_bytes is not None:
+            self.on_bytes(done, self.total)
+        fraction = done / self.total if self.total else 1.0
+        report(self.progress, fraction, f"{self.label}: {done / 1e6:.1f}/{self.total / 1e6:.1f} MB")
+
+
+class _Retriable(Exception):
+    """A transient failure: try the same URL again after a backoff."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class _Fatal(Exception):
+    """This URL cannot work (404, bad TLS, bad scheme); move on to the next one."""
+
+
+def new_session() -> requests.Session:
+    """A requests session for the zoo: identity encoding (byte ranges must be raw bytes)."""
+    import requests
+
+    session = requests.Session()
+    session.headers.update({"User-Agent": f"mlvfx/{__version__}", "Accept-Encoding": "identity"})
+    return session
+
+
+def file_url_path(url: str) -> Path:
+    """The local path of a ``file://`` URL."""
+    return Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+
+
+def copy_verified(
+    src: Path,
+    cache: BlobCache,
+    sha256: str,
+    size: int,
+    reporter: Reporter,
+    cancel: CancelToken | None,
+    chunk: int = 1 << 20,
+) -> Path:
+    """Copy a local file (mirror, ``file://`` URL) into the cache, hashing while copying.
+
+    Raises:
+        IntegrityError: the copy's size or sha256 is not the expected one (nothing is installed).
+        OSError: the source cannot be read or the cache written.
+    """
+    tmp = cache.unique_temp(sha256)
+    try:
+        digest = hashlib.sha256()
+        done = 0
+        with open(src, "rb") as fin, open(tmp, "xb") as fout:
+            while True:
+                check_cancel(cancel)
+                block = fin.read(chunk)
+                if not block:
+                    break
+                done += len(block)
+                if done > size:
+                    break
+                digest.update(block)
+                fout.write(block)
+                reporter(done)
+        if done != size or digest.hexdigest() != sha256:
+            got = f"{done} bytes" if done != size else f"sha256 {digest.hexdigest()}"
+            raise IntegrityError(f"expected {size} bytes with sha256 {sha256}, got {got}", path=src)
+        shutil.copystat(src, tmp, follow_symlinks=True)
+        reporter(done, force=True)
+        return cache.install(tmp, sha256)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+class Downloader:
+    """Downloads files into one writable cache; one instance may serve many files and URLs.
+
+    Args:
+        cache: the writable cache that receives the files.
+        options: timeouts, retries and chunk size.
+        session: a requests session (one is made when omitted).
+        cancel: checked between chunks and during backoff; cancelling keeps the ``.part``.
+    """
+
+    def __init__(
+        self,
+        cache: BlobCache,
+        options: DownloadOptions | None = None,
+        session: requests.Session | None = None,
+        cancel: CancelToken | None = None,
+    ) -> None:
+        self.cache = cache
+        self.options = options or DownloadOptions()
+        self._session = session
+        self.cancel = cancel
+
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            self._session = new_session()
+        return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+    # ---------------------------------------------------------------- temp files
+
+    def _claim_part(self, sha256: str) -> Path:
+        """A unique temp file holding whatever an earlier, interrupted download left behind."""
+        mine = self.cache.unique_temp(sha256)
+        candidates = [self.cache.resumable_part(sha256)]
+        # Unique parts orphaned by a killed process; a recent one may still be written by another
+        # process (on a filesystem where the lock does not work), so only stale ones are taken.
+        now = time.time()
+        with contextlib.suppress(OSError):
+            for p in self.cache.tmp.glob(f"{sha256}.*.part"):
+                with contextlib.suppress(OSError):
+                    if now - p.stat().st_mtime > _STALE_PART_S:
+                        candidates.append(p)
+        for src in candidates:
+            try:
+                os.rename(src, mine)  # atomic: of two racing processes, one wins
+                return mine
+            except OSError:
+                continue
+        with open(mine, "xb"):
+            pass
+        return mine
+
+    def _park_part(self, tmp: Path) -> None:
+        """Keep a partial download as the resumable ``<hex>.part`` (or drop it if empty)."""
+        try:
+            if tmp.stat().st_size > 0:
+                os.replace(tmp, self.cache.resumable_part(tmp.name.split(".", 1)[0]))
+                return
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+    # ---------------------------------------------------------------- download
+
+    def download(self, url: str, sha256: str, size: int, reporter: Reporter) -> Path:
+        """Download ``url`` into the cache as the blob ``sha256``, resuming any ``.part``.
+
+        Returns:
+            The path of the installed blob.
+
+        Raises:
+            DownloadError: the URL failed for good (HTTP error, retries exhausted, disk error).
+            IntegrityError: the server's file has the wrong size or sha256.
+            Cancelled: the cancel token was set (the partial file is kept for a resume).
+        """
+        tmp = self._claim_part(sha256)
+        keep_part = True
+        try:
+            part = _Part(tmp, size)
+            return self._download_into(part, url, sha256, reporter)
+        except IntegrityError:
+            keep_part = False
+            raise
+        except OSError as exc:
+            raise DownloadError(f"cannot write the download ({exc.strerror or exc})", path=tmp) from None
+        finally:
+            if tmp.exists():
+                if keep_part:
+                    self._park_part(tmp)
+                else:
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
+
+    def _download_into(self, part: _Part, url: str, sha256: str, reporter: Reporter) -> Path:
+        opts = self.options
+        attempts = failures = 0
+        last_reason = ""
+        while True:
+            check_cancel(self.cancel)
+            if part.have == part.size:
+                if part.digest.hexdigest() == sha256:
+                    reporter(part.have, force=True)
+                    return self.cache.install(part.path, sha256)
+                # A complete but wrong part (left from another upstream file, or corrupted on
+                # disk) gets one fresh download; a fresh download with the wrong hash is final.
+                if attempts == 0:
+                    part.restart()
+                    continue
+                raise IntegrityError(
+                    f"{url} has sha256 {part.digest.hexdigest()}, expected {sha256}; the file was not cached"
+                )
+            if failures > opts.retries or attempts >= opts.max_attempts:
+                raise DownloadError(f"{url}: gave up after {attempts} attempt(s): {last_reason}")
+            attempts += 1
+            before = part.have
+            try:
+                self._attempt(part, url, reporter)
+            except _Fatal as exc:
+                raise DownloadError(f"{url}: {exc}") from None
+            except _Retriable as exc:
+                last_reason = str(exc)
+                # New bytes mean the server works, if badly: start a fresh run of retries.
+                failures = 1 if part.have > before else failures + 1
+                if failures <= opts.retries and attempts < opts.max_attempts:
+                    self._sleep(_backoff(opts, failures, exc.retry_after))
+
+    def _attempt(self, part: _Part, url: str, reporter: Reporter) -> None:
+        """One HTTP request that appends to ``part``; raises _Retriable or _Fatal on failure."""
+        import requests
+
+        size = part.size
+        headers = {"Range": f"bytes={part.have}-"} if part.have else {}
+        timeout = (self.options.connect_timeout, self.options.read_timeout)
+        try:
+            response = self.session.get(url, headers=headers, stream=True, timeout=timeout)
+        except requests.exceptions.SSLError as exc:
+            raise _Fatal(f"TLS error ({exc}); set REQUESTS_CA_BUNDLE for a private CA") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
+            raise _Fatal(str(exc)) from None
+        except requests.exceptions.Timeout as exc:
+            raise _Retriable(f"timed out ({exc})") from None
+        except requests.exceptions.RequestException as exc:
+            raise _Retriable(f"connection failed ({exc})") from None
+        with response:
+            status = response.status_code
+            if status == 416:
+                # The part is longer than the remote file: it cannot be resumed.
+                part.restart()
+                raise _Retriable("HTTP 416 (range not satisfiable); restarting from byte 0")
+            if status == 429 or status >= 500:
+                raise _Retriable(f"HTTP {status}", _retry_after(response.headers.get("Retry-After")))
+            if status not in (200, 206):
+                raise _Fatal(f"HTTP {status} {response.reason or ''}".rstrip())
+            if status == 206:
+                start, total = _parse_content_range(response.headers.get("Content-Range"))
+                if total is not None and total != size:
+                    raise IntegrityError(f"{url} is {total} bytes, the manifest says {size}")
+                if start != part.have:
+                    part.restart()
+                    raise _Retriable(f"server resumed at byte {start}, not {part.have}; restarting")
+            else:
+                if part.have:
+                    part.restart()  # the server ignored Range and sends the whole file
+                length = response.headers.get("Content-Length")
+                if length is not None and length.isdigit() and int(length) != size:
+                    raise IntegrityError(f"{url} is {length} bytes, the manifest says {size}")
+            try:
+                with open(part.path, "ab") as out:
+                    for chunk in response.iter_content(chunk_size=self.options.chunk_size):
+                        if self.cancel is not None and self.cancel.cancelled:
+                            raise Cancelled()
+                        if part.have + len(chunk) > size:
+                            raise IntegrityError(f"{url} sent more than the {size} bytes the manifest gives")
+                        part.append(out, chunk)
+                        reporter(part.have)
+            except requests.exceptions.RequestException as exc:
+                kind = "timed out" if "timed out" in str(exc).lower() else "connection dropped"
+                raise _Retriable(f"{kind} after {part.have} of {size} bytes ({exc})") from None
+            if part.have < size:
+                raise _Retriable(f"connection closed after {part.have} of {size} bytes")
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            check_cancel(self.cancel)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
+
+
+class _Part:
+    """A partial download on disk with the running sha256 of its bytes."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+        self.digest = hashlib.sha256()
+        self.have = path.stat().st_size
+        if self.have > size:
+            self.restart()
+        elif self.have:
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    self.digest.update(block)
+
+    def restart(self) -> None:
+        """Empty the file and the hash."""
+        with open(self.path, "wb"):
+            pass
+        self.digest = hashlib.sha256()
+        self.have = 0
+
+    def append(self, out: IO[bytes], chunk: bytes) -> None:
+        out.write(chunk)
+        self.digest.update(chunk)
+        self.have += len(chunk)
+
+
+def _parse_content_range(value: str | None) -> tuple[int, int | None]:
+    match = _CONTENT_RANGE_RE.match(value or "")
+    if match is None:
+        raise _Retriable(f"bad Content-Range {value!r}")
+    total = match.group(3)
+    return int(match.group(1)), None if total == "*" else int(total)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: fall back to the usual backoff
+
+
+def _backoff(options: DownloadOptions, failures: int, retry_after: float | None) -> float:
+    if retry_after is not None:
+        return min(retry_after, options.backoff_max)
+    base: float = min(options.backoff_max, options.backoff * 2.0 ** max(0, failures - 1))
+    return base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not security

@@ -1,0 +1,324 @@
+"""Resolving a model to a verified local file: cache, then local mirrors, then the network.
+
+``fetch("material-normal")`` returns the path of the model's weights, trying in order:
+
+1. the caches: ``MLVFX_CACHE_DIR`` (which may be read-only, pre-filled by a studio), and the
+   per-user cache when ``MLVFX_CACHE_DIR`` points elsewhere;
+2. local mirrors: the folders in ``MLVFX_ZOO_MIRRORS``, then the ``model_zoo/`` folder of a source
+   checkout. A mirror holds files by name, either at its top or under ``weights/``;
+3. the network: ``MLVFX_ZOO_URL/<file name>`` when that is set, otherwise the manifest's URLs in
+   order. ``file://`` URLs are local copies and work offline; ``MLVFX_OFFLINE=1`` forbids the rest.
+
+Files found in a mirror or downloaded are verified (size and sha256) and copied into the first
+writable cache; when no cache is writable, a verified mirror file is used where it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from mlvfx import config
+from mlvfx.errors import DownloadError, InputError, IntegrityError, ModelError, OfflineError
+from mlvfx.progress import CancelToken, ProgressFn, check_cancel
+from mlvfx.zoo.cache import BlobCache, default_caches, file_matches
+from mlvfx.zoo.download import (
+    ByteProgressFn,
+    Downloader,
+    DownloadOptions,
+    Reporter,
+    copy_verified,
+    file_url_path,
+)
+from mlvfx.zoo.manifest import Manifest, ModelEntry, ZooFile, check_url, checkout_zoo_dir, resolve_manifest
+
+ManifestLike = Manifest | str | os.PathLike[str] | None
+
+
+def mirror_dirs() -> list[Path]:
+    """Local mirror folders, in order: ``MLVFX_ZOO_MIRRORS``, then the checkout's ``model_zoo/``."""
+    dirs = list(config.zoo_mirrors())
+    checkout = checkout_zoo_dir()
+    if checkout is not None:
+        dirs.append(checkout)
+    return dirs
+
+
+def file_urls(zfile: ZooFile) -> list[str]:
+    """Where ``zfile`` can be downloaded: ``MLVFX_ZOO_URL/<name>`` if set, else the manifest's URLs.
+
+    Raises:
+        InputError: ``MLVFX_ZOO_URL`` has a scheme the zoo does not allow.
+    """
+    base = config.zoo_url()
+    if base is None:
+        return list(zfile.urls)
+    problem = check_url(base)
+    if problem is not None:
+        raise InputError(f"MLVFX_ZOO_URL: {problem}")
+    return [base.rstrip("/") + "/" + zfile.name]
+
+
+def cached_path(zfile: ZooFile, caches: Sequence[BlobCache] | None = None) -> Path | None:
+    """The verified cached copy of ``zfile``, or ``None``; never touches mirrors or the network."""
+    for cache in caches if caches is not None else default_caches():
+        path = cache.lookup(zfile.sha256, zfile.size)
+        if path is not None:
+            return path
+    return None
+
+
+def _mirror_candidates(zfile: ZooFile) -> Iterator[Path]:
+    for folder in mirror_dirs():
+        for candidate in (folder / zfile.name, folder / "weights" / zfile.name):
+            if candidate.is_file():
+                yield candidate
+
+
+def fetch_file(
+    entry: ModelEntry,
+    zfile: ZooFile,
+    progress: ProgressFn | None = None,
+    *,
+    on_bytes: ByteProgressFn | None = None,
+    cancel: CancelToken | None = None,
+    options: DownloadOptions | None = None,
+    downloader: Downloader | None = None,
+) -> Path:
+    """Resolve one file of a model to a verified local path (see the module docstring for the order).
+
+    Args:
+        entry: the model the file belongs to (named in messages).
+        zfile: the file.
+        progress: ``progress(fraction, "id version: 12.3/50.0 MB")`` while copying or downloading.
+        on_bytes: ``on_bytes(done, total)`` with raw byte counts, for hosts' own progress bars.
+        cancel: checked between chunks; a cancelled download is kept for a resume.
+        options: timeouts and retries.
+        downloader: reuse a downloader (and its HTTP connection) across files.
+
+    Returns:
+        The path of a file with the manifest's size and sha256.
+
+    Raises:
+        OfflineError: ``MLVFX_OFFLINE=1`` and no cache or mirror has the file; the message names the
+            URL and the exact path to save the file at.
+        DownloadError: every URL failed, or no cache is writable.
+        IntegrityError: every source had the file with the wrong size or sha256.
+        Cancelled: the cancel token was set.
+    """
+    opts = options or DownloadOptions()
+    caches = default_caches()
+    label = f"{entry.id} {entry.version}"
+    reporter = Reporter(label, zfile.size, progress, on_bytes, opts.progress_interval)
+
+    found = cached_path(zfile, caches)
+    if found is not None:
+        reporter(zfile.size, force=True)
+        return found
+    check_cancel(cancel)
+    target = next((c for c in caches if c.writable()), None)
+
+    errors: list[ModelError] = []
+    for candidate in _mirror_candidates(zfile):
+        result = _from_local(candidate, zfile, target, reporter, cancel, errors)
+        if result is not None:
+            return result
+
+    urls = file_urls(zfile)
+    local_urls = [u for u in urls if u.lower().startswith("file:")]
+    for url in local_urls:
+        source = file_url_path(url)
+        if source.is_file():
+            result = _from_local(source, zfile, target, reporter, cancel, errors)
+            if result is not None:
+                return result
+    remote_urls = [u for u in urls if u not in local_urls]
+
+    drop_at = (target or caches[0]).blob_path(zfile.sha256)
+    if config.offline():
+        where = remote_urls[0] if remote_urls else "(the manifest gives no URL)"
+        raise OfflineError(
+            f"{label}: {zfile.name} is not cached and MLVFX_OFFLINE=1 forbids downloading it from "
+            f"{where}; download it yourself and save it as {drop_at}"
+        )
+    if not remote_urls:
+        if errors:
+            raise errors[-1]
+        raise DownloadError(
+            f"{label}: {zfile.name} is in no cache or mirror and the manifest gives no URL; "
+            f"save it as {drop_at} or put it in a folder listed in MLVFX_ZOO_MIRRORS"
+        )
+    if target is None:
+        raise DownloadError(
+            f"{label}: no writable cache to download {zfile.name} into "
+            f"({', '.join(str(c.base) for c in caches)} are read-only); set MLVFX_CACHE_DIR"
+        )
+
+    own = downloader is None or downloader.cache.base != target.base
+    dl = Downloader(target, opts, cancel=cancel) if own or downloader is None else downloader
+    try:
+        with _blob_lock(target, zfile.sha256, opts, cancel):
+            # Another process may have finished this blob while we waited for the lock.
+            found = target.lookup(zfile.sha256, zfile.size)
+            if found is not None:
+                reporter(zfile.size, force=True)
+                return found
+            for url in remote_urls:
+                try:
+                    return dl.download(url, zfile.sha256, zfile.size, reporter)
+                except (DownloadError, IntegrityError) as exc:
+                    errors.append(exc)
+    finally:
+        if own:
+            dl.close()
+    if len(errors) == 1:
+        raise errors[0]
+    summary = "; ".join(str(e) for e in errors)
+    kind = IntegrityError if all(isinstance(e, IntegrityError) for e in errors) else DownloadError
+    raise kind(f"{label}: {zfile.name} could not be fetched from any source: {summary}")
+
+
+def _from_local(
+    source: Path,
+    zfile: ZooFile,
+    target: BlobCache | None,
+    reporter: Reporter,
+    cancel: CancelToken | None,
+    errors: list[ModelError],
+) -> Path | None:
+    """A mirror or ``file://`` copy: verified into the cache, or used in place if no cache is writable."""
+    try:
+        if source.stat().st_size != zfile.size:
+            errors.append(
+                IntegrityError(f"{source.stat().st_size} bytes, the manifest says {zfile.size}", path=source)
+            )
+            return None
+        if target is None:
+            if file_matches(source, zfile.sha256, zfile.size):
+                reporter(zfile.size, force=True)
+                return source
+            errors.append(IntegrityError(f"sha256 is not {zfile.sha256}", path=source))
+            return None
+        return copy_verified(source, target, zfile.sha256, zfile.size, reporter, cancel)
+    except IntegrityError as exc:
+        errors.append(exc)
+    except OSError as exc:
+        errors.append(DownloadError(f"cannot copy ({exc.strerror or exc})", path=source))
+    return None
+
+
+@contextlib.contextmanager
+def _blob_lock(
+    cache: BlobCache, sha256: str, options: DownloadOptions, cancel: CancelToken | None
+) -> Iterator[None]:
+    """Hold the per-blob file lock, checking ``cancel`` while waiting.
+
+    If the lock cannot be created (an odd network filesystem), go on without it: unique temp
+    names keep concurrent downloads correct, at the cost of bandwidth.
+    """
+    import filelock
+
+    try:
+        cache.locks.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(cache.lock_path(sha256)))
+    except (OSError, ValueError):
+        yield
+        return
+    acquired = False
+    while not acquired:
+        check_cancel(cancel)
+        try:
+            lock.acquire(timeout=options.lock_poll)
+            acquired = True
+        except filelock.Timeout:
+            continue
+        except OSError:
+            break
+    try:
+        yield
+    finally:
+        if acquired:
+            lock.release()
+
+
+def fetch(
+    model_id: str,
+    version: str | None = None,
+    progress: ProgressFn | None = None,
+    *,
+    filename: str | None = None,
+    fmt: str | None = None,
+    manifest: ManifestLike = None,
+    on_bytes: ByteProgressFn | None = None,
+    cancel: CancelToken | None = None,
+    options: DownloadOptions | None = None,
+) -> Path:
+    """The local path of a model's file, fetched and verified if needed.
+
+    Args:
+        model_id: the model's id in the manifest.
+        version: its version; default the newest.
+        progress: ``progress(fraction, message)`` while the file is copied or downloaded.
+        filename: which file of the model; default the first of format ``fmt``, else the first.
+        fmt: ``"safetensors"`` or ``"onnx"``.
+        manifest: a :class:`Manifest` or manifest path; default :func:`load_manifest`'s.
+        on_bytes: ``on_bytes(done, total)``, raw byte counts.
+        cancel: cooperative cancel.
+        options: timeouts and retries.
+
+    Returns:
+        The path of a file whose size and sha256 match the manifest. Do not modify it: it is shared
+        by every host on the machine.
+
+    Raises:
+        ModelNotFound: no such model, version or file.
+        OfflineError, DownloadError, IntegrityError, Cancelled: see :func:`fetch_file`.
+
+    Example:
+        >>> path = fetch("material-normal")  # doctest: +SKIP
+    """
+    entry = resolve_manifest(manifest).get(model_id, version)
+    zfile = entry.file(filename, fmt)
+    return fetch_file(entry, zfile, progress, on_bytes=on_bytes, cancel=cancel, options=options)
+
+
+def fetch_model(
+    entry: ModelEntry,
+    progress: ProgressFn | None = None,
+    *,
+    on_bytes: ByteProgressFn | None = None,
+    cancel: CancelToken | None = None,
+    options: DownloadOptions | None = None,
+) -> list[Path]:
+    """Fetch every file of a model (all formats); the paths are in the manifest's order."""
+    paths: list[Path] = []
+    total = max(1, entry.size)
+    done_before = 0
+    with contextlib.closing(Downloader(_first_writable(), options, cancel=cancel)) as dl:
+        for zfile in entry.files:
+            offset, share = done_before / total, zfile.size / total
+
+            def scaled(fraction: float, message: str, offset: float = offset, share: float = share) -> None:
+                if progress is not None:
+                    progress(offset + share * fraction, message)
+
+            paths.append(
+                fetch_file(
+                    entry,
+                    zfile,
+                    scaled if progress is not None else None,
+                    on_bytes=on_bytes,
+                    cancel=cancel,
+                    options=options,
+                    downloader=dl,
+                )
+            )
+            done_before += zfile.size
+    return paths
+
+
+def _first_writable() -> BlobCache:
+    caches = default_caches()
+    return next((c for c in caches if c.writable()), caches[0])
