@@ -1,0 +1,278 @@
+"""The ``mlvfx`` command.
+
+Errors are one line on stderr and a non-zero exit code; ``--debug`` shows the traceback. Long work
+shows a tqdm bar on stderr unless ``--quiet``; ``--json`` prints one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlvfx import __version__
+from mlvfx.errors import Cancelled, ImageReadError, InputError, MlvfxError
+from mlvfx.progress import ProgressFn
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+@contextmanager
+def progress_bar(args: argparse.Namespace, description: str) -> Iterator[ProgressFn | None]:
+    """A tqdm bar on stderr driven by a ``(fraction, message)`` callback; None when quiet or JSON."""
+    if args.quiet or args.json:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=1000, desc=description, unit="‰", leave=False, file=sys.stderr, dynamic_ncols=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+
+    def update(fraction: float, message: str) -> None:
+        bar.update(max(0, round(fraction * 1000) - bar.n))
+        bar.set_postfix_str(message, refresh=False)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def emit(args: argparse.Namespace, data: Any, text: str | None = None) -> None:
+    """Print a result: JSON with ``--json``, else ``text`` unless ``--quiet``."""
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    elif text is not None and not args.quiet:
+        print(text)
+
+
+# --- material ----------------------------------------------------------------------------------
+
+
+def _material_jobs(source: Path, outdir: Path) -> list[tuple[Path, Path]]:
+    from mlvfx.io import is_image_file
+
+    if source.is_dir():
+        images = sorted(p for p in source.iterdir() if p.is_file() and is_image_file(p))
+        if not images:
+            raise ImageReadError("folder holds no PNG, JPEG, TIFF or EXR images", source)
+        stems = [p.stem for p in images]
+        # Two files with the same stem (rock.png, rock.jpg) get distinct folders.
+        return [
+            (p, outdir / (p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_")))
+            for p in images
+        ]
+    if not source.exists():
+        raise ImageReadError("no such file or folder", source)
+    return [(source, outdir)]
+
+
+def cmd_material(args: argparse.Namespace) -> int:
+    from mlvfx.ops.material import material_from_file, parse_maps
+
+    maps = parse_maps(args.maps)
+    jobs = _material_jobs(Path(args.input), Path(args.output))
+    results: list[dict[str, Any]] = []
+    failures = 0
+    for index, (image, outdir) in enumerate(jobs, start=1):
+        label = image.name if len(jobs) == 1 else f"[{index}/{len(jobs)}] {image.name}"
+        try:
+            with progress_bar(args, label) as progress:
+                written = material_from_file(
+                    image,
+                    outdir,
+                    maps,
+                    tileable=args.tileable,
+                    normal_convention=args.normal_convention,
+                    method=args.method,
+                    relief=args.relief,
+                    overwrite=args.overwrite,
+                    progress=progress,
+                )
+        except Cancelled:
+            raise
+        except MlvfxError as exc:
+            if len(jobs) == 1:
+                raise
+            failures += 1
+            results.append({"input": str(image), "error": str(exc)})
+            if not args.json:
+                print(f"mlvfx: error: {exc}", file=sys.stderr)
+            continue
+        files = {k: str(v) for k, v in written.items()}
+        results.append({"input": str(image), "output": str(outdir), "files": files})
+        if not args.json and not args.quiet:
+            print(f"{image} -> {outdir}/ ({', '.join(sorted(p.name for p in written.values()))})")
+    if args.json:
+        emit(args, {"results": results, "failed": failures})
+    if failures:
+        print(f"mlvfx: {failures} of {len(jobs)} images failed", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+# --- info --------------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from mlvfx.io import describe
+
+    infos = [describe(p) for p in args.inputs]
+    if args.json:
+        emit(args, [i.as_dict() for i in infos] if len(infos) > 1 else infos[0].as_dict())
+        return 0
+    for info in infos:
+        alpha = " + alpha" if info.has_alpha else ""
+        emit(
+            args,
+            None,
+            f"{info.path}: {info.format.upper()} {info.width}x{info.height}, "
+            f"{info.channels} channel(s){alpha}, {info.bit_depth}-bit {info.sample}",
+        )
+    return 0
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+
+def _fresh_folder(base: Path) -> Path:
+    """``base`` if it does not exist yet, else ``base-1``, ``base-2``, ... (nothing is overwritten)."""
+    if not base.exists():
+        return base
+    n = 1
+    while base.with_name(f"{base.name}-{n}").exists():
+        n += 1
+    return base.with_name(f"{base.name}-{n}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mlvfx.ops.material import material_from_file
+    from mlvfx.samples import sample_photo
+
+    photo = sample_photo()
+    outdir = _fresh_folder(Path(args.output)) / "material"
+    with progress_bar(args, "material from photo") as progress:
+        written = material_from_file(photo, outdir, maps="normal,height,albedo,roughness,ao",
+                                     method=args.method, progress=progress)
+    emit(
+        args,
+        {
+            "input": str(photo),
+            "output": str(outdir.resolve()),
+            "files": {k: str(v) for k, v in written.items()},
+        },
+        f"demo: material maps from {photo}\n"
+        + "\n".join(f"  {name:<10} {path.resolve()}" for name, path in written.items())
+        + f"\noutputs are in {outdir.resolve()}",
+    )
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars or messages")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print one machine-readable JSON document on stdout")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors")
+    parser = argparse.ArgumentParser(
+        prog="mlvfx",
+        description="Machine-learning operators for VFX and texture artists.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"mlvfx {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "material",
+        parents=[common],
+        help="photo -> material maps (normal, height, albedo, ...)",
+        description="Compute aligned material maps from a photo, or from every image in a folder "
+        "(one output folder per image).",
+    )
+    p.add_argument("input", help="an image file, or a folder of images")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--method", choices=("classical", "learned"), default="classical",
+                   help="classical (fast, no model) or learned (zoo model); default: classical")
+    p.add_argument("--maps", default="normal,height,albedo,roughness",
+                   help="comma-separated: normal,height,albedo,roughness,ao (default: all but ao)")
+    p.add_argument("--tileable", action="store_true", help="the photo tiles; make the maps tile too")
+    p.add_argument("--normal-convention", choices=("opengl", "directx"), default="opengl",
+                   help="normal map Y direction (default: opengl, +Y up)")
+    p.add_argument("--relief", type=float, default=0.01,
+                   help="relief depth as a fraction of the image size (default: 0.01)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=cmd_material)
+
+    p = sub.add_parser("info", parents=[common], help="describe image files",
+                       description="Read and validate image files and describe them.")
+    p.add_argument("inputs", nargs="+", help="image files")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", parents=[common], help="run the main job on the bundled sample photo",
+                       description="Turn the bundled sample photo into a material folder.")
+    p.add_argument("-o", "--output", default="mlvfx-demo",
+                   help="output folder (a numbered sibling is used if it exists; default: ./mlvfx-demo)")
+    p.add_argument("--method", choices=("classical", "learned"), default="classical",
+                   help="classical or learned (default: classical)")
+    p.set_defaults(func=cmd_demo)
+
+    for register in _plugins():
+        register(sub, common)
+    return parser
+
+
+def _plugins() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
+    """Subcommand groups that live beside their code (zoo, data, eval, texture, smoke)."""
+    return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("quiet", "json", "debug"):
+        if not hasattr(args, flag):
+            setattr(args, flag, False)
+    debug = args.debug or os.environ.get("MLVFX_DEBUG", "") == "1"
+    try:
+        code: int = args.func(args)
+        return code
+    except KeyboardInterrupt:
+        print("mlvfx: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Cancelled as exc:
+        print(f"mlvfx: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except InputError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"mlvfx: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MlvfxError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"mlvfx: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        if debug:
+            traceback.print_exc()
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"mlvfx: internal error: {type(exc).__name__}: {detail} (run with --debug for details)",
+              file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The operators users call: material (from a photo), texture, smoke."""

@@ -1,0 +1,252 @@
+"""Material from a photo: normal, height, delit albedo, roughness and AO maps, aligned and full size.
+
+Arrays: the photo is float32 (H, W, C) linear RGB(A). Outputs are float32 at the photo's size:
+``normal`` (H, W, 3) unit vectors in the requested convention, ``height`` (H, W) in [0, 1],
+``albedo`` (H, W, 3 or 4) linear, ``roughness`` and ``ao`` (H, W) in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from mlvfx import classical
+from mlvfx.errors import InputError, ModelNotFound
+from mlvfx.io import check_image, read_image, write_bytes_atomic, write_image
+from mlvfx.io.atomic import check_writable
+from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report
+
+MAP_NAMES = ("normal", "height", "albedo", "roughness", "ao")
+DEFAULT_MAPS = ("normal", "height", "albedo", "roughness")
+METHODS = ("classical", "learned")
+Method = Literal["classical", "learned"]
+Convention = Literal["opengl", "directx"]
+FloatImage = npt.NDArray[np.float32]
+
+# Files each map is written to: name -> (file, kind, bit depth); height also gets height16.png.
+MAP_FILES: dict[str, tuple[str, Literal["color", "data"], int]] = {
+    "normal": ("normal.png", "data", 16),
+    "height": ("height.exr", "data", 32),
+    "albedo": ("albedo.png", "color", 8),
+    "roughness": ("roughness.png", "data", 8),
+    "ao": ("ao.png", "data", 8),
+}
+HEIGHT_PNG = "height16.png"
+META_FILE = "material.json"
+
+
+@dataclass
+class MaterialResult:
+    """The maps of one material and how they were made."""
+
+    maps: dict[str, FloatImage]
+    method: str
+    normal_convention: str
+    tileable: bool
+    relief_px: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_maps(maps: str | Iterable[str]) -> tuple[str, ...]:
+    """Validate map names (a comma-separated string or an iterable) and return them in canonical order."""
+    names = [m.strip() for m in maps.split(",")] if isinstance(maps, str) else [str(m) for m in maps]
+    names = [n for n in names if n]
+    unknown = sorted(set(names) - set(MAP_NAMES))
+    if unknown:
+        raise InputError(f"unknown map(s) {', '.join(unknown)}; choose from {', '.join(MAP_NAMES)}")
+    if not names:
+        raise InputError(f"no maps requested; choose from {', '.join(MAP_NAMES)}")
+    return tuple(m for m in MAP_NAMES if m in names)
+
+
+def material(
+    image: npt.ArrayLike,
+    maps: str | Sequence[str] = DEFAULT_MAPS,
+    *,
+    tileable: bool = False,
+    normal_convention: Convention = "opengl",
+    method: Method = "classical",
+    relief: float = 0.01,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> MaterialResult:
+    """Compute material maps from one photo.
+
+    Args:
+        image: float32 (H, W, C) linear colour, C in 1..4 (alpha is carried into the albedo).
+        maps: which of "normal", "height", "albedo", "roughness", "ao" to compute.
+        tileable: the photo wraps around; the maps then tile too.
+        normal_convention: "opengl" (+Y up) or "directx" (+Y down).
+        method: "classical" (fast, no model) or "learned" (the zoo's material model).
+        relief: relief depth as a fraction of the larger image side; scales normals and AO.
+        progress: called with (fraction, message).
+        cancel: checked between steps.
+
+    Returns:
+        A :class:`MaterialResult` whose ``maps`` hold the requested maps at full resolution.
+
+    Example:
+        >>> photo = np.random.rand(64, 64, 3).astype(np.float32)
+        >>> result = material(photo, maps="normal,height")
+        >>> result.maps["normal"].shape, result.maps["height"].shape
+        ((64, 64, 3), (64, 64))
+    """
+    wanted = parse_maps(maps)
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if normal_convention not in ("opengl", "directx"):
+        raise InputError(f"normal convention must be 'opengl' or 'directx', got {normal_convention!r}")
+    if not 0 < relief <= 1:
+        raise InputError(f"relief must be in (0, 1], got {relief}")
+    img = check_image(image, "image")
+    if method == "learned":
+        raise ModelNotFound(
+            "no learned material model is published in the zoo yet; use method 'classical'"
+        )
+    height_px, width_px = img.shape[:2]
+    relief_px = relief * max(height_px, width_px)
+    steps = len(wanted) + (1 if "height" not in wanted and ({"normal", "ao"} & set(wanted)) else 0)
+    done = 0
+
+    def step(message: str) -> None:
+        nonlocal done
+        check_cancel(cancel)
+        report(progress, done / steps, message)
+        done += 1
+
+    out: dict[str, FloatImage] = {}
+    height: FloatImage | None = None
+    if {"height", "normal", "ao"} & set(wanted):
+        step("height")
+        height = classical.height_from_photo(img, tileable=tileable)
+        if "height" in wanted:
+            out["height"] = height
+    if "normal" in wanted:
+        assert height is not None
+        step("normal")
+        out["normal"] = classical.height_to_normal(
+            height, strength=relief_px, convention=normal_convention, tileable=tileable
+        )
+    if "albedo" in wanted:
+        step("albedo")
+        out["albedo"] = classical.delight_blur_divide(img, tileable=tileable)
+    if "roughness" in wanted:
+        step("roughness")
+        out["roughness"] = classical.roughness_heuristic(img, tileable=tileable)
+    if "ao" in wanted:
+        assert height is not None
+        step("ambient occlusion")
+        radius = max(4.0, 0.02 * max(height_px, width_px))
+        out["ao"] = classical.ao_from_height(height * relief_px, radius=radius, tileable=tileable)
+    check_cancel(cancel)
+    report(progress, 1.0, "done")
+    return MaterialResult(
+        maps={m: out[m] for m in wanted},
+        method=method,
+        normal_convention=normal_convention,
+        tileable=tileable,
+        relief_px=relief_px,
+    )
+
+
+def output_files(maps: Iterable[str]) -> list[str]:
+    """File names that :func:`write_material` writes for these maps (the metadata file included)."""
+    files = []
+    for name in maps:
+        files.append(MAP_FILES[name][0])
+        if name == "height":
+            files.append(HEIGHT_PNG)
+    return [*files, META_FILE]
+
+
+def write_material(
+    result: MaterialResult,
+    outdir: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    source: str | None = None,
+) -> dict[str, Path]:
+    """Write a material folder: normal.png (16-bit), height.exr + height16.png, albedo.png (sRGB),
+    roughness.png, ao.png and material.json.
+
+    Every file is checked before the first is written, so a refused overwrite writes nothing; each
+    file is written atomically.
+
+    Returns:
+        map name (and "height16", "meta") -> path written.
+    """
+    folder = Path(outdir)
+    names = output_files(result.maps)
+    for name in names:
+        check_writable(folder / name, overwrite)
+    written: dict[str, Path] = {}
+    for name, array in result.maps.items():
+        file, kind, depth = MAP_FILES[name]
+        data = array * 0.5 + 0.5 if name == "normal" else array
+        written[name] = write_image(folder / file, data, kind=kind, bit_depth=depth, overwrite=overwrite)
+        if name == "height":
+            written["height16"] = write_image(
+                folder / HEIGHT_PNG, array, kind="data", bit_depth=16, overwrite=overwrite
+            )
+    any_map = next(iter(result.maps.values()))
+    meta = {
+        "mlvfx_version": _version(),
+        "source": source,
+        "method": result.method,
+        "normal_convention": result.normal_convention,
+        "tileable": result.tileable,
+        "relief_px": result.relief_px,
+        "width": int(any_map.shape[1]),
+        "height": int(any_map.shape[0]),
+        "maps": {k: v.name for k, v in written.items()},
+        **result.meta,
+    }
+    written["meta"] = write_bytes_atomic(
+        folder / META_FILE, (json.dumps(meta, indent=2) + "\n").encode(), overwrite=overwrite
+    )
+    return written
+
+
+def material_from_file(
+    path: str | os.PathLike[str],
+    outdir: str | os.PathLike[str],
+    maps: str | Sequence[str] = DEFAULT_MAPS,
+    *,
+    tileable: bool = False,
+    normal_convention: Convention = "opengl",
+    method: Method = "classical",
+    relief: float = 0.01,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> dict[str, Path]:
+    """Read a photo, compute its maps and write a material folder (see :func:`write_material`)."""
+    wanted = parse_maps(maps)
+    folder = Path(outdir)
+    for name in output_files(wanted):
+        check_writable(folder / name, overwrite)
+    photo, _ = read_image(path, kind="color")
+    result = material(
+        photo,
+        wanted,
+        tileable=tileable,
+        normal_convention=normal_convention,
+        method=method,
+        relief=relief,
+        progress=progress,
+        cancel=cancel,
+    )
+    return write_material(result, folder, overwrite=overwrite, source=os.fspath(path))
+
+
+def _version() -> str:
+    from mlvfx import __version__
+
+    return __version__

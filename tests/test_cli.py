@@ -1,0 +1,105 @@
+"""The mlvfx command: subcommands, one-line errors, exit codes, --json, batch folders."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlvfx.cli import main
+from mlvfx.io import write_image
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    return write_image(tmp_path / "photo.jpg", rng.random((48, 64, 3), dtype=np.float32), kind="color")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_material_writes_a_folder_and_prints_it(photo: Path, tmp_path: Path, capsys) -> None:
+    code, out, err = run(capsys, "material", str(photo), "-o", str(tmp_path / "m"), "--maps", "normal,ao")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["ao.png", "material.json", "normal.png"]
+    assert str(tmp_path / "m") in out
+
+
+def test_existing_output_is_refused_then_overwritten(photo: Path, tmp_path: Path, capsys) -> None:
+    args = ["material", str(photo), "-o", str(tmp_path / "m"), "--maps", "albedo", "-q"]
+    assert run(capsys, *args)[0] == 0
+    code, _, err = run(capsys, *args)
+    assert code == 1 and err.count("\n") == 1 and "already exists" in err and "--overwrite" in err
+    assert run(capsys, *args, "--overwrite")[0] == 0
+
+
+def test_json_output(photo: Path, tmp_path: Path, capsys) -> None:
+    code, out, _ = run(capsys, "material", str(photo), "-o", str(tmp_path / "m"), "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["failed"] == 0 and Path(doc["results"][0]["files"]["normal"]).is_file()
+    code, out, _ = run(capsys, "info", str(photo), "--json")
+    assert json.loads(out)["width"] == 64
+
+
+def test_info_text(photo: Path, capsys) -> None:
+    code, out, _ = run(capsys, "info", str(photo))
+    assert code == 0 and "JPEG 64x48, 3 channel(s), 8-bit" in out
+
+
+def test_bad_input_is_one_line_without_traceback(tmp_path: Path, capsys) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
+    for argv, needle in [
+        (["info", str(broken)], "truncated PNG"),
+        (["material", str(tmp_path / "nope.png"), "-o", str(tmp_path / "o")], "no such file"),
+        (["material", str(broken), "-o", str(tmp_path / "o"), "--maps", "specular"], "unknown map"),
+    ]:
+        code, _, err = run(capsys, *argv)
+        assert code != 0
+        assert err.count("\n") == 1 and "Traceback" not in err and needle in err, err
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, capsys) -> None:
+    code, _, err = run(capsys, "--debug", "info", str(tmp_path / "missing.png"))
+    assert code == 1 and "Traceback" in err
+
+
+def test_batch_folder_continues_past_a_bad_file(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "in"
+    rng = np.random.default_rng(1)
+    write_image(folder / "a.png", rng.random((16, 16, 3), dtype=np.float32), kind="color")
+    write_image(folder / "c.tif", rng.random((16, 16, 3), dtype=np.float32), kind="color")
+    (folder / "b.png").write_bytes(b"not really a png")
+    (folder / "notes.txt").write_text("ignored")
+    code, _, err = run(capsys, "material", str(folder), "-o", str(tmp_path / "out"), "--maps", "normal")
+    assert code == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "c"]
+    assert "b.png" in err and "1 of 3 images failed" in err
+
+
+def test_help_everywhere(capsys) -> None:
+    for argv in (["--help"], ["material", "--help"], ["info", "--help"], ["demo", "--help"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0
+        assert "usage: mlvfx" in capsys.readouterr().out
+
+
+def test_console_script_runs_as_a_real_process(photo: Path, tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("mlvfx")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mlvfx.cli"]
+    env = {**os.environ, "MLVFX_MAX_PIXELS": "100"}
+    proc = subprocess.run([*cmd, "info", str(photo)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("mlvfx: error:") and "larger than the limit" in proc.stderr
+    assert proc.stderr.count("\n") == 1

@@ -1,0 +1,137 @@
+"""mlvfx.ops.material (classical) and the material folder it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlvfx.errors import InputError, ModelNotFound, OutputExistsError
+from mlvfx.io import read_image, write_image
+from mlvfx.ops.material import material, material_from_file, parse_maps, write_material
+from mlvfx.progress import CancelToken
+
+
+def relief_photo(size: int = 96, seed: int = 0) -> np.ndarray:
+    """A lit bump field: bright tops, dark valleys, warm albedo (linear)."""
+    from mlvfx.classical.filters import gaussian
+
+    rng = np.random.default_rng(seed)
+    bumps = gaussian(rng.random((size, size), dtype=np.float32), 4.0, True)
+    bumps = (bumps - bumps.min()) / (bumps.max() - bumps.min())
+    shade = 0.15 + 0.7 * bumps
+    return (shade[..., None] * np.array([0.9, 0.7, 0.5], np.float32)).astype(np.float32)
+
+
+def test_all_maps_have_the_right_shapes_and_ranges() -> None:
+    photo = relief_photo()
+    result = material(photo, maps="normal,height,albedo,roughness,ao")
+    m = result.maps
+    assert set(m) == {"normal", "height", "albedo", "roughness", "ao"}
+    assert m["normal"].shape == (96, 96, 3)
+    assert np.allclose(np.linalg.norm(m["normal"], axis=-1), 1, atol=1e-5)
+    for name in ("height", "roughness", "ao"):
+        assert m[name].shape == (96, 96)
+        assert 0 <= m[name].min() and m[name].max() <= 1
+    assert m["albedo"].shape == (96, 96, 3) and np.isfinite(m["albedo"]).all()
+
+
+def test_normal_and_height_are_consistent() -> None:
+    """The normal map is the gradient of the height map at the recorded relief depth."""
+    from mlvfx.classical import normal_to_height
+
+    result = material(relief_photo(128), maps="normal,height", tileable=True)
+    h = result.maps["height"] * result.relief_px
+    integrated = normal_to_height(result.maps["normal"], tileable=True)
+    corr = np.corrcoef(integrated.ravel(), h.ravel())[0, 1]
+    assert corr > 0.97
+
+
+def test_tileable_maps_tile() -> None:
+    photo = relief_photo(128)
+    m = material(photo, maps="normal,height", tileable=True).maps
+    for name in ("normal", "height"):
+        a = m[name]
+        wrap = np.abs(a[:, 0] - a[:, -1]).mean()
+        interior = np.abs(np.diff(a, axis=1)).mean()
+        assert wrap < 1.5 * interior, name
+
+
+def test_alpha_is_kept_in_the_albedo() -> None:
+    photo = np.concatenate([relief_photo(), np.full((96, 96, 1), 0.25, np.float32)], axis=2)
+    albedo = material(photo, maps="albedo").maps["albedo"]
+    assert albedo.shape == (96, 96, 4)
+    np.testing.assert_allclose(albedo[..., 3], 0.25)
+
+
+def test_directx_flips_green() -> None:
+    photo = relief_photo()
+    gl = material(photo, maps="normal").maps["normal"]
+    dx = material(photo, maps="normal", normal_convention="directx").maps["normal"]
+    np.testing.assert_allclose(dx[..., 1], -gl[..., 1], atol=1e-6)
+
+
+def test_bad_arguments() -> None:
+    photo = relief_photo(32)
+    with pytest.raises(InputError, match="unknown map"):
+        parse_maps("normal,specular")
+    with pytest.raises(InputError, match="method"):
+        material(photo, method="magic")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="relief"):
+        material(photo, relief=0)
+    with pytest.raises(ModelNotFound, match="classical"):
+        material(photo, method="learned")
+
+
+def test_cancel_and_progress() -> None:
+    token = CancelToken()
+    seen: list[tuple[float, str]] = []
+
+    def progress(fraction: float, message: str) -> None:
+        seen.append((fraction, message))
+        if message == "albedo":
+            token.cancel()
+
+    from mlvfx.errors import Cancelled
+
+    with pytest.raises(Cancelled):
+        material(relief_photo(32), progress=progress, cancel=token)
+    assert [m for _, m in seen][:3] == ["height", "normal", "albedo"]
+
+
+def test_written_folder_round_trips(tmp_path: Path) -> None:
+    photo = relief_photo()
+    src = write_image(tmp_path / "photo.png", photo, kind="color")
+    written = material_from_file(src, tmp_path / "mat", maps="normal,height,albedo,roughness,ao")
+    names = sorted(p.name for p in (tmp_path / "mat").iterdir())
+    assert names == ["albedo.png", "ao.png", "height.exr", "height16.png", "material.json", "normal.png",
+                     "roughness.png"]
+    normal, info = read_image(written["normal"], kind="data")
+    assert info.bit_depth == 16
+    n = normal * 2 - 1
+    assert np.abs(np.linalg.norm(n, axis=-1) - 1).max() < 1e-3
+    height, hinfo = read_image(written["height"], kind="data")
+    assert hinfo.sample == "float32"
+    h16, _ = read_image(written["height16"], kind="data")
+    np.testing.assert_allclose(h16[..., 0], height[..., 0], atol=1 / 65535)
+    _, ainfo = read_image(written["albedo"], kind="color")
+    assert ainfo.bit_depth == 8 and ainfo.color_space == "srgb"
+    meta = json.loads(written["meta"].read_text())
+    assert meta["method"] == "classical" and meta["normal_convention"] == "opengl"
+    assert meta["source"] == str(src)
+
+
+def test_refused_overwrite_writes_nothing(tmp_path: Path) -> None:
+    photo = relief_photo(32)
+    result = material(photo, maps="normal,albedo")
+    out = tmp_path / "mat"
+    out.mkdir()
+    (out / "albedo.png").write_bytes(b"precious")
+    with pytest.raises(OutputExistsError, match=r"albedo\.png"):
+        write_material(result, out)
+    assert sorted(p.name for p in out.iterdir()) == ["albedo.png"]
+    assert (out / "albedo.png").read_bytes() == b"precious"
+    write_material(result, out, overwrite=True)
+    assert (out / "albedo.png").read_bytes() != b"precious"
