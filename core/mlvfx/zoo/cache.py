@@ -131,9 +131,11 @@ class BlobCache:
         if st.st_size == size and self._stamp_matches(sha256, st.st_size, st.st_mtime_ns):
             return path
         if file_matches(path, sha256, size):
-            self._write_stamp(sha256, path)
+            if self.writable():
+                self._write_stamp(sha256, path)
             return path
-        self.discard(sha256)
+        if self.writable():
+            self.discard(sha256)
         return None
 
     def _stamp_matches(self, sha256: str, size: int, mtime_ns: int) -> bool:

@@ -310,6 +310,7 @@ class Downloader:
     def _attempt(self, part: _Part, url: str, reporter: Reporter) -> None:
         """One HTTP request that appends to ``part``; raises _Retriable or _Fatal on failure."""
         import requests
+        import urllib3
 
         size = part.size
         headers = {"Range": f"bytes={part.have}-"} if part.have else {}
@@ -349,18 +350,33 @@ class Downloader:
                     raise IntegrityError(f"{url} is {length} bytes, the manifest says {size}")
             try:
                 with open(part.path, "ab") as out:
-                    for chunk in response.iter_content(chunk_size=self.options.chunk_size):
-                        if self.cancel is not None and self.cancel.cancelled:
-                            raise Cancelled()
-                        if part.have + len(chunk) > size:
-                            raise IntegrityError(f"{url} sent more than the {size} bytes the manifest gives")
-                        part.append(out, chunk)
-                        reporter(part.have)
-            except requests.exceptions.RequestException as exc:
+                    self._stream(response, part, out, url, reporter)
+            except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
                 kind = "timed out" if "timed out" in str(exc).lower() else "connection dropped"
                 raise _Retriable(f"{kind} after {part.have} of {size} bytes ({exc})") from None
             if part.have < size:
                 raise _Retriable(f"connection closed after {part.have} of {size} bytes")
+
+    def _stream(
+        self, response: requests.Response, part: _Part, out: IO[bytes], url: str, reporter: Reporter
+    ) -> None:
+        """Copy the body into ``part``.
+
+        ``read1`` returns what the socket has (up to a chunk) instead of waiting for a whole chunk,
+        so bytes that arrived before a timeout or a dropped connection are kept for the resume.
+        """
+        raw = response.raw
+        chunk_size = self.options.chunk_size
+        while True:
+            chunk = raw.read1(chunk_size, decode_content=True)
+            if not chunk:
+                return
+            if self.cancel is not None and self.cancel.cancelled:
+                raise Cancelled()
+            if part.have + len(chunk) > part.size:
+                raise IntegrityError(f"{url} sent more than the {part.size} bytes the manifest gives")
+            part.append(out, chunk)
+            reporter(part.have)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

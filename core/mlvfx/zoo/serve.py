@@ -42,11 +42,11 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal[Fals
             return False
         return max(0, size - count), size - 1
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
-        return None
+    if last and int(last) < start:
+        return None  # syntactically invalid: ignore the header
     if start >= size:
         return False
+    end = int(last) if last else size - 1
     return start, min(end, size - 1)
 
 
@@ -130,6 +130,12 @@ class ZooHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     directory: Path
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up (a cancelled or timed-out download) is normal, not a server bug.
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
 
 
 def make_server(

@@ -1,0 +1,510 @@
+"""Resolving and downloading zoo files against a real loopback HTTP server with injected faults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from test_zoo_support import (
+    FAST,
+    ZooEnv,
+    ZooServer,
+    blob,
+    file_entry,
+    model_entry,
+    one_model,
+    sha,
+    write_manifest,
+    zoo_env,  # noqa: F401 - fixture
+    zoo_server,  # noqa: F401 - fixture
+)
+
+from mlvfx.errors import Cancelled, DownloadError, InputError, IntegrityError, ModelNotFound, OfflineError
+from mlvfx.progress import CancelToken
+from mlvfx.zoo import BlobCache, DownloadOptions, cache as zoo_cache, fetch
+
+NAME = "w.safetensors"
+
+
+def blob_path(env: ZooEnv, data: bytes) -> Path:
+    return env.cache / "zoo" / "sha256" / sha(data)
+
+
+def parts(env: ZooEnv) -> list[Path]:
+    tmp = env.cache / "zoo" / "tmp"
+    return sorted(tmp.glob("*.part")) if tmp.exists() else []
+
+
+# ------------------------------------------------------------------ happy path and progress
+
+
+def test_cold_download_then_warm_hit(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(300_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    fractions: list[float] = []
+    messages: list[str] = []
+    byte_calls: list[tuple[int, int]] = []
+
+    def progress(fraction: float, message: str) -> None:
+        fractions.append(fraction)
+        messages.append(message)
+
+    path = fetch("m", progress=progress, on_bytes=lambda d, t: byte_calls.append((d, t)), options=FAST)
+    assert path == blob_path(zoo_env, data)
+    assert path.read_bytes() == data
+    assert fractions[-1] == 1.0 and messages[-1] == "m 1.0.0: 0.3/0.3 MB"
+    assert byte_calls[-1] == (len(data), len(data))
+    assert all(t == len(data) for _, t in byte_calls)
+    assert zoo_server.state.full_transfers[NAME] == 1
+    assert parts(zoo_env) == []
+
+    start = time.perf_counter()
+    again = fetch("m", options=FAST)
+    warm = time.perf_counter() - start
+    assert again == path
+    assert len(zoo_server.state.gets(NAME)) == 1  # served from the cache
+    assert warm < 0.05
+
+
+def test_unknown_model_and_version(zoo_env: ZooEnv) -> None:
+    data = blob(10)
+    write_manifest(
+        zoo_env.manifest,
+        [
+            model_entry("m", [file_entry(NAME, data, [])], version="1.9"),
+            model_entry("m", [file_entry(NAME, data, [])], version="1.10"),
+        ],
+    )
+    with pytest.raises(ModelNotFound, match="known models: m"):
+        fetch("nope")
+    with pytest.raises(ModelNotFound, match=r"versions: 1\.9, 1\.10"):
+        fetch("m", "2.0")
+
+
+# ------------------------------------------------------------------ server faults
+
+
+def test_truncated_body_is_rejected_and_not_cached(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(100_000)
+    url = zoo_server.add(NAME, data[:60_000])  # the server's copy is short
+    one_model(zoo_env, NAME, data, [url])
+    with pytest.raises(IntegrityError, match="60000 bytes, the manifest says 100000"):
+        fetch("m", options=FAST)
+    assert not blob_path(zoo_env, data).exists()
+    assert parts(zoo_env) == []
+
+
+def test_truncated_body_then_next_url_succeeds(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(100_000)
+    bad = zoo_server.add("short.safetensors", data[:60_000])
+    good = zoo_server.add(NAME, data)
+    one_model(zoo_env, NAME, data, [bad, good])
+    assert fetch("m", options=FAST).read_bytes() == data
+
+
+def test_wrong_hash_is_rejected(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(100_000)
+    url = zoo_server.add(NAME, blob(100_000, seed=1))  # same size, other bytes
+    one_model(zoo_env, NAME, data, [url])
+    with pytest.raises(IntegrityError, match=f"expected {sha(data)}"):
+        fetch("m", options=FAST)
+    assert not blob_path(zoo_env, data).exists()
+    assert parts(zoo_env) == []
+    assert len(zoo_server.state.gets(NAME)) == 1  # a complete wrong file is not retried
+
+
+def test_404_fails_at_once_naming_the_url(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(1000)
+    url = zoo_server.file_url(NAME)  # never added
+    one_model(zoo_env, NAME, data, [url])
+    with pytest.raises(DownloadError) as info:
+        fetch("m", options=FAST)
+    assert url in str(info.value) and "404" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert len(zoo_server.state.gets(NAME)) == 1
+
+
+def test_500_then_success(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(50_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    zoo_server.state.faults[NAME] = ["500", "500"]
+    assert fetch("m", options=FAST).read_bytes() == data
+    statuses = [r[3] for r in zoo_server.state.gets(NAME)]
+    assert statuses == [500, 500, 200]
+
+
+def test_500_forever_gives_up_after_retries(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(1000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    zoo_server.state.sticky[NAME] = "500"
+    with pytest.raises(DownloadError, match=r"gave up after 3 attempt\(s\): HTTP 500"):
+        fetch("m", options=FAST)
+    assert len(zoo_server.state.gets(NAME)) == FAST.retries + 1
+
+
+def test_slow_trickle_hits_the_read_timeout(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(100_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    zoo_server.state.sticky[NAME] = "trickle"
+    opts = DownloadOptions(read_timeout=0.2, retries=1, max_attempts=3, backoff=0.01, backoff_max=0.02)
+    start = time.perf_counter()
+    with pytest.raises(DownloadError, match="timed out"):
+        fetch("m", options=opts)
+    assert time.perf_counter() - start < 5.0
+    # Each attempt resumed after the bytes the previous one got: the part grows, nothing is lost.
+    ranges = [r[2] for r in zoo_server.state.gets(NAME)]
+    assert ranges[0] is None and ranges[1] == "bytes=100-"
+    assert [p.stat().st_size for p in parts(zoo_env)] == [len(ranges) * 100]
+
+
+def test_dropped_connection_resumes_with_range(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(400_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    zoo_server.state.faults[NAME] = ["drop:150000"]
+    assert fetch("m", options=FAST).read_bytes() == data
+    gets = zoo_server.state.gets(NAME)
+    assert [g[2] for g in gets] == [None, "bytes=150000-"]
+    assert zoo_server.state.body_bytes[NAME] == len(data)  # no byte sent twice
+    assert zoo_server.state.body_bytes[NAME] < 2 * len(data)
+
+
+def test_interrupted_download_resumes_in_a_later_call(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(400_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    zoo_server.state.sticky[NAME] = "drop:100000"
+    no_retry = DownloadOptions(retries=0, backoff=0.01, read_timeout=1.0)
+    with pytest.raises(DownloadError, match="connection dropped after 100000 of 400000 bytes"):
+        fetch("m", options=no_retry)
+    assert [p.name for p in parts(zoo_env)] == [f"{sha(data)}.part"]
+
+    del zoo_server.state.sticky[NAME]
+    before = zoo_server.state.body_bytes[NAME]
+    assert fetch("m", options=FAST).read_bytes() == data
+    second_call = zoo_server.state.body_bytes[NAME] - before
+    assert second_call == len(data) - 100_000 < len(data)
+    assert zoo_server.state.gets(NAME)[-1][2] == "bytes=100000-"
+    assert parts(zoo_env) == []
+
+
+def test_cancel_keeps_the_part_for_a_resume(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(1_000_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    token = CancelToken()
+
+    def on_bytes(done: int, total: int) -> None:
+        if done >= 200_000:
+            token.cancel()
+
+    opts = DownloadOptions(chunk_size=64 * 1024, progress_interval=0.0)
+    with pytest.raises(Cancelled):
+        fetch("m", on_bytes=on_bytes, cancel=token, options=opts)
+    (part,) = parts(zoo_env)
+    kept = part.stat().st_size
+    assert 200_000 <= kept < len(data)
+    assert fetch("m", options=FAST).read_bytes() == data
+    assert zoo_server.state.gets(NAME)[-1][2] == f"bytes={kept}-"
+
+
+def test_416_discards_the_part_and_restarts(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(200_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    tmp = zoo_env.cache / "zoo" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / f"{sha(data)}.part").write_bytes(blob(150_000, seed=7))  # a stale, unusable part
+    zoo_server.state.faults[NAME] = ["416"]
+    assert fetch("m", options=FAST).read_bytes() == data
+    gets = zoo_server.state.gets(NAME)
+    assert [(g[2], g[3]) for g in gets] == [("bytes=150000-", 416), (None, 200)]
+
+
+def test_416_when_the_remote_file_shrank(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(200_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data[:100_000])])
+    tmp = zoo_env.cache / "zoo" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / f"{sha(data)}.part").write_bytes(data[:150_000])
+    with pytest.raises(IntegrityError, match="100000 bytes, the manifest says 200000"):
+        fetch("m", options=FAST)
+    statuses = [g[3] for g in zoo_server.state.gets(NAME)]
+    assert statuses[0] == 416  # the real server's answer to bytes=150000- on a 100000-byte file
+    assert not blob_path(zoo_env, data).exists()
+
+
+def test_server_that_ignores_range_restarts_cleanly(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(200_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    tmp = zoo_env.cache / "zoo" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / f"{sha(data)}.part").write_bytes(data[:50_000])
+    zoo_server.state.sticky[NAME] = "ignore-range"
+    assert fetch("m", options=FAST).read_bytes() == data
+    assert zoo_server.state.full_transfers[NAME] == 1
+
+
+def test_complete_part_is_installed_without_network(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(50_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    tmp = zoo_env.cache / "zoo" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / f"{sha(data)}.part").write_bytes(data)
+    assert fetch("m", options=FAST).read_bytes() == data
+    assert zoo_server.state.gets(NAME) == []
+
+
+# ------------------------------------------------------------------ concurrency
+
+_PULL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from mlvfx.zoo import DownloadOptions, fetch
+    start = float(sys.argv[1])
+    while time.time() < start:
+        time.sleep(0.005)
+    print(time.time())
+    path = fetch("m", options=DownloadOptions(backoff=0.01, lock_poll=0.02))
+    print(path)
+    """
+)
+
+
+def test_eight_processes_pull_one_blob_once(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(2_000_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    zoo_server.state.sticky[NAME] = "slow"  # ~0.4 s per transfer, so the pulls overlap
+    start = time.time() + 2.0
+    env = dict(os.environ)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PULL_SCRIPT, str(start)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    results = [p.communicate(timeout=60) for p in procs]
+    called_at = []
+    for p, (out, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+        when, path = out.split()
+        assert path == str(blob_path(zoo_env, data))
+        called_at.append(float(when))
+    # The pulls really overlapped: most processes asked while the one transfer was under way.
+    assert sum(t < zoo_server.state.last_send_end for t in called_at) >= 6
+    assert zoo_server.state.full_transfers[NAME] == 1
+    assert len(zoo_server.state.gets(NAME)) == 1
+    assert blob_path(zoo_env, data).read_bytes() == data
+    assert parts(zoo_env) == []
+
+
+def test_concurrent_downloads_without_a_working_lock_stay_correct(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no lock at all (as on a filesystem where locks do nothing), only bandwidth is lost."""
+    import threading
+    from contextlib import nullcontext
+
+    from mlvfx.zoo import resolve
+
+    monkeypatch.setattr(resolve, "_blob_lock", lambda *a, **k: nullcontext())
+    data = blob(500_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    zoo_server.state.sticky[NAME] = "slow"
+    results: list[object] = []
+
+    def pull() -> None:
+        try:
+            results.append(fetch("m", options=FAST).read_bytes() == data)
+        except Exception as exc:  # pragma: no cover - reported by the assert
+            results.append(exc)
+
+    threads = [threading.Thread(target=pull) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [True, True, True]
+    assert blob_path(zoo_env, data).read_bytes() == data
+
+
+# ------------------------------------------------------------------ offline, mirrors, file URLs
+
+
+def test_offline_missing_names_url_and_drop_path(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = blob(1000)
+    url = zoo_server.add(NAME, data)
+    one_model(zoo_env, NAME, data, [url])
+    monkeypatch.setenv("MLVFX_OFFLINE", "1")
+    with pytest.raises(OfflineError) as info:
+        fetch("m", options=FAST)
+    message = str(info.value)
+    assert url in message
+    assert str(blob_path(zoo_env, data)) in message
+    assert "\n" not in message
+    assert zoo_server.state.requests == []
+    # Dropping the file where the message says makes the model available offline.
+    blob_path(zoo_env, data).parent.mkdir(parents=True, exist_ok=True)
+    blob_path(zoo_env, data).write_bytes(data)
+    assert fetch("m", options=FAST).read_bytes() == data
+    assert zoo_server.state.requests == []
+
+
+def test_offline_uses_mirrors_and_file_urls(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = blob(5000)
+    mirror = zoo_env.tmp / "mirror"
+    (mirror / "weights").mkdir(parents=True)
+    (mirror / "weights" / NAME).write_bytes(data)
+    one_model(zoo_env, NAME, data, [zoo_server.file_url(NAME)])
+    monkeypatch.setenv("MLVFX_OFFLINE", "1")
+    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", os.pathsep.join([str(zoo_env.tmp / "absent"), str(mirror)]))
+    path = fetch("m", options=FAST)
+    assert path == blob_path(zoo_env, data) and path.read_bytes() == data  # copied into the cache
+
+    other = blob(3000, seed=3)
+    local = zoo_env.tmp / "local.safetensors"
+    local.write_bytes(other)
+    one_model(zoo_env, "x.safetensors", other, [local.as_uri()])
+    assert fetch("m", options=FAST).read_bytes() == other
+    assert zoo_server.state.requests == []
+
+
+def test_corrupt_mirror_file_is_skipped(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = blob(5000)
+    mirror = zoo_env.tmp / "mirror"
+    mirror.mkdir()
+    (mirror / NAME).write_bytes(blob(5000, seed=9))
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", str(mirror))
+    assert fetch("m", options=FAST).read_bytes() == data
+    assert len(zoo_server.state.gets(NAME)) == 1
+
+
+def test_zoo_url_overrides_manifest_urls(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = blob(5000)
+    zoo_server.add(NAME, data)
+    one_model(zoo_env, NAME, data, ["https://zoo.invalid/never-used/" + NAME])
+    monkeypatch.setenv("MLVFX_ZOO_URL", zoo_server.url + "/")
+    assert fetch("m", options=FAST).read_bytes() == data
+    monkeypatch.setenv("MLVFX_ZOO_URL", "ftp://example.com/zoo")
+    blob_path(zoo_env, data).unlink()
+    with pytest.raises(InputError, match="MLVFX_ZOO_URL.*scheme 'ftp'"):
+        fetch("m", options=FAST)
+
+
+# ------------------------------------------------------------------ cache states
+
+
+def test_corrupt_cache_entry_is_removed_and_refetched(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(100_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    path = fetch("m", options=FAST)
+    with open(path, "r+b") as f:  # flip one byte in place, as bit rot or a bad copy would
+        f.seek(5000)
+        f.write(bytes([data[5000] ^ 0xFF]))
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10_000_000))
+    assert fetch("m", options=FAST).read_bytes() == data
+    assert zoo_server.state.full_transfers[NAME] == 2
+
+
+def test_prefilled_cache_without_stamps_is_hashed_once(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(10_000)
+    one_model(zoo_env, NAME, data, [zoo_server.file_url(NAME)])
+    target = blob_path(zoo_env, data)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(data)
+    assert fetch("m", options=FAST) == target
+    assert (zoo_env.cache / "zoo" / "verified" / sha(data)).read_text().split()[0] == str(len(data))
+    assert zoo_server.state.requests == []
+
+
+def _make_read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Read-only for real when not root; root ignores modes, so the write probe is patched too."""
+    for p in [folder, *folder.rglob("*")]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    real = zoo_cache.probe_writable
+    monkeypatch.setattr(zoo_cache, "probe_writable", lambda d: False if d.is_relative_to(folder) else real(d))
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_read_only_cache_hit(zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = blob(10_000)
+    one_model(zoo_env, NAME, data, [zoo_server.file_url(NAME)])
+    target = blob_path(zoo_env, data)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(data)
+    _make_read_only(monkeypatch, zoo_env.cache)
+    before = _snapshot(zoo_env.cache)
+    try:
+        assert fetch("m", options=FAST) == target
+        assert fetch("m", options=FAST) == target
+        assert _snapshot(zoo_env.cache) == before
+    finally:
+        for p in [zoo_env.cache, *zoo_env.cache.rglob("*")]:
+            p.chmod(0o755)
+
+
+def test_read_only_cache_miss_downloads_into_the_user_cache(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = blob(10_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    zoo_env.cache.mkdir()
+    _make_read_only(monkeypatch, zoo_env.cache)
+    try:
+        path = fetch("m", options=FAST)
+        assert path == zoo_env.user_cache / "zoo" / "sha256" / sha(data)
+        assert path.read_bytes() == data
+        assert list(zoo_env.cache.rglob("*")) == []
+    finally:
+        zoo_env.cache.chmod(0o755)
+
+
+def test_no_writable_cache_fails_clearly(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = blob(1000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    monkeypatch.setattr(zoo_cache, "probe_writable", lambda d: False)
+    with pytest.raises(DownloadError, match="no writable cache.*set MLVFX_CACHE_DIR"):
+        fetch("m", options=FAST)
+
+
+def test_read_only_cache_uses_a_mirror_in_place(zoo_env: ZooEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = blob(4000)
+    mirror = zoo_env.tmp / "mirror"
+    mirror.mkdir()
+    (mirror / NAME).write_bytes(data)
+    one_model(zoo_env, NAME, data, [])
+    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", str(mirror))
+    monkeypatch.setattr(zoo_cache, "probe_writable", lambda d: False)
+    assert fetch("m", options=FAST) == mirror / NAME
+
+
+def test_blob_cache_layout(tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path)
+    data = blob(100)
+    assert cache.blob_path(sha(data)) == tmp_path / "zoo" / "sha256" / sha(data)
+    assert cache.lookup(sha(data), len(data)) is None
+    src = tmp_path / "src"
+    src.write_bytes(data)
+    cache.install(src, sha(data))
+    assert cache.lookup(sha(data), len(data)) == cache.blob_path(sha(data))
+    assert cache.lookup(sha(data), len(data) + 1) is None  # wrong size: treated as corrupt, removed
+    assert not cache.blob_path(sha(data)).exists()
