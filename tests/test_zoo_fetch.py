@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import test_zoo_support as support
 from test_zoo_support import (
     FAST,
     ZooEnv,
@@ -20,14 +21,15 @@ from test_zoo_support import (
     one_model,
     sha,
     write_manifest,
-    zoo_env,  # noqa: F401 - fixture
-    zoo_server,  # noqa: F401 - fixture
 )
 
 from mlvfx.errors import Cancelled, DownloadError, InputError, IntegrityError, ModelNotFound, OfflineError
 from mlvfx.progress import CancelToken
-from mlvfx.zoo import BlobCache, DownloadOptions, cache as zoo_cache, fetch
+from mlvfx.zoo import BlobCache, DownloadOptions, fetch
+from mlvfx.zoo import cache as zoo_cache
 
+zoo_env = support.zoo_env
+zoo_server = support.zoo_server
 NAME = "w.safetensors"
 
 
@@ -401,7 +403,7 @@ def test_zoo_url_overrides_manifest_urls(
     assert fetch("m", options=FAST).read_bytes() == data
     monkeypatch.setenv("MLVFX_ZOO_URL", "ftp://example.com/zoo")
     blob_path(zoo_env, data).unlink()
-    with pytest.raises(InputError, match="MLVFX_ZOO_URL.*scheme 'ftp'"):
+    with pytest.raises(InputError, match=r"MLVFX_ZOO_URL.*scheme 'ftp'"):
         fetch("m", options=FAST)
 
 
@@ -482,7 +484,7 @@ def test_no_writable_cache_fails_clearly(
     data = blob(1000)
     one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
     monkeypatch.setattr(zoo_cache, "probe_writable", lambda d: False)
-    with pytest.raises(DownloadError, match="no writable cache.*set MLVFX_CACHE_DIR"):
+    with pytest.raises(DownloadError, match=r"no writable cache.*set MLVFX_CACHE_DIR"):
         fetch("m", options=FAST)
 
 

@@ -82,7 +82,7 @@ class FaultHandler(RangeRequestHandler):
 
     @property
     def state(self) -> FaultState:
-        state: FaultState = getattr(self.server, "state")  # noqa: B009
+        state: FaultState = getattr(self.server, "state")
         return state
 
     def serve(self, head: bool) -> None:
