@@ -1,0 +1,203 @@
+"""Fast in-process augmentation of material samples.
+
+Geometric augmentations are the 8 elements of the square's symmetry group (quarter turns and a
+mirror) plus random crops; they move pixels *and* rotate/mirror the normal vectors, so a normal
+map stays consistent with its height map. Colour jitter touches the photo only: the ground-truth
+albedo, normal, height and roughness are properties of the surface, not of the camera.
+
+Arrays are float32 (H, W, C) / (H, W); photo and albedo are linear RGB, normals are unit vectors
+in [-1, 1] (tangent space, OpenGL: +X right, +Y up in the image, +Z out), height is any float.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from mlvfx.errors import InputError
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass
+class MaterialSample:
+    """One training sample in memory.
+
+    Attributes:
+        lit: (H, W, 3) linear RGB photo.
+        albedo: (H, W, 3) linear RGB base colour.
+        normal: (H, W, 3) unit tangent-space normals, OpenGL convention.
+        height: (H, W) height (any unit; normals are consistent with it).
+        roughness: (H, W) in [0, 1].
+    """
+
+    lit: FloatArray
+    albedo: FloatArray
+    normal: FloatArray
+    height: FloatArray
+    roughness: FloatArray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.lit.shape[0]), int(self.lit.shape[1])
+
+
+def load_sample(folder: str | os.PathLike[str], *, float_height: bool = True) -> MaterialSample:
+    """Read a factory sample folder into memory.
+
+    Args:
+        folder: a sample folder written by :mod:`mlvfx.data.materials`.
+        float_height: read ``height.exr`` (patch widths); otherwise ``height16.png`` in [0, 1].
+
+    Returns:
+        The sample; normals are decoded from ``n * 0.5 + 0.5`` and renormalised.
+    """
+    from mlvfx.io import read_image
+
+    d = Path(folder)
+    lit, _ = read_image(d / "lit.png", kind="color")
+    albedo, _ = read_image(d / "albedo.png", kind="color")
+    nrm, _ = read_image(d / "normal.png", kind="data")
+    height, _ = read_image(d / ("height.exr" if float_height else "height16.png"), kind="data")
+    rough, _ = read_image(d / "roughness.png", kind="data")
+    n = nrm[..., :3] * 2.0 - 1.0
+    n = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-8)
+    return MaterialSample(
+        lit[..., :3].astype(np.float32),
+        albedo[..., :3].astype(np.float32),
+        n.astype(np.float32),
+        (height[..., 0] if height.ndim == 3 else height).astype(np.float32),
+        (rough[..., 0] if rough.ndim == 3 else rough).astype(np.float32),
+    )
+
+
+def rotate_normals(normal: FloatArray, quarter_turns: int, mirror: bool = False) -> FloatArray:
+    """Transform normal *vectors* (not pixels) for a dihedral image transform.
+
+    The image transform is: ``quarter_turns`` counter-clockwise quarter turns (as displayed, row 0
+    at the top; ``np.rot90`` on axes (0, 1)), then a left-right mirror if ``mirror``.
+
+    Args:
+        normal: (..., 3) vectors with +X right, +Y up.
+        quarter_turns: any integer; taken modulo 4.
+        mirror: mirror left-right after the rotation.
+
+    Returns:
+        The transformed vectors, same shape.
+    """
+    x, y, z = normal[..., 0], normal[..., 1], normal[..., 2]
+    for _ in range(quarter_turns % 4):
+        # A counter-clockwise quarter turn maps +X (right) to +Y (up): (x, y) -> (-y, x).
+        x, y = -y, x
+    if mirror:
+        x = -x
+    return np.asarray(np.stack([x, y, z], axis=-1), dtype=np.float32)
+
+
+def _move(a: FloatArray, quarter_turns: int, mirror: bool) -> FloatArray:
+    out = np.rot90(a, quarter_turns % 4, axes=(0, 1))
+    if mirror:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
+
+
+def dihedral(sample: MaterialSample, quarter_turns: int, mirror: bool = False) -> MaterialSample:
+    """Rotate by quarter turns (counter-clockwise) and optionally mirror left-right, every map.
+
+    Normals are moved with their pixels and their X/Y components rotated/mirrored to match.
+    """
+    n = rotate_normals(_move(sample.normal, quarter_turns, mirror), quarter_turns, mirror)
+    return MaterialSample(
+        _move(sample.lit, quarter_turns, mirror),
+        _move(sample.albedo, quarter_turns, mirror),
+        n,
+        _move(sample.height, quarter_turns, mirror),
+        _move(sample.roughness, quarter_turns, mirror),
+    )
+
+
+def crop(sample: MaterialSample, top: int, left: int, size: int) -> MaterialSample:
+    """A square crop of every map; normals are unchanged by translation."""
+    h, w = sample.shape
+    if size < 1 or top < 0 or left < 0 or top + size > h or left + size > w:
+        raise InputError(f"crop {size}px at ({top}, {left}) does not fit a {h}x{w} sample")
+    sl = (slice(top, top + size), slice(left, left + size))
+    return MaterialSample(
+        np.ascontiguousarray(sample.lit[sl]),
+        np.ascontiguousarray(sample.albedo[sl]),
+        np.ascontiguousarray(sample.normal[sl]),
+        np.ascontiguousarray(sample.height[sl]),
+        np.ascontiguousarray(sample.roughness[sl]),
+    )
+
+
+def color_jitter(lit: FloatArray, rng: np.random.Generator, *, exposure_ev: float = 0.5,
+                 saturation: float = 0.25, white_balance: float = 0.08,
+                 gamma: float = 0.15) -> FloatArray:
+    """Photometric jitter of a linear RGB photo: exposure, white balance, saturation, gamma.
+
+    Args:
+        lit: (H, W, 3) linear RGB.
+        rng: random generator.
+        exposure_ev: max exposure change in stops (uniform in +-).
+        saturation: max relative saturation change.
+        white_balance: max relative per-channel gain change.
+        gamma: max relative change of a tone-curve exponent.
+
+    Returns:
+        (H, W, 3) linear RGB clipped to [0, 1].
+    """
+    gain = 2.0 ** rng.uniform(-exposure_ev, exposure_ev)
+    wb = 1.0 + rng.uniform(-white_balance, white_balance, size=3)
+    out = lit * (gain * wb).astype(np.float32)
+    grey = out @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+    s = 1.0 + rng.uniform(-saturation, saturation)
+    out = grey[..., None] + (out - grey[..., None]) * s
+    out = np.clip(out, 0.0, 1.0) ** (1.0 + rng.uniform(-gamma, gamma))
+    return np.asarray(out, dtype=np.float32)
+
+
+def augment(sample: MaterialSample, rng: np.random.Generator, *, crop_size: int | None = None,
+            jitter: bool = True) -> MaterialSample:
+    """A random crop, a random dihedral transform and (optionally) colour jitter of the photo.
+
+    Args:
+        sample: the sample to augment (not modified).
+        rng: random generator (pass a seeded one for reproducible batches).
+        crop_size: square crop size in pixels; ``None`` keeps the full frame.
+        jitter: jitter the photo's colour.
+
+    Returns:
+        A new sample.
+    """
+    out = sample
+    if crop_size is not None:
+        h, w = sample.shape
+        if crop_size > min(h, w):
+            raise InputError(f"crop size {crop_size} exceeds the sample size {h}x{w}")
+        top = int(rng.integers(0, h - crop_size + 1))
+        left = int(rng.integers(0, w - crop_size + 1))
+        out = crop(out, top, left, crop_size)
+    out = dihedral(out, int(rng.integers(4)), bool(rng.integers(2)))
+    if jitter:
+        out = replace(out, lit=color_jitter(out.lit, rng))
+    return out
+
+
+def normals_from_height(height: FloatArray, pixel_size: float = 1.0) -> FloatArray:
+    """Unit OpenGL tangent-space normals of a height field by central differences.
+
+    Args:
+        height: (H, W); row 0 is the top of the image.
+        pixel_size: width of one pixel in the units of ``height``.
+
+    Returns:
+        (H, W, 3) unit normals: ``normalize(-dh/dx, -dh/dy, 1)`` with +Y up (rows go down).
+    """
+    dh_drow, dh_dcol = np.gradient(height.astype(np.float64), pixel_size)
+    n = np.stack([-dh_dcol, dh_drow, np.ones_like(dh_dcol)], axis=-1)
+    return np.asarray(n / np.linalg.norm(n, axis=-1, keepdims=True), dtype=np.float32)

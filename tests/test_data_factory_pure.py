@@ -1,0 +1,136 @@
+"""Factory logic that needs no Blender: specs, determinism, splits, resumability."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlvfx.data import materials, splits
+from mlvfx.data.families import FAMILIES, FAMILY_NAMES
+from mlvfx.errors import InputError
+
+
+def test_at_least_ten_families_with_distinct_parameters() -> None:
+    assert len(FAMILY_NAMES) >= 10
+    for name, fam in FAMILIES.items():
+        a = fam.sample(np.random.default_rng(1))
+        b = fam.sample(np.random.default_rng(2))
+        assert a != b, name
+        json.dumps(a)  # JSON-serialisable
+
+
+def test_spec_is_deterministic_by_seed_and_index() -> None:
+    a = materials.make_spec(5, 17, size=64)
+    b = materials.make_spec(5, 17, size=64)
+    assert a == b
+    assert json.dumps(a.params, sort_keys=True) == json.dumps(b.params, sort_keys=True)
+    assert materials.make_spec(6, 17, size=64) != a
+    assert materials.make_spec(5, 18, size=64) != a
+
+
+def test_specs_cover_families_round_robin() -> None:
+    fams = [materials.make_spec(3, i).family for i in range(len(FAMILY_NAMES))]
+    assert sorted(fams) == sorted(FAMILY_NAMES)
+
+
+def test_family_filter_and_unknown_family() -> None:
+    got = {materials.make_spec(0, i, families=["bricks", "bark"]).family for i in range(6)}
+    assert got == {"bricks", "bark"}
+    with pytest.raises(InputError, match="unknown material families"):
+        materials.make_spec(0, 0, families=["nope"])
+
+
+def test_lighting_ranges() -> None:
+    for i in range(30):
+        light = materials.make_spec(9, i).lighting
+        assert light["hdri"] in materials.HDRI_NAMES
+        assert np.radians(15) < light["sun"]["elevation"] < np.radians(80)
+    assert any(materials.make_spec(9, i).lighting["area"] for i in range(30))
+    assert not all(materials.make_spec(9, i).lighting["area"] for i in range(30))
+
+
+def test_splits_hold_out_families_and_reserve_seeds() -> None:
+    assert set(splits.HELD_OUT_FAMILIES).isdisjoint(splits.TRAIN_FAMILIES)
+    assert splits.split_of(0, 0, "bark", 0.0) == "val"
+    fracs = [splits.split_of(1, i, "bricks", 0.2) for i in range(2000)]
+    assert 0.15 < fracs.count("val") / len(fracs) < 0.25
+    with pytest.raises(InputError, match="reserved"):
+        splits.check_train_seed(splits.VALIDATION_SEEDS["materials_v1"])
+
+
+def _fake_maps(spec: materials.SampleSpec, **_: object) -> materials.RenderedMaps:
+    s = spec.size
+    rng = np.random.default_rng(spec.index)
+    n = np.zeros((s, s, 3), np.float32)
+    n[..., 2] = 1.0
+    return materials.RenderedMaps(
+        lit=rng.random((s, s, 3), dtype=np.float32),
+        albedo=rng.random((s, s, 3), dtype=np.float32),
+        normal=n,
+        height=rng.random((s, s), dtype=np.float32) * 0.01,
+        roughness=rng.random((s, s), dtype=np.float32),
+        stats={},
+    )
+
+
+def test_generate_is_resumable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def fake(spec: materials.SampleSpec, **kw: object) -> materials.RenderedMaps:
+        calls.append(spec.index)
+        return _fake_maps(spec)
+
+    monkeypatch.setattr(materials, "render_maps", fake)
+    rep = materials.generate(tmp_path, 3, size=16, seed=4)
+    assert rep.rendered == [0, 1, 2] and rep.skipped == []
+    for i in range(3):
+        assert materials.is_complete(tmp_path / materials.sample_dir_name(i))
+    # A crash mid-sample leaves a hidden temp folder; a final folder missing files is incomplete too.
+    (tmp_path / ".tmp-s000003-abc").mkdir()
+    (tmp_path / ".tmp-s000003-abc" / "lit.png").write_bytes(b"partial")
+    broken = tmp_path / "s000001"
+    (broken / "meta.json").unlink()
+    first_lit = (tmp_path / "s000000" / "lit.png").stat().st_mtime_ns
+    calls.clear()
+    rep = materials.generate(tmp_path, 4, size=16, seed=4)
+    assert calls == [1, 3]
+    assert rep.skipped == [0, 2]
+    assert not list(tmp_path.glob(".tmp-*"))
+    assert (tmp_path / "s000000" / "lit.png").stat().st_mtime_ns == first_lit
+    meta = json.loads((tmp_path / "s000003" / "meta.json").read_text())
+    assert meta["seed"] == 4 and meta["index"] == 3 and meta["family"] == materials.make_spec(4, 3).family
+
+
+def test_generate_shards_partition_indices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(materials, "render_maps", _fake_maps)
+    a = materials.generate(tmp_path, 5, size=16, seed=2, shard=0, num_shards=2)
+    b = materials.generate(tmp_path, 5, size=16, seed=2, shard=1, num_shards=2)
+    assert a.rendered == [0, 2, 4] and b.rendered == [1, 3]
+
+
+def test_generate_refuses_mixing_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(materials, "render_maps", _fake_maps)
+    materials.generate(tmp_path, 1, size=16, seed=2)
+    with pytest.raises(InputError, match="seed=2"):
+        materials.generate(tmp_path, 1, size=16, seed=3)
+
+
+def test_crash_during_render_leaves_no_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(spec: materials.SampleSpec, **kw: object) -> materials.RenderedMaps:
+        raise RuntimeError("render crashed")
+
+    monkeypatch.setattr(materials, "render_maps", boom)
+    with pytest.raises(RuntimeError):
+        materials.generate(tmp_path, 1, size=16, seed=2)
+    assert not (tmp_path / "s000000").exists()
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        materials.generate(tmp_path, 1, size=8)
+    with pytest.raises(InputError):
+        materials.generate(tmp_path, 1, shard=2, num_shards=2)
