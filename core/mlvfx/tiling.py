@@ -41,13 +41,17 @@ class TilePlan:
 def plan_axis(length: int, tile: int, overlap: int) -> TilePlan:
     """Evenly spaced tile starts along an axis so that neighbours overlap by at least ``overlap``.
 
-    A tile longer than the axis shrinks to the axis. The last tile ends exactly at ``length``.
+    A tile longer than the axis shrinks to the axis; otherwise tiles shrink (never grow) to the
+    smallest length that covers the axis with that many tiles. The last tile ends at ``length``.
     """
     tile = min(tile, length)
     if tile >= length:
         return TilePlan(length, length, (0,))
     overlap = min(overlap, tile - 1)
     count = math.ceil((length - overlap) / (tile - overlap))
+    # Shrink the tiles so neighbours overlap by about ``overlap`` instead of wasting work on a
+    # large overlap (3 tiles of 512 over 1024 pixels would compute half the pixels twice).
+    tile = min(tile, math.ceil((length + (count - 1) * overlap) / count) + 1)
     span = length - tile
     starts = tuple(round(i * span / (count - 1)) for i in range(count))
     return TilePlan(length, tile, starts)
@@ -166,16 +170,27 @@ def run_tiled(
     pad_x0, pad_x1 = crop_extent(cols.tile)
     crop_h = rows.tile + pad_y0 + pad_y1
     crop_w = cols.tile + pad_x0 + pad_x1
-    col_index = [
-        _source_index(np.arange(c - pad_x0, c + cols.tile + pad_x1, dtype=np.int64), width, tileable)
-        for c in cols.starts
-    ]
+    col_spans = [(c - pad_x0, c + cols.tile + pad_x1) for c in cols.starts]
+    col_index = [_source_index(np.arange(a, b, dtype=np.int64), width, tileable) for a, b in col_spans]
+
+    # The blend weight of a tile is row_w(y) * col_w(x), so the total weight at a pixel is separable:
+    # (sum of row weights at y) * (sum of column weights at x). No 2-D weight image is needed.
+    row_total = np.zeros(height * scale, dtype=np.float32)
+    for start, w in zip(rows.starts, row_weights, strict=True):
+        row_total[start * scale : (start + rows.tile) * scale] += w
+    col_total = np.zeros(width * scale, dtype=np.float32)
+    for start, w in zip(cols.starts, col_weights, strict=True):
+        col_total[start * scale : (start + cols.tile) * scale] += w
+    # Blending works on (rows, columns * channels) views so numpy's inner loops run over whole rows.
+    inv_col_total: npt.NDArray[np.float32] | None = None
+    col_weights_flat: list[npt.NDArray[np.float32]] = []
 
     total_tiles = len(rows.starts) * len(cols.starts)
     done = 0
     result: FloatImage | None = out
     band: npt.NDArray[np.float32] | None = None
-    band_weight = np.zeros((rows.tile * scale, width * scale, 1), dtype=np.float32)
+    scratch: npt.NDArray[np.float32] | None = None
+    tiles_buf = np.empty((min(batch, len(cols.starts)), crop_h, crop_w, img.shape[2]), dtype=np.float32)
     band_top = 0
     out_channels = -1
 
@@ -186,11 +201,15 @@ def run_tiled(
         n = (until - band_top) * scale
         if n <= 0:
             return
-        np.divide(band[:n], band_weight[:n], out=result[band_top * scale : until * scale])
-        band[:-n] = band[n:].copy()
-        band[-n:] = 0.0
-        band_weight[:-n] = band_weight[n:].copy()
-        band_weight[-n:] = 0.0
+        y0 = band_top * scale
+        target = result[y0 : y0 + n]
+        assert inv_col_total is not None
+        flat_target = target.reshape(n, -1)
+        np.multiply(band[:n].reshape(n, -1), inv_col_total[None, :], out=flat_target)
+        flat_target *= (1.0 / row_total[y0 : y0 + n])[:, None]
+        keep = band.shape[0] - n
+        band[:keep] = band[n:]
+        band[keep:] = 0.0
         band_top = until
 
     report(progress, 0.0, f"tiling: 0/{total_tiles} tiles")
@@ -198,38 +217,49 @@ def run_tiled(
         if band is not None:
             flush(row_start)
         band_top = row_start
-        row_index = _source_index(
-            np.arange(row_start - pad_y0, row_start + rows.tile + pad_y1, dtype=np.int64), height, tileable
-        )
-        rows_of_image = img[row_index]
+        y_a, y_b = row_start - pad_y0, row_start + rows.tile + pad_y1
+        if 0 <= y_a and y_b <= height:
+            rows_of_image = img[y_a:y_b]
+        else:
+            rows_of_image = img[_source_index(np.arange(y_a, y_b, dtype=np.int64), height, tileable)]
         for group in _batches(list(range(len(cols.starts))), batch):
             check_cancel(cancel)
-            tiles = np.stack([rows_of_image[:, col_index[c]] for c in group])
+            tiles = tiles_buf[: len(group)]
+            for k, c in enumerate(group):
+                x_a, x_b = col_spans[c]
+                if 0 <= x_a and x_b <= width:
+                    tiles[k] = rows_of_image[:, x_a:x_b]
+                else:
+                    tiles[k] = rows_of_image[:, col_index[c]]
             produced = np.asarray(fn(tiles), dtype=np.float32)
             expected = (len(group), crop_h * scale, crop_w * scale)
             if produced.ndim != 4 or produced.shape[:3] != expected:
                 raise InputError(
                     f"tile function returned shape {produced.shape}, expected {(*expected, 'C')}"
                 )
-            if result is None:
-                out_channels = produced.shape[3]
-                result = np.empty((height * scale, width * scale, out_channels), dtype=np.float32)
-            elif out_channels < 0:
+            if out_channels < 0:
                 out_channels = produced.shape[3]
                 want = (height * scale, width * scale, out_channels)
-                if result.shape != want:
+                if result is None:
+                    result = np.empty(want, dtype=np.float32)
+                elif result.shape != want:
                     raise InputError(f"out has shape {result.shape}, expected {want}")
-            if band is None:
                 band = np.zeros((rows.tile * scale, width * scale, out_channels), dtype=np.float32)
+                scratch = np.empty((rows.tile * scale, cols.tile * scale * out_channels), dtype=np.float32)
+                inv_col_total = np.repeat(1.0 / col_total, out_channels).astype(np.float32)
+                col_weights_flat = [np.repeat(w, out_channels) for w in col_weights]
             if produced.shape[3] != out_channels:
                 raise InputError(f"tile function changed its channel count to {produced.shape[3]}")
+            assert band is not None and scratch is not None
             y0, x0 = pad_y0 * scale, pad_x0 * scale
             core = produced[:, y0 : y0 + rows.tile * scale, x0 : x0 + cols.tile * scale]
+            band_flat = band.reshape(band.shape[0], -1)
             for k, c in enumerate(group):
-                weight = row_weights[r][:, None, None] * col_weights[c][None, :, None]
-                xs = slice(cols.starts[c] * scale, (cols.starts[c] + cols.tile) * scale)
-                band[:, xs] += core[k] * weight
-                band_weight[:, xs] += weight
+                tile_flat = np.ascontiguousarray(core[k]).reshape(scratch.shape)
+                np.multiply(tile_flat, row_weights[r][:, None], out=scratch)
+                scratch *= col_weights_flat[c][None, :]
+                x0_flat = cols.starts[c] * scale * out_channels
+                band_flat[:, x0_flat : x0_flat + scratch.shape[1]] += scratch
             done += len(group)
             report(progress, done / total_tiles, f"tiling: {done}/{total_tiles} tiles")
     flush(height)
