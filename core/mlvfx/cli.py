@@ -230,13 +230,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     for register in _plugins():
-        register(sub, common)
+        register(sub)
+    _add_common_flags(parser)
     return parser
 
 
-def _plugins() -> list[Callable[[Any, argparse.ArgumentParser], None]]:
+def _plugins() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     """Subcommand groups that live beside their code (zoo, data, eval, texture, smoke)."""
-    return []
+    from mlvfx.data import cli as data_cli
+    from mlvfx.zoo import cli as zoo_cli
+
+    return [zoo_cli.register, data_cli.register]
+
+
+def _add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """Accept --quiet/--json/--debug at every level (``mlvfx zoo list --json``), not only first."""
+    have = {opt for action in parser._actions for opt in action.option_strings}
+    for flags, text in (
+        (("-q", "--quiet"), "no progress bars or messages"),
+        (("--json",), "print one machine-readable JSON document on stdout"),
+        (("--debug",), "show tracebacks on errors"),
+    ):
+        if not have.intersection(flags):
+            parser.add_argument(*flags, action="store_true", default=argparse.SUPPRESS, help=text)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _add_common_flags(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
