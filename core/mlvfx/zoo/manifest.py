@@ -138,7 +138,7 @@ class ModelEntry:
         for f in self.files:
             if (name is None or f.name == name) and (fmt is None or f.format == fmt):
                 return f
-        wanted = name if name is not None else f"a {fmt} file"
+        wanted = f"file {name!r}" if name is not None else f"{fmt} file"
         have = ", ".join(f.name for f in self.files)
         raise ModelNotFound(f"model {self.id} {self.version} has no {wanted} (files: {have})")
 
