@@ -217,7 +217,8 @@ class Graph:
 
     def voronoi(self, vec: Socket, scale: float, feature: str = "F1", randomness: float = 1.0,
                 metric: str = "EUCLIDEAN") -> dict[str, Socket]:
-        n = self.node("ShaderNodeTexVoronoi", voronoi_dimensions="3D", feature=feature, distance=metric)
+        # 2D cells: a 3D Voronoi sliced at constant z shows ghost edges of cells above and below.
+        n = self.node("ShaderNodeTexVoronoi", voronoi_dimensions="2D", feature=feature, distance=metric)
         self.set(n, "Vector", vec)
         self.set(n, "Scale", scale)
         self.set(n, "Randomness", randomness)
@@ -447,7 +448,8 @@ def _cobble_build(g: Graph, vec: Socket, p: Params) -> Channels:
 def _pebbles_sample(rng: np.random.Generator) -> Params:
     return {
         "scale": _u(rng, 3.0, 8.0),
-        "radius": _u(rng, 0.35, 0.55),
+        "radius": _u(rng, 0.5, 0.75),
+        "flatten": _u(rng, 0.4, 0.9),
         "scale2": _u(rng, 8.0, 16.0),
         "stones": [*_stone_palette(rng), color_hsv(rng, (0.0, 1.0), (0.0, 0.3), (0.3, 0.9))],
         "soil": color_hsv(rng, (0.04, 0.12), (0.3, 0.7), (0.1, 0.35)),
@@ -471,8 +473,8 @@ def _pebbles_build(g: Graph, vec: Socket, p: Params) -> Channels:
     v2 = g.vadd(vec, p["offset_vec2"])
     cap1, r1 = _pebble_layer(g, v1, p["scale"], p["radius"])
     cap2, r2 = _pebble_layer(g, v2, p["scale2"], p["radius"])
-    h1 = g.mul(cap1, g.madd(r1, 0.3, 0.7))
-    h2 = g.mul(cap2, 0.45)
+    h1 = g.mul(cap1, g.madd(r1, 0.3 * p["flatten"], 0.7 * p["flatten"]))
+    h2 = g.mul(cap2, 0.45 * p["flatten"])
     height = g.math("MAXIMUM", h1, h2)
     top = g.math("GREATER_THAN", h1, h2)
     rand = g.mix(top, r2, r1)
@@ -489,12 +491,12 @@ def _rocky_sample(rng: np.random.Generator) -> Params:
     return {
         "scale": _u(rng, 3.0, 10.0),
         "detail": _u(rng, 6.0, 12.0),
-        "roughness": _u(rng, 0.5, 0.7),
+        "roughness": _u(rng, 0.55, 0.75),
         "kind": str(rng.choice(["FBM", "RIDGED_MULTIFRACTAL", "HETERO_TERRAIN"])),
         "distortion": _u(rng, 0.0, 0.6),
         "rock": _stone_palette(rng),
         "lichen": color_hsv(rng, (0.12, 0.3), (0.3, 0.8), (0.3, 0.7)),
-        "lichen_amount": _u(rng, 0.0, 0.5),
+        "lichen_amount": _u(rng, 0.0, 0.3) if rng.random() < 0.5 else 0.0,
         "color_scale": _u(rng, 2.0, 10.0),
         "rough_lo": _u(rng, 0.5, 0.8),
         "offset_vec": _offset(rng),

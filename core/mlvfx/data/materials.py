@@ -531,11 +531,9 @@ def write_sample(folder: Path, spec: SampleSpec, maps: RenderedMaps) -> None:
 
 
 def _blender_version() -> str:
-    try:
-        import bpy
-    except ImportError:
-        return "unknown"
-    return str(bpy.app.version_string)
+    # Only report; never import bpy just for this (it is slow and touches $HOME).
+    bpy = sys.modules.get("bpy")
+    return str(bpy.app.version_string) if bpy is not None else "unknown"
 
 
 def is_complete(folder: Path) -> bool:
