@@ -14,13 +14,16 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlvfx.errors import InputError, ManifestError
 from mlvfx.zoo.cache import BlobCache, default_caches, sha256_file
 from mlvfx.zoo.download import ByteProgressFn
 from mlvfx.zoo.manifest import Manifest, ModelEntry, ZooFile, check_url, load_manifest, version_key
 from mlvfx.zoo.resolve import cached_path, fetch_file, fetch_model
+
+if TYPE_CHECKING:
+    from mlvfx.zoo.serve import ZooHTTPServer
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -249,8 +252,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace, ready: Callable[[str], None] | None = None) -> int:
-    """``mlvfx zoo serve``: blocks until interrupted (``ready(url)`` is for tests)."""
+def cmd_serve(args: argparse.Namespace, ready: Callable[[ZooHTTPServer, str], None] | None = None) -> int:
+    """``mlvfx zoo serve``: blocks until interrupted or shut down.
+
+    ``ready(server, url)`` runs on a thread once the server listens (tests use it to stop it).
+    """
     from mlvfx.zoo.serve import RangeRequestHandler, make_server
 
     directory: Path = args.directory
@@ -273,7 +279,7 @@ def cmd_serve(args: argparse.Namespace, ready: Callable[[str], None] | None = No
     elif not args.quiet:
         print(f"serving {directory.resolve()} at {url} (set MLVFX_ZOO_URL={url}); Ctrl+C stops", flush=True)
     if ready is not None:
-        threading.Thread(target=ready, args=(url,), daemon=True).start()
+        threading.Thread(target=ready, args=(server, url), daemon=True).start()
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -1,0 +1,192 @@
+"""``mlvfx zoo ...`` handlers, driven through a parser built the way the main CLI builds it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pytest
+import requests
+import test_zoo_support as support
+from test_zoo_support import ZooEnv, ZooServer, blob, file_entry, model_entry, sha, write_manifest
+
+from mlvfx.errors import InputError
+from mlvfx.zoo import cli as zoo_cli
+
+zoo_env = support.zoo_env
+zoo_server = support.zoo_server
+NAME = "w.safetensors"
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mlvfx")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    zoo_cli.register(sub)
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+def blobs(cache: Path) -> list[str]:
+    folder = cache / "zoo" / "sha256"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+@pytest.fixture
+def two_models(zoo_env: ZooEnv, zoo_server: ZooServer) -> tuple[bytes, bytes]:
+    a, b = blob(20_000), blob(30_000, seed=1)
+    write_manifest(
+        zoo_env.manifest,
+        [
+            model_entry("alpha", [file_entry("a.safetensors", a, [zoo_server.add("a.safetensors", a)])]),
+            model_entry(
+                "beta", [file_entry("b.safetensors", b, [zoo_server.add("b.safetensors", b)])], "2.0"
+            ),
+        ],
+    )
+    return a, b
+
+
+def test_list_shows_cached_state(
+    zoo_env: ZooEnv, two_models: tuple[bytes, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["--json", "zoo", "list"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(m["id"], m["version"], m["size"], m["cached"]) for m in doc["models"]] == [
+        ("alpha", "1.0.0", 20_000, "no"),
+        ("beta", "2.0", 30_000, "no"),
+    ]
+    assert doc["models"][0]["metrics"] == {"angular_error_deg": 7.5}
+    assert run(["-q", "zoo", "pull", "alpha"]) == 0
+    capsys.readouterr()
+    assert run(["zoo", "list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["ID", "VERSION", "SIZE", "CACHED"]
+    assert out[1].split()[:5] == ["alpha", "1.0.0", "20.0", "KB", "yes"]
+    assert out[2].split()[:5] == ["beta", "2.0", "30.0", "KB", "no"]
+
+
+def test_list_of_the_real_manifest(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MLVFX_ZOO_MANIFEST", raising=False)
+    assert run(["--json", "zoo", "list"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["manifest"].endswith(os.path.join("model_zoo", "manifest.json"))
+
+
+def test_pull_path_and_all(
+    zoo_env: ZooEnv, two_models: tuple[bytes, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = two_models
+    with pytest.raises(InputError, match="--all"):
+        run(["zoo", "pull"])
+    assert run(["--json", "zoo", "pull", "beta@2.0"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["pulled"] == [
+        {"id": "beta", "version": "2.0", "paths": [str(zoo_env.cache / "zoo" / "sha256" / sha(b))]}
+    ]
+    assert run(["-q", "zoo", "pull", "--all"]) == 0
+    assert blobs(zoo_env.cache) == sorted([sha(a), sha(b)])
+    capsys.readouterr()
+    assert run(["zoo", "path", "alpha"]) == 0
+    assert Path(capsys.readouterr().out.strip()).read_bytes() == a
+
+
+def test_verify_rehashes_and_removes_corrupt_blobs(
+    zoo_env: ZooEnv, two_models: tuple[bytes, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, _ = two_models
+    assert run(["-q", "zoo", "pull", "--all"]) == 0
+    assert run(["zoo", "verify"]) == 0
+    assert "2 blob(s) ok, 0 corrupt" in capsys.readouterr().out
+    victim = zoo_env.cache / "zoo" / "sha256" / sha(a)
+    st = victim.stat()
+    with open(victim, "r+b") as f:  # silent bit rot: same size, same mtime
+        f.write(b"\x00")
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert run(["--json", "zoo", "verify"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["corrupt"] == 1 and doc["ok"] == 1
+    bad = next(r for r in doc["blobs"] if not r["ok"])
+    assert bad["path"] == str(victim) and bad["removed"] is True and bad["in_manifest"] is True
+    assert not victim.exists()
+
+
+def test_prune_removes_what_the_manifest_no_longer_names(
+    zoo_env: ZooEnv,
+    two_models: tuple[bytes, bytes],
+    zoo_server: ZooServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    a, b = two_models
+    assert run(["-q", "zoo", "pull", "--all"]) == 0
+    leftover = zoo_env.cache / "zoo" / "tmp" / f"{sha(a)}.part"
+    leftover.write_bytes(b"partial")
+    # A new manifest that drops beta.
+    write_manifest(
+        zoo_env.manifest,
+        [model_entry("alpha", [file_entry("a.safetensors", a, [zoo_server.file_url("a.safetensors")])])],
+    )
+    assert run(["--json", "zoo", "prune", "--dry-run"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(doc["removed"]) == sorted([str(zoo_env.cache / "zoo" / "sha256" / sha(b)), str(leftover)])
+    assert blobs(zoo_env.cache) == sorted([sha(a), sha(b)])
+    assert run(["-q", "zoo", "prune"]) == 0
+    assert blobs(zoo_env.cache) == [sha(a)]
+    assert not leftover.exists()
+    assert not (zoo_env.cache / "zoo" / "verified" / sha(b)).exists()
+
+
+def test_hash_prints_manifest_entries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = blob(1234)
+    f = tmp_path / "new-model.safetensors"
+    f.write_bytes(data)
+    assert run(["zoo", "hash", str(f), "--url-base", "https://example.com/zoo/v1/"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry == {
+        "name": "new-model.safetensors",
+        "sha256": sha(data),
+        "size": 1234,
+        "urls": ["https://example.com/zoo/v1/new-model.safetensors"],
+    }
+    with pytest.raises(InputError, match="--url-base"):
+        run(["zoo", "hash", str(f), "--url-base", "http://example.com/"])
+
+
+def test_check_compares_weights_with_the_manifest(
+    zoo_env: ZooEnv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = blob(500)
+    (zoo_env.tmp / "weights").mkdir()
+    (zoo_env.tmp / "weights" / NAME).write_bytes(data)
+    write_manifest(zoo_env.manifest, [model_entry("m", [file_entry(NAME, data, [])])])
+    assert run(["zoo", "check"]) == 0
+    assert "1 local file(s) checked, 0 problem(s)" in capsys.readouterr().out
+    (zoo_env.tmp / "weights" / NAME).write_bytes(blob(500, seed=5))
+    assert run(["zoo", "check"]) == 1
+    assert "sha256" in capsys.readouterr().out
+
+
+def test_serve_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = blob(4096)
+    (tmp_path / NAME).write_bytes(data)
+    seen: dict[str, object] = {}
+
+    def ready(server: object, url: str) -> None:
+        try:
+            r = requests.get(f"{url}/{NAME}", headers={"Range": "bytes=4000-"}, timeout=5)
+            seen["status"], seen["body"] = r.status_code, r.content
+        finally:
+            server.shutdown()  # type: ignore[attr-defined]
+
+    args = argparse.Namespace(directory=tmp_path, port=0, bind="127.0.0.1", quiet=True, json=True)
+    assert zoo_cli.cmd_serve(args, ready=ready) == 0
+    assert seen == {"status": 206, "body": data[4000:]}
+    assert json.loads(capsys.readouterr().out)["url"].startswith("http://127.0.0.1:")
+    with pytest.raises(InputError, match="not a folder"):
+        run(["zoo", "serve", str(tmp_path / "nope")])

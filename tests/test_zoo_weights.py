@@ -1,0 +1,64 @@
+"""Weights load from safetensors only; nothing downloaded is unpickled."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import test_zoo_support as support
+import torch
+from safetensors.torch import save_file
+from test_zoo_support import FAST, ZooEnv, ZooServer, file_entry, model_entry, write_manifest
+
+from mlvfx.errors import IntegrityError
+from mlvfx.zoo import fetch, load_state_dict, load_weights
+
+zoo_env = support.zoo_env
+zoo_server = support.zoo_server
+
+
+def test_load_weights_end_to_end(zoo_env: ZooEnv, zoo_server: ZooServer, tmp_path: Path) -> None:
+    state = {"conv.weight": torch.randn(8, 3, 3, 3), "conv.bias": torch.arange(8, dtype=torch.float32)}
+    local = tmp_path / "net.safetensors"
+    save_file(state, str(local))
+    data = local.read_bytes()
+    write_manifest(
+        zoo_env.manifest,
+        [
+            model_entry(
+                "net", [file_entry("net.safetensors", data, [zoo_server.add("net.safetensors", data)])]
+            )
+        ],
+    )
+    loaded = load_weights("net")
+    assert set(loaded) == set(state)
+    for key, tensor in state.items():
+        assert torch.equal(loaded[key], tensor)
+    assert torch.equal(load_state_dict(fetch("net", options=FAST))["conv.bias"], state["conv.bias"])
+
+
+class _Boom:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("unpickled!",))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pickle.dumps({"w": _Boom()}),  # a pickle that would run code
+        b"PK\x03\x04" + b"\x00" * 100,  # a zip, as torch.save writes
+        b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!",
+        b"\xff" * 8 + b"{}",  # absurd header length
+        b"abc",
+    ],
+)
+def test_non_safetensors_files_are_rejected(
+    tmp_path: Path, payload: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(payload)
+    with pytest.raises(IntegrityError) as info:
+        load_state_dict(path)
+    assert str(path) in str(info.value) and "safetensors" in str(info.value)
+    assert "unpickled!" not in capsys.readouterr().out
