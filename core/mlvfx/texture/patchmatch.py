@@ -1,0 +1,422 @@
+"""Multi-scale patch-based texture synthesis on coordinate maps, with PatchMatch search, in torch.
+
+The synthesiser never produces pixel values of its own: it produces a *coordinate map*, for every
+output pixel the (y, x) position of the exemplar pixel it copies. All maps of a material set
+(albedo, normal, height, roughness) are then gathered at the same coordinates, so they stay aligned
+by construction, and the coordinate map is also the copy field the verbatim metric needs.
+
+Coarse to fine (after Lefebvre & Hoppe 2005, "Parallel controllable texture synthesis", with
+PatchMatch's propagation and random search as the candidate set):
+
+* level ``l`` has an output grid ``2**l`` times coarser than the result; each cell stores a
+  full-resolution exemplar coordinate. The exemplar is not downsampled but box-filtered over
+  ``2**l`` pixels (a "stack"), so coordinates keep full precision at every level;
+* the coarsest grid starts from random coordinates (``grow``/``paint``) or is pinned to the
+  original (``make_tileable`` keeps its interior);
+* each finer level starts from the coherent upsampling ``S[2p + d] = S[p] + d * 2**(l-1)`` and is
+  corrected: every cell compares its synthesised neighbourhood (5x5 cells, PCA-projected) against
+  exemplar neighbourhoods at candidate coordinates and keeps the best. Candidates are the
+  propagated coordinates of the 8 neighbours (PatchMatch propagation, which grows coherent
+  patches) and random samples around the current match at shrinking radii (random search);
+* cells are corrected in four interleaved sub-passes (2x2 parity), so that every update sees
+  freshly updated neighbours, and the neighbourhood of a tileable output wraps around (toroidal),
+  so the result tiles by construction.
+
+Everything is vectorised over the whole grid: it runs on the CPU and uses CUDA when
+``mlvfx.config.torch_device()`` selects it. Arrays here are torch tensors ``(C, H, W)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report
+
+_DIRS: tuple[tuple[int, int], ...] = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    """Tuning of the coordinate-map synthesiser.
+
+    Attributes:
+        neighbourhood: side of the square neighbourhood compared at every level, in level cells (odd).
+        pca_dims: neighbourhoods are projected onto this many principal components before matching.
+        coarsest_exemplar: the number of levels is chosen so that the smallest exemplar spans about
+            this many cells at the coarsest level; fewer cells mean larger random features.
+        passes_coarse: correction passes at the coarsest levels.
+        passes_fine: correction passes at the two finest levels.
+        random_candidates: random-search samples per cell and sub-pass (radius halves each time).
+        jitter: random coordinate perturbation after each upsampling, in level cells (adds variety).
+        guide_weight: weight of the label guide in ``paint`` relative to the mean feature energy.
+    """
+
+    neighbourhood: int = 5
+    pca_dims: int = 8
+    coarsest_exemplar: int = 12
+    passes_coarse: int = 3
+    passes_fine: int = 1
+    random_candidates: int = 3
+    jitter: float = 0.0
+    guide_weight: float = 4.0
+    coherence: float = 0.0
+    passes_finest: int = 1
+
+
+def _box_stack(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over the ``size`` x ``size`` block whose top-left is each pixel; edges replicate. (C, H, W)."""
+    if size == 1:
+        return image
+    x = F.pad(image[None], (0, size - 1, 0, size - 1), mode="replicate")
+    x = F.avg_pool2d(x, (size, 1), stride=1)
+    x = F.avg_pool2d(x, (1, size), stride=1)
+    return x[0]
+
+
+def _pca_filters(stacks: Sequence[torch.Tensor], n: int, dilation: int, dims: int, seed: int) -> torch.Tensor:
+    """PCA of the dilated n x n neighbourhoods of ``stacks`` as conv filters (dims, C, n, n)."""
+    samples = []
+    gen = torch.Generator().manual_seed(seed)
+    per = max(1, 20000 // len(stacks))
+    for s in stacks:
+        c = s.shape[0]
+        r = (n // 2) * dilation
+        x = F.pad(s[None], (r, r, r, r), mode="replicate")
+        cols = F.unfold(x, n, dilation=dilation)[0]  # (C*n*n, H*W)
+        if cols.shape[1] > per:
+            pick = torch.randint(0, cols.shape[1], (per,), generator=gen).to(cols.device)
+            cols = cols[:, pick]
+        samples.append(cols)
+        del c
+    data = torch.cat(samples, 1).double()
+    data = data - data.mean(1, keepdim=True)
+    cov = data @ data.T / max(1, data.shape[1] - 1)
+    eigval, eigvec = torch.linalg.eigh(cov)
+    k = min(dims, cov.shape[0])
+    basis = eigvec[:, -k:].flip(1).T.float()  # (k, C*n*n), strongest first
+    c = stacks[0].shape[0]
+    return basis.reshape(k, c, n, n).contiguous()
+
+
+@dataclass
+class _Level:
+    values: torch.Tensor  # (C, Ha*Wa) box-filtered exemplar atlas, flattened
+    features: torch.Tensor  # (d, Ha*Wa) PCA neighbourhood features of the atlas
+    filters: torch.Tensor  # (d, C, n, n)
+    energy: float  # mean squared feature distance between random exemplar pixels
+
+
+class ExemplarAtlas:
+    """One or more exemplars side by side, prepared for every synthesis level.
+
+    Args:
+        exemplars: tensors (C, h_k, w_k), all with the same C, already scaled for matching.
+        levels: number of levels (level 0 is full resolution).
+        config: synthesis settings.
+        seed: seed of the PCA sample.
+    """
+
+    def __init__(
+        self, exemplars: Sequence[torch.Tensor], levels: int, config: SynthesisConfig, seed: int = 0
+    ) -> None:
+        self.device = exemplars[0].device
+        self.channels = exemplars[0].shape[0]
+        self.count = len(exemplars)
+        heights = [int(e.shape[1]) for e in exemplars]
+        widths = [int(e.shape[2]) for e in exemplars]
+        self.height = max(heights)
+        self.width = sum(widths)
+        x0 = [sum(widths[:k]) for k in range(self.count)]
+        # rects: y0, x0, h, w per exemplar
+        self.rects = torch.tensor(
+            [[0, x0[k], heights[k], widths[k]] for k in range(self.count)], dtype=torch.long, device=self.device
+        )
+        ids = torch.zeros(self.height, self.width, dtype=torch.long, device=self.device)
+        for k in range(self.count):
+            ids[:, x0[k] : x0[k] + widths[k]] = k
+        self.ids = ids.reshape(-1)
+        self.levels: list[_Level] = []
+        n = config.neighbourhood
+        for level in range(levels):
+            step = 2**level
+            stacks = [_box_stack(e, step) for e in exemplars]
+            filters = _pca_filters(stacks, n, step, config.pca_dims, seed + level)
+            d = filters.shape[0]
+            values = torch.zeros(self.channels, self.height, self.width, device=self.device)
+            feats = torch.zeros(d, self.height, self.width, device=self.device)
+            r = (n // 2) * step
+            for k, s in enumerate(stacks):
+                values[:, : heights[k], x0[k] : x0[k] + widths[k]] = s
+                padded = F.pad(s[None], (r, r, r, r), mode="replicate")
+                feats[:, : heights[k], x0[k] : x0[k] + widths[k]] = F.conv2d(padded, filters, dilation=step)[0]
+            flat = feats.reshape(d, -1)
+            gen = torch.Generator().manual_seed(seed)
+            valid = self.valid_flat_indices(level)
+            a = valid[torch.randint(0, valid.numel(), (4096,), generator=gen).to(self.device)]
+            b = valid[torch.randint(0, valid.numel(), (4096,), generator=gen).to(self.device)]
+            energy = float(((flat[:, a] - flat[:, b]) ** 2).sum(0).mean().clamp_min(1e-12))
+            self.levels.append(_Level(values.reshape(self.channels, -1), flat.contiguous(), filters, energy))
+
+    def valid_flat_indices(self, level: int) -> torch.Tensor:
+        """Flat indices of every coordinate a level may copy from (blocks fully inside an exemplar)."""
+        out = []
+        step = 2**level
+        for y0, x0, h, w in self.rects.tolist():
+            ys = torch.arange(y0, y0 + max(1, h - step + 1), device=self.device)
+            xs = torch.arange(x0, x0 + max(1, w - step + 1), device=self.device)
+            out.append((ys[:, None] * self.width + xs[None, :]).reshape(-1))
+        return torch.cat(out)
+
+    def clamp(self, y: torch.Tensor, x: torch.Tensor, k: torch.Tensor | None, level: int) -> torch.Tensor:
+        """Clamp coordinates into exemplar ``k`` (per element; None = exemplar 0), as flat indices."""
+        step = 2**level
+        if k is None or self.count == 1:
+            y0, x0, h, w = self.rects[0].tolist()
+            y = y.clamp(y0, y0 + max(0, h - step))
+            x = x.clamp(x0, x0 + max(0, w - step))
+        else:
+            r = self.rects[k]  # (..., 4)
+            lo_y, lo_x = r[..., 0], r[..., 1]
+            y = torch.minimum(torch.maximum(y, lo_y), lo_y + (r[..., 2] - step).clamp_min(0))
+            x = torch.minimum(torch.maximum(x, lo_x), lo_x + (r[..., 3] - step).clamp_min(0))
+        return y * self.width + x
+
+    def exemplar_of(self, flat: torch.Tensor) -> torch.Tensor:
+        return self.ids[flat]
+
+    def random_coords(self, k: torch.Tensor | None, shape: tuple[int, int], level: int, gen: torch.Generator) -> torch.Tensor:
+        """Uniform random flat coordinates inside exemplar ``k`` (per element) at ``level``."""
+        step = 2**level
+        u = torch.rand((2, *shape), generator=gen).to(self.device)
+        if k is None or self.count == 1:
+            y0, x0, h, w = self.rects[0].tolist()
+            y = y0 + (u[0] * max(1, h - step + 1)).long()
+            x = x0 + (u[1] * max(1, w - step + 1)).long()
+            return self.clamp(y, x, None, level)
+        r = self.rects[k]
+        y = r[..., 0] + (u[0] * (r[..., 2] - step + 1).clamp_min(1)).long()
+        x = r[..., 1] + (u[1] * (r[..., 3] - step + 1).clamp_min(1)).long()
+        return self.clamp(y, x, k, level)
+
+
+def level_count(exemplar_min_side: int, out_h: int, out_w: int, config: SynthesisConfig) -> int:
+    """How many levels to use: the exemplar spans ~``coarsest_exemplar`` cells at the top."""
+    by_exemplar = int(math.floor(math.log2(max(1.0, exemplar_min_side / config.coarsest_exemplar))))
+    by_output = int(math.floor(math.log2(max(1.0, min(out_h, out_w) / 4))))
+    return max(1, min(by_exemplar, by_output) + 1)
+
+
+def _pad(x: torch.Tensor, r: int, tileable: bool) -> torch.Tensor:
+    if r == 0:
+        return x
+    dtype = x.dtype
+    y = x[None].float() if not x.dtype.is_floating_point else x[None]
+    y = F.pad(y, (r, r, r, r), mode="circular" if tileable else "replicate")
+    return y[0].to(dtype)
+
+
+def _pad_long(x: torch.Tensor, r: int, tileable: bool) -> torch.Tensor:
+    """Pad an integer (H, W) map by ``r`` cells, wrapping or replicating (float pad would round)."""
+    h, w = x.shape
+    if tileable:
+        iy = torch.arange(-r, h + r, device=x.device) % h
+        ix = torch.arange(-r, w + r, device=x.device) % w
+    else:
+        iy = torch.arange(-r, h + r, device=x.device).clamp(0, h - 1)
+        ix = torch.arange(-r, w + r, device=x.device).clamp(0, w - 1)
+    return x[iy][:, ix]
+
+
+def synthesize(
+    atlas: ExemplarAtlas,
+    size: tuple[int, int],
+    *,
+    config: SynthesisConfig,
+    tileable: bool,
+    seed: int,
+    fixed: torch.Tensor | None = None,
+    fixed_coords: torch.Tensor | None = None,
+    guide: torch.Tensor | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> torch.Tensor:
+    """Synthesise a coordinate map into ``atlas``.
+
+    Args:
+        atlas: the prepared exemplar(s); its level count sets the pyramid depth.
+        size: output (H, W).
+        config: synthesis settings.
+        tileable: the output wraps around (toroidal neighbourhoods), so it tiles seamlessly.
+        seed: random seed; a different seed gives a different result.
+        fixed: optional bool (H, W), True where the output is pinned to ``fixed_coords``.
+        fixed_coords: long (H, W) flat atlas coordinates for the pinned pixels.
+        guide: optional float (K, H, W) soft label map for ``paint`` (K = number of exemplars); a
+            pixel prefers exemplar k in proportion to ``guide[k]``.
+        progress: called with (fraction, message).
+        cancel: checked between sub-passes.
+
+    Returns:
+        long (H, W) flat coordinates into the atlas (``y * atlas.width + x``).
+    """
+    out_h, out_w = size
+    levels = len(atlas.levels)
+    gen = torch.Generator().manual_seed(int(seed))
+    dev = atlas.device
+    n = config.neighbourhood
+    r = n // 2
+    coords: torch.Tensor | None = None
+    work = [math.ceil(out_h / 2**lv) * math.ceil(out_w / 2**lv) * _passes(lv, levels, config) for lv in range(levels)]
+    total = float(sum(work)) or 1.0
+    work = [max(w, 1) for w in work]
+    done = 0.0
+    for level in range(levels - 1, -1, -1):
+        step = 2**level
+        lh, lw = math.ceil(out_h / step), math.ceil(out_w / step)
+        fixed_l, fixed_c = _fixed_at_level(fixed, fixed_coords, step, (lh, lw))
+        guide_l, label_l = _guide_at_level(guide, step, (lh, lw))
+        if coords is None:
+            coords = atlas.random_coords(label_l, (lh, lw), level, gen)
+        else:
+            coords = _upsample(coords, atlas, (lh, lw), level)
+            if config.jitter > 0 and level > 0:
+                coords = _jitter(coords, atlas, level, config.jitter, gen)
+        if fixed_l is not None and fixed_c is not None:
+            coords = torch.where(fixed_l, fixed_c, coords)
+        lvl = atlas.levels[level]
+        gpen = None
+        if guide_l is not None:
+            # ||g(p) - onehot(k)||^2 for every exemplar k, scaled against the feature energy
+            sq = (guide_l**2).sum(0, keepdim=True)
+            gpen = (sq - 2 * guide_l + 1) * (config.guide_weight * lvl.energy)
+        passes = _passes(level, levels, config)
+        if passes == 0:
+            report(progress, done / total, f"synthesis level {level}")
+        for p in range(passes):
+            for py, px in ((0, 0), (1, 1), (0, 1), (1, 0)):
+                check_cancel(cancel)
+                coords = _correct(
+                    coords, atlas, level, (py, px), r, tileable, config, gen, fixed_l, gpen, label_l
+                )
+            done += work[level] / passes
+            report(progress, done / total, f"synthesis level {level} pass {p + 1}/{passes}")
+    assert coords is not None
+    return coords.to(dev)
+
+
+def _passes(level: int, levels: int, config: SynthesisConfig) -> int:
+    if level == 0:
+        return config.passes_finest
+    return config.passes_fine if level == 1 else config.passes_coarse
+
+
+def _fixed_at_level(
+    fixed: torch.Tensor | None, fixed_coords: torch.Tensor | None, step: int, shape: tuple[int, int]
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if fixed is None or fixed_coords is None:
+        return None, None
+    if step == 1:
+        return fixed, fixed_coords
+    # a cell is pinned only if its whole block is; its coordinate is the block's top-left one
+    free = F.max_pool2d((~fixed).float()[None, None], step, stride=step, ceil_mode=True)[0, 0] > 0
+    return ~free[: shape[0], : shape[1]], fixed_coords[::step, ::step][: shape[0], : shape[1]]
+
+
+def _guide_at_level(
+    guide: torch.Tensor | None, step: int, shape: tuple[int, int]
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if guide is None:
+        return None, None
+    g = guide if step == 1 else F.avg_pool2d(guide[None], step, stride=step, ceil_mode=True)[0]
+    g = g[:, : shape[0], : shape[1]].contiguous()
+    return g, g.argmax(0)
+
+
+def _upsample(coords: torch.Tensor, atlas: ExemplarAtlas, shape: tuple[int, int], level: int) -> torch.Tensor:
+    """Coherent upsampling: child (2i+a, 2j+b) copies parent (i, j) shifted by (a, b) * 2**level."""
+    step = 2**level
+    y, x = coords // atlas.width, coords % atlas.width
+    y = y.repeat_interleave(2, 0).repeat_interleave(2, 1)[: shape[0], : shape[1]]
+    x = x.repeat_interleave(2, 0).repeat_interleave(2, 1)[: shape[0], : shape[1]]
+    ay = (torch.arange(shape[0], device=coords.device) % 2)[:, None] * step
+    ax = (torch.arange(shape[1], device=coords.device) % 2)[None, :] * step
+    k = atlas.exemplar_of(coords).repeat_interleave(2, 0).repeat_interleave(2, 1)[: shape[0], : shape[1]]
+    return atlas.clamp(y + ay, x + ax, k, level)
+
+
+def _jitter(coords: torch.Tensor, atlas: ExemplarAtlas, level: int, amount: float, gen: torch.Generator) -> torch.Tensor:
+    step = 2**level
+    y, x = coords // atlas.width, coords % atlas.width
+    j = (torch.randn((2, *coords.shape), generator=gen) * amount).round().long().to(coords.device) * step
+    return atlas.clamp(y + j[0], x + j[1], atlas.exemplar_of(coords), level)
+
+
+def _correct(
+    coords: torch.Tensor,
+    atlas: ExemplarAtlas,
+    level: int,
+    parity: tuple[int, int],
+    r: int,
+    tileable: bool,
+    config: SynthesisConfig,
+    gen: torch.Generator,
+    fixed: torch.Tensor | None,
+    gpen: torch.Tensor | None,
+    label: torch.Tensor | None,
+) -> torch.Tensor:
+    """One sub-pass: re-match the cells of one 2x2 parity class against their candidates."""
+    py, px = parity
+    lh, lw = coords.shape
+    if py >= lh or px >= lw:
+        return coords
+    step = 2**level
+    lvl = atlas.levels[level]
+    width = atlas.width
+    # synthesised neighbourhood features at this parity's cells (strided conv = only those cells)
+    values = lvl.values.index_select(1, coords.reshape(-1)).reshape(-1, lh, lw)
+    padded = _pad(values, r, tileable)
+    feat = F.conv2d(padded[None, :, py:, px:], lvl.filters, stride=2)[0]
+    hs, ws = feat.shape[1:]
+    feat = feat.reshape(feat.shape[0], -1)
+    cur = coords[py::2, px::2].reshape(-1)
+
+    def cost(flat: torch.Tensor) -> torch.Tensor:
+        c = ((lvl.features.index_select(1, flat) - feat) ** 2).sum(0)
+        if gpen is not None:
+            g = gpen[:, py::2, px::2].reshape(gpen.shape[0], -1)
+            c = c + g.gather(0, atlas.exemplar_of(flat)[None])[0]
+        return c
+
+    best = cur
+    best_cost = cost(cur)
+
+    def consider(cand: torch.Tensor, factor: float = 1.0) -> None:
+        nonlocal best, best_cost
+        c = cost(cand) * factor
+        better = c < best_cost
+        best = torch.where(better, cand, best)
+        best_cost = torch.where(better, c, best_cost)
+
+    cpad = _pad_long(coords, 1, tileable)
+    for dy, dx in _DIRS:
+        q = cpad[1 + py + dy :: 2, 1 + px + dx :: 2][:hs, :ws].reshape(-1)
+        qy, qx = q // width, q % width
+        consider(atlas.clamp(qy - dy * step, qx - dx * step, atlas.exemplar_of(q), level))
+    by, bx = best // width, best % width
+    radius = float(max(atlas.height, atlas.width // atlas.count))
+    for _ in range(config.random_candidates):
+        radius = max(radius / 2.0, float(step))
+        off = ((torch.rand((2, by.numel()), generator=gen) * 2 - 1) * radius).round().long().to(best.device)
+        consider(atlas.clamp(by + off[0], bx + off[1], atlas.exemplar_of(best), level), 1.0 + config.coherence)
+    if label is not None and atlas.count > 1:
+        lab = label[py::2, px::2].reshape(-1)
+        consider(atlas.random_coords(lab, (lab.numel(),), level, gen).reshape(-1))
+    if fixed is not None:
+        best = torch.where(fixed[py::2, px::2].reshape(-1), cur, best)
+    out = coords.clone()
+    out[py::2, px::2] = best.reshape(hs, ws)
+    return out
