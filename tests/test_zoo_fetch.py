@@ -70,7 +70,7 @@ def test_cold_download_then_warm_hit(zoo_env: ZooEnv, zoo_server: ZooServer) -> 
     warm = time.perf_counter() - start
     assert again == path
     assert len(zoo_server.state.gets(NAME)) == 1  # served from the cache
-    assert warm < 0.05
+    assert warm < 0.5  # the 5 ms target is measured by bench/zoo.py, not on a loaded CI box
 
 
 def test_unknown_model_and_version(zoo_env: ZooEnv) -> None:
@@ -262,14 +262,13 @@ def test_complete_part_is_installed_without_network(zoo_env: ZooEnv, zoo_server:
 
 _PULL_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from mlvfx.zoo import DownloadOptions, fetch
-    start = float(sys.argv[1])
-    while time.time() < start:
-        time.sleep(0.005)
-    print(time.time())
-    path = fetch("m", options=DownloadOptions(backoff=0.01, lock_poll=0.02))
-    print(path)
+    print("ready", flush=True)
+    while not os.path.exists(sys.argv[1]):
+        time.sleep(0.002)
+    print(time.time(), flush=True)
+    print(fetch("m", options=DownloadOptions(backoff=0.01, lock_poll=0.02)), flush=True)
     """
 )
 
@@ -278,29 +277,37 @@ def test_eight_processes_pull_one_blob_once(zoo_env: ZooEnv, zoo_server: ZooServ
     data = blob(2_000_000)
     one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
     zoo_server.state.sticky[NAME] = "slow"  # ~0.4 s per transfer, so the pulls overlap
-    start = time.time() + 2.0
-    env = dict(os.environ)
+    go = zoo_env.tmp / "go"
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _PULL_SCRIPT, str(start)],
-            env=env,
+            [sys.executable, "-c", _PULL_SCRIPT, str(go)],
+            env=dict(os.environ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(8)
     ]
-    results = [p.communicate(timeout=60) for p in procs]
+    try:
+        for p in procs:  # every process has imported mlvfx and waits: then all start at once
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == "ready"
+        go.touch()
+        results = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
     called_at = []
     for p, (out, err) in zip(procs, results, strict=True):
         assert p.returncode == 0, err
         when, path = out.split()
         assert path == str(blob_path(zoo_env, data))
         called_at.append(float(when))
-    # The pulls really overlapped: most processes asked while the one transfer was under way.
-    assert sum(t < zoo_server.state.last_send_end for t in called_at) >= 6
     assert zoo_server.state.full_transfers[NAME] == 1
     assert len(zoo_server.state.gets(NAME)) == 1
+    # The pulls really overlapped: every process asked while the one transfer was under way.
+    assert all(t < zoo_server.state.last_send_end for t in called_at)
     assert blob_path(zoo_env, data).read_bytes() == data
     assert parts(zoo_env) == []
 
