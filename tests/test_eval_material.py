@@ -136,10 +136,11 @@ def test_contact_sheet(tmp_path: Path) -> None:
     out = contact_sheet(tmp_path / "sheet.png", truth=truth, pred=truth, tile=48)
     img, _ = read_image(out, kind="data")
     assert img.shape[:2] == (2 * 48, 48 * 9)
-    # a real photo without truth: the truth tiles are the hatched "missing" tile
+    # a real photo without truth: no truth columns; no prediction: the hatched "missing" tile
     out2 = contact_sheet(tmp_path / "real.png", truth=tmp_path / "real", tile=48, maps=["normal"])
     img2, _ = read_image(out2, kind="data")
-    assert img2.shape[:2] == (48, 48 * 3)
+    assert img2.shape[:2] == (48, 48 * 2)
+    assert float(img2[:, 48:].std()) > 0.0
     from mlvfx.errors import OutputExistsError
 
     with pytest.raises(OutputExistsError):

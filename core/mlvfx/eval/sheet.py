@@ -1,8 +1,8 @@
 """Contact sheets: look at predictions instead of reading numbers.
 
 One row per sample: the input photo, then for each map the prediction and the truth side by
-side (a grey tile where one is missing, e.g. real photos without ground truth). Written as an
-8-bit sRGB PNG.
+side (a hatched grey tile where one is missing). For real photos without any ground truth the
+truth columns are left out. Written as an 8-bit sRGB PNG.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ def contact_sheet(
 ) -> Path:
     """Write a PNG contact sheet: input | (prediction, truth) per map, one row per sample.
 
+    Truth columns are left out when no sample has any truth map (real photos).
+
     Args:
         out: output PNG path.
         truth: folder of sample folders (each with ``lit.png`` and any truth maps) or one sample.
@@ -101,6 +103,8 @@ def contact_sheet(
     pred_root = Path(pred) if pred is not None else None
     if pred_root is not None and not pred_root.is_dir():
         raise InputError("prediction folder not found", pred_root)
+    # Real photos without ground truth: leave the truth columns out altogether.
+    show_truth = any(read_map(f, m) is not None for f in folders for m in maps)
     rows = []
     for folder in folders:
         pfolder = None
@@ -113,10 +117,12 @@ def contact_sheet(
         tiles = [lit]
         for m in maps:
             p = _display(m, read_map(pfolder, m) if pfolder is not None else None, tile)
-            t = _display(m, read_map(folder, m), tile)
             _label(p, f"{m} pred")
-            _label(t, f"{m} truth")
-            tiles += [p, t]
+            tiles.append(p)
+            if show_truth:
+                t = _display(m, read_map(folder, m), tile)
+                _label(t, f"{m} truth")
+                tiles.append(t)
         rows.append(np.concatenate(tiles, axis=1))
     sheet = np.concatenate(rows, axis=0)
     # Write display values as they are: they are already sRGB-encoded.
