@@ -127,6 +127,11 @@ def test_prune_removes_what_the_manifest_no_longer_names(
     assert run(["-q", "zoo", "pull", "--all"]) == 0
     leftover = zoo_env.cache / "zoo" / "tmp" / f"{sha(a)}.part"
     leftover.write_bytes(b"partial")
+    active = zoo_env.cache / "zoo" / "tmp" / f"{sha(a)}.123-abc.part"  # another process's download
+    active.write_bytes(b"in progress")
+    abandoned = zoo_env.cache / "zoo" / "tmp" / f"{sha(a)}.456-def.part"
+    abandoned.write_bytes(b"dead process")
+    os.utime(abandoned, (1_000_000_000, 1_000_000_000))
     # A new manifest that drops beta.
     write_manifest(
         zoo_env.manifest,
@@ -134,11 +139,14 @@ def test_prune_removes_what_the_manifest_no_longer_names(
     )
     assert run(["--json", "zoo", "prune", "--dry-run"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert sorted(doc["removed"]) == sorted([str(zoo_env.cache / "zoo" / "sha256" / sha(b)), str(leftover)])
+    assert sorted(doc["removed"]) == sorted(
+        [str(zoo_env.cache / "zoo" / "sha256" / sha(b)), str(leftover), str(abandoned)]
+    )
     assert blobs(zoo_env.cache) == sorted([sha(a), sha(b)])
     assert run(["-q", "zoo", "prune"]) == 0
     assert blobs(zoo_env.cache) == [sha(a)]
-    assert not leftover.exists()
+    assert not leftover.exists() and not abandoned.exists()
+    assert active.exists()
     assert not (zoo_env.cache / "zoo" / "verified" / sha(b)).exists()
 
 

@@ -248,6 +248,21 @@ def test_server_that_ignores_range_restarts_cleanly(zoo_env: ZooEnv, zoo_server:
     assert zoo_server.state.full_transfers[NAME] == 1
 
 
+def test_part_of_a_killed_process_is_taken_over(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(200_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    tmp = zoo_env.cache / "zoo" / "tmp"
+    tmp.mkdir(parents=True)
+    orphan = tmp / f"{sha(data)}.999-dead.part"
+    orphan.write_bytes(data[:80_000])
+    fresh = tmp / f"{sha(data)}.998-live.part"  # recent: may belong to a live process; left alone
+    fresh.write_bytes(data[:120_000])
+    os.utime(orphan, (time.time() - 3600, time.time() - 3600))
+    assert fetch("m", options=FAST).read_bytes() == data
+    assert zoo_server.state.gets(NAME)[0][2] == "bytes=80000-"
+    assert not orphan.exists() and fresh.exists()
+
+
 def test_complete_part_is_installed_without_network(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
     data = blob(50_000)
     one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])

@@ -20,6 +20,7 @@ import hashlib
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -207,11 +208,20 @@ class BlobCache:
             self._write_stamp(sha256, path)
         return ok
 
-    def leftovers(self) -> list[Path]:
-        """Temp files, stale stamps and locks that no longer belong to a blob."""
+    def leftovers(self, stale_after: float = 600.0) -> list[Path]:
+        """Resumable parts, abandoned temp files, and stamps of blobs that are gone.
+
+        A unique temp file (``<hex>.<id>.part``) modified within ``stale_after`` seconds may be an
+        active download of another process, so it is left alone.
+        """
         out: list[Path] = []
+        now = time.time()
         with contextlib.suppress(OSError):
-            out += [p for p in self.tmp.iterdir() if p.is_file()]
+            for p in self.tmp.iterdir():
+                with contextlib.suppress(OSError):
+                    resumable = p.name.endswith(".part") and p.name.count(".") == 1
+                    if p.is_file() and (resumable or now - p.stat().st_mtime > stale_after):
+                        out.append(p)
         with contextlib.suppress(OSError):
             out += [p for p in self.stamps.iterdir() if not (self.blobs / p.name).exists()]
         return sorted(out)

@@ -27,7 +27,6 @@ import os
 import queue
 import random
 import re
-import shutil
 import threading
 import time
 import urllib.parse
@@ -49,7 +48,8 @@ ByteProgressFn = Callable[[int, int], None]
 """``on_bytes(done, total)``: raw byte counts of the file being fetched."""
 
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
-_STALE_PART_S = 120.0
+STALE_PART_S = 600.0
+"""A unique temp file untouched this long belongs to a dead process and may be taken over."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,6 @@ def copy_verified(
         if done != size or digest.hexdigest() != sha256:
             got = f"{done} bytes" if done != size else f"sha256 {digest.hexdigest()}"
             raise IntegrityError(f"expected {size} bytes with sha256 {sha256}, got {got}", path=src)
-        shutil.copystat(src, tmp, follow_symlinks=True)
         reporter(done, force=True)
         return cache.install(tmp, sha256)
     finally:
@@ -222,7 +221,7 @@ class Downloader:
         with contextlib.suppress(OSError):
             for p in self.cache.tmp.glob(f"{sha256}.*.part"):
                 with contextlib.suppress(OSError):
-                    if now - p.stat().st_mtime > _STALE_PART_S:
+                    if now - p.stat().st_mtime > STALE_PART_S:
                         candidates.append(p)
         for src in candidates:
             try:
@@ -345,8 +344,9 @@ class Downloader:
                 if total is not None and total != size:
                     raise IntegrityError(f"{url} is {total} bytes, the manifest says {size}")
                 if start != part.have:
+                    reason = f"server resumed at byte {start}, not {part.have}; restarting"
                     part.restart()
-                    raise _Retriable(f"server resumed at byte {start}, not {part.have}; restarting")
+                    raise _Retriable(reason)
             else:
                 if part.have:
                     part.restart()  # the server ignored Range and sends the whole file
