@@ -134,3 +134,43 @@ def test_bad_arguments(tmp_path: Path) -> None:
         materials.generate(tmp_path, 1, size=8)
     with pytest.raises(InputError):
         materials.generate(tmp_path, 1, shard=2, num_shards=2)
+
+
+def test_load_sample_without_exr_rescales_height16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlvfx.data.augment import load_sample
+
+    monkeypatch.setattr(materials, "render_maps", _fake_maps)
+    materials.generate(tmp_path, 1, size=16, seed=4)
+    folder = tmp_path / "s000000"
+    full = load_sample(folder)
+    (folder / "height.exr").unlink()
+    compact = load_sample(folder)
+    assert np.allclose(compact.height, full.height, atol=1e-5)
+
+
+def test_data_cli_runs_and_reports_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from mlvfx.data import cli
+
+    monkeypatch.setattr(materials, "render_maps", _fake_maps)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    cli.register(parser.add_subparsers())
+    argv = ["--json", "data", "materials", "--count", "2", "--size", "16", "--seed", "3",
+            "--out", str(tmp_path / "ds"), "--families", "train"]
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["rendered"] == 2 and doc["skipped"] == 0
+    fams = {json.loads(p.read_text())["family"] for p in (tmp_path / "ds").glob("s*/meta.json")}
+    assert fams.isdisjoint(splits.HELD_OUT_FAMILIES)
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"] == 2
+    bad = parser.parse_args(["data", "materials", "--count", "1", "--out", str(tmp_path / "v"),
+                             "--seed", str(splits.VALIDATION_SEEDS["materials_v1"])])
+    with pytest.raises(InputError, match="reserved"):
+        bad.func(bad)

@@ -11,6 +11,7 @@ in [-1, 1] (tangent space, OpenGL: +X right, +Y up in the image, +Z out), height
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -51,7 +52,9 @@ def load_sample(folder: str | os.PathLike[str], *, float_height: bool = True) ->
 
     Args:
         folder: a sample folder written by :mod:`mlvfx.data.materials`.
-        float_height: read ``height.exr`` (patch widths); otherwise ``height16.png`` in [0, 1].
+        float_height: height in patch widths: ``height.exr``, or where a published set leaves it
+            out, ``height16.png`` rescaled by meta.json's ``height_range``;
+            otherwise ``height16.png`` as it is, in [0, 1].
 
     Returns:
         The sample; normals are decoded from ``n * 0.5 + 0.5`` and renormalised.
@@ -62,7 +65,16 @@ def load_sample(folder: str | os.PathLike[str], *, float_height: bool = True) ->
     lit, _ = read_image(d / "lit.png", kind="color")
     albedo, _ = read_image(d / "albedo.png", kind="color")
     nrm, _ = read_image(d / "normal.png", kind="data")
-    height, _ = read_image(d / ("height.exr" if float_height else "height16.png"), kind="data")
+    if float_height and (d / "height.exr").is_file():
+        height, _ = read_image(d / "height.exr", kind="data")
+    else:
+        height, _ = read_image(d / "height16.png", kind="data")
+        if float_height:
+            meta = json.loads((d / "meta.json").read_text())
+            stats = meta.get("stats", {})
+            rng = meta.get("height_range") or [stats["height_min"], stats["height_max"]]
+            lo, hi = float(rng[0]), float(rng[1])
+            height = height * (hi - lo) + lo
     rough, _ = read_image(d / "roughness.png", kind="data")
     n = nrm[..., :3] * 2.0 - 1.0
     n = n / np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-8)

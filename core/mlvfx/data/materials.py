@@ -516,9 +516,11 @@ def write_sample(folder: Path, spec: SampleSpec, maps: RenderedMaps) -> None:
         "name": spec.name,
         **asdict(spec),
         "stats": maps.stats,
+        "height_range": [lo, hi],
         "conventions": {
             "normal": "tangent space, OpenGL (+X right, +Y up, +Z out), n*0.5+0.5, 16-bit",
-            "height": "height.exr: displacement in patch widths; height16.png: (h-min)/(max-min)",
+            "height": "height.exr: displacement in patch widths; height16.png: (h-lo)/(hi-lo), "
+            "[lo, hi] = height_range",
             "lit": "8-bit sRGB, Standard view transform",
             "albedo": "base colour, 8-bit sRGB",
             "roughness": "8-bit linear",
