@@ -248,6 +248,16 @@ def test_server_that_ignores_range_restarts_cleanly(zoo_env: ZooEnv, zoo_server:
     assert zoo_server.state.full_transfers[NAME] == 1
 
 
+def test_stale_part_with_wrong_bytes_costs_one_fresh_download(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(200_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    tmp = zoo_env.cache / "zoo" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / f"{sha(data)}.part").write_bytes(blob(50_000, seed=4))  # from some other file
+    assert fetch("m", options=FAST).read_bytes() == data
+    assert [(g[2], g[3]) for g in zoo_server.state.gets(NAME)] == [("bytes=50000-", 206), (None, 200)]
+
+
 def test_part_of_a_killed_process_is_taken_over(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
     data = blob(200_000)
     one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])

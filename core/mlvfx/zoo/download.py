@@ -282,15 +282,17 @@ class Downloader:
         opts = self.options
         attempts = failures = 0
         last_reason = ""
+        # Bytes from an earlier run may be stale (another upstream file, a disk fault): a wrong
+        # hash then earns one download from scratch. A wrong hash from scratch is final.
+        has_old_bytes = part.have > 0
         while True:
             check_cancel(self.cancel)
             if part.have == part.size:
                 if part.digest.hexdigest() == sha256:
                     reporter(part.have, force=True)
                     return self.cache.install(part.path, sha256)
-                # A complete but wrong part (left from another upstream file, or corrupted on
-                # disk) gets one fresh download; a fresh download with the wrong hash is final.
-                if attempts == 0:
+                if has_old_bytes:
+                    has_old_bytes = False
                     part.restart()
                     continue
                 raise IntegrityError(
