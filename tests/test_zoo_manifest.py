@@ -260,3 +260,16 @@ def test_memo_sees_edits(tmp_path: Path) -> None:
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     assert load_manifest(path).ids() == ["renamed-model"]
+
+
+def test_installed_wheel_reads_the_packaged_manifest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a checkout next to the package, the copy shipped as package data is used."""
+    from mlvfx.zoo import resolve
+
+    monkeypatch.delenv("MLVFX_ZOO_MANIFEST", raising=False)
+    monkeypatch.delenv("MLVFX_ZOO_MIRRORS", raising=False)
+    monkeypatch.setattr(zm, "checkout_zoo_dir", lambda: None)
+    monkeypatch.setattr(resolve, "checkout_zoo_dir", lambda: None)
+    assert zm.default_manifest_path() == REPO / "core" / "mlvfx" / "zoo" / "manifest.json"
+    assert load_manifest().path == zm.package_manifest_path()
+    assert resolve.mirror_dirs() == []
