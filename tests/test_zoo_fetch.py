@@ -542,3 +542,19 @@ def test_blob_cache_layout(tmp_path: Path) -> None:
     assert cache.lookup(sha(data), len(data)) == cache.blob_path(sha(data))
     assert cache.lookup(sha(data), len(data) + 1) is None  # wrong size: treated as corrupt, removed
     assert not cache.blob_path(sha(data)).exists()
+
+
+def test_checkout_model_zoo_is_a_mirror(zoo_env: ZooEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README demo works offline from a source checkout: model_zoo/weights is the last mirror."""
+    from mlvfx.zoo import resolve
+
+    repo_zoo = Path(__file__).resolve().parents[1] / "model_zoo"
+    assert resolve.mirror_dirs() == [repo_zoo]
+    checkout = zoo_env.tmp / "checkout" / "model_zoo"
+    (checkout / "weights").mkdir(parents=True)
+    data = blob(3000)
+    (checkout / "weights" / NAME).write_bytes(data)
+    monkeypatch.setattr(resolve, "checkout_zoo_dir", lambda: checkout)
+    monkeypatch.setenv("MLVFX_OFFLINE", "1")
+    one_model(zoo_env, NAME, data, ["https://example.com/zoo/" + NAME])
+    assert fetch("m", options=FAST) == blob_path(zoo_env, data)
