@@ -111,8 +111,8 @@ def interpolate(
         pos: One coordinate tensor per dimension (in cells, array-dimension order), all of the
             same broadcast shape. Points outside the grid are clamped to its border (constant
             extrapolation), which is what a solid or outflow wall needs.
-        with_bounds: Also return the min and max of the ``2**ndim`` corner samples (for
-            MacCormack clamping).
+        with_bounds: Also return the min and max of the corner samples with non-zero weight
+            (for MacCormack clamping).
 
     Returns:
         ``(value, lo, hi)``; ``lo`` and ``hi`` are None unless ``with_bounds``.
@@ -154,8 +154,13 @@ def interpolate(
         assert weight is not None
         value = sample * weight if value is None else value + sample * weight
         if with_bounds:
-            lo = sample if lo is None else torch.minimum(lo, sample)
-            hi = sample if hi is None else torch.maximum(hi, sample)
+            # Corners with zero weight are left out: a point exactly on a node must be bounded by
+            # that node alone, whichever side the floor() tie fell on (keeps mirror symmetry).
+            used = weight > 0
+            low_c = torch.where(used, sample, torch.inf)
+            high_c = torch.where(used, sample, -torch.inf)
+            lo = low_c if lo is None else torch.minimum(lo, low_c)
+            hi = high_c if hi is None else torch.maximum(hi, high_c)
     assert value is not None
     return value, lo, hi
 
