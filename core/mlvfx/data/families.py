@@ -510,8 +510,10 @@ def _rocky_build(g: Graph, vec: Socket, p: Params) -> Channels:
     if p["kind"] == "FBM":
         height = g.remap(f, 0.3, 0.7)
     else:
-        # Multifractal outputs are unnormalised; squash them into [0, 1].
-        height = g.math("DIVIDE", f, g.add(f, 1.0))
+        # Multifractal outputs are unnormalised and can dip below zero (hetero terrain);
+        # clamp, then squash into [0, 1) with f / (f + 1).
+        fpos = g.math("MAXIMUM", f, 0.0)
+        height = g.math("DIVIDE", fpos, g.add(fpos, 1.0))
     vc = g.vadd(vec, p["offset_col"])
     cf, _ = g.noise(vc, p["color_scale"], 5.0, 0.6)
     col = g.ramp(cf, [(0.3, p["rock"][0]), (0.5, p["rock"][1]), (0.7, p["rock"][2])])
@@ -715,14 +717,16 @@ def _metal_build(g: Graph, vec: Socket, p: Params) -> Channels:
 def _bark_sample(rng: np.random.Generator) -> Params:
     hue = _u(rng, 0.03, 0.12)
     return {
-        "scale": _u(rng, 2.0, 6.0),
-        "stretch": _u(rng, 0.15, 0.4),
-        "ridge_detail": _u(rng, 4.0, 10.0),
+        "scale": _u(rng, 3.0, 8.0),
+        "stretch": _u(rng, 0.12, 0.3),
+        "distortion": _u(rng, 3.0, 10.0),
+        "furrow": _u(rng, 0.3, 0.6),
         "plates": _u(rng, 0.0, 1.0),
+        "fine": _u(rng, 0.05, 0.2),
         "dark": color_hsv(rng, (hue, hue + 0.02), (0.2, 0.6), (0.05, 0.2)),
         "light": color_hsv(rng, (hue, hue + 0.03), (0.05, 0.45), (0.3, 0.7)),
         "moss": color_hsv(rng, (0.15, 0.3), (0.4, 0.8), (0.2, 0.6)),
-        "moss_amount": _u(rng, 0.0, 0.6),
+        "moss_amount": _u(rng, 0.0, 0.6) if rng.random() < 0.5 else 0.0,
         "rough_lo": _u(rng, 0.6, 0.85),
         "offset_vec": _offset(rng),
         "offset_col": _offset(rng),
@@ -730,14 +734,19 @@ def _bark_sample(rng: np.random.Generator) -> Params:
 
 
 def _bark_build(g: Graph, vec: Socket, p: Params) -> Channels:
+    # Long vertical ridges separated by furrows, broken into plates; stretched along Y.
     v = g.vadd(g.xform(vec, scale=(1.0, p["stretch"], 1.0)), p["offset_vec"])
-    ridges, _ = g.noise(v, p["scale"], p["ridge_detail"], 0.55, 0.3, "RIDGED_MULTIFRACTAL")
-    ridges = g.math("DIVIDE", ridges, g.add(ridges, 1.0))
-    plate = g.voronoi(v, p["scale"] * 1.5, "DISTANCE_TO_EDGE", 1.0)["Distance"]
-    plate_h = g.remap(plate, 0.0, 0.12, smooth=True)
-    height = g.mix(p["plates"], ridges, g.mul(ridges, plate_h))
+    bands = g.wave(v, p["scale"], p["distortion"], 4.0, "X", "SIN")
+    ridge = g.remap(bands, p["furrow"] * 0.5, p["furrow"] + 0.2, smooth=True)
+    cells = g.voronoi(g.xform(v, scale=(1.0, 0.6, 1.0)), p["scale"] * 0.8, "DISTANCE_TO_EDGE", 1.0)
+    plate = cells["Distance"]
+    plate_h = g.remap(plate, 0.0, 0.08, smooth=True)
+    fine, _ = g.noise(v, p["scale"] * 6.0, 4.0, 0.6)
+    body = g.mix(p["plates"], ridge, g.mul(ridge, plate_h))
+    height = g.madd(fine, p["fine"], g.mul(body, 1.0 - p["fine"]))
     cf, _ = g.noise(g.vadd(vec, p["offset_col"]), p["scale"] * 3, 5.0, 0.6)
     col = g.ramp(cf, [(0.3, p["dark"]), (0.7, p["light"])])
+    col = g.mix_rgb(g.mul(g.sub(1.0, ridge), 0.6), col, p["dark"])  # furrow floors are dirtier
     mf, _ = g.noise(g.vadd(vec, p["offset_col"]), 2.0, 4.0, 0.6)
     ma = p["moss_amount"]
     moss = g.mul(g.remap(mf, 0.6 - ma * 0.2, 0.65 - ma * 0.2), ma * 1.5)
