@@ -1,0 +1,17 @@
+"""mlvfx for Blender: registration only. The operators live in their own modules."""
+
+from __future__ import annotations
+
+from . import operators, panels, preferences, properties
+
+_modules = (preferences, properties, operators, panels)
+
+
+def register() -> None:
+    for module in _modules:
+        module.register()
+
+
+def unregister() -> None:
+    for module in reversed(_modules):
+        module.unregister()

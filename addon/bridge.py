@@ -1,0 +1,287 @@
+"""Blender <-> core conversions: image pixels to numpy, material maps to images and nodes.
+
+Everything here runs on the main thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+
+from mlvfx.color import srgb_to_linear
+from mlvfx.errors import InputError, InvalidImageDataError
+
+# Map name -> (label, colour space of the image datablock).
+MAP_LABELS = {
+    "albedo": ("Albedo (delit)", "sRGB"),
+    "normal": ("Normal", "Non-Color"),
+    "height": ("Height", "Non-Color"),
+    "roughness": ("Roughness", "Non-Color"),
+    "ao": ("Ambient Occlusion", "Non-Color"),
+}
+TAG = "mlvfx_map"  # custom property on nodes we create: the map they hold
+
+
+def image_to_array(image: bpy.types.Image) -> np.ndarray:
+    """An image datablock's pixels as float32 (H, W, C), top row first, colour linear.
+
+    Byte images in an sRGB colour space are decoded to linear; float images are already linear.
+    """
+    width, height = image.size
+    if width == 0 or height == 0 or (not image.has_data and not _try_load(image)):
+        source = bpy.path.abspath(image.filepath) if image.filepath else image.name
+        raise InvalidImageDataError("image has no pixels (missing or unreadable file)", source)
+    channels = image.channels
+    buffer = np.empty(width * height * channels, dtype=np.float32)
+    image.pixels.foreach_get(buffer)
+    pixels = buffer.reshape(height, width, channels)[::-1]
+    if channels == 4 and np.all(pixels[..., 3] == 1.0):
+        pixels = pixels[..., :3]
+    pixels = np.ascontiguousarray(pixels)
+    if not image.is_float and image.colorspace_settings.name == "sRGB":
+        colour = min(3, pixels.shape[2])
+        pixels[..., :colour] = srgb_to_linear(pixels[..., :colour])
+    return pixels
+
+
+def _try_load(image: bpy.types.Image) -> bool:
+    try:
+        image.reload()
+        _ = image.pixels[0]
+    except (RuntimeError, IndexError):
+        return False
+    return bool(image.has_data)
+
+
+def downscale(pixels: np.ndarray, limit: int) -> np.ndarray:
+    """Downscale so the longest side is at most ``limit`` (0: no limit), area-averaged."""
+    import cv2
+
+    height, width = pixels.shape[:2]
+    if limit <= 0 or max(height, width) <= limit:
+        return pixels
+    scale = limit / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    out = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    return np.asarray(out.reshape(size[1], size[0], -1), dtype=np.float32)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "material"
+
+
+def output_folder(base_name: str) -> tuple[Path, bool]:
+    """Where new maps go: ``//textures/mlvfx/<name>[-N]/`` next to a saved .blend (never an existing
+    folder), else a fresh temp folder whose images get packed. Returns (folder, must_pack)."""
+    if bpy.data.is_saved:
+        root = Path(bpy.path.abspath("//textures/mlvfx"))
+        folder = root / _safe(base_name)
+        n = 1
+        while folder.exists():
+            folder = root / f"{_safe(base_name)}-{n}"
+            n += 1
+        return folder, False
+    return Path(tempfile.mkdtemp(prefix=f"mlvfx-{_safe(base_name)}-")), True
+
+
+def load_map_images(files: dict[str, Path], base_name: str, pack: bool) -> dict[str, bpy.types.Image]:
+    """Load written map files as new image datablocks with the right colour spaces."""
+    images: dict[str, bpy.types.Image] = {}
+    for name, path in files.items():
+        if name not in MAP_LABELS:
+            continue
+        image = bpy.data.images.load(str(path), check_existing=False)
+        image.name = f"{base_name}_{name}"
+        image.colorspace_settings.name = MAP_LABELS[name][1]
+        if bpy.data.is_saved and not pack:
+            try:
+                image.filepath = bpy.path.relpath(str(path))
+            except ValueError:  # another drive on Windows: keep the absolute path
+                pass
+        if pack:
+            image.pack()
+        images[name] = image
+    return images
+
+
+def _find_output(tree: bpy.types.NodeTree) -> bpy.types.Node:
+    outputs = [n for n in tree.nodes if n.bl_idname == "ShaderNodeOutputMaterial"]
+    for node in outputs:
+        if node.is_active_output:
+            return node
+    if outputs:
+        return outputs[0]
+    node = tree.nodes.new("ShaderNodeOutputMaterial")
+    node.location = (400, 0)
+    return node
+
+
+def _find_bsdf(tree: bpy.types.NodeTree, output: bpy.types.Node) -> bpy.types.Node:
+    surface = output.inputs["Surface"]
+    if surface.is_linked and surface.links[0].from_node.bl_idname == "ShaderNodeBsdfPrincipled":
+        return surface.links[0].from_node
+    for node in tree.nodes:
+        if node.bl_idname == "ShaderNodeBsdfPrincipled":
+            return node
+    bsdf = tree.nodes.new("ShaderNodeBsdfPrincipled")
+    bsdf.location = (output.location.x - 300, output.location.y)
+    if not surface.is_linked:
+        tree.links.new(bsdf.outputs["BSDF"], surface)
+    return bsdf
+
+
+class Wiring:
+    """Links new nodes without destroying the user's links.
+
+    A socket already fed by something else keeps its link, and the new node stays unconnected
+    (reported as a warning). Links from the source photo itself, and from nodes mlvfx made before,
+    are replaced: the delit albedo supersedes the photo it came from.
+    """
+
+    def __init__(self, tree: bpy.types.NodeTree, source: bpy.types.Node | None) -> None:
+        self.tree = tree
+        self.source = source
+        self.kept: list[str] = []
+
+    def link(self, from_socket: bpy.types.NodeSocket, to_socket: bpy.types.NodeSocket) -> bool:
+        if to_socket.is_linked:
+            existing = to_socket.links[0].from_node
+            if existing != self.source and TAG not in existing:
+                self.kept.append(f"{to_socket.node.name}.{to_socket.name}")
+                return False
+        self.tree.links.new(from_socket, to_socket)
+        return True
+
+
+def build_material_nodes(
+    material: bpy.types.Material,
+    images: dict[str, bpy.types.Image],
+    *,
+    source: bpy.types.Node | None,
+    normal_strength: float,
+    height_mode: str,
+    relief: float,
+    label: str,
+) -> tuple[dict[str, bpy.types.Node], list[str]]:
+    """Add image nodes for the maps and wire them into the Principled BSDF.
+
+    Returns the new nodes by role and the sockets whose existing links were kept.
+    """
+    if material.node_tree is None:
+        material.use_nodes = True  # only for old files: new materials always have a node tree
+    tree = material.node_tree
+    output = _find_output(tree)
+    bsdf = _find_bsdf(tree, output)
+    wiring = Wiring(tree, source)
+    frame = tree.nodes.new("NodeFrame")
+    frame.label = label
+    frame[TAG] = "frame"
+    created: dict[str, bpy.types.Node] = {"frame": frame}
+    x0, y0 = bsdf.location.x - 900, bsdf.location.y + 300
+
+    def add(kind: str, role: str, x: float, y: float, node_label: str) -> Any:
+        node = tree.nodes.new(kind)
+        node.location = (x0 + x, y0 + y)
+        node.label = node_label
+        node.parent = frame
+        node[TAG] = role
+        created[role] = node
+        return node
+
+    def image_node(name: str, y: float) -> Any:
+        node = add("ShaderNodeTexImage", name, 0, y, MAP_LABELS[name][0])
+        node.image = images[name]
+        return node
+
+    row = 0.0
+    if "albedo" in images:
+        albedo = image_node("albedo", row)
+        colour = albedo.outputs["Color"]
+        if "ao" in images:
+            ao = image_node("ao", row - 280)
+            mix = add("ShaderNodeMix", "ao_mix", 320, row - 120, "Albedo x AO")
+            mix.data_type = "RGBA"
+            mix.blend_type = "MULTIPLY"
+            mix.inputs["Factor"].default_value = 1.0
+            tree.links.new(colour, mix.inputs[6])
+            tree.links.new(ao.outputs["Color"], mix.inputs[7])
+            colour = mix.outputs[2]
+            row -= 280
+        wiring.link(colour, bsdf.inputs["Base Color"])
+        row -= 280
+    if "roughness" in images:
+        rough = image_node("roughness", row)
+        wiring.link(rough.outputs["Color"], bsdf.inputs["Roughness"])
+        row -= 280
+    normal_out = None
+    if "normal" in images:
+        normal = image_node("normal", row)
+        normal_map = add("ShaderNodeNormalMap", "normal_map", 320, row, "Normal Map")
+        normal_map.space = "TANGENT"
+        normal_map.inputs["Strength"].default_value = normal_strength
+        tree.links.new(normal.outputs["Color"], normal_map.inputs["Color"])
+        normal_out = normal_map.outputs["Normal"]
+        row -= 280
+    if "height" in images and height_mode != "NONE":
+        height = image_node("height", row)
+        if height_mode == "BUMP":
+            bump = add("ShaderNodeBump", "bump", 560, row + 140, "Bump")
+            bump.inputs["Distance"].default_value = relief
+            tree.links.new(height.outputs["Color"], bump.inputs["Height"])
+            if normal_out is not None:
+                tree.links.new(normal_out, bump.inputs["Normal"])
+            normal_out = bump.outputs["Normal"]
+        else:
+            disp = add("ShaderNodeDisplacement", "displacement", 320, row, "Displacement")
+            disp.inputs["Midlevel"].default_value = 0.5
+            disp.inputs["Scale"].default_value = relief
+            tree.links.new(height.outputs["Color"], disp.inputs["Height"])
+            wiring.link(disp.outputs["Displacement"], output.inputs["Displacement"])
+            if hasattr(material, "displacement_method"):
+                material.displacement_method = "BOTH"
+    if normal_out is not None:
+        wiring.link(normal_out, bsdf.inputs["Normal"])
+    return created, wiring.kept
+
+
+def resolve_image_node(
+    context: bpy.types.Context, material_name: str, node_name: str
+) -> tuple[bpy.types.Material, bpy.types.Node]:
+    """The material and Image Texture node to work on: explicit names, else the editor's active node."""
+    if material_name:
+        material = bpy.data.materials.get(material_name)
+        if material is None:
+            raise InputError(f"no material named {material_name!r}")
+    else:
+        space = getattr(context, "space_data", None)
+        tree = getattr(space, "edit_tree", None)
+        material = getattr(getattr(context, "object", None), "active_material", None)
+        if tree is None or material is None or material.node_tree != tree:
+            raise InputError("open a material in the Shader Editor, or pass material= and node=")
+    if material.node_tree is None:
+        raise InputError(f"material {material.name!r} has no node tree")
+    tree = material.node_tree
+    node = tree.nodes.get(node_name) if node_name else tree.nodes.active
+    if node is None:
+        raise InputError(
+            f"no node {node_name!r} in material {material.name!r}"
+            if node_name
+            else "select an Image Texture node first"
+        )
+    if node.bl_idname != "ShaderNodeTexImage":
+        raise InputError(f"node {node.name!r} is not an Image Texture node")
+    if node.image is None:
+        raise InputError(f"Image Texture node {node.name!r} has no image")
+    return material, node
+
+
+def source_label(image: bpy.types.Image) -> str:
+    if image.filepath:
+        return Path(bpy.path.abspath(image.filepath)).stem or image.name
+    return os.path.splitext(image.name)[0]

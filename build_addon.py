@@ -1,0 +1,230 @@
+"""Build the mlvfx Blender extension (``addon/``) into installable zip files.
+
+Steps:
+1. build the ``mlvfx`` wheel from ``core/`` (pyproject.toml at the repo root);
+2. download the dependency wheels for each platform (linux-x64, windows-x64, macos-arm64) with
+   ``pip download --only-binary=:all: --platform ...``; torch comes from PyTorch's CPU wheel index
+   by default, numpy is left out because Blender ships its own;
+3. stage ``addon/`` with the wheels in ``./wheels/`` and write the manifest's ``wheels`` and
+   ``platforms`` lists;
+4. build with Blender's own extension builder (``blender_ext.py build``, ``--split-platforms`` when
+   there are platform-specific wheels) and validate every zip with ``blender_ext.py validate``.
+
+No model weights are bundled: the add-on fetches them from the zoo on first use.
+
+    python build_addon.py                                  # all platforms, downloads wheels
+    python build_addon.py --platforms linux-x64 --wheelhouse ~/wheels --offline
+    python build_addon.py --core-only                      # only the mlvfx wheel (see below)
+
+``--core-only`` bundles just the ``mlvfx`` wheel and relies on its dependencies being importable
+already. That is the case for the ``bpy`` module inside this repo's ``.venv``, which the tests use;
+a zip built this way is not for artists' Blenders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+ADDON = ROOT / "addon"
+PLATFORM_TAGS = {
+    "linux-x64": ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"],
+    "windows-x64": ["win_amd64"],
+    "macos-arm64": ["macosx_14_0_arm64", "macosx_13_0_arm64", "macosx_12_0_arm64", "macosx_11_0_arm64"],
+}
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+# Blender bundles numpy (1.26 up to Blender 5.0); a second copy in the extension would conflict.
+SKIP_WHEELS = ("numpy",)
+
+
+class BuildError(Exception):
+    pass
+
+
+def blender_ext_script() -> Path:
+    """Blender's extension CLI, from the installed ``bpy`` module (nothing is imported)."""
+    spec = importlib.util.find_spec("bpy")
+    if spec is None or spec.origin is None:
+        raise BuildError("the bpy module is not installed; run: pip install 'bpy==5.0.1' (or bash .ci/setup)")
+    bpy_dir = Path(spec.origin).parent
+    for candidate in sorted(bpy_dir.glob("*/scripts/addons_core/bl_pkg/cli/blender_ext.py")):
+        return candidate
+    raise BuildError(f"blender_ext.py not found under {bpy_dir}")
+
+
+def run(cmd: list[str], what: str) -> str:
+    # An argument list (no shell) made of this script's own constants and paths.
+    proc = subprocess.run(cmd, capture_output=True, text=True)  # noqa: S603
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise BuildError(f"{what} failed: " + " | ".join(tail))
+    return proc.stdout
+
+
+def runtime_requirements() -> list[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [str(r) for r in project["dependencies"]]
+
+
+def version() -> str:
+    return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
+
+
+def build_core_wheel(dest: Path) -> Path:
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dest),
+            str(ROOT),
+        ],
+        "building the mlvfx wheel",
+    )
+    wheels = sorted(dest.glob("mlvfx-*.whl"))
+    if not wheels:
+        raise BuildError("pip wheel produced no mlvfx wheel")
+    return wheels[-1]
+
+
+def download_dependencies(
+    platform: str, dest: Path, wheelhouse: Path | None, offline: bool, torch_index: str | None
+) -> list[Path]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.11",
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp311",
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+        "-d",
+        str(dest),
+    ]
+    for tag in PLATFORM_TAGS[platform]:
+        cmd += ["--platform", tag]
+    cmd += ["--platform", "any"]
+    if wheelhouse is not None:
+        cmd += ["--find-links", str(wheelhouse)]
+    if offline:
+        cmd += ["--no-index"]
+    elif torch_index and platform != "macos-arm64":
+        cmd += ["--extra-index-url", torch_index]
+    before = set(dest.glob("*.whl"))
+    run([*cmd, *runtime_requirements()], f"downloading wheels for {platform}")
+    return sorted(set(dest.glob("*.whl")) - before)
+
+
+def stage(wheels: list[Path], platforms: list[str], staging: Path) -> None:
+    shutil.copytree(ADDON, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "wheels", "*.zip"))
+    wheel_dir = staging / "wheels"
+    wheel_dir.mkdir()
+    names = []
+    for wheel in wheels:
+        if wheel.name.split("-")[0].lower() in SKIP_WHEELS:
+            continue
+        shutil.copy2(wheel, wheel_dir / wheel.name)
+        names.append(f"./wheels/{wheel.name}")
+    manifest = staging / "blender_manifest.toml"
+    text = manifest.read_text()
+    text = re.sub(r"(?m)^version = \".*\"$", f'version = "{version()}"', text, count=1)
+    text = re.sub(
+        r"(?ms)^wheels = \[.*?\]$", "wheels = " + json.dumps(sorted(names), indent=2), text, count=1
+    )
+    text = re.sub(r"(?m)^platforms = \[.*\]$", "platforms = " + json.dumps(platforms), text, count=1)
+    manifest.write_text(text)
+
+
+def build(args: argparse.Namespace) -> list[Path]:
+    platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
+    unknown = [p for p in platforms if p not in PLATFORM_TAGS]
+    if unknown:
+        raise BuildError(f"unknown platform(s) {unknown}; choose from {sorted(PLATFORM_TAGS)}")
+    script = blender_ext_script()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="mlvfx-addon-") as tmp_name:
+        tmp = Path(tmp_name)
+        wheel_dir = tmp / "wheels"
+        wheel_dir.mkdir()
+        wheels = [build_core_wheel(wheel_dir)]
+        if not args.core_only:
+            wheelhouse = Path(args.wheelhouse).resolve() if args.wheelhouse else None
+            for platform in platforms:
+                print(f"build_addon: dependency wheels for {platform}", file=sys.stderr)
+                download_dependencies(platform, wheel_dir, wheelhouse, args.offline, args.torch_index)
+            wheels = sorted(wheel_dir.glob("*.whl"))
+        staging = tmp / "mlvfx"
+        stage(wheels, platforms, staging)
+        split = not args.core_only and len(platforms) > 1
+        before = set(out.glob("*.zip"))
+        cmd = [sys.executable, str(script), "build", "--source-dir", str(staging), "--output-dir", str(out)]
+        if split:
+            cmd.append("--split-platforms")
+        run(cmd, "blender_ext.py build")
+        built = sorted(set(out.glob("*.zip")) - before) or sorted(out.glob(f"mlvfx-{version()}*.zip"))
+        if not built:
+            raise BuildError(f"blender_ext.py build wrote no zip into {out}")
+        for zip_path in built:
+            run([sys.executable, str(script), "validate", str(zip_path)], f"validating {zip_path.name}")
+    return built
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", default=str(ROOT / "dist"), help="output folder (default: dist/)")
+    parser.add_argument(
+        "--platforms",
+        default=",".join(PLATFORM_TAGS),
+        help="comma-separated: linux-x64,windows-x64,macos-arm64 (default: all)",
+    )
+    parser.add_argument("--wheelhouse", help="a local folder of wheels to use before any index")
+    parser.add_argument("--offline", action="store_true", help="use only --wheelhouse, never an index")
+    parser.add_argument(
+        "--torch-index",
+        default=TORCH_CPU_INDEX,
+        help="extra index for torch wheels (default: PyTorch's CPU-only wheels)",
+    )
+    parser.add_argument(
+        "--core-only",
+        action="store_true",
+        help="bundle only the mlvfx wheel (for environments that have its dependencies)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        built = build(args)
+    except BuildError as exc:
+        print(f"build_addon: error: {exc}", file=sys.stderr)
+        return 1
+    for path in built:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

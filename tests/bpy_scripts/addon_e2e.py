@@ -1,0 +1,172 @@
+"""End-to-end test of the built extension inside the real bpy module.
+
+Run by tests/test_addon.py in a subprocess with HOME pointing at a temporary folder:
+    python addon_e2e.py EXTENSION_ZIP WORKDIR
+Prints one JSON document with what it observed; every check is also asserted here.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+zip_path, work = Path(sys.argv[1]), Path(sys.argv[2])
+observed: dict[str, object] = {}
+MODULE = "bl_ext.user_default.mlvfx"
+
+# -- install and enable the extension exactly as a user would -------------------------------------
+result = bpy.ops.extensions.package_install_files(
+    filepath=str(zip_path), repo="user_default", enable_on_install=True
+)
+assert result == {"FINISHED"}, result
+assert MODULE in bpy.context.preferences.addons, list(bpy.context.preferences.addons.keys())
+assert hasattr(bpy.types.Scene, "mlvfx_material")
+observed["installed"] = True
+
+# -- a scene: a photo in an Image Texture node, wired to Base Color, and a user link into Roughness --
+from mlvfx.classical.filters import gaussian  # noqa: E402  (the wheel the extension installed)
+from mlvfx.io import write_image  # noqa: E402
+
+rng = np.random.default_rng(0)
+bumps = gaussian(rng.random((96, 128), dtype=np.float32), 3.0, False)
+bumps = (bumps - bumps.min()) / (bumps.max() - bumps.min())
+photo_path = write_image(
+    work / "photo.png", (0.1 + 0.6 * bumps)[..., None] * np.array([0.9, 0.7, 0.5]), kind="color"
+)
+
+bpy.ops.wm.read_homefile(use_empty=True)
+bpy.ops.wm.save_as_mainfile(filepath=str(work / "scene.blend"))
+mat = bpy.data.materials.new("Rock")
+tree = mat.node_tree
+bsdf = tree.nodes["Principled BSDF"]
+photo = tree.nodes.new("ShaderNodeTexImage")
+photo.name = "Photo"
+photo.image = bpy.data.images.load(str(photo_path))
+tree.links.new(photo.outputs["Color"], bsdf.inputs["Base Color"])
+user_rgb = tree.nodes.new("ShaderNodeRGB")
+user_rgb.name = "UserRoughness"
+tree.links.new(user_rgb.outputs["Color"], bsdf.inputs["Roughness"])
+links_before = len(tree.links)
+
+# -- run the operator as a script or farm job would -------------------------------------------------
+result = bpy.ops.mlvfx.generate_material(material="Rock", node="Photo")
+assert result == {"FINISHED"}, result
+
+
+def source_of(socket: bpy.types.NodeSocket) -> bpy.types.Node | None:
+    return socket.links[0].from_node if socket.is_linked else None
+
+
+tagged = {n.get("mlvfx_map"): n for n in tree.nodes if n.get("mlvfx_map")}
+observed["new_nodes"] = sorted(tagged)
+albedo, normal_img, height_img, rough_img = (tagged[k] for k in ("albedo", "normal", "height", "roughness"))
+assert source_of(bsdf.inputs["Base Color"]) == albedo
+assert source_of(bsdf.inputs["Normal"]) == tagged["normal_map"]
+assert source_of(tagged["normal_map"].inputs["Color"]) == normal_img
+output = next(n for n in tree.nodes if n.bl_idname == "ShaderNodeOutputMaterial")
+assert source_of(output.inputs["Displacement"]) == tagged["displacement"]
+assert source_of(tagged["displacement"].inputs["Height"]) == height_img
+# The user's own link is kept; the roughness map is left unconnected.
+assert source_of(bsdf.inputs["Roughness"]) == user_rgb
+assert not rough_img.outputs["Color"].is_linked
+assert all(n.parent == tagged["frame"] for k, n in tagged.items() if k != "frame")
+assert tagged["frame"].label.startswith("mlvfx")
+observed["links_added"] = len(tree.links) - links_before
+observed["colorspaces"] = {
+    k: tagged[k].image.colorspace_settings.name for k in ("albedo", "normal", "height", "roughness")
+}
+assert observed["colorspaces"] == {
+    "albedo": "sRGB",
+    "normal": "Non-Color",
+    "height": "Non-Color",
+    "roughness": "Non-Color",
+}
+
+# Maps are new files beside the .blend, referenced relatively; the user's photo is untouched.
+for key in ("albedo", "normal", "height", "roughness"):
+    assert tagged[key].image.filepath.startswith("//textures/mlvfx/"), tagged[key].image.filepath
+    assert tagged[key].image != photo.image
+observed["files"] = sorted(p.name for p in (work / "textures" / "mlvfx").rglob("*") if p.is_file())
+
+
+def pixels(image: bpy.types.Image) -> np.ndarray:
+    w, h = image.size
+    buf = np.empty(w * h * image.channels, np.float32)
+    image.pixels.foreach_get(buf)
+    return buf.reshape(h, w, image.channels)
+
+
+n = pixels(normal_img.image)[..., :3] * 2 - 1
+lengths = np.linalg.norm(n, axis=-1)
+observed["normal_length_range"] = [float(lengths.min()), float(lengths.max())]
+assert abs(lengths - 1).max() < 2e-3, observed["normal_length_range"]
+alb = pixels(albedo.image)
+assert np.isfinite(alb).all()
+observed["albedo_finite"] = True
+
+
+# -- failures leave the file unchanged and report cleanly ---------------------------------------
+def snapshot() -> tuple[int, int, int]:
+    return len(tree.nodes), len(tree.links), len(bpy.data.images)
+
+
+missing = tree.nodes.new("ShaderNodeTexImage")
+missing.name = "Missing"
+missing.image = bpy.data.images.load(str(work / "photo.png"))
+missing.image.filepath = str(work / "does_not_exist.png")
+missing.image.reload()
+
+
+def expect_error(node: str) -> str:
+    """Blender turns an operator's ERROR report into RuntimeError for script callers."""
+    before = snapshot()
+    try:
+        bpy.ops.mlvfx.generate_material(material="Rock", node=node)
+    except RuntimeError as exc:
+        message = str(exc).strip()
+    else:
+        raise AssertionError(f"no error for node {node!r}")
+    assert snapshot() == before, "a failed run changed the file"
+    assert "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+observed["missing_image"] = expect_error("Missing")
+assert "does_not_exist.png" in observed["missing_image"] and "no pixels" in observed["missing_image"]
+observed["not_an_image_node"] = expect_error("UserRoughness")
+assert "not an Image Texture node" in observed["not_an_image_node"]
+observed["unknown_node"] = expect_error("Nope")
+
+# A cancelled job: the worker stops with Cancelled and nothing is applied.
+from mlvfx.errors import Cancelled  # noqa: E402
+
+jobs = sys.modules[MODULE + ".jobs"]
+started = []
+
+
+def slow_work(progress, cancel):
+    started.append(True)
+    from mlvfx.ops.material import material
+
+    big = np.random.default_rng(1).random((1024, 1024, 3), dtype=np.float32)
+    while True:  # keep checking the token, as the core does between steps
+        material(big, "normal", progress=progress, cancel=cancel)
+
+
+job = jobs.Job("test", slow_work).start()
+job.cancel()
+assert job.wait(60), "job did not stop after cancel"
+assert isinstance(job.error, Cancelled), repr(job.error)
+observed["cancelled_job"] = type(job.error).__name__
+
+# -- unregister leaves nothing behind ---------------------------------------------------------------
+bpy.ops.preferences.addon_disable(module=MODULE)
+leftovers = [name for name in dir(bpy.types) if name.startswith("MLVFX_")]
+assert not leftovers, leftovers
+assert not hasattr(bpy.types.Scene, "mlvfx_material")
+observed["unregistered_clean"] = True
+print("RESULT " + json.dumps(observed))

@@ -1,0 +1,79 @@
+"""The Blender extension, built with build_addon.py and run in the real bpy module (Blender 5.0.1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.bpy
+
+
+@pytest.fixture(scope="module")
+def extension_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("bpy")
+    out = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "build_addon.py"),
+            "--core-only",
+            "--platforms",
+            "linux-x64",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    zips = sorted(out.glob("*.zip"))
+    assert len(zips) == 1, zips
+    return zips[0]
+
+
+def test_zip_is_a_valid_extension_without_weights(extension_zip: Path) -> None:
+    import tomllib
+    import zipfile
+
+    with zipfile.ZipFile(extension_zip) as zf:
+        names = zf.namelist()
+        manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())
+    assert manifest["id"] == "mlvfx" and manifest["blender_version_min"] == "4.2.0"
+    assert set(manifest["permissions"]) == {"files", "network"}
+    assert all(f"{w[2:]}" in names for w in manifest["wheels"])
+    assert any(n.startswith("wheels/mlvfx-") for n in names)
+    assert not [n for n in names if n.endswith((".safetensors", ".onnx", ".pt", ".pth"))]
+    # Registration only in __init__.py: no operator or panel classes defined there.
+    with zipfile.ZipFile(extension_zip) as zf:
+        init = zf.read("__init__.py").decode()
+    assert "class " not in init and "def register" in init
+
+
+def test_extension_end_to_end_in_blender(extension_zip: Path, tmp_path: Path) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {**os.environ, "HOME": str(home), "MLVFX_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "bpy_scripts" / "addon_e2e.py"), str(extension_zip), str(work)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    observed = json.loads(line[len("RESULT ") :])
+    assert observed["unregistered_clean"] is True
+    assert observed["cancelled_job"] == "Cancelled"
+    assert {"albedo.png", "normal.png", "height.exr", "roughness.png"} <= set(observed["files"])
+    # The extension installed into the temporary HOME, not the user's Blender.
+    assert list(home.rglob("blender_manifest.toml"))
