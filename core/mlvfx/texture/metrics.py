@@ -260,7 +260,7 @@ def verbatim_share(
     oy = field[..., 0] - np.arange(H)[:, None]
     ox = field[..., 1] - np.arange(W)[None, :]
     code = (oy + H + 1) * (W + b.shape[1] + 3) + (ox + W + 1)  # unique non-negative id per offset
-    regions = label(code + 1, background=0, connectivity=1)
+    regions = label(code + 1, background=0, connectivity=1)  # type: ignore[no-untyped-call]
     sizes = np.bincount(regions.ravel())
     sizes[0] = 0
     big = sizes > min_fraction * b.shape[0] * b.shape[1]

@@ -49,23 +49,28 @@ class SynthesisConfig:
         pca_dims: neighbourhoods are projected onto this many principal components before matching.
         coarsest_exemplar: the number of levels is chosen so that the smallest exemplar spans about
             this many cells at the coarsest level; fewer cells mean larger random features.
-        passes_coarse: correction passes at the coarsest levels.
-        passes_fine: correction passes at the two finest levels.
+        passes_coarse: correction passes at levels 2 and coarser.
+        passes_fine: correction passes at level 1 (half resolution).
+        passes_finest: correction passes at full resolution; 0 keeps the coherent upsampling of
+            level 1, which costs nothing and measured as good (the 2x2 blocks are exemplar copies).
         random_candidates: random-search samples per cell and sub-pass (radius halves each time).
+        coherence: random-search candidates must beat the propagated (coherent) ones by this
+            factor, i.e. their cost is multiplied by ``1 + coherence``; larger coherent copies
+            look more natural (Ashikhmin-style coherence bias).
         jitter: random coordinate perturbation after each upsampling, in level cells (adds variety).
         guide_weight: weight of the label guide in ``paint`` relative to the mean feature energy.
     """
 
     neighbourhood: int = 5
-    pca_dims: int = 8
+    pca_dims: int = 16
     coarsest_exemplar: int = 12
-    passes_coarse: int = 3
+    passes_coarse: int = 4
     passes_fine: int = 1
-    random_candidates: int = 3
+    passes_finest: int = 0
+    random_candidates: int = 2
+    coherence: float = 2.0
     jitter: float = 0.0
     guide_weight: float = 4.0
-    coherence: float = 0.0
-    passes_finest: int = 1
 
 
 def _box_stack(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -96,11 +101,12 @@ def _pca_filters(stacks: Sequence[torch.Tensor], n: int, dilation: int, dims: in
     data = torch.cat(samples, 1).double()
     data = data - data.mean(1, keepdim=True)
     cov = data @ data.T / max(1, data.shape[1] - 1)
-    eigval, eigvec = torch.linalg.eigh(cov)
+    _, eigvec = torch.linalg.eigh(cov)
     k = min(dims, cov.shape[0])
     basis = eigvec[:, -k:].flip(1).T.float()  # (k, C*n*n), strongest first
     c = stacks[0].shape[0]
-    return basis.reshape(k, c, n, n).contiguous()
+    filters: torch.Tensor = basis.reshape(k, c, n, n).contiguous()
+    return filters
 
 
 @dataclass
@@ -134,7 +140,9 @@ class ExemplarAtlas:
         x0 = [sum(widths[:k]) for k in range(self.count)]
         # rects: y0, x0, h, w per exemplar
         self.rects = torch.tensor(
-            [[0, x0[k], heights[k], widths[k]] for k in range(self.count)], dtype=torch.long, device=self.device
+            [[0, x0[k], heights[k], widths[k]] for k in range(self.count)],
+            dtype=torch.long,
+            device=self.device,
         )
         ids = torch.zeros(self.height, self.width, dtype=torch.long, device=self.device)
         for k in range(self.count):
@@ -153,7 +161,9 @@ class ExemplarAtlas:
             for k, s in enumerate(stacks):
                 values[:, : heights[k], x0[k] : x0[k] + widths[k]] = s
                 padded = F.pad(s[None], (r, r, r, r), mode="replicate")
-                feats[:, : heights[k], x0[k] : x0[k] + widths[k]] = F.conv2d(padded, filters, dilation=step)[0]
+                feats[:, : heights[k], x0[k] : x0[k] + widths[k]] = F.conv2d(padded, filters, dilation=step)[
+                    0
+                ]
             flat = feats.reshape(d, -1)
             gen = torch.Generator().manual_seed(seed)
             valid = self.valid_flat_indices(level)
@@ -189,7 +199,9 @@ class ExemplarAtlas:
     def exemplar_of(self, flat: torch.Tensor) -> torch.Tensor:
         return self.ids[flat]
 
-    def random_coords(self, k: torch.Tensor | None, shape: tuple[int, int], level: int, gen: torch.Generator) -> torch.Tensor:
+    def random_coords(
+        self, k: torch.Tensor | None, shape: tuple[int, ...], level: int, gen: torch.Generator
+    ) -> torch.Tensor:
         """Uniform random flat coordinates inside exemplar ``k`` (per element) at ``level``."""
         step = 2**level
         u = torch.rand((2, *shape), generator=gen).to(self.device)
@@ -206,8 +218,8 @@ class ExemplarAtlas:
 
 def level_count(exemplar_min_side: int, out_h: int, out_w: int, config: SynthesisConfig) -> int:
     """How many levels to use: the exemplar spans ~``coarsest_exemplar`` cells at the top."""
-    by_exemplar = int(math.floor(math.log2(max(1.0, exemplar_min_side / config.coarsest_exemplar))))
-    by_output = int(math.floor(math.log2(max(1.0, min(out_h, out_w) / 4))))
+    by_exemplar = math.floor(math.log2(max(1.0, exemplar_min_side / config.coarsest_exemplar)))
+    by_output = math.floor(math.log2(max(1.0, min(out_h, out_w) / 4)))
     return max(1, min(by_exemplar, by_output) + 1)
 
 
@@ -270,7 +282,18 @@ def synthesize(
     n = config.neighbourhood
     r = n // 2
     coords: torch.Tensor | None = None
-    work = [math.ceil(out_h / 2**lv) * math.ceil(out_w / 2**lv) * _passes(lv, levels, config) for lv in range(levels)]
+    # Patch boundaries cluster on the coarse-cell grid (coherent upsampling keeps whole cells
+    # together). A tileable output is a torus, so its wrap border can be anywhere: synthesise in a
+    # domain shifted by an odd offset, so that the border lies off that grid like any other line.
+    shift = (max(0, 2 ** (levels - 2) - 1),) * 2 if tileable and levels > 1 else (0, 0)
+    if shift != (0, 0):
+        fixed = None if fixed is None else torch.roll(fixed, shift, (0, 1))
+        fixed_coords = None if fixed_coords is None else torch.roll(fixed_coords, shift, (0, 1))
+        guide = None if guide is None else torch.roll(guide, shift, (1, 2))
+    work = [
+        math.ceil(out_h / 2**lv) * math.ceil(out_w / 2**lv) * _passes(lv, levels, config)
+        for lv in range(levels)
+    ]
     total = float(sum(work)) or 1.0
     work = [max(w, 1) for w in work]
     done = 0.0
@@ -305,6 +328,8 @@ def synthesize(
             done += work[level] / passes
             report(progress, done / total, f"synthesis level {level} pass {p + 1}/{passes}")
     assert coords is not None
+    if shift != (0, 0):
+        coords = torch.roll(coords, (-shift[0], -shift[1]), (0, 1))
     return coords.to(dev)
 
 
@@ -348,7 +373,9 @@ def _upsample(coords: torch.Tensor, atlas: ExemplarAtlas, shape: tuple[int, int]
     return atlas.clamp(y + ay, x + ax, k, level)
 
 
-def _jitter(coords: torch.Tensor, atlas: ExemplarAtlas, level: int, amount: float, gen: torch.Generator) -> torch.Tensor:
+def _jitter(
+    coords: torch.Tensor, atlas: ExemplarAtlas, level: int, amount: float, gen: torch.Generator
+) -> torch.Tensor:
     step = 2**level
     y, x = coords // atlas.width, coords % atlas.width
     j = (torch.randn((2, *coords.shape), generator=gen) * amount).round().long().to(coords.device) * step
@@ -411,7 +438,9 @@ def _correct(
     for _ in range(config.random_candidates):
         radius = max(radius / 2.0, float(step))
         off = ((torch.rand((2, by.numel()), generator=gen) * 2 - 1) * radius).round().long().to(best.device)
-        consider(atlas.clamp(by + off[0], bx + off[1], atlas.exemplar_of(best), level), 1.0 + config.coherence)
+        consider(
+            atlas.clamp(by + off[0], bx + off[1], atlas.exemplar_of(best), level), 1.0 + config.coherence
+        )
     if label is not None and atlas.count > 1:
         lab = label[py::2, px::2].reshape(-1)
         consider(atlas.random_coords(lab, (lab.numel(),), level, gen).reshape(-1))

@@ -1,0 +1,385 @@
+"""Texture generation: make a texture seamless, grow new variations, paint with a label map.
+
+Each operator takes a single texture, a float32 (H, W, C) numpy array (linear colour or data), or
+a whole material set, a mapping such as ``{"albedo": (H, W, 3) linear, "normal": (H, W, 3) unit
+OpenGL vectors in [-1, 1], "height": (H, W), "roughness": (H, W)}``, and returns the same kind.
+The maps of a set are synthesised jointly: every output pixel copies one exemplar pixel for all
+maps at once, so albedo, normal, height and roughness stay aligned; normals are renormalised.
+
+The method is multi-scale, patch-based synthesis of a coordinate map with PatchMatch search (see
+:mod:`mlvfx.texture.patchmatch`); a tileable result is synthesised on a torus, so it tiles by
+construction. :func:`mlvfx.texture.quilting.quilt` (Image Quilting) is the reference baseline.
+
+Example:
+    >>> import numpy as np
+    >>> from mlvfx.ops.texture import grow
+    >>> rng = np.random.default_rng(0)
+    >>> exemplar = rng.random((32, 32, 3), dtype=np.float32)
+    >>> grow(exemplar, size=(64, 48), seed=1).shape
+    (64, 48, 3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from mlvfx.errors import InputError, InvalidImageDataError
+from mlvfx.progress import CancelToken, ProgressFn, report, scaled
+from mlvfx.texture.maps import FloatArray, Maps, Stack, stack_maps, unstack
+from mlvfx.texture.patchmatch import ExemplarAtlas, SynthesisConfig, level_count, synthesize
+
+__all__ = ["Maps", "SynthesisConfig", "grow", "labels_from_colors", "make_tileable", "paint"]
+
+MAX_OUTPUT_SIDE = 32768
+
+
+def _device(device: str | None) -> object:
+    from mlvfx.config import torch_device
+
+    return torch_device(device)
+
+
+def _check_size(size: Sequence[int], name: str = "size") -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be (height, width), got {size!r}") from None
+    if h < 8 or w < 8:
+        raise InputError(f"{name} must be at least 8x8, got {w}x{h}")
+    if h > MAX_OUTPUT_SIDE or w > MAX_OUTPUT_SIDE:
+        raise InputError(f"{name} {w}x{h} exceeds the largest supported side {MAX_OUTPUT_SIDE}")
+    return h, w
+
+
+def _run(
+    stacks: Sequence[Stack],
+    size: tuple[int, int],
+    *,
+    tileable: bool,
+    seed: int,
+    config: SynthesisConfig | None,
+    device: str | None,
+    fixed: npt.NDArray[np.bool_] | None = None,
+    guide: FloatArray | None = None,
+    progress: ProgressFn | None,
+    cancel: CancelToken | None,
+) -> FloatArray:
+    """Synthesise (H, W, C) values from one or more exemplar stacks (same channel layout)."""
+    import torch
+
+    cfg = config or SynthesisConfig()
+    dev = _device(device)
+    assert isinstance(dev, torch.device)
+    report(progress, 0.0, "preparing exemplar")
+    ex = [torch.from_numpy(np.ascontiguousarray(s.match.transpose(2, 0, 1))).to(dev) for s in stacks]
+    levels = level_count(min(min(s.height, s.width) for s in stacks), size[0], size[1], cfg)
+    atlas = ExemplarAtlas(ex, levels, cfg, seed=seed)
+    report(progress, 0.05, "synthesising")
+    fixed_t = fixed_c = None
+    if fixed is not None:
+        # make_tileable: output and exemplar share a size; pinned pixels copy themselves
+        fixed_t = torch.from_numpy(fixed).to(dev)
+        ys = torch.arange(size[0], device=dev)[:, None]
+        xs = torch.arange(size[1], device=dev)[None, :]
+        fixed_c = ys * atlas.width + xs
+    guide_t = None if guide is None else torch.from_numpy(np.ascontiguousarray(guide)).to(dev)
+    with torch.no_grad():
+        coords = synthesize(
+            atlas,
+            size,
+            config=cfg,
+            tileable=tileable,
+            seed=seed,
+            fixed=fixed_t,
+            fixed_coords=fixed_c,
+            guide=guide_t,
+            progress=scaled(progress, 0.05, 0.95),
+            cancel=cancel,
+        )
+    flat = coords.reshape(-1).cpu().numpy()
+    channels = stacks[0].values.shape[2]
+    values = np.zeros((atlas.height, atlas.width, channels), np.float32)
+    x0 = 0
+    for s in stacks:
+        values[: s.height, x0 : x0 + s.width] = s.values
+        x0 += s.width
+    out: FloatArray = values.reshape(-1, channels)[flat].reshape(size[0], size[1], channels)
+    report(progress, 1.0, "done")
+    return out
+
+
+def make_tileable(
+    maps: Maps,
+    *,
+    band: float = 0.15,
+    seed: int = 0,
+    config: SynthesisConfig | None = None,
+    device: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Maps:
+    """A seamless version of a texture at the same size, keeping as much of the original as possible.
+
+    The interior stays exactly as it was; a band along the four edges is re-synthesised from the
+    texture itself on a torus, so the right edge continues into the left and the bottom into the
+    top without a seam.
+
+    Args:
+        maps: float32 (H, W, C) texture (linear colour or data), or a material set (see module doc).
+        band: width of the re-synthesised band on each side, as a fraction of the size (0 < band < 0.5).
+        seed: random seed.
+        config: synthesis settings (default :class:`SynthesisConfig`).
+        device: torch device name (default: ``MLVFX_DEVICE``, else CUDA when present, else CPU).
+        progress: called with (fraction, message).
+        cancel: a :class:`~mlvfx.progress.CancelToken`.
+
+    Returns:
+        The same kind as ``maps``, same size, tileable.
+
+    Raises:
+        InvalidImageDataError: bad array (rank, channels, NaN, size).
+        InputError: bad ``band`` or material set.
+        Cancelled: ``cancel`` was set.
+    """
+    if not 0.0 < band < 0.5:
+        raise InputError(f"band must be between 0 and 0.5 (a fraction of the size), got {band}")
+    stack = stack_maps(maps)
+    h, w = stack.height, stack.width
+    by, bx = max(2, round(band * h)), max(2, round(band * w))
+    fixed = np.zeros((h, w), bool)
+    fixed[by : h - by, bx : w - bx] = True
+    out = _run(
+        [stack],
+        (h, w),
+        tileable=True,
+        seed=seed,
+        config=config,
+        device=device,
+        fixed=fixed,
+        progress=progress,
+        cancel=cancel,
+    )
+    return unstack(stack, out)
+
+
+def grow(
+    maps: Maps,
+    size: Sequence[int],
+    *,
+    seed: int = 0,
+    tileable: bool = True,
+    config: SynthesisConfig | None = None,
+    device: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Maps:
+    """A new, non-repeating texture of any size with the look of the exemplar.
+
+    Args:
+        maps: float32 (h, w, C) exemplar (linear colour or data), or a material set.
+        size: output (H, W), each at least the exemplar's.
+        seed: random seed; a different seed gives a different variation.
+        tileable: the result wraps around seamlessly.
+        config: synthesis settings (default :class:`SynthesisConfig`).
+        device: torch device name (default: ``MLVFX_DEVICE``, else CUDA when present, else CPU).
+        progress: called with (fraction, message).
+        cancel: a :class:`~mlvfx.progress.CancelToken`.
+
+    Returns:
+        The same kind as ``maps``, (H, W, ...) float32.
+
+    Raises:
+        InvalidImageDataError: bad array.
+        InputError: bad size, or an exemplar larger than the output (downscale it, or crop it).
+        Cancelled: ``cancel`` was set.
+    """
+    out_size = _check_size(size)
+    stack = stack_maps(maps, "exemplar")
+    if stack.height > out_size[0] or stack.width > out_size[1]:
+        raise InputError(
+            f"exemplar {stack.width}x{stack.height} is larger than the output {out_size[1]}x{out_size[0]}; "
+            "grow makes textures at least as large as the exemplar (crop or downscale it first)"
+        )
+    out = _run(
+        [stack],
+        out_size,
+        tileable=tileable,
+        seed=seed,
+        config=config,
+        device=device,
+        progress=progress,
+        cancel=cancel,
+    )
+    return unstack(stack, out)
+
+
+def labels_from_colors(
+    image: npt.ArrayLike, colors: Sequence[tuple[int, int, int]], name: str = "labels"
+) -> npt.NDArray[np.int64]:
+    """Turn a flat-colour label image into an integer map by exact colour match.
+
+    Args:
+        image: (H, W, 3) or (H, W, 4) uint8 RGB(A), or float values in [0, 1] (as read from an
+            8-bit PNG with ``kind="data"``); alpha is ignored.
+        colors: the 8-bit RGB colour of label 0, 1, 2, ...
+        name: how to name the image in error messages (a path).
+
+    Returns:
+        int64 (H, W) label indices into ``colors``.
+
+    Raises:
+        InputError: a colour in the image is not in ``colors`` (the message lists a few), or the
+            image is not RGB.
+    """
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise InputError(f"label image must be RGB, got shape {arr.shape}", name)
+    rgb = arr[:, :, :3]
+    if rgb.dtype != np.uint8:
+        f = rgb.astype(np.float64)
+        if not np.isfinite(f).all():
+            raise InvalidImageDataError("label image contains NaN or inf", name)
+        rgb = np.rint(np.clip(f, 0.0, 1.0) * 255.0).astype(np.uint8)
+    code = (rgb[:, :, 0].astype(np.int64) << 16) | (rgb[:, :, 1].astype(np.int64) << 8) | rgb[:, :, 2]
+    table = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(colors)}
+    uniq, inverse = np.unique(code, return_inverse=True)
+    missing = [int(u) for u in uniq if int(u) not in table]
+    if missing:
+        shown = ", ".join(f"#{m:06x}" for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        given = ", ".join(f"#{(r << 16) | (g << 8) | b:06x}" for r, g, b in colors) or "none"
+        raise InputError(
+            f"{len(missing)} colour(s) in the label image have no exemplar: {shown} (exemplars given for: "
+            f"{given}); label maps must use flat colours only (no anti-aliasing)",
+            name,
+        )
+    lut = np.array([table[int(u)] for u in uniq], dtype=np.int64)
+    return lut[inverse].reshape(code.shape)
+
+
+def _blur(image: FloatArray, sigma: float, tileable: bool) -> FloatArray:
+    import cv2
+
+    if sigma <= 0:
+        return image
+    border = cv2.BORDER_WRAP if tileable else cv2.BORDER_REFLECT
+    out: FloatArray = np.stack(
+        [cv2.GaussianBlur(ch, (0, 0), sigma, borderType=border) for ch in image]
+    ).astype(np.float32)
+    return out
+
+
+def paint(
+    labels: npt.ArrayLike,
+    exemplars: Mapping[int, Maps],
+    *,
+    seed: int = 0,
+    transition: float | None = None,
+    tileable: bool = False,
+    config: SynthesisConfig | None = None,
+    device: str | None = None,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> Maps:
+    """Fill each region of a label map with texture from its exemplar, with natural transitions.
+
+    Regions are matched to exemplars by label; near region borders the label guide is blurred, so
+    the synthesiser picks whichever exemplar continues the texture best and the boundary follows
+    the texture's own structure instead of the painted edge.
+
+    Args:
+        labels: int (H, W) or (H, W, 1) label map (see :func:`labels_from_colors` for colour maps).
+        exemplars: label -> texture or material set; all of the same kind and channel layout.
+        seed: random seed.
+        transition: width of the transition zone in pixels (Gaussian sigma of the guide; default
+            1/16 of the smallest exemplar side).
+        tileable: the result wraps around seamlessly.
+        config: synthesis settings (default :class:`SynthesisConfig`).
+        device: torch device name (default: ``MLVFX_DEVICE``, else CUDA when present, else CPU).
+        progress: called with (fraction, message).
+        cancel: a :class:`~mlvfx.progress.CancelToken`.
+
+    Returns:
+        The same kind as the exemplars, at the label map's size.
+
+    Raises:
+        InputError: a label without an exemplar, exemplars of different layouts, bad labels.
+        InvalidImageDataError: a bad exemplar array.
+        Cancelled: ``cancel`` was set.
+    """
+    lab = np.asarray(labels)
+    if lab.ndim == 3 and lab.shape[2] == 1:
+        lab = lab[:, :, 0]
+    if lab.ndim != 2 or lab.size == 0:
+        raise InputError(f"labels must be a non-empty (H, W) integer map, got shape {lab.shape}")
+    if lab.dtype.kind == "f":
+        if not np.isfinite(lab).all() or not np.array_equal(lab, np.round(lab)):
+            raise InputError("labels must be integers (got non-integer or NaN values)")
+    elif lab.dtype.kind not in "iub":
+        raise InputError(f"labels must be integers, got dtype {lab.dtype}")
+    lab = lab.astype(np.int64)
+    size = _check_size(lab.shape, "label map size")
+    if not exemplars:
+        raise InputError("paint needs at least one exemplar")
+    present = [int(v) for v in np.unique(lab)]
+    missing = [v for v in present if v not in exemplars]
+    if missing:
+        raise InputError(
+            f"label(s) {missing} in the label map have no exemplar (exemplars given for {sorted(exemplars)})"
+        )
+    stacks = [stack_maps(exemplars[v], f"exemplar {v}") for v in present]
+    layout = stacks[0].layout()
+    for v, s in zip(present, stacks, strict=True):
+        if s.layout() != layout:
+            raise InputError(
+                f"exemplar {v} has maps/channels {s.names}/{s.channels} but exemplar {present[0]} has "
+                f"{layout[0]}/{layout[1]}; all exemplars must be the same kind"
+            )
+    if len(stacks) > 1:
+        stacks = _common_match_scale(stacks)
+    sigma = transition if transition is not None else min(min(s.height, s.width) for s in stacks) / 16.0
+    if sigma < 0:
+        raise InputError(f"transition must be >= 0, got {transition}")
+    onehot = np.stack([(lab == v).astype(np.float32) for v in present])
+    guide = _blur(onehot, float(sigma), tileable)
+    guide /= np.maximum(guide.sum(0, keepdims=True), 1e-6)
+    out = _run(
+        stacks,
+        size,
+        tileable=tileable,
+        seed=seed,
+        config=config,
+        device=device,
+        guide=guide,
+        progress=progress,
+        cancel=cancel,
+    )
+    return unstack(stacks[0], out)
+
+
+def _common_match_scale(stacks: list[Stack]) -> list[Stack]:
+    """Re-standardise the matching channels of several exemplars jointly.
+
+    Each exemplar was standardised on its own, which would erase the difference between, say, a
+    dark rock and a bright grass; matching must compare them on one scale.
+    """
+    from dataclasses import replace
+
+    from mlvfx.texture.maps import MATCH_WEIGHTS
+
+    allv = np.concatenate([s.values.reshape(-1, s.values.shape[2]) for s in stacks])
+    mean = allv.mean(0)
+    out = []
+    c0 = 0
+    scales = np.zeros(allv.shape[1], np.float32)
+    for key, c in zip(stacks[0].names, stacks[0].channels, strict=True):
+        weight = MATCH_WEIGHTS.get(key, 0.5) if stacks[0].is_set else 1.0
+        std = float(allv[:, c0 : c0 + c].std())
+        scales[c0 : c0 + c] = weight / (max(std, 1e-6) * np.sqrt(c))
+        c0 += c
+    for s in stacks:
+        match = ((s.values - mean) * scales).astype(np.float32)
+        out.append(replace(s, match=np.ascontiguousarray(match)))
+    return out

@@ -1,0 +1,432 @@
+"""``mlvfx texture tile|grow|paint`` and ``mlvfx eval texture``.
+
+Every input may be an image file or a material folder as written by ``mlvfx material``
+(``albedo.png`` sRGB, ``normal.png`` 16-bit ``n * 0.5 + 0.5``, ``height.exr``, ``roughness.png``,
+optionally ``ao.png``); a material folder gives a material folder back, aligned map for map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlvfx.errors import ImageReadError, InputError
+from mlvfx.texture.maps import FloatArray, Maps
+
+# name -> (file, kind, bit depth); the same layout as mlvfx.ops.material writes
+MATERIAL_FILES: dict[str, tuple[str, str, int]] = {
+    "albedo": ("albedo.png", "color", 8),
+    "normal": ("normal.png", "data", 16),
+    "height": ("height.exr", "data", 32),
+    "roughness": ("roughness.png", "data", 8),
+    "ao": ("ao.png", "data", 8),
+}
+HEIGHT_PNG = "height16.png"
+META_FILE = "material.json"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where maps came from: an image file (with its bit depth) or a material folder."""
+
+    path: Path
+    is_folder: bool
+    bit_depth: int = 8
+
+
+# --- file I/O: the only place that touches files ------------------------------------------------
+
+
+def read_maps(path: str | Path) -> tuple[Maps, Source]:
+    """Read an image (linear float32 (H, W, C)) or a material folder (dict of maps).
+
+    Raises:
+        ImageReadError: missing path, unreadable file, or a folder without any known map.
+    """
+    from mlvfx.io import read_image
+
+    p = Path(path)
+    if p.is_dir():
+        maps: dict[str, FloatArray] = {}
+        for name, (file, kind, _) in MATERIAL_FILES.items():
+            f = p / file
+            if name == "height" and not f.exists() and (p / HEIGHT_PNG).exists():
+                f = p / HEIGHT_PNG
+            if not f.exists():
+                continue
+            arr, _info = read_image(f, kind="color" if kind == "color" else "data")
+            if name == "normal":
+                arr = arr[:, :, :3] * 2.0 - 1.0
+            elif name in ("height", "roughness", "ao"):
+                arr = arr[:, :, :1]
+            elif name == "albedo":
+                arr = arr[:, :, :3]
+            maps[name] = np.ascontiguousarray(arr, dtype=np.float32)
+        if not maps:
+            known = ", ".join(v[0] for v in MATERIAL_FILES.values())
+            raise ImageReadError(f"material folder holds none of {known}", p)
+        return maps, Source(p, True)
+    if not p.exists():
+        raise ImageReadError("no such file or folder", p)
+    img, info = read_image(p, kind="color")
+    return img, Source(p, False, info.bit_depth)
+
+
+def write_maps(path: str | Path, maps: Maps, source: Source, *, overwrite: bool, note: str) -> list[Path]:
+    """Write maps like their source: an image file, or a material folder (map for map).
+
+    Every target is checked before the first write, so a refused overwrite writes nothing.
+    """
+    from mlvfx.io import write_bytes_atomic, write_image
+    from mlvfx.io.atomic import check_writable
+
+    out = Path(path)
+    if not isinstance(maps, Mapping):
+        if out.suffix == "":
+            raise InputError("output must be an image file name with an extension (.png, .exr, ...)", out)
+        depth = (
+            32
+            if out.suffix.lower() in (".exr",)
+            else (16 if source.bit_depth == 16 and out.suffix.lower() in (".png", ".tif", ".tiff") else 8)
+        )
+        check_writable(out, overwrite)
+        return [write_image(out, maps, kind="color", bit_depth=depth, overwrite=overwrite)]
+    if out.suffix.lower() in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
+        raise InputError("a material set is written to a folder, not an image file", out)
+    files: list[tuple[Path, FloatArray, str, int]] = []
+    for name, arr in maps.items():
+        file, kind, depth = MATERIAL_FILES.get(name, (f"{name}.png", "data", 16))
+        data = arr * 0.5 + 0.5 if name == "normal" else arr
+        files.append((out / file, data, kind, depth))
+        if name == "height":
+            lo, hi = float(arr.min()), float(arr.max())
+            files.append((out / HEIGHT_PNG, (arr - lo) / max(hi - lo, 1e-12), "data", 16))
+    for target, *_ in files:
+        check_writable(target, overwrite)
+    check_writable(out / META_FILE, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        write_image(
+            target, data, kind="color" if kind == "color" else "data", bit_depth=depth, overwrite=overwrite
+        )
+        for target, data, kind, depth in files
+    ]
+    any_map = next(iter(maps.values()))
+    meta = {
+        "source": str(source.path),
+        "operation": note,
+        "tileable": note != "paint",
+        "normal_convention": "opengl",
+        "width": int(any_map.shape[1]),
+        "height": int(any_map.shape[0]),
+        "maps": {p.stem: p.name for p in written},
+    }
+    written.append(
+        write_bytes_atomic(out / META_FILE, (json.dumps(meta, indent=2) + "\n").encode(), overwrite=overwrite)
+    )
+    return written
+
+
+def read_labels(path: str | Path, keys: list[str]) -> tuple[np.ndarray[Any, Any], list[int]]:
+    """Read a label map; returns an int (H, W) map of indices into ``keys`` and the keys' labels.
+
+    Colour keys (``#rrggbb``) need an RGB PNG with flat colours; integer keys need a single-channel
+    8- or 16-bit PNG whose values are the labels.
+    """
+    from mlvfx.io import read_image
+    from mlvfx.ops.texture import labels_from_colors
+
+    img, info = read_image(path, kind="data")
+    colour_keys = [k for k in keys if k.startswith("#")]
+    if colour_keys and len(colour_keys) != len(keys):
+        raise InputError("use either #rrggbb colours or integer labels for all --exemplar options")
+    if colour_keys:
+        if img.shape[2] < 3:
+            raise InputError("exemplars are keyed by colour but the label map is single-channel", path)
+        if info.bit_depth != 8:
+            raise InputError("colour label maps must be 8-bit PNGs with flat colours", path)
+        colors = [_parse_colour(k) for k in keys]
+        idx = labels_from_colors(img, colors, str(path))
+        return idx, list(range(len(keys)))
+    if img.shape[2] not in (1, 2):
+        raise InputError("integer labels need a single-channel label map (or key exemplars by #rrggbb)", path)
+    scale = 255.0 if info.bit_depth == 8 else (65535.0 if info.bit_depth == 16 else 1.0)
+    values = np.rint(img[:, :, 0].astype(np.float64) * scale).astype(np.int64)
+    labels = [int(k) for k in keys]
+    lut = {v: i for i, v in enumerate(labels)}
+    present = [int(v) for v in np.unique(values)]
+    missing = [v for v in present if v not in lut]
+    if missing:
+        raise InputError(f"label value(s) {missing[:8]} have no --exemplar (given: {labels})", path)
+    idx = np.zeros(values.shape, np.int64)
+    for v in present:
+        idx[values == v] = lut[v]
+    return idx, list(range(len(keys)))
+
+
+# --- argument parsing ---------------------------------------------------------------------------
+
+
+def _parse_colour(text: str) -> tuple[int, int, int]:
+    m = re.fullmatch(r"#([0-9a-fA-F]{6})", text.strip())
+    if not m:
+        raise InputError(f"colour must be #rrggbb, got {text!r}")
+    v = int(m.group(1), 16)
+    return (v >> 16) & 255, (v >> 8) & 255, v & 255
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``2048x1024`` (width x height) or ``2048`` -> (height, width)."""
+    m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
+    if not m:
+        raise InputError(f"size must be WIDTHxHEIGHT or one number, got {text!r}")
+    w = int(m.group(1))
+    h = int(m.group(2)) if m.group(2) else w
+    return h, w
+
+
+def parse_exemplar(text: str) -> tuple[str, Path]:
+    """``#ff0000=rock/`` or ``3=grass.png`` -> (key, path)."""
+    key, sep, path = text.partition("=")
+    if not sep or not key.strip() or not path.strip():
+        raise InputError(f"--exemplar must be KEY=PATH with KEY #rrggbb or an integer, got {text!r}")
+    key = key.strip()
+    if key.startswith("#"):
+        r, g, b = _parse_colour(key)
+        key = f"#{r:02x}{g:02x}{b:02x}"
+    elif not key.isdigit():
+        raise InputError(f"--exemplar key must be #rrggbb or a non-negative integer, got {key!r}")
+    return key, Path(path.strip())
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``texture`` (with ``tile``, ``grow`` and ``paint``) to the ``mlvfx`` command."""
+    tex = subparsers.add_parser("texture", help="make textures seamless, grow variations, paint with labels")
+    sub = tex.add_subparsers(dest="texture_command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:1, mps (default: auto)")
+        p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+    t = sub.add_parser(
+        "tile",
+        help="make an image or material folder seamless (same size)",
+        description="Re-synthesise a band along the edges so the texture wraps without a seam; "
+        "the interior is kept exactly.",
+    )
+    t.add_argument("input", help="image file or material folder")
+    t.add_argument("-o", "--output", required=True, help="output image (or folder for a material)")
+    t.add_argument("--band", type=float, default=0.15, help="re-synthesised band per side, fraction of size")
+    common(t)
+    t.set_defaults(func=_cmd_tile)
+
+    g = sub.add_parser(
+        "grow",
+        help="grow new non-repeating variations of any size",
+        description="Synthesise COUNT variations (seeds SEED, SEED+1, ...) into OUTDIR.",
+    )
+    g.add_argument("input", help="image file or material folder")
+    g.add_argument("--size", required=True, help="output size WIDTHxHEIGHT (or one number)")
+    g.add_argument("--count", type=int, default=1, help="number of variations (default 1)")
+    g.add_argument("--no-tileable", action="store_true", help="do not make the results wrap around")
+    g.add_argument("-o", "--output", required=True, help="output folder")
+    common(g)
+    g.set_defaults(func=_cmd_grow)
+
+    p = sub.add_parser(
+        "paint",
+        help="fill the regions of a label map with texture from exemplars",
+        description="LABELS is a PNG with flat colours (keys #rrggbb) or a single-channel "
+        "integer PNG (keys 0, 1, ...). Each --exemplar KEY=PATH names an image or a material folder.",
+    )
+    p.add_argument("labels", help="label map PNG")
+    p.add_argument(
+        "--exemplar",
+        action="append",
+        required=True,
+        metavar="KEY=PATH",
+        help="exemplar for one label, e.g. '#ff0000=rock/' or '2=grass.png' (repeat)",
+    )
+    p.add_argument(
+        "--transition",
+        type=float,
+        default=None,
+        help="transition width at region borders in pixels (default: exemplar side / 16)",
+    )
+    p.add_argument("--tileable", action="store_true", help="make the result wrap around")
+    p.add_argument("-o", "--output", required=True, help="output image (or folder for materials)")
+    common(p)
+    p.set_defaults(func=_cmd_paint)
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    elif not args.quiet:
+        print(text)
+
+
+def _bar(args: argparse.Namespace, description: str) -> Any:
+    from mlvfx.cli import progress_bar
+
+    return progress_bar(args, description)
+
+
+def _cmd_tile(args: argparse.Namespace) -> int:
+    from mlvfx.ops.texture import make_tileable
+
+    maps, source = read_maps(args.input)
+    with _bar(args, "tile") as progress:
+        out = make_tileable(maps, band=args.band, seed=args.seed, device=args.device, progress=progress)
+    written = write_maps(args.output, out, source, overwrite=args.overwrite, note="tile")
+    _emit(args, {"written": [str(p) for p in written]}, f"wrote {args.output}")
+    return 0
+
+
+def _cmd_grow(args: argparse.Namespace) -> int:
+    from mlvfx.ops.texture import grow
+    from mlvfx.progress import scaled
+
+    size = parse_size(args.size)
+    if args.count < 1:
+        raise InputError(f"--count must be at least 1, got {args.count}")
+    maps, source = read_maps(args.input)
+    outdir = Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError("output must be a folder", outdir)
+    stem = source.path.name if source.is_folder else source.path.stem
+    suffix = (
+        ""
+        if source.is_folder
+        else (
+            source.path.suffix.lower()
+            if source.path.suffix.lower() in (".png", ".exr", ".tif", ".tiff")
+            else ".png"
+        )
+    )
+    targets = [outdir / f"{stem}_s{args.seed + i}{suffix}" for i in range(args.count)]
+    if not args.overwrite:
+        from mlvfx.io.atomic import check_writable
+
+        for t in targets:
+            check_writable(t if suffix else t / META_FILE, False)
+    outdir.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    with _bar(args, "grow") as progress:
+        for i, target in enumerate(targets):
+            out = grow(
+                maps,
+                size,
+                seed=args.seed + i,
+                tileable=not args.no_tileable,
+                device=args.device,
+                progress=scaled(progress, i / args.count, (i + 1) / args.count),
+            )
+            written += [
+                str(p) for p in write_maps(target, out, source, overwrite=args.overwrite, note="grow")
+            ]
+    _emit(args, {"written": written}, f"wrote {len(targets)} variation(s) to {outdir}")
+    return 0
+
+
+def _cmd_paint(args: argparse.Namespace) -> int:
+    from mlvfx.ops.texture import paint
+
+    specs = [parse_exemplar(e) for e in args.exemplar]
+    keys = [k for k, _ in specs]
+    if len(set(keys)) != len(keys):
+        raise InputError(f"an --exemplar key is given twice: {keys}")
+    idx, labels = read_labels(args.labels, keys)
+    loaded = [read_maps(p) for _, p in specs]
+    kinds = {s.is_folder for _, s in loaded}
+    if len(kinds) > 1:
+        raise InputError("exemplars must be all images or all material folders")
+    exemplars = {lab: maps for lab, (maps, _) in zip(labels, loaded, strict=True)}
+    with _bar(args, "paint") as progress:
+        out = paint(
+            idx,
+            exemplars,
+            seed=args.seed,
+            transition=args.transition,
+            tileable=args.tileable,
+            device=args.device,
+            progress=progress,
+        )
+    written = write_maps(args.output, out, loaded[0][1], overwrite=args.overwrite, note="paint")
+    _emit(args, {"written": [str(p) for p in written]}, f"wrote {args.output}")
+    return 0
+
+
+# --- eval ---------------------------------------------------------------------------------------
+
+
+def add_eval_texture_parser(eval_subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``texture`` to the ``mlvfx eval`` group (the lead wires this into ``mlvfx.eval.cli``)."""
+    e = eval_subparsers.add_parser(
+        "texture",
+        help="score synthesised textures: seam score, look distance, verbatim-copy share",
+        description="Seam score (wrap-border gradient / interior, target <= 1.1), look distance (sliced "
+        "Wasserstein of 7x7 patches at 3 scales vs the exemplar, lower is better) and verbatim share "
+        "(pixels in copied regions larger than 1/4 of the exemplar, target <= 0.3). Material folders are "
+        "scored on their albedo (else their first map). --quilting adds the Image Quilting baseline.",
+    )
+    e.add_argument("outputs", nargs="+", help="synthesised image(s) or material folder(s)")
+    e.add_argument("--exemplar", required=True, help="the exemplar image or material folder")
+    e.add_argument("--quilting", action="store_true", help="also score Image Quilting at the same size")
+    e.add_argument("--seed", type=int, default=0, help="seed of the metrics and of the baseline")
+    e.set_defaults(func=_cmd_eval)
+
+
+def _scored(maps: Maps) -> FloatArray:
+    if isinstance(maps, Mapping):
+        key = "albedo" if "albedo" in maps else sorted(maps)[0]
+        a = maps[key]
+        return a if a.ndim == 3 else a[:, :, None]
+    return maps
+
+
+def score(output: FloatArray, exemplar: FloatArray, seed: int = 0) -> dict[str, float]:
+    """All three metrics of one output against its exemplar (float (H, W, C) arrays)."""
+    from mlvfx.texture import metrics
+
+    return {
+        "seam_score": metrics.seam_score(output),
+        "look_distance": metrics.look_distance(output, exemplar, seed=seed),
+        "verbatim_share": metrics.verbatim_share(output, exemplar, seed=seed),
+    }
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    ex_maps, _ = read_maps(args.exemplar)
+    ex = _scored(ex_maps)
+    rows: dict[str, dict[str, float]] = {}
+    last = None
+    for path in args.outputs:
+        out = _scored(read_maps(path)[0])
+        if out.shape[2] != ex.shape[2]:
+            raise InputError(f"has {out.shape[2]} channels but the exemplar has {ex.shape[2]}", path)
+        rows[str(path)] = score(out, ex, args.seed)
+        last = out
+    if args.quilting and last is not None:
+        from mlvfx.texture.quilting import quilt
+
+        q = quilt(ex, (last.shape[0], last.shape[1]), seed=args.seed)
+        rows["image_quilting"] = score(q, ex, args.seed)
+    lines = [f"{'output':<40} {'seam':>7} {'look':>9} {'verbatim':>9}"]
+    for name, r in rows.items():
+        lines.append(
+            f"{name[-40:]:<40} {r['seam_score']:7.3f} {r['look_distance']:9.5f} {r['verbatim_share']:9.3f}"
+        )
+    _emit(args, {"exemplar": args.exemplar, "results": rows}, "\n".join(lines))
+    return 0
