@@ -13,104 +13,29 @@ from . import bridge, jobs, preferences
 _MAPS_ORDER = ("normal", "height", "albedo", "roughness", "ao")
 
 
-class MLVFX_OT_generate_material(bpy.types.Operator):
-    """Build a material (normal, height, delit albedo, roughness) from the selected Image Texture"""
+class BackgroundJobOperator:
+    """Shared flow of the long-running operators.
 
-    bl_idname = "mlvfx.generate_material"
-    bl_label = "Generate Material"
+    ``_prepare`` reads Blender data (main thread), ``_compute`` runs the core with no Blender data
+    (a worker thread when interactive), and ``_apply`` writes results back (main thread). In
+    background mode and from scripts ``execute`` runs the three steps synchronously.
+    """
+
     bl_options = {"REGISTER", "UNDO"}
-
-    material: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Material", description="Material to edit (empty: the Shader Editor's material)", default=""
-    )
-    node: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Node", description="Image Texture node holding the photo (empty: the active node)", default=""
-    )
-
+    job_name = "mlvfx"
     _job: jobs.Job | None = None
     _timer: Any = None
     _plan: dict[str, Any] | None = None
 
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        space = getattr(context, "space_data", None)
-        if space is None or getattr(space, "type", "") != "NODE_EDITOR":
-            return True  # scripts and background mode name the material and node explicitly
-        node = getattr(getattr(space, "edit_tree", None), "nodes", None)
-        active = node.active if node is not None else None
-        return active is not None and active.bl_idname == "ShaderNodeTexImage" and active.image is not None
-
-    # -- shared steps ---------------------------------------------------------------------------
-
     def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
-        """Read everything the worker needs from Blender (main thread)."""
-        preferences.apply_environment(context)
-        settings = context.scene.mlvfx_material
-        material, node = bridge.resolve_image_node(context, self.material, self.node)
-        pixels = bridge.downscale(bridge.image_to_array(node.image), settings.max_resolution)
-        maps = ["normal", "albedo", "roughness"]
-        if settings.height_mode != "NONE":
-            maps.append("height")
-        if settings.ao:
-            maps.append("ao")
-        return {
-            "material": material.name,
-            "node": node.name,
-            "label": bridge.source_label(node.image),
-            "pixels": pixels,
-            "maps": tuple(m for m in _MAPS_ORDER if m in maps),
-            "method": settings.method,
-            "tileable": settings.tileable,
-            "normal_strength": settings.normal_strength,
-            "height_mode": settings.height_mode,
-            "pack": settings.pack,
-        }
+        raise NotImplementedError
 
     @staticmethod
     def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
-        """The core call; touches no Blender data, so it may run in a worker thread."""
-        from mlvfx.ops.material import material
-
-        return material(
-            plan["pixels"],
-            plan["maps"],
-            tileable=plan["tileable"],
-            method=plan["method"],
-            progress=progress,
-            cancel=cancel,
-        )
+        raise NotImplementedError
 
     def _apply(self, context: bpy.types.Context, plan: dict[str, Any], result: Any) -> set[str]:
-        """Write the maps to files, load them as new images and wire the nodes (main thread)."""
-        from mlvfx.ops.material import write_material
-
-        material = bpy.data.materials.get(plan["material"])
-        if material is None or material.node_tree is None:
-            self.report({"ERROR"}, f"material {plan['material']!r} was removed while mlvfx worked")
-            return {"CANCELLED"}
-        source = material.node_tree.nodes.get(plan["node"])
-        folder, must_pack = bridge.output_folder(f"{material.name}_{plan['label']}")
-        files = write_material(result, folder, source=plan["label"])
-        images = bridge.load_map_images(
-            {k: Path(v) for k, v in files.items()}, plan["label"], pack=must_pack or plan["pack"]
-        )
-        relief = 0.02
-        _, kept = bridge.build_material_nodes(
-            material,
-            images,
-            source=source,
-            normal_strength=plan["normal_strength"],
-            height_mode=plan["height_mode"],
-            relief=relief,
-            label=f"mlvfx: {plan['label']}",
-        )
-        if kept:
-            self.report(
-                {"WARNING"}, "kept existing links into " + ", ".join(kept) + "; new maps left unconnected"
-            )
-        where = "packed into the .blend" if (must_pack or plan["pack"]) else str(folder)
-        self.report({"INFO"}, f"mlvfx: {len(images)} maps for {material.name!r} ({where})")
-        return {"FINISHED"}
+        raise NotImplementedError
 
     def _fail(self, exc: BaseException) -> set[str]:
         from mlvfx.errors import Cancelled, MlvfxError
@@ -122,8 +47,6 @@ class MLVFX_OT_generate_material(bpy.types.Operator):
         else:
             self.report({"ERROR"}, f"mlvfx internal error: {type(exc).__name__}: {exc}")
         return {"CANCELLED"}
-
-    # -- entry points ---------------------------------------------------------------------------
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         """Synchronous: background mode, scripts and farm jobs."""
@@ -142,7 +65,8 @@ class MLVFX_OT_generate_material(bpy.types.Operator):
         except Exception as exc:
             return self._fail(exc)
         self._plan = plan
-        self._job = jobs.Job("generate material", lambda p, c: self._compute(plan, p, c)).start()
+        compute = self._compute
+        self._job = jobs.Job(self.job_name, lambda p, c: compute(plan, p, c)).start()
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.modal_handler_add(self)
@@ -186,35 +110,124 @@ class MLVFX_OT_generate_material(bpy.types.Operator):
         self._finish(context)
 
 
-class MLVFX_OT_download_models(bpy.types.Operator):
+class MLVFX_OT_generate_material(BackgroundJobOperator, bpy.types.Operator):
+    """Build a material (normal, height, delit albedo, roughness) from the selected Image Texture"""
+
+    bl_idname = "mlvfx.generate_material"
+    bl_label = "Generate Material"
+    job_name = "generate material"
+
+    material: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Material", description="Material to edit (empty: the Shader Editor's material)", default=""
+    )
+    node: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Node", description="Image Texture node holding the photo (empty: the active node)", default=""
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        space = getattr(context, "space_data", None)
+        if space is None or getattr(space, "type", "") != "NODE_EDITOR":
+            return True  # scripts and background mode name the material and node explicitly
+        nodes = getattr(getattr(space, "edit_tree", None), "nodes", None)
+        active = nodes.active if nodes is not None else None
+        return active is not None and active.bl_idname == "ShaderNodeTexImage" and active.image is not None
+
+    def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
+        preferences.apply_environment(context)
+        settings = context.scene.mlvfx_material
+        material, node = bridge.resolve_image_node(context, self.material, self.node)
+        pixels = bridge.downscale(bridge.image_to_array(node.image), settings.max_resolution)
+        maps = ["normal", "albedo", "roughness"]
+        if settings.height_mode != "NONE":
+            maps.append("height")
+        if settings.ao:
+            maps.append("ao")
+        return {
+            "material": material.name,
+            "node": node.name,
+            "label": bridge.source_label(node.image),
+            "pixels": pixels,
+            "maps": tuple(m for m in _MAPS_ORDER if m in maps),
+            "method": settings.method,
+            "tileable": settings.tileable,
+            "normal_strength": settings.normal_strength,
+            "height_mode": settings.height_mode,
+            "pack": settings.pack,
+        }
+
+    @staticmethod
+    def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
+        from mlvfx.ops.material import material
+
+        return material(
+            plan["pixels"],
+            plan["maps"],
+            tileable=plan["tileable"],
+            method=plan["method"],
+            progress=progress,
+            cancel=cancel,
+        )
+
+    def _apply(self, context: bpy.types.Context, plan: dict[str, Any], result: Any) -> set[str]:
+        from mlvfx.ops.material import write_material
+
+        material = bpy.data.materials.get(plan["material"])
+        if material is None or material.node_tree is None:
+            self.report({"ERROR"}, f"material {plan['material']!r} was removed while mlvfx worked")
+            return {"CANCELLED"}
+        source = material.node_tree.nodes.get(plan["node"])
+        pack = plan["pack"]
+        folder, must_pack = bridge.output_folder(f"{material.name}_{plan['label']}")
+        files = write_material(result, folder, source=plan["label"])
+        images = bridge.load_map_images(
+            {k: Path(v) for k, v in files.items()}, plan["label"], pack=must_pack or pack
+        )
+        _, kept = bridge.build_material_nodes(
+            material,
+            images,
+            source=source,
+            normal_strength=plan["normal_strength"],
+            height_mode=plan["height_mode"],
+            relief=0.02,
+            label=f"mlvfx: {plan['label']}",
+        )
+        if kept:
+            self.report(
+                {"WARNING"}, "kept existing links into " + ", ".join(kept) + "; new maps left unconnected"
+            )
+        where = "packed into the .blend" if (must_pack or pack) else str(folder)
+        self.report({"INFO"}, f"mlvfx: {len(images)} maps for {material.name!r} ({where})")
+        return {"FINISHED"}
+
+
+class MLVFX_OT_download_models(BackgroundJobOperator, bpy.types.Operator):
     """Download every model in the zoo manifest into the cache now, with progress"""
 
     bl_idname = "mlvfx.download_models"
     bl_label = "Download Models Now"
+    bl_options = {"REGISTER"}
+    job_name = "download models"
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        from mlvfx.errors import MlvfxError
-        from mlvfx.zoo import load_manifest
-
+    def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
         preferences.apply_environment(context)
         if not bpy.app.online_access:
-            self.report({"WARNING"}, "Blender's online access is disabled (Preferences > System > Network)")
-        try:
-            manifest = load_manifest()
-            from mlvfx.zoo import fetch
+            self.report({"WARNING"}, "Blender's online access is off: only caches and mirrors are used")
+        return {}
 
-            wm = context.window_manager
-            wm.progress_begin(0, 100)
-            try:
-                for index, model in enumerate(manifest.models):
-                    fetch(model.id, model.version)
-                    wm.progress_update(round(100 * (index + 1) / max(1, len(manifest.models))))
-            finally:
-                wm.progress_end()
-        except MlvfxError as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"mlvfx: {len(manifest.models)} model(s) cached")
+    @staticmethod
+    def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
+        from mlvfx.progress import scaled
+        from mlvfx.zoo import fetch_model, load_manifest
+
+        models = load_manifest().models
+        for index, entry in enumerate(models):
+            step = scaled(progress, index / len(models), (index + 1) / len(models))
+            fetch_model(entry, step, cancel=cancel)
+        return len(models)
+
+    def _apply(self, context: bpy.types.Context, plan: dict[str, Any], result: Any) -> set[str]:
+        self.report({"INFO"}, f"mlvfx: {result} model(s) cached")
         return {"FINISHED"}
 
 
