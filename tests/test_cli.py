@@ -87,12 +87,27 @@ def test_batch_folder_continues_past_a_bad_file(tmp_path: Path, capsys) -> None:
     assert "b.png" in err and "1 of 3 images failed" in err
 
 
+def _command_paths(parser, prefix=()):
+    import argparse
+
+    yield prefix
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _command_paths(child, (*prefix, name))
+
+
 def test_help_everywhere(capsys) -> None:
-    for argv in (["--help"], ["material", "--help"], ["info", "--help"], ["demo", "--help"]):
+    from mlvfx.cli import build_parser
+
+    paths = list(_command_paths(build_parser()))
+    assert ("zoo", "pull") in paths and ("eval", "texture") in paths and ("material",) in paths
+    for path in paths:
         with pytest.raises(SystemExit) as exc:
-            main(argv)
+            main([*path, "--help"])
         assert exc.value.code == 0
-        assert "usage: mlvfx" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert out.startswith("usage: mlvfx") and "--json" in out, path
 
 
 def test_console_script_runs_as_a_real_process(photo: Path, tmp_path: Path) -> None:

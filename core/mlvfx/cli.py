@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for register in _plugins():
         register(sub)
+    from mlvfx.texture import cli as texture_cli
+
+    texture_cli.add_eval_texture_parser(_subcommands(sub.choices["eval"]))
     _add_common_flags(parser)
     return parser
 
@@ -238,9 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _plugins() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     """Subcommand groups that live beside their code (zoo, data, eval, texture, smoke)."""
     from mlvfx.data import cli as data_cli
+    from mlvfx.eval import cli as eval_cli
+    from mlvfx.texture import cli as texture_cli
     from mlvfx.zoo import cli as zoo_cli
 
-    return [zoo_cli.register, data_cli.register]
+    return [zoo_cli.register, data_cli.register, eval_cli.register, texture_cli.register]
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise LookupError(f"{parser.prog} has no subcommands")
 
 
 def _add_common_flags(parser: argparse.ArgumentParser) -> None:
