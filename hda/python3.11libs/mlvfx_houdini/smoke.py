@@ -345,7 +345,7 @@ def model_menu() -> list[str]:
         from mlvfx.zoo import load_manifest
 
         manifest = load_manifest()
-    except Exception:  # noqa: BLE001 - a menu must never fail; the cook reports zoo errors.
+    except Exception:
         return items
     for model_id in manifest.ids():
         entry = manifest.get(model_id)
@@ -412,7 +412,9 @@ class SmokeSession:
     cache_dir: Path | None = None
     frames: dict[int, State] = field(default_factory=dict)
 
-    def step_frame(self, state: State | None, inputs: FrameInputs, cancel: CancelToken | None = None) -> State:
+    def step_frame(
+        self, state: State | None, inputs: FrameInputs, cancel: CancelToken | None = None
+    ) -> State:
         """Advance ``state`` (None = empty) by one frame of ``substeps`` steps."""
         from mlvfx.fluids.reference import Source
 
@@ -559,9 +561,9 @@ def forget(key: str) -> bool:
 
 
 def _volumes(geo: hou.Geometry | None) -> dict[str, tuple[FloatGrid, Bounds, bool]]:
-    from mlvfx_houdini.volumes import bounds_from_centres, voxels_to_grid
-
     import hou
+
+    from mlvfx_houdini.volumes import bounds_from_centres, voxels_to_grid
 
     out: dict[str, tuple[FloatGrid, Bounds, bool]] = {}
     if geo is None:
@@ -586,7 +588,9 @@ def _volumes(geo: hou.Geometry | None) -> dict[str, tuple[FloatGrid, Bounds, boo
     return out
 
 
-def _points(geo: hou.Geometry | None, default_radius: float) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+def _points(
+    geo: hou.Geometry | None, default_radius: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
     if geo is None or not geo.points():
         return None
     p = np.asarray(geo.pointFloatAttribValues("P"), dtype=np.float64).reshape(-1, 3)
@@ -632,7 +636,10 @@ def _write(geo: hou.Geometry, domain: Domain, state: State | None) -> None:
     density = np.asarray(density, np.float32).reshape(domain.shape)
     velocity = np.asarray(velocity, np.float32).reshape((*domain.shape, 3))
     lo, hi = domain.bounds.minimum, domain.bounds.maximum
-    for name, grid in (("density", density), *zip(("vel.x", "vel.y", "vel.z"), split_velocity(velocity), strict=True)):
+    for name, grid in (
+        ("density", density),
+        *zip(("vel.x", "vel.y", "vel.z"), split_velocity(velocity), strict=True),
+    ):
         volume = geo.createVolume(*domain.resolution, bounding_box=hou.BoundingBox(*lo, *hi))
         volume.setAllVoxelsFromString(grid_to_voxels(grid).tobytes())
         volume.setAttribValue("name", name)
@@ -695,7 +702,7 @@ def cook(node: hou.Node) -> None:
 
 
 def reset(kwargs: Mapping[str, Any]) -> None:
-    """"Reset Cache" button callback: ``mlvfx_houdini.smoke.reset(kwargs)``."""
+    """ "Reset Cache" button callback: ``mlvfx_houdini.smoke.reset(kwargs)``."""
     import hou
 
     node = kwargs["node"]

@@ -137,7 +137,9 @@ def grid_to_voxels(grid: npt.ArrayLike) -> FloatGrid:
     return np.ascontiguousarray(a).reshape(-1)
 
 
-def bounds_from_centres(first_centre: Sequence[float], voxel_size: Sequence[float], resolution: Sequence[int]) -> Bounds:
+def bounds_from_centres(
+    first_centre: Sequence[float], voxel_size: Sequence[float], resolution: Sequence[int]
+) -> Bounds:
     """The outer box of a volume from its first voxel centre, voxel size and resolution.
 
     ``first_centre`` is ``hou.Volume.indexToPos((0, 0, 0))`` and ``voxel_size`` is
@@ -153,7 +155,9 @@ def bounds_from_centres(first_centre: Sequence[float], voxel_size: Sequence[floa
     return Bounds(lo, hi)
 
 
-def cubic_cell_size(bounds: Bounds, resolution: Sequence[int], what: str = "volume", rtol: float = 1e-3) -> float:
+def cubic_cell_size(
+    bounds: Bounds, resolution: Sequence[int], what: str = "volume", rtol: float = 1e-3
+) -> float:
     """The voxel edge length, checking that voxels are cubes (the solver needs one cell size).
 
     Raises:
@@ -172,7 +176,8 @@ def cubic_cell_size(bounds: Bounds, resolution: Sequence[int], what: str = "volu
 
 def _centres(bounds: Bounds, resolution: tuple[int, int, int]) -> list[npt.NDArray[np.float64]]:
     return [
-        bounds.minimum[a] + (np.arange(resolution[a], dtype=np.float64) + 0.5) * (bounds.size[a] / resolution[a])
+        bounds.minimum[a]
+        + (np.arange(resolution[a], dtype=np.float64) + 0.5) * (bounds.size[a] / resolution[a])
         for a in range(3)
     ]
 
