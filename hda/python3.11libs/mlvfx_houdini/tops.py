@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,15 +53,13 @@ ARG_SEP = "\x1f"  # unit separator: joins argv into one string attribute without
 # HDA's own parameters). tests/test_hou_hda.py checks they exist in both places.
 COMMON_PARMS = ("source", "files", "tag", "outdir", "overwrite", "inprocess")
 MATERIAL_PARMS = (*COMMON_PARMS, "maps", "method", "tileable", "normal_convention", "relief")
-TEXTURE_PARMS = (*COMMON_PARMS, "operation", "size", "seed", "count", "exemplars")
+TEXTURE_PARMS = (*COMMON_PARMS, "operation", "width", "height", "seed", "count", "exemplars")
 
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 
 
 class _Port(Protocol):
     def evaluateString(self, *args: Any) -> str: ...
-    def evaluateInt(self, *args: Any) -> int: ...
-    def evaluateFloat(self, *args: Any) -> float: ...
 
 
 class _Node(Protocol):
@@ -261,35 +259,60 @@ def command_line(job: Job, python: str = PYTHON_TOKEN) -> str:
     return " ".join([python, "-m", "mlvfx.cli", *(_quote(a) for a in argv)])
 
 
-def _jobs_for(node: _Node, kind: str, inputs: Sequence[str]) -> list[Job]:
-    def text(name: str) -> str:
-        return node[name].evaluateString().strip()
+def _read(node: _Node) -> Callable[[str], str]:
+    """A getter of the node's parameters as text.
 
-    def flag(name: str) -> bool:
-        return bool(node[name].evaluateInt())
+    The inner Python Processor's spare parameters are strings holding backtick expressions
+    (`` `chs("../outdir")` ``, `` `ch("../seed")` ``) that reference the HDA's parameters, so every
+    value arrives as text and is converted here.
+    """
 
-    outdir = text("outdir")
+    def value(name: str) -> str:
+        return str(node[name].evaluateString()).strip()
+
+    return value
+
+
+def _int(value: Callable[[str], str], name: str) -> int:
+    raw = value(name)
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise InputError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _float(value: Callable[[str], str], name: str) -> float:
+    raw = value(name)
+    try:
+        return float(raw)
+    except ValueError:
+        raise InputError(f"{name} must be a number, got {raw!r}") from None
+
+
+def jobs_from_parms(value: Callable[[str], str], kind: str, inputs: Sequence[str]) -> list[Job]:
+    """The jobs for ``inputs`` from the node's parameters (``value(name)`` returns text)."""
+    outdir = value("outdir")
+    overwrite = _int(value, "overwrite") != 0
     if kind == "material":
         return material_jobs(
             inputs,
             outdir,
-            maps=text("maps"),
-            method=text("method"),
-            tileable=flag("tileable"),
-            normal_convention=text("normal_convention"),
-            relief=node["relief"].evaluateFloat(),
-            overwrite=flag("overwrite"),
+            maps=value("maps"),
+            method=value("method"),
+            tileable=_int(value, "tileable") != 0,
+            normal_convention=value("normal_convention"),
+            relief=_float(value, "relief"),
+            overwrite=overwrite,
         )
-    size = (node["size"].evaluateInt(0), node["size"].evaluateInt(1))
     return texture_jobs(
         inputs,
         outdir,
-        operation=text("operation"),
-        size=size,
-        seed=node["seed"].evaluateInt(),
-        count=node["count"].evaluateInt(),
-        exemplars=text("exemplars"),
-        overwrite=flag("overwrite"),
+        operation=value("operation"),
+        size=(_int(value, "width"), _int(value, "height")),
+        seed=_int(value, "seed"),
+        count=_int(value, "count"),
+        exemplars=value("exemplars"),
+        overwrite=overwrite,
     )
 
 
@@ -311,21 +334,19 @@ def generate(node: _Node, item_holder: _Holder, upstream_items: Sequence[Any], k
     """
     if kind not in KINDS:
         raise InputError(f"unknown mlvfx TOP kind {kind!r}")
-    in_process = bool(node["inprocess"].evaluateInt())
-    custom = node["source"].evaluateInt() == 1
-    tag = node["tag"].evaluateString().strip()
-    if custom:
-        batches: list[tuple[Any, list[str]]] = [
-            (None, image_inputs([], "", node["files"].evaluateString().strip()))
-        ]
+    value = _read(node)
+    in_process = _int(value, "inprocess") != 0
+    if _int(value, "source") == 1:
+        batches: list[tuple[Any, list[str]]] = [(None, image_inputs([], "", value("files")))]
     elif upstream_items:
+        tag = value("tag")
         batches = [(item, image_inputs(_upstream_files(item), tag, "")) for item in upstream_items]
     else:
         raise InputError(
             "connect a node that outputs images (e.g. File Pattern), or set Source to Custom Files"
         )
     for parent, inputs in batches:
-        for job in _jobs_for(node, kind, inputs):
+        for job in jobs_from_parms(value, kind, inputs):
             item = _add_item(item_holder, parent, in_process)
             item.setStringAttrib(ATTRIB_JOB, kind)
             item.setStringAttrib(ATTRIB_INPUT, job.input)
