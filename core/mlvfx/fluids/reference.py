@@ -88,6 +88,7 @@ class SmokeConfig:
         dt: Seconds per step.
         domain_width: Extent of the domain along X in domain units (cell size ``domain_width / X``).
         advection: ``"maccormack"`` (default) or ``"semi_lagrangian"``.
+        velocity_advection: Scheme for the velocity; None (default) uses ``advection``.
         rk_order: Order of the back-trace (1 = Euler, 2 = midpoint).
         buoyancy: Upward (+Y) acceleration per unit density, domain units / s^2.
         density_dissipation: Density decay rate, 1/s (0 keeps density).
@@ -109,6 +110,7 @@ class SmokeConfig:
     dt: float = 1.0 / 24.0
     domain_width: float = 1.0
     advection: Advection = "maccormack"
+    velocity_advection: Advection | None = None
     rk_order: int = 2
     buoyancy: float = 1.0
     density_dissipation: float = 0.0
@@ -149,8 +151,9 @@ class SmokeConfig:
         for name in ("density_dissipation", "velocity_dissipation", "vorticity", "wind_rate"):
             if getattr(self, name) < 0:
                 raise InputError(f"smoke {name} must be >= 0, got {getattr(self, name)}")
-        if self.advection not in ("semi_lagrangian", "maccormack"):
-            raise InputError(f"unknown advection {self.advection!r} (use maccormack or semi_lagrangian)")
+        for scheme in (self.advection, self.velocity_advection or self.advection):
+            if scheme not in ("semi_lagrangian", "maccormack"):
+                raise InputError(f"unknown advection {scheme!r} (use maccormack or semi_lagrangian)")
         if self.rk_order not in (1, 2):
             raise InputError(f"rk_order must be 1 or 2, got {self.rk_order}")
         if self.wind and (len(self.wind) != self.dims or not all(math.isfinite(w) for w in self.wind)):
@@ -367,7 +370,8 @@ class ReferenceSolver:
         cfg = self.config
         dt = cfg.dt
         ndim = cfg.dims
-        traces = {g: self._traces(g, vel) for g in range(-1, ndim)}
+        vel_scheme = cfg.velocity_advection or cfg.advection
+        traces = {g: self._traces(g, vel, cfg.advection if g < 0 else vel_scheme) for g in range(-1, ndim)}
         density = self._advect(density, None, traces[-1])
         vel = [self._advect(vel[c], comp_dim(c, ndim), traces[c]) for c in range(ndim)]
         if cfg.density_dissipation > 0:
@@ -407,11 +411,13 @@ class ReferenceSolver:
             self._positions[g] = [p.expand(full).contiguous() for p in pos]
         return self._positions[g]
 
-    def _traces(self, g: int, vel: Faces) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    def _traces(
+        self, g: int, vel: Faces, scheme: str
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         """Back-traced (and, for MacCormack, forward-traced) positions of grid ``g`` (-1 = cells)."""
         pos = self._grid_positions(g)
         back = self._trace(pos, vel, -1.0)
-        fwd = self._trace(pos, vel, 1.0) if self.config.advection == "maccormack" else None
+        fwd = self._trace(pos, vel, 1.0) if scheme == "maccormack" else None
         return back, fwd
 
     def _trace(self, pos: list[torch.Tensor], vel: Faces, sign: float) -> list[torch.Tensor]:
