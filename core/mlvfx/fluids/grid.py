@@ -178,9 +178,7 @@ def _grid_sample(field: torch.Tensor, stagger_dim: int | None, pos: list[torch.T
         idx = pos[d] if d == stagger_dim else pos[d] - 0.5
         coords.append((idx * (2.0 / (n - 1)) - 1.0).expand(shape))
     grid = torch.stack(coords, dim=-1).reshape((1,) * ndim + (-1, ndim))
-    out = F.grid_sample(
-        field[None, None], grid, mode="bilinear", padding_mode="border", align_corners=True
-    )
+    out = F.grid_sample(field[None, None], grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out.reshape(shape)
 
 
