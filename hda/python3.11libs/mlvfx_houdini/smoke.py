@@ -294,6 +294,9 @@ def emitter_mask(
         return np.clip(fog, 0.0, 1.0).astype(np.float32)
     if points is not None and len(points):
         r = radii if radii is not None else np.zeros(len(points))
+        if domain.is_2d:  # a 2D slice: points emit as discs, wherever they are along Z
+            points = np.array(points, dtype=np.float64)
+            points[:, 2] = domain.bounds.centre[2]
         return splat_spheres(points, r, domain.bounds, domain.resolution)
     return None
 
@@ -314,6 +317,15 @@ def collision_mask(
     fog = resample_nearest(grid, bounds, domain.bounds, domain.resolution, fill=0.0)
     solid = fog >= 0.5
     return solid
+
+
+def source_velocity(velocity: Sequence[float], domain: Domain) -> tuple[float, ...]:
+    """The emitter's inflow velocity for :class:`Source`: empty (leave velocity alone) when zero,
+    (x, y) in 2D, (x, y, z) in 3D."""
+    v = tuple(float(c) for c in velocity)
+    if not any(v):
+        return ()
+    return v[:2] if domain.is_2d else v[:3]
 
 
 def smoke_config(parms: SmokeParms, domain: Domain, fps: float) -> SmokeConfig:
@@ -529,7 +541,14 @@ def session_for(key: str, parms: SmokeParms, domain: Domain, fps: float, extra: 
             return current
     stepper = make_stepper(parms.model, smoke_config(parms, domain, fps))
     cache = Path(parms.cache_dir).expanduser() if parms.cache_dir else None
-    session = SmokeSession(signature, stepper, parms.substeps, parms.source_rate, parms.source_vel, cache)
+    session = SmokeSession(
+        signature,
+        stepper,
+        parms.substeps,
+        parms.source_rate,
+        source_velocity(parms.source_vel, domain),
+        cache,
+    )
     with _lock:
         _sessions[key] = session
     return session
@@ -545,7 +564,9 @@ def solver_stepper(key: str, parms: SmokeParms, domain: Domain, fps: float) -> S
         stepper = make_stepper(parms.model, smoke_config(parms, domain, fps))
         with _lock:
             _solvers[key] = (signature, stepper)
-    return SmokeSession(signature, stepper, parms.substeps, parms.source_rate, parms.source_vel)
+    return SmokeSession(
+        signature, stepper, parms.substeps, parms.source_rate, source_velocity(parms.source_vel, domain)
+    )
 
 
 def forget(key: str) -> bool:

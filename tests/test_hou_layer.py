@@ -1,0 +1,828 @@
+"""The hou layer of mlvfx_houdini against small test doubles of the hou and pdg objects it touches.
+
+Houdini cannot be installed here, so ``hou`` is a fake module with just the classes and
+functions the layer uses (Volume voxel arrays, Geometry, SopNode parms and inputs,
+InterruptableOperation, NodeError). The doubles follow the documented behaviour: ``allVoxels``
+is x fastest, ``indexToPos`` gives voxel centres, ``updateProgress`` raises
+``OperationInterrupted`` when the user presses Esc.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hda" / "python3.11libs"))
+
+from mlvfx.errors import InputError, MlvfxError  # noqa: E402
+
+_ids = itertools.count(1000)
+
+
+# --------------------------------------------------------------------------------------------
+# hou doubles
+
+
+class Error(Exception):
+    pass
+
+
+class NodeError(Error):
+    pass
+
+
+class OperationInterrupted(Error):
+    pass
+
+
+class InterruptableOperation:
+    """Counts progress updates; raises OperationInterrupted once ``interrupt_at`` is reached."""
+
+    log: list[tuple[str, float]] = []
+    interrupt_at: int | None = None
+
+    def __init__(self, operation_name, long_operation_name=None, open_interrupt_dialog=False, timeout_ms=0):
+        self.name = operation_name
+        self.updates = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def updateProgress(self, percentage=-1.0):
+        InterruptableOperation.log.append((self.name, percentage))
+        self.updates += 1
+        if InterruptableOperation.interrupt_at is not None and self.updates >= InterruptableOperation.interrupt_at:
+            raise OperationInterrupted("interrupted")
+
+
+class Matrix3:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def at(self, r, c):
+        return self.rows[r][c]
+
+
+class BoundingBox:
+    def __init__(self, xmin, ymin, zmin, xmax, ymax, zmax):
+        self.minvec = (xmin, ymin, zmin)
+        self.maxvec = (xmax, ymax, zmax)
+
+
+class Prim:
+    def __init__(self):
+        self.attribs = {}
+
+    def attribValue(self, name):
+        return self.attribs.get(name, "")
+
+    def setAttribValue(self, name, value):
+        self.attribs[name] = value
+
+
+class Volume(Prim):
+    """A native Houdini volume: resolution (nx, ny, nz), box, x-fastest voxel storage."""
+
+    def __init__(self, resolution, lo, hi, values=None, name="", sdf=False, rotated=False):
+        super().__init__()
+        self.res = tuple(int(n) for n in resolution)
+        self.lo, self.hi = np.asarray(lo, float), np.asarray(hi, float)
+        n = self.res[0] * self.res[1] * self.res[2]
+        self.flat = np.zeros(n, np.float32) if values is None else np.asarray(values, np.float32).copy()
+        self.sdf = sdf
+        self.rotated = rotated
+        if name:
+            self.attribs["name"] = name
+
+    @staticmethod
+    def from_grid(grid, lo, hi, name, sdf=False):
+        g = np.asarray(grid, np.float32)
+        nz, ny, nx = g.shape
+        flat = [g[z, y, x] for z in range(nz) for y in range(ny) for x in range(nx)]  # documented order
+        return Volume((nx, ny, nz), lo, hi, flat, name, sdf)
+
+    def resolution(self):
+        return self.res
+
+    def voxel(self, index):
+        x, y, z = index
+        return float(self.flat[(z * self.res[1] + y) * self.res[0] + x])
+
+    def allVoxels(self):
+        return tuple(float(v) for v in self.flat)
+
+    def allVoxelsAsString(self):
+        return self.flat.astype(np.float32).tobytes()
+
+    def setAllVoxels(self, values):
+        self.setAllVoxelsFromString(np.asarray(values, np.float32).tobytes())
+
+    def setAllVoxelsFromString(self, values):
+        a = np.frombuffer(values, np.float32)
+        if a.size != self.flat.size:
+            raise Error("wrong voxel count")
+        self.flat = a.copy()
+
+    def voxelSize(self):
+        return tuple((self.hi - self.lo) / np.asarray(self.res))
+
+    def indexToPos(self, index):
+        return tuple(self.lo + (np.asarray(index) + 0.5) * (self.hi - self.lo) / np.asarray(self.res))
+
+    def transform(self):
+        half = (self.hi - self.lo) / 2
+        rows = [[half[0], 0, 0], [0, half[1], 0], [0, 0, half[2]]]
+        if self.rotated:
+            rows[0][1] = 0.3
+        return Matrix3(rows)
+
+    def isSDF(self):
+        return self.sdf
+
+    def grid(self):
+        return self.flat.reshape(self.res[2], self.res[1], self.res[0])
+
+
+class Point:
+    def __init__(self, pos, pscale=None):
+        self.pos = pos
+        self.pscale = pscale
+
+
+class Geometry:
+    def __init__(self, prims=(), points=()):
+        self._prims = list(prims)
+        self._points = list(points)
+        self.prim_attribs = {"name"} if any("name" in p.attribs for p in self._prims) else set()
+
+    def prims(self):
+        return tuple(self._prims)
+
+    def points(self):
+        return tuple(self._points)
+
+    def findPrimAttrib(self, name):
+        return name if name in self.prim_attribs else None
+
+    def findPointAttrib(self, name):
+        if name == "pscale" and self._points and all(p.pscale is not None for p in self._points):
+            return name
+        return None
+
+    def pointFloatAttribValues(self, name):
+        if name == "P":
+            return tuple(c for p in self._points for c in p.pos)
+        return tuple(p.pscale for p in self._points)
+
+    def addAttrib(self, kind, name, default):
+        assert kind == "prim"
+        self.prim_attribs.add(name)
+
+    def clear(self):
+        self._prims, self._points, self.prim_attribs = [], [], set()
+
+    def createVolume(self, xres, yres, zres, bounding_box=None):
+        v = Volume((xres, yres, zres), bounding_box.minvec, bounding_box.maxvec)
+        self._prims.append(v)
+        return v
+
+    def volume(self, name):
+        return next(p for p in self._prims if isinstance(p, Volume) and p.attribs.get("name") == name)
+
+
+class Node:
+    pass
+
+
+class OpNode(Node):
+    pass
+
+
+class SopNode(OpNode):
+    """A Python SOP instance: parms, an output geometry, inputs (static or per frame)."""
+
+    def __init__(self, parms, inputs=(), inputs_at=None):
+        self.parms = dict(parms)
+        self.read = set()
+        self.out = Geometry()
+        self.in_geos = list(inputs)
+        self.inputs_at = inputs_at
+        self.sid = next(_ids)
+        self.cooked = 0
+
+    def evalParm(self, name):
+        self.read.add(name)
+        value = self.parms[name]
+        return value
+
+    def evalParmTuple(self, name):
+        self.read.add(name)
+        return tuple(self.parms[name])
+
+    def geometry(self):
+        return self.out
+
+    def inputs(self):
+        return tuple(object() if g is not None else None for g in self.in_geos)
+
+    def inputGeometry(self, index):
+        return self.in_geos[index]
+
+    def inputGeometryAtFrame(self, frame, index):
+        if self.inputs_at is not None:
+            return self.inputs_at(frame, index)
+        return self.in_geos[index]
+
+    def sessionId(self):
+        return self.sid
+
+    def cook(self, force=False):
+        self.cooked += 1
+
+
+class Cop2Node(OpNode):
+    def __init__(self, parms):
+        self.parms = dict(parms)
+        self.written = None
+
+    def evalParm(self, name):
+        return self.parms[name]
+
+    def setPixelsOfCookingPlaneFromString(self, values, component=None, interleaved=True, depth=None, flip_vertically=False):
+        self.written = (values, flip_vertically)
+
+
+def make_fake_hou(frame=1, fps=24.0):
+    hou = types.ModuleType("hou")
+    for obj in (Error, NodeError, OperationInterrupted, InterruptableOperation, Matrix3, BoundingBox, Prim, Volume,
+                Geometry, Node, OpNode, SopNode, Cop2Node):
+        setattr(hou, obj.__name__, obj)
+    hou.attribType = types.SimpleNamespace(Prim="prim", Point="point")
+    hou.state = {"frame": frame}
+    hou.fps = lambda: fps
+    hou.intFrame = lambda: hou.state["frame"]
+    hou.frame = lambda: float(hou.state["frame"])
+    return hou
+
+
+@pytest.fixture()
+def hou(monkeypatch):
+    fake = make_fake_hou()
+    monkeypatch.setitem(sys.modules, "hou", fake)
+    monkeypatch.delitem(sys.modules, "mlvfx_houdini.host", raising=False)
+    InterruptableOperation.log = []
+    InterruptableOperation.interrupt_at = None
+    return fake
+
+
+def smoke_parms(**over):
+    parms = {
+        "mode": 0,
+        "model": "reference",
+        "substeps": 1,
+        "buoyancy": 1.0,
+        "density_dissipation": 0.0,
+        "velocity_dissipation": 0.0,
+        "boundary": 1,  # closed
+        "source_rate": 4.0,
+        "source_vel": (0.0, 0.0, 0.0),
+        "emit_radius": 0.2,
+        "divisions": 8,
+        "center": (0.5, 0.5, 0.5),
+        "size": (1.0, 1.0, 1.0),
+        "start_frame": 1,
+        "cache_dir": "",
+    }
+    parms.update(over)
+    return parms
+
+
+# --------------------------------------------------------------------------------------------
+# smoke SOP
+
+
+def test_solver_mode_emits_rises_and_writes_named_volumes(hou):
+    from mlvfx_houdini import smoke
+
+    emitter = Geometry(points=[Point((0.5, 0.25, 0.5))])
+    node = SopNode(smoke_parms(), [None, emitter, None])
+    smoke.cook(node)
+    out = node.out
+    names = [p.attribs["name"] for p in out.prims()]
+    assert names == ["density", "vel.x", "vel.y", "vel.z"]
+    d1 = out.volume("density")
+    assert d1.resolution() == (8, 8, 8)
+    assert tuple(d1.lo) == pytest.approx((0, 0, 0)) and tuple(d1.hi) == pytest.approx((1, 1, 1))
+    g1 = d1.grid()
+    assert g1.sum() > 0
+    # Emission sits around the emitter point (x=0.5 -> index 4, y=0.25 -> index 2), in (Z, Y, X).
+    assert g1[4, 2, 4] > 0 and g1[4, 7, 4] == 0
+    # Feed the result back (what a SOP Solver does): more smoke, and buoyancy lifts it.
+    node2 = SopNode(smoke_parms(), [out, emitter, None])
+    node2.sid = node.sid
+    smoke.cook(node2)
+    g2 = node2.out.volume("density").grid()
+    assert g2.sum() > g1.sum()
+    assert node2.out.volume("vel.y").grid().max() > 0
+    assert node.read <= set(smoke.PARM_NAMES)
+
+
+def test_state_round_trips_through_the_layout(hou):
+    """A lone hot voxel at x=1, y=2, z=3 with no motion stays exactly there."""
+    from mlvfx_houdini import smoke
+
+    grid = np.zeros((6, 5, 4), np.float32)  # (Z, Y, X) = 6 x 5 x 4 voxels of 0.25
+    grid[3, 2, 1] = 1.0
+    lo, hi = (0, 0, 0), (1.0, 1.25, 1.5)
+    state = Geometry([Volume.from_grid(grid, lo, hi, "density")])
+    node = SopNode(smoke_parms(buoyancy=0.0, source_rate=0.0), [state, None, None])
+    smoke.cook(node)
+    out = node.out.volume("density")
+    assert out.resolution() == (4, 5, 6)
+    assert tuple(out.lo) == pytest.approx(lo) and tuple(out.hi) == pytest.approx(hi)
+    assert out.voxel((1, 2, 3)) == pytest.approx(1.0, abs=1e-5)
+    assert out.grid().sum() == pytest.approx(1.0, abs=1e-4)
+    for comp in ("vel.x", "vel.y", "vel.z"):
+        assert np.abs(node.out.volume(comp).grid()).max() < 1e-6
+
+
+def test_collision_sdf_keeps_smoke_out(hou):
+    from mlvfx_houdini import smoke
+
+    # An SDF that is solid (negative) in the upper half: y > 0.5.
+    ys = (np.arange(8) + 0.5) / 8
+    sdf = np.broadcast_to((0.5 - ys)[None, :, None], (8, 8, 8)).astype(np.float32)
+    collision = Geometry([Volume.from_grid(sdf, (0, 0, 0), (1, 1, 1), "collision", sdf=True)])
+    emitter = Geometry(points=[Point((0.5, 0.5, 0.5), pscale=0.45)])  # overlaps the solid
+    node = SopNode(smoke_parms(), [None, emitter, collision])
+    smoke.cook(node)
+    g = node.out.volume("density").grid()
+    assert g[:, :4, :].sum() > 0
+    assert g[:, 4:, :].max() == 0.0
+
+
+def test_emitter_volume_named_source_is_used(hou):
+    from mlvfx_houdini import smoke
+
+    src = np.zeros((4, 4, 4), np.float32)
+    src[0:2, 0:2, 0:2] = 1.0  # a corner block of a 4^3 grid over the same box
+    emitter = Geometry([Volume.from_grid(src, (0, 0, 0), (1, 1, 1), "source")])
+    node = SopNode(smoke_parms(buoyancy=0.0, source_rate=1.0), [None, emitter, None])
+    smoke.cook(node)
+    g = node.out.volume("density").grid()  # 8^3: the block covers indices 0..3
+    assert g[0:4, 0:4, 0:4].mean() > 10 * max(g[4:, 4:, 4:].mean(), 1e-9)
+
+
+def test_standalone_mode_caches_frames(hou):
+    from mlvfx_houdini import smoke
+
+    emitter = Geometry(points=[Point((0.5, 0.25, 0.5))])
+    node = SopNode(smoke_parms(mode=1, start_frame=1), [None, emitter, None])
+    hou.state["frame"] = 3
+    smoke.cook(node)
+    frame3 = node.out.volume("density").grid().copy()
+    steps_first = len(InterruptableOperation.log)
+    assert steps_first >= 3  # frames 1, 2, 3 simulated (plus the final 1.0 update)
+
+    hou.state["frame"] = 2  # scrubbing back: cached, nothing simulated
+    smoke.cook(node)
+    assert len(InterruptableOperation.log) == steps_first
+    frame2 = node.out.volume("density").grid().copy()
+    assert frame2.sum() < frame3.sum()
+
+    hou.state["frame"] = 3
+    smoke.cook(node)
+    assert np.array_equal(node.out.volume("density").grid(), frame3)
+
+    hou.state["frame"] = 0  # before the start: the (empty) input state
+    smoke.cook(node)
+    assert node.out.volume("density").grid().max() == 0
+
+    # Reset forgets the cache: frame 3 is simulated again, bit-identically (deterministic).
+    smoke.reset({"node": node})
+    assert node.cooked == 1
+    hou.state["frame"] = 3
+    before = len(InterruptableOperation.log)
+    smoke.cook(node)
+    assert len(InterruptableOperation.log) > before
+    assert np.array_equal(node.out.volume("density").grid(), frame3)
+
+
+def test_standalone_disk_cache_survives_a_new_session(hou, tmp_path):
+    from mlvfx_houdini import smoke
+
+    emitter = Geometry(points=[Point((0.5, 0.25, 0.5))])
+    node = SopNode(smoke_parms(mode=1, cache_dir=str(tmp_path)), [None, emitter, None])
+    hou.state["frame"] = 2
+    smoke.cook(node)
+    first = node.out.volume("density").grid().copy()
+    assert len(list(tmp_path.glob("smoke.*.npz"))) == 2
+    smoke.forget(str(node.sid))
+    before = len(InterruptableOperation.log)
+    smoke.cook(node)
+    assert np.array_equal(node.out.volume("density").grid(), first)
+    # Loaded from disk: the interruptible operation ran but no frame was simulated.
+    assert [p for _, p in InterruptableOperation.log[before:]] == []
+
+
+def test_escape_cancels_the_cook_with_a_node_error(hou):
+    from mlvfx_houdini import smoke
+
+    InterruptableOperation.interrupt_at = 1
+    emitter = Geometry(points=[Point((0.5, 0.25, 0.5))])
+    node = SopNode(smoke_parms(mode=1), [None, emitter, None])
+    hou.state["frame"] = 20
+    with pytest.raises(NodeError, match="cancelled by the user"):
+        smoke.cook(node)
+    # It stopped at the first check point instead of simulating 20 frames.
+    assert len(InterruptableOperation.log) == 1
+
+
+def test_bad_inputs_become_one_line_node_errors(hou):
+    from mlvfx_houdini import smoke
+
+    lopsided = Geometry([Volume((8, 8, 8), (0, 0, 0), (1, 2, 1), name="density")])
+    with pytest.raises(NodeError, match="voxels must be cubes") as err:
+        smoke.cook(SopNode(smoke_parms(), [lopsided, None, None]))
+    assert "\n" not in str(err.value)
+
+    rotated = Geometry([Volume((8, 8, 8), (0, 0, 0), (1, 1, 1), name="density", rotated=True)])
+    with pytest.raises(NodeError, match="rotated"):
+        smoke.cook(SopNode(smoke_parms(), [rotated, None, None]))
+
+    with pytest.raises(NodeError, match="substeps must be in 1..64"):
+        smoke.cook(SopNode(smoke_parms(substeps=0), [None, None, None]))
+
+    with pytest.raises(NodeError, match="no model 'nope'"):
+        smoke.cook(SopNode(smoke_parms(model="nope"), [None, None, None]))
+
+    with pytest.raises(NodeError, match="must run as a SOP"):
+        smoke.cook(Node())
+
+
+def test_two_dimensional_domain(hou):
+    from mlvfx_houdini import smoke
+
+    emitter = Geometry(points=[Point((0.5, 0.2, 0.0))])
+    node = SopNode(smoke_parms(size=(1.0, 1.0, 0.0), divisions=16), [None, emitter, None])
+    smoke.cook(node)
+    d = node.out.volume("density")
+    assert d.resolution() == (16, 16, 1)
+    assert d.grid().sum() > 0
+    assert np.abs(node.out.volume("vel.z").grid()).max() == 0
+
+
+def test_parms_accept_tokens_and_indices_and_validate():
+    from mlvfx_houdini.smoke import SmokeParms
+
+    p = smoke_parms(mode="standalone", boundary=2)
+    parms = SmokeParms.read(p.__getitem__, p.__getitem__)
+    assert parms.mode == "standalone" and parms.boundary == "open"
+    bad = smoke_parms(boundary=7)
+    with pytest.raises(InputError, match="boundary: menu index 7"):
+        SmokeParms.read(bad.__getitem__, bad.__getitem__)
+    with pytest.raises(InputError, match="density_dissipation"):
+        SmokeParms(density_dissipation=-1.0)
+
+
+def test_domain_from_parms_makes_cubic_voxels():
+    from mlvfx_houdini.smoke import domain_from_parms
+
+    d = domain_from_parms((0, 1, 0), (2.0, 1.0, 0.5), 20)
+    assert d.resolution == (20, 10, 5)
+    assert d.cell_size == pytest.approx(0.1)
+    assert d.bounds.centre == pytest.approx((0, 1, 0))
+    with pytest.raises(InputError, match="divisions"):
+        domain_from_parms((0, 0, 0), (1, 1, 1), 2)
+
+
+def test_model_menu_lists_reference_first():
+    from mlvfx_houdini.smoke import model_menu
+
+    menu = model_menu()
+    assert menu[0] == "reference" and len(menu) % 2 == 0
+
+
+def test_zoo_model_without_runtime_is_a_clear_error(monkeypatch, tmp_path):
+    import json
+
+    from mlvfx.errors import ModelNotFound
+    from mlvfx.fluids.reference import SmokeConfig
+    from mlvfx_houdini.smoke import make_stepper, model_menu
+
+    manifest = {
+        "schema_version": 1,
+        "models": [{
+            "id": "smoke-tiny", "version": "1.0", "task": "smoke.surrogate", "format": ["safetensors"],
+            "license": "Apache-2.0", "files": [{"name": "smoke-tiny.safetensors", "sha256": "0" * 64, "size": 1,
+                                                "urls": ["https://example.invalid/smoke-tiny.safetensors"]}],
+            "io": {"inputs": [{"name": "state", "channels": 4, "color_space": "data"}],
+                   "outputs": [{"name": "state", "channels": 4, "color_space": "data"}],
+                   "tile": 0, "scale": 1},
+            "metrics": {}, "card": "cards/smoke-tiny.md", "recipe": "recipes/smoke-tiny.toml",
+        }],
+    }
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    monkeypatch.setenv("MLVFX_ZOO_MANIFEST", str(path))
+    assert model_menu()[2] == "smoke-tiny"
+    with pytest.raises(ModelNotFound, match="learned smoke runtime"):
+        make_stepper("smoke-tiny", SmokeConfig(shape=(8, 8)))
+
+
+# --------------------------------------------------------------------------------------------
+# host glue
+
+
+def test_node_errors_translate_only_mlvfx_errors(hou):
+    from mlvfx_houdini.host import node_errors
+
+    with pytest.raises(NodeError, match="x.png: broken"):
+        with node_errors():
+            raise MlvfxError("broken", path="x.png")
+    with pytest.raises(ZeroDivisionError):
+        with node_errors():
+            raise ZeroDivisionError()
+
+
+def test_interruptible_maps_escape_to_the_cancel_token(hou):
+    from mlvfx_houdini.host import interruptible
+
+    InterruptableOperation.interrupt_at = 2
+    with interruptible("job") as (progress, cancel):
+        progress(0.25, "a")
+        assert not cancel.cancelled
+        progress(0.5, "b")  # Esc pressed here
+        assert cancel.cancelled
+        progress(0.75, "c")  # no more calls into Houdini once cancelled
+    assert [p for _, p in InterruptableOperation.log] == [0.25, 0.5]
+
+
+# --------------------------------------------------------------------------------------------
+# TOPs (pdg doubles)
+
+
+class Port:
+    def __init__(self, value):
+        self.value = value
+
+    def evaluateString(self, *args):
+        return str(self.value)
+
+
+class PdgNode:
+    """The inner Python Processor: every spare parm is a string (a backtick expression)."""
+
+    def __init__(self, parms):
+        self.parms = parms
+        self.read = set()
+
+    def __getitem__(self, name):
+        self.read.add(name)
+        return Port(self.parms[name])
+
+
+class File:
+    def __init__(self, path, tag):
+        self.path, self.tag = path, tag
+
+
+class WorkItem:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.attribs = {}
+        self.command = None
+        self.expected = []
+        self.outputs = []
+        self.outputFiles = []
+
+    def setStringAttrib(self, name, value):
+        self.attribs[name] = value
+
+    def stringAttribValue(self, name):
+        return self.attribs.get(name)
+
+    def setCommand(self, command):
+        self.command = command
+
+    def addExpectedOutputFile(self, path, tag):
+        self.expected.append((path, tag))
+
+    def addOutputFile(self, path, tag):
+        self.outputs.append((path, tag))
+
+
+class Holder:
+    def __init__(self):
+        self.items = []
+
+    def addWorkItem(self, **kwargs):
+        item = WorkItem(**kwargs)
+        self.items.append(item)
+        return item
+
+
+@pytest.fixture()
+def pdg(monkeypatch):
+    fake = types.ModuleType("pdg")
+    fake.workItemCookType = types.SimpleNamespace(InProcess="inprocess", Generate="generate")
+    monkeypatch.setitem(sys.modules, "pdg", fake)
+    return fake
+
+
+def material_parms(**over):
+    parms = {
+        "source": "1", "files": "", "tag": "file/image", "outdir": "", "overwrite": "0", "inprocess": "0",
+        "maps": "normal,height", "method": "classical", "tileable": "0", "normal_convention": "opengl",
+        "relief": "0.01",
+    }
+    parms.update(over)
+    return parms
+
+
+def write_photo(path, size=24, seed=0):
+    from mlvfx.io import write_image
+
+    rng = np.random.default_rng(seed)
+    write_image(path, rng.random((size, size, 3)).astype(np.float32), kind="color", bit_depth=8)
+
+
+def test_material_generate_makes_farm_commands(pdg, tmp_path):
+    from mlvfx_houdini import tops
+
+    photos = tmp_path / "my photos"
+    photos.mkdir()
+    for name in ("b.png", "a.png", "notes.txt"):
+        (photos / name).write_bytes(b"x")
+    node = PdgNode(material_parms(files=str(photos), outdir=str(tmp_path / "out dir")))
+    holder = Holder()
+    tops.generate(node, holder, [], "material")
+    assert len(holder.items) == 2
+    first = holder.items[0]
+    assert first.attribs["mlvfx_input"].endswith("a.png")
+    assert first.attribs["mlvfx_output"] == str(tmp_path / "out dir" / "a")
+    assert first.kwargs == {"cookType": "generate"}
+    cmd = first.command
+    assert cmd.startswith("__PDG_PYTHON__ -m mlvfx.cli material --quiet ")
+    assert f'"{photos / "a.png"}"' in cmd  # a path with a space is quoted
+    assert "--maps normal,height --method classical" in cmd
+    assert first.expected == [(str(tmp_path / "out dir" / "a"), "file/directory")]
+    assert node.read <= set(tops.MATERIAL_PARMS)
+
+
+def test_material_generate_from_upstream_files_filters_by_tag(pdg, tmp_path):
+    from mlvfx_houdini import tops
+
+    up = WorkItem()
+    up.outputFiles = [File("/x/rock.png", "file/image"), File("/x/rock.json", "file/json"),
+                      File("/x/rock.exr", "file/image/exr")]
+    node = PdgNode(material_parms(source="0", outdir=str(tmp_path)))
+    holder = Holder()
+    tops.generate(node, holder, [up], "material")
+    assert [i.attribs["mlvfx_input"] for i in holder.items] == ["/x/rock.png", "/x/rock.exr"]
+    # Same stem twice: distinct output folders.
+    assert [Path(i.attribs["mlvfx_output"]).name for i in holder.items] == ["rock", "rock_2"]
+    assert all(i.kwargs["parent"] is up for i in holder.items)
+    with pytest.raises(InputError, match="connect a node"):
+        tops.generate(node, Holder(), [], "material")
+
+
+def test_material_in_process_cook_writes_maps_and_reports_outputs(pdg, tmp_path):
+    from mlvfx_houdini import tops
+
+    photo = tmp_path / "stone.png"
+    write_photo(photo)
+    node = PdgNode(material_parms(files=str(photo), outdir=str(tmp_path / "out"), inprocess="1"))
+    holder = Holder()
+    tops.generate(node, holder, [], "material")
+    (item,) = holder.items
+    assert item.command is None and item.kwargs == {"cookType": "inprocess"}
+    tops.cook_task(node, item)
+    names = sorted(Path(p).name for p, _ in item.outputs)
+    assert names == ["height.exr", "height16.png", "material.json", "normal.png"]
+    assert dict((Path(p).name, t) for p, t in item.outputs)["normal.png"] == "file/image"
+    # A second cook without overwrite refuses to replace the files: a typed error, not a crash.
+    with pytest.raises(MlvfxError, match="exists"):
+        tops.cook_task(node, item)
+
+
+def test_material_jobs_validate_parameters(tmp_path):
+    from mlvfx_houdini.tops import material_jobs
+
+    with pytest.raises(InputError, match="unknown map"):
+        material_jobs(["a.png"], str(tmp_path), maps="normal,shiny")
+    with pytest.raises(InputError, match="output folder"):
+        material_jobs(["a.png"], "")
+    (job,) = material_jobs(["a.png"], "/o", maps="height,normal", tileable=True, overwrite=True)
+    assert job.args == ("material", "a.png", "-o", "/o/a", "--maps", "normal,height", "--method", "classical",
+                        "--normal-convention", "opengl", "--relief", "0.01", "--tileable", "--overwrite")
+
+
+def test_texture_jobs_for_each_operation():
+    from mlvfx_houdini.tops import command_line, texture_jobs
+
+    grow = texture_jobs(["/e/moss.png"], "/o", operation="grow", size=(512, 256), seed=7, count=3)
+    assert [j.output for j in grow] == ["/o/moss_grow_7", "/o/moss_grow_8", "/o/moss_grow_9"]
+    assert grow[1].args == ("texture", "grow", "/e/moss.png", "--size", "512x256", "--seed", "8", "-o",
+                            "/o/moss_grow_8")
+    assert command_line(grow[0]).startswith("__PDG_PYTHON__ -m mlvfx.cli texture grow --quiet /e/moss.png")
+    (tile,) = texture_jobs(["/e/moss.png"], "/o", operation="tile")
+    assert tile.output == "/o/moss_tile.png" and not tile.output_is_dir
+    (paint,) = texture_jobs(["/l/labels.png"], "/o", operation="paint",
+                            exemplars="#ff0000=rock/\n #00ff00 = grass.png ;")
+    assert paint.args[3:7] == ("--exemplar", "#ff0000=rock/", "--exemplar", "#00ff00=grass.png")
+    with pytest.raises(InputError, match="LABEL=PATH"):
+        texture_jobs(["/l/x.png"], "/o", operation="paint", exemplars="rock.png")
+    with pytest.raises(InputError, match="at least one exemplar"):
+        texture_jobs(["/l/x.png"], "/o", operation="paint")
+    with pytest.raises(InputError, match="operation"):
+        texture_jobs(["/l/x.png"], "/o", operation="blur")
+
+
+def test_texture_generate_reads_only_declared_parms(pdg, tmp_path):
+    from mlvfx_houdini import tops
+
+    ex = tmp_path / "ex.png"
+    ex.write_bytes(b"x")
+    parms = {"source": "1", "files": str(ex), "tag": "", "outdir": str(tmp_path), "overwrite": "0",
+             "inprocess": "0", "operation": "grow", "width": "64", "height": "32", "seed": "2", "count": "2",
+             "exemplars": ""}
+    node = PdgNode(parms)
+    holder = Holder()
+    tops.generate(node, holder, [], "texture")
+    assert len(holder.items) == 2
+    assert "--size 64x32 --seed 3" in holder.items[1].command
+    assert node.read <= set(tops.TEXTURE_PARMS)
+
+
+def test_command_line_quoting_is_safe():
+    from mlvfx_houdini.tops import Job, command_line
+
+    job = Job(("material", "C:\\My Photos\\", "-o", "/o"), "", "", True)
+    assert command_line(job, "py") == 'py -m mlvfx.cli material --quiet "C:\\My Photos\\\\" -o /o'
+    for bad in ('a"b', "a$HOME", "a`x`", "a\nb"):
+        with pytest.raises(InputError, match="farm command"):
+            command_line(Job(("material", bad), "", "", True))
+
+
+def test_texture_job_failure_is_an_mlvfx_error(tmp_path):
+    from mlvfx_houdini.tops import run_job
+
+    with pytest.raises(MlvfxError, match="exit code"):
+        run_job(("texture", "tile", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o.png")))
+
+
+def test_job_from_attribs_requires_a_job():
+    from mlvfx_houdini.tops import ARG_SEP, job_from_attribs
+
+    with pytest.raises(InputError, match="no mlvfx job"):
+        job_from_attribs({})
+    job = job_from_attribs({"mlvfx_args": ARG_SEP.join(["texture", "grow", "a b.png"]), "mlvfx_output": "/o"})
+    assert job.args == ("texture", "grow", "a b.png") and job.output_is_dir
+
+
+# --------------------------------------------------------------------------------------------
+# COP2
+
+
+def test_map_to_rgb_encodings():
+    from mlvfx_houdini.cop import map_to_rgb
+
+    maps = {
+        "normal": np.array([[[0.0, 0.0, 1.0]]], np.float32),
+        "height": np.array([[0.25]], np.float32),
+        "albedo": np.array([[[0.1, 0.2, 0.3, 1.0]]], np.float32),
+    }
+    assert map_to_rgb(maps, "normal")[0, 0].tolist() == [0.5, 0.5, 1.0]
+    assert map_to_rgb(maps, "height")[0, 0].tolist() == [0.25, 0.25, 0.25]
+    assert map_to_rgb(maps, "albedo").shape == (1, 1, 3)
+    with pytest.raises(InputError, match="not computed"):
+        map_to_rgb(maps, "ao")
+
+
+def test_cop_cook_writes_the_chosen_map_flipped_for_cop2(hou, tmp_path):
+    from mlvfx_houdini import cop
+
+    photo = tmp_path / "p.png"
+    write_photo(photo, size=16)
+    node = Cop2Node({"image": str(photo), "map": 1, "tileable": 0, "normal_convention": 0, "relief": 0.01})
+    assert cop.resolution(node) == (16, 16)
+    assert cop.output_planes_to_cook(node) == ("C",)
+    cop.cook(node, "C", (16, 16))
+    data, flip = node.written
+    assert flip is True
+    pixels = np.frombuffer(data, np.float32).reshape(16, 16, 3)
+    request, _ = cop._request(node)
+    height = cop.compute(request).maps["height"]
+    assert np.allclose(pixels[..., 0], height)  # rows in core order; Houdini flips on write
+    node.parms["image"] = str(tmp_path / "missing.png")
+    with pytest.raises(NodeError, match="cannot read"):
+        cop.cook(node, "C", (16, 16))
