@@ -260,14 +260,12 @@ def labels_from_colors(
 
 
 def _blur(image: FloatArray, sigma: float, tileable: bool) -> FloatArray:
-    import cv2
+    # OpenCV's GaussianBlur has no wrap-around border; the classical filter pads by wrapping.
+    from mlvfx.classical.filters import gaussian
 
     if sigma <= 0:
         return image
-    border = cv2.BORDER_WRAP if tileable else cv2.BORDER_REFLECT
-    out: FloatArray = np.stack(
-        [cv2.GaussianBlur(ch, (0, 0), sigma, borderType=border) for ch in image]
-    ).astype(np.float32)
+    out: FloatArray = np.stack([gaussian(ch, sigma, tileable) for ch in image]).astype(np.float32)
     return out
 
 
