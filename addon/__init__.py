@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import operators, panels, preferences, properties
+from . import operators, panels, preferences, properties, texture_operators
 
-_modules = (preferences, properties, operators, panels)
+_modules = (preferences, properties, operators, texture_operators, panels)
 
 
 def register() -> None:

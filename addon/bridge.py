@@ -28,26 +28,38 @@ MAP_LABELS = {
 TAG = "mlvfx_map"  # custom property on nodes we create: the map they hold
 
 
-def image_to_array(image: bpy.types.Image) -> np.ndarray:
-    """An image datablock's pixels as float32 (H, W, C), top row first, colour linear.
+def _raw_pixels(image: bpy.types.Image, keep_alpha: bool = False) -> np.ndarray:
+    """Pixels exactly as Blender holds them: float32 (H, W, C), top row first.
 
-    Byte images in an sRGB colour space are decoded to linear; float images are already linear.
+    An opaque alpha channel is dropped unless ``keep_alpha``.
     """
     width, height = image.size
     if width == 0 or height == 0 or (not image.has_data and not _try_load(image)):
         source = bpy.path.abspath(image.filepath) if image.filepath else image.name
         raise InvalidImageDataError("image has no pixels (missing or unreadable file)", source)
-    channels = image.channels
-    buffer = np.empty(width * height * channels, dtype=np.float32)
+    buffer = np.empty(width * height * image.channels, dtype=np.float32)
     image.pixels.foreach_get(buffer)
-    pixels = buffer.reshape(height, width, channels)[::-1]
-    if channels == 4 and np.all(pixels[..., 3] == 1.0):
+    pixels = buffer.reshape(height, width, image.channels)[::-1]
+    if not keep_alpha and image.channels == 4 and np.all(pixels[..., 3] == 1.0):
         pixels = pixels[..., :3]
-    pixels = np.ascontiguousarray(pixels)
+    return np.ascontiguousarray(pixels)
+
+
+def image_to_array(image: bpy.types.Image) -> np.ndarray:
+    """An image datablock's pixels as float32 (H, W, C), top row first, colour linear.
+
+    Byte images in an sRGB colour space are decoded to linear; float images are already linear.
+    """
+    pixels = _raw_pixels(image)
     if not image.is_float and image.colorspace_settings.name == "sRGB":
         colour = min(3, pixels.shape[2])
         pixels[..., :colour] = srgb_to_linear(pixels[..., :colour])
     return pixels
+
+
+def data_array(image: bpy.types.Image) -> np.ndarray:
+    """Pixels of a data (Non-Color) image as float32 (H, W, C), top row first, never colour-converted."""
+    return _raw_pixels(image)
 
 
 def _try_load(image: bpy.types.Image) -> bool:
@@ -90,24 +102,28 @@ def output_folder(base_name: str) -> tuple[Path, bool]:
     return Path(tempfile.mkdtemp(prefix=f"mlvfx-{_safe(base_name)}-")), True
 
 
+def _load_image(path: Path, name: str, colorspace: str, pack: bool) -> bpy.types.Image:
+    """Load a file we just wrote as a new image: a relative path beside a saved .blend, else packed."""
+    image = bpy.data.images.load(str(path), check_existing=False)
+    image.name = name
+    image.colorspace_settings.name = colorspace
+    if pack or not bpy.data.is_saved:
+        image.pack()
+    else:
+        try:
+            image.filepath = bpy.path.relpath(str(path))
+        except ValueError:  # another drive on Windows: keep the absolute path
+            pass
+    return image
+
+
 def load_map_images(files: dict[str, Path], base_name: str, pack: bool) -> dict[str, bpy.types.Image]:
-    """Load written map files as new image datablocks with the right colour spaces."""
-    images: dict[str, bpy.types.Image] = {}
-    for name, path in files.items():
-        if name not in MAP_LABELS:
-            continue
-        image = bpy.data.images.load(str(path), check_existing=False)
-        image.name = f"{base_name}_{name}"
-        image.colorspace_settings.name = MAP_LABELS[name][1]
-        if bpy.data.is_saved and not pack:
-            try:
-                image.filepath = bpy.path.relpath(str(path))
-            except ValueError:  # another drive on Windows: keep the absolute path
-                pass
-        if pack:
-            image.pack()
-        images[name] = image
-    return images
+    """Load written material map files as new image datablocks with the right colour spaces."""
+    return {
+        name: _load_image(path, f"{base_name}_{name}", MAP_LABELS[name][1], pack)
+        for name, path in files.items()
+        if name in MAP_LABELS
+    }
 
 
 def _find_output(tree: bpy.types.NodeTree) -> bpy.types.Node:
@@ -285,3 +301,58 @@ def source_label(image: bpy.types.Image) -> str:
     if image.filepath:
         return Path(bpy.path.abspath(image.filepath)).stem or image.name
     return os.path.splitext(image.name)[0]
+
+
+def image_kind(image: bpy.types.Image) -> str:
+    """ "data" for Non-Color (and other raw) images, else "color"."""
+    return "data" if image.colorspace_settings.name in ("Non-Color", "Raw", "Generic Data") else "color"
+
+
+def save_new_images(
+    arrays: dict[str, np.ndarray], folder_name: str, kind: str, pack: bool = False
+) -> dict[str, bpy.types.Image]:
+    """Write arrays as 16-bit PNGs (sRGB-encoded for colour) and load them as new image datablocks.
+
+    Files go to a fresh folder under //textures/mlvfx/ (or a temp folder, packed, for unsaved files).
+    """
+    from mlvfx.io import write_image
+
+    folder, must_pack = output_folder(folder_name)
+    images: dict[str, bpy.types.Image] = {}
+    for name, array in arrays.items():
+        path = write_image(
+            folder / f"{_safe(name)}.png", array, kind="color" if kind == "color" else "data", bit_depth=16
+        )
+        images[name] = _load_image(path, name, "sRGB" if kind == "color" else "Non-Color", pack or must_pack)
+    return images
+
+
+def add_image_nodes(
+    tree: bpy.types.NodeTree, images: list[bpy.types.Image], near: bpy.types.Node | None, label: str
+) -> list[bpy.types.Node]:
+    """Unconnected Image Texture nodes for new images, in a labelled frame beside ``near``."""
+    frame = tree.nodes.new("NodeFrame")
+    frame.label = label
+    frame[TAG] = "frame"
+    x = (near.location.x + 320) if near is not None else 0.0
+    y = near.location.y if near is not None else 0.0
+    nodes = []
+    for index, image in enumerate(images):
+        node = tree.nodes.new("ShaderNodeTexImage")
+        node.image = image
+        node.label = image.name
+        node.location = (x, y - 280 * index)
+        node.parent = frame
+        node[TAG] = "texture"
+        nodes.append(node)
+    return nodes
+
+
+def label_array(image: bpy.types.Image) -> np.ndarray:
+    """A label image's pixels as uint8 RGB (H, W, 3), top row first, exactly as stored."""
+    if image.is_float:
+        raise InputError(f"label image {image.name!r} must be an 8-bit image with flat colours")
+    pixels = _raw_pixels(image)
+    if pixels.shape[2] < 3:
+        pixels = np.repeat(pixels[..., :1], 3, axis=2)
+    return np.asarray(np.rint(pixels[..., :3] * 255.0), dtype=np.uint8)

@@ -40,7 +40,48 @@ class MLVFX_PT_material(ShaderEditorPanel, bpy.types.Panel):
         layout.operator("mlvfx.generate_material", icon="MATERIAL")
 
 
-classes = (MLVFX_PT_material,)
+class MLVFX_UL_exemplars(bpy.types.UIList):
+    """Exemplar slots: a label colour and its texture"""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index=0):  # type: ignore[no-untyped-def]
+        row = layout.row(align=True)
+        row.prop(item, "color", text="")
+        row.prop(item, "image", text="")
+
+
+class MLVFX_PT_texture(ShaderEditorPanel, bpy.types.Panel):
+    """Texture tools on the selected Image Texture"""
+
+    bl_label = "Texture Tools"
+    bl_idname = "MLVFX_PT_texture"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        settings = context.scene.mlvfx_texture
+        col = layout.column(align=True)
+        col.operator("mlvfx.make_seamless", icon="MOD_ARRAY")
+        col.separator()
+        row = col.row(align=True)
+        row.prop(settings, "width")
+        row.prop(settings, "height")
+        col.prop(settings, "count")
+        col.prop(settings, "seed")
+        col.prop(settings, "tileable")
+        col.operator("mlvfx.grow_variations", icon="TEXTURE")
+        box = layout.box()
+        box.label(text="Paint from Labels")
+        box.prop(settings, "label_image")
+        row = box.row()
+        row.template_list(
+            "MLVFX_UL_exemplars", "", settings, "exemplars", settings, "active_exemplar", rows=3
+        )
+        buttons = row.column(align=True)
+        buttons.operator("mlvfx.exemplar_add", icon="ADD", text="")
+        buttons.operator("mlvfx.exemplar_remove", icon="REMOVE", text="")
+        box.operator("mlvfx.paint_texture", icon="BRUSH_DATA")
+
+
+classes = (MLVFX_PT_material, MLVFX_UL_exemplars, MLVFX_PT_texture)
 
 
 def register() -> None:

@@ -50,16 +50,64 @@ class MLVFX_PG_material(bpy.types.PropertyGroup):
     )
 
 
-classes = (MLVFX_PG_material,)
+class MLVFX_PG_exemplar(bpy.types.PropertyGroup):
+    """One label colour and the texture that fills its regions."""
+
+    color: bpy.props.FloatVectorProperty(  # type: ignore[valid-type]
+        name="Label Colour",
+        subtype="COLOR_GAMMA",
+        size=3,
+        min=0.0,
+        max=1.0,
+        default=(1.0, 0.0, 0.0),
+        description="The flat colour of this label in the label image",
+    )
+    image: bpy.props.PointerProperty(  # type: ignore[valid-type]
+        name="Exemplar", type=bpy.types.Image, description="Texture that fills regions of this colour"
+    )
+
+
+class MLVFX_PG_texture(bpy.types.PropertyGroup):
+    """Options of the texture tools."""
+
+    count: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Variations", description="How many variations to grow", default=4, min=1, max=64
+    )
+    width: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Width",
+        description="Width of grown or painted textures (pixels)",
+        default=1024,
+        min=16,
+        max=16384,
+    )
+    height: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Height", description="Height of grown textures (pixels)", default=1024, min=16, max=16384
+    )
+    seed: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Seed", description="Random seed; another seed gives another variation", default=0, min=0
+    )
+    tileable: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Tileable", description="Grown and painted textures wrap around seamlessly", default=True
+    )
+    label_image: bpy.props.PointerProperty(  # type: ignore[valid-type]
+        name="Label Image", type=bpy.types.Image, description="Flat-colour label map to paint from"
+    )
+    exemplars: bpy.props.CollectionProperty(type=MLVFX_PG_exemplar)  # type: ignore[valid-type]
+    active_exemplar: bpy.props.IntProperty(name="Active Exemplar", default=0, min=0)  # type: ignore[valid-type]
+
+
+classes = (MLVFX_PG_material, MLVFX_PG_exemplar, MLVFX_PG_texture)
 
 
 def register() -> None:
     for cls in classes:
         bpy.utils.register_class(cls)
     bpy.types.Scene.mlvfx_material = bpy.props.PointerProperty(type=MLVFX_PG_material)
+    bpy.types.Scene.mlvfx_texture = bpy.props.PointerProperty(type=MLVFX_PG_texture)
 
 
 def unregister() -> None:
+    del bpy.types.Scene.mlvfx_texture
     del bpy.types.Scene.mlvfx_material
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

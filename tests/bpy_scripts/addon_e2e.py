@@ -109,6 +109,48 @@ assert np.isfinite(alb).all()
 observed["albedo_finite"] = True
 
 
+# -- texture tools: new images next to the source, the source image untouched -------------------
+photo_pixels_before = pixels(photo.image).copy()
+tex = bpy.context.scene.mlvfx_texture
+tex.width, tex.height, tex.count, tex.seed = 160, 128, 2, 5
+images_before = set(bpy.data.images.keys())
+assert bpy.ops.mlvfx.make_seamless(material="Rock", node="Photo") == {"FINISHED"}
+assert bpy.ops.mlvfx.grow_variations(material="Rock", node="Photo") == {"FINISHED"}
+new_images = sorted(set(bpy.data.images.keys()) - images_before)
+observed["texture_images"] = new_images
+assert len(new_images) == 3, new_images
+seamless = bpy.data.images[next(n for n in new_images if n.endswith("_seamless"))]
+assert tuple(seamless.size) == tuple(photo.image.size)
+assert seamless.colorspace_settings.name == "sRGB"
+grown = [bpy.data.images[n] for n in new_images if "_var" in n]
+assert all(tuple(g.size) == (160, 128) for g in grown)
+assert not np.allclose(pixels(grown[0]), pixels(grown[1])), "two seeds gave the same variation"
+np.testing.assert_array_equal(pixels(photo.image), photo_pixels_before)
+
+# Paint: a label image with two flat colours, each filled from its own exemplar.
+labels = np.zeros((64, 64, 3), np.float32)
+labels[:, :32] = (1.0, 0.0, 0.0)
+labels[:, 32:] = (0.0, 1.0, 0.0)
+label_path = write_image(work / "labels.png", labels, kind="data")
+tex.label_image = bpy.data.images.load(str(label_path))
+dark = write_image(
+    work / "dark.png", np.full((32, 32, 3), 0.05, np.float32) + 0.02 * rng.random((32, 32, 3)), kind="color"
+)
+bright = write_image(
+    work / "bright.png", np.full((32, 32, 3), 0.8, np.float32) + 0.02 * rng.random((32, 32, 3)), kind="color"
+)
+for colour, path in (((1.0, 0.0, 0.0), dark), ((0.0, 1.0, 0.0), bright)):
+    bpy.ops.mlvfx.exemplar_add()
+    slot = tex.exemplars[tex.active_exemplar]
+    slot.color = colour
+    slot.image = bpy.data.images.load(str(path))
+assert bpy.ops.mlvfx.paint_texture() == {"FINISHED"}
+painted = bpy.data.images[next(n for n in bpy.data.images.keys() if n.endswith("_painted"))]
+p = pixels(painted)[::-1]  # top row first
+observed["painted_left_right"] = [float(p[:, :24, :3].mean()), float(p[:, 40:, :3].mean())]
+assert p[:, :24, :3].mean() < 0.3 < 0.6 < p[:, 40:, :3].mean(), observed["painted_left_right"]
+
+
 # -- failures leave the file unchanged and report cleanly ---------------------------------------
 def snapshot() -> tuple[int, int, int]:
     return len(tree.nodes), len(tree.links), len(bpy.data.images)

@@ -1,0 +1,213 @@
+"""Texture tools on the selected Image Texture: Make Seamless, Grow Variations, Paint from Labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from . import bridge, preferences
+from .operators import BackgroundJobOperator
+
+
+class SelectedImageMixin:
+    """Targets the editor's active Image Texture node, or explicit material and node names."""
+
+    material: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Material", description="Material holding the node (empty: the Shader Editor's)", default=""
+    )
+    node: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Node", description="Image Texture node (empty: the active node)", default=""
+    )
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        space = getattr(context, "space_data", None)
+        if space is None or getattr(space, "type", "") != "NODE_EDITOR":
+            return True
+        nodes = getattr(getattr(space, "edit_tree", None), "nodes", None)
+        active = nodes.active if nodes is not None else None
+        return active is not None and active.bl_idname == "ShaderNodeTexImage" and active.image is not None
+
+    def _source(self, context: bpy.types.Context) -> dict[str, Any]:
+        preferences.apply_environment(context)
+        material, node = bridge.resolve_image_node(context, self.material, self.node)
+        kind = bridge.image_kind(node.image)
+        read = bridge.image_to_array if kind == "color" else bridge.data_array
+        return {
+            "material": material.name,
+            "node": node.name,
+            "label": bridge.source_label(node.image),
+            "kind": kind,
+            "pixels": read(node.image),
+            "settings": _settings(context),
+        }
+
+    def _place(self, plan: dict[str, Any], arrays: dict[str, Any], title: str) -> int:
+        images = bridge.save_new_images(arrays, f"{plan['label']}_{title}", plan["kind"])
+        material = bpy.data.materials.get(plan["material"])
+        if material is not None and material.node_tree is not None:
+            near = material.node_tree.nodes.get(plan["node"])
+            bridge.add_image_nodes(material.node_tree, list(images.values()), near, f"mlvfx: {title}")
+        return len(images)
+
+
+def _settings(context: bpy.types.Context) -> dict[str, Any]:
+    s = context.scene.mlvfx_texture
+    return {"count": s.count, "size": (s.height, s.width), "seed": s.seed, "tileable": s.tileable}
+
+
+class MLVFX_OT_make_seamless(SelectedImageMixin, BackgroundJobOperator, bpy.types.Operator):
+    """Make the selected texture tile seamlessly (a new image; the original is kept)"""
+
+    bl_idname = "mlvfx.make_seamless"
+    bl_label = "Make Seamless"
+    job_name = "make seamless"
+
+    def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
+        return self._source(context)
+
+    @staticmethod
+    def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
+        from mlvfx.ops.texture import make_tileable
+
+        return make_tileable(plan["pixels"], seed=plan["settings"]["seed"], progress=progress, cancel=cancel)
+
+    def _apply(self, context: bpy.types.Context, plan: dict[str, Any], result: Any) -> set[str]:
+        self._place(plan, {f"{plan['label']}_seamless": result}, "seamless")
+        self.report({"INFO"}, f"mlvfx: seamless version of {plan['label']!r} added")
+        return {"FINISHED"}
+
+
+class MLVFX_OT_grow_variations(SelectedImageMixin, BackgroundJobOperator, bpy.types.Operator):
+    """Grow new non-repeating variations of the selected texture at the chosen size"""
+
+    bl_idname = "mlvfx.grow_variations"
+    bl_label = "Grow Variations"
+    job_name = "grow variations"
+
+    def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
+        return self._source(context)
+
+    @staticmethod
+    def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
+        from mlvfx.ops.texture import grow
+        from mlvfx.progress import scaled
+
+        s = plan["settings"]
+        out = {}
+        for i in range(s["count"]):
+            step = scaled(progress, i / s["count"], (i + 1) / s["count"])
+            out[f"{plan['label']}_var{s['seed'] + i:03d}"] = grow(
+                plan["pixels"],
+                s["size"],
+                seed=s["seed"] + i,
+                tileable=s["tileable"],
+                progress=step,
+                cancel=cancel,
+            )
+        return out
+
+    def _apply(self, context: bpy.types.Context, plan: dict[str, Any], result: Any) -> set[str]:
+        n = self._place(plan, result, "variations")
+        self.report({"INFO"}, f"mlvfx: {n} variation(s) of {plan['label']!r} added")
+        return {"FINISHED"}
+
+
+class MLVFX_OT_paint_texture(BackgroundJobOperator, bpy.types.Operator):
+    """Fill each colour region of the label image with texture from its exemplar slot"""
+
+    bl_idname = "mlvfx.paint_texture"
+    bl_label = "Paint from Labels"
+    job_name = "paint texture"
+
+    def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
+        from mlvfx.errors import InputError
+
+        preferences.apply_environment(context)
+        s = context.scene.mlvfx_texture
+        if s.label_image is None:
+            raise InputError("choose a label image first")
+        slots = [slot for slot in s.exemplars if slot.image is not None]
+        if not slots:
+            raise InputError("add at least one exemplar slot with an image")
+        kinds = {bridge.image_kind(slot.image) for slot in slots}
+        if len(kinds) > 1:
+            raise InputError("exemplars mix colour and Non-Color images; use one kind")
+        kind = kinds.pop()
+        read = bridge.image_to_array if kind == "color" else bridge.data_array
+        return {
+            "label": bridge.source_label(s.label_image),
+            "labels": bridge.label_array(s.label_image),
+            "colors": [tuple(round(c * 255) for c in slot.color) for slot in slots],
+            "exemplars": [read(slot.image) for slot in slots],
+            "kind": kind,
+            "settings": _settings(context),
+        }
+
+    @staticmethod
+    def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
+        from mlvfx.ops.texture import labels_from_colors, paint
+
+        labels = labels_from_colors(plan["labels"], plan["colors"], name=plan["label"])
+        exemplars = dict(enumerate(plan["exemplars"]))
+        s = plan["settings"]
+        return paint(
+            labels, exemplars, seed=s["seed"], tileable=s["tileable"], progress=progress, cancel=cancel
+        )
+
+    def _apply(self, context: bpy.types.Context, plan: dict[str, Any], result: Any) -> set[str]:
+        bridge.save_new_images({f"{plan['label']}_painted": result}, f"{plan['label']}_painted", plan["kind"])
+        self.report({"INFO"}, f"mlvfx: painted texture from {plan['label']!r} added")
+        return {"FINISHED"}
+
+
+class MLVFX_OT_exemplar_add(bpy.types.Operator):
+    """Add an exemplar slot (a label colour and its texture)"""
+
+    bl_idname = "mlvfx.exemplar_add"
+    bl_label = "Add Exemplar"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        s = context.scene.mlvfx_texture
+        s.exemplars.add()
+        s.active_exemplar = len(s.exemplars) - 1
+        return {"FINISHED"}
+
+
+class MLVFX_OT_exemplar_remove(bpy.types.Operator):
+    """Remove the active exemplar slot"""
+
+    bl_idname = "mlvfx.exemplar_remove"
+    bl_label = "Remove Exemplar"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return len(context.scene.mlvfx_texture.exemplars) > 0
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        s = context.scene.mlvfx_texture
+        s.exemplars.remove(s.active_exemplar)
+        s.active_exemplar = max(0, min(s.active_exemplar, len(s.exemplars) - 1))
+        return {"FINISHED"}
+
+
+classes = (
+    MLVFX_OT_make_seamless,
+    MLVFX_OT_grow_variations,
+    MLVFX_OT_paint_texture,
+    MLVFX_OT_exemplar_add,
+    MLVFX_OT_exemplar_remove,
+)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
