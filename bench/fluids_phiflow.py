@@ -9,9 +9,9 @@ project's venv so it cannot upgrade numpy, then point ``--phiflow-path`` (or ``P
 PhiFlow runs on its NumPy backend (its torch backend is unreliable on CPU). Both solvers run the
 same shot: unit square, closed walls, one inflow disc (PhiFlow's own soft disc mask is used as
 our source mask, so both emit exactly the same density), buoyancy 1, no vorticity confinement or
-dissipation, dt = 1/24, Euler back-trace (PhiFlow's default integrator), and the same order of
-operations (advect, inflow, buoyancy, project), both in float64. The report gives the relative L2 difference of
-the density fields at several steps, for semi-Lagrangian and for MacCormack advection, next to
+dissipation, dt = 1/24, Euler back-trace (PhiFlow's default integrator), the same order of
+operations (advect, inflow, buoyancy, project), both in float64. The report gives the relative L2
+difference of the density fields at several steps, for semi-Lagrangian and for MacCormack advection, next to
 our own semi-Lagrangian-vs-MacCormack difference as the yardstick of a discretisation-level
 change.
 """

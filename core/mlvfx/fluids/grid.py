@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -171,12 +172,13 @@ def interpolate(
 def _grid_sample(field: torch.Tensor, stagger_dim: int | None, pos: list[torch.Tensor]) -> torch.Tensor:
     """The value part of :func:`interpolate` as one fused ``grid_sample`` call (same clamping)."""
     ndim = field.dim()
-    shape = torch.broadcast_shapes(*(p.shape for p in pos))
     coords = []
     for d in range(ndim - 1, -1, -1):  # grid_sample wants (x, y[, z]) = reversed array order
         n = field.shape[d]
         idx = pos[d] if d == stagger_dim else pos[d] - 0.5
-        coords.append((idx * (2.0 / (n - 1)) - 1.0).expand(shape))
+        coords.append(idx * (2.0 / (n - 1)) - 1.0)
+    shape = np.broadcast_shapes(*(tuple(c.shape) for c in coords))
+    coords = [c.expand(shape) for c in coords]
     grid = torch.stack(coords, dim=-1).reshape((1,) * ndim + (-1, ndim))
     out = F.grid_sample(field[None, None], grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out.reshape(shape)

@@ -103,21 +103,6 @@ def make_scenario(
     depth = _pick(rng, 0.5, 0.35, 0.65)
     params["source_x"] = centers
     params["source_z"] = depth
-    dx = 1.0 / res
-    sources = []
-    for cx in centers:
-        center = (cx, params["source_y"], depth)[:dims]
-        velocity = (0.0, params["inflow"], 0.0)[:dims]
-        sdf = sphere_sdf(shape, center, params["radius"])
-        sources.append(Source(mask_from_sdf(sdf, dx), params["rate"], velocity))
-    obstacles = None
-    if name == "obstacle":
-        o_radius = _pick(rng, 0.1, 0.06, 0.14)
-        o_x = centers[0] + _pick(rng, 0.04, -0.08, 0.08)
-        o_y = params["source_y"] + params["radius"] + o_radius + _pick(rng, 0.15, 0.08, 0.25)
-        o_z = depth + _pick(rng, 0.0, -0.05, 0.05)
-        obstacles = sphere_sdf(shape, (o_x, o_y, o_z)[:dims], o_radius) < 0
-        params["obstacle"] = {"center": [o_x, o_y, o_z][:dims], "radius": o_radius}
     if name == "wind":
         speed = _pick(rng, 0.3, 0.1, 0.5)
         angle = 0.0 if rng is None or dims == 2 else float(rng.uniform(0, 2 * np.pi))
@@ -136,7 +121,23 @@ def make_scenario(
         "wind_rate": wind_rate,
     }
     fields.update(config_overrides)
-    return Scenario(name, SmokeConfig(**fields), tuple(sources), obstacles, params)
+    config = SmokeConfig(**fields)  # validates the resolution before any array is allocated
+    dx = 1.0 / res  # scenario geometry lives in the unit domain
+    sources = []
+    for cx in centers:
+        center = (cx, params["source_y"], depth)[:dims]
+        velocity = (0.0, params["inflow"], 0.0)[:dims]
+        sdf = sphere_sdf(shape, center, params["radius"])
+        sources.append(Source(mask_from_sdf(sdf, dx), params["rate"], velocity))
+    obstacles = None
+    if name == "obstacle":
+        o_radius = _pick(rng, 0.1, 0.06, 0.14)
+        o_x = centers[0] + _pick(rng, 0.04, -0.08, 0.08)
+        o_y = params["source_y"] + params["radius"] + o_radius + _pick(rng, 0.15, 0.08, 0.25)
+        o_z = depth + _pick(rng, 0.0, -0.05, 0.05)
+        obstacles = sphere_sdf(shape, (o_x, o_y, o_z)[:dims], o_radius) < 0
+        params["obstacle"] = {"center": [o_x, o_y, o_z][:dims], "radius": o_radius}
+    return Scenario(name, config, tuple(sources), obstacles, params)
 
 
 def random_scenario(seed: int, dims: int = 2, res: int = 64, **config_overrides: Any) -> Scenario:

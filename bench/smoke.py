@@ -1,0 +1,173 @@
+"""Smoke benchmark: the reference solver's cost per step, and the coarse-grid baselines.
+
+Timing (``--timing``): milliseconds per step of :class:`mlvfx.fluids.reference.ReferenceSolver`
+on a canonical scenario at each size, after one untimed warm-up step (which also builds the
+pressure solver: DCT bases, LU factorisation). The same run times the solver on a grid 4x
+coarser per axis (the "coarse-only" baseline a Solver-in-the-Loop surrogate starts from) and
+prints the ratio. Sizes are ``2d:N`` or ``3d:N``.
+
+Accuracy (``--accuracy``, 2D): the canonical plume at N^2 (the reference) against the same
+physical shot at (N/4)^2 upsampled to N^2, nearest ("coarse-only") and bicubic
+("coarse+bicubic"), as density relative L2 at steps 50, 100 and 200, plus the reference's
+divergence residual. These are the baselines the surrogate must beat (issue 7).
+
+    .venv/bin/python bench/smoke.py --timing 2d:256 3d:64 3d:128 --accuracy 256
+
+The machine's load average is printed with the numbers: on a shared box, timings are only
+comparable within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mlvfx.fluids.reference import ReferenceSolver, relative_divergence
+from mlvfx.fluids.scenarios import make_scenario
+
+
+def time_solver(scenario: str, dims: int, res: int, steps: int, dtype: str) -> dict[str, float]:
+    """Mean and min ms/step over ``steps`` steps after one warm-up step; also setup time."""
+    sc = make_scenario(scenario, dims, res, dtype=dtype)
+    t0 = time.perf_counter()
+    solver = ReferenceSolver(sc.config, sc.obstacles)
+    sources = solver.prepare_sources(sc.sources)
+    density, vel = solver.zeros()
+    setup = time.perf_counter() - t0
+    # Warm up on a developed flow so the timed steps are representative.
+    density, vel = solver.advance(density, vel, sources)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        density, vel = solver.advance(density, vel, sources)
+        times.append(time.perf_counter() - t)
+    return {
+        "ms_mean": 1e3 * sum(times) / len(times),
+        "ms_min": 1e3 * min(times),
+        "setup_ms": 1e3 * setup,
+        "cg_iterations": float(solver.stats.cg_iterations),
+    }
+
+
+def upsample(density: torch.Tensor, factor: int, mode: str) -> torch.Tensor:
+    x = density[None, None]
+    if mode == "nearest":
+        return F.interpolate(x, scale_factor=factor, mode="nearest")[0, 0]
+    return F.interpolate(x, scale_factor=factor, mode="bicubic", align_corners=False)[0, 0].clamp(min=0.0)
+
+
+def accuracy(res: int, factor: int = 4, checkpoints: tuple[int, ...] = (50, 100, 200)) -> dict[str, Any]:
+    """Coarse-grid baselines against the reference on the canonical 2D plume."""
+    fine_sc = make_scenario("plume", 2, res)
+    coarse_sc = make_scenario("plume", 2, res // factor)
+    from mlvfx.fluids.scenarios import simulate
+
+    last = max(checkpoints)
+    fine = {}
+    divs = {}
+    t = time.perf_counter()
+    for step, density, vel in simulate(fine_sc, last):
+        if step in checkpoints:
+            fine[step] = density.clone()
+            divs[step] = relative_divergence(vel)
+    fine_s = time.perf_counter() - t
+    coarse = {}
+    t = time.perf_counter()
+    for step, density, _ in simulate(coarse_sc, last):
+        if step in checkpoints:
+            coarse[step] = density.clone()
+    coarse_s = time.perf_counter() - t
+    out: dict[str, Any] = {"res": res, "coarse_res": res // factor, "steps": list(checkpoints)}
+    for mode, name in (("nearest", "coarse_only"), ("bicubic", "coarse_bicubic")):
+        out[name] = {
+            s: float(
+                torch.linalg.vector_norm(upsample(coarse[s], factor, mode) - fine[s])
+                / torch.linalg.vector_norm(fine[s])
+            )
+            for s in checkpoints
+        }
+    out["reference_divergence"] = divs
+    out["reference_mass"] = {s: float(fine[s].sum()) / res**2 for s in checkpoints}
+    out["coarse_mass"] = {s: float(coarse[s].sum()) / (res // factor) ** 2 for s in checkpoints}
+    out["ms_per_step_reference"] = 1e3 * fine_s / last
+    out["ms_per_step_coarse"] = 1e3 * coarse_s / last
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--timing", nargs="*", default=[], help="sizes such as 2d:256 3d:64 3d:128")
+    parser.add_argument("--scenarios", nargs="+", default=["plume", "obstacle"])
+    parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per size (after one warm-up)")
+    parser.add_argument(
+        "--accuracy", type=int, default=0, help="2D resolution for the accuracy table (0: skip)"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report: dict[str, Any] = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "device": "cpu",
+        "timing": [],
+    }
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()}")
+    if args.timing:
+        print(
+            f"{'size':>10} {'scenario':>9} {'dtype':>8} {'ms/step':>9} {'min':>9} {'setup ms':>9} "
+            f"{'coarse ms':>10} {'ref/coarse':>10} {'cg it':>6}"
+        )
+    for spec in args.timing:
+        kind, _, n = spec.partition(":")
+        dims = {"2d": 2, "3d": 3}[kind.lower()]
+        res = int(n)
+        for scenario in args.scenarios:
+            for dtype in args.dtypes:
+                steps = args.steps if res**dims <= 64**3 else max(2, args.steps // 2)
+                ref = time_solver(scenario, dims, res, steps, dtype)
+                coarse = time_solver(scenario, dims, res // 4, max(steps, 10), dtype)
+                row = {"size": spec, "scenario": scenario, "dtype": dtype, "reference": ref, "coarse": coarse}
+                report["timing"].append(row)
+                print(
+                    f"{spec:>10} {scenario:>9} {dtype:>8} {ref['ms_mean']:>9.1f} {ref['ms_min']:>9.1f} "
+                    f"{ref['setup_ms']:>9.1f} {coarse['ms_mean']:>10.2f} "
+                    f"{ref['ms_mean'] / coarse['ms_mean']:>10.1f} {int(ref['cg_iterations']):>6}",
+                    flush=True,
+                )
+    if args.accuracy:
+        acc = accuracy(args.accuracy)
+        report["accuracy"] = acc
+        print(
+            f"\n2D plume, reference {acc['res']}^2 vs coarse {acc['coarse_res']}^2 upsampled x4 "
+            "(density relative L2)"
+        )
+        print(f"{'step':>6} {'coarse-only':>12} {'coarse+bicubic':>15} {'ref divergence':>15}")
+        for s in acc["steps"]:
+            print(
+                f"{s:>6} {acc['coarse_only'][s]:>12.4f} {acc['coarse_bicubic'][s]:>15.4f} "
+                f"{acc['reference_divergence'][s]:>15.2e}"
+            )
+        print(
+            f"ms/step over the run: reference {acc['ms_per_step_reference']:.1f}, "
+            f"coarse {acc['ms_per_step_coarse']:.1f}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""Tests of ``mlvfx smoke run`` (handler driven through its own parser) and the frame writers."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlvfx.errors import InputError, ModelNotFound, OutputExistsError
+from mlvfx.fluids import cli
+from mlvfx.fluids.output import openvdb_module, write_npz, write_vdb
+
+
+def _run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    args.quiet, args.json = True, False
+    code: int = args.func(args)
+    return code
+
+
+def test_run_writes_npz_frames(tmp_path: Path) -> None:
+    out = tmp_path / "shot"
+    argv = ["smoke", "run", "--scenario", "obstacle", "--dims", "2", "--res", "16", "--frames", "3"]
+    assert _run([*argv, "--reference", "--vdb", "off", "-o", str(out)]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["frame_0001.npz", "frame_0002.npz", "frame_0003.npz"]
+    with np.load(out / "frame_0003.npz") as frame:
+        assert frame["density"].shape == (1, 16, 16) and frame["density"].dtype == np.float32
+        assert frame["velocity"].shape == (1, 16, 16, 3)
+        assert frame["density"].max() > 0 and np.isfinite(frame["velocity"]).all()
+    with pytest.raises(OutputExistsError):
+        _run([*argv, "--reference", "--vdb", "off", "-o", str(out)])
+    assert _run([*argv, "--reference", "--vdb", "off", "--overwrite", "-o", str(out)]) == 0
+
+
+def test_run_3d_frame_layout(tmp_path: Path) -> None:
+    argv = ["smoke", "run", "--dims", "3", "--res", "8", "--frames", "1", "--reference", "--vdb", "off"]
+    assert _run([*argv, "-o", str(tmp_path)]) == 0
+    with np.load(tmp_path / "frame_0001.npz") as frame:
+        assert frame["density"].shape == (8, 8, 8) and frame["velocity"].shape == (8, 8, 8, 3)
+
+
+def test_run_errors(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound, match="--reference"):
+        _run(["smoke", "run", "--dims", "2", "--res", "16", "-o", str(tmp_path)])
+    with pytest.raises(InputError, match="resolution"):
+        _run(
+            ["smoke", "run", "--dims", "2", "--res", "0", "--reference", "--vdb", "off", "-o", str(tmp_path)]
+        )
+    with pytest.raises(InputError, match="frames"):
+        _run(["smoke", "run", "--frames", "0", "--reference", "-o", str(tmp_path)])
+    assert not any(tmp_path.iterdir())
+
+
+def test_npz_and_vdb_writers(tmp_path: Path) -> None:
+    density = np.random.default_rng(0).random((3, 4, 5)).astype(np.float32)
+    velocity = np.random.default_rng(1).random((3, 4, 5, 3)).astype(np.float32)
+    with pytest.raises(InputError, match="velocity"):
+        write_npz(tmp_path / "bad.npz", density, velocity[..., :2])
+    write_npz(tmp_path / "f.npz", density, velocity)
+    with pytest.raises(OutputExistsError):
+        write_npz(tmp_path / "f.npz", density, velocity)
+    vdb = openvdb_module()
+    if vdb is None:
+        pytest.skip("no openvdb module (neither installed nor bundled with bpy)")
+    path = write_vdb(tmp_path / "f.vdb", density, velocity, voxel_size=0.25)
+    grid = vdb.read(str(path), "density")
+    back = np.zeros((5, 4, 3), np.float32)  # VDB (x, y, z)
+    grid.copyToArray(back)
+    assert np.array_equal(back.transpose(2, 1, 0), density)
+    assert grid.transform.voxelSize()[0] == pytest.approx(0.25)
+    vel = vdb.read(str(path), "vel")
+    vback = np.zeros((5, 4, 3, 3), np.float32)
+    vel.copyToArray(vback)
+    assert np.array_equal(vback.transpose(2, 1, 0, 3), velocity)
+    with pytest.raises(OutputExistsError):
+        write_vdb(path, density, velocity, voxel_size=0.25)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz", "f.vdb"]
