@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hda" / "python3.11libs"))
 
-from mlvfx.errors import InputError  # noqa: E402
-from mlvfx_houdini.volumes import (  # noqa: E402
+from mlvfx.errors import InputError
+from mlvfx_houdini.volumes import (
     Bounds,
     bounds_from_centres,
     cubic_cell_size,

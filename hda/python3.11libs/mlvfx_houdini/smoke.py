@@ -342,7 +342,6 @@ def smoke_config(parms: SmokeParms, domain: Domain, fps: float) -> SmokeConfig:
         density_dissipation=parms.density_dissipation,
         velocity_dissipation=parms.velocity_dissipation,
         boundary=parms.boundary,
-        dtype="float32",
     )
 
 
