@@ -120,7 +120,7 @@ def conservation(res: int = 48, steps: int = 200) -> dict[str, dict[str, float]]
     yn, xn = torch.meshgrid(nodes, nodes, indexing="ij")
     psi = 0.2 / math.pi * torch.sin(math.pi * xn) * torch.sin(math.pi * yn)
     for shot in ("vortex", "buoyant"):
-        for scheme in ("semi_lagrangian", "maccormack"):
+        for scheme in ("semi_lagrangian", "maccormack", "conservative"):
             cfg = SmokeConfig(
                 shape=(res, res),
                 advection=scheme,
