@@ -21,11 +21,7 @@ def check_writable(path: Path, overwrite: bool) -> None:
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` atomically.
-
-    Without ``overwrite`` the final step is a hard link, which fails if another process created the
-    file in the meantime, so a concurrent writer's file is never clobbered. Filesystems without hard
-    links fall back to an existence check followed by a rename.
+    """Write ``data`` to ``path`` atomically (a temp file, then :func:`commit`).
 
     Raises:
         OutputExistsError: the file exists and ``overwrite`` is false.
@@ -44,21 +40,31 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: 
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                raise OutputExistsError(
-                    "already exists (pass overwrite=True or --overwrite to replace it)", target
-                ) from None
-            except OSError:
-                check_writable(target, overwrite)
-                os.replace(tmp, target)
+        commit(tmp, target, overwrite=overwrite)
     except OSError as exc:
         raise ImageWriteError(f"cannot write: {exc.strerror or exc}", target) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     return target
+
+
+def commit(tmp: Path, target: Path, *, overwrite: bool) -> None:
+    """Move a finished temp file (in the target's folder) to its final name.
+
+    Without ``overwrite`` the move is a hard link, which fails if another process created the file
+    in the meantime, so a concurrent writer's file is never clobbered; filesystems without hard
+    links fall back to an existence check and a rename. The caller removes ``tmp`` afterwards.
+    """
+    if overwrite:
+        os.replace(tmp, target)
+        return
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise OutputExistsError(
+            "already exists (pass overwrite=True or --overwrite to replace it)", target
+        ) from None
+    except OSError:
+        check_writable(target, overwrite)
+        os.replace(tmp, target)
