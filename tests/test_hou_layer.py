@@ -908,3 +908,35 @@ def test_cop_cook_writes_the_chosen_map_flipped_for_cop2(hou, tmp_path):
     node.parms["image"] = str(tmp_path / "missing.png")
     with pytest.raises(NodeError, match="cannot read"):
         cop.cook(node, "C", (16, 16))
+
+
+def test_escape_in_solver_mode_stops_before_the_next_substep(hou):
+    from mlvfx_houdini import smoke
+
+    InterruptableOperation.interrupt_at = 2
+    node = SopNode(smoke_parms(substeps=8), [None, Geometry(points=[Point((0.5, 0.25, 0.5))]), None])
+    with pytest.raises(NodeError, match="cancelled by the user"):
+        smoke.cook(node)
+    assert [p for _, p in InterruptableOperation.log] == [0.0, 0.125]
+
+
+def test_standalone_reads_the_initial_state_at_the_start_frame(hou):
+    from mlvfx_houdini import smoke
+
+    calls = []
+    grid = np.zeros((8, 8, 8), np.float32)
+    grid[2, 2, 2] = 1.0
+    state = Geometry([Volume.from_grid(grid, (0, 0, 0), (1, 1, 1), "density")])
+
+    def at_frame(frame, index):
+        calls.append((frame, index))
+        return state if index == 0 else Geometry()
+
+    node = SopNode(
+        smoke_parms(mode=1, start_frame=5, buoyancy=0.0), [state, Geometry(), Geometry()], inputs_at=at_frame
+    )
+    hou.state["frame"] = 6
+    smoke.cook(node)
+    assert (5, 0) in calls and (6, 0) not in calls  # state at the start frame only
+    assert {(5, 1), (6, 1), (5, 2), (6, 2)} <= set(calls)  # emitter and collision per frame
+    assert node.out.volume("density").grid().sum() == pytest.approx(1.0, abs=1e-3)

@@ -424,9 +424,16 @@ class SmokeSession:
     frames: dict[int, State] = field(default_factory=dict)
 
     def step_frame(
-        self, state: State | None, inputs: FrameInputs, cancel: CancelToken | None = None
+        self,
+        state: State | None,
+        inputs: FrameInputs,
+        cancel: CancelToken | None = None,
+        progress: ProgressFn | None = None,
     ) -> State:
-        """Advance ``state`` (None = empty) by one frame of ``substeps`` steps."""
+        """Advance ``state`` (None = empty) by one frame of ``substeps`` steps.
+
+        ``progress`` (if given) is called before each substep, which is where Esc is noticed.
+        """
         from mlvfx.fluids.reference import Source
 
         sources = []
@@ -434,7 +441,8 @@ class SmokeSession:
             sources.append(Source(inputs.source_mask, self.source_rate, self.source_vel))
         density = None if state is None else state[0]
         velocity = None if state is None else state[1]
-        for _ in range(self.substeps):
+        for i in range(self.substeps):
+            report(progress, i / self.substeps, f"substep {i + 1}/{self.substeps}")
             check_cancel(cancel)
             density, velocity = self.stepper.step(density, velocity, sources, inputs.obstacles)
         assert density is not None and velocity is not None
@@ -692,7 +700,10 @@ def cook(node: hou.Node) -> None:
                 return node.inputGeometry(index)
             return node.inputGeometryAtFrame(frame, index)
 
-        state_vols = _volumes(input_geo(0))
+        # Standalone: the initial state is input 1 at the start frame (an animated input would
+        # otherwise restart the simulation every frame).
+        standalone = parms.mode == "standalone"
+        state_vols = _volumes(input_geo(0, parms.start_frame if standalone else None))
         domain = _domain(state_vols, parms)
         initial = _state(state_vols, domain)
 
@@ -709,8 +720,8 @@ def cook(node: hou.Node) -> None:
         state: State | None
         if parms.mode == "solver":
             session = solver_stepper(key, parms, domain, fps)
-            with interruptible("mlvfx smoke step", dialog=False) as (_, cancel):
-                state = session.step_frame(initial, inputs_at(None), cancel)
+            with interruptible("mlvfx smoke step", dialog=False) as (progress, cancel):
+                state = session.step_frame(initial, inputs_at(None), cancel, progress)
         else:
             extra = "" if initial is None else hashlib.sha256(initial[0].tobytes()).hexdigest()
             session = session_for(key, parms, domain, fps, extra)
