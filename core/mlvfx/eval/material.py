@@ -188,7 +188,8 @@ def sample_folders(root: str | os.PathLike[str]) -> list[Path]:
     return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _family(folder: Path) -> str:
+def sample_family(folder: Path) -> str:
+    """The family named in a sample's meta.json, or "unknown"."""
     meta = folder / "meta.json"
     if meta.is_file():
         try:
@@ -280,7 +281,7 @@ def markdown_table(rows: dict[str, dict[str, Any]], title: str | None = None,
 
 def evaluate_sample(pred_folder: Path, truth_folder: Path) -> SampleResult:
     """Compare the maps of one predicted sample with its truth (see module docstring)."""
-    res = SampleResult(truth_folder.name, _family(truth_folder))
+    res = SampleResult(truth_folder.name, sample_family(truth_folder))
     for name in MAPS:
         pred = read_map(pred_folder, name)
         if pred is None:

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlvfx.errors import InputError
-from mlvfx.eval.material import MAPS, normalise_height, read_map, sample_folders
+from mlvfx.eval.material import MAPS, normalise_height, read_map, sample_family, sample_folders
 
 FloatArray = npt.NDArray[np.float32]
 _MISSING = 0.18  # display value of an absent tile
@@ -113,7 +113,8 @@ def contact_sheet(
             if pfolder is None and len(folders) == 1:
                 pfolder = pred_root
         lit = _display("lit", _read_lit(folder), tile)
-        _label(lit, folder.name[:18])
+        family = sample_family(folder)
+        _label(lit, folder.name if family == "unknown" else f"{folder.name} {family}"[:22])
         tiles = [lit]
         for m in maps:
             p = _display(m, read_map(pfolder, m) if pfolder is not None else None, tile)
