@@ -21,7 +21,7 @@ from mlvfx import classical
 from mlvfx.errors import InputError, ModelNotFound
 from mlvfx.io import check_image, read_image, write_bytes_atomic, write_image
 from mlvfx.io.atomic import check_writable
-from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report
+from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report, scaled
 
 MAP_NAMES = ("normal", "height", "albedo", "roughness", "ao")
 DEFAULT_MAPS = ("normal", "height", "albedo", "roughness")
@@ -107,9 +107,8 @@ def material(
         raise InputError(f"relief must be in (0, 1], got {relief}")
     img = check_image(image, "image")
     if method == "learned":
-        raise ModelNotFound(
-            "no learned material model is published in the zoo yet; use method 'classical'"
-        )
+        return _learned(img, wanted, tileable=tileable, normal_convention=normal_convention,
+                        relief=relief, progress=progress, cancel=cancel)
     height_px, width_px = img.shape[:2]
     relief_px = relief * max(height_px, width_px)
     steps = len(wanted) + (1 if "height" not in wanted and ({"normal", "ao"} & set(wanted)) else 0)
@@ -153,6 +152,77 @@ def material(
         normal_convention=normal_convention,
         tileable=tileable,
         relief_px=relief_px,
+    )
+
+
+LEARNED_MODEL = "material"
+
+
+def _learned(
+    img: FloatImage,
+    wanted: tuple[str, ...],
+    *,
+    tileable: bool,
+    normal_convention: Convention,
+    relief: float,
+    progress: ProgressFn | None,
+    cancel: CancelToken | None,
+) -> MaterialResult:
+    """The learned path: the zoo's material model through the tiled engine.
+
+    Normals, albedo and roughness come from the network; height is the least-squares integral of
+    the predicted normals (so the two agree), normalised to [0, 1]; ``meta["height_scale_px"]``
+    converts it back to pixels. AO is computed from that height. ``relief`` only sets the AO radius
+    scale: the network predicts the relief itself.
+    """
+    from mlvfx import zoo
+    from mlvfx.config import torch_device
+    from mlvfx.nets.infer import load_material_net, predict_material
+
+    report(progress, 0.0, "loading model")
+    try:
+        entry = zoo.load_manifest().get(LEARNED_MODEL)
+    except ModelNotFound:
+        raise ModelNotFound(
+            f"no learned material model ({LEARNED_MODEL!r}) is published in the zoo; use method 'classical'"
+        ) from None
+    path = zoo.fetch(LEARNED_MODEL, entry.version, fmt="safetensors", cancel=cancel)
+    net = load_material_net(path, device=str(torch_device()))
+    check_cancel(cancel)
+    need_height = bool({"height", "ao"} & set(wanted))
+    maps = predict_material(net, img, tileable=tileable, integrate=need_height,
+                            progress=scaled(progress, 0.05, 0.9), cancel=cancel)
+    height_px, width_px = img.shape[:2]
+    out: dict[str, FloatImage] = {}
+    if "normal" in wanted:
+        normal = np.ascontiguousarray(maps.normal)
+        if normal_convention == "directx":
+            normal[..., 1] *= -1.0
+        out["normal"] = normal
+    scale_px = float(maps.height_px.max())
+    if "height" in wanted:
+        out["height"] = maps.height_px / np.float32(scale_px) if scale_px > 0 else maps.height_px
+    if "albedo" in wanted:
+        albedo = np.ascontiguousarray(maps.albedo)
+        if img.shape[2] in (2, 4):  # alpha rides along
+            albedo = np.concatenate([albedo, img[..., -1:]], axis=2)
+        out["albedo"] = albedo
+    if "roughness" in wanted:
+        out["roughness"] = np.ascontiguousarray(maps.roughness)
+    if "ao" in wanted:
+        check_cancel(cancel)
+        report(progress, 0.95, "ambient occlusion")
+        radius = max(4.0, 0.02 * max(height_px, width_px))
+        out["ao"] = classical.ao_from_height(maps.height_px, radius=radius, tileable=tileable)
+    check_cancel(cancel)
+    report(progress, 1.0, "done")
+    return MaterialResult(
+        maps={m: out[m] for m in wanted},
+        method="learned",
+        normal_convention=normal_convention,
+        tileable=tileable,
+        relief_px=relief * max(height_px, width_px),
+        meta={"model": f"{entry.id}@{entry.version}", "height_scale_px": scale_px},
     )
 
 

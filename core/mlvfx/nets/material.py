@@ -1,0 +1,186 @@
+"""MaterialNet: a small multi-scale U-Net from one photo to normal, height, albedo and roughness.
+
+Layout: input ``(B, 3, H, W)`` linear RGB in [0, 1]; H and W divisible by :attr:`MaterialNet.multiple`.
+Output ``(B, 8, H, W)``: channels 0-2 unit normals (tangent space, OpenGL: +X right, +Y up,
++Z out), 3 height in pixel units (up to an offset), 4-6 linear RGB albedo in [0, 1],
+7 roughness in [0, 1].
+
+Why this shape: the photo enters as log-RGB so exposure changes become offsets; five scales (down
+to 1/16) give a ~200 px receptive field for large-scale relief; there is no global pooling and no
+batch-dependent normalisation at inference (BatchNorm folds to a per-channel affine), so a tile's
+output depends only on its own pixels and the tiled engine can stitch tiles without seams.
+Albedo is predicted as a per-pixel log-gain on the photo (de-lighting is mostly division by a
+shading term), which keeps texture detail sharp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OUT_CHANNELS = 8
+LOG_EPS = 1e-3
+
+
+@dataclass(frozen=True)
+class MaterialNetConfig:
+    """Architecture hyper-parameters.
+
+    Attributes:
+        widths: channels per scale, finest first; ``len(widths) - 1`` downsamplings.
+        blocks: convolution pairs per scale in the encoder.
+    """
+
+    widths: tuple[int, ...] = field(default=(16, 32, 48, 64, 96))
+    blocks: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MaterialNetConfig:
+        """Build from a recipe's ``model`` section (unknown keys are rejected by the dataclass)."""
+        kw = dict(d)
+        if "widths" in kw:
+            kw["widths"] = tuple(int(w) for w in kw["widths"])
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+
+class _ConvBlock(nn.Sequential):
+    """conv3x3 → BN → ReLU, twice."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
+
+class MaterialNet(nn.Module):
+    """Multi-scale U-Net predicting material maps from a linear RGB photo.
+
+    Example:
+        >>> net = MaterialNet(MaterialNetConfig(widths=(4, 8), blocks=1)).eval()
+        >>> y = net(torch.rand(1, 3, 32, 32))
+        >>> tuple(y.shape)
+        (1, 8, 32, 32)
+    """
+
+    def __init__(self, config: MaterialNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or MaterialNetConfig()
+        widths = self.config.widths
+        if len(widths) < 1 or any(w < 1 for w in widths) or self.config.blocks < 1:
+            raise ValueError(f"invalid MaterialNet config {self.config}")
+        # Input features: log-RGB (3) and log-RGB minus its grey level (chromaticity, 3).
+        self.stem = _ConvBlock(6, widths[0])
+        self.encoders = nn.ModuleList()
+        for i in range(1, len(widths)):
+            layers: list[nn.Module] = [_ConvBlock(widths[i - 1], widths[i])]
+            layers += [_ConvBlock(widths[i], widths[i]) for _ in range(self.config.blocks - 1)]
+            self.encoders.append(nn.Sequential(*layers))
+        self.decoders = nn.ModuleList()
+        for i in range(len(widths) - 1, 0, -1):
+            self.decoders.append(_ConvBlock(widths[i] + widths[i - 1], widths[i - 1]))
+        self.head = nn.Conv2d(widths[0], OUT_CHANNELS, 1)
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be divisible by this."""
+        return int(2 ** (len(self.config.widths) - 1))
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        """Predict the maps.
+
+        Args:
+            rgb: (B, 3, H, W) linear RGB in [0, 1], H and W divisible by :attr:`multiple`.
+
+        Returns:
+            (B, 8, H, W): normal (3, unit), height (1, pixel units), albedo (3, linear), roughness (1).
+        """
+        log_rgb = torch.log(rgb.clamp(min=0.0) + LOG_EPS)
+        grey = log_rgb.mean(dim=1, keepdim=True)
+        x = self.stem(torch.cat([log_rgb, log_rgb - grey], dim=1))
+        skips = [x]
+        for enc in self.encoders:
+            x = enc(F.avg_pool2d(x, 2))
+            skips.append(x)
+        skips.pop()
+        for dec in self.decoders:
+            skip = skips.pop()
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = dec(torch.cat([x, skip], dim=1))
+        raw = self.head(x)
+        nz = F.softplus(raw[:, 2:3] + 2.0)
+        n = torch.cat([raw[:, 0:2], nz], dim=1)
+        n = n / torch.sqrt((n * n).sum(dim=1, keepdim=True) + 1e-12)
+        height = raw[:, 3:4]
+        albedo = torch.exp(log_rgb + raw[:, 4:7]).clamp(0.0, 1.0)
+        rough = torch.sigmoid(raw[:, 7:8])
+        return torch.cat([n, height, albedo, rough], dim=1)
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return int(sum(p.numel() for p in net.parameters() if p.requires_grad))
+
+
+def count_flops_per_pixel(net: MaterialNet, size: int = 256) -> float:
+    """Multiply-adds ×2 of the convolutions per input pixel (a ``size``² input; BN/ReLU ignored).
+
+    Measured with forward hooks on every ``nn.Conv2d``, so it follows the actual architecture.
+    """
+    total = 0
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(module, nn.Conv2d)
+        k = module.kernel_size[0] * module.kernel_size[1]
+        cin = module.in_channels // module.groups
+        total += 2 * k * cin * output.numel()
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.rand(1, 3, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+        net.train(was_training)
+    return total / float(size * size)
+
+
+def config_from_state_dict(state: dict[str, torch.Tensor]) -> MaterialNetConfig:
+    """Recover the architecture from a state dict's tensor shapes (weights carry no pickled config)."""
+    try:
+        widths = [int(state["stem.0.weight"].shape[0])]
+        i = 0
+        while f"encoders.{i}.0.0.weight" in state:
+            widths.append(int(state[f"encoders.{i}.0.0.weight"].shape[0]))
+            i += 1
+        blocks = 0
+        while f"encoders.0.{blocks}.0.weight" in state:
+            blocks += 1
+    except KeyError as exc:
+        raise ValueError(f"not a MaterialNet state dict (missing {exc})") from None
+    return MaterialNetConfig(widths=tuple(widths), blocks=max(blocks, 1))
+
+
+def material_net_from_state_dict(state: dict[str, torch.Tensor]) -> MaterialNet:
+    """Build a :class:`MaterialNet` in eval mode with these weights (strict loading)."""
+    net = MaterialNet(config_from_state_dict(state))
+    net.load_state_dict(state, strict=True)
+    return net.eval()

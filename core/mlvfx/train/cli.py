@@ -1,0 +1,99 @@
+"""``mlvfx train material``: render the training data if missing, then train the material model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``train`` (with its ``material`` subcommand) to the ``mlvfx`` command."""
+    train = subparsers.add_parser("train", help="train models from their recipes")
+    sub = train.add_subparsers(dest="train_command", required=True)
+    p = sub.add_parser(
+        "material",
+        help="train the material model (photo -> normal, height, albedo, roughness)",
+        description="Render the recipe's training set with Blender if it is incomplete (resumable), "
+        "then train. Checkpoints are written every few minutes; --resume continues an interrupted "
+        "run. Uses CUDA when available (or MLVFX_DEVICE=cuda / --device).",
+    )
+    p.add_argument("--recipe", required=True, help="recipe JSON, e.g. model_zoo/recipes/material_v1.json")
+    p.add_argument("--data", default=None, help="dataset folder (default: the recipe's, else the cache)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<recipe name>)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
+    p.add_argument("--budget-minutes", type=float, default=None, help="stop (with weights) after this long")
+    p.add_argument("--skip-render", action="store_true",
+                   help="train on the samples already there instead of rendering the missing ones")
+    p.add_argument("--device", default=None, help="torch device (cpu, cuda, cuda:1, mps)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export at the end")
+    p.set_defaults(func=_material)
+
+
+def default_data_dir(name: str) -> Path:
+    """Where a recipe's training data goes when neither the recipe nor ``--data`` names a folder."""
+    from mlvfx.config import cache_dir
+
+    return cache_dir() / "data" / f"{name}_train"
+
+
+def _material(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mlvfx.data import materials, splits
+    from mlvfx.train.material import train_material
+    from mlvfx.train.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    data_dir = Path(args.data or recipe.data.dir or default_data_dir(recipe.name)).expanduser()
+    out_dir = Path(args.out or Path("runs") / recipe.name)
+    quiet = bool(getattr(args, "quiet", False)) or bool(getattr(args, "json", False))
+    if not args.skip_render:
+        families = list(recipe.data.families)
+        if families == ["train"]:
+            families = list(splits.TRAIN_FAMILIES)
+        splits.check_train_seed(recipe.data.seed)
+        bar = tqdm(total=recipe.data.count, unit="render", disable=quiet, file=sys.stderr, desc="data")
+
+        def render_progress(fraction: float, message: str) -> None:
+            bar.n = round(fraction * recipe.data.count)
+            bar.set_postfix_str(message, refresh=False)
+            bar.refresh()
+
+        try:
+            materials.generate(data_dir, recipe.data.count, size=recipe.data.size, seed=recipe.data.seed,
+                               families=families, samples=recipe.data.samples, progress=render_progress)
+        finally:
+            bar.close()
+    total = args.steps or recipe.train.steps
+    tbar = tqdm(total=total, unit="step", disable=quiet, file=sys.stderr, desc="train")
+
+    def log(record: dict[str, Any]) -> None:
+        if record.get("event") == "start":
+            tbar.n = int(record["step"])
+        elif record.get("event") == "train":
+            tbar.n = int(record["step"])
+            tbar.set_postfix_str(f"loss {record['total']:.4f}", refresh=False)
+        elif not quiet:
+            tqdm.write(json.dumps(record), file=sys.stderr)
+        tbar.refresh()
+
+    try:
+        res = train_material(recipe, data_dir=data_dir, out_dir=out_dir, resume=args.resume, steps=args.steps,
+                             budget_minutes=args.budget_minutes, device=args.device,
+                             export_onnx=not args.no_onnx, log=log)
+    finally:
+        tbar.close()
+    summary = {"out": str(res.out), "steps_done": res.steps_done, "total_steps": res.total_steps,
+               "stopped": res.stopped, "seconds": round(res.seconds, 1),
+               "weights": None if res.weights is None else str(res.weights),
+               "onnx": None if res.onnx is None else str(res.onnx)}
+    if getattr(args, "json", False):
+        print(json.dumps(summary))
+    elif not getattr(args, "quiet", False):
+        print(f"{res.steps_done}/{res.total_steps} steps ({res.stopped}) in {res.seconds / 60:.1f} min "
+              f"-> {res.weights}")
+    return 0

@@ -1,0 +1,253 @@
+"""Training loop of the material model (``mlvfx train material``).
+
+Resumable: a checkpoint (model, optimiser, step, elapsed seconds) is written atomically every few
+minutes into the output folder, and ``resume=True`` continues from it. Deterministic by seed:
+weights are initialised from ``recipe.seed`` and batch ``t`` is drawn from ``(recipe.seed, t)``,
+so an interrupted-and-resumed run matches an uninterrupted one (same data, threads and torch).
+
+Output folder:
+    checkpoint.pt            the latest checkpoint (our own file; loaded with ``weights_only``)
+    log.jsonl                one JSON line per logged step / validation
+    <name>.safetensors       final weights (state dict; the architecture follows from the shapes)
+    <name>.onnx              ONNX export of the final weights (when ``export_onnx``)
+    summary.json             recipe, steps, seconds, parameters, FLOPs/px, last losses
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlvfx.errors import InputError
+from mlvfx.io import write_bytes_atomic
+from mlvfx.nets.material import MaterialNet, count_flops_per_pixel, count_parameters
+from mlvfx.train import losses as L
+from mlvfx.train.dataset import MaterialDataset
+from mlvfx.train.recipe import LossSpec, Recipe
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+SUMMARY = "summary.json"
+
+LogFn = Callable[[dict[str, Any]], None]
+
+
+def compute_losses(
+    pred: torch.Tensor, batch: dict[str, torch.Tensor], w: LossSpec
+) -> dict[str, torch.Tensor]:
+    """Loss terms and their weighted sum ``"total"``.
+
+    Args:
+        pred: (B, 8, H, W) output of :class:`MaterialNet`.
+        batch: (B, C, H, W) tensors from :func:`mlvfx.train.dataset.to_batch`.
+        w: loss weights.
+    """
+    normal, height, albedo, rough = pred[:, 0:3], pred[:, 3:4], pred[:, 4:7], pred[:, 7:8]
+    terms = {
+        "normal": L.angular_loss(normal, batch["normal"]),
+        "height_grad": L.height_gradient_loss(height, batch["height"]),
+        "height_normal": L.height_normal_consistency(height, normal),
+        "albedo_si": L.scale_invariant_log_loss(albedo, batch["albedo"]),
+        "albedo_l1": L.l1_loss(albedo, batch["albedo"]),
+        "roughness": L.l1_loss(rough, batch["roughness"]),
+    }
+    total = sum((getattr(w, k) * v for k, v in terms.items()), torch.zeros(()))
+    terms["total"] = total
+    return terms
+
+
+def learning_rate(step: int, recipe: Recipe, total_steps: int) -> float:
+    """Linear warm-up, then cosine decay from ``lr`` to ``lr_min`` over ``total_steps``."""
+    t = recipe.train
+    if step < t.warmup:
+        return t.lr * (step + 1) / t.warmup
+    frac = min(1.0, (step - t.warmup) / max(1, total_steps - t.warmup))
+    return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1.0 + math.cos(math.pi * frac))
+
+
+@dataclass
+class TrainResult:
+    """What a (possibly partial) training run did."""
+
+    out: Path
+    steps_done: int
+    total_steps: int
+    seconds: float
+    stopped: str  # "finished" or "budget"
+    weights: Path | None
+    onnx: Path | None
+    last: dict[str, float] = field(default_factory=dict)
+
+
+def _save_checkpoint(path: Path, net: MaterialNet, opt: torch.optim.Optimizer, step: int, seconds: float,
+                     recipe: Recipe) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "seconds": seconds,
+                "recipe": json.dumps(recipe.to_dict())}, tmp)
+    os.replace(tmp, path)
+
+
+def _deterministic(seed: int, threads: int) -> None:
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def train_material(
+    recipe: Recipe,
+    *,
+    data_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    resume: bool = False,
+    steps: int | None = None,
+    budget_minutes: float | None = None,
+    device: str | None = None,
+    export_onnx: bool = True,
+    log: LogFn | None = None,
+) -> TrainResult:
+    """Train :class:`MaterialNet` on a factory dataset.
+
+    Args:
+        recipe: the recipe (see :mod:`mlvfx.train.recipe`).
+        data_dir: factory dataset folder (training families only).
+        out_dir: where checkpoints, logs and final weights go.
+        resume: continue from ``out_dir/checkpoint.pt`` if present.
+        steps: override ``recipe.train.steps`` (the LR schedule follows it).
+        budget_minutes: wall-clock budget over all resumed runs; default the recipe's.
+        device: torch device name; default ``MLVFX_DEVICE`` / CUDA if available / CPU.
+        export_onnx: also write the ONNX export at the end.
+        log: called with each log record (also appended to ``log.jsonl``).
+
+    Returns:
+        A :class:`TrainResult`; ``weights`` is written whenever at least one step was done.
+    """
+    from mlvfx.config import torch_device
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t = recipe.train
+    total_steps = steps if steps is not None else t.steps
+    if total_steps < 1:
+        raise InputError(f"steps must be >= 1, got {total_steps}")
+    budget_s = 60.0 * (budget_minutes if budget_minutes is not None else t.budget_minutes)
+    _deterministic(recipe.seed, t.threads)
+    dev = torch_device(device)
+    torch.set_num_threads(t.threads)
+
+    data = MaterialDataset(data_dir, val_fraction=recipe.data.val_fraction)
+    data.refresh()
+    net = MaterialNet(recipe.model).to(dev)
+    opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=1e-4)
+    start, prior_seconds = 0, 0.0
+    ckpt = out / CHECKPOINT
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, prior_seconds = int(state["step"]), float(state["seconds"])
+
+    def emit(record: dict[str, Any]) -> None:
+        with open(out / LOG, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if log is not None:
+            log(record)
+
+    emit({"event": "start", "step": start, "total_steps": total_steps, "train_samples": len(data.train),
+          "val_samples": len(data.val), "device": str(dev), "params": count_parameters(net)})
+    t0 = time.monotonic()
+    last_ckpt = t0
+    step = start
+    stopped = "finished"
+    last: dict[str, float] = {}
+    net.train()
+    while step < total_steps:
+        if prior_seconds + time.monotonic() - t0 >= budget_s:
+            stopped = "budget"
+            break
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(step, recipe, total_steps)
+        batch = {k: v.to(dev) for k, v in data.batch(recipe.seed, step, t.batch, t.crop).items()}
+        terms = compute_losses(net(batch["lit"]), batch, recipe.loss)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        step += 1
+        last = {k: float(v.detach()) for k, v in terms.items()}
+        if step % t.log_every == 0 or step == total_steps:
+            emit({"event": "train", "step": step, "lr": opt.param_groups[0]["lr"],
+                  "seconds": round(prior_seconds + time.monotonic() - t0, 1), **last})
+        if time.monotonic() - last_ckpt >= 60.0 * t.checkpoint_minutes:
+            _save_checkpoint(ckpt, net, opt, step, prior_seconds + time.monotonic() - t0, recipe)
+            last_ckpt = time.monotonic()
+            emit({"event": "val", "step": step, **validate(net, data, recipe, dev)})
+            # Pick up samples a concurrent render finished meanwhile.
+            added = data.refresh()
+            if added:
+                emit({"event": "data", "step": step, "added": added, "train_samples": len(data.train)})
+            net.train()
+    seconds = prior_seconds + time.monotonic() - t0
+    weights = onnx_path = None
+    if step > start or resume:
+        _save_checkpoint(ckpt, net, opt, step, seconds, recipe)
+    if step > 0:
+        emit({"event": "val", "step": step, **validate(net, data, recipe, dev)})
+        net = net.cpu().eval()
+        weights = save_weights(net, out / f"{recipe.name}.safetensors")
+        if export_onnx:
+            from mlvfx.train.export import export_onnx as _export
+
+            onnx_path = _export(net, out / f"{recipe.name}.onnx")
+    summary = {
+        "recipe": recipe.to_dict(), "steps_done": step, "total_steps": total_steps, "stopped": stopped,
+        "seconds": round(seconds, 1), "params": count_parameters(net),
+        "flops_per_pixel": count_flops_per_pixel(MaterialNet(recipe.model)),
+        "train_samples": len(data.train), "val_samples": len(data.val), "last": last,
+        "torch": torch.__version__, "threads": t.threads, "device": str(dev),
+    }
+    write_bytes_atomic(out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode(), overwrite=True)
+    emit({"event": "end", "step": step, "stopped": stopped, "seconds": round(seconds, 1)})
+    return TrainResult(out, step, total_steps, seconds, stopped, weights, onnx_path, last)
+
+
+@torch.no_grad()
+def validate(
+    net: MaterialNet, data: MaterialDataset, recipe: Recipe, device: torch.device
+) -> dict[str, float]:
+    """Mean loss terms on the training folder's validation split (same families, unseen samples).
+
+    This is for monitoring only; reported metrics come from ``mlvfx eval material`` on the public
+    validation set.
+    """
+    crop = max(net.multiple, (128 // net.multiple) * net.multiple)
+    vb = data.val_batch(recipe.train.val_samples, crop)
+    if vb is None:
+        return {}
+    net.eval()
+    vb = {k: v.to(device) for k, v in vb.items()}
+    terms = compute_losses(net(vb["lit"]), vb, recipe.loss)
+    return {f"val_{k}": float(v) for k, v in terms.items()}
+
+
+def save_weights(net: MaterialNet, path: Path) -> Path:
+    """Write the state dict as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def with_overrides(recipe: Recipe, **train: Any) -> Recipe:
+    """A copy of ``recipe`` with some ``train`` settings replaced (``None`` values are ignored)."""
+    kw = {k: v for k, v in train.items() if v is not None}
+    return replace(recipe, train=replace(recipe.train, **kw)) if kw else recipe

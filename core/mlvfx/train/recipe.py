@@ -1,0 +1,137 @@
+"""Training recipes: a JSON file with the data, model, training and loss settings of one model.
+
+A recipe is complete: together with the code at a commit it determines the trained weights
+(given the same data, thread count and torch version). Unknown keys are rejected so a typo
+cannot silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from mlvfx.errors import InputError
+from mlvfx.nets.material import MaterialNetConfig
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Training data: a factory dataset rendered with these settings (see ``mlvfx data materials``)."""
+
+    dir: str = ""
+    count: int = 600
+    size: int = 256
+    seed: int = 7
+    families: tuple[str, ...] = ("train",)
+    samples: int = 16
+    val_fraction: float = 0.05
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Optimisation settings."""
+
+    steps: int = 4000
+    batch: int = 8
+    crop: int = 96
+    lr: float = 2e-3
+    lr_min: float = 5e-5
+    warmup: int = 100
+    budget_minutes: float = 170.0
+    checkpoint_minutes: float = 4.0
+    log_every: int = 10
+    threads: int = 2
+    val_samples: int = 16
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Weights of the loss terms (see :mod:`mlvfx.train.losses`)."""
+
+    normal: float = 1.0
+    height_grad: float = 0.5
+    height_normal: float = 0.5
+    albedo_si: float = 1.0
+    albedo_l1: float = 0.2
+    roughness: float = 1.0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A full training recipe."""
+
+    name: str
+    seed: int
+    data: DataSpec = field(default_factory=DataSpec)
+    model: MaterialNetConfig = field(default_factory=MaterialNetConfig)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    loss: LossSpec = field(default_factory=LossSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (round-trips through :func:`recipe_from_dict`)."""
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        d["data"]["families"] = list(self.data.families)
+        return d
+
+
+def _section(cls: type[Any], raw: Any, where: str, path: Path | None) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise InputError(f"recipe section {where!r} must be an object", path)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InputError(f"unknown key(s) in recipe section {where!r}: {', '.join(unknown)}", path)
+    kw = dict(raw)
+    if "families" in kw:
+        kw["families"] = tuple(str(f) for f in kw["families"])
+    if "widths" in kw:
+        kw["widths"] = tuple(int(w) for w in kw["widths"])
+    try:
+        return cls(**kw)
+    except TypeError as exc:
+        raise InputError(f"bad recipe section {where!r}: {exc}", path) from None
+
+
+def recipe_from_dict(d: dict[str, Any], path: Path | None = None) -> Recipe:
+    """Validate and build a :class:`Recipe` from parsed JSON."""
+    unknown = sorted(set(d) - {"name", "seed", "data", "model", "train", "loss", "comment"})
+    if unknown:
+        raise InputError(f"unknown top-level recipe key(s): {', '.join(unknown)}", path)
+    if not isinstance(d.get("name"), str) or not isinstance(d.get("seed"), int):
+        raise InputError("a recipe needs a string 'name' and an integer 'seed'", path)
+    recipe = Recipe(
+        name=d["name"],
+        seed=d["seed"],
+        data=_section(DataSpec, d.get("data"), "data", path),
+        model=_section(MaterialNetConfig, d.get("model"), "model", path),
+        train=_section(TrainSpec, d.get("train"), "train", path),
+        loss=_section(LossSpec, d.get("loss"), "loss", path),
+    )
+    t = recipe.train
+    if t.steps < 1 or t.batch < 1 or t.crop < 16 or t.lr <= 0 or t.threads < 1:
+        raise InputError("recipe 'train' needs steps, batch, threads >= 1, crop >= 16 and lr > 0", path)
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """Read a recipe JSON file.
+
+    Raises:
+        InputError: the file is missing, not JSON, or has unknown/invalid settings.
+    """
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError("recipe not found", p) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable recipe: {exc}", p) from None
+    if not isinstance(d, dict):
+        raise InputError("a recipe must be a JSON object", p)
+    return recipe_from_dict(d, p)
