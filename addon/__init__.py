@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import operators, panels, preferences, properties, texture_operators
+from . import operators, panels, preferences, properties, smoke, texture_operators
 
-_modules = (preferences, properties, operators, texture_operators, panels)
+_modules = (preferences, properties, operators, texture_operators, smoke, panels)
 
 
 def register() -> None:

@@ -81,7 +81,39 @@ class MLVFX_PT_texture(ShaderEditorPanel, bpy.types.Panel):
         box.operator("mlvfx.paint_texture", icon="BRUSH_DATA")
 
 
-classes = (MLVFX_PT_material, MLVFX_UL_exemplars, MLVFX_PT_texture)
+class MLVFX_PT_smoke(bpy.types.Panel):
+    """Learned smoke: emitter, domain settings and bake"""
+
+    bl_label = "Smoke"
+    bl_idname = "MLVFX_PT_smoke"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "mlvfx"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        obj = context.active_object
+        if obj is None or not obj.mlvfx_smoke.is_domain:
+            layout.operator("mlvfx.add_smoke", icon="MOD_FLUIDSIM")
+            return
+        s = obj.mlvfx_smoke
+        col = layout.column()
+        col.prop(s, "emitter")
+        col.prop(s, "model")
+        col.prop(s, "resolution")
+        row = col.row(align=True)
+        row.prop(s, "frame_start")
+        row.prop(s, "frame_end")
+        col.prop(s, "substeps")
+        col.prop(s, "buoyancy")
+        col.prop(s, "dissipation")
+        col.prop(s, "vorticity")
+        col.prop(s, "emission")
+        col.prop(s, "cache")
+        layout.operator("mlvfx.bake_smoke", icon="RENDER_ANIMATION")
+
+
+classes = (MLVFX_PT_material, MLVFX_UL_exemplars, MLVFX_PT_texture, MLVFX_PT_smoke)
 
 
 def register() -> None:

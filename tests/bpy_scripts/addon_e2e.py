@@ -151,6 +151,66 @@ observed["painted_left_right"] = [float(p[:, :24, :3].mean()), float(p[:, 40:, :
 assert p[:, :24, :3].mean() < 0.3 < 0.6 < p[:, 40:, :3].mean(), observed["painted_left_right"]
 
 
+# -- smoke: an emitter in a new domain, baked to an OpenVDB sequence, played on a Volume -----------
+bpy.ops.mesh.primitive_ico_sphere_add(radius=0.25, location=(0.0, 0.0, 0.3))
+emitter = bpy.context.active_object
+assert bpy.ops.mlvfx.add_smoke(emitter=emitter.name) == {"FINISHED"}
+domain = bpy.context.active_object
+settings = domain.mlvfx_smoke
+assert settings.is_domain and settings.emitter == emitter
+settings.resolution, settings.frame_start, settings.frame_end = 16, 1, 4
+assert bpy.ops.mlvfx.bake_smoke(domain=domain.name) == {"FINISHED"}
+cache = Path(bpy.path.abspath(settings.cache))
+frames = sorted(p.name for p in cache.iterdir())
+observed["vdb_frames"] = frames
+assert frames == [f"density_{f:04d}.vdb" for f in range(1, 5)], frames
+volume_obj = bpy.data.objects[f"{domain.name}_volume"]
+assert volume_obj.type == "VOLUME" and volume_obj.data.is_sequence
+volume_obj.data.grids.load()
+observed["volume_grids"] = [g.name for g in volume_obj.data.grids]
+assert "density" in observed["volume_grids"]
+import openvdb  # noqa: E402  (bundled with Blender; the bake made it importable)
+
+grid = openvdb.read(str(cache / "density_0004.vdb"), "density")
+observed["smoke_active_voxels"] = int(grid.activeVoxelCount())
+assert grid.activeVoxelCount() > 0
+# Rebaking replaces the cache safely: same file names, new contents, no leftovers beside it.
+first_inode = (cache / "density_0001.vdb").stat().st_ino
+settings.frame_end = 3
+assert bpy.ops.mlvfx.bake_smoke(domain=domain.name) == {"FINISHED"}
+assert sorted(p.name for p in cache.iterdir()) == [f"density_{f:04d}.vdb" for f in range(1, 4)]
+assert (cache / "density_0001.vdb").stat().st_ino != first_inode
+assert sorted(p.name for p in cache.parent.iterdir()) == [cache.name], list(cache.parent.iterdir())
+# A cancelled bake leaves the previous cache untouched.
+smoke_mod = sys.modules[MODULE + ".smoke"]
+jobs_mod = sys.modules[MODULE + ".jobs"]
+op_plan = {
+    "domain": domain.name,
+    "cache": cache,
+    "model": "reference",
+    "shape": (16, 16, 16),
+    "mask": np.ones((16, 16, 16), np.float32) * 0,
+    "voxel": 0.1,
+    "origin": (0, 0, 0),
+    "frames": [1, 2, 3],
+    "dt": 0.04,
+    "substeps": 1,
+    "buoyancy": 1.0,
+    "dissipation": 0.0,
+    "vorticity": 0.0,
+    "emission": 1.0,
+}
+op_plan["mask"][2:5, 2:5, 2:5] = 1.0
+before_files = {p.name: p.stat().st_ino for p in cache.iterdir()}
+bake_job = jobs_mod.Job("bake", lambda p, c: smoke_mod.MLVFX_OT_bake_smoke._compute(op_plan, p, c))
+bake_job.cancel_token.cancel()
+bake_job.start()
+assert bake_job.wait(60) and type(bake_job.error).__name__ == "Cancelled", repr(bake_job.error)
+assert {p.name: p.stat().st_ino for p in cache.iterdir()} == before_files
+assert sorted(p.name for p in cache.parent.iterdir()) == [cache.name]
+observed["cancelled_bake"] = "cache unchanged"
+
+
 # -- failures leave the file unchanged and report cleanly ---------------------------------------
 def snapshot() -> tuple[int, int, int]:
     return len(tree.nodes), len(tree.links), len(bpy.data.images)
@@ -207,6 +267,8 @@ observed["cancelled_job"] = type(job.error).__name__
 
 # -- unregister leaves nothing behind ---------------------------------------------------------------
 bpy.ops.preferences.addon_disable(module=MODULE)
+assert not hasattr(bpy.types.Object, "mlvfx_smoke")
+assert not hasattr(bpy.types.Scene, "mlvfx_texture")
 leftovers = [name for name in dir(bpy.types) if name.startswith("MLVFX_")]
 assert not leftovers, leftovers
 assert not hasattr(bpy.types.Scene, "mlvfx_material")
