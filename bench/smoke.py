@@ -140,6 +140,30 @@ def conservation(res: int = 48, steps: int = 200) -> dict[str, dict[str, float]]
     return out
 
 
+def plot_scenarios(path: Path, res: int = 128, steps: int = 120) -> None:
+    """Render the four canonical 2D scenarios after ``steps`` steps side by side (PNG, atomic)."""
+    import cv2
+    import numpy as np
+
+    from mlvfx.fluids.scenarios import SCENARIOS, simulate
+
+    tiles = []
+    for name in SCENARIOS:
+        sc = make_scenario(name, 2, res)
+        for _, density, _ in simulate(sc, steps, every=steps):
+            d = density.cpu().numpy()
+        img = np.clip(d / max(float(d.max()), 1e-9), 0.0, 1.0)
+        rgb = np.stack([img, img, img], axis=-1)
+        if sc.obstacles is not None:
+            rgb[sc.obstacles] = (0.2, 0.35, 0.8)
+        tiles.append((rgb[::-1] * 255).astype(np.uint8))
+        tiles.append(np.full((res, 3, 3), 255, np.uint8))
+    sheet = np.concatenate(tiles[:-1], axis=1)
+    tmp = path.with_suffix(".tmp.png")
+    cv2.imwrite(str(tmp), sheet[..., ::-1])
+    os.replace(tmp, path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -151,6 +175,7 @@ def main() -> int:
     parser.add_argument(
         "--accuracy", type=int, default=0, help="2D resolution for the accuracy table (0: skip)"
     )
+    parser.add_argument("--plot", type=Path, default=None, help="PNG of the four canonical 2D scenarios")
     parser.add_argument("--conservation", action="store_true", help="closed-box mass drift table")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", type=Path, default=None)
@@ -210,6 +235,9 @@ def main() -> int:
         print("\nclosed box 48^2, no sources/dissipation, 200 steps: total density drift")
         for key, value in cons.items():
             print(f"{key:>28}: final {100 * value['final']:+.2f}%, max |drift| {100 * value['max_abs']:.2f}%")
+    if args.plot:
+        plot_scenarios(args.plot)
+        print(f"wrote {args.plot}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0
