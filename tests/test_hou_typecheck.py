@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,23 @@ def test_the_check_really_sees_hou(tmp_path):
     )
     assert result.returncode == 1
     assert "union-attr" in result.stdout and "None" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _tool("pyright").exists(), reason="pyright is not installed next to the interpreter")
+def test_mlvfx_houdini_is_pyright_strict_clean():
+    """The same package under pyright's strict mode (config hda/pyrightconfig.json)."""
+    result = subprocess.run(
+        [str(_tool("pyright")), "--pythonpath", sys.executable, "--outputjson"],
+        cwd=REPO / "hda",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    try:
+        report = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        pytest.skip(f"pyright could not run here: {(result.stdout + result.stderr)[-300:]}")
+    diagnostics = [d for d in report["generalDiagnostics"] if d["severity"] == "error"]
+    assert diagnostics == [], diagnostics[:5]
+    assert report["summary"]["filesAnalyzed"] >= 6

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 
 import hou
@@ -22,7 +22,7 @@ __all__ = ["interruptible", "node_errors"]
 
 
 @contextmanager
-def node_errors() -> Iterator[None]:
+def node_errors() -> Generator[None, None, None]:
     """Turn an ``MlvfxError`` raised inside the block into ``hou.NodeError`` with its message."""
     try:
         yield
@@ -31,7 +31,7 @@ def node_errors() -> Iterator[None]:
 
 
 @contextmanager
-def interruptible(label: str, dialog: bool = True) -> Iterator[tuple[ProgressFn, CancelToken]]:
+def interruptible(label: str, dialog: bool = True) -> Generator[tuple[ProgressFn, CancelToken], None, None]:
     """A ``(progress, cancel)`` pair driving a ``hou.InterruptableOperation``.
 
     Args:

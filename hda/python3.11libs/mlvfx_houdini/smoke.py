@@ -421,7 +421,7 @@ class SmokeSession:
     source_rate: float
     source_vel: tuple[float, ...]
     cache_dir: Path | None = None
-    frames: dict[int, State] = field(default_factory=dict)
+    frames: dict[int, State] = field(default_factory=lambda: dict[int, State]())
 
     def step_frame(
         self,
@@ -436,7 +436,7 @@ class SmokeSession:
         """
         from mlvfx.fluids.reference import Source
 
-        sources = []
+        sources: list[Source] = []
         if inputs.source_mask is not None and self.source_rate > 0:
             sources.append(Source(inputs.source_mask, self.source_rate, self.source_vel))
         density = None if state is None else state[0]

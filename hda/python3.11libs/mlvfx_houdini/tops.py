@@ -17,6 +17,7 @@ the small protocols below.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -159,7 +160,7 @@ def material_jobs(
         raise InputError(f"normal convention must be opengl or directx, got {normal_convention!r}")
     wanted = ",".join(parse_maps(maps))
     taken: set[str] = set()
-    jobs = []
+    jobs: list[Job] = []
     for image in inputs:
         out = os.path.join(outdir, _unique_stem(image, taken))
         args = ["material", image, "-o", out, "--maps", wanted, "--method", method]
@@ -172,7 +173,7 @@ def material_jobs(
 
 def parse_exemplars(text: str) -> list[tuple[str, str]]:
     """``label=path`` pairs, one per line or separated by ``;`` (e.g. ``#ff0000=rock/``)."""
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for raw in re.split(r"[;\n]", text):
         entry = raw.strip()
         if not entry:
@@ -213,7 +214,7 @@ def texture_jobs(
     if operation == "paint" and not pairs:
         raise InputError("paint needs at least one exemplar (LABEL=PATH)")
     taken: set[str] = set()
-    jobs = []
+    jobs: list[Job] = []
     for image in inputs:
         stem = _unique_stem(image, taken)
         extra = ["--overwrite"] if overwrite else []
@@ -320,7 +321,8 @@ def _upstream_files(item: Any) -> list[tuple[str, str]]:
     files = getattr(item, "outputFiles", None)
     if files is None:  # Houdini < 20 called them result data
         files = getattr(item, "resultData", None) or ()
-    return [(str(f.path), str(f.tag)) for f in files]
+    typed: Iterable[_File] = files
+    return [(str(f.path), str(f.tag)) for f in typed]
 
 
 def generate(node: _Node, item_holder: _Holder, upstream_items: Sequence[Any], kind: str) -> None:
@@ -358,7 +360,7 @@ def generate(node: _Node, item_holder: _Holder, upstream_items: Sequence[Any], k
 
 
 def _add_item(holder: _Holder, parent: Any, in_process: bool) -> Any:
-    import pdg  # only inside Houdini/PDG
+    pdg: Any = importlib.import_module("pdg")  # only inside Houdini/PDG; no type stubs exist
 
     cook_type = pdg.workItemCookType.InProcess if in_process else pdg.workItemCookType.Generate
     if parent is None:
@@ -388,7 +390,7 @@ def output_files(output: str, output_is_dir: bool) -> list[tuple[str, str]]:
         return [(str(path), "file/image")] if path.is_file() else []
     if not path.is_dir():
         return []
-    out = []
+    out: list[tuple[str, str]] = []
     for f in sorted(path.iterdir()):
         if f.is_file():
             out.append(
