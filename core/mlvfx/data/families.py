@@ -134,6 +134,14 @@ class Graph:
         """a * b + c."""
         return self.math("MULTIPLY_ADD", a, b, c)
 
+    def decorrelate(self, per_cell: Value, k: float = 53.17) -> Socket:
+        """A second per-cell random value from a first one (``fract(x * k + 0.37)``).
+
+        Height and colour draw on different per-cell randoms, so a brick's shade says nothing
+        about how far it sticks out.
+        """
+        return self.math("FRACT", self.madd(per_cell, k, 0.37))
+
     def clamp01(self, a: Value) -> Socket:
         return self.math("ADD", a, 0.0, clamp=True)
 
@@ -354,7 +362,7 @@ def _bricks_build(g: Graph, vec: Socket, p: Params) -> Channels:
     mortar, rand = g.brick(vec, p["scale"], p["mortar"], p["smooth"], p["width"], p["row"], p["offset"])
     chip, _ = g.noise(g.vadd(vec, p["offset_vec"]), p["chip_scale"], 6.0, 0.65)
     solid = g.remap(g.add(g.sub(1.0, mortar), g.mul(g.sub(chip, 0.5), p["chip"])), 0.1, 0.6, smooth=True)
-    top = g.madd(rand, p["bulge"], g.sub(1.0, p["bulge"]))
+    top = g.madd(g.decorrelate(rand), p["bulge"], g.sub(1.0, p["bulge"]))
     grain, _ = g.noise(vec, p["chip_scale"] * 3.0, 3.0, 0.6)
     height = g.madd(g.mul(solid, top), 0.85, g.mul(grain, 0.15))
     cnoise, _ = g.noise(g.vadd(vec, [7.0, 3.0, 1.0]), p["color_noise"], 3.0, 0.6)
@@ -390,7 +398,7 @@ def _tiles_build(g: Graph, vec: Socket, p: Params) -> Channels:
     grout, rand = g.brick(vec, p["scale"], p["grout"], p["bevel"], p["size"] * p["aspect"], p["size"], 0.0)
     wob, _ = g.noise(g.vadd(vec, p["offset_vec"]), 3.0, 2.0, 0.5)
     tile = g.sub(1.0, grout)
-    height = g.madd(tile, g.madd(wob, p["wobble"], 0.9 - p["wobble"] * 0.5), g.mul(rand, 0.05))
+    height = g.madd(tile, g.madd(wob, p["wobble"], 0.9 - p["wobble"] * 0.5), g.mul(g.decorrelate(rand), 0.05))
     spec, _ = g.noise(g.vadd(vec, [11.0, 5.0, 2.0]), 30.0, 2.0, 0.5)
     tile_col = g.ramp(g.madd(rand, 0.85, g.mul(spec, 0.15)), [(0.0, p["tile_a"]), (1.0, p["tile_b"])])
     col = g.mix_rgb(tile, p["grout_color"], tile_col)
@@ -434,7 +442,8 @@ def _cobble_build(g: Graph, vec: Socket, p: Params) -> Channels:
     rand = g.node("ShaderNodeRGBToBW")
     g.nt.links.new(cell["Color"], rand.inputs[0])
     det, _ = g.noise(v, p["detail_scale"], 4.0, 0.6)
-    height = g.madd(dome, g.madd(rand.outputs[0], 0.2, 0.8 - p["detail"]), g.mul(det, p["detail"]))
+    height = g.madd(dome, g.madd(g.decorrelate(rand.outputs[0]), 0.2, 0.8 - p["detail"]),
+                    g.mul(det, p["detail"]))
     cn, _ = g.noise(g.vadd(v, [3.0, 9.0, 4.0]), p["detail_scale"] * 0.5, 3.0, 0.6)
     stone_col = g.ramp(g.madd(rand.outputs[0], 0.75, g.mul(cn, 0.25)),
                        [(0.0, p["stones"][0]), (0.5, p["stones"][1]), (1.0, p["stones"][2])])
@@ -473,7 +482,7 @@ def _pebbles_build(g: Graph, vec: Socket, p: Params) -> Channels:
     v2 = g.vadd(vec, p["offset_vec2"])
     cap1, r1 = _pebble_layer(g, v1, p["scale"], p["radius"])
     cap2, r2 = _pebble_layer(g, v2, p["scale2"], p["radius"])
-    h1 = g.mul(cap1, g.madd(r1, 0.3 * p["flatten"], 0.7 * p["flatten"]))
+    h1 = g.mul(cap1, g.madd(g.decorrelate(r1), 0.3 * p["flatten"], 0.7 * p["flatten"]))
     h2 = g.mul(cap2, 0.45 * p["flatten"])
     height = g.math("MAXIMUM", h1, h2)
     top = g.math("GREATER_THAN", h1, h2)
@@ -595,7 +604,7 @@ def _planks_build(g: Graph, vec: Socket, p: Params) -> Channels:
     grain = g.wave(v, p["grain_scale"], p["grain_distortion"], 3.0, "Y", "SIN", phase=g.mul(rand, 20.0))
     board = g.sub(1.0, gap)
     height = g.mul(board, g.madd(grain, p["grain_relief"], 0.92 - p["grain_relief"]))
-    height = g.madd(g.mul(rand, board), 0.08, height)
+    height = g.madd(g.mul(g.decorrelate(rand), board), 0.08, height)
     wood = g.ramp(grain, [(0.0, p["dark"]), (1.0, p["light"])])
     tinted = g.mix_rgb(g.mul(rand, p["tint"]), wood, p["dark"])
     col = g.mix_rgb(board, [0.02, 0.015, 0.01], tinted)
@@ -717,7 +726,7 @@ def _metal_build(g: Graph, vec: Socket, p: Params) -> Channels:
 def _bark_sample(rng: np.random.Generator) -> Params:
     hue = _u(rng, 0.03, 0.12)
     return {
-        "scale": _u(rng, 3.0, 8.0),
+        "scale": _u(rng, 1.5, 4.0),
         "stretch": _u(rng, 0.12, 0.3),
         "distortion": _u(rng, 3.0, 10.0),
         "furrow": _u(rng, 0.3, 0.6),
@@ -738,10 +747,10 @@ def _bark_build(g: Graph, vec: Socket, p: Params) -> Channels:
     v = g.vadd(g.xform(vec, scale=(1.0, p["stretch"], 1.0)), p["offset_vec"])
     bands = g.wave(v, p["scale"], p["distortion"], 4.0, "X", "SIN")
     ridge = g.remap(bands, p["furrow"] * 0.5, p["furrow"] + 0.2, smooth=True)
-    cells = g.voronoi(g.xform(v, scale=(1.0, 0.6, 1.0)), p["scale"] * 0.8, "DISTANCE_TO_EDGE", 1.0)
+    cells = g.voronoi(g.xform(v, scale=(1.0, 0.6, 1.0)), p["scale"] * 2.5, "DISTANCE_TO_EDGE", 1.0)
     plate = cells["Distance"]
     plate_h = g.remap(plate, 0.0, 0.08, smooth=True)
-    fine, _ = g.noise(v, p["scale"] * 6.0, 4.0, 0.6)
+    fine, _ = g.noise(v, p["scale"] * 15.0, 2.0, 0.5)
     body = g.mix(p["plates"], ridge, g.mul(ridge, plate_h))
     height = g.madd(fine, p["fine"], g.mul(body, 1.0 - p["fine"]))
     cf, _ = g.noise(g.vadd(vec, p["offset_col"]), p["scale"] * 3, 5.0, 0.6)

@@ -9,7 +9,8 @@ an area light. Per sample the factory writes, into ``<out>/s<index:06d>/``:
 * ``albedo.png``: the base colour, 8-bit sRGB (from a colour AOV; see note below);
 * ``normal.png``: tangent-space normal, OpenGL convention (+X right, +Y up, +Z out), stored as
   ``n * 0.5 + 0.5`` in 16-bit PNG;
-* ``height.exr``: displacement in patch widths (half float), from a shader AOV, and
+* ``height.exr``: displacement in patch widths (half float), from a shader AOV of the displaced
+  surface's z (so it is exactly the geometry the normals come from), and
   ``height16.png``: the same, min-max normalised (min/max in meta.json);
 * ``roughness.png``: 8-bit linear data;
 * ``meta.json``: family, parameters, lights, seed, timings.
@@ -63,6 +64,9 @@ SAMPLE_FILES: tuple[str, ...] = (
 )
 DATASET_FILE = "dataset.json"
 FORMAT_VERSION = 1
+# Bump whenever families, lighting or render settings change what a (seed, index) renders, so a
+# dataset records which generator made it and resuming refuses to mix generators.
+FACTORY_VERSION = 2
 # Families whose patch pattern is axis-aligned by nature (masonry, boards): rotate by multiples
 # of 90 degrees plus a small jitter instead of any angle.
 _AXIS_ALIGNED = {"bricks", "tiles", "planks"}
@@ -283,7 +287,11 @@ def _build_material(bpy: Any, spec: SampleSpec) -> Any:
     g.set(disp, "Scale", 1.0)
     nt.links.new(disp.outputs[0], out.inputs["Displacement"])
 
-    for name, sock, is_color in (("height", height_pw, False), ("albedo", ch.color, True),
+    # The height AOV is the z of the shaded point on the displaced mesh, not the procedural
+    # height: detail finer than the mesh would be in one map and not the other, and the
+    # geometric height is exactly what the normal pass differentiates.
+    _, _, z = g.sep(g.node("ShaderNodeNewGeometry").outputs["Position"])
+    for name, sock, is_color in (("height", g.mul(z, 0.5), False), ("albedo", ch.color, True),
                                  ("roughness", ch.roughness, False)):
         aov = g.node("ShaderNodeOutputAOV", aov_name=name)
         g.set(aov, "Color" if is_color else "Value", sock)
@@ -513,6 +521,7 @@ def write_sample(folder: Path, spec: SampleSpec, maps: RenderedMaps) -> None:
     write_image(folder / "roughness.png", maps.roughness, kind="data", bit_depth=8)
     meta = {
         "format_version": FORMAT_VERSION,
+        "factory_version": FACTORY_VERSION,
         "name": spec.name,
         **asdict(spec),
         "stats": maps.stats,
@@ -586,7 +595,7 @@ def _check_dataset(root: Path, settings: dict[str, Any]) -> None:
             old = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"unreadable dataset description: {exc}", path) from None
-        for key in ("seed", "size", "samples", "families", "format_version"):
+        for key in ("seed", "size", "samples", "families", "format_version", "factory_version"):
             if old.get(key) != settings[key]:
                 raise InputError(
                     f"this folder holds a dataset with {key}={old.get(key)!r}, not {settings[key]!r}; "
@@ -648,7 +657,8 @@ def generate(
     if root.exists() and not root.is_dir():
         raise InputError("output exists and is not a folder", root)
     root.mkdir(parents=True, exist_ok=True)
-    _check_dataset(root, {"format_version": FORMAT_VERSION, "seed": seed, "size": size,
+    _check_dataset(root, {"format_version": FORMAT_VERSION, "factory_version": FACTORY_VERSION,
+                          "seed": seed, "size": size,
                           "samples": samples, "families": list(fams)})
 
     mine = [i for i in range(start, start + count) if i % num_shards == shard]
