@@ -940,3 +940,21 @@ def test_standalone_reads_the_initial_state_at_the_start_frame(hou):
     assert (5, 0) in calls and (6, 0) not in calls  # state at the start frame only
     assert {(5, 1), (6, 1), (5, 2), (6, 2)} <= set(calls)  # emitter and collision per frame
     assert node.out.volume("density").grid().sum() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_farm_command_runs_the_real_cli(tmp_path):
+    """What a scheduler runs: the generated command, with __PDG_PYTHON__ replaced, writes the maps."""
+    import shlex
+    import subprocess
+
+    from mlvfx_houdini.tops import command_line, material_jobs
+
+    photo = tmp_path / "a photo.png"
+    write_photo(photo, size=16)
+    (job,) = material_jobs([str(photo)], str(tmp_path / "out"), maps="normal,roughness")
+    argv = shlex.split(command_line(job, "PYTHON"))
+    argv[0] = sys.executable
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in (tmp_path / "out" / "a photo").iterdir())
+    assert written == ["material.json", "normal.png", "roughness.png"]
