@@ -343,6 +343,10 @@ def _build_lights(bpy: Any, spec: SampleSpec) -> None:
 
 
 def _setup_scene(bpy: Any, spec: SampleSpec, mesh_resolution: int) -> None:
+    if not bpy.app.background:
+        # read_factory_settings would throw away the user's open file.
+        raise MlvfxError("the material factory resets Blender's scene; run it from the command line "
+                         "(mlvfx data materials), not inside an interactive Blender session")
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     patch = _build_patch(bpy, mesh_resolution)
