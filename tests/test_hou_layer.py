@@ -318,6 +318,7 @@ def smoke_parms(**over):
         "center": (0.5, 0.5, 0.5),
         "size": (1.0, 1.0, 1.0),
         "start_frame": 1,
+        "end_frame": 240,
         "cache_dir": "",
     }
     parms.update(over)
@@ -420,6 +421,14 @@ def test_standalone_mode_caches_frames(hou):
     hou.state["frame"] = 3
     smoke.cook(node)
     assert np.array_equal(node.out.volume("density").grid(), frame3)
+
+    node.parms["end_frame"] = 3  # after the end frame: the end frame shows, from the cache
+    hou.state["frame"] = 9
+    before = len(InterruptableOperation.log)
+    smoke.cook(node)
+    assert np.array_equal(node.out.volume("density").grid(), frame3)
+    assert len(InterruptableOperation.log) == before
+    node.parms["end_frame"] = 240
 
     hou.state["frame"] = 0  # before the start: the (empty) input state
     smoke.cook(node)

@@ -14,9 +14,10 @@ Modes:
 * **solver** (``mode = 0``): each cook reads input 0 and advances it by one frame
   (``substeps`` steps of ``1 / (fps * substeps)`` s). Use it inside a SOP Solver.
 * **standalone** (``mode = 1``): the node simulates from ``start_frame`` to the current frame
-  itself and keeps every frame in a cache (memory, plus ``.npz`` files in ``cache_dir`` when set),
-  so scrubbing back is free and scrubbing forward only simulates the frames not cached yet. The
-  "Reset Cache" button forgets the cache; the cache also resets when any parameter changes.
+  (frames after ``end_frame`` show the end frame) and keeps every frame in a cache (memory, plus
+  ``.npz`` files in ``cache_dir`` when set), so scrubbing back is free and scrubbing forward only
+  simulates the frames not cached yet. The "Reset Cache" button forgets the cache; the cache also
+  resets when a parameter that changes the result changes.
 
 Output: scalar volumes ``density``, ``vel.x``, ``vel.y``, ``vel.z`` on the grid's box. A grid with
 one voxel along Z is simulated in 2D.
@@ -98,6 +99,7 @@ PARM_NAMES = (
     "center",
     "size",
     "start_frame",
+    "end_frame",
     "cache_dir",
 )
 
@@ -134,6 +136,7 @@ class SmokeParms:
     center: tuple[float, float, float] = (0.0, 0.5, 0.0)
     size: tuple[float, float, float] = (1.0, 1.0, 1.0)
     start_frame: int = 1
+    end_frame: int = 240
     cache_dir: str = ""
 
     def __post_init__(self) -> None:
@@ -153,6 +156,8 @@ class SmokeParms:
             raise InputError(f"buoyancy must be finite, got {self.buoyancy}")
         if self.divisions < MIN_CELLS:
             raise InputError(f"divisions must be at least {MIN_CELLS}, got {self.divisions}")
+        if self.end_frame < self.start_frame:
+            raise InputError(f"end frame {self.end_frame} is before start frame {self.start_frame}")
         if not all(math.isfinite(v) for v in (*self.source_vel, *self.center, *self.size)):
             raise InputError("source velocity, domain center and size must be finite")
 
@@ -198,6 +203,7 @@ class SmokeParms:
             center=vec3("center"),
             size=vec3("size"),
             start_frame=int(num("start_frame")),
+            end_frame=int(num("end_frame")),
             cache_dir=text("cache_dir"),
         )
 
@@ -396,7 +402,8 @@ def make_stepper(model: str, config: SmokeConfig) -> StepperLike:
 
 def _signature(parms: SmokeParms, domain: Domain, fps: float, extra: str = "") -> str:
     values = asdict(parms)
-    values.pop("cache_dir", None)
+    for unused in ("cache_dir", "end_frame"):  # where frames are kept or shown: same results
+        values.pop(unused, None)
     data: dict[str, Any] = {
         "parms": values,
         "bounds": [domain.bounds.minimum, domain.bounds.maximum],
@@ -727,7 +734,12 @@ def cook(node: hou.Node) -> None:
             session = session_for(key, parms, domain, fps, extra)
             with interruptible("mlvfx smoke simulation") as (progress, cancel):
                 state = session.state_at(
-                    hou.intFrame(), parms.start_frame, initial, lambda f: inputs_at(f), progress, cancel
+                    min(hou.intFrame(), parms.end_frame),
+                    parms.start_frame,
+                    initial,
+                    lambda f: inputs_at(f),
+                    progress,
+                    cancel,
                 )
         _write(geo, domain, state)
 
