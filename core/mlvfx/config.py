@@ -3,6 +3,7 @@
 ``MLVFX_CACHE_DIR``     model cache folder (default: platformdirs' user cache dir for "mlvfx")
 ``MLVFX_ZOO_URL``       base URL of the model zoo (overrides the manifest's URLs)
 ``MLVFX_ZOO_MIRRORS``   local mirror folders, separated by ``os.pathsep``
+``MLVFX_ZOO_MANIFEST``  a zoo manifest file to use instead of the built-in one (read by mlvfx.zoo)
 ``MLVFX_OFFLINE``       "1" forbids all network access
 ``MLVFX_DEVICE``        "cpu", "cuda", "cuda:1", "mps" (default: CUDA when present, else CPU)
 ``MLVFX_THREADS``       torch intra-op threads (default: torch's own choice)
