@@ -967,3 +967,24 @@ def test_farm_command_runs_the_real_cli(tmp_path):
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in (tmp_path / "out" / "a photo").iterdir())
     assert written == ["material.json", "normal.png", "roughness.png"]
+
+
+def test_standalone_memory_budget_keeps_the_newest_frame():
+    from mlvfx.fluids.reference import SmokeConfig, Stepper
+    from mlvfx_houdini.smoke import FrameInputs, SmokeSession
+
+    mask = np.zeros((8, 8, 8), np.float32)
+    mask[1:3, 3:5, 3:5] = 1.0
+    frame_bytes = 8**3 * 4 * 4  # density + 3 velocity components, float32
+    session = SmokeSession("sig", Stepper(SmokeConfig(shape=(8, 8, 8))), 1, 2.0, (), budget=2 * frame_bytes)
+    inputs = FrameInputs(mask, None)
+    last = session.state_at(6, 1, None, lambda f: inputs)
+    assert sorted(session.frames) == [5, 6]  # only two frames fit; the newest is among them
+    # Scrubbing back to a dropped frame simulates again from the start, deterministically.
+    fresh = SmokeSession("sig", Stepper(SmokeConfig(shape=(8, 8, 8))), 1, 2.0, ())
+    want = fresh.state_at(3, 1, None, lambda f: inputs)
+    again = session.state_at(3, 1, None, lambda f: inputs)
+    assert np.array_equal(again[0], want[0]) and np.array_equal(again[1], want[1])
+    assert last is not None and last[0].sum() > want[0].sum()
+    assert 3 in session.frames and 6 in session.frames  # just simulated, and the newest
+    session.state_at(4, 1, None, lambda f: pytest.fail("frame 4 must come from frame 3") if f < 4 else inputs)

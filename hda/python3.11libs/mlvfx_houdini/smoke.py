@@ -82,6 +82,7 @@ BOUNDARIES = ("open_top", "closed", "open")
 MAX_SUBSTEPS = 64
 MIN_CELLS = 4
 FAR = 1e30  # "far outside" for an SDF resampled beyond its box
+MEMORY_BUDGET = 2 << 30  # bytes of frames a standalone node keeps in memory (the newest always stays)
 
 # Every parameter the Python reads; tests/test_hou_hda.py checks each exists in the DialogScript.
 PARM_NAMES = (
@@ -429,6 +430,7 @@ class SmokeSession:
     source_vel: tuple[float, ...]
     cache_dir: Path | None = None
     frames: dict[int, State] = field(default_factory=lambda: dict[int, State]())
+    budget: int = MEMORY_BUDGET
 
     def step_frame(
         self,
@@ -494,8 +496,26 @@ class SmokeSession:
             self.frames[f] = state
             if self.cache_dir is not None:
                 self._save(f, state)
+            self._trim(keep=f)
         report(progress, 1.0, "done")
         return state
+
+    def _trim(self, keep: int) -> None:
+        """Drop the oldest frames from memory beyond the budget (files in cache_dir stay).
+
+        The frame just simulated (``keep``) and the newest frame always stay, so playing forward
+        never re-simulates; scrubbing back to a dropped frame reloads it from ``cache_dir`` or
+        simulates again from the nearest earlier frame still held.
+        """
+        sizes = {f: s[0].nbytes + s[1].nbytes for f, s in self.frames.items()}
+        total = sum(sizes.values())
+        protected = {keep, max(self.frames)}
+        for f in sorted(self.frames):
+            if total <= self.budget:
+                break
+            if f not in protected:
+                total -= sizes[f]
+                del self.frames[f]
 
     def _file(self, frame: int) -> Path:
         assert self.cache_dir is not None
@@ -518,8 +538,7 @@ class SmokeSession:
                 velocity = np.asarray(data["velocity"], np.float32)
         except (OSError, KeyError, ValueError):
             return None  # a damaged cache file is simply simulated again
-        want = self.frames and next(iter(self.frames.values()))[0].shape
-        if want and density.shape != want:
+        if velocity.shape != (*density.shape, 3):
             return None
         return density, velocity
 
