@@ -266,6 +266,15 @@ def build_material_nodes(
     return created, wiring.kept
 
 
+def active_image_node(context: bpy.types.Context) -> bpy.types.Node | None:
+    """The Shader Editor's active node if it is an Image Texture node holding an image, else None."""
+    nodes = getattr(getattr(getattr(context, "space_data", None), "edit_tree", None), "nodes", None)
+    active = nodes.active if nodes is not None else None
+    if active is None or active.bl_idname != "ShaderNodeTexImage" or active.image is None:
+        return None
+    return active
+
+
 def resolve_image_node(
     context: bpy.types.Context, material_name: str, node_name: str
 ) -> tuple[bpy.types.Material, bpy.types.Node]:

@@ -110,18 +110,14 @@ class BackgroundJobOperator:
         self._finish(context)
 
 
-class MLVFX_OT_generate_material(BackgroundJobOperator, bpy.types.Operator):
-    """Build a material (normal, height, delit albedo, roughness) from the selected Image Texture"""
-
-    bl_idname = "mlvfx.generate_material"
-    bl_label = "Generate Material"
-    job_name = "generate material"
+class SelectedImageMixin:
+    """Targets the editor's active Image Texture node, or explicit material and node names."""
 
     material: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Material", description="Material to edit (empty: the Shader Editor's material)", default=""
+        name="Material", description="Material holding the node (empty: the Shader Editor's)", default=""
     )
     node: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Node", description="Image Texture node holding the photo (empty: the active node)", default=""
+        name="Node", description="Image Texture node (empty: the active node)", default=""
     )
 
     @classmethod
@@ -129,9 +125,15 @@ class MLVFX_OT_generate_material(BackgroundJobOperator, bpy.types.Operator):
         space = getattr(context, "space_data", None)
         if space is None or getattr(space, "type", "") != "NODE_EDITOR":
             return True  # scripts and background mode name the material and node explicitly
-        nodes = getattr(getattr(space, "edit_tree", None), "nodes", None)
-        active = nodes.active if nodes is not None else None
-        return active is not None and active.bl_idname == "ShaderNodeTexImage" and active.image is not None
+        return bridge.active_image_node(context) is not None
+
+
+class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.types.Operator):
+    """Build a material (normal, height, delit albedo, roughness) from the selected Image Texture"""
+
+    bl_idname = "mlvfx.generate_material"
+    bl_label = "Generate Material"
+    job_name = "generate material"
 
     def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
         preferences.apply_environment(context)
@@ -234,12 +236,13 @@ class MLVFX_OT_download_models(BackgroundJobOperator, bpy.types.Operator):
 classes = (MLVFX_OT_generate_material, MLVFX_OT_download_models)
 
 
+_register, _unregister = bpy.utils.register_classes_factory(classes)
+
+
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register()
 
 
 def unregister() -> None:
     jobs.cancel_all()
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister()

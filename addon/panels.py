@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bpy
 
+from . import bridge
+
 
 class ShaderEditorPanel:
     bl_space_type = "NODE_EDITOR"
@@ -25,9 +27,7 @@ class MLVFX_PT_material(ShaderEditorPanel, bpy.types.Panel):
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         settings = context.scene.mlvfx_material
-        node = getattr(getattr(context.space_data, "edit_tree", None), "nodes", None)
-        active = node.active if node is not None else None
-        if active is None or active.bl_idname != "ShaderNodeTexImage" or active.image is None:
+        if bridge.active_image_node(context) is None:
             layout.label(text="Select an Image Texture node with a photo", icon="INFO")
         col = layout.column()
         col.prop(settings, "method")
@@ -116,11 +116,4 @@ class MLVFX_PT_smoke(bpy.types.Panel):
 classes = (MLVFX_PT_material, MLVFX_UL_exemplars, MLVFX_PT_texture, MLVFX_PT_smoke)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -114,11 +114,4 @@ _startup_env: dict[str, str] = {k: v for k in _ENV_KEYS if (v := os.environ.get(
 classes = (MLVFX_AP_preferences,)
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)

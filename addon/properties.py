@@ -98,10 +98,11 @@ class MLVFX_PG_texture(bpy.types.PropertyGroup):
 
 classes = (MLVFX_PG_material, MLVFX_PG_exemplar, MLVFX_PG_texture)
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
 
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.Scene.mlvfx_material = bpy.props.PointerProperty(type=MLVFX_PG_material)
     bpy.types.Scene.mlvfx_texture = bpy.props.PointerProperty(type=MLVFX_PG_texture)
 
@@ -109,5 +110,4 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.Scene.mlvfx_texture
     del bpy.types.Scene.mlvfx_material
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

@@ -298,14 +298,14 @@ def _smoke_material() -> bpy.types.Material:
 
 classes = (MLVFX_PG_smoke, MLVFX_OT_add_smoke, MLVFX_OT_bake_smoke)
 
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
 
 def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
+    _register_classes()
     bpy.types.Object.mlvfx_smoke = bpy.props.PointerProperty(type=MLVFX_PG_smoke)
 
 
 def unregister() -> None:
     del bpy.types.Object.mlvfx_smoke
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+    _unregister_classes()

@@ -7,27 +7,11 @@ from typing import Any
 import bpy
 
 from . import bridge, preferences
-from .operators import BackgroundJobOperator
+from .operators import BackgroundJobOperator, SelectedImageMixin
 
 
-class SelectedImageMixin:
-    """Targets the editor's active Image Texture node, or explicit material and node names."""
-
-    material: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Material", description="Material holding the node (empty: the Shader Editor's)", default=""
-    )
-    node: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Node", description="Image Texture node (empty: the active node)", default=""
-    )
-
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        space = getattr(context, "space_data", None)
-        if space is None or getattr(space, "type", "") != "NODE_EDITOR":
-            return True
-        nodes = getattr(getattr(space, "edit_tree", None), "nodes", None)
-        active = nodes.active if nodes is not None else None
-        return active is not None and active.bl_idname == "ShaderNodeTexImage" and active.image is not None
+class SourceImageMixin(SelectedImageMixin):
+    """Reads the selected image for the texture tools and places their results beside it."""
 
     def _source(self, context: bpy.types.Context) -> dict[str, Any]:
         preferences.apply_environment(context)
@@ -57,7 +41,7 @@ def _settings(context: bpy.types.Context) -> dict[str, Any]:
     return {"count": s.count, "size": (s.height, s.width), "seed": s.seed, "tileable": s.tileable}
 
 
-class MLVFX_OT_make_seamless(SelectedImageMixin, BackgroundJobOperator, bpy.types.Operator):
+class MLVFX_OT_make_seamless(SourceImageMixin, BackgroundJobOperator, bpy.types.Operator):
     """Make the selected texture tile seamlessly (a new image; the original is kept)"""
 
     bl_idname = "mlvfx.make_seamless"
@@ -79,7 +63,7 @@ class MLVFX_OT_make_seamless(SelectedImageMixin, BackgroundJobOperator, bpy.type
         return {"FINISHED"}
 
 
-class MLVFX_OT_grow_variations(SelectedImageMixin, BackgroundJobOperator, bpy.types.Operator):
+class MLVFX_OT_grow_variations(SourceImageMixin, BackgroundJobOperator, bpy.types.Operator):
     """Grow new non-repeating variations of the selected texture at the chosen size"""
 
     bl_idname = "mlvfx.grow_variations"
@@ -203,11 +187,4 @@ classes = (
 )
 
 
-def register() -> None:
-    for cls in classes:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(classes):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(classes)
