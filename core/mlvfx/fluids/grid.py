@@ -190,6 +190,33 @@ def velocity_at(vel: Faces, pos: list[torch.Tensor]) -> list[torch.Tensor]:
     return [interpolate(vel[c], comp_dim(c, ndim), pos)[0] for c in range(ndim)]
 
 
+def velocity_on_grid(vel: Faces, stagger_dim: int | None) -> list[torch.Tensor]:
+    """All velocity components (x, y[, z]) at the sample points of a cell grid or a face grid.
+
+    Equal to :func:`velocity_at` at those points (multilinear, border-clamped), computed with
+    neighbour averages instead of gathers.
+    """
+    ndim = len(vel)
+    out = []
+    for c in range(ndim):
+        own = comp_dim(c, ndim)
+        if own == stagger_dim:
+            out.append(vel[c])
+            continue
+        n = vel[c].shape[own]
+        centred = 0.5 * (vel[c].narrow(own, 0, n - 1) + vel[c].narrow(own, 1, n - 1))
+        if stagger_dim is None:
+            out.append(centred)
+            continue
+        m = centred.shape[stagger_dim]
+        padded = torch.cat(
+            [centred.narrow(stagger_dim, 0, 1), centred, centred.narrow(stagger_dim, m - 1, 1)],
+            dim=stagger_dim,
+        )
+        out.append(0.5 * (padded.narrow(stagger_dim, 0, m + 1) + padded.narrow(stagger_dim, 1, m + 1)))
+    return out
+
+
 def divergence(vel: Faces) -> torch.Tensor:
     """Unscaled discrete divergence ``sum_c (u_c[i + 1] - u_c[i])`` per cell (multiply by 1/dx for 1/s)."""
     ndim = len(vel)
