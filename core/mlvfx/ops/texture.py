@@ -269,6 +269,30 @@ def _blur(image: FloatArray, sigma: float, tileable: bool) -> FloatArray:
     return out
 
 
+def _warp(image: FloatArray, amount: float, seed: int, tileable: bool) -> FloatArray:
+    """Displace (K, H, W) maps by a smooth random field of about ``amount`` pixels.
+
+    Painted edges are straight or blobby; the warp gives region borders an irregular, seed-dependent
+    course at the scale of the transition, like real material boundaries.
+    """
+    import cv2
+
+    if amount <= 0:
+        return image
+    _, h, w = image.shape
+    rng = np.random.default_rng(seed)
+    cells = max(2, round(max(h, w) / (4.0 * amount)))
+    field = rng.standard_normal((2, cells + 1, cells + 1)).astype(np.float32) * np.float32(amount)
+    dy = cv2.resize(field[0], (w, h), interpolation=cv2.INTER_CUBIC)
+    dx = cv2.resize(field[1], (w, h), interpolation=cv2.INTER_CUBIC)
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    border = cv2.BORDER_WRAP if tileable else cv2.BORDER_REFLECT
+    out: FloatArray = np.stack(
+        [cv2.remap(ch, xx + dx, yy + dy, cv2.INTER_LINEAR, borderMode=border) for ch in image]
+    ).astype(np.float32)
+    return out
+
+
 def paint(
     labels: npt.ArrayLike,
     exemplars: Mapping[int, Maps],
@@ -283,16 +307,17 @@ def paint(
 ) -> Maps:
     """Fill each region of a label map with texture from its exemplar, with natural transitions.
 
-    Regions are matched to exemplars by label; near region borders the label guide is blurred, so
-    the synthesiser picks whichever exemplar continues the texture best and the boundary follows
-    the texture's own structure instead of the painted edge.
+    Regions are matched to exemplars by label. Near region borders the label guide is warped by a
+    smooth random field and blurred (both at the ``transition`` scale), so the boundary takes an
+    irregular course and, inside the soft zone, follows whichever exemplar continues the texture
+    best instead of the painted edge.
 
     Args:
         labels: int (H, W) or (H, W, 1) label map (see :func:`labels_from_colors` for colour maps).
         exemplars: label -> texture or material set; all of the same kind and channel layout.
         seed: random seed.
         transition: width of the transition zone in pixels (Gaussian sigma of the guide; default
-            1/16 of the smallest exemplar side).
+            1/8 of the smallest exemplar side).
         tileable: the result wraps around seamlessly.
         config: synthesis settings (default :class:`SynthesisConfig`).
         device: torch device name (default: ``MLVFX_DEVICE``, else CUDA when present, else CPU).
@@ -337,11 +362,11 @@ def paint(
             )
     if len(stacks) > 1:
         stacks = _common_match_scale(stacks)
-    sigma = transition if transition is not None else min(min(s.height, s.width) for s in stacks) / 16.0
+    sigma = transition if transition is not None else min(min(s.height, s.width) for s in stacks) / 8.0
     if sigma < 0:
         raise InputError(f"transition must be >= 0, got {transition}")
     onehot = np.stack([(lab == v).astype(np.float32) for v in present])
-    guide = _blur(onehot, float(sigma), tileable)
+    guide = _blur(_warp(onehot, float(sigma), seed, tileable), float(sigma) / 2, tileable)
     guide /= np.maximum(guide.sum(0, keepdims=True), 1e-6)
     out = _run(
         stacks,

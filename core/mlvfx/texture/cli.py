@@ -259,7 +259,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--transition",
         type=float,
         default=None,
-        help="transition width at region borders in pixels (default: exemplar side / 16)",
+        help="transition width at region borders in pixels (default: exemplar side / 8)",
     )
     p.add_argument("--tileable", action="store_true", help="make the result wrap around")
     p.add_argument("-o", "--output", required=True, help="output image (or folder for materials)")

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 
 from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report
 
-_DIRS: tuple[tuple[int, int], ...] = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+_DIRS4: tuple[tuple[int, int], ...] = ((-1, 0), (0, -1), (0, 1), (1, 0))
+_DIRS8: tuple[tuple[int, int], ...] = (*_DIRS4, (-1, -1), (-1, 1), (1, -1), (1, 1))
 
 
 @dataclass(frozen=True)
@@ -49,28 +50,27 @@ class SynthesisConfig:
         pca_dims: neighbourhoods are projected onto this many principal components before matching.
         coarsest_exemplar: the number of levels is chosen so that the smallest exemplar spans about
             this many cells at the coarsest level; fewer cells mean larger random features.
-        passes_coarse: correction passes at levels 2 and coarser.
-        passes_fine: correction passes at level 1 (half resolution).
-        passes_finest: correction passes at full resolution; 0 keeps the coherent upsampling of
-            level 1, which costs nothing and measured as good (the 2x2 blocks are exemplar copies).
+        passes: correction passes at level 0 (full resolution), 1, 2, ...; the last entry
+            applies to all coarser levels. 0 passes at full resolution keeps the coherent
+            upsampling of level 1, which costs nothing and measured as good as a pass there.
         random_candidates: random-search samples per cell and sub-pass (radius halves each time).
         coherence: random-search candidates must beat the propagated (coherent) ones by this
             factor, i.e. their cost is multiplied by ``1 + coherence``; larger coherent copies
             look more natural (Ashikhmin-style coherence bias).
         jitter: random coordinate perturbation after each upsampling, in level cells (adds variety).
+        propagation: propagate from the 4 or the 8 neighbours of a cell.
         guide_weight: weight of the label guide in ``paint`` relative to the mean feature energy.
     """
 
     neighbourhood: int = 5
     pca_dims: int = 16
-    coarsest_exemplar: int = 12
-    passes_coarse: int = 4
-    passes_fine: int = 1
-    passes_finest: int = 0
+    coarsest_exemplar: int = 8
+    passes: tuple[int, ...] = (0, 1, 2, 4)
     random_candidates: int = 2
     coherence: float = 2.0
     jitter: float = 0.0
-    guide_weight: float = 4.0
+    guide_weight: float = 1.0
+    propagation: int = 4
 
 
 def _box_stack(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -87,17 +87,19 @@ def _pca_filters(stacks: Sequence[torch.Tensor], n: int, dilation: int, dims: in
     """PCA of the dilated n x n neighbourhoods of ``stacks`` as conv filters (dims, C, n, n)."""
     samples = []
     gen = torch.Generator().manual_seed(seed)
-    per = max(1, 20000 // len(stacks))
+    per = max(1, 6000 // len(stacks))
     for s in stacks:
-        c = s.shape[0]
+        c, h, w = s.shape
         r = (n // 2) * dilation
-        x = F.pad(s[None], (r, r, r, r), mode="replicate")
-        cols = F.unfold(x, n, dilation=dilation)[0]  # (C*n*n, H*W)
-        if cols.shape[1] > per:
-            pick = torch.randint(0, cols.shape[1], (per,), generator=gen).to(cols.device)
-            cols = cols[:, pick]
-        samples.append(cols)
-        del c
+        x = F.pad(s[None], (r, r, r, r), mode="replicate")[0]
+        # a random sample of neighbourhoods, gathered directly (unfolding all of them is slow)
+        count = min(per, h * w)
+        pick = torch.randint(0, h * w, (count,), generator=gen).to(s.device)
+        py, px = pick // w, pick % w
+        d = torch.arange(n, device=s.device) * dilation
+        rows = (py[None, :, None] + d[:, None, None]).expand(n, count, n)
+        cols = (px[None, :, None] + d[None, None, :]).expand(n, count, n)
+        samples.append(x[:, rows, cols].permute(0, 1, 3, 2).reshape(c * n * n, count))
     data = torch.cat(samples, 1).double()
     data = data - data.mean(1, keepdim=True)
     cov = data @ data.T / max(1, data.shape[1] - 1)
@@ -196,8 +198,9 @@ class ExemplarAtlas:
             x = torch.minimum(torch.maximum(x, lo_x), lo_x + (r[..., 3] - step).clamp_min(0))
         return y * self.width + x
 
-    def exemplar_of(self, flat: torch.Tensor) -> torch.Tensor:
-        return self.ids[flat]
+    def exemplar_of(self, flat: torch.Tensor) -> torch.Tensor | None:
+        """Exemplar index of flat coordinates (None when there is only one exemplar)."""
+        return None if self.count == 1 else self.ids[flat]
 
     def random_coords(
         self, k: torch.Tensor | None, shape: tuple[int, ...], level: int, gen: torch.Generator
@@ -334,9 +337,7 @@ def synthesize(
 
 
 def _passes(level: int, levels: int, config: SynthesisConfig) -> int:
-    if level == 0:
-        return config.passes_finest
-    return config.passes_fine if level == 1 else config.passes_coarse
+    return config.passes[min(level, len(config.passes) - 1)]
 
 
 def _fixed_at_level(
@@ -369,7 +370,8 @@ def _upsample(coords: torch.Tensor, atlas: ExemplarAtlas, shape: tuple[int, int]
     x = x.repeat_interleave(2, 0).repeat_interleave(2, 1)[: shape[0], : shape[1]]
     ay = (torch.arange(shape[0], device=coords.device) % 2)[:, None] * step
     ax = (torch.arange(shape[1], device=coords.device) % 2)[None, :] * step
-    k = atlas.exemplar_of(coords).repeat_interleave(2, 0).repeat_interleave(2, 1)[: shape[0], : shape[1]]
+    ids = atlas.exemplar_of(coords)
+    k = None if ids is None else ids.repeat_interleave(2, 0).repeat_interleave(2, 1)[: shape[0], : shape[1]]
     return atlas.clamp(y + ay, x + ax, k, level)
 
 
@@ -413,9 +415,10 @@ def _correct(
 
     def cost(flat: torch.Tensor) -> torch.Tensor:
         c = ((lvl.features.index_select(1, flat) - feat) ** 2).sum(0)
-        if gpen is not None:
+        ids = atlas.exemplar_of(flat)
+        if gpen is not None and ids is not None:
             g = gpen[:, py::2, px::2].reshape(gpen.shape[0], -1)
-            c = c + g.gather(0, atlas.exemplar_of(flat)[None])[0]
+            c = c + g.gather(0, ids[None])[0]
         return c
 
     best = cur
@@ -429,7 +432,7 @@ def _correct(
         best_cost = torch.where(better, c, best_cost)
 
     cpad = _pad_long(coords, 1, tileable)
-    for dy, dx in _DIRS:
+    for dy, dx in _DIRS8 if config.propagation == 8 else _DIRS4:
         q = cpad[1 + py + dy :: 2, 1 + px + dx :: 2][:hs, :ws].reshape(-1)
         qy, qx = q // width, q % width
         consider(atlas.clamp(qy - dy * step, qx - dx * step, atlas.exemplar_of(q), level))

@@ -1,0 +1,178 @@
+"""mlvfx.ops.texture: make_tileable, grow, paint on small generated exemplars."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from test_texture_support import bricks, material, noise_rgb
+
+from mlvfx.errors import Cancelled, InputError, InvalidImageDataError
+from mlvfx.ops.texture import grow, labels_from_colors, make_tileable, paint
+from mlvfx.progress import CancelToken
+from mlvfx.texture import metrics
+
+
+def _pixels_set(a: np.ndarray) -> set[bytes]:
+    return {row.tobytes() for row in a.reshape(-1, a.shape[-1])}
+
+
+def test_grow_shape_copies_and_seeds() -> None:
+    ex = bricks(64)
+    a = grow(ex, (128, 96), seed=1)
+    assert isinstance(a, np.ndarray)
+    assert a.shape == (128, 96, 3) and a.dtype == np.float32
+    # every output pixel is a copy of an exemplar pixel (the synthesiser copies, never blurs)
+    assert _pixels_set(a) <= _pixels_set(ex)
+    b = grow(ex, (128, 96), seed=1)
+    np.testing.assert_array_equal(a, b)  # deterministic for a seed
+    c = grow(ex, (128, 96), seed=2)
+    assert np.mean(np.any(a != c, axis=2)) > 0.5  # another seed is another variation
+
+
+def test_grow_is_tileable_and_not_verbatim() -> None:
+    ex = noise_rgb(64, seed=3)
+    scores = []
+    for seed in range(3):
+        out = grow(ex, (128, 128), seed=seed, tileable=True)
+        assert isinstance(out, np.ndarray)
+        scores.append(metrics.seam_score(out))
+        assert metrics.verbatim_share(out, ex) <= 0.3
+    assert float(np.mean(scores)) <= 1.1
+    # plain tiling of the exemplar: the wrap seam is obvious, and it is all verbatim copy
+    tiled = np.tile(ex, (2, 2, 1))
+    assert metrics.seam_score(tiled) > 1.5
+    assert metrics.verbatim_share(tiled, ex) > 0.8
+
+
+def test_grow_look_not_worse_than_quilting() -> None:
+    from mlvfx.texture.quilting import quilt
+
+    ex = bricks(64, seed=4)
+    ours = np.mean([metrics.look_distance(grow(ex, (128, 128), seed=s), ex) for s in range(2)])  # type: ignore[arg-type]
+    iq = np.mean([metrics.look_distance(quilt(ex, (128, 128), seed=s), ex) for s in range(2)])
+    assert ours <= iq * 1.1
+
+
+def test_make_tileable_keeps_interior_and_removes_seam() -> None:
+    ex = noise_rgb(64, seed=5)
+    ramp = np.linspace(0, 0.5, 64, dtype=np.float32)
+    ex = np.clip(ex + ramp[None, :, None] + ramp[:, None, None] * 0.5, 0, 1).astype(np.float32)
+    assert metrics.seam_score(ex) > 3
+    out = make_tileable(ex, band=0.15, seed=0)
+    assert isinstance(out, np.ndarray)
+    assert out.shape == ex.shape
+    b = max(2, round(0.15 * 64))
+    np.testing.assert_array_equal(out[b:-b, b:-b], ex[b:-b, b:-b])
+    assert metrics.seam_score(out) < 1.3
+    assert np.any(out[:b] != ex[:b])
+
+
+def test_material_set_maps_stay_aligned() -> None:
+    mat = material(64, seed=6)
+    mat["height"] = mat["height"][:, :]  # (H, W) in, (H, W) out
+    out = grow(mat, (96, 96), seed=3)
+    assert isinstance(out, dict)
+    assert set(out) == set(mat)
+    assert out["height"].shape == (96, 96)
+    assert out["roughness"].shape == (96, 96, 1)
+    # the maps were built from one height field; they must still agree pixel for pixel
+    np.testing.assert_allclose(out["albedo"][:, :, 0], out["height"], atol=1e-6)
+    np.testing.assert_allclose(out["roughness"][:, :, 0], 1.0 - 0.5 * out["height"], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(out["normal"], axis=2), 1.0, atol=1e-5)
+    # normals travel with their height: each output (height, normal) pair exists in the exemplar
+    lookup = {float(h): n for h, n in zip(mat["height"].ravel(), mat["normal"].reshape(-1, 3))}
+    expected = np.stack([lookup[float(h)] for h in out["height"].ravel()])
+    np.testing.assert_allclose(out["normal"].reshape(-1, 3), expected, atol=1e-5)
+
+
+def test_make_tileable_material_set() -> None:
+    mat = material(64, seed=7)
+    out = make_tileable(mat, seed=1)
+    assert isinstance(out, dict)
+    np.testing.assert_allclose(out["albedo"][:, :, 0], out["height"], atol=1e-6)
+    assert metrics.seam_score(out["albedo"]) < 1.3
+
+
+def test_paint_fills_regions_from_their_exemplar() -> None:
+    red = noise_rgb(64, seed=8, tint=(0.9, 0.1, 0.1))
+    blue = noise_rgb(64, seed=9, tint=(0.1, 0.1, 0.9))
+    labels = np.zeros((128, 128), np.int64)
+    labels[:, 64:] = 7
+    out = paint(labels, {0: red, 7: blue}, seed=0, transition=8)
+    assert isinstance(out, np.ndarray)
+    assert out.shape == (128, 128, 3)
+    from_red = out[..., 0] > out[..., 2]
+    # away from the border each region copies from its own exemplar
+    assert from_red[:, :48].mean() > 0.97
+    assert (~from_red[:, 80:]).mean() > 0.97
+    # the boundary is not a straight painted line
+    flips = [int(np.argmax(~from_red[y])) for y in range(128)]
+    assert len(set(flips)) > 3
+
+
+def test_paint_errors() -> None:
+    ex = noise_rgb(32, seed=1)
+    labels = np.zeros((64, 64), np.int64)
+    labels[:10] = 3
+    with pytest.raises(InputError, match=r"\[3\]"):
+        paint(labels, {0: ex}, seed=0)
+    with pytest.raises(InputError, match="same kind"):
+        paint(labels, {0: ex, 3: ex[:, :, :1]}, seed=0)
+    with pytest.raises(InputError, match="integer"):
+        paint(labels.astype(np.float32) + 0.5, {0: ex, 3: ex})
+    with pytest.raises(InputError, match="exemplar"):
+        paint(labels, {})
+
+
+def test_labels_from_colors() -> None:
+    img = np.zeros((4, 5, 3), np.uint8)
+    img[:, 2:] = (255, 0, 0)
+    img[3, 4] = (0, 255, 0)
+    idx = labels_from_colors(img, [(0, 0, 0), (255, 0, 0), (0, 255, 0)])
+    assert idx.dtype == np.int64
+    assert idx[0, 0] == 0 and idx[0, 3] == 1 and idx[3, 4] == 2
+    # floats read from an 8-bit PNG are matched exactly too
+    np.testing.assert_array_equal(labels_from_colors(img / 255.0, [(0, 0, 0), (255, 0, 0), (0, 255, 0)]), idx)
+    with pytest.raises(InputError, match="#00ff00"):
+        labels_from_colors(img, [(0, 0, 0), (255, 0, 0)], "labels.png")
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        (np.full((32, 32, 3), np.nan, np.float32), InvalidImageDataError),
+        (np.zeros((32, 32, 5), np.float32), InvalidImageDataError),
+        (np.zeros((0, 32, 3), np.float32), InvalidImageDataError),
+        (np.zeros((4, 4, 3), np.float32), InvalidImageDataError),
+        ({"normal": np.zeros((32, 32, 2), np.float32)}, InvalidImageDataError),
+        ({"albedo": np.zeros((32, 32, 3), np.float32), "height": np.zeros((16, 16), np.float32)}, InputError),
+        ({}, InputError),
+    ],
+)
+def test_bad_inputs_raise_typed_errors(bad: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        grow(bad, (64, 64))  # type: ignore[arg-type]
+
+
+def test_size_errors() -> None:
+    ex = noise_rgb(64)
+    with pytest.raises(InputError, match="larger than the output"):
+        grow(ex, (48, 128))
+    with pytest.raises(InputError, match="at least 8x8"):
+        grow(ex, (0, 64))
+    with pytest.raises(InputError, match="band"):
+        make_tileable(ex, band=0.6)
+
+
+def test_progress_and_cancel() -> None:
+    ex = noise_rgb(32)
+    seen: list[float] = []
+    grow(ex, (64, 64), progress=lambda f, m: seen.append(f))
+    assert seen[0] == 0.0 and seen[-1] == 1.0
+    assert all(b >= a for a, b in itertools.pairwise(seen))
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        grow(ex, (64, 64), cancel=token)
