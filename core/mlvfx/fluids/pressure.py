@@ -269,7 +269,7 @@ class PCGSolver:
     def solve(self, rhs: torch.Tensor) -> torch.Tensor:
         b = -self.regions.remove_mean(rhs.masked_fill(~self.fluid, 0.0))
         x = torch.zeros_like(b)
-        b_norm = float(torch.linalg.vector_norm(b))
+        b_norm = float(torch.linalg.vector_norm(b.detach()))
         self.last_iterations = 0
         self.last_residual = 0.0
         if b_norm == 0.0:
@@ -283,7 +283,7 @@ class PCGSolver:
             alpha = rz / torch.sum(p * ap)
             x = x + alpha * p
             r = r - alpha * ap
-            res = float(torch.linalg.vector_norm(r)) / b_norm
+            res = float(torch.linalg.vector_norm(r.detach())) / b_norm
             self.last_iterations = it
             self.last_residual = res
             if res <= self.tol:

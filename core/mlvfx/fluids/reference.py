@@ -68,6 +68,7 @@ from mlvfx.fluids.pressure import PCGSolver, Projection, make_solver
 Array = npt.NDArray[Any]
 
 __all__ = [
+    "PreparedSource",
     "ReferenceSolver",
     "SmokeConfig",
     "Source",
@@ -269,7 +270,9 @@ class Source:
 
 
 @dataclass
-class _SourceTensors:
+class PreparedSource:
+    """A :class:`Source` validated and moved to the solver's device (see ``prepare_sources``)."""
+
     mask: torch.Tensor
     face_masks: list[torch.Tensor] | None
     rate: float
@@ -351,7 +354,7 @@ class ReferenceSolver:
         ]
         return density, vel
 
-    def prepare_sources(self, sources: Sequence[Source]) -> list[_SourceTensors]:
+    def prepare_sources(self, sources: Sequence[Source]) -> list[PreparedSource]:
         """Validate sources against the grid and obstacles and move them to the device."""
         shape = self.config.shape
         solid_np = self.solid.cpu().numpy()
@@ -373,13 +376,13 @@ class ReferenceSolver:
                 raise InputError(f"source {i} lies entirely inside the obstacles")
             m = torch.as_tensor(mask, dtype=self.dtype, device=self.device).masked_fill(self.solid, 0.0)
             faces = [scalar_to_faces(m, c) for c in range(self.config.dims)] if src.velocity else None
-            out.append(_SourceTensors(m, faces, float(src.rate), tuple(float(v) for v in src.velocity)))
+            out.append(PreparedSource(m, faces, float(src.rate), tuple(float(v) for v in src.velocity)))
         return out
 
     # -- the step --------------------------------------------------------------------------------
 
     def advance(
-        self, density: torch.Tensor, vel: Faces, sources: Sequence[_SourceTensors] = ()
+        self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
     ) -> tuple[torch.Tensor, Faces]:
         """One time step on device tensors; returns new density and divergence-free face velocity."""
         cfg = self.config
@@ -471,7 +474,7 @@ class ReferenceSolver:
         """Flux-form advection: exact mass balance (fluxes through closed walls and obstacles are 0)."""
         ndim = density.dim()
         courant = self.config.dt / self.config.dx
-        speed = sum(float(v.abs().max()) for v in vel) * courant
+        speed = sum(float(v.detach().abs().max()) for v in vel) * courant
         substeps = max(1, math.ceil(speed / 0.5))
         k = courant / substeps
 
@@ -544,7 +547,7 @@ def _soft_norm(length: torch.Tensor, tiny: float) -> torch.Tensor:
     into an arbitrary unit vector (and a full-strength force), which breaks mirror symmetry within
     a few steps; flooring the length damps the force there instead.
     """
-    return torch.clamp(length, min=1e-4 * float(length.max()) + tiny)
+    return torch.clamp(length, min=1e-4 * float(length.detach().max()) + tiny)
 
 
 def relative_divergence(vel: Faces, solid: torch.Tensor | None = None) -> float:
