@@ -1,1 +1,13 @@
-"""Smoke simulation: the reference Eulerian solver (:mod:`mlvfx.fluids.reference`) and scenarios."""
+"""Smoke simulation.
+
+* :mod:`mlvfx.fluids.reference`: the reference Eulerian solver (2D/3D MAC grid, torch) and the
+  numpy :class:`~mlvfx.fluids.reference.Stepper` hosts call.
+* :mod:`mlvfx.fluids.pressure`: pressure projection (DCT, sparse LU, preconditioned CG).
+* :mod:`mlvfx.fluids.scenarios`: canonical and randomised shots.
+* :mod:`mlvfx.fluids.surrogate`: building blocks of the learned surrogate (untrained).
+* :mod:`mlvfx.fluids.output`: ``.npz`` / OpenVDB frame writers; :mod:`mlvfx.fluids.cli`: ``mlvfx smoke``.
+
+Importing this package is cheap (no torch); import the submodules for the functionality.
+"""
+
+SCENARIO_NAMES = ("plume", "obstacle", "two_sources", "wind")

@@ -25,7 +25,7 @@ __all__ = ["register"]
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``smoke`` command group (``smoke run``)."""
-    from mlvfx.fluids.scenarios import SCENARIOS
+    from mlvfx.fluids import SCENARIO_NAMES
 
     smoke = subparsers.add_parser("smoke", help="smoke simulation (reference solver, learned surrogate)")
     sub = smoke.add_subparsers(dest="smoke_command", metavar="COMMAND", required=True)
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="simulate a scenario to a frame sequence (.npz, and .vdb when openvdb is available)",
         description="Simulate a generic smoke shot and write one file per frame.",
     )
-    p.add_argument("--scenario", choices=SCENARIOS, default="plume", help="shot family (default: plume)")
+    p.add_argument("--scenario", choices=SCENARIO_NAMES, default="plume", help="shot family (default: plume)")
     p.add_argument("--dims", type=int, choices=(2, 3), default=3, help="2 or 3 dimensions (default: 3)")
     p.add_argument("--res", type=int, default=64, help="cells per axis (default: 64)")
     p.add_argument("--frames", type=int, default=48, help="frames to write (default: 48)")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mlvfx.errors import InputError
+from mlvfx.fluids import SCENARIO_NAMES
 from mlvfx.fluids.grid import Faces
 from mlvfx.fluids.reference import (
     Array,
@@ -34,7 +35,7 @@ from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report
 
 __all__ = ["SCENARIOS", "Scenario", "make_scenario", "random_scenario", "simulate"]
 
-SCENARIOS = ("plume", "obstacle", "two_sources", "wind")
+SCENARIOS = SCENARIO_NAMES
 
 
 @dataclass(frozen=True)
