@@ -242,10 +242,19 @@ def _plugins() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentPar
     """Subcommand groups that live beside their code (zoo, data, eval, texture, smoke)."""
     from mlvfx.data import cli as data_cli
     from mlvfx.eval import cli as eval_cli
+    from mlvfx.fluids import cli as smoke_cli
     from mlvfx.texture import cli as texture_cli
+    from mlvfx.train import cli as train_cli
     from mlvfx.zoo import cli as zoo_cli
 
-    return [zoo_cli.register, data_cli.register, eval_cli.register, texture_cli.register]
+    return [
+        zoo_cli.register,
+        data_cli.register,
+        eval_cli.register,
+        texture_cli.register,
+        smoke_cli.register,
+        train_cli.register,
+    ]
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[argparse.ArgumentParser]:
