@@ -174,3 +174,14 @@ def test_data_cli_runs_and_reports_json(tmp_path: Path, monkeypatch: pytest.Monk
                              "--seed", str(splits.VALIDATION_SEEDS["materials_v1"])])
     with pytest.raises(InputError, match="reserved"):
         bad.func(bad)
+
+
+def test_split_dataset_puts_held_out_families_in_val(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(materials, "render_maps", _fake_maps)
+    materials.generate(tmp_path, 22, size=16, seed=8)
+    parts = splits.split_dataset(tmp_path, val_fraction=0.0)
+    assert len(parts["train"]) + len(parts["val"]) == 22
+    assert {r.family for r in parts["val"]} == set(splits.HELD_OUT_FAMILIES)
+    assert not {r.family for r in parts["train"]} & set(splits.HELD_OUT_FAMILIES)
+    again = splits.split_dataset(tmp_path, val_fraction=0.0)
+    assert [r.folder for r in again["val"]] == [r.folder for r in parts["val"]]
