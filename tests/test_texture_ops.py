@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from test_texture_support import bricks, material, noise_rgb
 
@@ -14,7 +15,7 @@ from mlvfx.progress import CancelToken
 from mlvfx.texture import metrics
 
 
-def _pixels_set(a: np.ndarray) -> set[bytes]:
+def _pixels_set(a: npt.NDArray[np.float32]) -> set[bytes]:
     return {row.tobytes() for row in a.reshape(-1, a.shape[-1])}
 
 
@@ -26,6 +27,7 @@ def test_grow_shape_copies_and_seeds() -> None:
     # every output pixel is a copy of an exemplar pixel (the synthesiser copies, never blurs)
     assert _pixels_set(a) <= _pixels_set(ex)
     b = grow(ex, (128, 96), seed=1)
+    assert isinstance(b, np.ndarray)
     np.testing.assert_array_equal(a, b)  # deterministic for a seed
     c = grow(ex, (128, 96), seed=2)
     assert np.mean(np.any(a != c, axis=2)) > 0.5  # another seed is another variation

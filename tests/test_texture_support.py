@@ -16,10 +16,10 @@ def smooth_noise(size: int, seed: int, scale: int = 4) -> FloatArray:
     coarse = rng.random((scale + 1, scale + 1)).astype(np.float32)
     big = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
     fine = rng.random((size, size)).astype(np.float32)
-    fine = cv2.GaussianBlur(fine, (0, 0), 1.5)
-    out = 0.6 * big + 0.8 * (fine - fine.mean()) * 4
-    out = (out - out.min()) / (out.max() - out.min())
-    return out.astype(np.float32)
+    smooth = cv2.GaussianBlur(fine, (0, 0), 1.5)
+    mixed = 0.6 * big + 0.8 * (smooth - smooth.mean()) * 4
+    out: FloatArray = ((mixed - mixed.min()) / (mixed.max() - mixed.min())).astype(np.float32)
+    return out
 
 
 def bricks(size: int = 64, seed: int = 0) -> FloatArray:

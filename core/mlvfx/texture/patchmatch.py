@@ -57,7 +57,9 @@ class SynthesisConfig:
         coherence: random-search candidates must beat the propagated (coherent) ones by this
             factor, i.e. their cost is multiplied by ``1 + coherence``; larger coherent copies
             look more natural (Ashikhmin-style coherence bias).
-        jitter: random coordinate perturbation after each upsampling, in level cells (adds variety).
+        jitter: standard deviation of a random coordinate perturbation after upsampling to level
+            0, 1, 2, ... (last entry for all coarser levels), in level cells. It breaks up
+            coherent copies (less verbatim repetition) at some cost in look.
         propagation: propagate from the 4 or the 8 neighbours of a cell.
         guide_weight: weight of the label guide in ``paint`` relative to the mean feature energy.
     """
@@ -68,7 +70,8 @@ class SynthesisConfig:
     passes: tuple[int, ...] = (0, 1, 2, 4)
     random_candidates: int = 2
     coherence: float = 2.0
-    jitter: float = 0.0
+    coherence_coarse: float | None = None
+    jitter: tuple[float, ...] = (0.0, 0.0, 0.0, 0.5)
     guide_weight: float = 1.0
     propagation: int = 4
 
@@ -309,8 +312,9 @@ def synthesize(
             coords = atlas.random_coords(label_l, (lh, lw), level, gen)
         else:
             coords = _upsample(coords, atlas, (lh, lw), level)
-            if config.jitter > 0 and level > 0:
-                coords = _jitter(coords, atlas, level, config.jitter, gen)
+            amount = config.jitter[min(level, len(config.jitter) - 1)]
+            if amount > 0 and (fixed_l is None or not bool(fixed_l.all())):
+                coords = _jitter(coords, atlas, level, amount, gen)
         if fixed_l is not None and fixed_c is not None:
             coords = torch.where(fixed_l, fixed_c, coords)
         lvl = atlas.levels[level]
@@ -437,13 +441,14 @@ def _correct(
         qy, qx = q // width, q % width
         consider(atlas.clamp(qy - dy * step, qx - dx * step, atlas.exemplar_of(q), level))
     by, bx = best // width, best % width
+    coherence = config.coherence
+    if level >= 3 and config.coherence_coarse is not None:
+        coherence = config.coherence_coarse
     radius = float(max(atlas.height, atlas.width // atlas.count))
     for _ in range(config.random_candidates):
         radius = max(radius / 2.0, float(step))
         off = ((torch.rand((2, by.numel()), generator=gen) * 2 - 1) * radius).round().long().to(best.device)
-        consider(
-            atlas.clamp(by + off[0], bx + off[1], atlas.exemplar_of(best), level), 1.0 + config.coherence
-        )
+        consider(atlas.clamp(by + off[0], bx + off[1], atlas.exemplar_of(best), level), 1.0 + coherence)
     if label is not None and atlas.count > 1:
         lab = label[py::2, px::2].reshape(-1)
         consider(atlas.random_coords(lab, (lab.numel(),), level, gen).reshape(-1))

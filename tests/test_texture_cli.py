@@ -1,0 +1,194 @@
+"""``mlvfx texture tile|grow|paint`` and ``mlvfx eval texture`` through their own argparse parser."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_texture_support import material, noise_rgb
+
+from mlvfx.errors import ImageReadError, InputError, MlvfxError, OutputExistsError
+from mlvfx.io import read_image, write_image
+from mlvfx.texture import cli as texture_cli
+from mlvfx.texture import metrics
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlvfx")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    texture_cli.register(sub)
+    ev = sub.add_parser("eval")
+    texture_cli.add_eval_texture_parser(ev.add_subparsers(dest="eval_command", required=True))
+    return parser
+
+
+def run(*argv: str) -> int:
+    args = _parser().parse_args(["--quiet", *argv])
+    return int(args.func(args))
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
+    args = _parser().parse_args(["--json", *argv])
+    assert args.func(args) == 0
+    return dict(json.loads(capsys.readouterr().out))
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    p = tmp_path / "rock.png"
+    write_image(p, noise_rgb(48, seed=2), kind="color", bit_depth=8)
+    return p
+
+
+@pytest.fixture
+def material_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "rock_mat"
+    mat = material(48, seed=3)
+    maps, source = mat, texture_cli.Source(folder, True)
+    texture_cli.write_maps(folder, maps, source, overwrite=False, note="test")
+    return folder
+
+
+def test_tile_image(tmp_path: Path, photo: Path) -> None:
+    out = tmp_path / "tiled.png"
+    assert run("texture", "tile", str(photo), "-o", str(out)) == 0
+    img, info = read_image(out)
+    src, _ = read_image(photo)
+    assert img.shape == src.shape and info.bit_depth == 8
+    assert metrics.seam_score(img) < metrics.seam_score(src)
+    with pytest.raises(OutputExistsError):
+        run("texture", "tile", str(photo), "-o", str(out))
+    assert run("texture", "tile", str(photo), "-o", str(out), "--overwrite") == 0
+
+
+def test_grow_count_and_material_folder(tmp_path: Path, photo: Path, material_dir: Path) -> None:
+    outdir = tmp_path / "grown"
+    assert (
+        run(
+            "texture", "grow", str(photo), "--size", "80x64", "--seed", "3", "--count", "2", "-o", str(outdir)
+        )
+        == 0
+    )
+    files = sorted(p.name for p in outdir.iterdir())
+    assert files == ["rock_s3.png", "rock_s4.png"]
+    a, _ = read_image(outdir / "rock_s3.png")
+    b, _ = read_image(outdir / "rock_s4.png")
+    assert a.shape == (64, 80, 3)
+    assert not np.array_equal(a, b)
+
+    mdir = tmp_path / "grown_mat"
+    assert run("texture", "grow", str(material_dir), "--size", "64", "-o", str(mdir)) == 0
+    folder = mdir / "rock_mat_s0"
+    names = {p.name for p in folder.iterdir()}
+    assert {
+        "albedo.png",
+        "normal.png",
+        "height.exr",
+        "height16.png",
+        "roughness.png",
+        "material.json",
+    } <= names
+    maps, src = texture_cli.read_maps(folder)
+    assert src.is_folder and isinstance(maps, dict)
+    assert maps["normal"].shape == (64, 64, 3) and maps["height"].shape == (64, 64, 1)
+    # aligned map for map: the height file and the albedo's red channel (both = height) agree
+    np.testing.assert_allclose(maps["albedo"][..., 0], maps["height"][..., 0], atol=0.01)
+    n = np.linalg.norm(maps["normal"], axis=2)
+    assert np.abs(n - 1).max() < 1e-3
+
+
+def test_paint_with_colour_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    red = tmp_path / "red.png"
+    blue = tmp_path / "blue.png"
+    write_image(red, noise_rgb(48, seed=4, tint=(0.9, 0.05, 0.05)), kind="color")
+    write_image(blue, noise_rgb(48, seed=5, tint=(0.05, 0.05, 0.9)), kind="color")
+    labels = np.zeros((64, 96, 3), np.float32)
+    labels[:, 48:] = (0.0, 1.0, 0.0)
+    lab_png = tmp_path / "labels.png"
+    write_image(lab_png, labels, kind="data", bit_depth=8)
+    out = tmp_path / "painted.png"
+    result = run_json(
+        capsys,
+        "texture",
+        "paint",
+        str(lab_png),
+        "--exemplar",
+        f"#000000={red}",
+        "--exemplar",
+        f"#00FF00={blue}",
+        "-o",
+        str(out),
+    )
+    assert result["written"] == [str(out)]
+    img, _ = read_image(out)
+    assert img.shape == (64, 96, 3)
+    assert (img[:, :32, 0] > img[:, :32, 2]).mean() > 0.95
+    assert (img[:, 64:, 2] > img[:, 64:, 0]).mean() > 0.95
+    with pytest.raises(InputError, match="#00ff00"):
+        run("texture", "paint", str(lab_png), "--exemplar", f"#000000={red}", "-o", str(tmp_path / "x.png"))
+
+
+def test_paint_with_integer_labels(tmp_path: Path, photo: Path) -> None:
+    lab = np.zeros((64, 64, 1), np.float32)
+    lab[32:] = 2 / 255.0
+    lab_png = tmp_path / "ids.png"
+    write_image(lab_png, lab, kind="data", bit_depth=8)
+    out = tmp_path / "p.png"
+    assert (
+        run(
+            "texture",
+            "paint",
+            str(lab_png),
+            "--exemplar",
+            f"0={photo}",
+            "--exemplar",
+            f"2={photo}",
+            "-o",
+            str(out),
+        )
+        == 0
+    )
+    assert read_image(out)[0].shape == (64, 64, 3)
+    with pytest.raises(InputError, match=r"\[2\]"):
+        run("texture", "paint", str(lab_png), "--exemplar", f"0={photo}", "-o", str(tmp_path / "q.png"))
+
+
+def test_eval_texture_json(tmp_path: Path, photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outdir = tmp_path / "g"
+    run("texture", "grow", str(photo), "--size", "96", "-o", str(outdir))
+    result = run_json(
+        capsys, "eval", "texture", str(outdir / "rock_s0.png"), "--exemplar", str(photo), "--quilting"
+    )
+    rows = result["results"]
+    assert isinstance(rows, dict)
+    ours = rows[str(outdir / "rock_s0.png")]
+    assert set(ours) == {"seam_score", "look_distance", "verbatim_share"}
+    assert ours["seam_score"] < 1.3 and ours["verbatim_share"] <= 0.3
+    assert "image_quilting" in rows
+
+
+def test_cli_errors(tmp_path: Path, photo: Path) -> None:
+    with pytest.raises(ImageReadError):
+        run("texture", "tile", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o.png"))
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    with pytest.raises(ImageReadError, match="material folder"):
+        run("texture", "tile", str(empty), "-o", str(tmp_path / "o.png"))
+    with pytest.raises(InputError, match="size"):
+        run("texture", "grow", str(photo), "--size", "big", "-o", str(tmp_path / "g"))
+    with pytest.raises(InputError, match="larger than the output"):
+        run("texture", "grow", str(photo), "--size", "32", "-o", str(tmp_path / "g"))
+    with pytest.raises(InputError, match="KEY=PATH"):
+        run("texture", "paint", str(photo), "--exemplar", "nonsense", "-o", str(tmp_path / "p.png"))
+    with pytest.raises(MlvfxError):
+        run("texture", "paint", str(photo), "--exemplar", "#12345=a.png", "-o", str(tmp_path / "p.png"))
+
+
+def test_parse_size() -> None:
+    assert texture_cli.parse_size("2048x1024") == (1024, 2048)
+    assert texture_cli.parse_size("512") == (512, 512)
