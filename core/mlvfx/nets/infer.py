@@ -71,6 +71,8 @@ def predict_material(
     tileable: bool = False,
     integrate: bool = True,
     tile: int = TILE,
+    overlap: int = OVERLAP,
+    margin: int = MARGIN,
     batch: int = 2,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
@@ -82,7 +84,9 @@ def predict_material(
         photo: float32 (H, W, C) linear colour; C = 1 (grey) or >= 3 (RGB first).
         tileable: the photo wraps around: tiles get wrapped context and the height is periodic.
         integrate: compute ``height_px`` (skip it when no height or AO is wanted).
-        tile: tile edge in pixels (each tile also sees ``MARGIN`` pixels of context per side).
+        tile: tile edge in pixels.
+        overlap: overlap of neighbouring tiles, blended.
+        margin: context pixels each tile sees per side (output discarded).
         batch: tiles per network call.
         progress: called with (fraction, message).
         cancel: checked between batches.
@@ -106,7 +110,7 @@ def predict_material(
             y = net(x).float().cpu().numpy()
         return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
 
-    maps = run_tiled(rgb, fn, tile=tile, overlap=OVERLAP, margin=MARGIN, tileable=tileable, batch=batch,
+    maps = run_tiled(rgb, fn, tile=tile, overlap=overlap, margin=margin, tileable=tileable, batch=batch,
                      multiple=net.multiple, progress=scaled(progress, 0.0, 0.9), cancel=cancel)
     del rgb
     normal = maps[..., 0:3]

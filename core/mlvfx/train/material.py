@@ -81,7 +81,7 @@ class TrainResult:
     steps_done: int
     total_steps: int
     seconds: float
-    stopped: str  # "finished" or "budget"
+    stopped: str  # "finished", "budget" or "paused"
     weights: Path | None
     onnx: Path | None
     last: dict[str, float] = field(default_factory=dict)
@@ -111,6 +111,7 @@ def train_material(
     budget_minutes: float | None = None,
     device: str | None = None,
     export_onnx: bool = True,
+    max_steps_this_run: int | None = None,
     log: LogFn | None = None,
 ) -> TrainResult:
     """Train :class:`MaterialNet` on a factory dataset.
@@ -124,6 +125,7 @@ def train_material(
         budget_minutes: wall-clock budget over all resumed runs; default the recipe's.
         device: torch device name; default ``MLVFX_DEVICE`` / CUDA if available / CPU.
         export_onnx: also write the ONNX export at the end.
+        max_steps_this_run: stop ("paused") after this many steps of this call; resume later.
         log: called with each log record (also appended to ``log.jsonl``).
 
     Returns:
@@ -171,6 +173,9 @@ def train_material(
     while step < total_steps:
         if prior_seconds + time.monotonic() - t0 >= budget_s:
             stopped = "budget"
+            break
+        if max_steps_this_run is not None and step - start >= max_steps_this_run:
+            stopped = "paused"
             break
         for g in opt.param_groups:
             g["lr"] = learning_rate(step, recipe, total_steps)

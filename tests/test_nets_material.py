@@ -1,0 +1,195 @@
+"""MaterialNet, its ONNX export, normal integration and tiled inference (tiny nets, random input)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import torch
+
+from mlvfx.data.augment import normals_from_height
+from mlvfx.nets import (
+    MaterialNet,
+    MaterialNetConfig,
+    config_from_state_dict,
+    count_flops_per_pixel,
+    count_parameters,
+    material_net_from_state_dict,
+)
+from mlvfx.nets.infer import load_material_net, predict_material
+from mlvfx.nets.integrate import integrate_normals, slopes
+from mlvfx.train.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = MaterialNetConfig(widths=(4, 8, 8), blocks=1)
+
+
+def _net(config: MaterialNetConfig = TINY, seed: int = 0) -> MaterialNet:
+    torch.manual_seed(seed)
+    net = MaterialNet(config)
+    # Non-trivial BatchNorm statistics so eval mode differs from identity.
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def test_output_layout_and_ranges() -> None:
+    net = _net()
+    y = net(torch.rand(2, 3, 32, 48))
+    assert tuple(y.shape) == (2, 8, 32, 48)
+    assert torch.allclose(y[:, 0:3].norm(dim=1), torch.ones(2, 32, 48), atol=1e-5)
+    assert bool((y[:, 2] > 0).all()), "normals must face the camera"
+    assert 0.0 <= float(y[:, 4:8].min()) and float(y[:, 4:8].max()) <= 1.0
+    assert net.multiple == 4
+
+
+def test_exposure_only_shifts_log_input() -> None:
+    # Zero the head's albedo gain: the albedo must then equal the photo (log gain of 0).
+    net = _net()
+    with torch.no_grad():
+        net.head.weight[4:7].zero_()
+        assert net.head.bias is not None
+        net.head.bias[4:7].zero_()
+    x = torch.rand(1, 3, 16, 16) * 0.9
+    assert torch.allclose(net(x)[:, 4:7], x, atol=2e-3)
+
+
+def test_state_dict_round_trip_recovers_architecture() -> None:
+    cfg = MaterialNetConfig(widths=(4, 6, 10), blocks=2)
+    net = _net(cfg)
+    assert config_from_state_dict(net.state_dict()) == cfg
+    again = material_net_from_state_dict(net.state_dict())
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.equal(again(x), net(x))
+    with pytest.raises(ValueError, match="not a MaterialNet"):
+        config_from_state_dict({"foo": torch.zeros(1)})
+
+
+def test_recipe_model_fits_the_budget() -> None:
+    recipe = load_recipe(ROOT / "model_zoo/recipes/material_v1.json")
+    net = MaterialNet(recipe.model)
+    params = count_parameters(net)
+    assert params * 4 <= 20 * 1024 * 1024  # float32 weights <= 20 MB
+    flops = count_flops_per_pixel(net, size=64)
+    # Two full-resolution 3x3 convs at widths[0] alone cost 2*9*(6*w0 + w0*w0) FLOPs per pixel.
+    w0 = recipe.model.widths[0]
+    assert flops > 2 * 9 * (6 * w0 + w0 * w0)
+    assert flops < 200_000  # CPU-friendly
+
+
+def test_onnx_parity(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from mlvfx.train.export import export_onnx
+
+    recipe = load_recipe(ROOT / "model_zoo/recipes/material_v1.json")
+    net = _net(recipe.model, seed=3)
+    path = export_onnx(net, tmp_path / "m.onnx", size=32)
+    x = torch.rand(2, 3, 48, 80)  # not the export size: height and width are dynamic
+    with torch.no_grad():
+        ref = net(x).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(["maps"], {"photo": x.numpy()})[0]
+    assert got.shape == ref.shape
+    assert float(np.abs(got - ref).max()) <= 1e-4
+
+
+def _bumps(h: int, w: int) -> npt.NDArray[np.float32]:
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    bumps = 6 * np.sin(4 * np.pi * x / w) * np.cos(6 * np.pi * y / h) + 3 * np.sin(2 * np.pi * y / h)
+    return np.asarray(bumps, dtype=np.float32)
+
+
+@pytest.mark.parametrize("tileable", [False, True])
+def test_integrated_height_reproduces_integrable_normals(tileable: bool) -> None:
+    h = _bumps(64, 48)
+    if tileable:
+        gx = (np.roll(h, -1, 1) - np.roll(h, 1, 1)) / 2
+        gy = (np.roll(h, -1, 0) - np.roll(h, 1, 0)) / 2
+        n = np.stack([-gx, gy, np.ones_like(gx)], -1)
+        n = (n / np.linalg.norm(n, axis=-1, keepdims=True)).astype(np.float32)
+    else:
+        n = normals_from_height(h)
+    height = integrate_normals(n, tileable=tileable)
+    assert height.dtype == np.float32 and height.shape == h.shape and float(height.min()) == 0.0
+    err = np.abs((height - height.mean()) - (h - h.mean())).max()
+    assert err < (0.01 if tileable else 0.1) * np.ptp(h)
+
+
+@pytest.mark.parametrize("tileable", [False, True])
+def test_predict_material_any_size_and_height_matches_normals(tileable: bool) -> None:
+    net = _net(MaterialNetConfig(widths=(4, 8, 8)), seed=1)
+    with torch.no_grad():  # a random net's relief is tiny; amplify it
+        net.head.weight[0:2] *= 200.0
+    rng = np.random.default_rng(0)
+    photo = np.clip(rng.random((70, 101, 3)).astype(np.float32), 0, 1)
+    maps = predict_material(net, photo, tileable=tileable, tile=32, overlap=8, margin=8, batch=3)
+    assert maps.normal.shape == (70, 101, 3) and maps.height_px.shape == (70, 101)
+    assert maps.albedo.shape == (70, 101, 3) and maps.roughness.shape == (70, 101)
+    assert np.allclose(np.linalg.norm(maps.normal, axis=-1), 1.0, atol=1e-4)
+    # Height and normals agree: the height's own normals are closer to the predicted ones than a
+    # flat surface is. (A random net's normals of a noise photo are far from integrable, so only
+    # their curl-free part can be matched; integrable normals are reproduced exactly above.)
+    from_height = normals_from_height(maps.height_px)
+    inner = (slice(2, -2), slice(2, -2))
+
+    def angle(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+        return float(np.degrees(np.arccos(np.clip((a * b).sum(-1), -1, 1)))[inner].mean())
+
+    target = maps.normal
+    if tileable:
+        # A periodic height has no mean slope: compare with the normals minus their mean tilt.
+        p, q = slopes(target)
+        p, q = p - p.mean(), q - q.mean()
+        target = np.stack([-p, q, np.ones_like(p)], axis=-1)
+        target /= np.linalg.norm(target, axis=-1, keepdims=True)
+        # ... and it wraps: the seam step is no larger than a typical step inside.
+        assert abs(float((maps.height_px[:, 0] - maps.height_px[:, -1]).mean())) < np.abs(
+            np.diff(maps.height_px, axis=1)
+        ).max()
+    flat = np.zeros_like(target)
+    flat[..., 2] = 1
+    assert angle(flat, target) > 1.0  # the random net predicts visible relief
+    assert angle(from_height, target) < 0.9 * angle(flat, target)
+    # It is the least-squares integral: any perturbation fits the normals' slopes worse.
+    tp, tq = slopes(target)
+
+    def residual(height: npt.NDArray[np.float32]) -> float:
+        hp, hq = slopes(normals_from_height(height))
+        return float(((hp - tp)[inner] ** 2).mean() + ((hq - tq)[inner] ** 2).mean())
+
+    base = residual(maps.height_px)
+    yy, xx = np.mgrid[0:70, 0:101].astype(np.float32)
+    for bump in (np.sin(xx / 7.0), np.cos(yy / 5.0) * np.sin(xx / 11.0)):
+        assert residual(maps.height_px + 0.3 * bump) > base
+
+
+def test_tiles_match_whole_image_inference() -> None:
+    net = _net(MaterialNetConfig(widths=(4, 8)), seed=2)  # receptive field < the tiling margin
+    photo = np.random.default_rng(1).random((64, 64, 3)).astype(np.float32)
+    tiled = predict_material(net, photo, tile=24, overlap=8, margin=24, batch=2, integrate=False)
+    with torch.no_grad():
+        whole = net(torch.from_numpy(photo.transpose(2, 0, 1)[None].copy()))[0].numpy().transpose(1, 2, 0)
+    # Away from the image border (where tiles see mirrored, the whole image zero-padded context).
+    # Tiles start at any pixel, so the 2x pooling grid may sit one pixel off the whole image's:
+    # outputs agree closely, not bit-exactly.
+    sl = (slice(8, -8), slice(8, -8))
+    assert np.abs(tiled.albedo[sl] - whole[sl][..., 4:7]).mean() < 1e-3
+    assert np.abs(tiled.normal[sl] - whole[sl][..., 0:3]).max() < 2e-2
+    assert np.abs(tiled.roughness[sl] - whole[sl][..., 7]).max() < 2e-2
+
+
+def test_load_material_net_caches(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    net = _net()
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    a = load_material_net(path)
+    assert load_material_net(path) is a
+    assert isinstance(a, MaterialNet) and not a.training

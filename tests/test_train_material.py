@@ -1,0 +1,212 @@
+"""Training: recipes, losses, dataset batches, a 2-step run with resume, determinism, CLI.
+
+Everything runs on tiny nets and a few generated 48-px samples; nothing is really trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlvfx.data.augment import normals_from_height
+from mlvfx.errors import InputError
+from mlvfx.io import write_image
+from mlvfx.nets import MaterialNet, MaterialNetConfig
+from mlvfx.train import losses as L
+from mlvfx.train.dataset import MaterialDataset
+from mlvfx.train.material import compute_losses, learning_rate, train_material
+from mlvfx.train.recipe import Recipe, TrainSpec, load_recipe, recipe_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 48
+
+
+def _write_sample(root: Path, index: int, family: str = "bricks") -> Path:
+    rng = np.random.default_rng(index)
+    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    height = 0.01 * (np.sin(x / (3 + index)) * np.cos(y / 4)).astype(np.float32)  # patch widths
+    normal = normals_from_height(height * SIZE)
+    albedo = np.clip(rng.random(3).astype(np.float32) * 0.6 + 0.2 + 0.1 * np.sin(x / 5)[..., None], 0, 1)
+    shade = np.clip(normal @ np.array([0.3, 0.3, 0.9], np.float32), 0.05, 1)
+    lit = np.clip(albedo * shade[..., None], 0, 1).astype(np.float32)
+    d = root / f"s{index:06d}"
+    d.mkdir(parents=True)
+    write_image(d / "lit.png", lit, kind="color", bit_depth=16)
+    write_image(d / "albedo.png", albedo, kind="color", bit_depth=16)
+    write_image(d / "normal.png", normal * 0.5 + 0.5, kind="data", bit_depth=16)
+    lo, hi = float(height.min()), float(height.max())
+    write_image(d / "height16.png", (height - lo) / (hi - lo), kind="data", bit_depth=16)
+    write_image(d / "roughness.png", np.full((SIZE, SIZE), 0.2 + 0.1 * index, np.float32), kind="data")
+    (d / "meta.json").write_text(json.dumps(
+        {"family": family, "seed": 7, "index": index, "height_range": [lo, hi], "size": SIZE}))
+    return d
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    for i in range(2):
+        _write_sample(root, i)
+    return root
+
+
+def _tiny_recipe(**train: object) -> Recipe:
+    base = load_recipe(ROOT / "model_zoo/recipes/material_v1.json")
+    t = replace(base.train, steps=2, batch=2, crop=32, warmup=1, checkpoint_minutes=1000.0, log_every=1,
+                threads=1, val_samples=2)
+    return replace(base, model=MaterialNetConfig(widths=(4, 8)), train=replace(t, **train))  # type: ignore[arg-type]
+
+
+def test_recipe_file_loads_and_round_trips() -> None:
+    recipe = load_recipe(ROOT / "model_zoo/recipes/material_v1.json")
+    assert recipe.name == "material_v1" and recipe.data.families == ("train",)
+    assert recipe_from_dict(recipe.to_dict()) == recipe
+
+
+def test_recipe_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="recipe not found"):
+        load_recipe(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "seed": 1, "train": {"stepz": 3}}))
+    with pytest.raises(InputError, match="stepz") as err:
+        load_recipe(bad)
+    assert str(bad) in str(err.value)
+    bad.write_text("{not json")
+    with pytest.raises(InputError, match="unreadable"):
+        load_recipe(bad)
+    with pytest.raises(InputError, match="steps"):
+        recipe_from_dict({"name": "x", "seed": 1, "train": {"steps": 0}})
+
+
+def test_losses_behave() -> None:
+    tilt = torch.tensor([0, 0, 3.0])[:, None, None]
+    n = torch.nn.functional.normalize(torch.randn(2, 3, 8, 8) + tilt, dim=1)
+    assert float(L.angular_loss(n, n)) < 2e-3
+    up = torch.zeros(1, 3, 4, 4)
+    up[:, 2] = 1
+    side = torch.zeros(1, 3, 4, 4)
+    side[:, 0] = 1
+    assert math.isclose(float(L.angular_loss(up, side)), math.pi / 2, rel_tol=1e-3)
+    a = torch.rand(2, 3, 8, 8) * 0.8 + 0.1
+    assert float(L.scale_invariant_log_loss(a * 0.5, a)) < 1e-4  # exact but for the log epsilon
+    assert float(L.scale_invariant_log_loss(a.flip(-1), a)) > 1e-3
+    h = torch.rand(1, 1, 8, 8) * 3
+    assert float(L.height_gradient_loss(h + 5.0, h)) < 1e-6
+    normals = torch.from_numpy(normals_from_height(h[0, 0].numpy()).transpose(2, 0, 1)[None].copy())
+    assert float(L.height_normal_consistency(h, normals)) < 1e-4
+    assert float(L.height_normal_consistency(h * 2, normals)) > 0.1
+
+
+def test_learning_rate_schedule() -> None:
+    recipe = _tiny_recipe(lr=1e-2, lr_min=1e-4, warmup=10)
+    assert learning_rate(0, recipe, 100) == pytest.approx(1e-3)
+    assert learning_rate(10, recipe, 100) == pytest.approx(1e-2)
+    assert learning_rate(100, recipe, 100) == pytest.approx(1e-4)
+
+
+def test_batches_are_deterministic_by_step(dataset: Path) -> None:
+    data = MaterialDataset(dataset)
+    assert data.refresh() == 2 and data.refresh() == 0
+    a = data.batch(5, 3, 2, 32)
+    b = data.batch(5, 3, 2, 32)
+    c = data.batch(5, 4, 2, 32)
+    assert a["lit"].shape == (2, 3, 32, 32) and a["height"].shape == (2, 1, 32, 32)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["lit"], c["lit"])
+    # Heights come in pixel units: their slopes match the normals.
+    n = a["normal"]
+    assert float(L.height_normal_consistency(a["height"], n)) < 0.05
+
+
+def test_held_out_family_is_refused(tmp_path: Path) -> None:
+    _write_sample(tmp_path / "d", 0, family="bark")
+    with pytest.raises(InputError, match="held-out"):
+        MaterialDataset(tmp_path / "d").refresh()
+
+
+def test_overfits_two_samples(dataset: Path) -> None:
+    torch.manual_seed(0)
+    data = MaterialDataset(dataset, val_fraction=0.0)
+    data.refresh()
+    batch = data.batch(0, 0, 2, 32)
+    net = MaterialNet(MaterialNetConfig(widths=(4, 8)))
+    recipe = _tiny_recipe()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    first = None
+    for _ in range(2):
+        loss = compute_losses(net(batch["lit"]), batch, recipe.loss)["total"]
+        first = float(loss) if first is None else first
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+    after = float(compute_losses(net(batch["lit"]), batch, recipe.loss)["total"])
+    assert first is not None and after < first
+
+
+def test_train_two_steps_resume_and_determinism(dataset: Path, tmp_path: Path) -> None:
+    recipe = _tiny_recipe()
+    r1 = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "a", export_onnx=False)
+    assert r1.steps_done == 2 and r1.stopped == "finished" and r1.weights is not None
+    r2 = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "b", export_onnx=False)
+    from safetensors.torch import load_file
+
+    w1, w2 = load_file(str(r1.weights)), load_file(str(r2.weights))
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["steps_done"] == 2 and summary["params"] > 0 and summary["flops_per_pixel"] > 0
+    log = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert next(r["event"] for r in log) == "start" and log[-1]["event"] == "end"
+
+
+def test_resume_matches_uninterrupted_run(dataset: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    recipe = _tiny_recipe(steps=3)
+    full = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "full", export_onnx=False)
+    # An interrupted run: it stops after one step (as if the session ended), then resumes.
+    part = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "part", export_onnx=False,
+                          max_steps_this_run=1)
+    assert part.steps_done == 1 and part.stopped == "paused"
+    done = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "part", resume=True,
+                          export_onnx=False)
+    assert done.steps_done == 3
+    assert full.weights is not None and done.weights is not None
+    a, b = load_file(str(full.weights)), load_file(str(done.weights))
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_budget_zero_stops_without_steps(dataset: Path, tmp_path: Path) -> None:
+    res = train_material(_tiny_recipe(), data_dir=dataset, out_dir=tmp_path / "z", budget_minutes=0.0,
+                         export_onnx=False)
+    assert res.steps_done == 0 and res.stopped == "budget" and res.weights is None
+
+
+def test_cli_trains_with_json_summary(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlvfx.train import cli
+
+    recipe = _tiny_recipe().to_dict()
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(recipe))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["--json", "train", "material", "--recipe", str(path), "--data", str(dataset),
+                              "--out", str(tmp_path / "o"), "--skip-render", "--steps", "1"])
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["steps_done"] == 1 and Path(out["weights"]).is_file() and Path(out["onnx"]).is_file()
+
+
+def test_train_spec_defaults_are_sane() -> None:
+    t = TrainSpec()
+    assert t.crop % 16 == 0 and t.budget_minutes <= 180
