@@ -11,6 +11,7 @@ Usage:
     python bench/texture.py                      # full run (about 10 minutes on 2 CPU cores)
     python bench/texture.py --size 512 --no-big  # quick look
     python bench/texture.py --sheet docs/texture_grow.png  # also write a contact sheet
+    python bench/texture.py --sheets-only docs      # tile / paint / material contact sheets
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=1, help="seeds per exemplar (default 1)")
     ap.add_argument("--sheet", default=None, help="write a contact sheet PNG (exemplar | ours | quilting)")
     ap.add_argument(
+        "--sheets-only", default=None, metavar="DIR", help="write the docs contact sheets and exit"
+    )
+    ap.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -130,6 +134,9 @@ def main() -> int:
     cv2.setNumThreads(args.threads)
     if args.child_big:
         child_big(args.child_big)
+        return 0
+    if args.sheets_only:
+        write_doc_sheets(args.sheets_only)
         return 0
     import torch
 
@@ -198,6 +205,86 @@ def write_sheet(path: str, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
         )
     write_image(path, np.concatenate(lines, 0), kind="color", overwrite=True)
     print(f"wrote {path}")
+
+
+def _pad(a: np.ndarray) -> np.ndarray:
+    a = a if a.ndim == 3 else a[:, :, None]
+    a = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[:, :, :3]
+    return np.pad(a, ((2, 2), (2, 2), (0, 0)), constant_values=1.0)
+
+
+def _fit(a: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(a, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def write_doc_sheets(folder: str) -> None:
+    """texture_tile.png (original tiled 2x2 | make_tileable tiled 2x2), texture_paint.png (labels |
+    result) and texture_material.png (a material set grown jointly: albedo, normal, height, roughness)."""
+    from pathlib import Path
+
+    from mlvfx.io import read_image, write_image
+    from mlvfx.ops.material import material
+    from mlvfx.ops.texture import grow, make_tileable, paint
+
+    out = Path(folder)
+    ex = exemplars()
+    rows = []
+    for name in ("brick", "grass", "gravel"):
+        e = ex[name]
+        t = make_tileable(e, seed=0)
+        assert isinstance(t, np.ndarray)
+        rows.append(np.concatenate([_pad(_fit(np.tile(a, (2, 2, 1)), 256)) for a in (e, t)], 1))
+    write_image(out / "texture_tile.png", np.concatenate(rows, 0), kind="color", overwrite=True)
+
+    small = exemplars(128)
+    lab = np.zeros((320, 320), np.int64)
+    yy, xx = np.mgrid[:320, :320]
+    lab[(xx - 150) ** 2 + (yy - 140) ** 2 < 90**2] = 1
+    lab[yy > 250 - 20 * np.sin(xx / 40.0)] = 2
+    colours = np.array([[0.2, 0.2, 0.2], [0.1, 0.6, 0.1], [0.7, 0.2, 0.1]], np.float32)
+    painted = paint(lab, {0: small["gravel"], 1: small["grass"], 2: small["brick"]}, seed=0)
+    assert isinstance(painted, np.ndarray)
+    write_image(
+        out / "texture_paint.png",
+        np.concatenate([_pad(colours[lab]), _pad(painted)], 1),
+        kind="color",
+        overwrite=True,
+    )
+
+    from mlvfx.samples import sample_photo
+
+    photo, _ = read_image(sample_photo(), kind="color")
+    photo = _fit(photo, 256)
+    mat = material(photo, ("albedo", "normal", "height", "roughness")).maps
+    grown = grow(mat, (512, 512), seed=0)
+    assert isinstance(grown, dict)
+    h = grown["height"]
+    h = (h - h.min()) / max(float(h.max() - h.min()), 1e-6)
+    cells = [
+        grown["albedo"],
+        np.power(grown["normal"] * 0.5 + 0.5, 2.2),
+        np.power(h, 2.2),
+        np.power(grown["roughness"], 2.2),
+    ]
+    hx = mat["height"]
+    hx = (hx - hx.min()) / max(float(hx.max() - hx.min()), 1e-6)
+    src = [
+        mat["albedo"],
+        np.power(mat["normal"] * 0.5 + 0.5, 2.2),
+        np.power(hx, 2.2),
+        np.power(mat["roughness"], 2.2),
+    ]
+    sheet = np.concatenate(
+        [
+            np.concatenate([_pad(_fit(c, 128)) for c in src], 1),
+            np.concatenate([_pad(_fit(c, 128)) for c in cells], 1),
+        ],
+        0,
+    )
+    write_image(out / "texture_material.png", sheet, kind="color", overwrite=True)
+    print(f"wrote texture_tile.png, texture_paint.png, texture_material.png to {out}")
 
 
 if __name__ == "__main__":

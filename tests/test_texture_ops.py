@@ -84,9 +84,11 @@ def test_material_set_maps_stay_aligned() -> None:
     np.testing.assert_allclose(out["roughness"][:, :, 0], 1.0 - 0.5 * out["height"], atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(out["normal"], axis=2), 1.0, atol=1e-5)
     # normals travel with their height: each output (height, normal) pair exists in the exemplar
-    lookup = {float(h): n for h, n in zip(mat["height"].ravel(), mat["normal"].reshape(-1, 3))}
-    expected = np.stack([lookup[float(h)] for h in out["height"].ravel()])
-    np.testing.assert_allclose(out["normal"].reshape(-1, 3), expected, atol=1e-5)
+    lookup: dict[float, list[npt.NDArray[np.float32]]] = {}
+    for h, n in zip(mat["height"].ravel(), mat["normal"].reshape(-1, 3)):
+        lookup.setdefault(float(h), []).append(n)
+    for h, n in zip(out["height"].ravel(), out["normal"].reshape(-1, 3)):
+        assert min(float(np.abs(c - n).max()) for c in lookup[float(h)]) < 1e-5
 
 
 def test_make_tileable_material_set() -> None:

@@ -87,11 +87,14 @@ def _run(
         fixed_c = ys * atlas.width + xs
     guide_t = None if guide is None else torch.from_numpy(np.ascontiguousarray(guide)).to(dev)
     with torch.no_grad():
+        # Always synthesised on a torus: an output border with padded (invented) neighbourhoods
+        # attracts copies of the exemplar's edge rows, which show as streaks. A non-tileable
+        # request just does not promise that the result tiles.
         coords = synthesize(
             atlas,
             size,
             config=cfg,
-            tileable=tileable,
+            tileable=True,
             seed=seed,
             fixed=fixed_t,
             fixed_coords=fixed_c,

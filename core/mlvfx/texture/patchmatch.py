@@ -428,10 +428,12 @@ def _correct(
     best = cur
     best_cost = cost(cur)
 
-    def consider(cand: torch.Tensor, factor: float = 1.0) -> None:
+    def consider(cand: torch.Tensor, factor: float = 1.0, valid: torch.Tensor | None = None) -> None:
         nonlocal best, best_cost
         c = cost(cand) * factor
         better = c < best_cost
+        if valid is not None:
+            better &= valid
         best = torch.where(better, cand, best)
         best_cost = torch.where(better, c, best_cost)
 
@@ -439,7 +441,11 @@ def _correct(
     for dy, dx in _DIRS8 if config.propagation == 8 else _DIRS4:
         q = cpad[1 + py + dy :: 2, 1 + px + dx :: 2][:hs, :ws].reshape(-1)
         qy, qx = q // width, q % width
-        consider(atlas.clamp(qy - dy * step, qx - dx * step, atlas.exemplar_of(q), level))
+        ty, tx = qy - dy * step, qx - dx * step
+        cand = atlas.clamp(ty, tx, atlas.exemplar_of(q), level)
+        # a propagated match that would leave the exemplar is dropped, not clamped: clamping
+        # repeats the exemplar's edge row or column and shows as streaks
+        consider(cand, valid=cand == ty * width + tx)
     by, bx = best // width, best % width
     coherence = config.coherence
     if level >= 3 and config.coherence_coarse is not None:
@@ -448,7 +454,9 @@ def _correct(
     for _ in range(config.random_candidates):
         radius = max(radius / 2.0, float(step))
         off = ((torch.rand((2, by.numel()), generator=gen) * 2 - 1) * radius).round().long().to(best.device)
-        consider(atlas.clamp(by + off[0], bx + off[1], atlas.exemplar_of(best), level), 1.0 + coherence)
+        ty, tx = by + off[0], bx + off[1]
+        cand = atlas.clamp(ty, tx, atlas.exemplar_of(best), level)
+        consider(cand, 1.0 + coherence, valid=cand == ty * width + tx)
     if label is not None and atlas.count > 1:
         lab = label[py::2, px::2].reshape(-1)
         consider(atlas.random_coords(lab, (lab.numel(),), level, gen).reshape(-1))
