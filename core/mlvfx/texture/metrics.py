@@ -189,7 +189,8 @@ def nearest_neighbour_field(
     cols = _patches(tb, patch, 20000, gen).double()
     mean = cols.mean(1, keepdim=True)
     cov = (cols - mean) @ (cols - mean).T / max(1, cols.shape[1] - 1)
-    _, vec = torch.linalg.eigh(cov)
+    _, vec_np = np.linalg.eigh(cov.numpy())  # numpy: much faster than torch for tiny matrices
+    vec = torch.from_numpy(vec_np)
     k = min(dims, vec.shape[0])
     filters = vec[:, -k:].T.float().reshape(k, a.shape[2], patch, patch).contiguous()
     fb = F.conv2d(tb[None], filters)[0]  # valid centres: (k, h - 2r, w - 2r)

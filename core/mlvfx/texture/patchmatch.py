@@ -16,8 +16,11 @@ PatchMatch's propagation and random search as the candidate set):
 * each finer level starts from the coherent upsampling ``S[2p + d] = S[p] + d * 2**(l-1)`` and is
   corrected: every cell compares its synthesised neighbourhood (5x5 cells, PCA-projected) against
   exemplar neighbourhoods at candidate coordinates and keeps the best. Candidates are the
-  propagated coordinates of the 8 neighbours (PatchMatch propagation, which grows coherent
-  patches) and random samples around the current match at shrinking radii (random search);
+  propagated coordinates of the 4 neighbours (PatchMatch propagation, which grows coherent
+  patches) and random samples around the current match at shrinking radii (random search),
+  which must beat the coherent ones by a factor (coherence bias). Candidates that would leave
+  the exemplar are dropped rather than clamped (clamping repeats edge rows as streaks);
+* a little coordinate jitter after upsampling at the coarse levels breaks up long verbatim copies;
 * cells are corrected in four interleaved sub-passes (2x2 parity), so that every update sees
   freshly updated neighbours, and the neighbourhood of a tileable output wraps around (toroidal),
   so the result tiles by construction.
@@ -32,6 +35,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -106,7 +110,9 @@ def _pca_filters(stacks: Sequence[torch.Tensor], n: int, dilation: int, dims: in
     data = torch.cat(samples, 1).double()
     data = data - data.mean(1, keepdim=True)
     cov = data @ data.T / max(1, data.shape[1] - 1)
-    _, eigvec = torch.linalg.eigh(cov)
+    # numpy's LAPACK: torch.linalg.eigh is 10-100x slower for these tiny matrices on a busy CPU
+    _, vec = np.linalg.eigh(cov.cpu().numpy())
+    eigvec = torch.from_numpy(vec).to(cov.device)
     k = min(dims, cov.shape[0])
     basis = eigvec[:, -k:].flip(1).T.float()  # (k, C*n*n), strongest first
     c = stacks[0].shape[0]
