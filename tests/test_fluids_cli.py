@@ -10,7 +10,6 @@ import pytest
 
 from mlvfx.errors import InputError, ModelNotFound, OutputExistsError
 from mlvfx.fluids import cli
-from mlvfx.fluids.output import openvdb_module, write_npz, write_vdb
 
 
 def _run(argv: list[str]) -> int:
@@ -56,27 +55,24 @@ def test_run_errors(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
-def test_npz_and_vdb_writers(tmp_path: Path) -> None:
-    density = np.random.default_rng(0).random((3, 4, 5)).astype(np.float32)
-    velocity = np.random.default_rng(1).random((3, 4, 5, 3)).astype(np.float32)
-    with pytest.raises(InputError, match="velocity"):
-        write_npz(tmp_path / "bad.npz", density, velocity[..., :2])
-    write_npz(tmp_path / "f.npz", density, velocity)
-    with pytest.raises(OutputExistsError):
-        write_npz(tmp_path / "f.npz", density, velocity)
+def test_run_writes_vdb_when_available(tmp_path: Path) -> None:
+    from mlvfx.io.volume import openvdb_module
+
     vdb = openvdb_module()
     if vdb is None:
         pytest.skip("no openvdb module (neither installed nor bundled with bpy)")
-    path = write_vdb(tmp_path / "f.vdb", density, velocity, voxel_size=0.25)
-    grid = vdb.read(str(path), "density")
-    back = np.zeros((5, 4, 3), np.float32)  # VDB (x, y, z)
+    argv = ["smoke", "run", "--dims", "3", "--res", "8", "--frames", "2", "--reference", "--vdb", "on"]
+    assert _run([*argv, "-o", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "frame_0001.npz",
+        "frame_0001.vdb",
+        "frame_0002.npz",
+        "frame_0002.vdb",
+    ]
+    with np.load(tmp_path / "frame_0002.npz") as frame:
+        density = frame["density"]
+    grid = vdb.read(str(tmp_path / "frame_0002.vdb"), "density")
+    back = np.zeros((8, 8, 8), np.float32)  # VDB index order (x, y, z), Y-up
     grid.copyToArray(back)
-    assert np.array_equal(back.transpose(2, 1, 0), density)
-    assert grid.transform.voxelSize()[0] == pytest.approx(0.25)
-    vel = vdb.read(str(path), "vel")
-    vback = np.zeros((5, 4, 3, 3), np.float32)
-    vel.copyToArray(vback)
-    assert np.array_equal(vback.transpose(2, 1, 0, 3), velocity)
-    with pytest.raises(OutputExistsError):
-        write_vdb(path, density, velocity, voxel_size=0.25)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.npz", "f.vdb"]
+    assert np.allclose(back.transpose(2, 1, 0), density)
+    assert grid.transform.voxelSize()[0] == pytest.approx(1 / 8)

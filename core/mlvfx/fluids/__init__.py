@@ -5,7 +5,7 @@
 * :mod:`mlvfx.fluids.pressure`: pressure projection (DCT, sparse LU, preconditioned CG).
 * :mod:`mlvfx.fluids.scenarios`: canonical and randomised shots.
 * :mod:`mlvfx.fluids.surrogate`: building blocks of the learned surrogate (untrained).
-* :mod:`mlvfx.fluids.output`: ``.npz`` / OpenVDB frame writers; :mod:`mlvfx.fluids.cli`: ``mlvfx smoke``.
+* :mod:`mlvfx.fluids.cli`: ``mlvfx smoke`` (frames written with :mod:`mlvfx.io.volume`).
 
 Importing this package is cheap (no torch); import the submodules for the functionality.
 """

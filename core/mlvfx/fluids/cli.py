@@ -4,9 +4,9 @@
 
 writes ``frame_0001.npz`` ... (arrays ``density`` (Z, Y, X) and ``velocity`` (Z, Y, X, 3),
 components (x, y, z), float32; 2D shots are one voxel deep) and, where an ``openvdb`` module is
-available (see :mod:`mlvfx.fluids.output`), ``frame_0001.vdb`` ... with grids ``density`` and
-``vel``. Without ``--reference`` the learned surrogate is asked for; until it ships that is a
-clear ``ModelNotFound`` error.
+available (see :mod:`mlvfx.io.volume`), ``frame_0001.vdb`` ... with grids ``density`` and ``vel``,
+Y-up (Houdini) or, with ``--up z``, Z-up (Blender). Without ``--reference`` the learned
+surrogate is asked for; until it ships that is a clear ``ModelNotFound`` error.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--device", default=None, help="torch device (default: MLVFX_DEVICE, else CUDA if present)"
     )
+    p.add_argument(
+        "--up", choices=("y", "z"), default="y", help="VDB up axis: y (Houdini, default) or z (Blender)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing frame files")
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     p.set_defaults(func=cmd_run)
@@ -62,9 +65,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def cmd_run(args: argparse.Namespace) -> int:
     """Handler of ``mlvfx smoke run``; returns the exit code."""
     from mlvfx.cli import emit, progress_bar
-    from mlvfx.fluids.output import openvdb_module, write_npz, write_vdb
     from mlvfx.fluids.reference import Stepper
     from mlvfx.fluids.scenarios import make_scenario
+    from mlvfx.io.volume import openvdb_module, write_vdb, write_volume_npz
 
     if args.frames < 1 or args.steps_per_frame < 1:
         raise InputError(
@@ -92,6 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         "already exists (pass --overwrite to replace it)", outdir / (name + suffix)
                     )
     stepper = Stepper(scenario.config)
+    dx = scenario.config.dx
     density: np.ndarray[Any, Any] | None = None
     velocity: np.ndarray[Any, Any] | None = None
     written: list[str] = []
@@ -102,13 +106,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 density, velocity = stepper.step(density, velocity, scenario.sources, scenario.obstacles)
             assert density is not None and velocity is not None
             vol_d, vol_v = _volume(density, velocity)
-            written.append(str(write_npz(outdir / f"{name}.npz", vol_d, vol_v, overwrite=args.overwrite)))
+            npz = write_volume_npz(outdir / f"{name}.npz", vol_d, vol_v, overwrite=args.overwrite)
+            written.append(str(npz))
             if vdb:
                 path = write_vdb(
                     outdir / f"{name}.vdb",
-                    vol_d,
-                    vol_v,
-                    voxel_size=scenario.config.dx,
+                    {"density": vol_d, "vel": vol_v},
+                    voxel_size=dx,
+                    origin=(0.5 * dx,) * 3,  # the domain starts at 0; voxel centres sit half a cell in
+                    up=args.up,
                     overwrite=args.overwrite,
                 )
                 written.append(str(path))
