@@ -618,15 +618,19 @@ class Stepper:
                 refactorises the pressure solver (seconds in 2D at 256^2), so keep it fixed.
 
         Returns:
-            ``(density, velocity)`` as float32 arrays in the layout of the input (the volume form
-            for 2D when the input used it or was None and ``(1, Y, X)`` obstacles were given).
+            ``(density, velocity)`` as float32 arrays; in 2D the volume form ``(1, Y, X)`` /
+            ``(1, Y, X, 3)`` when the density or velocity came in that form, else ``(Y, X)`` /
+            ``(Y, X, 2)``.
 
         Raises:
             InputError: Wrong shapes, NaN/inf values, or a source entirely inside the obstacles.
         """
         shape = self.config.shape
         ndim = self.config.dims
-        volume_form = ndim == 3 or (density is not None and np.asarray(density).ndim == 3)
+        volume_form = ndim == 3 or (
+            (density is not None and np.asarray(density).ndim == 3)
+            or (velocity is not None and np.asarray(velocity).ndim == 4)
+        )
         self.solver.set_obstacles(obstacles)
         prepared = self.solver.prepare_sources(list(sources or []))
         if (

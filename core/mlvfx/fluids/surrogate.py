@@ -202,6 +202,10 @@ def unrolled_loss(
 
     Returns:
         Mean over steps of the relative squared errors of density and velocity.
+
+    Gradients flow through the DCT and CG projections; the 2D sparse-LU path (the default with
+    obstacles in 2D) runs in SciPy and is not differentiable, so train such shots with
+    ``pressure_solver="cg"``.
     """
     if len(target_density) != len(target_vel) or not target_density:
         raise InputError("unrolled_loss needs matching, non-empty density and velocity targets")
