@@ -87,14 +87,11 @@ def _run(
         fixed_c = ys * atlas.width + xs
     guide_t = None if guide is None else torch.from_numpy(np.ascontiguousarray(guide)).to(dev)
     with torch.no_grad():
-        # Always synthesised on a torus: an output border with padded (invented) neighbourhoods
-        # attracts copies of the exemplar's edge rows, which show as streaks. A non-tileable
-        # request just does not promise that the result tiles.
         coords = synthesize(
             atlas,
             size,
             config=cfg,
-            tileable=True,
+            tileable=tileable,
             seed=seed,
             fixed=fixed_t,
             fixed_coords=fixed_c,
@@ -185,7 +182,9 @@ def grow(
         maps: float32 (h, w, C) exemplar (linear colour or data), or a material set.
         size: output (H, W), each at least the exemplar's.
         seed: random seed; a different seed gives a different variation.
-        tileable: the result wraps around seamlessly.
+        tileable: the result wraps around seamlessly. Grown textures are always synthesised on a
+            torus (an open border would attract streaky copies of the exemplar's edge), so they
+            tile either way; ``False`` only means the caller does not rely on it.
         config: synthesis settings (default :class:`SynthesisConfig`).
         device: torch device name (default: ``MLVFX_DEVICE``, else CUDA when present, else CPU).
         progress: called with (fraction, message).
@@ -206,10 +205,11 @@ def grow(
             f"exemplar {stack.width}x{stack.height} is larger than the output {out_size[1]}x{out_size[0]}; "
             "grow makes textures at least as large as the exemplar (crop or downscale it first)"
         )
+    del tileable  # always toroidal, see the docstring
     out = _run(
         [stack],
         out_size,
-        tileable=tileable,
+        tileable=True,
         seed=seed,
         config=config,
         device=device,

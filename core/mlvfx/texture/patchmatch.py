@@ -71,8 +71,8 @@ class SynthesisConfig:
     neighbourhood: int = 5
     pca_dims: int = 16
     coarsest_exemplar: int = 8
-    passes: tuple[int, ...] = (0, 1, 2, 4)
-    random_candidates: int = 2
+    passes: tuple[int, ...] = (0, 1, 1, 4)
+    random_candidates: int = 1
     coherence: float = 2.0
     coherence_coarse: float | None = None
     jitter: tuple[float, ...] = (0.0, 0.0, 0.0, 0.5)
@@ -424,7 +424,9 @@ def _correct(
     cur = coords[py::2, px::2].reshape(-1)
 
     def cost(flat: torch.Tensor) -> torch.Tensor:
-        c = ((lvl.features.index_select(1, flat) - feat) ** 2).sum(0)
+        diff = lvl.features.index_select(1, flat)
+        diff.sub_(feat).square_()  # in place: this is the hot loop
+        c = diff.sum(0)
         ids = atlas.exemplar_of(flat)
         if gpen is not None and ids is not None:
             g = gpen[:, py::2, px::2].reshape(gpen.shape[0], -1)
