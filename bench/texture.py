@@ -129,6 +129,8 @@ def main() -> int:
         default=1,
         help="CPU threads for both methods (torch and OpenCV; default 1: fair on a shared machine)",
     )
+    ap.add_argument("--validation", default=None, metavar="DIR", help="score on a material dataset folder")
+    ap.add_argument("--limit", type=int, default=16, help="samples of --validation to use (evenly spaced)")
     ap.add_argument("--child-big", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     import cv2

@@ -73,9 +73,9 @@ def _patches(x: torch.Tensor, patch: int, limit: int, gen: torch.Generator) -> t
     ny, nx = h - patch + 1, w - patch + 1
     if ny * nx <= limit:
         return F.unfold(x[None], patch)[0]
-    pick = torch.randperm(ny * nx, generator=gen)[:limit]
+    pick = torch.randperm(ny * nx, generator=gen)[:limit].to(x.device)
     py, px = pick // nx, pick % nx
-    d = torch.arange(patch)
+    d = torch.arange(patch, device=x.device)
     rows = (py[None, :, None] + d[:, None, None]).expand(patch, limit, patch)  # (dy, N, dx)
     cols = (px[None, :, None] + d[None, None, :]).expand(patch, limit, patch)
     g = x[:, rows, cols]  # (C, dy, N, dx)
