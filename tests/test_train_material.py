@@ -94,6 +94,8 @@ def test_losses_behave() -> None:
     side = torch.zeros(1, 3, 4, 4)
     side[:, 0] = 1
     assert math.isclose(float(L.angular_loss(up, side)), math.pi / 2, rel_tol=1e-3)
+    assert math.isclose(float(L.chord_loss(up, side)), math.sqrt(2), rel_tol=1e-3)
+    assert float(L.chord_loss(n, n)) < 1e-3
     a = torch.rand(2, 3, 8, 8) * 0.8 + 0.1
     assert float(L.scale_invariant_log_loss(a * 0.5, a)) < 1e-4  # exact but for the log epsilon
     assert float(L.scale_invariant_log_loss(a.flip(-1), a)) > 1e-3

@@ -18,6 +18,17 @@ def angular_loss(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.acos(cos).mean()
 
 
+def chord_loss(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Mean chord length ``|pred - truth| = 2 sin(angle / 2)`` between unit normal fields (B, 3, H, W).
+
+    Equal to the angle in radians to first order, but with bounded gradients: ``acos`` has an
+    infinite slope at zero error, and on mostly flat materials (most pixels already nearly right)
+    those huge, noisy gradients swamp the useful ones once gradients are clipped.
+    """
+    d = pred - truth
+    return torch.sqrt((d * d).sum(dim=1) + 1e-8).mean()
+
+
 def slopes_from_normal(n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Height slopes implied by normals: (dh/dcol, dh/drow), each (B, 1, H, W).
 

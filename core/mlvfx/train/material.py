@@ -52,7 +52,7 @@ def compute_losses(
     """
     normal, height, albedo, rough = pred[:, 0:3], pred[:, 3:4], pred[:, 4:7], pred[:, 7:8]
     terms = {
-        "normal": L.angular_loss(normal, batch["normal"]),
+        "normal": L.chord_loss(normal, batch["normal"]),
         "height_grad": L.height_gradient_loss(height, batch["height"]),
         "height_normal": L.height_normal_consistency(height, normal),
         "albedo_si": L.scale_invariant_log_loss(albedo, batch["albedo"]),
