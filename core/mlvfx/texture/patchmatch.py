@@ -65,6 +65,9 @@ class SynthesisConfig:
             0, 1, 2, ... (last entry for all coarser levels), in level cells. It breaks up
             coherent copies (less verbatim repetition) at some cost in look.
         propagation: propagate from the 4 or the 8 neighbours of a cell.
+        occurrence: weight of the penalty on over-used exemplar regions (relative to the mean
+            feature energy); it keeps a mixed exemplar's mix instead of collapsing to its easiest
+            material.
         guide_weight: weight of the label guide in ``paint`` relative to the mean feature energy.
     """
 
@@ -78,6 +81,7 @@ class SynthesisConfig:
     jitter: tuple[float, ...] = (0.0, 0.0, 0.0, 0.5)
     guide_weight: float = 1.0
     propagation: int = 4
+    occurrence: float = 1.0
 
 
 def _box_stack(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -333,10 +337,11 @@ def synthesize(
         if passes == 0:
             report(progress, done / total, f"synthesis level {level}")
         for p in range(passes):
+            occ = _occurrence_penalty(coords, atlas, level, config) if config.occurrence > 0 else None
             for py, px in ((0, 0), (1, 1), (0, 1), (1, 0)):
                 check_cancel(cancel)
                 coords = _correct(
-                    coords, atlas, level, (py, px), r, tileable, config, gen, fixed_l, gpen, label_l
+                    coords, atlas, level, (py, px), r, tileable, config, gen, fixed_l, gpen, label_l, occ
                 )
             done += work[level] / passes
             report(progress, done / total, f"synthesis level {level} pass {p + 1}/{passes}")
@@ -344,6 +349,36 @@ def synthesize(
     if shift != (0, 0):
         coords = torch.roll(coords, (-shift[0], -shift[1]), (0, 1))
     return coords.to(dev)
+
+
+def _occurrence_penalty(
+    coords: torch.Tensor, atlas: ExemplarAtlas, level: int, config: SynthesisConfig
+) -> torch.Tensor:
+    """Per exemplar pixel, a cost for copying from regions the output already over-uses.
+
+    Matching alone favours "easy" regions (flat, low-contrast ones match almost any neighbourhood),
+    and coherent propagation lets them spread until the output is one material of a mixed
+    exemplar. Counting how often each neighbourhood-sized region of the exemplar is copied and
+    penalising use beyond the uniform share keeps the output's mix like the exemplar's (the
+    occurrence control of Kaspar et al. 2015, "Self tuning texture optimization").
+    """
+    step = 2**level
+    ha, wa = atlas.height, atlas.width
+    counts = torch.bincount(coords.reshape(-1), minlength=ha * wa).to(torch.float32).reshape(1, 1, ha, wa)
+    k = config.neighbourhood * step
+    local = F.avg_pool2d(
+        F.pad(counts, (k // 2, k - 1 - k // 2, k // 2, k - 1 - k // 2)), k, stride=1
+    ).reshape(-1)
+    valid = torch.zeros(ha * wa, device=coords.device)
+    valid[atlas.valid_flat_indices(level)] = 1.0
+    if atlas.count == 1:
+        expected = coords.numel() / float(valid.sum())
+        ratio = local / expected
+    else:
+        used = torch.bincount(atlas.ids[coords.reshape(-1)], minlength=atlas.count).to(torch.float32)
+        area = torch.bincount(atlas.ids, weights=valid, minlength=atlas.count).clamp_min(1.0)
+        ratio = local / (used / area).clamp_min(1e-6)[atlas.ids]
+    return (ratio - 1.0).clamp_min(0.0) * (config.occurrence * atlas.levels[level].energy)
 
 
 def _passes(level: int, levels: int, config: SynthesisConfig) -> int:
@@ -406,6 +441,7 @@ def _correct(
     fixed: torch.Tensor | None,
     gpen: torch.Tensor | None,
     label: torch.Tensor | None,
+    occ: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One sub-pass: re-match the cells of one 2x2 parity class against their candidates."""
     py, px = parity
@@ -427,6 +463,8 @@ def _correct(
         diff = lvl.features.index_select(1, flat)
         diff.sub_(feat).square_()  # in place: this is the hot loop
         c = diff.sum(0)
+        if occ is not None:
+            c += occ.index_select(0, flat)
         ids = atlas.exemplar_of(flat)
         if gpen is not None and ids is not None:
             g = gpen[:, py::2, px::2].reshape(gpen.shape[0], -1)
