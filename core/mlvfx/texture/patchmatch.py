@@ -366,9 +366,12 @@ def _occurrence_penalty(
     ha, wa = atlas.height, atlas.width
     counts = torch.bincount(coords.reshape(-1), minlength=ha * wa).to(torch.float32).reshape(1, 1, ha, wa)
     k = config.neighbourhood * step
-    local = F.avg_pool2d(
-        F.pad(counts, (k // 2, k - 1 - k // 2, k // 2, k - 1 - k // 2)), k, stride=1
-    ).reshape(-1)
+    # k x k window sums by running sums (k reaches 160 cells; pooling would cost k per pixel)
+    c = F.pad(counts.double(), (k // 2, k - 1 - k // 2, k // 2, k - 1 - k // 2)).cumsum(2)
+    c = F.pad(c, (0, 0, 1, 0))
+    c = (c[:, :, k:] - c[:, :, :-k]).cumsum(3)
+    c = F.pad(c, (1, 0, 0, 0))
+    local = ((c[:, :, :, k:] - c[:, :, :, :-k]) / float(k * k)).float().reshape(-1)
     valid = torch.zeros(ha * wa, device=coords.device)
     valid[atlas.valid_flat_indices(level)] = 1.0
     if atlas.count == 1:
