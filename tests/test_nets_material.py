@@ -193,3 +193,57 @@ def test_load_material_net_caches(tmp_path: Path) -> None:
     a = load_material_net(path)
     assert load_material_net(path) is a
     assert isinstance(a, MaterialNet) and not a.training
+
+
+def test_learned_operator_path_through_a_zoo_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``material(method="learned")`` end to end with tiny weights served by a temporary manifest."""
+    import hashlib
+    import json
+
+    from safetensors.torch import save_file
+
+    from mlvfx.ops.material import material
+
+    net = _net(MaterialNetConfig(widths=(4, 8)), seed=5)
+    with torch.no_grad():
+        net.head.weight[0:2] *= 100.0
+    weights = tmp_path / "material-test.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+    data = weights.read_bytes()
+    entry = {
+        "id": "material", "version": "0.0.1", "task": "material", "format": ["safetensors"],
+        "license": "Apache-2.0",
+        "files": [{"name": weights.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+                   "urls": [weights.as_uri()]}],
+        "io": {"inputs": [{"name": "photo", "channels": 3, "color_space": "linear"}],
+               "outputs": [{"name": "maps", "channels": 8, "color_space": "data"}],
+               "tile": 384, "overlap": 32, "scale": 1},
+        "metrics": {}, "card": "cards/material_v1.md", "recipe": "recipes/material_v1.json",
+    }
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"schema_version": 1, "models": [entry]}))
+    monkeypatch.setenv("MLVFX_ZOO_MANIFEST", str(manifest))
+    monkeypatch.setenv("MLVFX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", "")
+    rng = np.random.default_rng(3)
+    photo = rng.random((40, 56, 4)).astype(np.float32)
+    gl = material(photo, "normal,height,albedo,roughness,ao", method="learned")
+    dx = material(photo, "normal", method="learned", normal_convention="directx")
+    assert gl.method == "learned" and gl.meta["model"] == "material@0.0.1"
+    assert gl.maps["normal"].shape == (40, 56, 3) and gl.maps["albedo"].shape == (40, 56, 4)
+    assert np.array_equal(gl.maps["albedo"][..., 3], photo[..., 3])  # alpha rides along
+    assert np.allclose(dx.maps["normal"][..., 1], -gl.maps["normal"][..., 1])
+    h = gl.maps["height"]
+    assert h.shape == (40, 56) and float(h.min()) == 0.0 and float(h.max()) == pytest.approx(1.0)
+    assert 0.0 <= float(gl.maps["ao"].min()) and float(gl.maps["ao"].max()) <= 1.0
+    # The height (back in pixels) is the integral of the returned normals.
+    from_height = normals_from_height(h * np.float32(gl.meta["height_scale_px"]))
+    flat = np.zeros_like(from_height)
+    flat[..., 2] = 1
+
+    def angle(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+        return float(np.degrees(np.arccos(np.clip((a * b).sum(-1), -1, 1)))[2:-2, 2:-2].mean())
+
+    assert angle(from_height, gl.maps["normal"]) < angle(flat, gl.maps["normal"])
