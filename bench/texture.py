@@ -205,7 +205,7 @@ def main() -> int:
     return 0
 
 
-def write_sheet(path: str, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], tile: int = 256) -> None:
+def write_sheet(path: str, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]], tile: int = 160) -> None:
     """exemplar | ours | quilting per row, outputs downscaled to ``tile`` x ``tile``, sRGB PNG."""
     import cv2
 
