@@ -118,3 +118,17 @@ def test_console_script_runs_as_a_real_process(photo: Path, tmp_path: Path) -> N
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("mlvfx: error:") and "larger than the limit" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_demo_writes_a_material_and_a_seamless_tile_and_never_overwrites(tmp_path: Path, capsys) -> None:
+    code, out, _ = run(capsys, "demo", "-o", str(tmp_path / "demo"), "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert Path(doc["output"]) == (tmp_path / "demo").resolve()
+    names = sorted(p.name for p in (tmp_path / "demo" / "material").iterdir())
+    assert names == ["albedo.png", "ao.png", "height.exr", "height16.png", "material.json", "normal.png",
+                     "roughness.png"]
+    assert (tmp_path / "demo" / "seamless.png").is_file()
+    # A second run goes to a fresh sibling folder instead of replacing the first.
+    code, out, _ = run(capsys, "demo", "-o", str(tmp_path / "demo"), "--json")
+    assert code == 0 and Path(json.loads(out)["output"]) == (tmp_path / "demo-1").resolve()
