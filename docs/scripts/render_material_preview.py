@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 from pathlib import Path
+from typing import Any
+
+from _preview import preview_scene, render_still
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,15 +31,13 @@ def main() -> int:
     parser.add_argument("--size", default="768x384")
     args = parser.parse_args()
 
-    import bpy
+    with preview_scene("preview") as bpy:
+        _build(bpy, args)
+    print(args.out)
+    return 0
 
-    sys.path.insert(0, str(ROOT))
-    import addon  # the extension's package, registered directly (no zip needed for a render)
 
-    addon.register()
-    bpy.ops.wm.read_homefile(use_empty=True)
-    work = Path(tempfile.mkdtemp(prefix="mlvfx-preview-"))
-    bpy.ops.wm.save_as_mainfile(filepath=str(work / "preview.blend"))
+def _build(bpy: Any, args: argparse.Namespace) -> None:
     scene = bpy.context.scene
     scene.mlvfx_material.method = args.method
     scene.mlvfx_material.height_mode = "DISPLACEMENT"
@@ -75,17 +75,7 @@ def main() -> int:
     bpy.context.object.data.energy = 2.0
 
     width, height = (int(v) for v in args.size.split("x"))
-    scene.render.engine = "CYCLES"
-    scene.cycles.device = "CPU"
-    scene.cycles.samples = args.samples
-    scene.render.resolution_x, scene.render.resolution_y = width, height
-    scene.render.resolution_percentage = 100
-    scene.view_settings.view_transform = "Standard"
-    scene.render.filepath = args.out
-    bpy.ops.render.render(write_still=True)
-    addon.unregister()
-    print(args.out)
-    return 0
+    render_still(bpy, args.out, args.samples, width, height)
 
 
 if __name__ == "__main__":

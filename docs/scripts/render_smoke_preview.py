@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+from _preview import preview_scene, render_still
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,15 +28,13 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "docs/addon_smoke_preview.png"))
     args = parser.parse_args()
 
-    import bpy
+    with preview_scene("smoke") as bpy:
+        _build(bpy, args)
+    print(args.out)
+    return 0
 
-    sys.path.insert(0, str(ROOT))
-    import addon
 
-    addon.register()
-    bpy.ops.wm.read_homefile(use_empty=True)
-    work = Path(tempfile.mkdtemp(prefix="mlvfx-smoke-preview-"))
-    bpy.ops.wm.save_as_mainfile(filepath=str(work / "smoke.blend"))
+def _build(bpy: Any, args: argparse.Namespace) -> None:
     scene = bpy.context.scene
     bpy.ops.mesh.primitive_ico_sphere_add(radius=0.15, location=(0, 0, 0.2))
     emitter = bpy.context.active_object
@@ -58,18 +58,7 @@ def main() -> int:
     bpy.data.materials["mlvfx Smoke"].node_tree.nodes["Principled Volume"].inputs[
         "Density"
     ].default_value = 20.0
-
-    scene.render.engine = "CYCLES"
-    scene.cycles.device = "CPU"
-    scene.cycles.samples = args.samples
-    scene.render.resolution_x, scene.render.resolution_y = 384, 512
-    scene.render.resolution_percentage = 100
-    scene.view_settings.view_transform = "Standard"
-    scene.render.filepath = args.out
-    bpy.ops.render.render(write_still=True)
-    addon.unregister()
-    print(args.out)
-    return 0
+    render_still(bpy, args.out, args.samples, 384, 512)
 
 
 if __name__ == "__main__":
