@@ -13,7 +13,7 @@ from .operators import BackgroundJobOperator, SelectedImageMixin
 class SourceImageMixin(SelectedImageMixin):
     """Reads the selected image for the texture tools and places their results beside it."""
 
-    def _source(self, context: bpy.types.Context) -> dict[str, Any]:
+    def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
         preferences.apply_environment(context)
         material, node = bridge.resolve_image_node(context, self.material, self.node)
         kind = bridge.image_kind(node.image)
@@ -48,9 +48,6 @@ class MLVFX_OT_make_seamless(SourceImageMixin, BackgroundJobOperator, bpy.types.
     bl_label = "Make Seamless"
     job_name = "make seamless"
 
-    def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
-        return self._source(context)
-
     @staticmethod
     def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
         from mlvfx.ops.texture import make_tileable
@@ -69,9 +66,6 @@ class MLVFX_OT_grow_variations(SourceImageMixin, BackgroundJobOperator, bpy.type
     bl_idname = "mlvfx.grow_variations"
     bl_label = "Grow Variations"
     job_name = "grow variations"
-
-    def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
-        return self._source(context)
 
     @staticmethod
     def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:

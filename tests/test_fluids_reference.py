@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -23,14 +22,7 @@ from mlvfx.fluids.reference import (
 )
 from mlvfx.fluids.scenarios import SCENARIOS, make_scenario, simulate
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # These grids are tiny; on a shared 2-core CI box one thread is several times faster.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _random_faces(shape: tuple[int, ...], seed: int) -> list[torch.Tensor]:
