@@ -62,7 +62,7 @@ def test_cold_download_then_warm_hit(zoo_env: ZooEnv, zoo_server: ZooServer) -> 
     assert fractions[-1] == 1.0 and messages[-1] == "m 1.0.0: 0.3/0.3 MB"
     assert byte_calls[-1] == (len(data), len(data))
     assert all(t == len(data) for _, t in byte_calls)
-    assert zoo_server.state.full_transfers[NAME] == 1
+    assert zoo_server.settled().full_transfers[NAME] == 1
     assert parts(zoo_env) == []
 
     start = time.perf_counter()
@@ -171,8 +171,8 @@ def test_dropped_connection_resumes_with_range(zoo_env: ZooEnv, zoo_server: ZooS
     assert fetch("m", options=FAST).read_bytes() == data
     gets = zoo_server.state.gets(NAME)
     assert [g[2] for g in gets] == [None, "bytes=150000-"]
-    assert zoo_server.state.body_bytes[NAME] == len(data)  # no byte sent twice
-    assert zoo_server.state.body_bytes[NAME] < 2 * len(data)
+    assert zoo_server.settled().body_bytes[NAME] == len(data)  # no byte sent twice
+    assert zoo_server.settled().body_bytes[NAME] < 2 * len(data)
 
 
 def test_interrupted_download_resumes_in_a_later_call(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
@@ -185,9 +185,9 @@ def test_interrupted_download_resumes_in_a_later_call(zoo_env: ZooEnv, zoo_serve
     assert [p.name for p in parts(zoo_env)] == [f"{sha(data)}.part"]
 
     del zoo_server.state.sticky[NAME]
-    before = zoo_server.state.body_bytes[NAME]
+    before = zoo_server.settled().body_bytes[NAME]
     assert fetch("m", options=FAST).read_bytes() == data
-    second_call = zoo_server.state.body_bytes[NAME] - before
+    second_call = zoo_server.settled().body_bytes[NAME] - before
     assert second_call == len(data) - 100_000 < len(data)
     assert zoo_server.state.gets(NAME)[-1][2] == "bytes=100000-"
     assert parts(zoo_env) == []
@@ -245,7 +245,7 @@ def test_server_that_ignores_range_restarts_cleanly(zoo_env: ZooEnv, zoo_server:
     (tmp / f"{sha(data)}.part").write_bytes(data[:50_000])
     zoo_server.state.sticky[NAME] = "ignore-range"
     assert fetch("m", options=FAST).read_bytes() == data
-    assert zoo_server.state.full_transfers[NAME] == 1
+    assert zoo_server.settled().full_transfers[NAME] == 1
 
 
 def test_stale_part_with_wrong_bytes_costs_one_fresh_download(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
@@ -329,10 +329,10 @@ def test_eight_processes_pull_one_blob_once(zoo_env: ZooEnv, zoo_server: ZooServ
         when, path = out.split()
         assert path == str(blob_path(zoo_env, data))
         called_at.append(float(when))
-    assert zoo_server.state.full_transfers[NAME] == 1
+    assert zoo_server.settled().full_transfers[NAME] == 1
     assert len(zoo_server.state.gets(NAME)) == 1
     # The pulls really overlapped: every process asked while the one transfer was under way.
-    assert all(t < zoo_server.state.last_send_end for t in called_at)
+    assert all(t < zoo_server.settled().last_send_end for t in called_at)
     assert blob_path(zoo_env, data).read_bytes() == data
     assert parts(zoo_env) == []
 
@@ -451,7 +451,7 @@ def test_corrupt_cache_entry_is_removed_and_refetched(zoo_env: ZooEnv, zoo_serve
         f.write(bytes([data[5000] ^ 0xFF]))
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10_000_000))
     assert fetch("m", options=FAST).read_bytes() == data
-    assert zoo_server.state.full_transfers[NAME] == 2
+    assert zoo_server.settled().full_transfers[NAME] == 2
 
 
 def test_prefilled_cache_without_stamps_is_hashed_once(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:

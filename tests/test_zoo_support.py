@@ -50,7 +50,22 @@ class FaultState:
     body_bytes: dict[str, int] = field(default_factory=dict)
     full_transfers: dict[str, int] = field(default_factory=dict)
     last_send_end: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    in_flight: int = 0
+    lock: threading.Condition = field(default_factory=threading.Condition)
+
+    def begin_body(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until no body is being sent, so the counters are final.
+
+        A client can hold every byte of a body before the server thread has booked it; reading the
+        counters without this wait is a race (it failed a CI run once).
+        """
+        with self.lock:
+            if not self.lock.wait_for(lambda: self.in_flight == 0, timeout):
+                raise AssertionError(f"{self.in_flight} response bodies still being sent after {timeout} s")
 
     def next_fault(self, name: str) -> str | None:
         with self.lock:
@@ -71,6 +86,8 @@ class FaultState:
             if full:
                 self.full_transfers[name] = self.full_transfers.get(name, 0) + 1
             self.last_send_end = time.time()
+            self.in_flight -= 1
+            self.lock.notify_all()
 
     def gets(self, name: str) -> list[tuple[str, str, str | None, int]]:
         with self.lock:
@@ -119,9 +136,12 @@ class FaultHandler(RangeRequestHandler):
         name = self.path.rsplit("/", 1)[-1]
         full = start == 0 and length == self._size
         fault = self._fault
+        self.state.begin_body()
         if fault is None:
-            super().send_body(f, start, length)
-            self.state.sent(name, length, full)
+            try:
+                super().send_body(f, start, length)
+            finally:
+                self.state.sent(name, length, full)
             return
         f.seek(start)
         data = f.read(length)
@@ -158,7 +178,8 @@ class FaultHandler(RangeRequestHandler):
         except OSError:
             full = False
             self.close_connection = True
-        self.state.sent(name, sent, full and sent == length)
+        finally:
+            self.state.sent(name, sent, full and sent == length)
 
 
 @dataclass
@@ -173,6 +194,11 @@ class ZooServer:
 
     def file_url(self, name: str) -> str:
         return f"{self.url}/{name}"
+
+    def settled(self) -> FaultState:
+        """The state once every response body under way has been fully booked."""
+        self.state.settle()
+        return self.state
 
     def add(self, name: str, data: bytes) -> str:
         (self.root / name).write_bytes(data)
@@ -278,5 +304,5 @@ def test_fault_server_serves_ranges(zoo_server: ZooServer) -> None:
     url = zoo_server.add("a.safetensors", data)
     r = requests.get(url, headers={"Range": "bytes=900-"}, timeout=5)
     assert r.status_code == 206 and r.content == data[900:]
-    assert zoo_server.state.body_bytes["a.safetensors"] == 100
+    assert zoo_server.settled().body_bytes["a.safetensors"] == 100
     assert zoo_server.state.full_transfers.get("a.safetensors", 0) == 0
