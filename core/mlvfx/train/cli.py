@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--skip-render", action="store_true",
                    help="train on the samples already there instead of rendering the missing ones")
     p.add_argument("--device", default=None, help="torch device (cpu, cuda, cuda:1, mps)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: the recipe's; fewer when the box is shared)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export at the end")
     p.set_defaults(func=_material)
 
@@ -44,10 +46,15 @@ def _material(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mlvfx.data import materials, splits
-    from mlvfx.train.material import train_material
+    from mlvfx.errors import InputError
+    from mlvfx.train.material import train_material, with_overrides
     from mlvfx.train.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be >= 1, got {args.threads}")
+        recipe = with_overrides(recipe, threads=args.threads)
     data_dir = Path(args.data or recipe.data.dir or default_data_dir(recipe.name)).expanduser()
     out_dir = Path(args.out or Path("runs") / recipe.name)
     quiet = bool(getattr(args, "quiet", False)) or bool(getattr(args, "json", False))
