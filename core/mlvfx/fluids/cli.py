@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--seed", type=int, default=None, help="randomise the shot reproducibly (default: canonical)"
     )
     p.add_argument("--model", default=None, help="surrogate model id (default: smoke2d / smoke3d)")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="a local surrogate .safetensors instead of the zoo's (e.g. a training run's)")
     p.add_argument("--reference", action="store_true", help="run the reference solver instead of a surrogate")
     p.add_argument(
         "--vdb",
@@ -61,6 +63,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     p.set_defaults(func=cmd_run)
 
+    b = sub.add_parser(
+        "bench",
+        help="surrogate vs reference, coarse-only and coarse+bicubic on held-out shots",
+        description="Density error against the reference at several steps, divergence, long-run "
+        "stability and time per step, all in one run on held-out shots (seeds from 5000).",
+    )
+    b.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2 or 3 dimensions (default: 2)")
+    b.add_argument("--res", type=int, default=None, help="output resolution (default: 256 in 2D, 128 in 3D)")
+    b.add_argument("--model", default=None, help="zoo model id (default: smoke2d / smoke3d)")
+    b.add_argument("--weights", type=Path, default=None, help="a local surrogate .safetensors instead")
+    b.add_argument("--shots", type=int, default=4, help="held-out shots (default: 4)")
+    b.add_argument("--steps", type=int, nargs="+", default=[50, 100, 200], help="evaluation steps")
+    b.add_argument("--stability-steps", type=int, default=640,
+                   help="long rollout for the stability check (default: 640 = 4x the training shots' 160)")
+    b.add_argument("--stability-shots", type=int, default=1, help="shots for the stability check (default 1)")
+    b.add_argument("--timing-steps", type=int, default=20, help="timed steps per method (default: 20)")
+    b.add_argument("--plot", type=Path, default=None, help="write the error curves as a PNG")
+    b.add_argument("--out-json", type=Path, default=None, help="write the full result as JSON")
+    b.set_defaults(func=cmd_bench)
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Handler of ``mlvfx smoke run``; returns the exit code."""
@@ -72,12 +94,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.frames < 1 or args.steps_per_frame < 1:
         raise InputError(
             f"--frames and --steps-per-frame must be >= 1, got {args.frames} and {args.steps_per_frame}"
-        )
-    if not args.reference:
-        model = args.model or f"smoke{args.dims}d"
-        raise ModelNotFound(
-            f"smoke surrogate {model!r} is not available in this mlvfx version yet; "
-            "pass --reference to run the reference solver"
         )
     vdb = args.vdb == "on" or (args.vdb == "auto" and openvdb_module() is not None)
     if vdb and openvdb_module() is None:
@@ -94,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     raise OutputExistsError(
                         "already exists (pass --overwrite to replace it)", outdir / (name + suffix)
                     )
-    stepper = Stepper(scenario.config)
+    stepper: Any = Stepper(scenario.config) if args.reference else _surrogate_stepper(args, scenario.config)
     dx = scenario.config.dx
     density: np.ndarray[Any, Any] | None = None
     velocity: np.ndarray[Any, Any] | None = None
@@ -132,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "frames": args.frames,
             "files": written,
             "vdb": vdb,
-            "solver": "reference",
+            "solver": "reference" if args.reference else "surrogate",
             "ms_per_step": 1e3 * solving / steps,
             "seconds_total": elapsed,
             "params": scenario.params,
@@ -140,6 +156,72 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"wrote {args.frames} frames to {outdir} in {elapsed:.1f} s ({1e3 * solving / steps:.1f} ms per "
         f"solver step{', with OpenVDB' if vdb else ''})",
     )
+    return 0
+
+
+def _load_surrogate(args: argparse.Namespace) -> tuple[Any, int, str]:
+    """``(net, factor, name)`` from ``--weights`` or the zoo's ``--model`` (default smoke<dims>d)."""
+    from mlvfx.fluids.surrogate import surrogate_from_state
+    from mlvfx.zoo import load_state_dict
+
+    if args.weights is not None:
+        if not args.weights.is_file():
+            raise InputError("surrogate weights not found", path=args.weights)
+        net, factor = surrogate_from_state(load_state_dict(args.weights), source=str(args.weights))
+        return net, factor, str(args.weights)
+    from mlvfx import zoo
+
+    model = args.model or f"smoke{args.dims}d"
+    try:
+        entry = zoo.load_manifest().get(model)
+    except ModelNotFound:
+        raise ModelNotFound(
+            f"smoke surrogate {model!r} is not in the model zoo; pass --reference to run the reference solver"
+        ) from None
+    path = zoo.fetch(model, entry.version, fmt="safetensors")
+    net, factor = surrogate_from_state(load_state_dict(path), source=str(path))
+    return net, factor, f"{model} {entry.version}"
+
+
+def _surrogate_stepper(args: argparse.Namespace, config: Any) -> Any:
+    from mlvfx.fluids.surrogate import SurrogateStepper
+
+    net, factor, _ = _load_surrogate(args)
+    return SurrogateStepper(config, net, factor)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Handler of ``mlvfx smoke bench``."""
+    import json
+
+    from mlvfx.cli import emit, progress_bar
+    from mlvfx.fluids.bench import BenchSpec, format_table, plot_curves, run_bench
+    from mlvfx.io.atomic import write_bytes_atomic
+
+    res = args.res or (256 if args.dims == 2 else 128)
+    if args.shots < 1 or args.stability_shots < 0 or args.timing_steps < 1 or min(args.steps) < 1:
+        raise InputError("--shots, --timing-steps and --steps must be >= 1 (--stability-shots >= 0)")
+    if args.stability_shots > args.shots:
+        raise InputError("--stability-shots cannot exceed --shots")
+    net, factor, name = _load_surrogate(args)
+    spec = BenchSpec(dims=args.dims, res=res, shots=args.shots, eval_steps=tuple(sorted(set(args.steps))),
+                     stability_steps=args.stability_steps, stability_shots=args.stability_shots,
+                     timing_steps=args.timing_steps)
+    with progress_bar(args, "smoke bench") as progress:
+        result = run_bench(net, factor, spec, progress=progress)
+    result["model"] = name
+    if args.plot is not None:
+        plot_curves(result, args.plot)
+    if args.out_json is not None:
+        write_bytes_atomic(args.out_json, (json.dumps(result, indent=1) + "\n").encode(), overwrite=True)
+    stab = "; ".join(
+        f"{s['scenario']} {s['steps']} steps: {'finite' if s['finite'] else 'NaN'}, total density "
+        f"{100 * (s['total_density_ratio'] - 1):+.1f}% vs reference ({'ok' if s['ok'] else 'FAIL'})"
+        for s in result["stability"]
+    )
+    text = (f"model {name}, {args.dims}D {res}, {args.shots} held-out shots, load average "
+            f"{result['load_average']:.1f}\n{format_table(result)}\nstability: {stab or 'not run'}")
+    emit(args, result, text)
     return 0
 
 

@@ -56,6 +56,7 @@ from mlvfx.fluids.grid import (
     centre_to_faces,
     comp_dim,
     divergence,
+    face_shape,
     faces_to_centre,
     grid_positions,
     interpolate,
@@ -656,29 +657,45 @@ class Stepper:
         self, density: Array | None, velocity: Array | None, shape: tuple[int, ...]
     ) -> tuple[torch.Tensor, Faces]:
         solver = self.solver
-        rho_t, vel_t = solver.zeros()
-        ndim = len(shape)
-        if density is not None:
-            rho = _as_grid(density, shape, "density")
-            if rho.min() < 0:
-                raise InputError("density must be >= 0")
-            rho_t = torch.as_tensor(rho, dtype=solver.dtype, device=solver.device).masked_fill(
-                solver.solid, 0.0
-            )
-        if velocity is not None:
-            v = np.asarray(velocity)
-            if ndim == 2 and v.ndim == 4 and v.shape[0] == 1 and v.shape[-1] == 3:
-                v = v[0, ..., :2]
-            if v.shape != (*shape, ndim):
-                raise InputError(
-                    f"velocity has shape {np.asarray(velocity).shape}, expected {(*shape, ndim)}"
-                )
-            if not np.isfinite(v).all():
-                raise InputError("velocity contains NaN or infinite values")
-            t = torch.as_tensor(np.ascontiguousarray(v), dtype=solver.dtype, device=solver.device)
-            vel_t = centre_to_faces([t[..., c] for c in range(ndim)])
-            vel_t = [f.masked_fill(m, 0.0) for f, m in zip(vel_t, solver.projection.fixed, strict=True)]
+        rho_t, vel_t = state_from_arrays(density, velocity, shape, solver.dtype, solver.device)
+        rho_t = rho_t.masked_fill(solver.solid, 0.0)
+        vel_t = [f.masked_fill(m, 0.0) for f, m in zip(vel_t, solver.projection.fixed, strict=True)]
         return rho_t, vel_t
+
+
+def state_from_arrays(
+    density: Array | None,
+    velocity: Array | None,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[torch.Tensor, Faces]:
+    """Validate host arrays (see :meth:`Stepper.step`) and turn them into a solver state.
+
+    Returns density ``(Y, X)``/``(Z, Y, X)`` and face velocities, zero where an input is None.
+
+    Raises:
+        InputError: Wrong shapes, negative density, or NaN/inf values.
+    """
+    ndim = len(shape)
+    rho_t = torch.zeros(shape, dtype=dtype, device=device)
+    vel_t = [torch.zeros(face_shape(shape, c), dtype=dtype, device=device) for c in range(ndim)]
+    if density is not None:
+        rho = _as_grid(density, shape, "density")
+        if rho.min() < 0:
+            raise InputError("density must be >= 0")
+        rho_t = torch.as_tensor(rho, dtype=dtype, device=device)
+    if velocity is not None:
+        v = np.asarray(velocity)
+        if ndim == 2 and v.ndim == 4 and v.shape[0] == 1 and v.shape[-1] == 3:
+            v = v[0, ..., :2]
+        if v.shape != (*shape, ndim):
+            raise InputError(f"velocity has shape {np.asarray(velocity).shape}, expected {(*shape, ndim)}")
+        if not np.isfinite(v).all():
+            raise InputError("velocity contains NaN or infinite values")
+        t = torch.as_tensor(np.ascontiguousarray(v), dtype=dtype, device=device)
+        vel_t = centre_to_faces([t[..., c] for c in range(ndim)])
+    return rho_t, vel_t
 
 
 def _same(given: Array | None, last: Array) -> bool:

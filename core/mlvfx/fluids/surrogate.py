@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,12 +37,16 @@ from mlvfx.fluids.reference import Array, PreparedSource, ReferenceSolver, Smoke
 __all__ = [
     "CorrectionNet",
     "SurrogateSolver",
+    "SurrogateStepper",
     "coarse_config",
+    "condition_values",
     "load_stepper",
     "prolong_density",
     "restrict_density",
     "restrict_faces",
     "restrict_mask",
+    "surrogate_from_state",
+    "surrogate_state",
     "unrolled_loss",
 ]
 
@@ -107,17 +112,20 @@ def coarse_config(config: SmokeConfig, factor: int = 4) -> SmokeConfig:
 class CorrectionNet(nn.Module):
     """A small residual CNN that corrects one coarse step.
 
-    Input channels: density, the cell-centred velocity components (x, y[, z]), the obstacle mask
-    and the source mask. Output: corrections of density and of each velocity component at cell
-    centres. The last layer is zero-initialised, so the untrained net changes nothing.
+    Input channels: density, the cell-centred velocity components (x, y[, z]), the obstacle mask,
+    the source mask and ``conditions`` constant channels describing the shot (see
+    :func:`condition_values`). Output: corrections of density and of each velocity component at
+    cell centres. The last layer is zero-initialised, so the untrained net changes nothing.
     """
 
-    def __init__(self, dims: int, width: int = 32, depth: int = 4) -> None:
+    def __init__(self, dims: int, width: int = 32, depth: int = 4, conditions: int = 0) -> None:
         super().__init__()
         if dims not in (2, 3):
             raise InputError(f"dims must be 2 or 3, got {dims}")
+        if width < 1 or depth < 2 or conditions < 0:
+            raise InputError(f"bad CorrectionNet size: width {width}, depth {depth}, conditions {conditions}")
         conv = nn.Conv2d if dims == 2 else nn.Conv3d
-        channels_in = 1 + dims + 2
+        channels_in = 1 + dims + 2 + conditions
         layers: list[nn.Module] = [conv(channels_in, width, 3, padding=1), nn.GELU()]
         for _ in range(depth - 2):
             layers += [conv(width, width, 3, padding=1), nn.GELU()]
@@ -127,15 +135,37 @@ class CorrectionNet(nn.Module):
         layers.append(head)
         self.body = nn.Sequential(*layers)
         self.dims = dims
+        self.width = width
+        self.depth = depth
+        self.conditions = conditions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1 + dims + 2, [Z,] Y, X)`` -> ``(B, 1 + dims, [Z,] Y, X)``."""
+        """``(B, 1 + dims + 2 + conditions, [Z,] Y, X)`` -> ``(B, 1 + dims, [Z,] Y, X)``."""
         out: torch.Tensor = self.body(x)
         return out
 
 
+CONDITIONS = ("buoyancy", "vorticity_x10")
+"""The shot parameters a conditioned :class:`CorrectionNet` sees, as constant input channels."""
+
+
+def condition_values(config: SmokeConfig) -> list[float]:
+    """The :data:`CONDITIONS` of a shot, scaled to order one."""
+    return [float(config.buoyancy), 10.0 * float(config.vorticity)]
+
+
 class SurrogateSolver:
-    """The coarse reference solver plus a learned correction after every step (torch level)."""
+    """The coarse reference solver plus a learned correction after every step (torch level).
+
+    Args:
+        fine_config: The shot at output resolution; the solver runs it ``factor`` times coarser.
+        net: The correction.
+        obstacles: Fine obstacle mask (a coarse cell is solid when at least half of it is).
+        factor: Coarsening factor per axis.
+        dtype: ``"float32"`` or ``"float64"`` for the coarse solver (default: the config's).
+        differentiable: Training needs gradients through the projection; in 2D with obstacles the
+            default sparse-LU solver has none, so this switches such shots to CG.
+    """
 
     def __init__(
         self,
@@ -143,36 +173,50 @@ class SurrogateSolver:
         net: CorrectionNet,
         obstacles: Array | None = None,
         factor: int = 4,
+        dtype: str | None = None,
+        differentiable: bool = False,
     ) -> None:
         self.factor = factor
         self.fine_config = fine_config
         config = coarse_config(fine_config, factor)
+        if dtype is not None:
+            config = replace(config, dtype=dtype)
         if obstacles is not None:
-            obstacles = restrict_mask(obstacles.astype(float), factor) >= 0.5
+            obstacles = restrict_mask(np.asarray(obstacles, dtype=float), factor) >= 0.5
+            if differentiable and config.dims == 2 and config.pressure_solver == "auto" and obstacles.any():
+                config = replace(config, pressure_solver="cg", cg_tol=1e-6)
         self.solver = ReferenceSolver(config, obstacles)
         self.net = net.to(device=self.solver.device, dtype=self.solver.dtype)
+        self._conditions = condition_values(fine_config)[: net.conditions]
 
     def prepare_sources(self, sources: Sequence[Source]) -> list[PreparedSource]:
         """Restrict fine-grid sources to the coarse grid and validate them there."""
         coarse = [Source(restrict_mask(s.mask, self.factor), s.rate, s.velocity) for s in sources]
         return self.solver.prepare_sources(coarse)
 
-    def advance(
+    def correct(
         self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
     ) -> tuple[torch.Tensor, Faces]:
-        """One coarse step, then the correction; the velocity is re-projected (divergence-free)."""
+        """The learned correction of a state the coarse solver just produced (re-projected)."""
         solver = self.solver
-        density, vel = solver.advance(density, vel, sources)
         centred = faces_to_centre(vel)
         source_mask = torch.zeros_like(density)
         for src in sources:
             source_mask = source_mask + src.mask
         solid = solver.solid.to(density.dtype)
-        x = torch.stack([density, *centred, solid, source_mask])[None]
-        delta = self.net(x)[0]
+        channels = [density, *centred, solid, source_mask]
+        channels += [torch.full_like(density, c) for c in self._conditions]
+        delta = self.net(torch.stack(channels)[None])[0]
         density = (density + delta[0]).clamp(min=0.0).masked_fill(solver.solid, 0.0)
         vel = [v + dv for v, dv in zip(vel, centre_to_faces(list(delta[1:])), strict=True)]
         return density, solver.projection(vel)
+
+    def advance(
+        self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
+    ) -> tuple[torch.Tensor, Faces]:
+        """One coarse step, then the correction; the velocity is re-projected (divergence-free)."""
+        density, vel = self.solver.advance(density, vel, sources)
+        return self.correct(density, vel, sources)
 
 
 def unrolled_loss(
@@ -232,12 +276,152 @@ def unrolled_loss(
     return total / len(target_density)
 
 
-def load_stepper(model_id: str, config: SmokeConfig) -> object:
-    """Entry point hosts call for a learned smoke model; no trained surrogate has shipped yet.
+FACTOR_KEY = "meta.factor"
+"""Name of the one non-weight tensor in a surrogate's safetensors file: the coarsening factor."""
+
+
+def surrogate_state(net: CorrectionNet, factor: int) -> dict[str, torch.Tensor]:
+    """What a surrogate's safetensors file holds: the net's weights plus its coarsening factor."""
+    state = {k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}
+    state[FACTOR_KEY] = torch.tensor([factor], dtype=torch.int64)
+    return state
+
+
+def surrogate_from_state(
+    state: dict[str, torch.Tensor], source: str = "weights"
+) -> tuple[CorrectionNet, int]:
+    """Rebuild ``(net, factor)`` from :func:`surrogate_state`; the architecture is read off the shapes."""
+    try:
+        factor = int(state[FACTOR_KEY].reshape(-1)[0])
+        first = state["body.0.weight"]
+        convs = sorted(int(k.split(".")[1]) for k in state if k.startswith("body.") and k.endswith(".weight"))
+        dims = first.dim() - 2
+        width = int(first.shape[0])
+        conditions = int(first.shape[1]) - 1 - dims - 2
+        net = CorrectionNet(dims, width=width, depth=len(convs), conditions=conditions)
+        net.load_state_dict({k: v for k, v in state.items() if k != FACTOR_KEY})
+    except (KeyError, IndexError, RuntimeError, InputError) as exc:
+        raise InputError(f"{source}: not a smoke surrogate ({exc})") from None
+    if factor < 1:
+        raise InputError(f"{source}: bad coarsening factor {factor}")
+    return net.eval(), factor
+
+
+class SurrogateStepper:
+    """The learned surrogate behind the same numpy interface as :class:`~mlvfx.fluids.reference.Stepper`.
+
+    It keeps the coarse state between calls; inputs that are not its own last output (an artist
+    edited the fields, or a host started from a cache) are restricted to the coarse grid.
+    Outputs are at the config's (output) resolution: bicubic (2D) or trilinear (3D) density and
+    linearly interpolated cell-centred velocity.
+    """
+
+    def __init__(self, config: SmokeConfig, net: CorrectionNet, factor: int, dtype: str = "float32") -> None:
+        if net.dims != config.dims:
+            raise InputError(f"the smoke model is {net.dims}D but the shot is {config.dims}D")
+        _check_factor(config.shape, factor)
+        if min(config.shape) // factor < 4:
+            raise InputError(
+                f"grid {config.shape} is too small for a {factor}x coarser surrogate "
+                f"(needs >= {4 * factor} cells per axis)"
+            )
+        self.config = config
+        self.factor = factor
+        self.net = net
+        self.dtype = dtype
+        self._surrogate: SurrogateSolver | None = None
+        self._obstacle_key: bytes | None = None
+        self._state: tuple[torch.Tensor, Faces] | None = None
+        self._last: tuple[Array, Array] | None = None
+
+    def reset(self) -> None:
+        """Forget the internal state (the next step converts its inputs afresh)."""
+        self._state = None
+        self._last = None
+
+    def _solver_for(self, obstacles: Array | None) -> SurrogateSolver:
+        from mlvfx.fluids.reference import _as_grid
+
+        mask = None if obstacles is None else _as_grid(obstacles, self.config.shape, "obstacles") >= 0.5
+        key = b"" if mask is None else mask.tobytes()
+        if self._surrogate is None or key != self._obstacle_key:
+            self._surrogate = SurrogateSolver(self.config, self.net, mask, self.factor, dtype=self.dtype)
+            self._obstacle_key = key
+            self._state = None
+        return self._surrogate
+
+    def step(
+        self,
+        density: Array | None,
+        velocity: Array | None,
+        sources: Sequence[Source] | None = None,
+        obstacles: Array | None = None,
+    ) -> tuple[Array, Array]:
+        """Advance one step of ``config.dt``; arguments and results as in ``Stepper.step``."""
+        from mlvfx.fluids.reference import _same
+
+        ndim = self.config.dims
+        volume_form = ndim == 3 or (
+            (density is not None and np.asarray(density).ndim == 3)
+            or (velocity is not None and np.asarray(velocity).ndim == 4)
+        )
+        surrogate = self._solver_for(obstacles)
+        prepared = surrogate.prepare_sources(list(sources or []))
+        if (
+            self._state is not None
+            and self._last is not None
+            and _same(density, self._last[0])
+            and _same(velocity, self._last[1])
+        ):
+            rho, vel = self._state
+        else:
+            rho, vel = self._restrict_inputs(density, velocity)
+        with torch.no_grad():
+            rho, vel = surrogate.advance(rho, vel, prepared)
+        self._state = (rho, vel)
+        out_rho = prolong_density(rho, self.factor).float().cpu().numpy()
+        centred = torch.stack(faces_to_centre(vel))
+        mode = "bilinear" if ndim == 2 else "trilinear"
+        fine_v = F.interpolate(centred[None], scale_factor=self.factor, mode=mode, align_corners=False)[0]
+        out_vel = fine_v.movedim(0, -1).float().cpu().numpy()
+        if ndim == 2 and volume_form:
+            out_rho = out_rho[None]
+            out_vel = np.concatenate([out_vel, np.zeros_like(out_vel[..., :1])], axis=-1)[None]
+        self._last = (out_rho, out_vel)
+        return out_rho.copy(), out_vel.copy()
+
+    def _restrict_inputs(self, density: Array | None, velocity: Array | None) -> tuple[torch.Tensor, Faces]:
+        """Validate fine inputs (as the reference Stepper does) and restrict them to the coarse grid."""
+        from mlvfx.fluids.reference import state_from_arrays
+
+        assert self._surrogate is not None
+        coarse = self._surrogate.solver
+        rho_f, vel_f = state_from_arrays(density, velocity, self.config.shape, coarse.dtype, coarse.device)
+        rho = restrict_density(rho_f, self.factor).masked_fill(coarse.solid, 0.0)
+        vel = restrict_faces(vel_f, self.factor)
+        vel = [v.masked_fill(m, 0.0) for v, m in zip(vel, coarse.projection.fixed, strict=True)]
+        return rho, coarse.projection(vel)
+
+
+def load_stepper(model_id: str, config: SmokeConfig, *, device: str | None = None) -> SurrogateStepper:
+    """The zoo's smoke surrogate ``model_id`` (``smoke2d``/``smoke3d``) as a stepper for ``config``.
 
     Raises:
-        ModelNotFound: always, until the smoke surrogate is trained and in the zoo.
+        ModelNotFound: the model is not in the zoo manifest.
+        OfflineError / DownloadError / IntegrityError: as :func:`mlvfx.zoo.fetch`.
+        InputError: the model's dimensionality does not match the shot, or the grid is not a
+            multiple of the model's coarsening factor.
     """
-    raise ModelNotFound(
-        f"smoke surrogate {model_id!r} has no trained weights in this mlvfx version; use the reference solver"
-    )
+    from mlvfx import zoo
+
+    try:
+        entry = zoo.load_manifest().get(model_id)
+    except ModelNotFound:
+        raise ModelNotFound(
+            f"smoke surrogate {model_id!r} is not in the model zoo; use the reference solver"
+        ) from None
+    path = zoo.fetch(model_id, entry.version, fmt="safetensors")
+    net, factor = surrogate_from_state(zoo.load_state_dict(path), source=str(path))
+    if device is not None:
+        config = replace(config, device=device)
+    return SurrogateStepper(config, net, factor)

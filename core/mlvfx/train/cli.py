@@ -33,6 +33,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="CPU threads (default: the recipe's; fewer when the box is shared)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export at the end")
     p.set_defaults(func=_material)
+    for dims in (2, 3):
+        q = sub.add_parser(
+            f"smoke{dims}d",
+            help=f"train the {dims}D smoke surrogate (Solver-in-the-Loop on the reference solver)",
+            description="Run the recipe's reference shots if missing (resumable), then train the correction "
+            "net through the coarse solver. Checkpoints every few minutes; --resume continues.",
+        )
+        q.add_argument("--recipe", required=True,
+                       help=f"recipe JSON, e.g. model_zoo/recipes/smoke{dims}d_v1.json")
+        q.add_argument("--data", default=None, help="shot folder (default: the recipe's, else the cache)")
+        q.add_argument("--out", default=None, help="output folder (default: runs/<recipe name>)")
+        q.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+        q.add_argument("--iterations", type=int, default=None, help="override the recipe's iterations")
+        q.add_argument("--budget-minutes", type=float, default=None,
+                       help="stop (with weights) after this long")
+        q.add_argument("--threads", type=int, default=None, help="CPU threads (default: the recipe's)")
+        q.add_argument("--skip-data", action="store_true", help="train on the shots already there")
+        q.set_defaults(func=_smoke, dims=dims)
 
 
 def default_data_dir(name: str) -> Path:
@@ -103,4 +121,63 @@ def _material(args: argparse.Namespace) -> int:
     elif not getattr(args, "quiet", False):
         print(f"{res.steps_done}/{res.total_steps} steps ({res.stopped}) in {res.seconds / 60:.1f} min "
               f"-> {res.weights}")
+    return 0
+
+
+def _smoke(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mlvfx.errors import InputError
+    from mlvfx.train.smoke import generate_data, load_smoke_recipe, train_surrogate
+
+    recipe = load_smoke_recipe(args.recipe)
+    if recipe.dims != args.dims:
+        raise InputError(f"recipe is for {recipe.dims}D, not smoke{args.dims}d", path=Path(args.recipe))
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    data_dir = Path(args.data or recipe.data.dir or default_data_dir(recipe.name)).expanduser()
+    out_dir = Path(args.out or Path("runs") / recipe.name)
+    quiet = bool(getattr(args, "quiet", False)) or bool(getattr(args, "json", False))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if not args.skip_data:
+        with tqdm(total=1000, disable=quiet, file=sys.stderr, desc="shots",
+                  bar_format="{l_bar}{bar}| {postfix}") as bar:
+
+            def progress(fraction: float, message: str) -> None:
+                bar.n = round(1000 * fraction)
+                bar.set_postfix_str(message, refresh=False)
+                bar.refresh()
+
+            generate_data(data_dir, recipe, progress=progress)
+    total = args.iterations or recipe.train.iterations
+    tbar = tqdm(total=total, unit="it", disable=quiet, file=sys.stderr, desc="train")
+
+    def log(record: dict[str, Any]) -> None:
+        if record.get("event") in ("start", "train"):
+            tbar.n = int(record["iteration"])
+            if "loss" in record:
+                tbar.set_postfix_str(f"loss {record['loss']:.4f} unroll {record['unroll']}", refresh=False)
+        elif not quiet:
+            tqdm.write(json.dumps(record), file=sys.stderr)
+        tbar.refresh()
+
+    try:
+        res = train_surrogate(recipe, data_dir=data_dir, out_dir=out_dir, resume=args.resume,
+                              iterations=args.iterations, budget_minutes=args.budget_minutes,
+                              threads=args.threads, log=log)
+    finally:
+        tbar.close()
+    summary = {"out": str(res.out), "iterations_done": res.iterations_done, "stopped": res.stopped,
+               "seconds": round(res.seconds, 1), "weights": None if res.weights is None else str(res.weights),
+               "validation": res.validation}
+    if getattr(args, "json", False):
+        print(json.dumps(summary))
+    elif not getattr(args, "quiet", False):
+        v = res.validation
+        ratios = ", ".join(f"t={k[7:]}: {v[k]:.2f}x" for k in v if k.startswith("ratio_t"))
+        print(f"{res.iterations_done} iterations ({res.stopped}) in {res.seconds / 60:.1f} min -> "
+              f"{res.weights}; validation error vs coarse-only {ratios}")
     return 0

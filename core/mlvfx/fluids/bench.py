@@ -1,0 +1,298 @@
+"""``mlvfx smoke bench``: the surrogate against the reference, coarse-only and coarse+bicubic.
+
+All in one run, on held-out shots (seeds from :data:`mlvfx.train.smoke.BENCH_SEED`, never used
+by a recipe), at the output resolution:
+
+* density relative L2 against the reference at the evaluation steps (default 50, 100, 200),
+  for coarse-only (the coarse solver, nearest upsampling), coarse+bicubic (the same run,
+  bicubic/trilinear upsampling) and the surrogate (coarse solver + learned correction, the same
+  upsampling as coarse+bicubic);
+* the divergence residual of each method's final velocity (relative, on its own grid);
+* stability over 4x the training horizon: no NaN, and total density within +-5% of the
+  reference's at the last step;
+* time per step at the output resolution (the surrogate's and the coarse runs' times include
+  bringing the density to the output grid every step), and the speedup against the reference.
+
+The machine's load average is recorded: on a shared box timings compare only within one run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mlvfx.errors import InputError
+from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report
+
+METHODS = ("reference", "coarse_only", "coarse_bicubic", "surrogate")
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    dims: int = 2
+    res: int = 256
+    shots: int = 4
+    seed: int = 5000
+    eval_steps: tuple[int, ...] = (50, 100, 200)
+    stability_steps: int = 640
+    stability_shots: int = 1
+    timing_steps: int = 20
+    families: tuple[str, ...] = ("plume", "two_sources", "wind", "obstacle")
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    den = float(torch.linalg.vector_norm(b))
+    return float(torch.linalg.vector_norm(a - b)) / den if den > 0 else 0.0
+
+
+def _upsample(coarse: torch.Tensor, factor: int, mode: str) -> torch.Tensor:
+    from mlvfx.fluids.surrogate import prolong_density
+
+    if mode == "nearest":
+        return F.interpolate(coarse[None, None], scale_factor=factor, mode="nearest")[0, 0]
+    return prolong_density(coarse, factor)
+
+
+def run_bench(
+    net: Any,
+    factor: int,
+    spec: BenchSpec,
+    progress: ProgressFn | None = None,
+    cancel: CancelToken | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark; returns per-method errors, residuals, stability and timing."""
+    from mlvfx.fluids.reference import ReferenceSolver, relative_divergence
+    from mlvfx.fluids.scenarios import make_scenario
+    from mlvfx.fluids.surrogate import SurrogateSolver
+
+    if net.dims != spec.dims:
+        raise InputError(f"the model is {net.dims}D, the benchmark is {spec.dims}D")
+    if spec.res % factor:
+        raise InputError(f"--res {spec.res} is not a multiple of the model's factor {factor}")
+    net.eval()
+    last = max(spec.eval_steps)
+    errors: dict[str, dict[int, list[float]]] = {m: {} for m in METHODS if m != "reference"}
+    curves: dict[str, list[list[float]]] = {m: [] for m in errors}
+    divergence: dict[str, list[float]] = {m: [] for m in METHODS}
+    shots_meta = []
+    total_work = spec.shots + spec.stability_shots + 1
+    done = 0
+    for n in range(spec.shots):
+        seed = spec.seed + n
+        sc = make_scenario(spec.families[seed % len(spec.families)], spec.dims, spec.res, seed=seed)
+        shots_meta.append({"seed": seed, "scenario": sc.name, "params": sc.params})
+        ref = ReferenceSolver(sc.config, sc.obstacles)
+        ref_src = ref.prepare_sources(sc.sources)
+        sur = SurrogateSolver(sc.config, net, sc.obstacles, factor, dtype="float32")
+        sur_src = sur.prepare_sources(sc.sources)
+        states = {"reference": ref.zeros(), "coarse": sur.solver.zeros(), "surrogate": sur.solver.zeros()}
+        per_curve: dict[str, list[float]] = {m: [] for m in errors}
+        with torch.no_grad():
+            for i in range(1, last + 1):
+                check_cancel(cancel)
+                states["reference"] = ref.advance(*states["reference"], ref_src)
+                states["coarse"] = sur.solver.advance(*states["coarse"], sur_src)
+                states["surrogate"] = sur.advance(*states["surrogate"], sur_src)
+                if i % 10 == 0 or i in spec.eval_steps:
+                    truth = states["reference"][0]
+                    vals = {
+                        "coarse_only": _rel(
+                            _upsample(states["coarse"][0].double(), factor, "nearest"), truth
+                        ),
+                        "coarse_bicubic": _rel(
+                            _upsample(states["coarse"][0].double(), factor, "smooth"), truth
+                        ),
+                        "surrogate": _rel(
+                            _upsample(states["surrogate"][0].double(), factor, "smooth"), truth
+                        ),
+                    }
+                    if i % 10 == 0:
+                        for m, v in vals.items():
+                            per_curve[m].append(v)
+                    if i in spec.eval_steps:
+                        for m, v in vals.items():
+                            errors[m].setdefault(i, []).append(v)
+                report(progress, (done + i / last) / total_work, f"shot {seed} ({sc.name}) step {i}/{last}")
+        solid_c = sur.solver.solid
+        divergence["reference"].append(relative_divergence(states["reference"][1], ref.solid))
+        divergence["coarse_only"].append(relative_divergence(states["coarse"][1], solid_c))
+        divergence["coarse_bicubic"].append(divergence["coarse_only"][-1])
+        divergence["surrogate"].append(relative_divergence(states["surrogate"][1], solid_c))
+        for m in curves:
+            curves[m].append(per_curve[m])
+        done += 1
+    stability = []
+    for n in range(spec.stability_shots):
+        seed = spec.seed + n
+        sc = make_scenario(spec.families[seed % len(spec.families)], spec.dims, spec.res, seed=seed)
+        ref = ReferenceSolver(sc.config, sc.obstacles)
+        ref_src = ref.prepare_sources(sc.sources)
+        sur = SurrogateSolver(sc.config, net, sc.obstacles, factor, dtype="float32")
+        sur_src = sur.prepare_sources(sc.sources)
+        r_state, s_state = ref.zeros(), sur.solver.zeros()
+        finite = True
+        with torch.no_grad():
+            for i in range(1, spec.stability_steps + 1):
+                check_cancel(cancel)
+                r_state = ref.advance(*r_state, ref_src)
+                s_state = sur.advance(*s_state, sur_src)
+                finite = finite and bool(torch.isfinite(s_state[0]).all())
+                report(progress, (done + i / spec.stability_steps) / total_work, f"stability step {i}")
+        cell = factor**spec.dims
+        ref_mass = float(r_state[0].sum())
+        sur_mass = float(s_state[0].sum()) * cell
+        stability.append(
+            {
+                "seed": seed,
+                "scenario": sc.name,
+                "steps": spec.stability_steps,
+                "finite": finite,
+                "total_density_ratio": sur_mass / ref_mass if ref_mass > 0 else math.nan,
+                "ok": finite and abs(sur_mass / max(ref_mass, 1e-12) - 1) <= 0.05,
+            }
+        )
+        done += 1
+    timing = time_methods(net, factor, spec)
+    report(progress, 1.0, "done")
+    table: dict[str, Any] = {}
+    for m in METHODS:
+        row: dict[str, Any] = {"divergence": float(np.max(divergence[m])), "ms_per_step": timing[m]}
+        row["speedup"] = timing["reference"] / timing[m]
+        if m in errors:
+            for i in spec.eval_steps:
+                row[f"rel_l2_t{i}"] = float(np.mean(errors[m][i]))
+        table[m] = row
+    for i in spec.eval_steps:
+        table["surrogate"][f"ratio_t{i}"] = (
+            table["surrogate"][f"rel_l2_t{i}"] / table["coarse_only"][f"rel_l2_t{i}"]
+        )
+    return {
+        "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
+        "factor": factor,
+        "table": table,
+        "curves": {m: np.mean(np.array(c), axis=0).tolist() for m, c in curves.items()},
+        "curve_steps": list(range(10, last + 1, 10)),
+        "stability": stability,
+        "shots": shots_meta,
+        "timing": timing,
+        "reference_float32_ms": timing.get("reference_float32"),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def time_methods(net: Any, factor: int, spec: BenchSpec) -> dict[str, float]:
+    """Milliseconds per step at the output resolution (canonical plume), after a warm-up step."""
+    from mlvfx.fluids.reference import ReferenceSolver
+    from mlvfx.fluids.scenarios import make_scenario
+    from mlvfx.fluids.surrogate import SurrogateSolver
+
+    sc = make_scenario("plume", spec.dims, spec.res)
+    out: dict[str, float] = {}
+
+    def clock(step: Any, state: Any, upsample: str | None) -> float:
+        state = step(*state)  # warm-up (builds caches)
+        times = []
+        for _ in range(spec.timing_steps):
+            t = time.perf_counter()
+            state = step(*state)
+            if upsample is not None:
+                _upsample(state[0], factor, upsample)
+            times.append(time.perf_counter() - t)
+        return 1e3 * float(np.median(times))
+
+    with torch.no_grad():
+        for dtype in ("float64", "float32"):
+            cfg = replace(sc.config, dtype=dtype)
+            ref = ReferenceSolver(cfg, sc.obstacles)
+            src = ref.prepare_sources(sc.sources)
+            key = "reference" if dtype == "float64" else "reference_float32"
+            out[key] = clock(lambda d, v, r=ref, s=src: r.advance(d, v, s), ref.zeros(), None)
+        sur = SurrogateSolver(sc.config, net, sc.obstacles, factor, dtype="float32")
+        src = sur.prepare_sources(sc.sources)
+        out["coarse_only"] = clock(lambda d, v: sur.solver.advance(d, v, src), sur.solver.zeros(), "nearest")
+        out["coarse_bicubic"] = clock(
+            lambda d, v: sur.solver.advance(d, v, src), sur.solver.zeros(), "smooth"
+        )
+        out["surrogate"] = clock(lambda d, v: sur.advance(d, v, src), sur.solver.zeros(), "smooth")
+    return out
+
+
+def plot_curves(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Error-over-time curves as a PNG (drawn with OpenCV; no plotting library needed)."""
+    import cv2
+
+    from mlvfx.io.atomic import write_bytes_atomic
+
+    w, h, left, bottom, top, right = 800, 480, 70, 50, 40, 200
+    img = np.full((h, w, 3), 255, np.uint8)
+    steps = result["curve_steps"]
+    curves = result["curves"]
+    ymax = max(1e-6, max(max(c) for c in curves.values())) * 1.1
+    xmax = max(steps)
+
+    def pt(x: float, y: float) -> tuple[int, int]:
+        return (int(left + (w - left - right) * x / xmax), int(h - bottom - (h - top - bottom) * y / ymax))
+
+    cv2.rectangle(img, pt(0, 0), pt(xmax, ymax), (0, 0, 0), 1)
+    for k in range(6):
+        y = ymax * k / 5
+        cv2.putText(img, f"{y:.2f}", (8, pt(0, y)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+        cv2.line(img, pt(0, y), pt(xmax, y), (225, 225, 225), 1)
+    for x in range(0, xmax + 1, 50):
+        cv2.putText(
+            img, str(x), (pt(x, 0)[0] - 10, h - bottom + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1
+        )
+    colours = {"coarse_only": (40, 40, 220), "coarse_bicubic": (40, 160, 240), "surrogate": (200, 90, 20)}
+    for n, (name, c) in enumerate(curves.items()):
+        pts = np.array([pt(x, y) for x, y in zip(steps, c, strict=True)], np.int32)
+        cv2.polylines(img, [pts], False, colours.get(name, (0, 0, 0)), 2, cv2.LINE_AA)
+        cv2.putText(
+            img,
+            name.replace("_", " "),
+            (w - right + 15, top + 20 + 22 * n),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            colours.get(name, (0, 0, 0)),
+            1,
+            cv2.LINE_AA,
+        )
+    spec = result["spec"]
+    title = f"density rel. L2 vs reference, {spec['dims']}D {spec['res']}, {spec['shots']} held-out shots"
+    cv2.putText(img, title, (left, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, "step", (w // 2 - 40, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise InputError("could not encode the plot")
+    write_bytes_atomic(path, buf.tobytes(), overwrite=True)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The benchmark table as Markdown."""
+    steps = result["spec"]["eval_steps"]
+    head = "| method | " + " | ".join(f"rel. L2 t={s}" for s in steps) + " | divergence | ms/step | speedup |"
+    lines = [head, "|---" * (len(steps) + 4) + "|---|"]
+    lines[1] = "|" + "---|" * (len(steps) + 4)
+    for m, row in result["table"].items():
+        errs = []
+        for s in steps:
+            v = row.get(f"rel_l2_t{s}")
+            if v is None:
+                errs.append("0 (truth)")
+            elif m == "surrogate":
+                errs.append(f"{v:.3f} ({row[f'ratio_t{s}']:.2f}x)")
+            else:
+                errs.append(f"{v:.3f}")
+        lines.append(
+            f"| {m.replace('_', ' ')} | "
+            + " | ".join(errs)
+            + f" | {row['divergence']:.1e} | {row['ms_per_step']:.1f} | {row['speedup']:.1f}x |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,259 @@
+"""The smoke surrogate's recipe, data, training loop, stepper, zoo loading, CLI and benchmark (tiny sizes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_zoo_support import ZooEnv, file_entry, model_entry, write_manifest, zoo_env  # noqa: F401
+
+from mlvfx.errors import InputError, ModelNotFound
+from mlvfx.fluids.reference import SmokeConfig, Stepper
+from mlvfx.fluids.scenarios import make_scenario
+from mlvfx.fluids.surrogate import (
+    CorrectionNet,
+    SurrogateStepper,
+    load_stepper,
+    surrogate_from_state,
+    surrogate_state,
+)
+from mlvfx.train.smoke import generate_data, load_smoke_recipe, train_surrogate, unroll_length
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = {
+    "name": "smoke2d_tiny",
+    "dims": 2,
+    "seed": 3,
+    "data": {
+        "res": 32,
+        "train_shots": 2,
+        "val_shots": 1,
+        "steps": 12,
+        "eval_steps": [5, 10],
+        "families": ["plume", "obstacle"],
+    },
+    "model": {"factor": 4, "width": 4, "depth": 2},
+    "train": {
+        "iterations": 6,
+        "curriculum": [[0, 2], [0.5, 3]],
+        "checkpoint_minutes": 0.0,
+        "log_every": 2,
+        "threads": 1,
+    },
+}
+
+
+def write_recipe(path: Path, **changes: object) -> Path:
+    recipe = json.loads(json.dumps(TINY))
+    recipe.update(changes)
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """Data + a 6-iteration run of the tiny recipe (shared by the tests below)."""
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("smoke_train")
+    recipe_path = write_recipe(tmp / "tiny.json")
+    recipe = load_smoke_recipe(recipe_path)
+    data = generate_data(tmp / "data", recipe)
+    train_surrogate(recipe, data_dir=data, out_dir=tmp / "run")
+    return recipe_path, data, tmp / "run"
+
+
+def test_recipe_validation(tmp_path: Path) -> None:
+    recipe = load_smoke_recipe(write_recipe(tmp_path / "ok.json"))
+    assert recipe.data.families == ("plume", "obstacle") and recipe.train.curriculum == ((0, 2), (0.5, 3))
+    assert [unroll_length(recipe, i) for i in (0, 2, 3, 5)] == [2, 2, 3, 3]
+    with pytest.raises(InputError, match="unknown keys: bogus"):
+        load_smoke_recipe(write_recipe(tmp_path / "a.json", bogus=1))
+    bad_data = dict(TINY["data"], val_seed=1)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="overlap"):
+        load_smoke_recipe(write_recipe(tmp_path / "b.json", data=bad_data))
+    with pytest.raises(InputError, match="reserved for the benchmark"):
+        load_smoke_recipe(write_recipe(tmp_path / "c.json", data=dict(TINY["data"], val_seed=5000)))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="multiple of factor"):
+        load_smoke_recipe(write_recipe(tmp_path / "d.json", data=dict(TINY["data"], res=30)))  # type: ignore[arg-type]
+    (tmp_path / "e.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"e\.json"):
+        load_smoke_recipe(tmp_path / "e.json")
+
+
+def test_data_is_resumable_and_complete(trained: tuple[Path, Path, Path]) -> None:
+    recipe_path, data, _ = trained
+    files = sorted(p.name for p in data.glob("*.npz"))
+    assert files == ["train_000000.npz", "train_000001.npz", "val_001000.npz"]
+    with np.load(data / "train_000001.npz") as z:  # seed 1 -> the obstacle family
+        assert z["density"].shape == (13, 8, 8) and z["vel0"].shape == (13, 8, 9) and "obstacles" in z.files
+        assert json.loads(str(z["meta"]))["scenario"] == "obstacle"
+    with np.load(data / "val_001000.npz") as z:
+        assert sorted(k for k in z.files if k.startswith("fine_")) == ["fine_10", "fine_5"]
+        assert z["fine_10"].shape == (32, 32) and float(z["fine_10"].sum()) > 0
+    before = {p: p.stat().st_mtime_ns for p in data.glob("*.npz")}
+    generate_data(data, load_smoke_recipe(recipe_path))  # a rerun skips finished shots
+    assert before == {p: p.stat().st_mtime_ns for p in data.glob("*.npz")}
+    other = json.loads(recipe_path.read_text())
+    other["data"]["steps"] = 20
+    with pytest.raises(InputError, match="steps"):
+        generate_data(
+            data, load_smoke_recipe(write_recipe(recipe_path.parent / "other.json", data=other["data"]))
+        )
+
+
+def test_training_writes_weights_log_and_resumes(trained: tuple[Path, Path, Path]) -> None:
+    recipe_path, data, run = trained
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["iterations_done"] == 6 and summary["stopped"] == "finished"
+    v = summary["validation"]
+    assert set(v) >= {"surrogate_t5", "surrogate_t10", "coarse_only_t10", "ratio_t10"}
+    assert all(np.isfinite(x) and x > 0 for x in v.values())
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if r["event"] == "train"] == [2, 4, 6]
+    net, factor = surrogate_from_state(
+        __import__("mlvfx.zoo", fromlist=["load_state_dict"]).load_state_dict(
+            run / "smoke2d_tiny.safetensors"
+        )
+    )
+    assert factor == 4 and net.dims == 2 and net.width == 4 and net.conditions == 2
+    # Resuming on a longer schedule continues from iteration 6, not from zero.
+    recipe = load_smoke_recipe(recipe_path)
+    res = train_surrogate(recipe, data_dir=data, out_dir=run, resume=True, iterations=8)
+    assert res.iterations_done == 8
+    starts = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in starts if r["event"] == "start"] == [0, 6]
+
+
+def test_untrained_state_round_trip_and_bad_state() -> None:
+    net = CorrectionNet(3, width=4, depth=3, conditions=2)
+    back, factor = surrogate_from_state(surrogate_state(net, 4))
+    assert factor == 4 and back.dims == 3 and back.depth == 3
+    with pytest.raises(InputError, match="not a smoke surrogate"):
+        surrogate_from_state({"body.0.weight": torch.zeros(4, 7, 3, 3)}, source="x.safetensors")
+
+
+def test_stepper_matches_the_host_interface() -> None:
+    cfg = SmokeConfig(shape=(32, 32), dt=1 / 24, buoyancy=1.0, boundary="open_top")
+    sc = make_scenario("plume", 2, 32)
+    net = CorrectionNet(2, width=4, depth=2, conditions=2)
+    stepper = SurrogateStepper(cfg, net, 4)
+    density, velocity = stepper.step(None, None, sc.sources)
+    assert density.shape == (32, 32) and velocity.shape == (32, 32, 2)
+    assert density.dtype == np.float32 and float(density.sum()) > 0 and float(density.min()) >= 0
+    d2, _ = stepper.step(density, velocity, sc.sources)  # its own output: the coarse state carries on
+    # Volume form in, volume form out (what the Blender bake and the Houdini SOP pass).
+    d3, v3 = SurrogateStepper(cfg, net, 4).step(
+        density[None], np.concatenate([velocity, np.zeros_like(velocity[..., :1])], axis=-1)[None], sc.sources
+    )
+    assert d3.shape == (1, 32, 32) and v3.shape == (1, 32, 32, 3)
+    # An untrained surrogate is the coarse solver: total density grows by the restricted inflow.
+    assert float(d2.sum()) > float(density.sum())
+    with pytest.raises(InputError, match="NaN"):
+        stepper.step(np.full((32, 32), np.nan, np.float32), None, sc.sources)
+    with pytest.raises(InputError, match="3D"):
+        SurrogateStepper(SmokeConfig(shape=(16, 16, 16)), net, 4)
+    with pytest.raises(InputError, match="divisible"):
+        SurrogateStepper(SmokeConfig(shape=(30, 32)), net, 4)
+    with pytest.raises(InputError, match="too small"):
+        SurrogateStepper(SmokeConfig(shape=(8, 8)), net, 4)
+    # Same interface as the reference stepper.
+    rd, rv = Stepper(cfg).step(None, None, sc.sources)
+    assert rd.shape == density.shape and rv.shape == velocity.shape
+
+
+def test_load_stepper_from_the_zoo(zoo_env: ZooEnv, trained: tuple[Path, Path, Path]) -> None:  # noqa: F811
+    _, _, run = trained
+    weights = run / "smoke2d_tiny.safetensors"
+    data = weights.read_bytes()
+    entry = model_entry("smoke2d", [file_entry("smoke2d.safetensors", data, [weights.as_uri()])])
+    write_manifest(zoo_env.manifest, [entry])
+    stepper = load_stepper("smoke2d", SmokeConfig(shape=(32, 32)))
+    density, _ = stepper.step(None, None, make_scenario("plume", 2, 32).sources)
+    assert float(density.sum()) > 0
+    with pytest.raises(ModelNotFound, match="smoke3d"):
+        load_stepper("smoke3d", SmokeConfig(shape=(16, 16, 16)))
+
+
+def test_cli_run_and_bench_with_local_weights(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, _, run = trained
+    weights = str(run / "smoke2d_tiny.safetensors")
+    exe = [sys.executable, "-m", "mlvfx.cli"]
+    out = subprocess.run(
+        [
+            *exe,
+            "smoke",
+            "run",
+            "--dims",
+            "2",
+            "--res",
+            "32",
+            "--frames",
+            "3",
+            "--weights",
+            weights,
+            "--vdb",
+            "off",
+            "-o",
+            str(tmp_path / "shot"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["solver"] == "surrogate" and len(result["files"]) == 3
+    with np.load(tmp_path / "shot" / "frame_0003.npz") as z:
+        assert z["density"].shape == (1, 32, 32) and z["velocity"].shape == (1, 32, 32, 3)
+    bench = subprocess.run(
+        [
+            *exe,
+            "smoke",
+            "bench",
+            "--res",
+            "32",
+            "--weights",
+            weights,
+            "--shots",
+            "2",
+            "--steps",
+            "5",
+            "10",
+            "--stability-steps",
+            "12",
+            "--timing-steps",
+            "2",
+            "--plot",
+            str(tmp_path / "curves.png"),
+            "--out-json",
+            str(tmp_path / "bench.json"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bench.returncode == 0, bench.stderr
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    table = doc["table"]
+    assert set(table) == {"reference", "coarse_only", "coarse_bicubic", "surrogate"}
+    assert table["reference"]["speedup"] == pytest.approx(1.0)
+    assert all(np.isfinite(table[m]["rel_l2_t10"]) for m in ("coarse_only", "coarse_bicubic", "surrogate"))
+    assert table["reference"]["divergence"] < 1e-10
+    assert doc["stability"][0]["steps"] == 12 and doc["stability"][0]["finite"]
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = subprocess.run(
+        [*exe, "smoke", "bench", "--weights", str(tmp_path / "nope.safetensors")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode != 0 and "nope.safetensors" in missing.stderr
+    assert "Traceback" not in missing.stderr
