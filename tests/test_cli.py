@@ -129,6 +129,10 @@ def test_demo_writes_a_material_and_a_seamless_tile_and_never_overwrites(tmp_pat
     assert names == ["albedo.png", "ao.png", "height.exr", "height16.png", "material.json", "normal.png",
                      "roughness.png"]
     assert (tmp_path / "demo" / "seamless.png").is_file()
+    smoke = sorted(p.name for p in (tmp_path / "demo" / "smoke").glob("*.npz"))
+    assert len(smoke) == 24 and smoke[0] == "frame_0001.npz" and doc["smoke"]["solver"]
+    with np.load(tmp_path / "demo" / "smoke" / "frame_0024.npz") as z:
+        assert float(z["density"].sum()) > 0
     # A second run goes to a fresh sibling folder instead of replacing the first.
     code, out, _ = run(capsys, "demo", "-o", str(tmp_path / "demo"), "--json")
     assert code == 0 and Path(json.loads(out)["output"]) == (tmp_path / "demo-1").resolve()

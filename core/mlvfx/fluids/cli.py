@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mlvfx.cli import emit, progress_bar
     from mlvfx.fluids.reference import Stepper
     from mlvfx.fluids.scenarios import make_scenario
-    from mlvfx.io.volume import openvdb_module, write_vdb, write_volume_npz
+    from mlvfx.io.volume import openvdb_module
 
     if args.frames < 1 or args.steps_per_frame < 1:
         raise InputError(
@@ -111,34 +111,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                         "already exists (pass --overwrite to replace it)", outdir / (name + suffix)
                     )
     stepper: Any = Stepper(scenario.config) if args.reference else _surrogate_stepper(args, scenario.config)
-    dx = scenario.config.dx
-    density: np.ndarray[Any, Any] | None = None
-    velocity: np.ndarray[Any, Any] | None = None
-    written: list[str] = []
     start = time.perf_counter()
-    solving = 0.0
     with progress_bar(args, f"smoke {args.scenario}") as progress:
-        for index, name in enumerate(names):
-            tick = time.perf_counter()
-            for _ in range(args.steps_per_frame):
-                density, velocity = stepper.step(density, velocity, scenario.sources, scenario.obstacles)
-            solving += time.perf_counter() - tick
-            assert density is not None and velocity is not None
-            vol_d, vol_v = _volume(density, velocity)
-            npz = write_volume_npz(outdir / f"{name}.npz", vol_d, vol_v, overwrite=args.overwrite)
-            written.append(str(npz))
-            if vdb:
-                path = write_vdb(
-                    outdir / f"{name}.vdb",
-                    {"density": vol_d, "vel": vol_v},
-                    voxel_size=dx,
-                    origin=(0.5 * dx,) * 3,  # the domain starts at 0; voxel centres sit half a cell in
-                    up=args.up,
-                    overwrite=args.overwrite,
-                )
-                written.append(str(path))
-            if progress is not None:
-                progress((index + 1) / len(names), f"frame {index + 1}/{len(names)}")
+        written, solving = write_shot(stepper, scenario, names, outdir, steps_per_frame=args.steps_per_frame,
+                                      vdb=vdb, up=args.up, overwrite=args.overwrite, progress=progress)
     elapsed = time.perf_counter() - start
     steps = args.frames * args.steps_per_frame
     emit(
@@ -157,6 +133,52 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"solver step{', with OpenVDB' if vdb else ''})",
     )
     return 0
+
+
+def write_shot(
+    stepper: Any,
+    scenario: Any,
+    names: list[str],
+    outdir: Path,
+    *,
+    steps_per_frame: int = 1,
+    vdb: bool = False,
+    up: Literal["y", "z"] = "y",
+    overwrite: bool = False,
+    progress: Any = None,
+) -> tuple[list[str], float]:
+    """Step ``scenario`` with ``stepper`` and write one ``.npz`` (and ``.vdb``) per name.
+
+    Returns the files written and the seconds spent in the solver.
+    """
+    from mlvfx.io.volume import write_vdb, write_volume_npz
+
+    dx = scenario.config.dx
+    density: np.ndarray[Any, Any] | None = None
+    velocity: np.ndarray[Any, Any] | None = None
+    written: list[str] = []
+    solving = 0.0
+    for index, name in enumerate(names):
+        tick = time.perf_counter()
+        for _ in range(steps_per_frame):
+            density, velocity = stepper.step(density, velocity, scenario.sources, scenario.obstacles)
+        solving += time.perf_counter() - tick
+        assert density is not None and velocity is not None
+        vol_d, vol_v = _volume(density, velocity)
+        written.append(str(write_volume_npz(outdir / f"{name}.npz", vol_d, vol_v, overwrite=overwrite)))
+        if vdb:
+            path = write_vdb(
+                outdir / f"{name}.vdb",
+                {"density": vol_d, "vel": vol_v},
+                voxel_size=dx,
+                origin=(0.5 * dx,) * 3,  # the domain starts at 0; voxel centres sit half a cell in
+                up=up,
+                overwrite=overwrite,
+            )
+            written.append(str(path))
+        if progress is not None:
+            progress((index + 1) / len(names), f"frame {index + 1}/{len(names)}")
+    return written, solving
 
 
 def _load_surrogate(args: argparse.Namespace) -> tuple[Any, int, str]:
