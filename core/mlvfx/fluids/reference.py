@@ -511,18 +511,19 @@ class ReferenceSolver:
         uc = faces_to_centre(vel)
         grads = [central_gradient(u) for u in uc]  # grads[i][j] = d u_i / d x_j (per cell)
         tiny = 1e-12 / dx
+        tiny2 = tiny * tiny  # inside every sqrt: its gradient at exactly 0 (solid cells, still air) is NaN
         if len(uc) == 2:
             omega = (grads[1][0] - grads[0][1]) / dx
             gmag = central_gradient(omega.abs())
-            norm = _soft_norm(torch.sqrt(gmag[0] ** 2 + gmag[1] ** 2), tiny)
+            norm = _soft_norm(torch.sqrt(gmag[0] ** 2 + gmag[1] ** 2 + tiny2), tiny)
             nx, ny = gmag[0] / norm, gmag[1] / norm
             return [eps * dx * ny * omega, -eps * dx * nx * omega]
         wx = (grads[2][1] - grads[1][2]) / dx
         wy = (grads[0][2] - grads[2][0]) / dx
         wz = (grads[1][0] - grads[0][1]) / dx
-        mag = torch.sqrt(wx**2 + wy**2 + wz**2)
+        mag = torch.sqrt(wx**2 + wy**2 + wz**2 + tiny2)
         gmag = central_gradient(mag)
-        norm = _soft_norm(torch.sqrt(gmag[0] ** 2 + gmag[1] ** 2 + gmag[2] ** 2), tiny)
+        norm = _soft_norm(torch.sqrt(gmag[0] ** 2 + gmag[1] ** 2 + gmag[2] ** 2 + tiny2), tiny)
         nx, ny, nz = gmag[0] / norm, gmag[1] / norm, gmag[2] / norm
         return [
             eps * dx * (ny * wz - nz * wy),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from torch import nn
 
 from mlvfx.errors import InputError, ModelNotFound
 from mlvfx.fluids.grid import Faces, centre_to_faces, comp_dim, faces_to_centre
+from mlvfx.fluids.pressure import Projection
 from mlvfx.fluids.reference import Array, PreparedSource, ReferenceSolver, SmokeConfig, Source
 
 __all__ = [
@@ -154,6 +156,41 @@ def condition_values(config: SmokeConfig) -> list[float]:
     return [float(config.buoyancy), 10.0 * float(config.vorticity)]
 
 
+class _ProjectFn(torch.autograd.Function):
+    """``P(v)`` with the backward ``P(grad)``: the discrete projection is self-adjoint."""
+
+    @staticmethod
+    def forward(ctx: Any, projection: Projection, *vel: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        ctx.projection = projection
+        with torch.no_grad():
+            return tuple(projection(list(vel)))
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[Any, ...]:
+        with torch.no_grad():
+            out = ctx.projection(list(grads))
+        return (None, *out)
+
+
+class AdjointProjection:
+    """A pressure projection whose gradient is applied as the projection itself.
+
+    The MAC projection ``P = I - G (D G)^-1 D`` (fixed faces masked) is an orthogonal projection,
+    so ``P^T = P``: the vector-Jacobian product is one more solve, instead of backpropagating
+    through every CG iteration (slow, and NaN once CG has converged to round-off).
+    """
+
+    def __init__(self, inner: Projection) -> None:
+        self.inner = inner
+        self.solver = inner.solver
+        self.fixed = inner.fixed
+        self.walls = inner.walls
+        self.solid = inner.solid
+
+    def __call__(self, vel: Faces) -> Faces:
+        return list(_ProjectFn.apply(self.inner, *vel))  # type: ignore[no-untyped-call]
+
+
 class SurrogateSolver:
     """The coarse reference solver plus a learned correction after every step (torch level).
 
@@ -163,8 +200,8 @@ class SurrogateSolver:
         obstacles: Fine obstacle mask (a coarse cell is solid when at least half of it is).
         factor: Coarsening factor per axis.
         dtype: ``"float32"`` or ``"float64"`` for the coarse solver (default: the config's).
-        differentiable: Training needs gradients through the projection; in 2D with obstacles the
-            default sparse-LU solver has none, so this switches such shots to CG.
+        differentiable: Training: the projection's gradient is the projection itself
+            (:class:`AdjointProjection`), which also gives the 2D sparse-LU solver a gradient.
     """
 
     def __init__(
@@ -183,9 +220,9 @@ class SurrogateSolver:
             config = replace(config, dtype=dtype)
         if obstacles is not None:
             obstacles = restrict_mask(np.asarray(obstacles, dtype=float), factor) >= 0.5
-            if differentiable and config.dims == 2 and config.pressure_solver == "auto" and obstacles.any():
-                config = replace(config, pressure_solver="cg", cg_tol=1e-6)
         self.solver = ReferenceSolver(config, obstacles)
+        if differentiable:
+            self.solver._projection = AdjointProjection(self.solver.projection)  # type: ignore[assignment]
         self.net = net.to(device=self.solver.device, dtype=self.solver.dtype)
         self._conditions = condition_values(fine_config)[: net.conditions]
 

@@ -408,6 +408,7 @@ def train_surrogate(
     it = start
     stopped = "finished"
     running = None
+    skipped = 0
     steps = recipe.data.steps
     while it < t.iterations:
         if prior + time.monotonic() - t0 >= budget:
@@ -434,8 +435,12 @@ def train_surrogate(
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+        grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        if torch.isfinite(grad_norm):
+            opt.step()
+        else:  # one bad unroll must not poison the weights; it is logged and skipped
+            skipped += 1
+            emit({"event": "skipped", "iteration": it, "shot": shot.seed, "start": s0, "unroll": unroll})
         it += 1
         value = float(loss.detach())
         running = value if running is None else 0.95 * running + 0.05 * value
@@ -474,6 +479,7 @@ def train_surrogate(
         "validation": result,
         "torch": torch.__version__,
         "threads": threads or t.threads,
+        "skipped_updates": skipped,
         "params": sum(p.numel() for p in net.parameters()),
     }
     write_bytes_atomic(out / SUMMARY, (json.dumps(summary, indent=1) + "\n").encode(), overwrite=True)
