@@ -539,49 +539,69 @@ def test_model_menu_lists_reference_first():
     assert menu[0] == "reference" and len(menu) % 2 == 0
 
 
-def test_zoo_model_without_runtime_is_a_clear_error(monkeypatch, tmp_path):
+def test_zoo_smoke_model_runs_through_make_stepper(monkeypatch, tmp_path):
+    import hashlib
     import json
 
-    from mlvfx.errors import ModelNotFound
-    from mlvfx.fluids.reference import SmokeConfig
-    from mlvfx_houdini.smoke import make_stepper, model_menu
+    from safetensors.torch import save_file
 
+    from mlvfx.errors import InputError, ModelNotFound
+    from mlvfx.fluids.reference import SmokeConfig, Source, mask_from_sdf, sphere_sdf
+    from mlvfx.fluids.surrogate import CorrectionNet, SurrogateStepper, surrogate_state
+    from mlvfx.zoo import manifest as zoo_manifest
+    from mlvfx_houdini.smoke import domain_from_parms, make_stepper, model_menu
+
+    weights = tmp_path / "smoke-tiny.safetensors"
+    save_file(surrogate_state(CorrectionNet(2, width=4, depth=2, conditions=2), 4), str(weights))
+    data = weights.read_bytes()
     manifest = {
         "schema_version": 1,
         "models": [
             {
                 "id": "smoke-tiny",
                 "version": "1.0",
-                "task": "smoke.surrogate",
+                "task": "smoke.surrogate2d",
                 "format": ["safetensors"],
                 "license": "Apache-2.0",
                 "files": [
                     {
                         "name": "smoke-tiny.safetensors",
-                        "sha256": "0" * 64,
-                        "size": 1,
-                        "urls": ["https://example.invalid/smoke-tiny.safetensors"],
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                        "size": len(data),
+                        "urls": [weights.as_uri()],
                     }
                 ],
                 "io": {
                     "inputs": [{"name": "state", "channels": 4, "color_space": "data"}],
                     "outputs": [{"name": "state", "channels": 4, "color_space": "data"}],
                     "tile": 0,
-                    "scale": 1,
+                    "scale": 4,
                 },
                 "metrics": {},
                 "card": "cards/smoke-tiny.md",
-                "recipe": "recipes/smoke-tiny.toml",
+                "recipe": "recipes/smoke-tiny.json",
             }
         ],
     }
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps(manifest))
     monkeypatch.setenv("MLVFX_ZOO_MANIFEST", str(path))
+    monkeypatch.setenv("MLVFX_CACHE_DIR", str(tmp_path / "cache"))
+    zoo_manifest._memo.clear()
     assert model_menu()[2] == "smoke-tiny"
-    # Until a surrogate ships, the runtime refuses by name and points at the reference solver.
-    with pytest.raises(ModelNotFound, match=r"smoke-tiny.*reference solver"):
-        make_stepper("smoke-tiny", SmokeConfig(shape=(8, 8)))
+    stepper = make_stepper("smoke-tiny", SmokeConfig(shape=(16, 16)))
+    assert isinstance(stepper, SurrogateStepper)
+    src = Source(mask_from_sdf(sphere_sdf((16, 16), (0.5, 0.2), 0.15), 1 / 16), rate=2.0)
+    density, velocity = stepper.step(None, None, [src])
+    assert density.shape == (16, 16) and velocity.shape == (16, 16, 2) and float(density.sum()) > 0
+    # A grid the surrogate cannot coarsen is refused in one line; the SOP's own domains are rounded.
+    with pytest.raises(InputError, match="divisible"):
+        make_stepper("smoke-tiny", SmokeConfig(shape=(18, 16)))
+    domain = domain_from_parms((0, 0, 0), (1.0, 1.3, 0.7), 30, multiple=4)
+    assert all(n % 4 == 0 and n >= 16 for n in domain.resolution)
+    assert domain_from_parms((0, 0, 0), (1.0, 1.3, 0.7), 30).resolution == (30, 39, 21)
+    with pytest.raises(ModelNotFound, match="nope"):
+        make_stepper("nope", SmokeConfig(shape=(16, 16)))
 
 
 # --------------------------------------------------------------------------------------------

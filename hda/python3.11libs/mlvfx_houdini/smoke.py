@@ -81,6 +81,8 @@ MODES = ("solver", "standalone")
 BOUNDARIES = ("open_top", "closed", "open")
 MAX_SUBSTEPS = 64
 MIN_CELLS = 4
+SURROGATE_FACTOR = 4
+"""Coarsening factor of the zoo's smoke surrogates: a grid built for one is a multiple of it per axis."""
 FAR = 1e30  # "far outside" for an SDF resampled beyond its box
 MEMORY_BUDGET = 2 << 30  # bytes of frames a standalone node keeps in memory (the newest always stays)
 
@@ -240,20 +242,28 @@ class Domain:
         return self.shape[1:] if self.is_2d else self.shape
 
 
-def domain_from_parms(center: Sequence[float], size: Sequence[float], divisions: int) -> Domain:
+def domain_from_parms(
+    center: Sequence[float], size: Sequence[float], divisions: int, multiple: int = 1
+) -> Domain:
     """A grid of cubic voxels: ``divisions`` along X, the other axes rounded to whole voxels.
 
     The box keeps its centre; Y and Z are adjusted to a whole number of voxels (at least 4, or
-    exactly 1 along Z when ``size`` z is 0, which makes a 2D simulation).
+    exactly 1 along Z when ``size`` z is 0, which makes a 2D simulation). With ``multiple`` (a
+    learned surrogate's coarsening factor) every simulated axis is rounded to a multiple of it,
+    X by changing the voxel size, Y and Z by adjusting the box.
     """
     if divisions < MIN_CELLS:
         raise InputError(f"divisions must be at least {MIN_CELLS}, got {divisions}")
+    if multiple < 1:
+        raise InputError(f"multiple must be >= 1, got {multiple}")
     sx, sy, sz = (float(v) for v in size)
     if sx <= 0 or sy <= 0 or sz < 0:
         raise InputError(f"domain size must be positive (z may be 0 for 2D), got {(sx, sy, sz)}")
+    least = max(MIN_CELLS, 4 * multiple if multiple > 1 else MIN_CELLS)
+    divisions = max(least, multiple * round(divisions / multiple))
     dx = sx / divisions
-    ny = max(MIN_CELLS, round(sy / dx))
-    nz = 1 if sz == 0 else max(MIN_CELLS, round(sz / dx))
+    ny = max(least, multiple * round(sy / dx / multiple))
+    nz = 1 if sz == 0 else max(least, multiple * round(sz / dx / multiple))
     real = (divisions * dx, ny * dx, nz * dx)
     return Domain(Bounds.from_centre_size(center, real), (divisions, ny, nz))
 
@@ -660,7 +670,8 @@ def _domain(state: Mapping[str, tuple[FloatGrid, Bounds, bool]], parms: SmokePar
         if name in state:
             grid, bounds, _ = state[name]
             return Domain(bounds, (grid.shape[2], grid.shape[1], grid.shape[0]))
-    return domain_from_parms(parms.center, parms.size, parms.divisions)
+    multiple = 1 if parms.model == REFERENCE else SURROGATE_FACTOR
+    return domain_from_parms(parms.center, parms.size, parms.divisions, multiple)
 
 
 def _state(volumes: Mapping[str, tuple[FloatGrid, Bounds, bool]], domain: Domain) -> State | None:
