@@ -163,21 +163,23 @@ def run_bench(
     report(progress, 1.0, "done")
     table: dict[str, Any] = {}
     for m in METHODS:
-        row: dict[str, Any] = {"divergence": float(np.max(divergence[m])), "ms_per_step": timing[m]}
+        div = float(np.max(divergence[m])) if divergence[m] else math.nan
+        row: dict[str, Any] = {"divergence": div, "ms_per_step": timing[m]}
         row["speedup"] = timing["reference"] / timing[m]
-        if m in errors:
+        if m in errors and spec.shots > 0:
             for i in spec.eval_steps:
                 row[f"rel_l2_t{i}"] = float(np.mean(errors[m][i]))
         table[m] = row
-    for i in spec.eval_steps:
-        table["surrogate"][f"ratio_t{i}"] = (
-            table["surrogate"][f"rel_l2_t{i}"] / table["coarse_only"][f"rel_l2_t{i}"]
-        )
+    if spec.shots > 0:
+        sur = table["surrogate"]
+        for i in spec.eval_steps:
+            sur[f"ratio_t{i}"] = sur[f"rel_l2_t{i}"] / table["coarse_only"][f"rel_l2_t{i}"]
+            sur[f"ratio_bicubic_t{i}"] = sur[f"rel_l2_t{i}"] / table["coarse_bicubic"][f"rel_l2_t{i}"]
     return {
         "spec": {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
         "factor": factor,
         "table": table,
-        "curves": {m: np.mean(np.array(c), axis=0).tolist() for m, c in curves.items()},
+        "curves": {m: np.mean(np.array(c), axis=0).tolist() for m, c in curves.items() if c},
         "curve_steps": list(range(10, last + 1, 10)),
         "stability": stability,
         "shots": shots_meta,
@@ -285,9 +287,9 @@ def format_table(result: dict[str, Any]) -> str:
         for s in steps:
             v = row.get(f"rel_l2_t{s}")
             if v is None:
-                errs.append("0 (truth)")
+                errs.append("0 (truth)" if m == "reference" else "-")
             elif m == "surrogate":
-                errs.append(f"{v:.3f} ({row[f'ratio_t{s}']:.2f}x)")
+                errs.append(f"{v:.3f} ({row[f'ratio_t{s}']:.2f}x; {row[f'ratio_bicubic_t{s}']:.2f}x)")
             else:
                 errs.append(f"{v:.3f}")
         lines.append(

@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument("--res", type=int, default=None, help="output resolution (default: 256 in 2D, 128 in 3D)")
     b.add_argument("--model", default=None, help="zoo model id (default: smoke2d / smoke3d)")
     b.add_argument("--weights", type=Path, default=None, help="a local surrogate .safetensors instead")
-    b.add_argument("--shots", type=int, default=4, help="held-out shots (default: 4)")
+    b.add_argument("--shots", type=int, default=4, help="held-out shots (default: 4; 0 = timing only)")
     b.add_argument("--steps", type=int, nargs="+", default=[50, 100, 200], help="evaluation steps")
     b.add_argument("--stability-steps", type=int, default=640,
                    help="long rollout for the stability check (default: 640 = 4x the training shots' 160)")
@@ -221,8 +221,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from mlvfx.io.atomic import write_bytes_atomic
 
     res = args.res or (256 if args.dims == 2 else 128)
-    if args.shots < 1 or args.stability_shots < 0 or args.timing_steps < 1 or min(args.steps) < 1:
-        raise InputError("--shots, --timing-steps and --steps must be >= 1 (--stability-shots >= 0)")
+    if args.shots < 0 or args.stability_shots < 0 or args.timing_steps < 1 or min(args.steps) < 1:
+        raise InputError("--timing-steps and --steps must be >= 1, --shots and --stability-shots >= 0")
     if args.stability_shots > args.shots:
         raise InputError("--stability-shots cannot exceed --shots")
     net, factor, name = _load_surrogate(args)
@@ -232,7 +232,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with progress_bar(args, "smoke bench") as progress:
         result = run_bench(net, factor, spec, progress=progress)
     result["model"] = name
-    if args.plot is not None:
+    if args.plot is not None and result["curves"]:
         plot_curves(result, args.plot)
     if args.out_json is not None:
         write_bytes_atomic(args.out_json, (json.dumps(result, indent=1) + "\n").encode(), overwrite=True)

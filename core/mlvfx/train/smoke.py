@@ -71,11 +71,17 @@ class SmokeModel:
 
 @dataclass(frozen=True)
 class SmokeTrain:
-    """Optimisation: unroll curriculum ``[[fraction_of_iterations, unroll], ...]``, noise, LR."""
+    """Optimisation: unroll curriculum ``[[fraction_of_iterations, unroll], ...]``, noise, LR.
+
+    ``early_fraction`` of the iterations start within the first ``early_start_max`` steps of a shot
+    (from the empty domain, as a rollout does); the others start anywhere.
+    """
 
     iterations: int = 3000
     curriculum: tuple[tuple[float, int], ...] = ((0.0, 4), (0.3, 8), (0.6, 16))
     noise: float = 0.02
+    early_fraction: float = 0.0
+    early_start_max: int = 0
     velocity_weight: float = 0.5
     lr: float = 1e-3
     lr_min: float = 2e-5
@@ -172,6 +178,8 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
     longest = max(u for _, u in r.train.curriculum) if r.train.curriculum else 0
     if not r.train.curriculum or longest >= r.data.steps:
         problems.append("the curriculum needs unroll lengths shorter than the shots")
+    if not 0 <= r.train.early_fraction <= 1 or r.train.early_start_max < 0:
+        problems.append("early_fraction must be in [0, 1] and early_start_max >= 0")
     if r.train.iterations < 1 or r.train.threads < 1:
         problems.append("iterations and threads must be >= 1")
     if problems:
@@ -417,7 +425,10 @@ def train_surrogate(
         rng = random.Random(recipe.seed * 1_000_003 + it)  # noqa: S311 (batch sampling)
         k = rng.randrange(len(train))
         unroll = unroll_length(recipe, it)
-        s0 = rng.randrange(0, steps - unroll + 1)
+        if rng.random() < t.early_fraction:
+            s0 = rng.randrange(0, min(t.early_start_max, steps - unroll) + 1)
+        else:
+            s0 = rng.randrange(0, steps - unroll + 1)
         shot = train[k]
         gen = torch.Generator().manual_seed(recipe.seed * 7919 + it)
         for g in opt.param_groups:
