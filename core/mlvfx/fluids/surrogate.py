@@ -120,7 +120,9 @@ class CorrectionNet(nn.Module):
     cell centres. The last layer is zero-initialised, so the untrained net changes nothing.
     """
 
-    def __init__(self, dims: int, width: int = 32, depth: int = 4, conditions: int = 0) -> None:
+    def __init__(
+        self, dims: int, width: int = 32, depth: int = 4, conditions: int = 0, symmetric: bool = False
+    ) -> None:
         super().__init__()
         if dims not in (2, 3):
             raise InputError(f"dims must be 2 or 3, got {dims}")
@@ -140,11 +142,30 @@ class CorrectionNet(nn.Module):
         self.width = width
         self.depth = depth
         self.conditions = conditions
+        self.symmetric = symmetric
+        # Stored with the weights, so a loaded net knows whether it is mirror-symmetrised.
+        self.register_buffer("symmetry", torch.tensor([1.0 if symmetric else 0.0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1 + dims + 2 + conditions, [Z,] Y, X)`` -> ``(B, 1 + dims, [Z,] Y, X)``."""
-        out: torch.Tensor = self.body(x)
-        return out
+        """``(B, 1 + dims + 2 + conditions, [Z,] Y, X)`` -> ``(B, 1 + dims, [Z,] Y, X)``.
+
+        A ``symmetric`` net averages its output with that of the X-mirrored input (mirrored back,
+        X velocity negated), so it commutes exactly with the left-right mirror, as the solver
+        does: a CNN on its own breaks the symmetry of a centred plume a little at every step, and
+        the plume's instability amplifies that.
+        """
+        if not self.symmetric:
+            out: torch.Tensor = self.body(x)
+            return out
+        sign = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
+        sign[1] = -1.0  # channel 1 is the X velocity, in the input and in the output
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        mirrored = x.flip(-1) * sign.view(shape)
+        both = self.body(torch.cat([x, mirrored]))
+        direct, back = both[: x.shape[0]], both[x.shape[0] :]
+        out_sign = sign[: direct.shape[1]].view(shape)
+        result: torch.Tensor = 0.5 * (direct + back.flip(-1) * out_sign)
+        return result
 
 
 CONDITIONS = ("buoyancy", "vorticity_x10")
@@ -335,8 +356,11 @@ def surrogate_from_state(
         dims = first.dim() - 2
         width = int(first.shape[0])
         conditions = int(first.shape[1]) - 1 - dims - 2
-        net = CorrectionNet(dims, width=width, depth=len(convs), conditions=conditions)
-        net.load_state_dict({k: v for k, v in state.items() if k != FACTOR_KEY})
+        weights = {k: v for k, v in state.items() if k != FACTOR_KEY}
+        symmetric = bool(float(weights.get("symmetry", torch.zeros(1)).reshape(-1)[0]) > 0.5)
+        net = CorrectionNet(dims, width=width, depth=len(convs), conditions=conditions, symmetric=symmetric)
+        weights.setdefault("symmetry", torch.zeros(1))
+        net.load_state_dict(weights)
     except (KeyError, IndexError, RuntimeError, InputError) as exc:
         raise InputError(f"{source}: not a smoke surrogate ({exc})") from None
     if factor < 1:

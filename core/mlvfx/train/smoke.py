@@ -67,6 +67,7 @@ class SmokeModel:
     width: int = 24
     depth: int = 4
     conditions: int = 2
+    symmetric: bool = False
 
 
 @dataclass(frozen=True)
@@ -363,7 +364,9 @@ def train_surrogate(
     train = load_shots(root, recipe, "train")
     val = load_shots(root, recipe, "val")
     m = recipe.model
-    net = CorrectionNet(recipe.dims, width=m.width, depth=m.depth, conditions=m.conditions).float()
+    net = CorrectionNet(
+        recipe.dims, width=m.width, depth=m.depth, conditions=m.conditions, symmetric=m.symmetric
+    ).float()
     solvers = [
         SurrogateSolver(
             s.scenario.config, net, s.scenario.obstacles, m.factor, dtype="float32", differentiable=True
