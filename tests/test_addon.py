@@ -74,6 +74,7 @@ def test_extension_end_to_end_in_blender(extension_zip: Path, tmp_path: Path) ->
     observed = json.loads(line[len("RESULT ") :])
     assert observed["unregistered_clean"] is True
     assert observed["cancelled_job"] == "Cancelled"
+    assert observed["surrogate_bake"]["active_voxels"] > 0  # a zoo smoke surrogate baked in Blender
     assert {"albedo.png", "normal.png", "height.exr", "roughness.png"} <= set(observed["files"])
     # The extension installed into the temporary HOME, not the user's Blender.
     assert list(home.rglob("blender_manifest.toml"))
