@@ -342,6 +342,34 @@ def time_reference(res: int, steps: int) -> dict[str, Any]:
     return out
 
 
+def time_surrogate(weights: Path, res: int, steps: int) -> dict[str, Any]:
+    """Our learned surrogate through the host stepper (coarse solve + net + full-resolution output)."""
+    import torch
+
+    from mlvfx.fluids.scenarios import make_scenario
+    from mlvfx.fluids.surrogate import SurrogateStepper, surrogate_from_state
+    from mlvfx.zoo import load_state_dict
+
+    net, factor = surrogate_from_state(load_state_dict(weights), source=str(weights))
+    sc = make_scenario("plume", 3, res)
+    stepper = SurrogateStepper(sc.config, net, factor)
+    density = velocity = None
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        density, velocity = stepper.step(density, velocity, sc.sources, sc.obstacles)
+        times.append(time.perf_counter() - t)
+    return {
+        "weights": str(weights),
+        "factor": factor,
+        "steps": steps,
+        "ms_per_step": 1e3 * sum(times) / steps,
+        "ms_per_step_after_first": 1e3 * sum(times[1:]) / max(len(times) - 1, 1),
+        "torch_threads": torch.get_num_threads(),
+        "output_shape": list(density.shape) if density is not None else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--worker":
@@ -361,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         help="one solver step per frame (default, like ours) or Blender's adaptive 1-4 steps",
     )
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed for the bake")
+    ap.add_argument(
+        "--surrogate", type=Path, default=None, help="also time this smoke surrogate (.safetensors), same shot"
+    )
     args = ap.parse_args(argv)
     if args.res < 8 or args.frames < 1:
         ap.error("--res must be >= 8 and --frames >= 1")
@@ -412,6 +443,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             result["ratio_reference_ms_per_step_over_mantaflow_ms_per_frame"] = None
+    if args.surrogate is not None:
+        log(f"running our surrogate {args.surrogate} at {args.res}^3 for {args.frames} steps ...")
+        sur = time_surrogate(args.surrogate, args.res, args.frames)
+        result["surrogate"] = sur
+        if manta["status"] == "ok":
+            ratio = sur["ms_per_step"] / (1e3 * manta["seconds_per_frame"])
+            result["ratio_surrogate_ms_per_step_over_mantaflow_ms_per_frame"] = ratio
+            log(f"surrogate: {sur['ms_per_step']:.1f} ms/step; ratio to Mantaflow ms/frame: {ratio:.3f}")
     result["load_average_after"] = list(os.getloadavg())
     text = json.dumps(result, indent=2)
     print(text)
