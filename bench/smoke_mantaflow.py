@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds allowed for the bake")
     ap.add_argument(
-        "--surrogate", type=Path, default=None, help="also time this smoke surrogate (.safetensors), same shot"
+        "--surrogate", type=Path, default=None, help="also time this smoke surrogate (.safetensors)"
     )
     args = ap.parse_args(argv)
     if args.res < 8 or args.frames < 1:
