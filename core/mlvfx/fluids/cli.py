@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mlvfx.errors import InputError, ModelNotFound, OutputExistsError
+from mlvfx.errors import InputError, OutputExistsError
 
 __all__ = ["register"]
 
@@ -191,18 +191,11 @@ def _load_surrogate(args: argparse.Namespace) -> tuple[Any, int, str]:
             raise InputError("surrogate weights not found", path=args.weights)
         net, factor = surrogate_from_state(load_state_dict(args.weights), source=str(args.weights))
         return net, factor, str(args.weights)
-    from mlvfx import zoo
+    from mlvfx.fluids.surrogate import load_surrogate
 
     model = args.model or f"smoke{args.dims}d"
-    try:
-        entry = zoo.load_manifest().get(model)
-    except ModelNotFound:
-        raise ModelNotFound(
-            f"smoke surrogate {model!r} is not in the model zoo; pass --reference to run the reference solver"
-        ) from None
-    path = zoo.fetch(model, entry.version, fmt="safetensors")
-    net, factor = surrogate_from_state(load_state_dict(path), source=str(path))
-    return net, factor, f"{model} {entry.version}"
+    net, factor, version = load_surrogate(model)
+    return net, factor, f"{model} {version}"
 
 
 def _surrogate_stepper(args: argparse.Namespace, config: Any) -> Any:

@@ -577,22 +577,20 @@ def _as_grid(array: Array, shape: tuple[int, ...], what: str) -> Array:
     return a
 
 
-class Stepper:
-    """Stateful numpy stepper for hosts (Blender bake, Houdini SOP): ``step(...) -> (density, velocity)``.
+class HostStepper:
+    """The numpy ``step(...) -> (density, velocity)`` interface hosts call, over any torch-level solver.
 
-    Example:
-        >>> cfg = SmokeConfig(shape=(16, 16, 16))
-        >>> stepper = Stepper(cfg)
-        >>> src = Source.from_sdf(sphere_sdf(cfg.shape, (0.5, 0.2, 0.5), 0.1), cfg.dx, rate=2.0)
-        >>> density, velocity = stepper.step(None, None, [src])
-        >>> density.shape, velocity.shape
-        ((16, 16, 16), (16, 16, 16, 3))
+    Subclasses say how to prepare sources and obstacles, convert host arrays into solver state,
+    advance it, and turn it back into arrays at the host's resolution. The state is kept between
+    calls: when the host passes back exactly what the last step returned, the solver continues
+    from its own (unrounded) state instead of converting the arrays again.
     """
+
+    config: SmokeConfig
 
     def __init__(self, config: SmokeConfig) -> None:
         self.config = config
-        self.solver = ReferenceSolver(config)
-        self._state: tuple[torch.Tensor, Faces] | None = None
+        self._state: Any = None
         self._last: tuple[Array, Array] | None = None
 
     def reset(self) -> None:
@@ -627,32 +625,77 @@ class Stepper:
         Raises:
             InputError: Wrong shapes, NaN/inf values, or a source entirely inside the obstacles.
         """
-        shape = self.config.shape
         ndim = self.config.dims
         volume_form = ndim == 3 or (
             (density is not None and np.asarray(density).ndim == 3)
             or (velocity is not None and np.asarray(velocity).ndim == 4)
         )
-        self.solver.set_obstacles(obstacles)
-        prepared = self.solver.prepare_sources(list(sources or []))
+        prepared = self._prepare(list(sources or []), obstacles)
         if (
             self._state is not None
             and self._last is not None
             and _same(density, self._last[0])
             and _same(velocity, self._last[1])
         ):
-            rho_t, vel_t = self._state
+            state = self._state
         else:
-            rho_t, vel_t = self._to_tensors(density, velocity, shape)
-        rho_t, vel_t = self.solver.advance(rho_t, vel_t, prepared)
-        self._state = (rho_t, vel_t)
-        out_rho = rho_t.float().cpu().numpy()
-        centred = torch.stack(faces_to_centre(vel_t), dim=-1).float().cpu().numpy()
+            state = self._from_host(density, velocity)
+        with torch.no_grad():
+            state = self._advance(state, prepared)
+        self._state = state
+        out_rho, out_vel = self._to_host(state)
         if ndim == 2 and volume_form:
             out_rho = out_rho[None]
-            centred = np.concatenate([centred, np.zeros_like(centred[..., :1])], axis=-1)[None]
-        self._last = (out_rho, centred)
-        return out_rho.copy(), centred.copy()
+            out_vel = np.concatenate([out_vel, np.zeros_like(out_vel[..., :1])], axis=-1)[None]
+        self._last = (out_rho, out_vel)
+        return out_rho.copy(), out_vel.copy()
+
+    def _prepare(self, sources: list[Source], obstacles: Array | None) -> Any:
+        raise NotImplementedError
+
+    def _from_host(self, density: Array | None, velocity: Array | None) -> Any:
+        raise NotImplementedError
+
+    def _advance(self, state: Any, prepared: Any) -> Any:
+        raise NotImplementedError
+
+    def _to_host(self, state: Any) -> tuple[Array, Array]:
+        raise NotImplementedError
+
+
+class Stepper(HostStepper):
+    """Stateful numpy stepper for hosts (Blender bake, Houdini SOP): ``step(...) -> (density, velocity)``.
+
+    Example:
+        >>> cfg = SmokeConfig(shape=(16, 16, 16))
+        >>> stepper = Stepper(cfg)
+        >>> src = Source.from_sdf(sphere_sdf(cfg.shape, (0.5, 0.2, 0.5), 0.1), cfg.dx, rate=2.0)
+        >>> density, velocity = stepper.step(None, None, [src])
+        >>> density.shape, velocity.shape
+        ((16, 16, 16), (16, 16, 16, 3))
+    """
+
+    def __init__(self, config: SmokeConfig) -> None:
+        super().__init__(config)
+        self.solver = ReferenceSolver(config)
+
+    def _prepare(self, sources: list[Source], obstacles: Array | None) -> list[PreparedSource]:
+        self.solver.set_obstacles(obstacles)
+        return self.solver.prepare_sources(sources)
+
+    def _from_host(self, density: Array | None, velocity: Array | None) -> tuple[torch.Tensor, Faces]:
+        return self._to_tensors(density, velocity, self.config.shape)
+
+    def _advance(
+        self, state: tuple[torch.Tensor, Faces], prepared: list[PreparedSource]
+    ) -> tuple[torch.Tensor, Faces]:
+        return self.solver.advance(state[0], state[1], prepared)
+
+    def _to_host(self, state: tuple[torch.Tensor, Faces]) -> tuple[Array, Array]:
+        rho_t, vel_t = state
+        out_rho = rho_t.float().cpu().numpy()
+        centred = torch.stack(faces_to_centre(vel_t), dim=-1).float().cpu().numpy()
+        return out_rho, centred
 
     def _to_tensors(
         self, density: Array | None, velocity: Array | None, shape: tuple[int, ...]

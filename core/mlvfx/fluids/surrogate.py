@@ -34,7 +34,7 @@ from torch import nn
 from mlvfx.errors import InputError, ModelNotFound
 from mlvfx.fluids.grid import Faces, centre_to_faces, comp_dim, faces_to_centre
 from mlvfx.fluids.pressure import Projection
-from mlvfx.fluids.reference import Array, PreparedSource, ReferenceSolver, SmokeConfig, Source
+from mlvfx.fluids.reference import Array, HostStepper, PreparedSource, ReferenceSolver, SmokeConfig, Source
 
 __all__ = [
     "CorrectionNet",
@@ -43,6 +43,7 @@ __all__ = [
     "coarse_config",
     "condition_values",
     "load_stepper",
+    "load_surrogate",
     "prolong_density",
     "restrict_density",
     "restrict_faces",
@@ -368,7 +369,7 @@ def surrogate_from_state(
     return net.eval(), factor
 
 
-class SurrogateStepper:
+class SurrogateStepper(HostStepper):
     """The learned surrogate behind the same numpy interface as :class:`~mlvfx.fluids.reference.Stepper`.
 
     It keeps the coarse state between calls; inputs that are not its own last output (an artist
@@ -386,21 +387,14 @@ class SurrogateStepper:
                 f"grid {config.shape} is too small for a {factor}x coarser surrogate "
                 f"(needs >= {4 * factor} cells per axis)"
             )
-        self.config = config
+        super().__init__(config)
         self.factor = factor
         self.net = net
         self.dtype = dtype
         self._surrogate: SurrogateSolver | None = None
         self._obstacle_key: bytes | None = None
-        self._state: tuple[torch.Tensor, Faces] | None = None
-        self._last: tuple[Array, Array] | None = None
 
-    def reset(self) -> None:
-        """Forget the internal state (the next step converts its inputs afresh)."""
-        self._state = None
-        self._last = None
-
-    def _solver_for(self, obstacles: Array | None) -> SurrogateSolver:
+    def _prepare(self, sources: list[Source], obstacles: Array | None) -> list[PreparedSource]:
         from mlvfx.fluids.reference import _as_grid
 
         mask = None if obstacles is None else _as_grid(obstacles, self.config.shape, "obstacles") >= 0.5
@@ -409,49 +403,23 @@ class SurrogateStepper:
             self._surrogate = SurrogateSolver(self.config, self.net, mask, self.factor, dtype=self.dtype)
             self._obstacle_key = key
             self._state = None
-        return self._surrogate
+        return self._surrogate.prepare_sources(sources)
 
-    def step(
-        self,
-        density: Array | None,
-        velocity: Array | None,
-        sources: Sequence[Source] | None = None,
-        obstacles: Array | None = None,
-    ) -> tuple[Array, Array]:
-        """Advance one step of ``config.dt``; arguments and results as in ``Stepper.step``."""
-        from mlvfx.fluids.reference import _same
+    def _advance(
+        self, state: tuple[torch.Tensor, Faces], prepared: list[PreparedSource]
+    ) -> tuple[torch.Tensor, Faces]:
+        assert self._surrogate is not None
+        return self._surrogate.advance(state[0], state[1], prepared)
 
-        ndim = self.config.dims
-        volume_form = ndim == 3 or (
-            (density is not None and np.asarray(density).ndim == 3)
-            or (velocity is not None and np.asarray(velocity).ndim == 4)
-        )
-        surrogate = self._solver_for(obstacles)
-        prepared = surrogate.prepare_sources(list(sources or []))
-        if (
-            self._state is not None
-            and self._last is not None
-            and _same(density, self._last[0])
-            and _same(velocity, self._last[1])
-        ):
-            rho, vel = self._state
-        else:
-            rho, vel = self._restrict_inputs(density, velocity)
-        with torch.no_grad():
-            rho, vel = surrogate.advance(rho, vel, prepared)
-        self._state = (rho, vel)
+    def _to_host(self, state: tuple[torch.Tensor, Faces]) -> tuple[Array, Array]:
+        rho, vel = state
         out_rho = prolong_density(rho, self.factor).float().cpu().numpy()
         centred = torch.stack(faces_to_centre(vel))
-        mode = "bilinear" if ndim == 2 else "trilinear"
+        mode = "bilinear" if self.config.dims == 2 else "trilinear"
         fine_v = F.interpolate(centred[None], scale_factor=self.factor, mode=mode, align_corners=False)[0]
-        out_vel = fine_v.movedim(0, -1).float().cpu().numpy()
-        if ndim == 2 and volume_form:
-            out_rho = out_rho[None]
-            out_vel = np.concatenate([out_vel, np.zeros_like(out_vel[..., :1])], axis=-1)[None]
-        self._last = (out_rho, out_vel)
-        return out_rho.copy(), out_vel.copy()
+        return out_rho, fine_v.movedim(0, -1).float().cpu().numpy()
 
-    def _restrict_inputs(self, density: Array | None, velocity: Array | None) -> tuple[torch.Tensor, Faces]:
+    def _from_host(self, density: Array | None, velocity: Array | None) -> tuple[torch.Tensor, Faces]:
         """Validate fine inputs (as the reference Stepper does) and restrict them to the coarse grid."""
         from mlvfx.fluids.reference import state_from_arrays
 
@@ -464,6 +432,26 @@ class SurrogateStepper:
         return rho, coarse.projection(vel)
 
 
+def load_surrogate(model_id: str) -> tuple[CorrectionNet, int, str]:
+    """``(net, factor, version)`` of the zoo's smoke surrogate ``model_id`` (fetched if needed).
+
+    Raises:
+        ModelNotFound: the model is not in the zoo manifest.
+        OfflineError / DownloadError / IntegrityError: as :func:`mlvfx.zoo.fetch`.
+    """
+    from mlvfx import zoo
+
+    try:
+        entry = zoo.load_manifest().get(model_id)
+    except ModelNotFound:
+        raise ModelNotFound(
+            f"smoke surrogate {model_id!r} is not in the model zoo; use the reference solver (--reference)"
+        ) from None
+    path = zoo.fetch(model_id, entry.version, fmt="safetensors")
+    net, factor = surrogate_from_state(zoo.load_state_dict(path), source=str(path))
+    return net, factor, entry.version
+
+
 def load_stepper(model_id: str, config: SmokeConfig, *, device: str | None = None) -> SurrogateStepper:
     """The zoo's smoke surrogate ``model_id`` (``smoke2d``/``smoke3d``) as a stepper for ``config``.
 
@@ -473,16 +461,7 @@ def load_stepper(model_id: str, config: SmokeConfig, *, device: str | None = Non
         InputError: the model's dimensionality does not match the shot, or the grid is not a
             multiple of the model's coarsening factor.
     """
-    from mlvfx import zoo
-
-    try:
-        entry = zoo.load_manifest().get(model_id)
-    except ModelNotFound:
-        raise ModelNotFound(
-            f"smoke surrogate {model_id!r} is not in the model zoo; use the reference solver"
-        ) from None
-    path = zoo.fetch(model_id, entry.version, fmt="safetensors")
-    net, factor = surrogate_from_state(zoo.load_state_dict(path), source=str(path))
+    net, factor, _ = load_surrogate(model_id)
     if device is not None:
         config = replace(config, device=device)
     return SurrogateStepper(config, net, factor)
