@@ -11,10 +11,10 @@ class MLVFX_PG_material(bpy.types.PropertyGroup):
     method: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Method",
         items=(
-            ("classical", "Classical", "Fast classical methods; no model needed"),
             ("learned", "Learned", "The zoo's learned material model (downloaded on first use)"),
+            ("classical", "Classical", "Fast classical methods; no model needed"),
         ),
-        default="classical",
+        default="learned",
     )
     tileable: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Tileable", description="The photo tiles; make the maps tile too", default=False

@@ -93,7 +93,7 @@ def test_bad_arguments() -> None:
     with pytest.raises(InputError):
         CorrectionNet(4)
     with pytest.raises(ModelNotFound, match="reference"):
-        load_stepper("smoke3d", SmokeConfig(shape=(16, 16, 16)))
+        load_stepper("smoke-missing", SmokeConfig(shape=(16, 16, 16)))
     with pytest.raises(InputError, match="non-empty"):
         unrolled_loss(
             SurrogateSolver(SmokeConfig(shape=(16, 16)), CorrectionNet(2, 4, 2)),

@@ -176,8 +176,8 @@ def test_load_stepper_from_the_zoo(zoo_env: ZooEnv, trained: tuple[Path, Path, P
     stepper = load_stepper("smoke2d", SmokeConfig(shape=(32, 32)))
     density, _ = stepper.step(None, None, make_scenario("plume", 2, 32).sources)
     assert float(density.sum()) > 0
-    with pytest.raises(ModelNotFound, match="smoke3d"):
-        load_stepper("smoke3d", SmokeConfig(shape=(16, 16, 16)))
+    with pytest.raises(ModelNotFound, match="smoke-missing"):
+        load_stepper("smoke-missing", SmokeConfig(shape=(16, 16, 16)))
 
 
 def test_cli_run_and_bench_with_local_weights(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:

@@ -494,7 +494,7 @@ def test_top_contents_wrap_a_python_processor_calling_mlvfx_houdini(assets, type
     if kind == "texture":
         assert _menu_tokens(outer["operation"]) == list(tops.TEXTURE_OPS)
     else:
-        assert _menu_tokens(outer["method"]) == ["classical", "learned"]
+        assert _menu_tokens(outer["method"]) == ["learned", "classical"]
 
 
 def test_package_file():

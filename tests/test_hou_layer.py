@@ -807,7 +807,7 @@ def test_material_jobs_validate_parameters(tmp_path):
         "--maps",
         "normal,height",
         "--method",
-        "classical",
+        "learned",
         "--normal-convention",
         "opengl",
         "--relief",

@@ -81,8 +81,29 @@ def test_bad_arguments() -> None:
         material(photo, method="magic")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="relief"):
         material(photo, relief=0)
+
+
+
+def test_learned_without_a_published_model_points_at_classical(tmp_path: Path, monkeypatch) -> None:
+    from mlvfx.zoo import manifest as zoo_manifest
+
+    (tmp_path / "manifest.json").write_text('{"schema_version": 1, "models": []}')
+    monkeypatch.setenv("MLVFX_ZOO_MANIFEST", str(tmp_path / "manifest.json"))
+    zoo_manifest._memo.clear()
     with pytest.raises(ModelNotFound, match="classical"):
-        material(photo, method="learned")
+        material(relief_photo(32), method="learned")
+    zoo_manifest._memo.clear()
+
+
+def test_learned_is_the_default_and_gives_aligned_consistent_maps() -> None:
+    photo = relief_photo(96)
+    result = material(photo, maps=("normal", "height", "albedo", "roughness"))
+    assert result.method == "learned"
+    n, h = result.maps["normal"], result.maps["height"]
+    assert n.shape == (96, 96, 3) and h.shape[:2] == (96, 96)
+    assert result.maps["albedo"].shape == (96, 96, 3) and result.maps["roughness"].shape[:2] == (96, 96)
+    assert np.abs(np.linalg.norm(n, axis=-1) - 1).max() < 1e-3
+    assert all(np.isfinite(m).all() for m in result.maps.values())
 
 
 def test_cancel_and_progress() -> None:
@@ -97,14 +118,15 @@ def test_cancel_and_progress() -> None:
     from mlvfx.errors import Cancelled
 
     with pytest.raises(Cancelled):
-        material(relief_photo(32), progress=progress, cancel=token)
+        material(relief_photo(32), method="classical", progress=progress, cancel=token)
     assert [m for _, m in seen][:3] == ["height", "normal", "albedo"]
 
 
 def test_written_folder_round_trips(tmp_path: Path) -> None:
     photo = relief_photo()
     src = write_image(tmp_path / "photo.png", photo, kind="color")
-    written = material_from_file(src, tmp_path / "mat", maps="normal,height,albedo,roughness,ao")
+    written = material_from_file(src, tmp_path / "mat", maps="normal,height,albedo,roughness,ao",
+                                 method="classical")
     names = sorted(p.name for p in (tmp_path / "mat").iterdir())
     assert names == ["albedo.png", "ao.png", "height.exr", "height16.png", "material.json", "normal.png",
                      "roughness.png"]

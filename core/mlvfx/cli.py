@@ -241,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", help="an image file, or a folder of images")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--method", choices=("classical", "learned"), default="classical",
-                   help="classical (fast, no model) or learned (zoo model); default: classical")
+    p.add_argument("--method", choices=("classical", "learned"), default="learned",
+                   help="learned (the zoo's model, fetched on first use) or classical (fast, no model); "
+                   "default: learned")
     p.add_argument("--maps", default="normal,height,albedo,roughness",
                    help="comma-separated: normal,height,albedo,roughness,ao (default: all but ao)")
     p.add_argument("--tileable", action="store_true", help="the photo tiles; make the maps tile too")
@@ -262,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The bundled sample photo becomes a material folder and a seamless tile.")
     p.add_argument("-o", "--output", default="mlvfx-demo",
                    help="output folder (a numbered sibling is used if it exists; default: ./mlvfx-demo)")
-    p.add_argument("--method", choices=("classical", "learned"), default="classical",
-                   help="classical or learned (default: classical)")
+    p.add_argument("--method", choices=("classical", "learned"), default="learned",
+                   help="learned or classical (default: learned)")
     p.set_defaults(func=cmd_demo)
 
     for register in _plugins():

@@ -242,6 +242,8 @@ learned = openvdb.read(str(cache / "density_0002.vdb"), "density")
 observed["surrogate_bake"] = {"active_voxels": int(learned.activeVoxelCount())}
 assert learned.activeVoxelCount() > 0
 settings.model = "reference"
+del os.environ["MLVFX_ZOO_MANIFEST"]  # back to the built-in manifest for the rest
+zoo_manifest._memo.clear()
 
 
 # -- failures leave the file unchanged and report cleanly ---------------------------------------

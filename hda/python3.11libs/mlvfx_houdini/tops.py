@@ -143,7 +143,7 @@ def material_jobs(
     outdir: str,
     *,
     maps: str = "normal,height,albedo,roughness",
-    method: str = "classical",
+    method: str = "learned",
     tileable: bool = False,
     normal_convention: str = "opengl",
     relief: float = 0.01,
