@@ -1,0 +1,42 @@
+"""The models published in model_zoo/: each loads from the repository's weights as its card says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mlvfx.zoo import load_manifest, load_state_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "model_zoo" / "weights"
+
+
+def _file(model_id: str, suffix: str) -> Path:
+    entry = load_manifest(ROOT / "model_zoo" / "manifest.json").get(model_id)
+    (f,) = [f for f in entry.files if f.name.endswith(suffix)]
+    path = WEIGHTS / f.name
+    assert path.stat().st_size == f.size and path.stat().st_size < 20 * 1024 * 1024
+    return path
+
+
+def test_published_material_onnx_matches_its_safetensors() -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from mlvfx.nets.material import material_net_from_state_dict
+
+    net = material_net_from_state_dict(load_state_dict(_file("material", ".safetensors"))).eval()
+    session = ort.InferenceSession(str(_file("material", ".onnx")), providers=["CPUExecutionProvider"])
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = net(x).numpy()
+    got = session.run(["maps"], {"photo": x.numpy()})[0]
+    assert got.shape == ref.shape and float(np.abs(got - ref).max()) <= 1e-4
+
+
+def test_published_smoke3d_is_a_symmetric_4x_surrogate() -> None:
+    from mlvfx.fluids.surrogate import surrogate_from_state
+
+    net, factor = surrogate_from_state(load_state_dict(_file("smoke3d", ".safetensors")))
+    assert factor == 4 and net.dims == 3 and net.symmetric
