@@ -2,6 +2,8 @@
 
 HOME=$(mktemp -d) .venv/bin/python docs/scripts/render_smoke_preview.py [--res 48] [--frames 40]
     [--out docs/addon_smoke_preview.png]
+HOME=$(mktemp -d) .venv/bin/python docs/scripts/render_smoke_preview.py --model smoke3d --res 64 \
+    --vorticity 0.1 --out docs/addon_smoke_surrogate_preview.png        # the zoo's learned surrogate
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--model", default="reference", help="reference, or smoke3d (the zoo's surrogate)")
     parser.add_argument("--res", type=int, default=48)
+    parser.add_argument("--vorticity", type=float, default=0.3)
     parser.add_argument("--frames", type=int, default=40)
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--out", default=str(ROOT / "docs/addon_smoke_preview.png"))
@@ -41,10 +45,11 @@ def _build(bpy: Any, args: argparse.Namespace) -> None:
     assert bpy.ops.mlvfx.add_smoke(emitter=emitter.name) == {"FINISHED"}
     domain = bpy.context.active_object
     s = domain.mlvfx_smoke
-    s.resolution, s.frame_start, s.frame_end, s.vorticity = args.res, 1, args.frames, 0.3
+    s.resolution, s.frame_start, s.frame_end, s.vorticity = args.res, 1, args.frames, args.vorticity
+    s.model = args.model
     start = time.perf_counter()
     assert bpy.ops.mlvfx.bake_smoke(domain=domain.name) == {"FINISHED"}
-    print(f"bake: {args.frames} frames at {args.res} in {time.perf_counter() - start:.1f} s")
+    print(f"bake ({args.model}): {args.frames} frames at {args.res} in {time.perf_counter() - start:.1f} s")
     emitter.hide_render = True
     scene.frame_set(args.frames)
 
