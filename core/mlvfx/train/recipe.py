@@ -78,7 +78,11 @@ class Recipe:
         return d
 
 
-def _section(cls: type[Any], raw: Any, where: str, path: Path | None) -> Any:
+def recipe_section(cls: type[Any], raw: Any, where: str, path: Path | None) -> Any:
+    """Build the dataclass ``cls`` from a recipe section; unknown keys and bad values are errors.
+
+    JSON lists become tuples (nested ones too), as the frozen dataclasses expect.
+    """
     if raw is None:
         return cls()
     if not isinstance(raw, dict):
@@ -87,7 +91,7 @@ def _section(cls: type[Any], raw: Any, where: str, path: Path | None) -> Any:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise InputError(f"unknown key(s) in recipe section {where!r}: {', '.join(unknown)}", path)
-    kw = dict(raw)
+    kw = {k: _tuples(v) for k, v in raw.items()}
     if "families" in kw:
         kw["families"] = tuple(str(f) for f in kw["families"])
     if "widths" in kw:
@@ -96,6 +100,28 @@ def _section(cls: type[Any], raw: Any, where: str, path: Path | None) -> Any:
         return cls(**kw)
     except TypeError as exc:
         raise InputError(f"bad recipe section {where!r}: {exc}", path) from None
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def read_recipe_json(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
+    """The parsed JSON object of a recipe file.
+
+    Raises:
+        InputError: the file is missing, unreadable, not JSON, or not an object.
+    """
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError("recipe not found", p) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable recipe: {exc}", p) from None
+    if not isinstance(d, dict):
+        raise InputError("a recipe must be a JSON object", p)
+    return d, p
 
 
 def recipe_from_dict(d: dict[str, Any], path: Path | None = None) -> Recipe:
@@ -108,10 +134,10 @@ def recipe_from_dict(d: dict[str, Any], path: Path | None = None) -> Recipe:
     recipe = Recipe(
         name=d["name"],
         seed=d["seed"],
-        data=_section(DataSpec, d.get("data"), "data", path),
-        model=_section(MaterialNetConfig, d.get("model"), "model", path),
-        train=_section(TrainSpec, d.get("train"), "train", path),
-        loss=_section(LossSpec, d.get("loss"), "loss", path),
+        data=recipe_section(DataSpec, d.get("data"), "data", path),
+        model=recipe_section(MaterialNetConfig, d.get("model"), "model", path),
+        train=recipe_section(TrainSpec, d.get("train"), "train", path),
+        loss=recipe_section(LossSpec, d.get("loss"), "loss", path),
     )
     t = recipe.train
     if t.steps < 1 or t.batch < 1 or t.crop < 16 or t.lr <= 0 or t.threads < 1:
@@ -125,13 +151,5 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     Raises:
         InputError: the file is missing, not JSON, or has unknown/invalid settings.
     """
-    p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise InputError("recipe not found", p) from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"unreadable recipe: {exc}", p) from None
-    if not isinstance(d, dict):
-        raise InputError("a recipe must be a JSON object", p)
+    d, p = read_recipe_json(path)
     return recipe_from_dict(d, p)

@@ -26,7 +26,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,35 +107,11 @@ class SmokeRecipe:
         return json.loads(json.dumps(asdict(self)))  # type: ignore[no-any-return]
 
 
-def _section(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise InputError(f"recipe section {where!r} must be an object")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise InputError(f"recipe section {where!r} has unknown keys: {', '.join(unknown)}")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if isinstance(value, list):
-            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        values[key] = value
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise InputError(f"recipe section {where!r}: {exc}") from None
-
-
 def load_smoke_recipe(path: str | os.PathLike[str]) -> SmokeRecipe:
     """Read and validate a smoke recipe JSON file (unknown keys are errors)."""
-    p = Path(path)
-    try:
-        raw = json.loads(p.read_text())
-    except OSError as exc:
-        raise InputError(f"cannot read recipe ({exc.strerror or exc})", path=p) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"recipe is not valid JSON ({exc.msg} at line {exc.lineno})", path=p) from None
-    if not isinstance(raw, dict):
-        raise InputError("recipe must be a JSON object", path=p)
+    from mlvfx.train.recipe import read_recipe_json, recipe_section
+
+    raw, p = read_recipe_json(path)
     raw = dict(raw)
     raw.pop("comment", None)
     top = {"name", "dims", "seed", "data", "model", "train"}
@@ -147,14 +123,12 @@ def load_smoke_recipe(path: str | os.PathLike[str]) -> SmokeRecipe:
             name=str(raw["name"]),
             dims=int(raw["dims"]),
             seed=int(raw["seed"]),
-            data=_section(SmokeData, raw.get("data", {}), "data"),
-            model=_section(SmokeModel, raw.get("model", {}), "model"),
-            train=_section(SmokeTrain, raw.get("train", {}), "train"),
+            data=recipe_section(SmokeData, raw.get("data", {}), "data", p),
+            model=recipe_section(SmokeModel, raw.get("model", {}), "model", p),
+            train=recipe_section(SmokeTrain, raw.get("train", {}), "train", p),
         )
     except KeyError as exc:
         raise InputError(f"recipe lacks {exc.args[0]!r}", path=p) from None
-    except InputError as exc:
-        raise InputError(str(exc), path=p) from None
     _validate(recipe, p)
     return recipe
 
