@@ -184,6 +184,7 @@ def generate_data(
     root: str | os.PathLike[str], recipe: SmokeRecipe, progress: ProgressFn | None = None
 ) -> Path:
     """Run the reference shots that are missing under ``root`` (resumable; atomic per shot)."""
+    from mlvfx.fluids.grid import face_shape
     from mlvfx.fluids.scenarios import simulate
     from mlvfx.fluids.surrogate import restrict_density, restrict_faces
     from mlvfx.io.atomic import write_bytes_atomic
@@ -219,9 +220,10 @@ def generate_data(
         fine: dict[str, np.ndarray[Any, Any]] = {}
         zero = restrict_density(torch.zeros(sc.config.shape, dtype=torch.float64), factor)
         dens.append(zero.float().numpy())
-        from mlvfx.fluids.reference import ReferenceSolver
-
-        zero_faces = restrict_faces(ReferenceSolver(sc.config, sc.obstacles).zeros()[1], factor)
+        shape = sc.config.shape
+        zero_faces = restrict_faces(
+            [torch.zeros(face_shape(shape, c), dtype=torch.float64) for c in range(recipe.dims)], factor
+        )
         for c in range(recipe.dims):
             faces[c].append(zero_faces[c].float().numpy())
         for i, rho, vel in simulate(sc, steps):
