@@ -6,7 +6,9 @@ writes ``frame_0001.npz`` ... (arrays ``density`` (Z, Y, X) and ``velocity`` (Z,
 components (x, y, z), float32; 2D shots are one voxel deep) and, where an ``openvdb`` module is
 available (see :mod:`mlvfx.io.volume`), ``frame_0001.vdb`` ... with grids ``density`` and ``vel``,
 Y-up (Houdini) or, with ``--up z``, Z-up (Blender). Without ``--reference`` the learned
-surrogate is asked for; until it ships that is a clear ``ModelNotFound`` error.
+surrogate is used (the zoo's ``smoke<dims>d``, or ``--weights``); a model the zoo lacks is a clear
+``ModelNotFound`` error. ``mlvfx smoke bench`` compares a surrogate with the reference, coarse-only
+and coarse+bicubic on held-out shots.
 """
 
 from __future__ import annotations

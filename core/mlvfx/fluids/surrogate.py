@@ -1,23 +1,24 @@
-"""Building blocks of the learned smoke surrogate (Solver-in-the-Loop, Um et al. 2020).
+"""The learned smoke surrogate (Solver-in-the-Loop, Um et al. 2020).
 
 The surrogate runs the reference solver on a grid ``factor`` (default 4) times coarser per axis
 and adds a small CNN correction after every coarse step; for display, the coarse density is
-brought back to the output resolution. This module has the parts that do not need trained
-weights, each tested:
+brought back to the output resolution. Here:
 
 * transfer operators between the fine and the coarse grid: :func:`restrict_density` (cell
   averages, conserves total density), :func:`restrict_faces` (face-flux averages, which keep a
   discretely divergence-free field divergence-free on the coarse grid), :func:`restrict_mask`
   and :func:`prolong_density`;
 * :class:`CorrectionNet`, whose last layer starts at zero so an untrained surrogate *is* the
-  coarse-only baseline;
-* :class:`SurrogateSolver`, the corrected coarse step (differentiable end to end with the DCT or
-  CG projection, which training needs);
+  coarse-only baseline, optionally mirror-symmetrised;
+* :class:`SurrogateSolver`, the corrected coarse step (differentiable end to end for training;
+  the projection's gradient is the projection itself, :class:`AdjointProjection`);
 * :func:`unrolled_loss`, the Solver-in-the-Loop objective: unroll ``k`` corrected steps from a
-  noise-perturbed reference state and compare with the restricted reference trajectory.
+  noise-perturbed reference state and compare with the restricted reference trajectory;
+* :class:`SurrogateStepper` and :func:`load_stepper` / :func:`load_surrogate`: the zoo's trained
+  models behind the numpy interface hosts call.
 
-Not here yet (issue 7, later sessions): the training recipe and data set, trained weights, the
-learned upres, and :func:`load_stepper` returning a real model (it raises ``ModelNotFound``).
+Training lives in :mod:`mlvfx.train.smoke` (``mlvfx train smoke2d|smoke3d``). Not built: a learned
+upres (the output upsampling is bicubic in 2D, trilinear in 3D).
 """
 
 from __future__ import annotations
