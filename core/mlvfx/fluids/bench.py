@@ -47,7 +47,8 @@ class BenchSpec:
     families: tuple[str, ...] = ("plume", "two_sources", "wind", "obstacle")
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``|a - b| / |b|`` (0 when ``b`` is all zero)."""
     den = float(torch.linalg.vector_norm(b))
     return float(torch.linalg.vector_norm(a - b)) / den if den > 0 else 0.0
 
@@ -103,13 +104,13 @@ def run_bench(
                 if i % 10 == 0 or i in spec.eval_steps:
                     truth = states["reference"][0]
                     vals = {
-                        "coarse_only": _rel(
+                        "coarse_only": rel_l2(
                             _upsample(states["coarse"][0].double(), factor, "nearest"), truth
                         ),
-                        "coarse_bicubic": _rel(
+                        "coarse_bicubic": rel_l2(
                             _upsample(states["coarse"][0].double(), factor, "smooth"), truth
                         ),
-                        "surrogate": _rel(
+                        "surrogate": rel_l2(
                             _upsample(states["surrogate"][0].double(), factor, "smooth"), truth
                         ),
                     }

@@ -477,18 +477,13 @@ def train_surrogate(
     return SmokeTrainResult(out, it, seconds, stopped, weights, result)
 
 
-def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    """``|a - b| / |b|`` (0 when both vanish)."""
-    den = float(torch.linalg.vector_norm(b))
-    return float(torch.linalg.vector_norm(a - b)) / den if den > 0 else 0.0
-
-
 @torch.no_grad()
 def validate(net: Any, shots: list[Shot], recipe: SmokeRecipe) -> dict[str, Any]:
     """Rollouts from an empty domain: mean density rel. L2 against the fine reference.
 
     Reported for the surrogate and for coarse-only (the same coarse solver without the net).
     """
+    from mlvfx.fluids.bench import rel_l2
     from mlvfx.fluids.surrogate import SurrogateSolver, prolong_density
 
     was_training = net.training
