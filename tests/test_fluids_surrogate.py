@@ -156,14 +156,18 @@ def test_training_gradients_are_finite_with_obstacles_and_vorticity() -> None:
     assert any(float(p.grad.abs().sum()) > 0 for p in net.parameters() if p.grad is not None)
 
 
+@pytest.mark.parametrize("mode", ["average", "equivariant"])
 @pytest.mark.parametrize("dims", [2, 3])
-def test_symmetric_net_commutes_with_the_mirror_and_survives_a_round_trip(dims: int) -> None:
+def test_symmetric_net_commutes_with_the_mirror_and_survives_a_round_trip(dims: int, mode: str) -> None:
     from mlvfx.fluids.surrogate import surrogate_from_state, surrogate_state
 
-    net = CorrectionNet(dims, width=6, depth=3, conditions=2, symmetric=True).double()
+    equivariant = mode == "equivariant"
+    net = CorrectionNet(dims, width=6, depth=3, conditions=2, symmetric=True, equivariant=equivariant)
+    net = net.double()
     head = net.body[-1]
-    assert isinstance(head, torch.nn.Conv2d | torch.nn.Conv3d)
+    assert isinstance(head.weight, torch.nn.Parameter)
     torch.nn.init.normal_(head.weight, std=0.1)
+    torch.nn.init.normal_(head.bias, std=0.1)  # an odd output's bias must be masked out
     channels = 1 + dims + 2 + 2
     x = torch.randn(
         (2, channels) + (8,) * dims, generator=torch.Generator().manual_seed(1), dtype=torch.float64
@@ -174,10 +178,67 @@ def test_symmetric_net_commutes_with_the_mirror_and_survives_a_round_trip(dims: 
     with torch.no_grad():
         y = net(x)
         y_mirrored = net(x.flip(-1) * sign.view(view))
+    assert float(y.abs().max()) > 1e-3  # the check below is not vacuous
     assert torch.allclose(y_mirrored, y.flip(-1) * sign[: 1 + dims].view(view), atol=1e-12)
     back, factor = surrogate_from_state(surrogate_state(net, 4))
-    assert back.symmetric and factor == 4
+    assert back.symmetric and back.equivariant == equivariant and factor == 4
     with torch.no_grad():
         assert torch.allclose(back.double()(x), y, atol=1e-5)  # weights stored as float32
     plain, _ = surrogate_from_state(surrogate_state(CorrectionNet(dims, 4, 2), 4))
-    assert not plain.symmetric
+    assert not plain.symmetric and not plain.equivariant and not plain.conserve_mass
+
+
+def test_equivariant_net_is_one_pass_of_the_same_size() -> None:
+    plain = CorrectionNet(2, width=8, depth=4, conditions=2)
+    equi = CorrectionNet(2, width=8, depth=4, conditions=2, equivariant=True)
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in equi.parameters())
+    calls = []
+    equi.body.register_forward_hook(lambda *_: calls.append(1))
+    equi(torch.zeros(1, 7, 8, 8))
+    assert len(calls) == 1
+
+
+def test_mass_conserving_correction_keeps_the_coarse_total() -> None:
+    from mlvfx.fluids.surrogate import surrogate_from_state, surrogate_state
+
+    sc = make_scenario("plume", 2, 64)
+    results = {}
+    for conserve in (False, True):
+        net = CorrectionNet(2, width=4, depth=2, conditions=2, conserve_mass=conserve).double()
+        torch.nn.init.constant_(net.body[-1].bias, 0.0)
+        with torch.no_grad():
+            net.body[-1].bias[0] = -0.05  # a net that drains density everywhere
+        surrogate = SurrogateSolver(sc.config, net)
+        sources = surrogate.prepare_sources(sc.sources)
+        rho, vel = surrogate.solver.zeros()
+        for _ in range(6):
+            rho, vel = surrogate.solver.advance(rho, vel, sources)
+        before = float(rho.sum())
+        with torch.no_grad():
+            after, _ = surrogate.correct(rho, vel, sources)
+        results[conserve] = float(after.sum()) / before
+    assert results[False] < 0.9  # the drain is real without the constraint
+    assert results[True] == pytest.approx(1.0, rel=1e-9)
+    back, _ = surrogate_from_state(surrogate_state(net, 4))
+    assert back.conserve_mass
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_upres_commutes_with_the_mirror_and_starts_as_the_smooth_upsampling(dims: int) -> None:
+    from mlvfx.fluids.surrogate import UpresNet
+
+    channels = 1 + dims + 2 + 2
+    x = torch.randn(
+        (2, channels) + (6,) * dims, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
+    up = UpresNet(dims, 4, width=6, depth=3, conditions=2).double()
+    with torch.no_grad():
+        assert float(up(x).abs().max()) == 0.0  # zero-initialised head: the smooth upsampling
+        torch.nn.init.normal_(up.body[-1].weight, std=0.1)
+        torch.nn.init.normal_(up.body[-1].bias, std=0.1)
+        y = up(x)
+        sign = torch.ones(channels, dtype=torch.float64)
+        sign[1] = -1.0
+        y_m = up(x.flip(-1) * sign.view((1, -1) + (1,) * dims))
+    assert y.shape == (2, 1) + (24,) * dims and float(y.abs().max()) > 1e-3
+    assert torch.allclose(y_m, y.flip(-1), atol=1e-12)

@@ -257,3 +257,45 @@ def test_cli_run_and_bench_with_local_weights(trained: tuple[Path, Path, Path], 
     )
     assert missing.returncode != 0 and "nope.safetensors" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_upres_trains_on_the_surrogates_rollouts_and_ships_in_the_weights(tmp_path: Path) -> None:
+    from mlvfx.fluids.surrogate import SurrogateSolver, prolong_density
+    from mlvfx.train.smoke import generate_fine
+
+    model = {"factor": 4, "width": 4, "depth": 2, "equivariant": True, "conserve_mass": True}
+    upres = {"iterations": 4, "every": 3, "width": 4, "depth": 2, "batch": 2}
+    recipe = load_smoke_recipe(write_recipe(tmp_path / "up.json", model=model, upres=upres))
+    data = generate_data(tmp_path / "data", recipe)
+    generate_fine(data, recipe)
+    with np.load(data / "fine_000000.npz") as z:
+        assert z["steps"].tolist() == [3, 6, 9, 12] and z["density"].shape == (4, 32, 32)
+        assert z["density"].dtype == np.float16 and float(z["density"][-1].sum()) > 0
+    stamp = (data / "fine_000000.npz").stat().st_mtime_ns
+    generate_fine(data, recipe)  # a rerun skips finished shots
+    assert (data / "fine_000000.npz").stat().st_mtime_ns == stamp
+    res = train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["upres"]["iterations"] == 4 and summary["upres"]["frames"] == 8
+    assert {"surrogate_t10", "surrogate_smooth_t10", "coarse_only_t10"} <= set(res.validation)
+    state = __import__("mlvfx.zoo", fromlist=["load_state_dict"]).load_state_dict(res.weights)
+    assert any(k.startswith("upres.") for k in state)
+    net, factor = surrogate_from_state(state)
+    assert net.upres is not None and net.equivariant and net.conserve_mass and factor == 4
+    # The trained upres changes the output, keeps it non-negative, and the stepper uses it.
+    sc = make_scenario("plume", 2, 32)
+    sur = SurrogateSolver(sc.config, net, None, 4, dtype="float32")
+    src = sur.prepare_sources(sc.sources)
+    rho, vel = sur.solver.zeros()
+    with torch.no_grad():
+        for _ in range(6):
+            rho, vel = sur.advance(rho, vel, src)
+        learned = sur.output_density(rho, vel, src)
+    smooth = prolong_density(rho, 4)
+    assert float((learned - smooth).abs().max()) > 0 and float(learned.min()) >= 0
+    density, _ = SurrogateStepper(sc.config, net, 4).step(None, None, sc.sources)
+    assert density.shape == (32, 32) and float(density.min()) >= 0
+    (data / "fine_000001.npz").unlink()
+    with pytest.raises(InputError, match=r"fine_000001\.npz: fine reference data for the upres is missing"):
+        train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run2")
+    assert not (tmp_path / "run2" / "checkpoint.pt").exists()  # it failed before training

@@ -9,16 +9,19 @@ brought back to the output resolution. Here:
   discretely divergence-free field divergence-free on the coarse grid), :func:`restrict_mask`
   and :func:`prolong_density`;
 * :class:`CorrectionNet`, whose last layer starts at zero so an untrained surrogate *is* the
-  coarse-only baseline, optionally mirror-symmetrised;
+  coarse-only baseline: mirror-averaged, or mirror-equivariant by construction
+  (:class:`MirrorConv`), optionally mass-conserving;
 * :class:`SurrogateSolver`, the corrected coarse step (differentiable end to end for training;
   the projection's gradient is the projection itself, :class:`AdjointProjection`);
 * :func:`unrolled_loss`, the Solver-in-the-Loop objective: unroll ``k`` corrected steps from a
   noise-perturbed reference state and compare with the restricted reference trajectory;
 * :class:`SurrogateStepper` and :func:`load_stepper` / :func:`load_surrogate`: the zoo's trained
-  models behind the numpy interface hosts call.
+  models behind the numpy interface hosts call;
+* :class:`UpresNet`, the learned upres that brings the coarse density back to output resolution
+  (a sub-pixel CNN on the coarse grid added to the bicubic/trilinear upsampling), stored in the
+  same weights file as the correction (keys ``upres.*``); :meth:`SurrogateSolver.output_density`.
 
-Training lives in :mod:`mlvfx.train.smoke` (``mlvfx train smoke2d|smoke3d``). Not built: a learned
-upres (the output upsampling is bicubic in 2D, trilinear in 3D).
+Training lives in :mod:`mlvfx.train.smoke` (``mlvfx train smoke2d|smoke3d``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "CorrectionNet",
     "SurrogateSolver",
     "SurrogateStepper",
+    "UpresNet",
     "coarse_config",
     "condition_values",
     "load_stepper",
@@ -113,6 +117,145 @@ def coarse_config(config: SmokeConfig, factor: int = 4) -> SmokeConfig:
     return replace(config, shape=shape)
 
 
+class MirrorConv(nn.Module):
+    """A 3-tap convolution that commutes with the X mirror, for channels that are even or odd.
+
+    Under the mirror ``M`` (flip the last axis, negate the odd channels, such as the X velocity)
+    an even-to-even or odd-to-odd kernel must be symmetric in X and an even-to-odd or odd-to-even
+    one antisymmetric; odd outputs get no bias. With ``perm`` the mirror also swaps output
+    channels (``perm[o]`` is the partner of ``o``: the sub-cells of an upres head), and the
+    kernel of ``perm[o]`` is the mirrored kernel of ``o``. The kernel is projected onto that
+    subspace at every call, so ``conv(M x) = M conv(x)`` holds exactly (zero padding is
+    mirror-symmetric too) and one pass costs what a plain convolution costs: half of mirror
+    averaging.
+    """
+
+    parity: torch.Tensor
+    bias_sign: torch.Tensor
+    perm: torch.Tensor
+
+    def __init__(
+        self,
+        dims: int,
+        odd_in: Sequence[bool],
+        odd_out: Sequence[bool],
+        perm: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        shape = (len(odd_out), len(odd_in)) + (3,) * dims
+        base = (nn.Conv2d if dims == 2 else nn.Conv3d)(len(odd_in), len(odd_out), 3, padding=1)
+        self.weight = nn.Parameter(base.weight.detach().clone().reshape(shape))
+        self.bias = nn.Parameter(base.bias.detach().clone())  # type: ignore[union-attr]
+        o = torch.tensor([1.0 if b else 0.0 for b in odd_out])
+        i = torch.tensor([1.0 if b else 0.0 for b in odd_in])
+        parity = 1.0 - 2.0 * (o[:, None] - i[None, :]).abs()  # +1 same parity, -1 mixed
+        self.register_buffer("parity", parity.reshape(parity.shape + (1,) * dims), persistent=False)
+        self.register_buffer("bias_sign", 1.0 - 2.0 * o, persistent=False)
+        index = list(range(len(odd_out))) if perm is None else [int(k) for k in perm]
+        if sorted(index) != list(range(len(odd_out))) or any(index[index[k]] != k for k in index):
+            raise InputError("a MirrorConv output permutation must be an involution")
+        self.register_buffer("perm", torch.tensor(index), persistent=False)
+        self.dims = dims
+
+    def kernel(self) -> torch.Tensor:
+        return 0.5 * (self.weight + self.parity * self.weight.flip(-1)[self.perm])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = 0.5 * (self.bias + self.bias_sign * self.bias[self.perm])
+        return _conv(x, self.kernel(), bias)
+
+
+_ONEDNN = bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A stride-1, 'same' 3-tap convolution; oneDNN directly for float32 on the CPU.
+
+    PyTorch's dispatcher keeps batch-1 3D convolutions with few channels and slices on its naive
+    kernel (about 15x slower here at 32^3 x 16 channels, measured); calling oneDNN directly
+    avoids that. Float64 (tests) and CUDA take the ordinary path.
+    """
+    dims = x.dim() - 2
+    if x.device.type == "cpu" and x.dtype == torch.float32 and _ONEDNN:
+        ones = (1,) * dims
+        out: torch.Tensor = torch.mkldnn_convolution(x, weight, bias, ones, ones, ones, 1)
+        return out
+    return F.conv2d(x, weight, bias, padding=1) if dims == 2 else F.conv3d(x, weight, bias, padding=1)
+
+
+class MirrorAct(nn.Module):
+    """GELU on even channels, tanh (an odd function) on odd ones: the mirror commutes with it."""
+
+    odd: torch.Tensor
+
+    def __init__(self, odd: Sequence[bool], dims: int) -> None:
+        super().__init__()
+        mask = torch.tensor([bool(b) for b in odd]).reshape((1, -1) + (1,) * dims)
+        self.register_buffer("odd", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.odd, torch.tanh(x), F.gelu(x))
+
+
+def _subcell_mirror(factor: int, dims: int) -> list[int]:
+    """For sub-cell channel ``c`` (X fastest) of an upres head, the channel the X mirror maps it to."""
+    out = []
+    for c in range(factor**dims):
+        sx = c % factor
+        out.append(c - sx + factor - 1 - sx)
+    return out
+
+
+def shuffle_up(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``(B, factor**d, *coarse)`` -> ``(B, 1, *fine)``: sub-cell channels to fine cells (X fastest)."""
+    if x.dim() == 4:
+        return F.pixel_shuffle(x, factor)
+    b, _, z, y, xx = x.shape
+    f = factor
+    fine = x.reshape(b, f, f, f, z, y, xx).permute(0, 4, 1, 5, 2, 6, 3)
+    return fine.reshape(b, 1, z * f, y * f, xx * f)
+
+
+class UpresNet(nn.Module):
+    """The learned upres: a coarse surrogate state -> a density correction at output resolution.
+
+    It reads the same channels as :class:`CorrectionNet` on the coarse grid and predicts, for
+    every coarse cell, the ``factor**d`` fine cells inside it (a sub-pixel head), added to the
+    bicubic (2D) / trilinear (3D) upsampling. All convolutions run on the coarse grid, so it
+    costs about what one correction costs. Mirror-equivariant by construction (the head's
+    sub-cells swap under the mirror), and zero-initialised: untrained, it *is* the smooth
+    upsampling.
+    """
+
+    def __init__(self, dims: int, factor: int, width: int = 12, depth: int = 3, conditions: int = 0) -> None:
+        super().__init__()
+        if dims not in (2, 3) or factor < 2 or width < 2 or depth < 2:
+            raise InputError(f"bad UpresNet: dims {dims}, factor {factor}, width {width}, depth {depth}")
+        channels_in = 1 + dims + 2 + conditions
+        odd_in = [c == 1 for c in range(channels_in)]
+        hidden = [c >= width // 2 for c in range(width)]
+        layers: list[nn.Module] = [MirrorConv(dims, odd_in, hidden), MirrorAct(hidden, dims)]
+        for _ in range(depth - 2):
+            layers += [MirrorConv(dims, hidden, hidden), MirrorAct(hidden, dims)]
+        head = MirrorConv(dims, hidden, [False] * factor**dims, perm=_subcell_mirror(factor, dims))
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+        layers.append(head)
+        self.body = nn.Sequential(*layers)
+        self.dims = dims
+        self.factor = factor
+        self.width = width
+        self.depth = depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, channels, *coarse)`` -> the residual ``(B, 1, *fine)``."""
+        return shuffle_up(self.body(x), self.factor)
+
+
+SYMMETRY_MODES = ("none", "average", "equivariant")
+"""How a :class:`CorrectionNet` respects the X mirror; stored in its ``symmetry`` buffer as 0, 1, 2."""
+
+
 class CorrectionNet(nn.Module):
     """A small residual CNN that corrects one coarse step.
 
@@ -120,23 +263,49 @@ class CorrectionNet(nn.Module):
     the source mask and ``conditions`` constant channels describing the shot (see
     :func:`condition_values`). Output: corrections of density and of each velocity component at
     cell centres. The last layer is zero-initialised, so the untrained net changes nothing.
+
+    Args:
+        symmetric: Mirror-average the output (runs the CNN twice); see :meth:`forward`.
+        equivariant: Build every layer from :class:`MirrorConv` (half the hidden channels odd),
+            which commutes with the mirror by construction in one pass. Implies ``symmetric``.
+        conserve_mass: The corrected density is rescaled to the total the coarse step produced
+            (:meth:`SurrogateSolver.correct`), so the net can move smoke but not create or drain it.
     """
 
     def __init__(
-        self, dims: int, width: int = 32, depth: int = 4, conditions: int = 0, symmetric: bool = False
+        self,
+        dims: int,
+        width: int = 32,
+        depth: int = 4,
+        conditions: int = 0,
+        symmetric: bool = False,
+        equivariant: bool = False,
+        conserve_mass: bool = False,
     ) -> None:
         super().__init__()
         if dims not in (2, 3):
             raise InputError(f"dims must be 2 or 3, got {dims}")
         if width < 1 or depth < 2 or conditions < 0:
             raise InputError(f"bad CorrectionNet size: width {width}, depth {depth}, conditions {conditions}")
-        conv = nn.Conv2d if dims == 2 else nn.Conv3d
         channels_in = 1 + dims + 2 + conditions
-        layers: list[nn.Module] = [conv(channels_in, width, 3, padding=1), nn.GELU()]
-        for _ in range(depth - 2):
-            layers += [conv(width, width, 3, padding=1), nn.GELU()]
-        head = conv(width, 1 + dims, 3, padding=1)
-        nn.init.zeros_(head.weight)
+        layers: list[nn.Module] = []
+        if equivariant:
+            if width < 2:
+                raise InputError("an equivariant CorrectionNet needs width >= 2")
+            odd_in = [c == 1 for c in range(channels_in)]  # channel 1: the X velocity
+            hidden = [c >= width // 2 for c in range(width)]
+            odd_out = [c == 1 for c in range(1 + dims)]
+            layers += [MirrorConv(dims, odd_in, hidden), MirrorAct(hidden, dims)]
+            for _ in range(depth - 2):
+                layers += [MirrorConv(dims, hidden, hidden), MirrorAct(hidden, dims)]
+            head: nn.Module = MirrorConv(dims, hidden, odd_out)
+        else:
+            conv = nn.Conv2d if dims == 2 else nn.Conv3d
+            layers += [conv(channels_in, width, 3, padding=1), nn.GELU()]
+            for _ in range(depth - 2):
+                layers += [conv(width, width, 3, padding=1), nn.GELU()]
+            head = conv(width, 1 + dims, 3, padding=1)
+        nn.init.zeros_(head.weight)  # type: ignore[arg-type]
         nn.init.zeros_(head.bias)  # type: ignore[arg-type]
         layers.append(head)
         self.body = nn.Sequential(*layers)
@@ -144,19 +313,25 @@ class CorrectionNet(nn.Module):
         self.width = width
         self.depth = depth
         self.conditions = conditions
-        self.symmetric = symmetric
-        # Stored with the weights, so a loaded net knows whether it is mirror-symmetrised.
-        self.register_buffer("symmetry", torch.tensor([1.0 if symmetric else 0.0]))
+        self.equivariant = equivariant
+        self.symmetric = symmetric or equivariant
+        self.conserve_mass = conserve_mass
+        # Stored with the weights, so a loaded net knows how it was built.
+        mode = 2.0 if equivariant else 1.0 if symmetric else 0.0
+        self.register_buffer("symmetry", torch.tensor([mode]))
+        self.register_buffer("mass", torch.tensor([1.0 if conserve_mass else 0.0]))
+        self.upres: UpresNet | None = None  # attached after training (see mlvfx.train.smoke)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1 + dims + 2 + conditions, [Z,] Y, X)`` -> ``(B, 1 + dims, [Z,] Y, X)``.
 
-        A ``symmetric`` net averages its output with that of the X-mirrored input (mirrored back,
-        X velocity negated), so it commutes exactly with the left-right mirror, as the solver
-        does: a CNN on its own breaks the symmetry of a centred plume a little at every step, and
-        the plume's instability amplifies that.
+        A ``symmetric`` net commutes exactly with the left-right mirror (X velocity negated), as
+        the solver does: a CNN on its own breaks the symmetry of a centred plume a little at every
+        step, and the plume's instability amplifies that. An averaging net gets there by averaging
+        its output with that of the mirrored input (mirrored back); an equivariant one by
+        construction.
         """
-        if not self.symmetric:
+        if not self.symmetric or self.equivariant:
             out: torch.Tensor = self.body(x)
             return out
         sign = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
@@ -241,12 +416,18 @@ class SurrogateSolver:
         config = coarse_config(fine_config, factor)
         if dtype is not None:
             config = replace(config, dtype=dtype)
+        self.fine_solid: torch.Tensor | None = None
         if obstacles is not None:
-            obstacles = restrict_mask(np.asarray(obstacles, dtype=float), factor) >= 0.5
+            fine = np.asarray(obstacles, dtype=float)
+            obstacles = restrict_mask(fine, factor) >= 0.5
+            if fine.shape == tuple(fine_config.shape) and (fine >= 0.5).any():
+                self.fine_solid = torch.as_tensor(fine >= 0.5)
         self.solver = ReferenceSolver(config, obstacles)
         if differentiable:
             self.solver._projection = AdjointProjection(self.solver.projection)  # type: ignore[assignment]
         self.net = net.to(device=self.solver.device, dtype=self.solver.dtype)
+        if self.fine_solid is not None:
+            self.fine_solid = self.fine_solid.to(self.solver.device)
         self._conditions = condition_values(fine_config)[: net.conditions]
 
     def prepare_sources(self, sources: Sequence[Source]) -> list[PreparedSource]:
@@ -254,20 +435,44 @@ class SurrogateSolver:
         coarse = [Source(restrict_mask(s.mask, self.factor), s.rate, s.velocity) for s in sources]
         return self.solver.prepare_sources(coarse)
 
+    def inputs(
+        self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
+    ) -> torch.Tensor:
+        """The nets' input channels for a coarse state, ``(1, C, *coarse)``."""
+        centred = faces_to_centre(vel)
+        source_mask = torch.zeros_like(density)
+        for src in sources:
+            source_mask = source_mask + src.mask
+        solid = self.solver.solid.to(density.dtype)
+        channels = [density, *centred, solid, source_mask]
+        channels += [torch.full_like(density, c) for c in self._conditions]
+        return torch.stack(channels)[None]
+
+    def output_density(
+        self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
+    ) -> torch.Tensor:
+        """The density at output resolution: the learned upres if the model has one, else smooth."""
+        up = prolong_density(density, self.factor)
+        upres = self.net.upres
+        if upres is None:
+            return up
+        residual: torch.Tensor = upres(self.inputs(density, vel, sources))[0, 0]
+        out = (up + residual).clamp(min=0.0)
+        return out if self.fine_solid is None else out.masked_fill(self.fine_solid, 0.0)
+
     def correct(
         self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
     ) -> tuple[torch.Tensor, Faces]:
         """The learned correction of a state the coarse solver just produced (re-projected)."""
         solver = self.solver
-        centred = faces_to_centre(vel)
-        source_mask = torch.zeros_like(density)
-        for src in sources:
-            source_mask = source_mask + src.mask
-        solid = solver.solid.to(density.dtype)
-        channels = [density, *centred, solid, source_mask]
-        channels += [torch.full_like(density, c) for c in self._conditions]
-        delta = self.net(torch.stack(channels)[None])[0]
-        density = (density + delta[0]).clamp(min=0.0).masked_fill(solver.solid, 0.0)
+        delta = self.net(self.inputs(density, vel, sources))[0]
+        corrected = (density + delta[0]).clamp(min=0.0).masked_fill(solver.solid, 0.0)
+        if self.net.conserve_mass:
+            # Rescale to the coarse step's total: the net moves smoke but cannot drain it.
+            total, before = corrected.sum(), density.sum()
+            scaled = corrected * (before / total.clamp(min=1e-12))
+            corrected = torch.where(total > 1e-6 * before, scaled, density)
+        density = corrected
         vel = [v + dv for v, dv in zip(vel, centre_to_faces(list(delta[1:])), strict=True)]
         return density, solver.projection(vel)
 
@@ -359,9 +564,27 @@ def surrogate_from_state(
         width = int(first.shape[0])
         conditions = int(first.shape[1]) - 1 - dims - 2
         weights = {k: v for k, v in state.items() if k != FACTOR_KEY}
-        symmetric = bool(float(weights.get("symmetry", torch.zeros(1)).reshape(-1)[0]) > 0.5)
-        net = CorrectionNet(dims, width=width, depth=len(convs), conditions=conditions, symmetric=symmetric)
+        upres_keys = sorted(
+            int(k.split(".")[2]) for k in weights if k.startswith("upres.body.") and k.endswith(".weight")
+        )
+        mode = float(weights.get("symmetry", torch.zeros(1)).reshape(-1)[0])
+        mass = float(weights.get("mass", torch.zeros(1)).reshape(-1)[0]) > 0.5
+        net = CorrectionNet(
+            dims,
+            width=width,
+            depth=len(convs),
+            conditions=conditions,
+            symmetric=mode > 0.5,
+            equivariant=mode > 1.5,
+            conserve_mass=mass,
+        )
         weights.setdefault("symmetry", torch.zeros(1))
+        weights.setdefault("mass", torch.zeros(1))
+        if upres_keys:
+            up_first = weights["upres.body.0.weight"]
+            net.upres = UpresNet(
+                dims, factor, width=int(up_first.shape[0]), depth=len(upres_keys), conditions=conditions
+            )
         net.load_state_dict(weights)
     except (KeyError, IndexError, RuntimeError, InputError) as exc:
         raise InputError(f"{source}: not a smoke surrogate ({exc})") from None
@@ -375,8 +598,9 @@ class SurrogateStepper(HostStepper):
 
     It keeps the coarse state between calls; inputs that are not its own last output (an artist
     edited the fields, or a host started from a cache) are restricted to the coarse grid.
-    Outputs are at the config's (output) resolution: bicubic (2D) or trilinear (3D) density and
-    linearly interpolated cell-centred velocity.
+    Outputs are at the config's (output) resolution: the model's learned upres of the density
+    (bicubic in 2D / trilinear in 3D for a model without one) and linearly interpolated
+    cell-centred velocity.
     """
 
     def __init__(self, config: SmokeConfig, net: CorrectionNet, factor: int, dtype: str = "float32") -> None:
@@ -394,6 +618,7 @@ class SurrogateStepper(HostStepper):
         self.dtype = dtype
         self._surrogate: SurrogateSolver | None = None
         self._obstacle_key: bytes | None = None
+        self._sources: list[PreparedSource] = []
 
     def _prepare(self, sources: list[Source], obstacles: Array | None) -> list[PreparedSource]:
         from mlvfx.fluids.reference import _as_grid
@@ -410,11 +635,14 @@ class SurrogateStepper(HostStepper):
         self, state: tuple[torch.Tensor, Faces], prepared: list[PreparedSource]
     ) -> tuple[torch.Tensor, Faces]:
         assert self._surrogate is not None
+        self._sources = prepared
         return self._surrogate.advance(state[0], state[1], prepared)
 
+    @torch.no_grad()
     def _to_host(self, state: tuple[torch.Tensor, Faces]) -> tuple[Array, Array]:
+        assert self._surrogate is not None
         rho, vel = state
-        out_rho = prolong_density(rho, self.factor).float().cpu().numpy()
+        out_rho = self._surrogate.output_density(rho, vel, self._sources).float().cpu().numpy()
         centred = torch.stack(faces_to_centre(vel))
         mode = "bilinear" if self.config.dims == 2 else "trilinear"
         fine_v = F.interpolate(centred[None], scale_factor=self.factor, mode=mode, align_corners=False)[0]

@@ -152,6 +152,10 @@ def _smoke(args: argparse.Namespace) -> int:
                 bar.refresh()
 
             generate_data(data_dir, recipe, progress=progress)
+            if recipe.upres.iterations > 0:
+                from mlvfx.train.smoke import generate_fine
+
+                generate_fine(data_dir, recipe, progress=progress)
     total = args.iterations or recipe.train.iterations
     tbar = tqdm(total=total, unit="it", disable=quiet, file=sys.stderr, desc="train")
 

@@ -68,6 +68,8 @@ class SmokeModel:
     depth: int = 4
     conditions: int = 2
     symmetric: bool = False
+    equivariant: bool = False
+    conserve_mass: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,19 @@ class SmokeTrain:
 
 
 @dataclass(frozen=True)
+class SmokeUpres:
+    """The learned upres (coarse surrogate state -> output-resolution density); 0 iterations: none."""
+
+    iterations: int = 0
+    every: int = 4
+    width: int = 12
+    depth: int = 3
+    batch: int = 4
+    lr: float = 1e-3
+    lr_min: float = 2e-5
+
+
+@dataclass(frozen=True)
 class SmokeRecipe:
     """A full smoke surrogate recipe (``model_zoo/recipes/smoke2d_v1.json``)."""
 
@@ -102,6 +117,7 @@ class SmokeRecipe:
     data: SmokeData = field(default_factory=SmokeData)
     model: SmokeModel = field(default_factory=SmokeModel)
     train: SmokeTrain = field(default_factory=SmokeTrain)
+    upres: SmokeUpres = field(default_factory=SmokeUpres)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))  # type: ignore[no-any-return]
@@ -114,7 +130,7 @@ def load_smoke_recipe(path: str | os.PathLike[str]) -> SmokeRecipe:
     raw, p = read_recipe_json(path)
     raw = dict(raw)
     raw.pop("comment", None)
-    top = {"name", "dims", "seed", "data", "model", "train"}
+    top = {"name", "dims", "seed", "data", "model", "train", "upres"}
     unknown = sorted(set(raw) - top)
     if unknown:
         raise InputError(f"recipe has unknown keys: {', '.join(unknown)}", path=p)
@@ -126,6 +142,7 @@ def load_smoke_recipe(path: str | os.PathLike[str]) -> SmokeRecipe:
             data=recipe_section(SmokeData, raw.get("data", {}), "data", p),
             model=recipe_section(SmokeModel, raw.get("model", {}), "model", p),
             train=recipe_section(SmokeTrain, raw.get("train", {}), "train", p),
+            upres=recipe_section(SmokeUpres, raw.get("upres", {}), "upres", p),
         )
     except KeyError as exc:
         raise InputError(f"recipe lacks {exc.args[0]!r}", path=p) from None
@@ -157,6 +174,9 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
         problems.append("early_fraction must be in [0, 1] and early_start_max >= 0")
     if r.train.iterations < 1 or r.train.threads < 1:
         problems.append("iterations and threads must be >= 1")
+    u = r.upres
+    if u.iterations < 0 or u.every < 1 or u.width < 2 or u.depth < 2 or u.batch < 1:
+        problems.append("upres needs iterations >= 0, every >= 1, width >= 2, depth >= 2, batch >= 1")
     if problems:
         raise InputError("; ".join(problems), path=path)
 
@@ -242,6 +262,48 @@ def generate_data(
         rate = (n + 1) / max(time.monotonic() - t0, 1e-6) * 60
         report(progress, (n + 1) / len(jobs), f"{kind} shot {seed} ({rate:.1f} shots/min)")
     report(progress, 1.0, "data ready")
+    return out
+
+
+def _fine_path(root: Path, seed: int) -> Path:
+    return root / f"fine_{seed:06d}.npz"
+
+
+def generate_fine(
+    root: str | os.PathLike[str], recipe: SmokeRecipe, progress: ProgressFn | None = None
+) -> Path:
+    """Fine reference densities of the training shots every ``upres.every`` steps (for the upres).
+
+    The same deterministic reference runs as :func:`generate_data`, keeping the output-resolution
+    density (float16: display data, 4x smaller on disk). One ``fine_<seed>.npz`` per shot,
+    written atomically; a rerun skips finished shots.
+    """
+    from mlvfx.fluids.scenarios import simulate
+    from mlvfx.io.atomic import write_bytes_atomic
+
+    out = Path(root)
+    out.mkdir(parents=True, exist_ok=True)
+    d, every = recipe.data, recipe.upres.every
+    seeds = list(range(d.train_seed, d.train_seed + d.train_shots))
+    t0 = time.monotonic()
+    for n, seed in enumerate(seeds):
+        path = _fine_path(out, seed)
+        report(progress, n / len(seeds), f"fine shot {seed}")
+        if path.exists():
+            with np.load(path, allow_pickle=False) as z:
+                if int(z["every"]) == every and int(z["steps"][-1]) == d.steps - d.steps % every:
+                    continue
+        sc = shot_scenario(recipe, seed)
+        steps, dens = [], []
+        for i, rho, _ in simulate(sc, d.steps, every=every):
+            steps.append(i)
+            dens.append(rho.cpu().numpy().astype(np.float16))
+        buf = io.BytesIO()
+        np.savez_compressed(buf, density=np.stack(dens), steps=np.array(steps), every=np.array(every))
+        write_bytes_atomic(path, buf.getvalue(), overwrite=True)
+        rate = (n + 1) / max(time.monotonic() - t0, 1e-6) * 60
+        report(progress, (n + 1) / len(seeds), f"fine shot {seed} ({rate:.1f} shots/min)")
+    report(progress, 1.0, "fine data ready")
     return out
 
 
@@ -339,9 +401,22 @@ def train_surrogate(
     root = Path(data_dir)
     train = load_shots(root, recipe, "train")
     val = load_shots(root, recipe, "val")
+    if recipe.upres.iterations > 0:  # fail now, not after hours of training
+        for seed in range(recipe.data.train_seed, recipe.data.train_seed + recipe.data.train_shots):
+            if not _fine_path(root, seed).exists():
+                raise InputError(
+                    "fine reference data for the upres is missing (run without --skip-data)",
+                    path=_fine_path(root, seed),
+                )
     m = recipe.model
     net = CorrectionNet(
-        recipe.dims, width=m.width, depth=m.depth, conditions=m.conditions, symmetric=m.symmetric
+        recipe.dims,
+        width=m.width,
+        depth=m.depth,
+        conditions=m.conditions,
+        symmetric=m.symmetric,
+        equivariant=m.equivariant,
+        conserve_mass=m.conserve_mass,
     ).float()
     solvers = [
         SurrogateSolver(
@@ -453,6 +528,11 @@ def train_surrogate(
     save(it, seconds)
     result = validate(net, val, recipe)
     emit({"event": "val", "iteration": it, **result})
+    upres_info = None
+    if recipe.upres.iterations > 0 and stopped == "finished":
+        upres_info = train_upres(recipe, net, data_dir=root, out_dir=out, resume=resume, log=log)
+        result = validate(net, val, recipe)
+        emit({"event": "val", "iteration": it, "upres": True, **result})
     weights = None
     if it > 0:
         from safetensors.torch import save_file
@@ -470,18 +550,167 @@ def train_surrogate(
         "torch": torch.__version__,
         "threads": threads or t.threads,
         "skipped_updates": skipped,
-        "params": sum(p.numel() for p in net.parameters()),
+        "params": sum(p.numel() for p in net.body.parameters()),
+        "upres": upres_info,
     }
     write_bytes_atomic(out / SUMMARY, (json.dumps(summary, indent=1) + "\n").encode(), overwrite=True)
     emit({"event": "end", "iteration": it, "stopped": stopped, "seconds": round(seconds, 1)})
     return SmokeTrainResult(out, it, seconds, stopped, weights, result)
 
 
+UPRES_CHECKPOINT = "upres_checkpoint.pt"
+
+
+def load_fine(root: Path, recipe: SmokeRecipe) -> dict[int, tuple[list[int], torch.Tensor]]:
+    """``{seed: (steps, fine densities)}`` of the training shots (:func:`generate_fine`)."""
+    out = {}
+    for seed in range(recipe.data.train_seed, recipe.data.train_seed + recipe.data.train_shots):
+        path = _fine_path(root, seed)
+        if not path.exists():
+            raise InputError(
+                "fine reference data for the upres is missing (run without --skip-data)", path=path
+            )
+        with np.load(path, allow_pickle=False) as z:
+            out[seed] = ([int(i) for i in z["steps"]], torch.from_numpy(z["density"].astype(np.float32)))
+    return out
+
+
+def train_upres(
+    recipe: SmokeRecipe,
+    net: Any,
+    *,
+    data_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    resume: bool = False,
+    log: LogFn | None = None,
+) -> dict[str, Any]:
+    """Train ``net.upres`` (attached here) on the frozen correction's own rollouts.
+
+    Inputs are the surrogate's coarse states on the training shots, rolled out from the empty
+    domain exactly as at inference; targets are the reference's fine densities at the same steps
+    (:func:`generate_fine`). The loss is the relative squared error per sample, the benchmark's
+    metric. Batches depend only on ``(seed, iteration)``; a checkpoint is written at the end and
+    every ``train.checkpoint_minutes``.
+    """
+    from mlvfx.fluids.surrogate import SurrogateSolver, UpresNet, prolong_density
+
+    u, m = recipe.upres, recipe.model
+    root, out = Path(data_dir), Path(out_dir)
+    fine = load_fine(root, recipe)
+    shots = load_shots(root, recipe, "train")
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    upres = UpresNet(recipe.dims, m.factor, width=u.width, depth=u.depth, conditions=m.conditions).float()
+    xs: list[torch.Tensor] = []
+    smooth: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    with torch.no_grad():
+        for shot in shots:
+            steps, dens = fine[shot.seed]
+            wanted = dict(zip(steps, dens, strict=True))
+            sc = shot.scenario
+            sur = SurrogateSolver(sc.config, net, sc.obstacles, m.factor, dtype="float32")
+            src = sur.prepare_sources(sc.sources)
+            rho, vel = sur.solver.zeros()
+            for i in range(1, max(steps) + 1):
+                rho, vel = sur.advance(rho, vel, src)
+                target = wanted.get(i)
+                if target is not None and float(target.float().pow(2).sum()) > 0:
+                    xs.append(sur.inputs(rho, vel, src)[0].clone())
+                    smooth.append(prolong_density(rho, m.factor)[None].clone())
+                    targets.append(target[None].float())
+    if not xs:
+        raise InputError("no non-empty fine reference frames to train the upres on", path=root)
+    opt = torch.optim.Adam(upres.parameters(), lr=u.lr)
+    ckpt = out / UPRES_CHECKPOINT
+    start, prior = 0, 0.0
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        upres.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, prior = int(state["iteration"]), float(state["seconds"])
+
+    def save(iteration: int, seconds: float) -> None:
+        tmp = ckpt.with_name(f".{ckpt.name}.{os.getpid()}.tmp")
+        state = {
+            "model": upres.state_dict(),
+            "optimizer": opt.state_dict(),
+            "iteration": iteration,
+            "seconds": seconds,
+        }
+        torch.save(state, tmp)
+        os.replace(tmp, ckpt)
+
+    def emit(record: dict[str, Any]) -> None:
+        with open(out / LOG, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if log is not None:
+            log(record)
+
+    emit(
+        {
+            "event": "upres_start",
+            "iteration": start,
+            "iterations": u.iterations,
+            "frames": len(xs),
+            "params": sum(p.numel() for p in upres.parameters()),
+        }
+    )
+    t0 = last = time.monotonic()
+    running = None
+    it = start
+    while it < u.iterations:
+        rng = random.Random(recipe.seed * 1_000_033 + it)  # noqa: S311 (batch sampling)
+        idx = [rng.randrange(len(xs)) for _ in range(u.batch)]
+        x = torch.stack([xs[k] for k in idx])
+        base = torch.stack([smooth[k] for k in idx])
+        target = torch.stack([targets[k] for k in idx])
+        cos = 0.5 * (1 + math.cos(math.pi * it / max(u.iterations, 1)))
+        for g in opt.param_groups:
+            g["lr"] = u.lr_min + (u.lr - u.lr_min) * cos
+        pred = (base + upres(x)).clamp(min=0.0)
+        dims = tuple(range(1, pred.dim()))
+        loss = ((pred - target).pow(2).sum(dims) / target.pow(2).sum(dims).clamp(min=1e-12)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(upres.parameters(), 1.0)
+        opt.step()
+        it += 1
+        value = float(loss.detach())
+        running = value if running is None else 0.95 * running + 0.05 * value
+        if it % recipe.train.log_every == 0 or it == u.iterations:
+            emit(
+                {
+                    "event": "upres",
+                    "iteration": it,
+                    "loss": round(running, 5),
+                    "seconds": round(prior + time.monotonic() - t0, 1),
+                }
+            )
+        if time.monotonic() - last >= 60.0 * recipe.train.checkpoint_minutes:
+            save(it, prior + time.monotonic() - t0)
+            last = time.monotonic()
+    seconds = prior + time.monotonic() - t0
+    save(it, seconds)
+    net.upres = upres.eval()
+    for p in upres.parameters():
+        p.requires_grad_(False)
+    return {
+        "iterations": it,
+        "seconds": round(seconds, 1),
+        "frames": len(xs),
+        "params": sum(p.numel() for p in upres.parameters()),
+    }
+
+
 @torch.no_grad()
 def validate(net: Any, shots: list[Shot], recipe: SmokeRecipe) -> dict[str, Any]:
     """Rollouts from an empty domain: mean density rel. L2 against the fine reference.
 
-    Reported for the surrogate and for coarse-only (the same coarse solver without the net).
+    Reported for the surrogate (through its upres when it has one), for coarse-only (the same
+    coarse solver without the net, smooth upsampling) and, with an upres, for the surrogate with
+    the smooth upsampling instead (``surrogate_smooth``).
     """
     from mlvfx.fluids.bench import rel_l2
     from mlvfx.fluids.surrogate import SurrogateSolver, prolong_density
@@ -490,19 +719,28 @@ def validate(net: Any, shots: list[Shot], recipe: SmokeRecipe) -> dict[str, Any]
     net.eval()
     m = recipe.model
     evals = sorted(recipe.data.eval_steps)
-    errors: dict[str, dict[int, list[float]]] = {"surrogate": {}, "coarse_only": {}}
+    names = ["surrogate", "coarse_only"] + (["surrogate_smooth"] if net.upres is not None else [])
+    errors: dict[str, dict[int, list[float]]] = {name: {} for name in names}
     for shot in shots:
         sc = shot.scenario
         surrogate = SurrogateSolver(sc.config, net, sc.obstacles, m.factor, dtype="float32")
         sources = surrogate.prepare_sources(shot.scenario.sources)
-        for name in errors:
+        for name in ("surrogate", "coarse_only"):
             rho, vel = surrogate.solver.zeros()
             for i in range(1, evals[-1] + 1):
                 step = surrogate.advance if name == "surrogate" else surrogate.solver.advance
                 rho, vel = step(rho, vel, sources)
                 if i in shot.fine:
-                    up = prolong_density(rho.double(), m.factor)
-                    errors[name].setdefault(i, []).append(rel_l2(up, shot.fine[i].double()))
+                    truth = shot.fine[i].double()
+                    if name == "surrogate":
+                        up = surrogate.output_density(rho, vel, sources).double()
+                        errors[name].setdefault(i, []).append(rel_l2(up, truth))
+                        if net.upres is not None:
+                            smooth = prolong_density(rho.double(), m.factor)
+                            errors["surrogate_smooth"].setdefault(i, []).append(rel_l2(smooth, truth))
+                    else:
+                        up = prolong_density(rho.double(), m.factor)
+                        errors[name].setdefault(i, []).append(rel_l2(up, truth))
     net.train(was_training)
     out: dict[str, Any] = {}
     for name, per in errors.items():
