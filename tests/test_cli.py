@@ -126,8 +126,15 @@ def test_demo_writes_a_material_and_a_seamless_tile_and_never_overwrites(tmp_pat
     doc = json.loads(out)
     assert Path(doc["output"]) == (tmp_path / "demo").resolve()
     names = sorted(p.name for p in (tmp_path / "demo" / "material").iterdir())
-    assert names == ["albedo.png", "ao.png", "height.exr", "height16.png", "material.json", "normal.png",
-                     "roughness.png"]
+    assert names == [
+        "albedo.png",
+        "ao.png",
+        "height.exr",
+        "height16.png",
+        "material.json",
+        "normal.png",
+        "roughness.png",
+    ]
     assert (tmp_path / "demo" / "seamless.png").is_file()
     smoke = sorted(p.name for p in (tmp_path / "demo" / "smoke").glob("*.npz"))
     assert len(smoke) == 24 and smoke[0] == "frame_0001.npz" and doc["smoke"]["solver"]

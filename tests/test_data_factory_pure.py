@@ -148,8 +148,9 @@ def test_load_sample_without_exr_rescales_height16(tmp_path: Path, monkeypatch: 
     assert np.allclose(compact.height, full.height, atol=1e-5)
 
 
-def test_data_cli_runs_and_reports_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_data_cli_runs_and_reports_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import argparse
 
     from mlvfx.data import cli
@@ -159,8 +160,21 @@ def test_data_cli_runs_and_reports_json(tmp_path: Path, monkeypatch: pytest.Monk
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     cli.register(parser.add_subparsers())
-    argv = ["--json", "data", "materials", "--count", "2", "--size", "16", "--seed", "3",
-            "--out", str(tmp_path / "ds"), "--families", "train"]
+    argv = [
+        "--json",
+        "data",
+        "materials",
+        "--count",
+        "2",
+        "--size",
+        "16",
+        "--seed",
+        "3",
+        "--out",
+        str(tmp_path / "ds"),
+        "--families",
+        "train",
+    ]
     args = parser.parse_args(argv)
     assert args.func(args) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -170,8 +184,18 @@ def test_data_cli_runs_and_reports_json(tmp_path: Path, monkeypatch: pytest.Monk
     args = parser.parse_args(argv)
     assert args.func(args) == 0
     assert json.loads(capsys.readouterr().out)["skipped"] == 2
-    bad = parser.parse_args(["data", "materials", "--count", "1", "--out", str(tmp_path / "v"),
-                             "--seed", str(splits.VALIDATION_SEEDS["materials_v1"])])
+    bad = parser.parse_args(
+        [
+            "data",
+            "materials",
+            "--count",
+            "1",
+            "--out",
+            str(tmp_path / "v"),
+            "--seed",
+            str(splits.VALIDATION_SEEDS["materials_v1"]),
+        ]
+    )
     with pytest.raises(InputError, match="reserved"):
         bad.func(bad)
 

@@ -39,8 +39,9 @@ def test_normal_pass_orientation_on_a_known_slope(bpy_home: Any, monkeypatch: py
     monkeypatch.setitem(families.FAMILIES, "slope", _slope_family(a, b))
     monkeypatch.setattr(materials, "FAMILIES", families.FAMILIES)
     base = materials.make_spec(1, 0, size=size, samples=2, families=["bricks"])
-    spec = materials.SampleSpec(1, 0, "slope", {"a": a, "b": b}, relief, {"rot_z": 0.0, "scale": 1.0},
-                                base.lighting, size, 2)
+    spec = materials.SampleSpec(
+        1, 0, "slope", {"a": a, "b": b}, relief, {"rot_z": 0.0, "scale": 1.0}, base.lighting, size, 2
+    )
     maps = materials.render_maps(spec)
     inner = (slice(3, -3), slice(3, -3))
     n = maps.normal[inner].reshape(-1, 3).mean(axis=0)

@@ -295,6 +295,14 @@ def test_upres_trains_on_the_surrogates_rollouts_and_ships_in_the_weights(tmp_pa
     assert float((learned - smooth).abs().max()) > 0 and float(learned.min()) >= 0
     density, _ = SurrogateStepper(sc.config, net, 4).step(None, None, sc.sources)
     assert density.shape == (32, 32) and float(density.min()) >= 0
+    # The benchmark reports the surrogate through its upres and, separately, with smooth upsampling.
+    from mlvfx.fluids.bench import BenchSpec, format_table, run_bench
+
+    spec = BenchSpec(dims=2, res=32, shots=1, eval_steps=(5, 8), stability_steps=4, timing_steps=1)
+    table = run_bench(net, 4, spec)["table"]
+    assert set(table) == {"reference", "coarse_only", "coarse_bicubic", "surrogate", "surrogate_smooth"}
+    assert table["surrogate"]["rel_l2_t8"] != table["surrogate_smooth"]["rel_l2_t8"]
+    assert "surrogate smooth" in format_table({"spec": {"eval_steps": [5, 8]}, "table": table})
     (data / "fine_000001.npz").unlink()
     with pytest.raises(InputError, match=r"fine_000001\.npz: fine reference data for the upres is missing"):
         train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run2")

@@ -36,8 +36,15 @@ def test_srgb_round_trip_and_known_values() -> None:
 
 @pytest.mark.parametrize(
     ("suffix", "depth", "tol"),
-    [(".png", 8, 1 / 255), (".png", 16, 1 / 65535), (".tif", 8, 1 / 255), (".tif", 16, 1 / 65535),
-     (".tif", 32, 0.0), (".exr", 32, 0.0), (".exr", 16, 1e-3)],
+    [
+        (".png", 8, 1 / 255),
+        (".png", 16, 1 / 65535),
+        (".tif", 8, 1 / 255),
+        (".tif", 16, 1 / 65535),
+        (".tif", 32, 0.0),
+        (".exr", 32, 0.0),
+        (".exr", 16, 1e-3),
+    ],
 )
 def test_data_round_trip(tmp_path: Path, ramp: np.ndarray, suffix: str, depth: int, tol: float) -> None:
     path = write_image(tmp_path / f"a{suffix}", ramp, kind="data", bit_depth=depth)

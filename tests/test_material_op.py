@@ -83,7 +83,6 @@ def test_bad_arguments() -> None:
         material(photo, relief=0)
 
 
-
 def test_learned_without_a_published_model_points_at_classical(tmp_path: Path, monkeypatch) -> None:
     from mlvfx.zoo import manifest as zoo_manifest
 
@@ -125,11 +124,19 @@ def test_cancel_and_progress() -> None:
 def test_written_folder_round_trips(tmp_path: Path) -> None:
     photo = relief_photo()
     src = write_image(tmp_path / "photo.png", photo, kind="color")
-    written = material_from_file(src, tmp_path / "mat", maps="normal,height,albedo,roughness,ao",
-                                 method="classical")
+    written = material_from_file(
+        src, tmp_path / "mat", maps="normal,height,albedo,roughness,ao", method="classical"
+    )
     names = sorted(p.name for p in (tmp_path / "mat").iterdir())
-    assert names == ["albedo.png", "ao.png", "height.exr", "height16.png", "material.json", "normal.png",
-                     "roughness.png"]
+    assert names == [
+        "albedo.png",
+        "ao.png",
+        "height.exr",
+        "height16.png",
+        "material.json",
+        "normal.png",
+        "roughness.png",
+    ]
     normal, info = read_image(written["normal"], kind="data")
     assert info.bit_depth == 16
     n = normal * 2 - 1

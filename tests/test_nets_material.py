@@ -149,9 +149,10 @@ def test_predict_material_any_size_and_height_matches_normals(tileable: bool) ->
         target = np.stack([-p, q, np.ones_like(p)], axis=-1)
         target /= np.linalg.norm(target, axis=-1, keepdims=True)
         # ... and it wraps: the seam step is no larger than a typical step inside.
-        assert abs(float((maps.height_px[:, 0] - maps.height_px[:, -1]).mean())) < np.abs(
-            np.diff(maps.height_px, axis=1)
-        ).max()
+        assert (
+            abs(float((maps.height_px[:, 0] - maps.height_px[:, -1]).mean()))
+            < np.abs(np.diff(maps.height_px, axis=1)).max()
+        )
     flat = np.zeros_like(target)
     flat[..., 2] = 1
     assert angle(flat, target) > 1.0  # the random net predicts visible relief
@@ -213,14 +214,29 @@ def test_learned_operator_path_through_a_zoo_manifest(
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
     data = weights.read_bytes()
     entry = {
-        "id": "material", "version": "0.0.1", "task": "material", "format": ["safetensors"],
+        "id": "material",
+        "version": "0.0.1",
+        "task": "material",
+        "format": ["safetensors"],
         "license": "Apache-2.0",
-        "files": [{"name": weights.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
-                   "urls": [weights.as_uri()]}],
-        "io": {"inputs": [{"name": "photo", "channels": 3, "color_space": "linear"}],
-               "outputs": [{"name": "maps", "channels": 8, "color_space": "data"}],
-               "tile": 384, "overlap": 32, "scale": 1},
-        "metrics": {}, "card": "cards/material_v1.md", "recipe": "recipes/material_v1.json",
+        "files": [
+            {
+                "name": weights.name,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "size": len(data),
+                "urls": [weights.as_uri()],
+            }
+        ],
+        "io": {
+            "inputs": [{"name": "photo", "channels": 3, "color_space": "linear"}],
+            "outputs": [{"name": "maps", "channels": 8, "color_space": "data"}],
+            "tile": 384,
+            "overlap": 32,
+            "scale": 1,
+        },
+        "metrics": {},
+        "card": "cards/material_v1.md",
+        "recipe": "recipes/material_v1.json",
     }
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"schema_version": 1, "models": [entry]}))

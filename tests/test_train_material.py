@@ -44,8 +44,9 @@ def _write_sample(root: Path, index: int, family: str = "bricks") -> Path:
     lo, hi = float(height.min()), float(height.max())
     write_image(d / "height16.png", (height - lo) / (hi - lo), kind="data", bit_depth=16)
     write_image(d / "roughness.png", np.full((SIZE, SIZE), 0.2 + 0.1 * index, np.float32), kind="data")
-    (d / "meta.json").write_text(json.dumps(
-        {"family": family, "seed": 7, "index": index, "height_range": [lo, hi], "size": SIZE}))
+    (d / "meta.json").write_text(
+        json.dumps({"family": family, "seed": 7, "index": index, "height_range": [lo, hi], "size": SIZE})
+    )
     return d
 
 
@@ -59,8 +60,17 @@ def dataset(tmp_path: Path) -> Path:
 
 def _tiny_recipe(**train: object) -> Recipe:
     base = load_recipe(ROOT / "model_zoo/recipes/material_v1.json")
-    t = replace(base.train, steps=2, batch=2, crop=32, warmup=1, checkpoint_minutes=1000.0, log_every=1,
-                threads=1, val_samples=2)
+    t = replace(
+        base.train,
+        steps=2,
+        batch=2,
+        crop=32,
+        warmup=1,
+        checkpoint_minutes=1000.0,
+        log_every=1,
+        threads=1,
+        val_samples=2,
+    )
     return replace(base, model=MaterialNetConfig(widths=(4, 8)), train=replace(t, **train))  # type: ignore[arg-type]
 
 
@@ -173,11 +183,11 @@ def test_resume_matches_uninterrupted_run(dataset: Path, tmp_path: Path) -> None
     recipe = _tiny_recipe(steps=3)
     full = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "full", export_onnx=False)
     # An interrupted run: it stops after one step (as if the session ended), then resumes.
-    part = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "part", export_onnx=False,
-                          max_steps_this_run=1)
+    part = train_material(
+        recipe, data_dir=dataset, out_dir=tmp_path / "part", export_onnx=False, max_steps_this_run=1
+    )
     assert part.steps_done == 1 and part.stopped == "paused"
-    done = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "part", resume=True,
-                          export_onnx=False)
+    done = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "part", resume=True, export_onnx=False)
     assert done.steps_done == 3
     assert full.weights is not None and done.weights is not None
     a, b = load_file(str(full.weights)), load_file(str(done.weights))
@@ -185,8 +195,9 @@ def test_resume_matches_uninterrupted_run(dataset: Path, tmp_path: Path) -> None
 
 
 def test_budget_zero_stops_without_steps(dataset: Path, tmp_path: Path) -> None:
-    res = train_material(_tiny_recipe(), data_dir=dataset, out_dir=tmp_path / "z", budget_minutes=0.0,
-                         export_onnx=False)
+    res = train_material(
+        _tiny_recipe(), data_dir=dataset, out_dir=tmp_path / "z", budget_minutes=0.0, export_onnx=False
+    )
     assert res.steps_done == 0 and res.stopped == "budget" and res.weights is None
 
 
@@ -202,8 +213,22 @@ def test_cli_trains_with_json_summary(
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--json", action="store_true")
     cli.register(parser.add_subparsers())
-    args = parser.parse_args(["--json", "train", "material", "--recipe", str(path), "--data", str(dataset),
-                              "--out", str(tmp_path / "o"), "--skip-render", "--steps", "1"])
+    args = parser.parse_args(
+        [
+            "--json",
+            "train",
+            "material",
+            "--recipe",
+            str(path),
+            "--data",
+            str(dataset),
+            "--out",
+            str(tmp_path / "o"),
+            "--skip-render",
+            "--steps",
+            "1",
+        ]
+    )
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["steps_done"] == 1 and Path(out["weights"]).is_file() and Path(out["onnx"]).is_file()

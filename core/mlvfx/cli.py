@@ -33,8 +33,15 @@ def progress_bar(args: argparse.Namespace, description: str) -> Iterator[Progres
         return
     from tqdm import tqdm
 
-    bar = tqdm(total=1000, desc=description, unit="‰", leave=False, file=sys.stderr, dynamic_ncols=True,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}")
+    bar = tqdm(
+        total=1000,
+        desc=description,
+        unit="‰",
+        leave=False,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}",
+    )
 
     def update(fraction: float, message: str) -> None:
         bar.update(max(0, round(fraction * 1000) - bar.n))
@@ -67,8 +74,7 @@ def _material_jobs(source: Path, outdir: Path) -> list[tuple[Path, Path]]:
         stems = [p.stem for p in images]
         # Two files with the same stem (rock.png, rock.jpg) get distinct folders.
         return [
-            (p, outdir / (p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_")))
-            for p in images
+            (p, outdir / (p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_"))) for p in images
         ]
     if not source.exists():
         raise ImageReadError("no such file or folder", source)
@@ -165,8 +171,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     root = _fresh_folder(Path(args.output))
     outdir = root / "material"
     with progress_bar(args, "material from photo") as progress:
-        written = material_from_file(photo, outdir, maps="normal,height,albedo,roughness,ao",
-                                     method=args.method, progress=progress)
+        written = material_from_file(
+            photo, outdir, maps="normal,height,albedo,roughness,ao", method=args.method, progress=progress
+        )
     with progress_bar(args, "seamless tile") as progress:
         pixels, _ = read_image(photo, kind="color")
         seamless = make_tileable(pixels, seed=0, progress=progress)
@@ -218,12 +225,18 @@ def _demo_smoke(outdir: Path, progress: ProgressFn | None) -> tuple[list[str], s
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="no progress bars or messages")
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print one machine-readable JSON document on stdout")
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show tracebacks on errors")
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars or messages"
+    )
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print one machine-readable JSON document on stdout",
+    )
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
     parser = argparse.ArgumentParser(
         prog="mlvfx",
         description="Machine-learning operators for VFX and texture artists.",
@@ -241,30 +254,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("input", help="an image file, or a folder of images")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--method", choices=("classical", "learned"), default="learned",
-                   help="learned (the zoo's model, fetched on first use) or classical (fast, no model); "
-                   "default: learned")
-    p.add_argument("--maps", default="normal,height,albedo,roughness",
-                   help="comma-separated: normal,height,albedo,roughness,ao (default: all but ao)")
+    p.add_argument(
+        "--method",
+        choices=("classical", "learned"),
+        default="learned",
+        help="learned (the zoo's model, fetched on first use) or classical (fast, no model); "
+        "default: learned",
+    )
+    p.add_argument(
+        "--maps",
+        default="normal,height,albedo,roughness",
+        help="comma-separated: normal,height,albedo,roughness,ao (default: all but ao)",
+    )
     p.add_argument("--tileable", action="store_true", help="the photo tiles; make the maps tile too")
-    p.add_argument("--normal-convention", choices=("opengl", "directx"), default="opengl",
-                   help="normal map Y direction (default: opengl, +Y up)")
-    p.add_argument("--relief", type=float, default=0.01,
-                   help="relief depth as a fraction of the image size (default: 0.01)")
+    p.add_argument(
+        "--normal-convention",
+        choices=("opengl", "directx"),
+        default="opengl",
+        help="normal map Y direction (default: opengl, +Y up)",
+    )
+    p.add_argument(
+        "--relief",
+        type=float,
+        default=0.01,
+        help="relief depth as a fraction of the image size (default: 0.01)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=cmd_material)
 
-    p = sub.add_parser("info", parents=[common], help="describe image files",
-                       description="Read and validate image files and describe them.")
+    p = sub.add_parser(
+        "info",
+        parents=[common],
+        help="describe image files",
+        description="Read and validate image files and describe them.",
+    )
     p.add_argument("inputs", nargs="+", help="image files")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("demo", parents=[common], help="run the main job on the bundled sample photo",
-                       description="The bundled sample photo becomes a material folder and a seamless tile.")
-    p.add_argument("-o", "--output", default="mlvfx-demo",
-                   help="output folder (a numbered sibling is used if it exists; default: ./mlvfx-demo)")
-    p.add_argument("--method", choices=("classical", "learned"), default="learned",
-                   help="learned or classical (default: learned)")
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="run the main job on the bundled sample photo",
+        description="The bundled sample photo becomes a material folder and a seamless tile.",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default="mlvfx-demo",
+        help="output folder (a numbered sibling is used if it exists; default: ./mlvfx-demo)",
+    )
+    p.add_argument(
+        "--method",
+        choices=("classical", "learned"),
+        default="learned",
+        help="learned or classical (default: learned)",
+    )
     p.set_defaults(func=cmd_demo)
 
     for register in _plugins():
@@ -348,8 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         detail = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"mlvfx: internal error: {type(exc).__name__}: {detail} (run with --debug for details)",
-              file=sys.stderr)
+        print(
+            f"mlvfx: internal error: {type(exc).__name__}: {detail} (run with --debug for details)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
 
 

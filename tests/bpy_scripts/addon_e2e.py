@@ -223,13 +223,28 @@ weights = work / "smoke-e2e.safetensors"
 save_file(surrogate_state(CorrectionNet(3, width=4, depth=2, conditions=2, symmetric=True), 4), str(weights))
 blob = weights.read_bytes()
 entry = {
-    "id": "smoke-e2e", "version": "1.0.0", "task": "smoke.surrogate3d", "format": ["safetensors"],
+    "id": "smoke-e2e",
+    "version": "1.0.0",
+    "task": "smoke.surrogate3d",
+    "format": ["safetensors"],
     "license": "Apache-2.0",
-    "files": [{"name": "smoke-e2e.safetensors", "sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob),
-               "urls": [weights.as_uri()]}],
-    "io": {"inputs": [{"name": "state", "channels": 4, "color_space": "data"}],
-           "outputs": [{"name": "state", "channels": 4, "color_space": "data"}], "tile": 0, "scale": 4},
-    "metrics": {}, "card": "cards/smoke-e2e.md", "recipe": "recipes/smoke-e2e.json",
+    "files": [
+        {
+            "name": "smoke-e2e.safetensors",
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "size": len(blob),
+            "urls": [weights.as_uri()],
+        }
+    ],
+    "io": {
+        "inputs": [{"name": "state", "channels": 4, "color_space": "data"}],
+        "outputs": [{"name": "state", "channels": 4, "color_space": "data"}],
+        "tile": 0,
+        "scale": 4,
+    },
+    "metrics": {},
+    "card": "cards/smoke-e2e.md",
+    "recipe": "recipes/smoke-e2e.json",
 }
 (work / "manifest.json").write_text(json.dumps({"schema_version": 1, "models": [entry]}))
 os.environ["MLVFX_ZOO_MANIFEST"] = str(work / "manifest.json")

@@ -147,9 +147,15 @@ def crop(sample: MaterialSample, top: int, left: int, size: int) -> MaterialSamp
     )
 
 
-def color_jitter(lit: FloatArray, rng: np.random.Generator, *, exposure_ev: float = 0.5,
-                 saturation: float = 0.25, white_balance: float = 0.08,
-                 gamma: float = 0.15) -> FloatArray:
+def color_jitter(
+    lit: FloatArray,
+    rng: np.random.Generator,
+    *,
+    exposure_ev: float = 0.5,
+    saturation: float = 0.25,
+    white_balance: float = 0.08,
+    gamma: float = 0.15,
+) -> FloatArray:
     """Photometric jitter of a linear RGB photo: exposure, white balance, saturation, gamma.
 
     Args:
@@ -173,8 +179,9 @@ def color_jitter(lit: FloatArray, rng: np.random.Generator, *, exposure_ev: floa
     return np.asarray(out, dtype=np.float32)
 
 
-def augment(sample: MaterialSample, rng: np.random.Generator, *, crop_size: int | None = None,
-            jitter: bool = True) -> MaterialSample:
+def augment(
+    sample: MaterialSample, rng: np.random.Generator, *, crop_size: int | None = None, jitter: bool = True
+) -> MaterialSample:
     """A random crop, a random dihedral transform and (optionally) colour jitter of the photo.
 
     Args:

@@ -23,14 +23,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--size", type=int, default=256, help="square resolution in pixels (default 256)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--families", nargs="+", default=None,
-                   help="families to draw from (default all; 'train' = all but the held-out ones)")
+    p.add_argument(
+        "--families",
+        nargs="+",
+        default=None,
+        help="families to draw from (default all; 'train' = all but the held-out ones)",
+    )
     p.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel (default 16)")
     p.add_argument("--start", type=int, default=0, help="first sample index (default 0)")
     p.add_argument("--shard", type=int, default=0, help="this worker's shard, 0-based (default 0)")
     p.add_argument("--num-shards", type=int, default=1, help="number of workers (default 1)")
-    p.add_argument("--allow-validation-seed", action="store_true",
-                   help="allow a seed reserved for a published validation set")
+    p.add_argument(
+        "--allow-validation-seed",
+        action="store_true",
+        help="allow a seed reserved for a published validation set",
+    )
     p.set_defaults(func=_materials)
 
 
@@ -58,8 +65,15 @@ def _materials(args: argparse.Namespace) -> int:
 
     try:
         rep = materials.generate(
-            args.out, args.count, size=args.size, seed=args.seed, families=families,
-            samples=args.samples, start=args.start, shard=args.shard, num_shards=args.num_shards,
+            args.out,
+            args.count,
+            size=args.size,
+            seed=args.seed,
+            families=families,
+            samples=args.samples,
+            start=args.start,
+            shard=args.shard,
+            num_shards=args.num_shards,
             progress=progress,
         )
     finally:
@@ -74,6 +88,8 @@ def _materials(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         print(json.dumps(summary))
     elif not getattr(args, "quiet", False):
-        print(f"{summary['rendered']} rendered, {summary['skipped']} already there, "
-              f"{summary['renders_per_minute']} renders/min -> {rep.out}")
+        print(
+            f"{summary['rendered']} rendered, {summary['skipped']} already there, "
+            f"{summary['renders_per_minute']} renders/min -> {rep.out}"
+        )
     return 0

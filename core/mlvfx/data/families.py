@@ -42,8 +42,9 @@ def _srgb_to_linear(c: float) -> float:
     return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
 
 
-def color_hsv(rng: np.random.Generator, h: tuple[float, float], s: tuple[float, float],
-              v: tuple[float, float]) -> RGB:
+def color_hsv(
+    rng: np.random.Generator, h: tuple[float, float], s: tuple[float, float], v: tuple[float, float]
+) -> RGB:
     """A random colour drawn in sRGB HSV ranges, returned as linear RGB (3 floats in [0, 1])."""
     hue = _u(rng, *h) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, _u(rng, *s), _u(rng, *v))
@@ -145,11 +146,16 @@ class Graph:
     def clamp01(self, a: Value) -> Socket:
         return self.math("ADD", a, 0.0, clamp=True)
 
-    def remap(self, x: Value, lo: float, hi: float, out_lo: float = 0.0, out_hi: float = 1.0,
-              smooth: bool = False) -> Socket:
+    def remap(
+        self, x: Value, lo: float, hi: float, out_lo: float = 0.0, out_hi: float = 1.0, smooth: bool = False
+    ) -> Socket:
         """Map [lo, hi] to [out_lo, out_hi], clamped (smoothstep when ``smooth``)."""
-        n = self.node("ShaderNodeMapRange", data_type="FLOAT",
-                      interpolation_type="SMOOTHSTEP" if smooth else "LINEAR", clamp=True)
+        n = self.node(
+            "ShaderNodeMapRange",
+            data_type="FLOAT",
+            interpolation_type="SMOOTHSTEP" if smooth else "LINEAR",
+            clamp=True,
+        )
         self.set(n, "Value", x)
         self.set(n, "From Min", lo)
         self.set(n, "From Max", hi)
@@ -165,16 +171,22 @@ class Graph:
         return self._output(n, "Result")
 
     def mix_rgb(self, fac: Value, a: Value, b: Value, blend: str = "MIX") -> Socket:
-        n = self.node("ShaderNodeMix", data_type="RGBA", blend_type=blend, clamp_factor=True,
-                      clamp_result=True)
+        n = self.node(
+            "ShaderNodeMix", data_type="RGBA", blend_type=blend, clamp_factor=True, clamp_result=True
+        )
         self.set(n, "Factor", fac)
         self.set(n, "A", a)
         self.set(n, "B", b)
         return self._output(n, "Result")
 
     # ---- vectors ----------------------------------------------------------------------------
-    def xform(self, vec: Socket, scale: Sequence[float] = (1.0, 1.0, 1.0), rot_z: float = 0.0,
-              loc: Sequence[float] = (0.0, 0.0, 0.0)) -> Socket:
+    def xform(
+        self,
+        vec: Socket,
+        scale: Sequence[float] = (1.0, 1.0, 1.0),
+        rot_z: float = 0.0,
+        loc: Sequence[float] = (0.0, 0.0, 0.0),
+    ) -> Socket:
         """Scale, then rotate about Z (radians), then translate a point."""
         n = self.node("ShaderNodeMapping", vector_type="POINT")
         self.set(n, "Vector", vec)
@@ -211,8 +223,16 @@ class Graph:
         return n.outputs[0]
 
     # ---- textures ---------------------------------------------------------------------------
-    def noise(self, vec: Socket, scale: float, detail: float = 2.0, roughness: float = 0.5,
-              distortion: float = 0.0, kind: str = "FBM", lacunarity: float = 2.0) -> tuple[Socket, Socket]:
+    def noise(
+        self,
+        vec: Socket,
+        scale: float,
+        detail: float = 2.0,
+        roughness: float = 0.5,
+        distortion: float = 0.0,
+        kind: str = "FBM",
+        lacunarity: float = 2.0,
+    ) -> tuple[Socket, Socket]:
         """Perlin noise; returns (factor in ~[0, 1], colour)."""
         n = self.node("ShaderNodeTexNoise", noise_dimensions="3D", noise_type=kind)
         self.set(n, "Vector", vec)
@@ -223,8 +243,14 @@ class Graph:
         self.set(n, "Distortion", distortion)
         return self._output(n, "Factor"), self._output(n, "Color")
 
-    def voronoi(self, vec: Socket, scale: float, feature: str = "F1", randomness: float = 1.0,
-                metric: str = "EUCLIDEAN") -> dict[str, Socket]:
+    def voronoi(
+        self,
+        vec: Socket,
+        scale: float,
+        feature: str = "F1",
+        randomness: float = 1.0,
+        metric: str = "EUCLIDEAN",
+    ) -> dict[str, Socket]:
         # 2D cells: a 3D Voronoi sliced at constant z shows ghost edges of cells above and below.
         n = self.node("ShaderNodeTexVoronoi", voronoi_dimensions="2D", feature=feature, distance=metric)
         self.set(n, "Vector", vec)
@@ -232,11 +258,21 @@ class Graph:
         self.set(n, "Randomness", randomness)
         return {s.name: s for s in n.outputs if s.enabled}
 
-    def brick(self, vec: Socket, scale: float, mortar: float, smooth: float, width: float, row: float,
-              offset: float = 0.5, squash: float = 1.0) -> tuple[Socket, Socket]:
+    def brick(
+        self,
+        vec: Socket,
+        scale: float,
+        mortar: float,
+        smooth: float,
+        width: float,
+        row: float,
+        offset: float = 0.5,
+        squash: float = 1.0,
+    ) -> tuple[Socket, Socket]:
         """Brick texture; returns (mortar mask: 1 in the joints, per-brick random grey in [0, 1])."""
-        n = self.node("ShaderNodeTexBrick", offset=offset, offset_frequency=2, squash=squash,
-                      squash_frequency=2)
+        n = self.node(
+            "ShaderNodeTexBrick", offset=offset, offset_frequency=2, squash=squash, squash_frequency=2
+        )
         self.set(n, "Vector", vec)
         self.set(n, "Color1", [0.0, 0.0, 0.0])
         self.set(n, "Color2", [1.0, 1.0, 1.0])
@@ -251,11 +287,24 @@ class Graph:
         self.nt.links.new(self._output(n, "Color"), rgb_to_bw.inputs[0])
         return self._output(n, "Factor"), rgb_to_bw.outputs[0]
 
-    def wave(self, vec: Socket, scale: float, distortion: float, detail: float = 2.0,
-             direction: str = "X", profile: str = "SIN", kind: str = "BANDS",
-             phase: Value = 0.0) -> Socket:
-        n = self.node("ShaderNodeTexWave", wave_type=kind, bands_direction=direction,
-                      rings_direction="Z", wave_profile=profile)
+    def wave(
+        self,
+        vec: Socket,
+        scale: float,
+        distortion: float,
+        detail: float = 2.0,
+        direction: str = "X",
+        profile: str = "SIN",
+        kind: str = "BANDS",
+        phase: Value = 0.0,
+    ) -> Socket:
+        n = self.node(
+            "ShaderNodeTexWave",
+            wave_type=kind,
+            bands_direction=direction,
+            rings_direction="Z",
+            wave_profile=profile,
+        )
         self.set(n, "Vector", vec)
         self.set(n, "Scale", scale)
         self.set(n, "Distortion", distortion)
@@ -442,11 +491,14 @@ def _cobble_build(g: Graph, vec: Socket, p: Params) -> Channels:
     rand = g.node("ShaderNodeRGBToBW")
     g.nt.links.new(cell["Color"], rand.inputs[0])
     det, _ = g.noise(v, p["detail_scale"], 4.0, 0.6)
-    height = g.madd(dome, g.madd(g.decorrelate(rand.outputs[0]), 0.2, 0.8 - p["detail"]),
-                    g.mul(det, p["detail"]))
+    height = g.madd(
+        dome, g.madd(g.decorrelate(rand.outputs[0]), 0.2, 0.8 - p["detail"]), g.mul(det, p["detail"])
+    )
     cn, _ = g.noise(g.vadd(v, [3.0, 9.0, 4.0]), p["detail_scale"] * 0.5, 3.0, 0.6)
-    stone_col = g.ramp(g.madd(rand.outputs[0], 0.75, g.mul(cn, 0.25)),
-                       [(0.0, p["stones"][0]), (0.5, p["stones"][1]), (1.0, p["stones"][2])])
+    stone_col = g.ramp(
+        g.madd(rand.outputs[0], 0.75, g.mul(cn, 0.25)),
+        [(0.0, p["stones"][0]), (0.5, p["stones"][1]), (1.0, p["stones"][2])],
+    )
     col = g.mix_rgb(g.remap(edge, p["gap"] * 0.4, p["gap"] * 0.7), p["gap_color"], stone_col)
     col = _grime(g, vec, col, p)
     rough = g.mix(stone, p["rough_hi"], p["rough_lo"])
@@ -620,8 +672,11 @@ def _fabric_sample(rng: np.random.Generator) -> Params:
         "threads": float(rng.integers(12, 36)),
         "thread_width": _u(rng, 0.7, 0.95),
         "warp": warp,
-        "weft": (_jitter(rng, warp, 0.4) if rng.random() < 0.5
-                 else color_hsv(rng, (0.0, 1.0), (0.0, 0.8), (0.1, 0.9))),
+        "weft": (
+            _jitter(rng, warp, 0.4)
+            if rng.random() < 0.5
+            else color_hsv(rng, (0.0, 1.0), (0.0, 0.8), (0.1, 0.9))
+        ),
         "fibre": _u(rng, 0.05, 0.25),
         "rough_lo": _u(rng, 0.6, 0.9),
         "offset_vec": _offset(rng),
@@ -702,8 +757,11 @@ def _metal_build(g: Graph, vec: Socket, p: Params) -> Channels:
         mask, _ = g.noise(g.vadd(vec, off), 3.0, 2.0, 0.5)
         return g.mul(line, g.remap(mask, 0.45, 0.6))
 
-    s = g.math("MAXIMUM", scratches(p["scratch_angle"], p["offset_vec"]),
-               scratches(p["scratch_angle2"], p["offset_vec2"]))
+    s = g.math(
+        "MAXIMUM",
+        scratches(p["scratch_angle"], p["offset_vec"]),
+        scratches(p["scratch_angle2"], p["offset_vec2"]),
+    )
     dent, _ = g.noise(g.vadd(vec, p["offset_vec2"]), p["dent_scale"], 2.0, 0.5)
     height = g.sub(g.madd(dent, p["dents"], 1.0 - p["dents"] * 0.5), g.mul(s, 0.6))
     height = g.clamp01(height)

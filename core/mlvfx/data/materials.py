@@ -174,8 +174,9 @@ def sample_lighting(rng: np.random.Generator) -> dict[str, Any]:
     return light
 
 
-def make_spec(seed: int, index: int, *, size: int = 256, samples: int = 16,
-              families: Sequence[str] | None = None) -> SampleSpec:
+def make_spec(
+    seed: int, index: int, *, size: int = 256, samples: int = 16, families: Sequence[str] | None = None
+) -> SampleSpec:
     """Draw the spec of sample ``index`` of dataset ``seed`` (pure; no Blender needed).
 
     Args:
@@ -291,8 +292,11 @@ def _build_material(bpy: Any, spec: SampleSpec) -> Any:
     # height: detail finer than the mesh would be in one map and not the other, and the
     # geometric height is exactly what the normal pass differentiates.
     _, _, z = g.sep(g.node("ShaderNodeNewGeometry").outputs["Position"])
-    for name, sock, is_color in (("height", g.mul(z, 0.5), False), ("albedo", ch.color, True),
-                                 ("roughness", ch.roughness, False)):
+    for name, sock, is_color in (
+        ("height", g.mul(z, 0.5), False),
+        ("albedo", ch.color, True),
+        ("roughness", ch.roughness, False),
+    ):
         aov = g.node("ShaderNodeOutputAOV", aov_name=name)
         g.set(aov, "Color" if is_color else "Value", sock)
     return mat
@@ -345,8 +349,10 @@ def _build_lights(bpy: Any, spec: SampleSpec) -> None:
 def _setup_scene(bpy: Any, spec: SampleSpec, mesh_resolution: int) -> None:
     if not bpy.app.background:
         # read_factory_settings would throw away the user's open file.
-        raise MlvfxError("the material factory resets Blender's scene; run it from the command line "
-                         "(mlvfx data materials), not inside an interactive Blender session")
+        raise MlvfxError(
+            "the material factory resets Blender's scene; run it from the command line "
+            "(mlvfx data materials), not inside an interactive Blender session"
+        )
     bpy.ops.wm.read_factory_settings(use_empty=True)
     scene = bpy.context.scene
     patch = _build_patch(bpy, mesh_resolution)
@@ -455,8 +461,9 @@ class RenderedMaps:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def render_maps(spec: SampleSpec, *, mesh_resolution: int | None = None,
-                work_dir: str | os.PathLike[str] | None = None) -> RenderedMaps:
+def render_maps(
+    spec: SampleSpec, *, mesh_resolution: int | None = None, work_dir: str | os.PathLike[str] | None = None
+) -> RenderedMaps:
     """Render one sample with Cycles and return its maps (needs bpy).
 
     Args:
@@ -502,8 +509,14 @@ def render_maps(spec: SampleSpec, *, mesh_resolution: int | None = None,
         "normal_z_min": float(normal[..., 2].min()),
         "mesh_resolution": float(res),
     }
-    return RenderedMaps(lit, albedo.astype(np.float32), normal.astype(np.float32),
-                        height.astype(np.float32), np.clip(rough, 0.0, 1.0).astype(np.float32), stats)
+    return RenderedMaps(
+        lit,
+        albedo.astype(np.float32),
+        normal.astype(np.float32),
+        height.astype(np.float32),
+        np.clip(rough, 0.0, 1.0).astype(np.float32),
+        stats,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -556,8 +569,9 @@ def is_complete(folder: Path) -> bool:
     return folder.is_dir() and all((folder / f).is_file() for f in SAMPLE_FILES)
 
 
-def render_sample(spec: SampleSpec, out: str | os.PathLike[str], *,
-                  mesh_resolution: int | None = None) -> Path:
+def render_sample(
+    spec: SampleSpec, out: str | os.PathLike[str], *, mesh_resolution: int | None = None
+) -> Path:
     """Render one sample into ``out/<name>`` atomically; return its folder.
 
     The sample is written into a hidden temp folder beside the target and renamed into place
@@ -661,9 +675,17 @@ def generate(
     if root.exists() and not root.is_dir():
         raise InputError("output exists and is not a folder", root)
     root.mkdir(parents=True, exist_ok=True)
-    _check_dataset(root, {"format_version": FORMAT_VERSION, "factory_version": FACTORY_VERSION,
-                          "seed": seed, "size": size,
-                          "samples": samples, "families": list(fams)})
+    _check_dataset(
+        root,
+        {
+            "format_version": FORMAT_VERSION,
+            "factory_version": FACTORY_VERSION,
+            "seed": seed,
+            "size": size,
+            "samples": samples,
+            "families": list(fams),
+        },
+    )
 
     mine = [i for i in range(start, start + count) if i % num_shards == shard]
     for leftover in root.glob(".tmp-s*"):
@@ -684,6 +706,7 @@ def generate(
         rendered.append(index)
         elapsed = time.perf_counter() - t0
         rpm = 60.0 * len(rendered) / elapsed if elapsed > 0 else 0.0
-        report(progress, (len(skipped) + k + 1) / len(mine),
-               f"{spec.name} {spec.family} ({rpm:.1f} renders/min)")
+        report(
+            progress, (len(skipped) + k + 1) / len(mine), f"{spec.name} {spec.family} ({rpm:.1f} renders/min)"
+        )
     return GenerateReport(str(root), rendered, skipped, time.perf_counter() - t0)

@@ -81,8 +81,9 @@ def list_samples(root: str | os.PathLike[str]) -> list[SampleRef]:
     return refs
 
 
-def split_dataset(root: str | os.PathLike[str], val_fraction: float = 0.1,
-                  families: Sequence[str] | None = None) -> dict[Split, list[SampleRef]]:
+def split_dataset(
+    root: str | os.PathLike[str], val_fraction: float = 0.1, families: Sequence[str] | None = None
+) -> dict[Split, list[SampleRef]]:
     """Split the samples of one folder into train and val (see :func:`split_of`)."""
     out: dict[Split, list[SampleRef]] = {"train": [], "val": []}
     for ref in list_samples(root):

@@ -60,8 +60,15 @@ def _material(args: argparse.Namespace) -> int:
 def _sheet(args: argparse.Namespace) -> int:
     from mlvfx.eval.sheet import contact_sheet
 
-    path = contact_sheet(args.out, truth=args.truth, pred=args.pred, maps=args.maps, tile=args.tile,
-                         limit=args.limit, overwrite=args.overwrite)
+    path = contact_sheet(
+        args.out,
+        truth=args.truth,
+        pred=args.pred,
+        maps=args.maps,
+        tile=args.tile,
+        limit=args.limit,
+        overwrite=args.overwrite,
+    )
     if getattr(args, "json", False):
         print(json.dumps({"out": str(path)}))
     elif not getattr(args, "quiet", False):

@@ -264,8 +264,9 @@ _HEADERS = (
 )
 
 
-def markdown_table(rows: dict[str, dict[str, Any]], title: str | None = None,
-                   first_column: str = "family") -> str:
+def markdown_table(
+    rows: dict[str, dict[str, Any]], title: str | None = None, first_column: str = "family"
+) -> str:
     """A markdown table of aggregated metrics, one row per key of ``rows``."""
     head = [first_column] + [h for _, h, _ in _HEADERS]
     lines = [f"**{title}**", ""] if title else []
@@ -303,8 +304,9 @@ def evaluate_sample(pred_folder: Path, truth_folder: Path) -> SampleResult:
     return res
 
 
-def evaluate(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathLike[str], *,
-             names: Sequence[str] | None = None) -> EvalResult:
+def evaluate(
+    pred_dir: str | os.PathLike[str], truth_dir: str | os.PathLike[str], *, names: Sequence[str] | None = None
+) -> EvalResult:
     """Evaluate every sample of ``truth_dir`` that has a prediction folder in ``pred_dir``.
 
     Args:

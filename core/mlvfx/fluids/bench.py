@@ -5,8 +5,9 @@ by a recipe), at the output resolution:
 
 * density relative L2 against the reference at the evaluation steps (default 50, 100, 200),
   for coarse-only (the coarse solver, nearest upsampling), coarse+bicubic (the same run,
-  bicubic/trilinear upsampling) and the surrogate (coarse solver + learned correction, the same
-  upsampling as coarse+bicubic);
+  bicubic/trilinear upsampling) and the surrogate (coarse solver + learned correction, through
+  its learned upres when the model has one; then also ``surrogate_smooth``, the same run with
+  the bicubic/trilinear upsampling, which separates what the upres adds);
 * the divergence residual of each method's final velocity (relative, on its own grid);
 * stability over 4x the training horizon: no NaN, and total density within +-5% of the
   reference's at the last step;
@@ -79,9 +80,10 @@ def run_bench(
         raise InputError(f"--res {spec.res} is not a multiple of the model's factor {factor}")
     net.eval()
     last = max(spec.eval_steps)
-    errors: dict[str, dict[int, list[float]]] = {m: {} for m in METHODS if m != "reference"}
+    methods = METHODS + (("surrogate_smooth",) if net.upres is not None else ())
+    errors: dict[str, dict[int, list[float]]] = {m: {} for m in methods if m != "reference"}
     curves: dict[str, list[list[float]]] = {m: [] for m in errors}
-    divergence: dict[str, list[float]] = {m: [] for m in METHODS}
+    divergence: dict[str, list[float]] = {m: [] for m in methods}
     shots_meta = []
     total_work = spec.shots + spec.stability_shots + 1
     done = 0
@@ -111,9 +113,12 @@ def run_bench(
                             _upsample(states["coarse"][0].double(), factor, "smooth"), truth
                         ),
                         "surrogate": rel_l2(
-                            _upsample(states["surrogate"][0].double(), factor, "smooth"), truth
+                            sur.output_density(*states["surrogate"], sur_src).double(), truth
                         ),
                     }
+                    if "surrogate_smooth" in errors:
+                        smooth = _upsample(states["surrogate"][0].double(), factor, "smooth")
+                        vals["surrogate_smooth"] = rel_l2(smooth, truth)
                     if i % 10 == 0:
                         for m, v in vals.items():
                             per_curve[m].append(v)
@@ -126,6 +131,8 @@ def run_bench(
         divergence["coarse_only"].append(relative_divergence(states["coarse"][1], solid_c))
         divergence["coarse_bicubic"].append(divergence["coarse_only"][-1])
         divergence["surrogate"].append(relative_divergence(states["surrogate"][1], solid_c))
+        if "surrogate_smooth" in divergence:
+            divergence["surrogate_smooth"].append(divergence["surrogate"][-1])
         for m in curves:
             curves[m].append(per_curve[m])
         done += 1
@@ -163,7 +170,7 @@ def run_bench(
     timing = time_methods(net, factor, spec)
     report(progress, 1.0, "done")
     table: dict[str, Any] = {}
-    for m in METHODS:
+    for m in methods:
         div = float(np.max(divergence[m])) if divergence[m] else math.nan
         row: dict[str, Any] = {"divergence": div, "ms_per_step": timing[m]}
         row["speedup"] = timing["reference"] / timing[m]
@@ -200,13 +207,15 @@ def time_methods(net: Any, factor: int, spec: BenchSpec) -> dict[str, float]:
     sc = make_scenario("plume", spec.dims, spec.res)
     out: dict[str, float] = {}
 
-    def clock(step: Any, state: Any, upsample: str | None) -> float:
+    def clock(step: Any, state: Any, upsample: str | Any | None) -> float:
         state = step(*state)  # warm-up (builds caches)
         times = []
         for _ in range(spec.timing_steps):
             t = time.perf_counter()
             state = step(*state)
-            if upsample is not None:
+            if callable(upsample):
+                upsample(*state)
+            elif upsample is not None:
                 _upsample(state[0], factor, upsample)
             times.append(time.perf_counter() - t)
         return 1e3 * float(np.median(times))
@@ -224,7 +233,13 @@ def time_methods(net: Any, factor: int, spec: BenchSpec) -> dict[str, float]:
         out["coarse_bicubic"] = clock(
             lambda d, v: sur.solver.advance(d, v, src), sur.solver.zeros(), "smooth"
         )
-        out["surrogate"] = clock(lambda d, v: sur.advance(d, v, src), sur.solver.zeros(), "smooth")
+        out["surrogate"] = clock(
+            lambda d, v: sur.advance(d, v, src),
+            sur.solver.zeros(),
+            lambda d, v: sur.output_density(d, v, src),
+        )
+        if net.upres is not None:
+            out["surrogate_smooth"] = clock(lambda d, v: sur.advance(d, v, src), sur.solver.zeros(), "smooth")
     return out
 
 
@@ -253,7 +268,12 @@ def plot_curves(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
         cv2.putText(
             img, str(x), (pt(x, 0)[0] - 10, h - bottom + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1
         )
-    colours = {"coarse_only": (40, 40, 220), "coarse_bicubic": (40, 160, 240), "surrogate": (200, 90, 20)}
+    colours = {
+        "coarse_only": (40, 40, 220),
+        "coarse_bicubic": (40, 160, 240),
+        "surrogate": (200, 90, 20),
+        "surrogate_smooth": (160, 160, 60),
+    }
     for n, (name, c) in enumerate(curves.items()):
         pts = np.array([pt(x, y) for x, y in zip(steps, c, strict=True)], np.int32)
         cv2.polylines(img, [pts], False, colours.get(name, (0, 0, 0)), 2, cv2.LINE_AA)

@@ -46,8 +46,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--seed", type=int, default=None, help="randomise the shot reproducibly (default: canonical)"
     )
     p.add_argument("--model", default=None, help="surrogate model id (default: smoke2d / smoke3d)")
-    p.add_argument("--weights", type=Path, default=None,
-                   help="a local surrogate .safetensors instead of the zoo's (e.g. a training run's)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="a local surrogate .safetensors instead of the zoo's (e.g. a training run's)",
+    )
     p.add_argument("--reference", action="store_true", help="run the reference solver instead of a surrogate")
     p.add_argument(
         "--vdb",
@@ -77,8 +81,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument("--weights", type=Path, default=None, help="a local surrogate .safetensors instead")
     b.add_argument("--shots", type=int, default=4, help="held-out shots (default: 4; 0 = timing only)")
     b.add_argument("--steps", type=int, nargs="+", default=[50, 100, 200], help="evaluation steps")
-    b.add_argument("--stability-steps", type=int, default=640,
-                   help="long rollout for the stability check (default: 640 = 4x the training shots' 160)")
+    b.add_argument(
+        "--stability-steps",
+        type=int,
+        default=640,
+        help="long rollout for the stability check (default: 640 = 4x the training shots' 160)",
+    )
     b.add_argument("--stability-shots", type=int, default=1, help="shots for the stability check (default 1)")
     b.add_argument("--timing-steps", type=int, default=20, help="timed steps per method (default: 20)")
     b.add_argument("--plot", type=Path, default=None, help="write the error curves as a PNG")
@@ -115,8 +123,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     stepper: Any = Stepper(scenario.config) if args.reference else _surrogate_stepper(args, scenario.config)
     start = time.perf_counter()
     with progress_bar(args, f"smoke {args.scenario}") as progress:
-        written, solving = write_shot(stepper, scenario, names, outdir, steps_per_frame=args.steps_per_frame,
-                                      vdb=vdb, up=args.up, overwrite=args.overwrite, progress=progress)
+        written, solving = write_shot(
+            stepper,
+            scenario,
+            names,
+            outdir,
+            steps_per_frame=args.steps_per_frame,
+            vdb=vdb,
+            up=args.up,
+            overwrite=args.overwrite,
+            progress=progress,
+        )
     elapsed = time.perf_counter() - start
     steps = args.frames * args.steps_per_frame
     emit(
@@ -221,9 +238,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.stability_shots > args.shots:
         raise InputError("--stability-shots cannot exceed --shots")
     net, factor, name = _load_surrogate(args)
-    spec = BenchSpec(dims=args.dims, res=res, shots=args.shots, eval_steps=tuple(sorted(set(args.steps))),
-                     stability_steps=args.stability_steps, stability_shots=args.stability_shots,
-                     timing_steps=args.timing_steps)
+    spec = BenchSpec(
+        dims=args.dims,
+        res=res,
+        shots=args.shots,
+        eval_steps=tuple(sorted(set(args.steps))),
+        stability_steps=args.stability_steps,
+        stability_shots=args.stability_shots,
+        timing_steps=args.timing_steps,
+    )
     with progress_bar(args, "smoke bench") as progress:
         result = run_bench(net, factor, spec, progress=progress)
     result["model"] = name
@@ -236,8 +259,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"{100 * (s['total_density_ratio'] - 1):+.1f}% vs reference ({'ok' if s['ok'] else 'FAIL'})"
         for s in result["stability"]
     )
-    text = (f"model {name}, {args.dims}D {res}, {args.shots} held-out shots, load average "
-            f"{result['load_average']:.1f}\n{format_table(result)}\nstability: {stab or 'not run'}")
+    text = (
+        f"model {name}, {args.dims}D {res}, {args.shots} held-out shots, load average "
+        f"{result['load_average']:.1f}\n{format_table(result)}\nstability: {stab or 'not run'}"
+    )
     emit(args, result, text)
     return 0
 

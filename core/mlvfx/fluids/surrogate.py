@@ -322,6 +322,11 @@ class CorrectionNet(nn.Module):
         self.register_buffer("mass", torch.tensor([1.0 if conserve_mass else 0.0]))
         self.upres: UpresNet | None = None  # attached after training (see mlvfx.train.smoke)
 
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # Weights and checkpoints from before the mass flag existed are nets without it.
+        state_dict.setdefault(prefix + "mass", torch.zeros(1))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 1 + dims + 2 + conditions, [Z,] Y, X)`` -> ``(B, 1 + dims, [Z,] Y, X)``.
 

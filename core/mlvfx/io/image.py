@@ -298,5 +298,3 @@ def write_image(
 def is_image_file(path: Path) -> bool:
     """True if ``path`` has a supported image extension (content is not checked)."""
     return path.suffix.lower() in FORMATS
-
-

@@ -110,8 +110,18 @@ def predict_material(
             y = net(x).float().cpu().numpy()
         return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
 
-    maps = run_tiled(rgb, fn, tile=tile, overlap=overlap, margin=margin, tileable=tileable, batch=batch,
-                     multiple=net.multiple, progress=scaled(progress, 0.0, 0.9), cancel=cancel)
+    maps = run_tiled(
+        rgb,
+        fn,
+        tile=tile,
+        overlap=overlap,
+        margin=margin,
+        tileable=tileable,
+        batch=batch,
+        multiple=net.multiple,
+        progress=scaled(progress, 0.0, 0.9),
+        cancel=cancel,
+    )
     del rgb
     normal = maps[..., 0:3]
     # Blending tiles shortens vectors slightly; renormalise in place.

@@ -107,8 +107,15 @@ def material(
         raise InputError(f"relief must be in (0, 1], got {relief}")
     img = check_image(image, "image")
     if method == "learned":
-        return _learned(img, wanted, tileable=tileable, normal_convention=normal_convention,
-                        relief=relief, progress=progress, cancel=cancel)
+        return _learned(
+            img,
+            wanted,
+            tileable=tileable,
+            normal_convention=normal_convention,
+            relief=relief,
+            progress=progress,
+            cancel=cancel,
+        )
     height_px, width_px = img.shape[:2]
     relief_px = relief * max(height_px, width_px)
     steps = len(wanted) + (1 if "height" not in wanted and ({"normal", "ao"} & set(wanted)) else 0)
@@ -190,8 +197,14 @@ def _learned(
     net = load_material_net(path, device=str(torch_device()))
     check_cancel(cancel)
     need_height = bool({"height", "ao"} & set(wanted))
-    maps = predict_material(net, img, tileable=tileable, integrate=need_height,
-                            progress=scaled(progress, 0.05, 0.9), cancel=cancel)
+    maps = predict_material(
+        net,
+        img,
+        tileable=tileable,
+        integrate=need_height,
+        progress=scaled(progress, 0.05, 0.9),
+        cancel=cancel,
+    )
     height_px, width_px = img.shape[:2]
     out: dict[str, FloatImage] = {}
     if "normal" in wanted:

@@ -26,11 +26,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--steps", type=int, default=None, help="override the recipe's step count")
     p.add_argument("--budget-minutes", type=float, default=None, help="stop (with weights) after this long")
-    p.add_argument("--skip-render", action="store_true",
-                   help="train on the samples already there instead of rendering the missing ones")
+    p.add_argument(
+        "--skip-render",
+        action="store_true",
+        help="train on the samples already there instead of rendering the missing ones",
+    )
     p.add_argument("--device", default=None, help="torch device (cpu, cuda, cuda:1, mps)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default: the recipe's; fewer when the box is shared)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default: the recipe's; fewer when the box is shared)",
+    )
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export at the end")
     p.set_defaults(func=_material)
     for dims in (2, 3):
@@ -40,14 +47,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             description="Run the recipe's reference shots if missing (resumable), then train the correction "
             "net through the coarse solver. Checkpoints every few minutes; --resume continues.",
         )
-        q.add_argument("--recipe", required=True,
-                       help=f"recipe JSON, e.g. model_zoo/recipes/smoke{dims}d_v1.json")
+        q.add_argument(
+            "--recipe", required=True, help=f"recipe JSON, e.g. model_zoo/recipes/smoke{dims}d_v1.json"
+        )
         q.add_argument("--data", default=None, help="shot folder (default: the recipe's, else the cache)")
         q.add_argument("--out", default=None, help="output folder (default: runs/<recipe name>)")
         q.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
         q.add_argument("--iterations", type=int, default=None, help="override the recipe's iterations")
-        q.add_argument("--budget-minutes", type=float, default=None,
-                       help="stop (with weights) after this long")
+        q.add_argument(
+            "--budget-minutes", type=float, default=None, help="stop (with weights) after this long"
+        )
         q.add_argument("--threads", type=int, default=None, help="CPU threads (default: the recipe's)")
         q.add_argument("--skip-data", action="store_true", help="train on the shots already there")
         q.set_defaults(func=_smoke, dims=dims)
@@ -89,8 +98,15 @@ def _material(args: argparse.Namespace) -> int:
             bar.refresh()
 
         try:
-            materials.generate(data_dir, recipe.data.count, size=recipe.data.size, seed=recipe.data.seed,
-                               families=families, samples=recipe.data.samples, progress=render_progress)
+            materials.generate(
+                data_dir,
+                recipe.data.count,
+                size=recipe.data.size,
+                seed=recipe.data.seed,
+                families=families,
+                samples=recipe.data.samples,
+                progress=render_progress,
+            )
         finally:
             bar.close()
     total = args.steps or recipe.train.steps
@@ -107,20 +123,35 @@ def _material(args: argparse.Namespace) -> int:
         tbar.refresh()
 
     try:
-        res = train_material(recipe, data_dir=data_dir, out_dir=out_dir, resume=args.resume, steps=args.steps,
-                             budget_minutes=args.budget_minutes, device=args.device,
-                             export_onnx=not args.no_onnx, log=log)
+        res = train_material(
+            recipe,
+            data_dir=data_dir,
+            out_dir=out_dir,
+            resume=args.resume,
+            steps=args.steps,
+            budget_minutes=args.budget_minutes,
+            device=args.device,
+            export_onnx=not args.no_onnx,
+            log=log,
+        )
     finally:
         tbar.close()
-    summary = {"out": str(res.out), "steps_done": res.steps_done, "total_steps": res.total_steps,
-               "stopped": res.stopped, "seconds": round(res.seconds, 1),
-               "weights": None if res.weights is None else str(res.weights),
-               "onnx": None if res.onnx is None else str(res.onnx)}
+    summary = {
+        "out": str(res.out),
+        "steps_done": res.steps_done,
+        "total_steps": res.total_steps,
+        "stopped": res.stopped,
+        "seconds": round(res.seconds, 1),
+        "weights": None if res.weights is None else str(res.weights),
+        "onnx": None if res.onnx is None else str(res.onnx),
+    }
     if getattr(args, "json", False):
         print(json.dumps(summary))
     elif not getattr(args, "quiet", False):
-        print(f"{res.steps_done}/{res.total_steps} steps ({res.stopped}) in {res.seconds / 60:.1f} min "
-              f"-> {res.weights}")
+        print(
+            f"{res.steps_done}/{res.total_steps} steps ({res.stopped}) in {res.seconds / 60:.1f} min "
+            f"-> {res.weights}"
+        )
     return 0
 
 
@@ -143,8 +174,9 @@ def _smoke(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     if not args.skip_data:
-        with tqdm(total=1000, disable=quiet, file=sys.stderr, desc="shots",
-                  bar_format="{l_bar}{bar}| {postfix}") as bar:
+        with tqdm(
+            total=1000, disable=quiet, file=sys.stderr, desc="shots", bar_format="{l_bar}{bar}| {postfix}"
+        ) as bar:
 
             def progress(fraction: float, message: str) -> None:
                 bar.n = round(1000 * fraction)
@@ -169,19 +201,33 @@ def _smoke(args: argparse.Namespace) -> int:
         tbar.refresh()
 
     try:
-        res = train_surrogate(recipe, data_dir=data_dir, out_dir=out_dir, resume=args.resume,
-                              iterations=args.iterations, budget_minutes=args.budget_minutes,
-                              threads=args.threads, log=log)
+        res = train_surrogate(
+            recipe,
+            data_dir=data_dir,
+            out_dir=out_dir,
+            resume=args.resume,
+            iterations=args.iterations,
+            budget_minutes=args.budget_minutes,
+            threads=args.threads,
+            log=log,
+        )
     finally:
         tbar.close()
-    summary = {"out": str(res.out), "iterations_done": res.iterations_done, "stopped": res.stopped,
-               "seconds": round(res.seconds, 1), "weights": None if res.weights is None else str(res.weights),
-               "validation": res.validation}
+    summary = {
+        "out": str(res.out),
+        "iterations_done": res.iterations_done,
+        "stopped": res.stopped,
+        "seconds": round(res.seconds, 1),
+        "weights": None if res.weights is None else str(res.weights),
+        "validation": res.validation,
+    }
     if getattr(args, "json", False):
         print(json.dumps(summary))
     elif not getattr(args, "quiet", False):
         v = res.validation
         ratios = ", ".join(f"t={k[7:]}: {v[k]:.2f}x" for k in v if k.startswith("ratio_t"))
-        print(f"{res.iterations_done} iterations ({res.stopped}) in {res.seconds / 60:.1f} min -> "
-              f"{res.weights}; validation error vs coarse-only {ratios}")
+        print(
+            f"{res.iterations_done} iterations ({res.stopped}) in {res.seconds / 60:.1f} min -> "
+            f"{res.weights}; validation error vs coarse-only {ratios}"
+        )
     return 0

@@ -26,8 +26,10 @@ def export_onnx(net: MaterialNet, path: str | os.PathLike[str], *, size: int = 6
         str(tmp),
         input_names=["photo"],
         output_names=["maps"],
-        dynamic_axes={"photo": {0: "batch", 2: "height", 3: "width"},
-                      "maps": {0: "batch", 2: "height", 3: "width"}},
+        dynamic_axes={
+            "photo": {0: "batch", 2: "height", 3: "width"},
+            "maps": {0: "batch", 2: "height", 3: "width"},
+        },
         opset_version=opset,
         dynamo=False,
     )

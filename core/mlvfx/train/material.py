@@ -87,11 +87,20 @@ class TrainResult:
     last: dict[str, float] = field(default_factory=dict)
 
 
-def _save_checkpoint(path: Path, net: MaterialNet, opt: torch.optim.Optimizer, step: int, seconds: float,
-                     recipe: Recipe) -> None:
+def _save_checkpoint(
+    path: Path, net: MaterialNet, opt: torch.optim.Optimizer, step: int, seconds: float, recipe: Recipe
+) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step, "seconds": seconds,
-                "recipe": json.dumps(recipe.to_dict())}, tmp)
+    torch.save(
+        {
+            "model": net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "seconds": seconds,
+            "recipe": json.dumps(recipe.to_dict()),
+        },
+        tmp,
+    )
     os.replace(tmp, path)
 
 
@@ -162,8 +171,17 @@ def train_material(
         if log is not None:
             log(record)
 
-    emit({"event": "start", "step": start, "total_steps": total_steps, "train_samples": len(data.train),
-          "val_samples": len(data.val), "device": str(dev), "params": count_parameters(net)})
+    emit(
+        {
+            "event": "start",
+            "step": start,
+            "total_steps": total_steps,
+            "train_samples": len(data.train),
+            "val_samples": len(data.val),
+            "device": str(dev),
+            "params": count_parameters(net),
+        }
+    )
     t0 = time.monotonic()
     last_ckpt = t0
     step = start
@@ -188,8 +206,15 @@ def train_material(
         step += 1
         last = {k: float(v.detach()) for k, v in terms.items()}
         if step % t.log_every == 0 or step == total_steps:
-            emit({"event": "train", "step": step, "lr": opt.param_groups[0]["lr"],
-                  "seconds": round(prior_seconds + time.monotonic() - t0, 1), **last})
+            emit(
+                {
+                    "event": "train",
+                    "step": step,
+                    "lr": opt.param_groups[0]["lr"],
+                    "seconds": round(prior_seconds + time.monotonic() - t0, 1),
+                    **last,
+                }
+            )
         if time.monotonic() - last_ckpt >= 60.0 * t.checkpoint_minutes:
             _save_checkpoint(ckpt, net, opt, step, prior_seconds + time.monotonic() - t0, recipe)
             last_ckpt = time.monotonic()
@@ -212,11 +237,19 @@ def train_material(
 
             onnx_path = _export(net, out / f"{recipe.name}.onnx")
     summary = {
-        "recipe": recipe.to_dict(), "steps_done": step, "total_steps": total_steps, "stopped": stopped,
-        "seconds": round(seconds, 1), "params": count_parameters(net),
+        "recipe": recipe.to_dict(),
+        "steps_done": step,
+        "total_steps": total_steps,
+        "stopped": stopped,
+        "seconds": round(seconds, 1),
+        "params": count_parameters(net),
         "flops_per_pixel": count_flops_per_pixel(MaterialNet(recipe.model)),
-        "train_samples": len(data.train), "val_samples": len(data.val), "last": last,
-        "torch": torch.__version__, "threads": t.threads, "device": str(dev),
+        "train_samples": len(data.train),
+        "val_samples": len(data.val),
+        "last": last,
+        "torch": torch.__version__,
+        "threads": t.threads,
+        "device": str(dev),
     }
     write_bytes_atomic(out / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode(), overwrite=True)
     emit({"event": "end", "step": step, "stopped": stopped, "seconds": round(seconds, 1)})

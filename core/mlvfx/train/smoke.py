@@ -430,8 +430,12 @@ def train_surrogate(
     ckpt = out / CHECKPOINT
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            net.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            detail = str(exc).splitlines()[0]
+            raise InputError(f"checkpoint does not match the recipe's model ({detail})", path=ckpt) from None
         start, prior = int(state["iteration"]), float(state["seconds"])
 
     def emit(record: dict[str, Any]) -> None:
