@@ -264,7 +264,7 @@ def test_upres_trains_on_the_surrogates_rollouts_and_ships_in_the_weights(tmp_pa
     from mlvfx.train.smoke import generate_fine
 
     model = {"factor": 4, "width": 4, "depth": 2, "equivariant": True, "conserve_mass": True}
-    upres = {"iterations": 4, "every": 3, "width": 4, "depth": 2, "batch": 2}
+    upres = {"iterations": 4, "every": 3, "width": 4, "depth": 2, "batch": 2, "shots": 3, "val_every": 2}
     recipe = load_smoke_recipe(write_recipe(tmp_path / "up.json", model=model, upres=upres))
     data = generate_data(tmp_path / "data", recipe)
     generate_fine(data, recipe)
@@ -276,7 +276,12 @@ def test_upres_trains_on_the_surrogates_rollouts_and_ships_in_the_weights(tmp_pa
     assert (data / "fine_000000.npz").stat().st_mtime_ns == stamp
     res = train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["upres"]["iterations"] == 4 and summary["upres"]["frames"] == 8
+    assert summary["upres"]["iterations"] == 4 and summary["upres"]["frames"] == 12  # 3 shots x 4
+    assert (data / "fine_000002.npz").exists() and not (data / "train_000002.npz").exists()
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    scores = {r["iteration"]: r["score"] for r in records if r["event"] == "upres_val"}
+    assert sorted(scores) == [2, 4] and summary["upres"]["best_iteration"] in (0, 2, 4)
+    assert summary["upres"]["val_score"] <= min(scores.values()) + 1e-5  # the best one is kept
     assert {"surrogate_t10", "surrogate_smooth_t10", "coarse_only_t10"} <= set(res.validation)
     state = __import__("mlvfx.zoo", fromlist=["load_state_dict"]).load_state_dict(res.weights)
     assert any(k.startswith("upres.") for k in state)

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -96,10 +97,17 @@ class SmokeTrain:
 
 @dataclass(frozen=True)
 class SmokeUpres:
-    """The learned upres (coarse surrogate state -> output-resolution density); 0 iterations: none."""
+    """The learned upres (coarse surrogate state -> output-resolution density); 0 iterations: none.
+
+    ``shots``: training shots for the upres, seeds from ``data.train_seed`` (0: the correction's
+    ``data.train_shots``; more only costs fine reference runs). Every ``val_every`` iterations
+    the validation shots are scored and the best upres so far is kept (early stopping).
+    """
 
     iterations: int = 0
     every: int = 4
+    shots: int = 0
+    val_every: int = 250
     width: int = 12
     depth: int = 3
     batch: int = 4
@@ -175,8 +183,14 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
     if r.train.iterations < 1 or r.train.threads < 1:
         problems.append("iterations and threads must be >= 1")
     u = r.upres
-    if u.iterations < 0 or u.every < 1 or u.width < 2 or u.depth < 2 or u.batch < 1:
-        problems.append("upres needs iterations >= 0, every >= 1, width >= 2, depth >= 2, batch >= 1")
+    if u.iterations < 0 or u.every < 1 or u.width < 2 or u.depth < 2 or u.batch < 1 or u.val_every < 1:
+        problems.append("upres needs iterations >= 0, every, val_every, batch >= 1, width and depth >= 2")
+    upres_seeds = set(range(r.data.train_seed, r.data.train_seed + upres_shots(r)))
+    if (
+        upres_seeds & set(range(r.data.val_seed, r.data.val_seed + r.data.val_shots))
+        or BENCH_SEED in upres_seeds
+    ):
+        problems.append("upres training seeds overlap the validation or benchmark seeds")
     if problems:
         raise InputError("; ".join(problems), path=path)
 
@@ -265,6 +279,11 @@ def generate_data(
     return out
 
 
+def upres_shots(recipe: SmokeRecipe) -> int:
+    """How many training shots the upres learns from (``upres.shots``, else ``data.train_shots``)."""
+    return recipe.upres.shots or recipe.data.train_shots
+
+
 def _fine_path(root: Path, seed: int) -> Path:
     return root / f"fine_{seed:06d}.npz"
 
@@ -284,7 +303,7 @@ def generate_fine(
     out = Path(root)
     out.mkdir(parents=True, exist_ok=True)
     d, every = recipe.data, recipe.upres.every
-    seeds = list(range(d.train_seed, d.train_seed + d.train_shots))
+    seeds = list(range(d.train_seed, d.train_seed + upres_shots(recipe)))
     t0 = time.monotonic()
     for n, seed in enumerate(seeds):
         path = _fine_path(out, seed)
@@ -402,7 +421,7 @@ def train_surrogate(
     train = load_shots(root, recipe, "train")
     val = load_shots(root, recipe, "val")
     if recipe.upres.iterations > 0:  # fail now, not after hours of training
-        for seed in range(recipe.data.train_seed, recipe.data.train_seed + recipe.data.train_shots):
+        for seed in range(recipe.data.train_seed, recipe.data.train_seed + upres_shots(recipe)):
             if not _fine_path(root, seed).exists():
                 raise InputError(
                     "fine reference data for the upres is missing (run without --skip-data)",
@@ -568,7 +587,7 @@ UPRES_CHECKPOINT = "upres_checkpoint.pt"
 def load_fine(root: Path, recipe: SmokeRecipe) -> dict[int, tuple[list[int], torch.Tensor]]:
     """``{seed: (steps, fine densities)}`` of the training shots (:func:`generate_fine`)."""
     out = {}
-    for seed in range(recipe.data.train_seed, recipe.data.train_seed + recipe.data.train_shots):
+    for seed in range(recipe.data.train_seed, recipe.data.train_seed + upres_shots(recipe)):
         path = _fine_path(root, seed)
         if not path.exists():
             raise InputError(
@@ -593,15 +612,17 @@ def train_upres(
     Inputs are the surrogate's coarse states on the training shots, rolled out from the empty
     domain exactly as at inference; targets are the reference's fine densities at the same steps
     (:func:`generate_fine`). The loss is the relative squared error per sample, the benchmark's
-    metric. Batches depend only on ``(seed, iteration)``; a checkpoint is written at the end and
-    every ``train.checkpoint_minutes``.
+    metric. Every ``upres.val_every`` iterations the validation shots' frames are scored and the
+    best upres is kept (with few shots it overfits: measured). Batches depend only on
+    ``(seed, iteration)``; a checkpoint is written at the end and every
+    ``train.checkpoint_minutes``.
     """
     from mlvfx.fluids.surrogate import SurrogateSolver, UpresNet, prolong_density
 
     u, m = recipe.upres, recipe.model
     root, out = Path(data_dir), Path(out_dir)
     fine = load_fine(root, recipe)
-    shots = load_shots(root, recipe, "train")
+    val = load_shots(root, recipe, "val")
     net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -610,10 +631,9 @@ def train_upres(
     smooth: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
     with torch.no_grad():
-        for shot in shots:
-            steps, dens = fine[shot.seed]
+        for seed, (steps, dens) in fine.items():
             wanted = dict(zip(steps, dens, strict=True))
-            sc = shot.scenario
+            sc = shot_scenario(recipe, seed)
             sur = SurrogateSolver(sc.config, net, sc.obstacles, m.factor, dtype="float32")
             src = sur.prepare_sources(sc.sources)
             rho, vel = sur.solver.zeros()
@@ -624,16 +644,48 @@ def train_upres(
                     xs.append(sur.inputs(rho, vel, src)[0].clone())
                     smooth.append(prolong_density(rho, m.factor)[None].clone())
                     targets.append(target[None].float())
+        # The validation frames: the frozen correction's rollouts at the evaluation steps.
+        val_frames: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+        for shot in val:
+            sc = shot.scenario
+            sur = SurrogateSolver(sc.config, net, sc.obstacles, m.factor, dtype="float32")
+            src = sur.prepare_sources(sc.sources)
+            rho, vel = sur.solver.zeros()
+            for i in range(1, max(shot.fine, default=0) + 1):
+                rho, vel = sur.advance(rho, vel, src)
+                if i in shot.fine:
+                    frame = (sur.inputs(rho, vel, src).clone(), prolong_density(rho, m.factor).clone())
+                    val_frames.append((*frame, shot.fine[i].float(), sur.fine_solid))
     if not xs:
         raise InputError("no non-empty fine reference frames to train the upres on", path=root)
+
+    @torch.no_grad()
+    def score() -> float:
+        """Mean density rel. L2 of the upres on the validation frames (lower is better)."""
+        upres.eval()
+        errors = []
+        for x, base, truth, solid in val_frames:
+            pred = (base + upres(x)[0, 0]).clamp(min=0.0)
+            if solid is not None:
+                pred = pred.masked_fill(solid, 0.0)
+            errors.append(float(torch.linalg.vector_norm(pred - truth) / torch.linalg.vector_norm(truth)))
+        upres.train()
+        return float(np.mean(errors)) if errors else 0.0
+
     opt = torch.optim.Adam(upres.parameters(), lr=u.lr)
     ckpt = out / UPRES_CHECKPOINT
     start, prior = 0, 0.0
+    best: dict[str, Any] = {"score": score(), "iteration": 0, "model": copy.deepcopy(upres.state_dict())}
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         upres.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, prior = int(state["iteration"]), float(state["seconds"])
+        best = {
+            "score": float(state["best_score"]),
+            "iteration": int(state["best_iteration"]),
+            "model": state["best_model"],
+        }
 
     def save(iteration: int, seconds: float) -> None:
         tmp = ckpt.with_name(f".{ckpt.name}.{os.getpid()}.tmp")
@@ -642,6 +694,9 @@ def train_upres(
             "optimizer": opt.state_dict(),
             "iteration": iteration,
             "seconds": seconds,
+            "best_model": best["model"],
+            "best_score": best["score"],
+            "best_iteration": best["iteration"],
         }
         torch.save(state, tmp)
         os.replace(tmp, ckpt)
@@ -692,16 +747,32 @@ def train_upres(
                     "seconds": round(prior + time.monotonic() - t0, 1),
                 }
             )
+        if it % u.val_every == 0 or it == u.iterations:
+            value = score()
+            if value < best["score"]:
+                best = {"score": value, "iteration": it, "model": copy.deepcopy(upres.state_dict())}
+            emit(
+                {
+                    "event": "upres_val",
+                    "iteration": it,
+                    "score": round(value, 5),
+                    "best": round(best["score"], 5),
+                    "best_iteration": best["iteration"],
+                }
+            )
         if time.monotonic() - last >= 60.0 * recipe.train.checkpoint_minutes:
             save(it, prior + time.monotonic() - t0)
             last = time.monotonic()
     seconds = prior + time.monotonic() - t0
     save(it, seconds)
+    upres.load_state_dict(best["model"])
     net.upres = upres.eval()
     for p in upres.parameters():
         p.requires_grad_(False)
     return {
         "iterations": it,
+        "best_iteration": best["iteration"],
+        "val_score": round(best["score"], 5),
         "seconds": round(seconds, 1),
         "frames": len(xs),
         "params": sum(p.numel() for p in upres.parameters()),
