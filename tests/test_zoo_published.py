@@ -35,8 +35,9 @@ def test_published_material_onnx_matches_its_safetensors() -> None:
     assert got.shape == ref.shape and float(np.abs(got - ref).max()) <= 1e-4
 
 
-def test_published_smoke3d_is_a_symmetric_4x_surrogate() -> None:
-    from mlvfx.fluids.surrogate import surrogate_from_state
+def test_published_smoke3d_is_a_symmetric_4x_surrogate_with_a_learned_upres() -> None:
+    from mlvfx.fluids.surrogate import UpresNet, surrogate_from_state
 
     net, factor = surrogate_from_state(load_state_dict(_file("smoke3d", ".safetensors")))
     assert factor == 4 and net.dims == 3 and net.symmetric
+    assert isinstance(net.upres, UpresNet) and net.upres.factor == 4
