@@ -18,7 +18,7 @@ brought back to the output resolution. Here:
 * :class:`SurrogateStepper` and :func:`load_stepper` / :func:`load_surrogate`: the zoo's trained
   models behind the numpy interface hosts call;
 * :class:`UpresNet`, the learned upres that brings the coarse density back to output resolution
-  (a sub-pixel CNN on the coarse grid added to the bicubic/trilinear upsampling), stored in the
+  (a sub-pixel CNN on the coarse grid: a gain on the bicubic/trilinear upsampling), stored in the
   same weights file as the correction (keys ``upres.*``); :meth:`SurrogateSolver.output_density`.
 
 Training lives in :mod:`mlvfx.train.smoke` (``mlvfx train smoke2d|smoke3d``).
@@ -217,14 +217,14 @@ def shuffle_up(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 class UpresNet(nn.Module):
-    """The learned upres: a coarse surrogate state -> a density correction at output resolution.
+    """The learned upres: a coarse surrogate state -> the density at output resolution.
 
     It reads the same channels as :class:`CorrectionNet` on the coarse grid and predicts, for
-    every coarse cell, the ``factor**d`` fine cells inside it (a sub-pixel head), added to the
-    bicubic (2D) / trilinear (3D) upsampling. All convolutions run on the coarse grid, so it
-    costs about what one correction costs. Mirror-equivariant by construction (the head's
-    sub-cells swap under the mirror), and zero-initialised: untrained, it *is* the smooth
-    upsampling.
+    every coarse cell, a gain for each of the ``factor**d`` fine cells inside it (a sub-pixel
+    head) on the bicubic (2D) / trilinear (3D) upsampling (:meth:`upsample`). All convolutions
+    run on the coarse grid, so it costs about what one correction costs. Mirror-equivariant by
+    construction (the head's sub-cells swap under the mirror), and zero-initialised: untrained,
+    it *is* the smooth upsampling.
     """
 
     def __init__(self, dims: int, factor: int, width: int = 12, depth: int = 3, conditions: int = 0) -> None:
@@ -248,8 +248,17 @@ class UpresNet(nn.Module):
         self.depth = depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, channels, *coarse)`` -> the residual ``(B, 1, *fine)``."""
+        """``(B, channels, *coarse)`` -> the relative gain ``(B, 1, *fine)`` on the smooth upsampling."""
         return shuffle_up(self.body(x), self.factor)
+
+    def upsample(self, smooth: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The upres density: ``max(0, smooth * (1 + gain))``, same shape as ``smooth``.
+
+        Multiplicative, so smoke appears only where the smooth upsampling already has some: an
+        additive residual left faint sub-cell ghosts in empty space (visible in renders).
+        """
+        gain: torch.Tensor = self(x).reshape(smooth.shape)
+        return (smooth * (1.0 + gain)).clamp(min=0.0)
 
 
 SYMMETRY_MODES = ("none", "average", "equivariant")
@@ -461,8 +470,7 @@ class SurrogateSolver:
         upres = self.net.upres
         if upres is None:
             return up
-        residual: torch.Tensor = upres(self.inputs(density, vel, sources))[0, 0]
-        out = (up + residual).clamp(min=0.0)
+        out = upres.upsample(up, self.inputs(density, vel, sources))
         return out if self.fine_solid is None else out.masked_fill(self.fine_solid, 0.0)
 
     def correct(

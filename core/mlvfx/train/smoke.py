@@ -665,7 +665,7 @@ def train_upres(
         upres.eval()
         errors = []
         for x, base, truth, solid in val_frames:
-            pred = (base + upres(x)[0, 0]).clamp(min=0.0)
+            pred = upres.upsample(base, x)
             if solid is not None:
                 pred = pred.masked_fill(solid, 0.0)
             errors.append(float(torch.linalg.vector_norm(pred - truth) / torch.linalg.vector_norm(truth)))
@@ -728,11 +728,11 @@ def train_upres(
         cos = 0.5 * (1 + math.cos(math.pi * it / max(u.iterations, 1)))
         for g in opt.param_groups:
             g["lr"] = u.lr_min + (u.lr - u.lr_min) * cos
-        pred = (base + upres(x)).clamp(min=0.0)
+        pred = upres.upsample(base, x)
         dims = tuple(range(1, pred.dim()))
         loss = ((pred - target).pow(2).sum(dims) / target.pow(2).sum(dims).clamp(min=1e-12)).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(upres.parameters(), 1.0)
         opt.step()
         it += 1
