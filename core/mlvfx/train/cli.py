@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "net through the coarse solver. Checkpoints every few minutes; --resume continues.",
         )
         q.add_argument(
-            "--recipe", required=True, help=f"recipe JSON, e.g. model_zoo/recipes/smoke{dims}d_v1.json"
+            "--recipe", required=True, help=f"recipe JSON, e.g. model_zoo/recipes/smoke{dims}d_v2.json"
         )
         q.add_argument("--data", default=None, help="shot folder (default: the recipe's, else the cache)")
         q.add_argument("--out", default=None, help="output folder (default: runs/<recipe name>)")

@@ -1,6 +1,6 @@
 """Training the smoke surrogate (Solver-in-the-Loop) from the reference solver's own shots.
 
-``mlvfx train smoke2d|smoke3d --recipe model_zoo/recipes/smoke2d_v1.json``:
+``mlvfx train smoke2d|smoke3d --recipe model_zoo/recipes/smoke3d_v2.json``:
 
 1. **Data** (:func:`generate_data`): randomised shots (:func:`mlvfx.fluids.scenarios.make_scenario`
    with the recipe's families and seeds) run by the reference solver at the recipe's resolution
@@ -15,6 +15,9 @@
 3. **Validation**: rollouts from an empty domain on the validation shots, density relative L2
    against the fine reference at the evaluation steps, for the surrogate and for coarse-only.
    The benchmark (``mlvfx smoke bench``) uses a third, disjoint seed range.
+4. **Upres** (when the recipe's ``upres`` section has iterations; :func:`train_upres`): fine
+   reference densities of ``upres.shots`` training shots (:func:`generate_fine`), and the learned
+   upres trained on the frozen correction's own rollouts, early-stopped on the validation shots.
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ class SmokeUpres:
 
 @dataclass(frozen=True)
 class SmokeRecipe:
-    """A full smoke surrogate recipe (``model_zoo/recipes/smoke2d_v1.json``)."""
+    """A full smoke surrogate recipe (``model_zoo/recipes/smoke3d_v2.json``)."""
 
     name: str
     dims: int
