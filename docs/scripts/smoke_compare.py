@@ -30,7 +30,9 @@ FAMILIES = ("plume", "two_sources", "wind", "obstacle")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--weights", type=Path, required=True)
     parser.add_argument("--dims", type=int, default=3)
     parser.add_argument("--res", type=int, default=64)
@@ -69,28 +71,44 @@ def main() -> int:
     pad, top = 6, 28
     img = np.full((top + len(rows) * (p + pad), 70 + 4 * (p + pad), 3), 255, np.uint8)
     for n, name in enumerate(names):
-        cv2.putText(img, name, (70 + n * (p + pad), 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            img, name, (70 + n * (p + pad), 19), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA
+        )
     for r, (step, fields, errors) in enumerate(rows):
         views = [(f.sum(0) if f.dim() == 3 else f).flip(0).cpu().numpy() for f in fields]  # +Y up
         scale = max(float(views[0].max()), 1e-12)
         y0 = top + r * (p + pad)
-        cv2.putText(img, f"t={step}", (8, y0 + p // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            img, f"t={step}", (8, y0 + p // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA
+        )
         for n, (view, err) in enumerate(zip(views, errors, strict=True)):
             grey = (255 * np.clip(view / scale, 0, 1)).astype(np.uint8)
             panel = cv2.resize(grey, (p, p), interpolation=cv2.INTER_NEAREST)
             x0 = 70 + n * (p + pad)
             img[y0 : y0 + p, x0 : x0 + p] = panel[..., None]
             if n:
-                cv2.putText(img, f"{err:.3f}", (x0 + 4, y0 + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
-                            (0, 200, 255), 1, cv2.LINE_AA)
+                cv2.putText(
+                    img,
+                    f"{err:.3f}",
+                    (x0 + 4, y0 + 16),
+                    cv2.FONT_HERSHEY_SIMPLEX,
+                    0.45,
+                    (0, 200, 255),
+                    1,
+                    cv2.LINE_AA,
+                )
     ok, buf = cv2.imencode(".png", img)
     if not ok:
         print("could not encode the image", file=sys.stderr)
         return 1
     write_bytes_atomic(args.out, buf.tobytes(), overwrite=True)
-    print(f"{sc.name} seed {args.seed}: " + "; ".join(
-        f"t={s}: " + ", ".join(f"{n} {e:.3f}" for n, e in zip(names[1:], errs[1:], strict=True))
-        for s, _, errs in rows))
+    print(
+        f"{sc.name} seed {args.seed}: "
+        + "; ".join(
+            f"t={s}: " + ", ".join(f"{n} {e:.3f}" for n, e in zip(names[1:], errs[1:], strict=True))
+            for s, _, errs in rows
+        )
+    )
     print(f"wrote {args.out}")
     return 0
 
