@@ -19,7 +19,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,7 @@ from mlvfx.nets.material import MaterialNet, count_flops_per_pixel, count_parame
 from mlvfx.train import losses as L
 from mlvfx.train.dataset import MaterialDataset
 from mlvfx.train.recipe import LossSpec, Recipe
-
-CHECKPOINT = "checkpoint.pt"
-LOG = "log.jsonl"
-SUMMARY = "summary.json"
-
-LogFn = Callable[[dict[str, Any]], None]
+from mlvfx.train.runlog import CHECKPOINT, SUMMARY, LogFn, run_logger, save_checkpoint
 
 
 def compute_losses(
@@ -90,18 +84,14 @@ class TrainResult:
 def _save_checkpoint(
     path: Path, net: MaterialNet, opt: torch.optim.Optimizer, step: int, seconds: float, recipe: Recipe
 ) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(
-        {
-            "model": net.state_dict(),
-            "optimizer": opt.state_dict(),
-            "step": step,
-            "seconds": seconds,
-            "recipe": json.dumps(recipe.to_dict()),
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+    state = {
+        "model": net.state_dict(),
+        "optimizer": opt.state_dict(),
+        "step": step,
+        "seconds": seconds,
+        "recipe": json.dumps(recipe.to_dict()),
+    }
+    save_checkpoint(path, state)
 
 
 def _deterministic(seed: int, threads: int) -> None:
@@ -165,12 +155,7 @@ def train_material(
         opt.load_state_dict(state["optimizer"])
         start, prior_seconds = int(state["step"]), float(state["seconds"])
 
-    def emit(record: dict[str, Any]) -> None:
-        with open(out / LOG, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if log is not None:
-            log(record)
-
+    emit = run_logger(out, log)
     emit(
         {
             "event": "start",

@@ -29,7 +29,6 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,12 +38,8 @@ import torch
 
 from mlvfx.errors import InputError
 from mlvfx.progress import ProgressFn, report
+from mlvfx.train.runlog import CHECKPOINT, SUMMARY, LogFn, run_logger, save_checkpoint
 
-LogFn = Callable[[dict[str, Any]], None]
-
-CHECKPOINT = "checkpoint.pt"
-LOG = "log.jsonl"
-SUMMARY = "summary.json"
 DATA_VERSION = 1
 
 
@@ -460,25 +455,17 @@ def train_surrogate(
             raise InputError(f"checkpoint does not match the recipe's model ({detail})", path=ckpt) from None
         start, prior = int(state["iteration"]), float(state["seconds"])
 
-    def emit(record: dict[str, Any]) -> None:
-        with open(out / LOG, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if log is not None:
-            log(record)
+    emit = run_logger(out, log)
 
     def save(iteration: int, seconds: float) -> None:
-        tmp = ckpt.with_name(f".{ckpt.name}.{os.getpid()}.tmp")
-        torch.save(
-            {
-                "model": net.state_dict(),
-                "optimizer": opt.state_dict(),
-                "iteration": iteration,
-                "seconds": seconds,
-                "recipe": recipe.to_dict(),
-            },
-            tmp,
-        )
-        os.replace(tmp, ckpt)
+        state = {
+            "model": net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "iteration": iteration,
+            "seconds": seconds,
+            "recipe": recipe.to_dict(),
+        }
+        save_checkpoint(ckpt, state)
 
     emit(
         {
@@ -691,7 +678,6 @@ def train_upres(
         }
 
     def save(iteration: int, seconds: float) -> None:
-        tmp = ckpt.with_name(f".{ckpt.name}.{os.getpid()}.tmp")
         state = {
             "model": upres.state_dict(),
             "optimizer": opt.state_dict(),
@@ -701,14 +687,9 @@ def train_upres(
             "best_score": best["score"],
             "best_iteration": best["iteration"],
         }
-        torch.save(state, tmp)
-        os.replace(tmp, ckpt)
+        save_checkpoint(ckpt, state)
 
-    def emit(record: dict[str, Any]) -> None:
-        with open(out / LOG, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        if log is not None:
-            log(record)
+    emit = run_logger(out, log)
 
     emit(
         {

@@ -1,0 +1,40 @@
+"""What every training run writes into its output folder: a JSON-lines log, atomic checkpoints.
+
+Shared by the material and smoke trainers, so their run folders look alike:
+``checkpoint.pt`` (resumable state), ``log.jsonl`` (one event per line) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LogFn = Callable[[dict[str, Any]], None]
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+SUMMARY = "summary.json"
+
+
+def run_logger(out: Path, log: LogFn | None = None) -> LogFn:
+    """A function that appends an event to ``out/log.jsonl`` and passes it on to ``log``."""
+
+    def emit(record: dict[str, Any]) -> None:
+        with open(out / LOG, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if log is not None:
+            log(record)
+
+    return emit
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
