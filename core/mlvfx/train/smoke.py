@@ -607,6 +607,7 @@ def train_upres(
     ``(seed, iteration)``; a checkpoint is written at the end and every
     ``train.checkpoint_minutes``.
     """
+    from mlvfx.fluids.bench import rel_l2
     from mlvfx.fluids.surrogate import SurrogateSolver, UpresNet, prolong_density
 
     u, m = recipe.upres, recipe.model
@@ -658,7 +659,7 @@ def train_upres(
             pred = upres.upsample(base, x)
             if solid is not None:
                 pred = pred.masked_fill(solid, 0.0)
-            errors.append(float(torch.linalg.vector_norm(pred - truth) / torch.linalg.vector_norm(truth)))
+            errors.append(rel_l2(pred, truth))
         upres.train()
         return float(np.mean(errors)) if errors else 0.0
 
