@@ -261,10 +261,6 @@ class UpresNet(nn.Module):
         return (smooth * (1.0 + gain)).clamp(min=0.0)
 
 
-SYMMETRY_MODES = ("none", "average", "equivariant")
-"""How a :class:`CorrectionNet` respects the X mirror; stored in its ``symmetry`` buffer as 0, 1, 2."""
-
-
 class CorrectionNet(nn.Module):
     """A small residual CNN that corrects one coarse step.
 
@@ -325,7 +321,8 @@ class CorrectionNet(nn.Module):
         self.equivariant = equivariant
         self.symmetric = symmetric or equivariant
         self.conserve_mass = conserve_mass
-        # Stored with the weights, so a loaded net knows how it was built.
+        # Stored with the weights, so a loaded net knows how it was built: symmetry 0 none,
+        # 1 mirror-averaged, 2 equivariant; mass 1 when the density correction conserves mass.
         mode = 2.0 if equivariant else 1.0 if symmetric else 0.0
         self.register_buffer("symmetry", torch.tensor([mode]))
         self.register_buffer("mass", torch.tensor([1.0 if conserve_mass else 0.0]))
