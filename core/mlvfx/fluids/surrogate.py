@@ -172,7 +172,7 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Te
     """A stride-1, 'same' 3-tap convolution; oneDNN directly for float32 on the CPU.
 
     PyTorch's dispatcher keeps batch-1 3D convolutions with few channels and slices on its naive
-    kernel (about 15x slower here at 32^3 x 16 channels, measured); calling oneDNN directly
+    kernel (16x slower at 32^3 x 16 channels: ``bench/conv_onednn.py``); calling oneDNN directly
     avoids that. Float64 (tests) and CUDA take the ordinary path.
     """
     dims = x.dim() - 2
