@@ -269,3 +269,86 @@ def test_upres_output_is_zero_inside_obstacles_and_the_stepper_uses_it() -> None
     stepper = SurrogateStepper(sc.config, net, 4)
     density, _ = stepper.step(None, None, sc.sources, sc.obstacles)
     assert float(density[np.asarray(sc.obstacles) >= 0.5].max()) == 0.0
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_dilated_gain_net_commutes_with_the_mirror_and_survives_a_round_trip(dims: int) -> None:
+    from mlvfx.fluids.surrogate import surrogate_from_state, surrogate_state
+
+    net = CorrectionNet(
+        dims, width=6, depth=4, conditions=2, equivariant=True, density_gain=True, dilations=(1, 2, 3, 1)
+    ).double()
+    torch.nn.init.normal_(net.body[-1].weight, std=0.1)
+    channels = 1 + dims + 2 + 2
+    x = torch.randn(
+        (1, channels) + (10,) * dims, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
+    sign = torch.ones(channels, dtype=torch.float64)
+    sign[1] = -1.0
+    view = (1, -1) + (1,) * dims
+    with torch.no_grad():
+        y = net(x)
+        y_m = net(x.flip(-1) * sign.view(view))
+    assert float(y.abs().max()) > 1e-3
+    assert torch.allclose(y_m, y.flip(-1) * sign[: 1 + dims].view(view), atol=1e-12)
+    back, _ = surrogate_from_state(surrogate_state(net, 4))
+    assert back.density_gain and back.dilations == (1, 2, 3, 1)
+    with torch.no_grad():
+        assert torch.allclose(back.double()(x), y, atol=1e-5)
+    with pytest.raises(InputError, match="dilations"):
+        CorrectionNet(dims, width=4, depth=3, dilations=(1, 2))
+
+
+def test_old_weights_without_gain_or_dilation_load_as_before() -> None:
+    from mlvfx.fluids.surrogate import surrogate_from_state, surrogate_state
+
+    state = surrogate_state(CorrectionNet(2, width=4, depth=3, conditions=2, equivariant=True), 4)
+    for key in ("gain", "dilation", "mass"):
+        state.pop(key)
+    net, _ = surrogate_from_state(state)
+    assert not net.density_gain and not net.conserve_mass and net.dilations == (1, 1, 1)
+
+
+def test_gain_correction_puts_no_smoke_in_empty_air() -> None:
+    sc = make_scenario("plume", 2, 64)
+    net = CorrectionNet(2, width=4, depth=2, conditions=2, density_gain=True).double()
+    with torch.no_grad():
+        net.body[-1].bias[0] = 0.5  # an additive net would fill the whole box with this
+    surrogate = SurrogateSolver(sc.config, net)
+    sources = surrogate.prepare_sources(sc.sources)
+    rho, vel = surrogate.solver.zeros()
+    for _ in range(4):
+        rho, vel = surrogate.solver.advance(rho, vel, sources)
+    with torch.no_grad():
+        after, _ = surrogate.correct(rho, vel, sources)
+    empty = rho == 0
+    assert bool(empty.any()) and float(after[empty].abs().max()) == 0.0
+    assert torch.allclose(after[~empty], rho[~empty] * (1 + np.tanh(0.5)), rtol=1e-9)
+
+
+def test_inference_kernel_cache_follows_weight_updates() -> None:
+    from mlvfx.fluids.surrogate import MirrorAct, MirrorConv
+
+    conv = MirrorConv(2, [False, True], [False, False, True, True]).double()
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        first = conv(x)
+        assert torch.equal(conv(x), first)  # served from the cache
+    opt = torch.optim.SGD(conv.parameters(), lr=0.1)
+    conv(x).square().sum().backward()  # type: ignore[no-untyped-call]
+    opt.step()
+    with torch.no_grad():
+        stepped = conv(x)
+        kernel = conv.kernel()
+        bias = 0.5 * (conv.bias + conv.bias_sign * conv.bias[conv.perm])
+        expect = torch.nn.functional.conv2d(x, kernel, bias, padding=1)
+    assert not torch.allclose(stepped, first) and torch.allclose(stepped, expect, atol=1e-12)
+    other = MirrorConv(2, [False, True], [False, False, True, True]).double()
+    conv.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(conv(x), other(x), atol=1e-12)
+    act = MirrorAct([False, False, True, True], 2)
+    assert act._split == 2
+    h = torch.randn(1, 4, 5, 5, dtype=torch.float64)
+    mixed = torch.where(act.odd, torch.tanh(h), torch.nn.functional.gelu(h))
+    assert torch.equal(act(h), mixed)

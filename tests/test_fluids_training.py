@@ -247,7 +247,15 @@ def test_cli_run_and_bench_with_local_weights(trained: tuple[Path, Path, Path], 
     assert table["reference"]["speedup"] == pytest.approx(1.0)
     assert all(np.isfinite(table[m]["rel_l2_t10"]) for m in ("coarse_only", "coarse_bicubic", "surrogate"))
     assert table["reference"]["divergence"] < 1e-10
-    assert doc["stability"][0]["steps"] == 12 and doc["stability"][0]["finite"]
+    stab = doc["stability"][0]
+    assert stab["steps"] == 12 and stab["finite"]
+    keys = (
+        "total_density_ratio",
+        "coarse_total_density_ratio",
+        "last_quarter_ratio",
+        "coarse_last_quarter_ratio",
+    )
+    assert all(np.isfinite(stab[k]) and stab[k] > 0 for k in keys)
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     missing = subprocess.run(
         [*exe, "smoke", "bench", "--weights", str(tmp_path / "nope.safetensors")],
@@ -312,3 +320,16 @@ def test_upres_trains_on_the_surrogates_rollouts_and_ships_in_the_weights(tmp_pa
     with pytest.raises(InputError, match=r"fine_000001\.npz: fine reference data for the upres is missing"):
         train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run2")
     assert not (tmp_path / "run2" / "checkpoint.pt").exists()  # it failed before training
+
+
+def test_bench_stability_reports_coarse_only_and_last_quarter_totals() -> None:
+    from mlvfx.fluids.bench import BenchSpec, run_bench
+    from mlvfx.fluids.surrogate import CorrectionNet
+
+    net = CorrectionNet(2, width=4, depth=2, conditions=2)  # zero-initialised: the coarse solver
+    spec = BenchSpec(dims=2, res=32, shots=0, stability_shots=1, stability_steps=8, timing_steps=1)
+    stab = run_bench(net, 4, spec)["stability"][0]
+    assert stab["finite"] and 0 < stab["total_density_ratio"] < 10
+    assert stab["total_density_ratio"] == pytest.approx(stab["coarse_total_density_ratio"], rel=1e-6)
+    assert stab["last_quarter_ratio"] == pytest.approx(stab["coarse_last_quarter_ratio"], rel=1e-6)
+    assert stab["last_quarter_ratio"] != pytest.approx(stab["total_density_ratio"], rel=1e-9)

@@ -256,7 +256,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         write_bytes_atomic(args.out_json, (json.dumps(result, indent=1) + "\n").encode(), overwrite=True)
     stab = "; ".join(
         f"{s['scenario']} {s['steps']} steps: {'finite' if s['finite'] else 'NaN'}, total density "
-        f"{100 * (s['total_density_ratio'] - 1):+.1f}% vs reference ({'ok' if s['ok'] else 'FAIL'})"
+        f"{100 * (s['total_density_ratio'] - 1):+.1f}% vs reference ({'ok' if s['ok'] else 'FAIL'}; "
+        f"coarse-only {100 * (s['coarse_total_density_ratio'] - 1):+.1f}%; last-quarter mean "
+        f"{100 * (s['last_quarter_ratio'] - 1):+.1f}%, coarse-only "
+        f"{100 * (s['coarse_last_quarter_ratio'] - 1):+.1f}%)"
         for s in result["stability"]
     )
     text = (

@@ -140,8 +140,11 @@ class MirrorConv(nn.Module):
         odd_in: Sequence[bool],
         odd_out: Sequence[bool],
         perm: Sequence[int] | None = None,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
+        if dilation < 1:
+            raise InputError(f"a MirrorConv dilation must be >= 1, got {dilation}")
         shape = (len(odd_out), len(odd_in)) + (3,) * dims
         base = (nn.Conv2d if dims == 2 else nn.Conv3d)(len(odd_in), len(odd_out), 3, padding=1)
         self.weight = nn.Parameter(base.weight.detach().clone().reshape(shape))
@@ -156,20 +159,39 @@ class MirrorConv(nn.Module):
             raise InputError("a MirrorConv output permutation must be an involution")
         self.register_buffer("perm", torch.tensor(index), persistent=False)
         self.dims = dims
+        self.dilation = dilation
+        self._cache: tuple[tuple[Any, ...], torch.Tensor, torch.Tensor] | None = None
 
     def kernel(self) -> torch.Tensor:
         return 0.5 * (self.weight + self.parity * self.weight.flip(-1)[self.perm])
 
+    def projected(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The projected ``(kernel, bias)``; cached while no gradient is taken (inference).
+
+        The cache is keyed on the parameters' identity, version counters (bumped by optimiser
+        steps and ``load_state_dict``), device and dtype, so it never serves stale weights.
+        """
+        grad = torch.is_grad_enabled()
+        w, b = self.weight, self.bias
+        key = (w.data_ptr(), w._version, b.data_ptr(), b._version, w.dtype, w.device)
+        if not grad and self._cache is not None and self._cache[0] == key:
+            return self._cache[1], self._cache[2]
+        kernel = self.kernel()
+        bias = 0.5 * (b + self.bias_sign * b[self.perm])
+        if not grad:
+            self._cache = (key, kernel, bias)
+        return kernel, bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = 0.5 * (self.bias + self.bias_sign * self.bias[self.perm])
-        return _conv(x, self.kernel(), bias)
+        kernel, bias = self.projected()
+        return _conv(x, kernel, bias, self.dilation)
 
 
 _ONEDNN = bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
 
 
-def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """A stride-1, 'same' 3-tap convolution; oneDNN directly for float32 on the CPU.
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dilation: int = 1) -> torch.Tensor:
+    """A stride-1, 'same' 3-tap convolution (dilated by ``dilation``); oneDNN directly for float32 on the CPU.
 
     PyTorch's dispatcher keeps batch-1 3D convolutions with few channels and slices on its naive
     kernel (16x slower at 32^3 x 16 channels: ``bench/conv_onednn.py``); calling oneDNN directly
@@ -177,10 +199,11 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Te
     """
     dims = x.dim() - 2
     if x.device.type == "cpu" and x.dtype == torch.float32 and _ONEDNN:
-        ones = (1,) * dims
-        out: torch.Tensor = torch.mkldnn_convolution(x, weight, bias, ones, ones, ones, 1)
+        ones, pad = (1,) * dims, (dilation,) * dims
+        out: torch.Tensor = torch.mkldnn_convolution(x, weight, bias, pad, ones, pad, 1)
         return out
-    return F.conv2d(x, weight, bias, padding=1) if dims == 2 else F.conv3d(x, weight, bias, padding=1)
+    conv = F.conv2d if dims == 2 else F.conv3d
+    return conv(x, weight, bias, padding=dilation, dilation=dilation)
 
 
 class MirrorAct(nn.Module):
@@ -190,11 +213,18 @@ class MirrorAct(nn.Module):
 
     def __init__(self, odd: Sequence[bool], dims: int) -> None:
         super().__init__()
-        mask = torch.tensor([bool(b) for b in odd]).reshape((1, -1) + (1,) * dims)
+        flags = [bool(b) for b in odd]
+        mask = torch.tensor(flags).reshape((1, -1) + (1,) * dims)
         self.register_buffer("odd", mask, persistent=False)
+        # Hidden layers put their odd channels last: then each function runs on its half only.
+        first_odd = flags.index(True) if True in flags else len(flags)
+        self._split = first_odd if all(flags[first_odd:]) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.where(self.odd, torch.tanh(x), F.gelu(x))
+        k = self._split
+        if k is None:
+            return torch.where(self.odd, torch.tanh(x), F.gelu(x))
+        return torch.cat([F.gelu(x[:, :k]), torch.tanh(x[:, k:])], dim=1)
 
 
 def _subcell_mirror(factor: int, dims: int) -> list[int]:
@@ -275,6 +305,11 @@ class CorrectionNet(nn.Module):
             which commutes with the mirror by construction in one pass. Implies ``symmetric``.
         conserve_mass: The corrected density is rescaled to the total the coarse step produced
             (:meth:`SurrogateSolver.correct`), so the net can move smoke but not create or drain it.
+        density_gain: The density output is a bounded relative gain, ``rho * (1 + tanh(out))``,
+            instead of an additive change: smoke cannot appear in empty air (an additive
+            correction with the mass constraint spread a haze that piled up over long runs).
+        dilations: Dilation of each convolution (``depth`` entries; default all 1). Dilated
+            layers widen the receptive field at no extra cost.
     """
 
     def __init__(
@@ -286,12 +321,17 @@ class CorrectionNet(nn.Module):
         symmetric: bool = False,
         equivariant: bool = False,
         conserve_mass: bool = False,
+        density_gain: bool = False,
+        dilations: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if dims not in (2, 3):
             raise InputError(f"dims must be 2 or 3, got {dims}")
         if width < 1 or depth < 2 or conditions < 0:
             raise InputError(f"bad CorrectionNet size: width {width}, depth {depth}, conditions {conditions}")
+        dil = [1] * depth if dilations is None else [int(d) for d in dilations]
+        if len(dil) != depth or min(dil) < 1:
+            raise InputError(f"CorrectionNet dilations {dil} must be {depth} integers >= 1")
         channels_in = 1 + dims + 2 + conditions
         layers: list[nn.Module] = []
         if equivariant:
@@ -300,16 +340,16 @@ class CorrectionNet(nn.Module):
             odd_in = [c == 1 for c in range(channels_in)]  # channel 1: the X velocity
             hidden = [c >= width // 2 for c in range(width)]
             odd_out = [c == 1 for c in range(1 + dims)]
-            layers += [MirrorConv(dims, odd_in, hidden), MirrorAct(hidden, dims)]
-            for _ in range(depth - 2):
-                layers += [MirrorConv(dims, hidden, hidden), MirrorAct(hidden, dims)]
-            head: nn.Module = MirrorConv(dims, hidden, odd_out)
+            layers += [MirrorConv(dims, odd_in, hidden, dilation=dil[0]), MirrorAct(hidden, dims)]
+            for i in range(depth - 2):
+                layers += [MirrorConv(dims, hidden, hidden, dilation=dil[1 + i]), MirrorAct(hidden, dims)]
+            head: nn.Module = MirrorConv(dims, hidden, odd_out, dilation=dil[-1])
         else:
             conv = nn.Conv2d if dims == 2 else nn.Conv3d
-            layers += [conv(channels_in, width, 3, padding=1), nn.GELU()]
-            for _ in range(depth - 2):
-                layers += [conv(width, width, 3, padding=1), nn.GELU()]
-            head = conv(width, 1 + dims, 3, padding=1)
+            layers += [conv(channels_in, width, 3, padding=dil[0], dilation=dil[0]), nn.GELU()]
+            for i in range(depth - 2):
+                layers += [conv(width, width, 3, padding=dil[1 + i], dilation=dil[1 + i]), nn.GELU()]
+            head = conv(width, 1 + dims, 3, padding=dil[-1], dilation=dil[-1])
         nn.init.zeros_(head.weight)  # type: ignore[arg-type]
         nn.init.zeros_(head.bias)  # type: ignore[arg-type]
         layers.append(head)
@@ -321,16 +361,23 @@ class CorrectionNet(nn.Module):
         self.equivariant = equivariant
         self.symmetric = symmetric or equivariant
         self.conserve_mass = conserve_mass
+        self.density_gain = density_gain
+        self.dilations = tuple(dil)
         # Stored with the weights, so a loaded net knows how it was built: symmetry 0 none,
-        # 1 mirror-averaged, 2 equivariant; mass 1 when the density correction conserves mass.
+        # 1 mirror-averaged, 2 equivariant; mass 1 when the density correction conserves mass;
+        # gain 1 for a multiplicative density correction; the dilation of every convolution.
         mode = 2.0 if equivariant else 1.0 if symmetric else 0.0
         self.register_buffer("symmetry", torch.tensor([mode]))
         self.register_buffer("mass", torch.tensor([1.0 if conserve_mass else 0.0]))
+        self.register_buffer("gain", torch.tensor([1.0 if density_gain else 0.0]))
+        self.register_buffer("dilation", torch.tensor(dil, dtype=torch.float32))
         self.upres: UpresNet | None = None  # attached after training (see mlvfx.train.smoke)
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
-        # Weights and checkpoints from before the mass flag existed are nets without it.
+        # Weights and checkpoints from before these flags existed are nets without them.
         state_dict.setdefault(prefix + "mass", torch.zeros(1))
+        state_dict.setdefault(prefix + "gain", torch.zeros(1))
+        state_dict.setdefault(prefix + "dilation", torch.ones(self.depth))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -476,7 +523,10 @@ class SurrogateSolver:
         """The learned correction of a state the coarse solver just produced (re-projected)."""
         solver = self.solver
         delta = self.net(self.inputs(density, vel, sources))[0]
-        corrected = (density + delta[0]).clamp(min=0.0).masked_fill(solver.solid, 0.0)
+        if self.net.density_gain:
+            corrected = (density * (1.0 + torch.tanh(delta[0]))).masked_fill(solver.solid, 0.0)
+        else:
+            corrected = (density + delta[0]).clamp(min=0.0).masked_fill(solver.solid, 0.0)
         if self.net.conserve_mass:
             # Rescale to the coarse step's total: the net moves smoke but cannot drain it.
             total, before = corrected.sum(), density.sum()
@@ -579,6 +629,8 @@ def surrogate_from_state(
         )
         mode = float(weights.get("symmetry", torch.zeros(1)).reshape(-1)[0])
         mass = float(weights.get("mass", torch.zeros(1)).reshape(-1)[0]) > 0.5
+        gain = float(weights.get("gain", torch.zeros(1)).reshape(-1)[0]) > 0.5
+        dilation = weights.get("dilation", torch.ones(len(convs))).reshape(-1)
         net = CorrectionNet(
             dims,
             width=width,
@@ -587,9 +639,13 @@ def surrogate_from_state(
             symmetric=mode > 0.5,
             equivariant=mode > 1.5,
             conserve_mass=mass,
+            density_gain=gain,
+            dilations=[round(float(d)) for d in dilation],
         )
         weights.setdefault("symmetry", torch.zeros(1))
         weights.setdefault("mass", torch.zeros(1))
+        weights.setdefault("gain", torch.zeros(1))
+        weights.setdefault("dilation", torch.ones(len(convs)))
         if upres_keys:
             up_first = weights["upres.body.0.weight"]
             net.upres = UpresNet(

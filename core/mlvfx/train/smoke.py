@@ -69,6 +69,8 @@ class SmokeModel:
     symmetric: bool = False
     equivariant: bool = False
     conserve_mass: bool = False
+    density_gain: bool = False
+    dilations: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,9 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
         problems.append("the curriculum needs unroll lengths shorter than the shots")
     if not 0 <= r.train.early_fraction <= 1 or r.train.early_start_max < 0:
         problems.append("early_fraction must be in [0, 1] and early_start_max >= 0")
+    dil = r.model.dilations
+    if dil is not None and (len(dil) != r.model.depth or min(dil) < 1):
+        problems.append(f"model.dilations needs {r.model.depth} (depth) integers >= 1")
     if r.train.iterations < 1 or r.train.threads < 1:
         problems.append("iterations and threads must be >= 1")
     u = r.upres
@@ -434,6 +439,8 @@ def train_surrogate(
         symmetric=m.symmetric,
         equivariant=m.equivariant,
         conserve_mass=m.conserve_mass,
+        density_gain=m.density_gain,
+        dilations=m.dilations,
     ).float()
     solvers = [
         SurrogateSolver(
