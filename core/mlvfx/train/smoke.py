@@ -71,6 +71,7 @@ class SmokeModel:
     conserve_mass: bool = False
     density_gain: bool = False
     dilations: tuple[int, ...] | None = None
+    mass_budget: bool = False
 
 
 @dataclass(frozen=True)
@@ -441,6 +442,7 @@ def train_surrogate(
         conserve_mass=m.conserve_mass,
         density_gain=m.density_gain,
         dilations=m.dilations,
+        mass_budget=m.mass_budget,
     ).float()
     solvers = [
         SurrogateSolver(
