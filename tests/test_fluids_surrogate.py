@@ -373,6 +373,9 @@ def test_mass_budget_correction_keeps_the_physical_total() -> None:
             assert float(rho.sum()) == pytest.approx(step * inflow, rel=1e-9)
     back, _ = surrogate_from_state(surrogate_state(net, 4))
     assert back.mass_budget and back.conserve_mass
+    other = CorrectionNet(2, width=4, depth=2, conditions=2, conserve_mass=True).double()
+    with pytest.raises(RuntimeError, match="mass"):  # e.g. resuming a checkpoint under another recipe
+        other.load_state_dict(net.state_dict())
 
 
 def test_mass_budget_counts_the_flux_through_open_walls() -> None:

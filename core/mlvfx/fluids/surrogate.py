@@ -387,6 +387,18 @@ class CorrectionNet(nn.Module):
         state_dict.setdefault(prefix + "mass", torch.zeros(1))
         state_dict.setdefault(prefix + "gain", torch.zeros(1))
         state_dict.setdefault(prefix + "dilation", torch.ones(self.depth))
+        # The flags steer the dynamics: weights made with other ones must not load silently.
+        flags = ("symmetry", "mass", "gain", "dilation")
+        wrong = [
+            k
+            for k in flags
+            if prefix + k in state_dict
+            and not torch.equal(
+                state_dict[prefix + k].reshape(-1).float(), getattr(self, k).reshape(-1).float()
+            )
+        ]
+        if wrong:
+            raise RuntimeError(f"the weights were made with other {', '.join(wrong)} settings than this net")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
