@@ -310,7 +310,8 @@ class CorrectionNet(nn.Module):
             minus the flux through open walls, plus the inflow; :meth:`SurrogateSolver.mass_budget`).
             The coarse solver's MacCormack advection is not conservative and gains 8-26 % of the
             inflow in a closed box at 64² where the 256² reference stays within a few percent;
-            the budget removes that gain. Implies ``conserve_mass``.
+            the budget removes that gain (in an open box the total still follows where the flow
+            carries smoke out: ``bench/smoke_mass.py``). Implies ``conserve_mass``.
         density_gain: The density output is a bounded relative gain, ``rho * (1 + tanh(out))``,
             instead of an additive change: smoke cannot appear in empty air (an additive
             correction with the mass constraint spread a haze that piled up over long runs).

@@ -1,0 +1,142 @@
+"""Where the 2D surrogate's total density goes: coarse-solver conservation and the mass budget.
+
+Part 1 (closed box, no outflow): the total density over the inflowed total for the 256²
+reference and the same shot on the 64² coarse grid (the surrogate's solver, float32). MacCormack
+advection is not conservative; this measures by how much at each resolution.
+
+Part 2 (``--weights``): for each surrogate, with the mass constraint it was trained with
+("coarse": the coarse step's total) and with the mass budget ("budget": previous total - open-wall
+flux + inflow), the density error at t = 50/100/200 and the total density at step N against the
+reference, instantaneous and averaged over the last quarter. Validation shots only (seeds
+1000-1005; the held-out benchmark shots stay unseen).
+
+    .venv/bin/python bench/smoke_mass.py --weights runs/smoke2d_v2/smoke2d_v2.safetensors ...
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlvfx.fluids.bench import _upsample, rel_l2
+from mlvfx.fluids.reference import ReferenceSolver, Source
+from mlvfx.fluids.scenarios import make_scenario
+from mlvfx.fluids.surrogate import (
+    CorrectionNet,
+    SurrogateSolver,
+    coarse_config,
+    restrict_mask,
+    surrogate_from_state,
+)
+from mlvfx.zoo import load_state_dict
+
+FAMILIES = ("plume", "two_sources", "wind", "obstacle")
+
+
+def closed_box(seeds: list[int], steps: int) -> None:
+    print(
+        f"## closed box: total density / inflow (steps {steps // 4}, {steps // 2}, {3 * steps // 4}, {steps})"
+    )
+    print("| shot | 256² reference | 64² coarse |")
+    print("|---|---|---|")
+    for seed in seeds:
+        fam = FAMILIES[seed % 4]  # seeds 1000-1002: plume, two_sources, wind (no obstacle)
+        sc = make_scenario(fam, 2, 256, seed=seed, boundary="closed")
+        cells = []
+        for factor in (1, 4):
+            cfg = sc.config if factor == 1 else replace(coarse_config(sc.config, 4), dtype="float32")
+            solver = ReferenceSolver(cfg)
+            srcs = [
+                Source(restrict_mask(s.mask, factor) if factor > 1 else s.mask, s.rate, s.velocity)
+                for s in sc.sources
+            ]
+            prepared = solver.prepare_sources(srcs)
+            state, inflow, marks = solver.zeros(), 0.0, []
+            with torch.no_grad():
+                for i in range(1, steps + 1):
+                    state = solver.advance(*state, prepared)
+                    inflow += sum(p.rate * cfg.dt * float(p.mask.sum()) for p in prepared)
+                    if i % (steps // 4) == 0:
+                        marks.append(f"{float(state[0].sum()) / inflow:.3f}")
+            cells.append(" / ".join(marks))
+        print(f"| {seed} {fam} | {cells[0]} | {cells[1]} |")
+
+
+def surrogates(paths: list[Path], seeds: list[int], steps: int) -> None:
+    tail = steps - steps // 4
+    refs = {}
+    for seed in seeds:
+        sc = make_scenario(FAMILIES[seed % 4], 2, 256, seed=seed)
+        ref = ReferenceSolver(sc.config, sc.obstacles)
+        rs = ref.prepare_sources(sc.sources)
+        state, totals, snaps = ref.zeros(), [], {}
+        with torch.no_grad():
+            for i in range(1, steps + 1):
+                state = ref.advance(*state, rs)
+                totals.append(float(state[0].sum()))
+                if i in (50, 100, 200):
+                    snaps[i] = state[0].clone()
+        refs[seed] = (sc, totals, snaps)
+    print(
+        f"\n## surrogates on validation shots {seeds[0]}-{seeds[-1]}: error, and total density "
+        f"at step {steps} vs the reference"
+    )
+    print(
+        "| model | mass | rel. L2 t=50 / 100 / 200 | total at the end (per shot) "
+        "| last-quarter mean (per shot) |"
+    )
+    print("|---|---|---|---|---|")
+    runs: list[tuple[str, str, CorrectionNet | None]] = [("coarse only", "-", None)]
+    for path in paths:
+        for mode in ("coarse", "budget"):
+            net, _ = surrogate_from_state(load_state_dict(path), source=str(path))
+            net.conserve_mass, net.mass_budget = True, mode == "budget"
+            runs.append((path.stem, mode, net))
+    for name, mode, net in runs:
+        errors: dict[int, list[float]] = {50: [], 100: [], 200: []}
+        end, lastq = [], []
+        for seed in seeds:
+            sc, totals, snaps = refs[seed]
+            model = net if net is not None else CorrectionNet(2, 4, 2, 2)  # zero-initialised: coarse only
+            sur = SurrogateSolver(sc.config, model, sc.obstacles, 4, dtype="float32")
+            ss = sur.prepare_sources(sc.sources)
+            state, mine = sur.solver.zeros(), []
+            with torch.no_grad():
+                for i in range(1, steps + 1):
+                    state = sur.advance(*state, ss)
+                    mine.append(float(state[0].sum()) * 16)
+                    if i in snaps:
+                        out = (
+                            sur.output_density(*state, ss)
+                            if net is not None
+                            else _upsample(state[0], 4, "nearest")
+                        )
+                        errors[i].append(rel_l2(out.double(), snaps[i]))
+            end.append(mine[-1] / totals[-1])
+            lastq.append(float(np.mean(mine[tail:]) / np.mean(totals[tail:])))
+        err = " / ".join(f"{np.mean(v):.3f}" for v in errors.values())
+        print(
+            f"| {name} | {mode} | {err} | {' '.join(f'{x:.2f}' for x in end)} "
+            f"| {' '.join(f'{x:.2f}' for x in lastq)} |"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, nargs="*", default=[])
+    ap.add_argument("--steps", type=int, default=640)
+    ap.add_argument("--closed-steps", type=int, default=400)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    closed_box([1000, 1001, 1002], args.closed_steps)
+    if args.weights:
+        surrogates(args.weights, list(range(1000, 1006)), args.steps)
+
+
+if __name__ == "__main__":
+    main()
