@@ -4,13 +4,15 @@ Part 1 (closed box, no outflow): the total density over the inflowed total for t
 reference and the same shot on the 64² coarse grid (the surrogate's solver, float32). MacCormack
 advection is not conservative; this measures by how much at each resolution.
 
-Part 2 (``--weights``): for each surrogate, with the mass constraint it was trained with
-("coarse": the coarse step's total) and with the mass budget ("budget": previous total - open-wall
-flux + inflow), the density error at t = 50/100/200 and the total density at step N against the
-reference, instantaneous and averaged over the last quarter. Validation shots only (seeds
-1000-1005; the held-out benchmark shots stay unseen).
+Part 2 (``--weights``): for each surrogate, with the mass constraint it was trained with ("none",
+"coarse": the coarse step's total, or "budget": previous total - open-wall flux + inflow) and with
+each of the other two constraints switched on at inference, the density error at t = 50/100/200
+and the total density at step N against the reference, instantaneous and averaged over the last
+quarter. Validation shots only (seeds from 1000; the held-out benchmark shots stay unseen).
 
     .venv/bin/python bench/smoke_mass.py --weights runs/smoke2d_v2/smoke2d_v2.safetensors ...
+    .venv/bin/python bench/smoke_mass.py --dims 3 --res 64 --shots 3 --steps 100 --closed-steps 100 \
+        --weights model_zoo/weights/smoke3d-0.2.0.safetensors
 """
 
 from __future__ import annotations
@@ -37,15 +39,15 @@ from mlvfx.zoo import load_state_dict
 FAMILIES = ("plume", "two_sources", "wind", "obstacle")
 
 
-def closed_box(seeds: list[int], steps: int) -> None:
+def closed_box(seeds: list[int], steps: int, dims: int, res: int) -> None:
     print(
         f"## closed box: total density / inflow (steps {steps // 4}, {steps // 2}, {3 * steps // 4}, {steps})"
     )
-    print("| shot | 256² reference | 64² coarse |")
+    print(f"| shot | {res}^{dims} reference | {res // 4}^{dims} coarse |")
     print("|---|---|---|")
     for seed in seeds:
         fam = FAMILIES[seed % 4]  # seeds 1000-1002: plume, two_sources, wind (no obstacle)
-        sc = make_scenario(fam, 2, 256, seed=seed, boundary="closed")
+        sc = make_scenario(fam, dims, res, seed=seed, boundary="closed")
         cells = []
         for factor in (1, 4):
             cfg = sc.config if factor == 1 else replace(coarse_config(sc.config, 4), dtype="float32")
@@ -66,11 +68,12 @@ def closed_box(seeds: list[int], steps: int) -> None:
         print(f"| {seed} {fam} | {cells[0]} | {cells[1]} |")
 
 
-def surrogates(paths: list[Path], seeds: list[int], steps: int) -> None:
+def surrogates(paths: list[Path], seeds: list[int], steps: int, dims: int, res: int) -> None:
     tail = steps - steps // 4
+    marks = [t for t in (50, 100, 200) if t <= steps]
     refs = {}
     for seed in seeds:
-        sc = make_scenario(FAMILIES[seed % 4], 2, 256, seed=seed)
+        sc = make_scenario(FAMILIES[seed % 4], dims, res, seed=seed)
         ref = ReferenceSolver(sc.config, sc.obstacles)
         rs = ref.prepare_sources(sc.sources)
         state, totals, snaps = ref.zeros(), [], {}
@@ -78,7 +81,7 @@ def surrogates(paths: list[Path], seeds: list[int], steps: int) -> None:
             for i in range(1, steps + 1):
                 state = ref.advance(*state, rs)
                 totals.append(float(state[0].sum()))
-                if i in (50, 100, 200):
+                if i in marks:
                     snaps[i] = state[0].clone()
         refs[seed] = (sc, totals, snaps)
     print(
@@ -86,29 +89,33 @@ def surrogates(paths: list[Path], seeds: list[int], steps: int) -> None:
         f"at step {steps} vs the reference"
     )
     print(
-        "| model | mass | rel. L2 t=50 / 100 / 200 | total at the end (per shot) "
+        f"| model | mass | rel. L2 t={' / '.join(map(str, marks))} | total at the end (per shot) "
         "| last-quarter mean (per shot) |"
     )
     print("|---|---|---|---|---|")
     runs: list[tuple[str, str, CorrectionNet | None]] = [("coarse only", "-", None)]
     for path in paths:
+        net, _ = surrogate_from_state(load_state_dict(path), source=str(path))
+        trained = "budget" if net.mass_budget else "coarse" if net.conserve_mass else "none"
+        runs.append((path.stem, f"{trained} (as trained)", net))
         for mode in ("coarse", "budget"):
-            net, _ = surrogate_from_state(load_state_dict(path), source=str(path))
-            net.conserve_mass, net.mass_budget = True, mode == "budget"
-            runs.append((path.stem, mode, net))
+            if mode != trained:
+                net, _ = surrogate_from_state(load_state_dict(path), source=str(path))
+                net.conserve_mass, net.mass_budget = True, mode == "budget"
+                runs.append((path.stem, mode, net))
     for name, mode, net in runs:
-        errors: dict[int, list[float]] = {50: [], 100: [], 200: []}
+        errors: dict[int, list[float]] = {t: [] for t in marks}
         end, lastq = [], []
         for seed in seeds:
             sc, totals, snaps = refs[seed]
-            model = net if net is not None else CorrectionNet(2, 4, 2, 2)  # zero-initialised: coarse only
+            model = net if net is not None else CorrectionNet(dims, 4, 2, 2)  # zero-initialised: coarse only
             sur = SurrogateSolver(sc.config, model, sc.obstacles, 4, dtype="float32")
             ss = sur.prepare_sources(sc.sources)
             state, mine = sur.solver.zeros(), []
             with torch.no_grad():
                 for i in range(1, steps + 1):
                     state = sur.advance(*state, ss)
-                    mine.append(float(state[0].sum()) * 16)
+                    mine.append(float(state[0].sum()) * 4**dims)
                     if i in snaps:
                         out = (
                             sur.output_density(*state, ss)
@@ -131,11 +138,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=640)
     ap.add_argument("--closed-steps", type=int, default=400)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dims", type=int, default=2, choices=(2, 3))
+    ap.add_argument("--res", type=int, default=256)
+    ap.add_argument("--shots", type=int, default=6, help="validation shots from seed 1000 (default 6)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    closed_box([1000, 1001, 1002], args.closed_steps)
+    closed_box([1000, 1001, 1002], args.closed_steps, args.dims, args.res)
     if args.weights:
-        surrogates(args.weights, list(range(1000, 1006)), args.steps)
+        surrogates(args.weights, list(range(1000, 1000 + args.shots)), args.steps, args.dims, args.res)
 
 
 if __name__ == "__main__":
