@@ -12,24 +12,12 @@ checks that they agree.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import torch
+from conv_onednn import median_ms  # bench/ is the script's folder, so it is on sys.path
 
 from mlvfx.fluids.surrogate import CorrectionNet, MirrorAct, MirrorConv, UpresNet
-
-
-def clock(fn: Callable[[], object], repeats: int) -> float:
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return 1e3 * times[len(times) // 2]
 
 
 def uncached(net: torch.nn.Module) -> None:
@@ -72,10 +60,10 @@ def main() -> None:
         x = torch.randn((1, 1 + dims + 2 + 2, *shape))
         with torch.no_grad():
             new_out = net(x)
-            after = clock(lambda n=net, a=x: n(a), args.repeats)
+            after = median_ms(lambda n=net, a=x: n(a), args.repeats)
             uncached(net)
             old_out = net(x)
-            before = clock(lambda n=net, a=x: n(a), args.repeats)
+            before = median_ms(lambda n=net, a=x: n(a), args.repeats)
         diff = float((new_out - old_out).abs().max())
         print(f"| {name} | {before:.3f} | {after:.3f} | {before / after:.2f}x | {diff:.1e} |")
 
