@@ -196,10 +196,11 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dilation: i
 
     PyTorch's dispatcher keeps batch-1 3D convolutions with few channels and slices on its naive
     kernel (16x slower at 32^3 x 16 channels: ``bench/conv_onednn.py``); calling oneDNN directly
-    avoids that. Float64 (tests) and CUDA take the ordinary path.
+    avoids that. Float64 (tests), CUDA and ``torch.compile`` (which cannot trace the direct call
+    and picks its own kernels) take the ordinary path.
     """
     dims = x.dim() - 2
-    if x.device.type == "cpu" and x.dtype == torch.float32 and _ONEDNN:
+    if x.device.type == "cpu" and x.dtype == torch.float32 and _ONEDNN and not torch.compiler.is_compiling():
         ones, pad = (1,) * dims, (dilation,) * dims
         out: torch.Tensor = torch.mkldnn_convolution(x, weight, bias, pad, ones, pad, 1)
         return out
