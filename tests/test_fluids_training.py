@@ -333,3 +333,13 @@ def test_bench_stability_reports_coarse_only_and_last_quarter_totals() -> None:
     assert stab["total_density_ratio"] == pytest.approx(stab["coarse_total_density_ratio"], rel=1e-6)
     assert stab["last_quarter_ratio"] == pytest.approx(stab["coarse_last_quarter_ratio"], rel=1e-6)
     assert stab["last_quarter_ratio"] != pytest.approx(stab["total_density_ratio"], rel=1e-9)
+
+
+def test_bench_times_every_method_interleaved() -> None:
+    from mlvfx.fluids.bench import BenchSpec, time_methods
+    from mlvfx.fluids.surrogate import CorrectionNet
+
+    spec = BenchSpec(dims=2, res=32, shots=0, stability_shots=0, timing_steps=3)
+    times = time_methods(CorrectionNet(2, width=4, depth=2, conditions=2), 4, spec)
+    assert set(times) == {"reference", "reference_float32", "coarse_only", "coarse_bicubic", "surrogate"}
+    assert all(np.isfinite(t) and t > 0 for t in times.values())

@@ -216,26 +216,30 @@ def run_bench(
 
 
 def time_methods(net: Any, factor: int, spec: BenchSpec) -> dict[str, float]:
-    """Milliseconds per step at the output resolution (canonical plume), after a warm-up step."""
+    """Milliseconds per step at the output resolution (canonical plume), median over the rounds.
+
+    The methods are timed interleaved: each of ``spec.timing_steps`` rounds advances every
+    method by one step, in an order that rotates from round to round. A slow spell of the machine
+    then hits all methods alike instead of whichever happened to be timed during it (timed one
+    after the other, the same model's speedup swung between 3.5x and 5.8x on a shared box).
+    """
     from mlvfx.fluids.reference import ReferenceSolver
     from mlvfx.fluids.scenarios import make_scenario
     from mlvfx.fluids.surrogate import SurrogateSolver
 
     sc = make_scenario("plume", spec.dims, spec.res)
-    out: dict[str, float] = {}
+    methods: dict[str, tuple[Any, Any]] = {}  # name -> (one timed step: state -> state, state)
 
-    def clock(step: Any, state: Any, upsample: str | Any | None) -> float:
-        state = step(*state)  # warm-up (builds caches)
-        times = []
-        for _ in range(spec.timing_steps):
-            t = time.perf_counter()
-            state = step(*state)
-            if callable(upsample):
-                upsample(*state)
-            elif upsample is not None:
-                _upsample(state[0], factor, upsample)
-            times.append(time.perf_counter() - t)
-        return 1e3 * float(np.median(times))
+    def method(step: Any, state: Any, output: str | Any | None) -> tuple[Any, Any]:
+        def run(current: Any) -> Any:
+            current = step(*current)
+            if callable(output):
+                output(*current)
+            elif output is not None:
+                _upsample(current[0], factor, output)
+            return current
+
+        return run, run(state)  # the first call is the warm-up (builds caches)
 
     with torch.no_grad():
         for dtype in ("float64", "float32"):
@@ -243,21 +247,29 @@ def time_methods(net: Any, factor: int, spec: BenchSpec) -> dict[str, float]:
             ref = ReferenceSolver(cfg, sc.obstacles)
             src = ref.prepare_sources(sc.sources)
             key = "reference" if dtype == "float64" else "reference_float32"
-            out[key] = clock(lambda d, v, r=ref, s=src: r.advance(d, v, s), ref.zeros(), None)
+            methods[key] = method(lambda d, v, r=ref, s=src: r.advance(d, v, s), ref.zeros(), None)
         sur = SurrogateSolver(sc.config, net, sc.obstacles, factor, dtype="float32")
         src = sur.prepare_sources(sc.sources)
-        out["coarse_only"] = clock(lambda d, v: sur.solver.advance(d, v, src), sur.solver.zeros(), "nearest")
-        out["coarse_bicubic"] = clock(
-            lambda d, v: sur.solver.advance(d, v, src), sur.solver.zeros(), "smooth"
-        )
-        out["surrogate"] = clock(
-            lambda d, v: sur.advance(d, v, src),
-            sur.solver.zeros(),
-            lambda d, v: sur.output_density(d, v, src),
+        coarse = sur.solver
+        methods["coarse_only"] = method(lambda d, v: coarse.advance(d, v, src), coarse.zeros(), "nearest")
+        methods["coarse_bicubic"] = method(lambda d, v: coarse.advance(d, v, src), coarse.zeros(), "smooth")
+        methods["surrogate"] = method(
+            lambda d, v: sur.advance(d, v, src), coarse.zeros(), lambda d, v: sur.output_density(d, v, src)
         )
         if net.upres is not None:
-            out["surrogate_smooth"] = clock(lambda d, v: sur.advance(d, v, src), sur.solver.zeros(), "smooth")
-    return out
+            methods["surrogate_smooth"] = method(
+                lambda d, v: sur.advance(d, v, src), coarse.zeros(), "smooth"
+            )
+        names = list(methods)
+        states = {name: methods[name][1] for name in names}
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for round_ in range(spec.timing_steps):
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                t = time.perf_counter()
+                states[name] = methods[name][0](states[name])
+                times[name].append(time.perf_counter() - t)
+    return {name: 1e3 * float(np.median(times[name])) for name in names}
 
 
 def plot_curves(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
