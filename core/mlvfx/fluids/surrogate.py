@@ -706,9 +706,6 @@ def surrogate_from_state(
             dilations=[round(float(d)) for d in dilation],
         )
         weights.setdefault("symmetry", torch.zeros(1))
-        weights.setdefault("mass", torch.zeros(1))
-        weights.setdefault("gain", torch.zeros(1))
-        weights.setdefault("dilation", torch.ones(len(convs)))
         if upres_keys:
             up_first = weights["upres.body.0.weight"]
             net.upres = UpresNet(
