@@ -263,3 +263,99 @@ def test_learned_operator_path_through_a_zoo_manifest(
         return float(np.degrees(np.arccos(np.clip((a * b).sum(-1), -1, 1)))[2:-2, 2:-2].mean())
 
     assert angle(from_height, gl.maps["normal"]) < angle(flat, gl.maps["normal"])
+
+
+CTX = MaterialNetConfig(widths=(4, 8, 8), blocks=1, context=5)
+
+
+def _ctx_net(seed: int = 0, film_scale: float = 3.0) -> MaterialNet:
+    net = _net(CTX, seed=seed)
+    with torch.no_grad():  # trained FiLM layers are non-zero; make the context matter
+        g = torch.Generator().manual_seed(seed)
+        for film in net.ctx_film:
+            assert isinstance(film, torch.nn.Linear)
+            film.weight.copy_(torch.randn(film.weight.shape, generator=g) * film_scale)
+        net.ctx_enc.out.weight.mul_(20.0)  # a random encoder barely tells photos apart
+    return net
+
+
+def test_context_net_starts_identical_to_the_plain_net() -> None:
+    plain = _net(TINY, seed=4)
+    ctx = MaterialNet(CTX).eval()
+    missing, unexpected = ctx.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("ctx_") for k in missing)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ctx(x), plain(x), atol=1e-6)  # zero-initialised FiLM: no effect yet
+        assert torch.allclose(ctx(x, torch.rand(2, 3, 5, 7)), plain(x), atol=1e-6)
+
+
+def test_context_changes_the_output_and_defaults_to_the_photo_itself() -> None:
+    from mlvfx.nets.material import context_thumbnail
+
+    net = _ctx_net()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        own = net(x)
+        assert torch.equal(own, net(x, context_thumbnail(x)))
+        assert torch.equal(own, net(x, context=net.context_vector(context_thumbnail(x))))
+        other = net(x, torch.rand(1, 3, 8, 8) * 0.2)
+    assert float((own - other).abs().max()) > 1e-3
+
+
+def test_context_thumbnail_size() -> None:
+    from mlvfx.nets.material import CONTEXT_MAX_SIDE, context_thumbnail
+
+    assert tuple(context_thumbnail(torch.rand(2, 3, 256, 256)).shape) == (2, 3, 64, 64)
+    assert tuple(context_thumbnail(torch.rand(1, 3, 40, 100)).shape) == (1, 3, 10, 25)
+    big = context_thumbnail(torch.rand(1, 3, 8, 4 * CONTEXT_MAX_SIDE + 40))
+    assert max(big.shape[-2:]) <= CONTEXT_MAX_SIDE
+
+
+def test_context_state_dict_round_trip() -> None:
+    net = _ctx_net()
+    assert config_from_state_dict(net.state_dict()) == CTX
+    again = material_net_from_state_dict(net.state_dict())
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(again(x), net(x))
+
+
+def test_context_tiles_share_the_whole_photo_context() -> None:
+    # Every tile gets the whole photo's context vector: tiled inference then equals running the
+    # whole photo at once, which uses the photo as its own thumbnail.
+    net = _net(MaterialNetConfig(widths=(4, 8), context=5), seed=2)
+    with torch.no_grad():
+        for film in net.ctx_film:
+            assert isinstance(film, torch.nn.Linear)
+            film.weight.normal_(0.0, 3.0)
+        net.ctx_enc.out.weight.mul_(20.0)
+    photo = np.random.default_rng(1).random((64, 64, 3)).astype(np.float32)
+    photo[:, 32:] *= 0.3  # a thumbnail of one tile would differ from the whole photo's
+    tiled = predict_material(net, photo, tile=24, overlap=8, margin=24, batch=2, integrate=False)
+    with torch.no_grad():
+        x = torch.from_numpy(photo.transpose(2, 0, 1)[None].copy())
+        whole = net(x)[0].numpy().transpose(1, 2, 0)
+        tile_ctx = net(x, x[..., :24, 40:])[0].numpy().transpose(1, 2, 0)
+    sl = (slice(8, -8), slice(8, -8))
+    assert np.abs(tiled.albedo[sl] - whole[sl][..., 4:7]).mean() < 1e-3
+    assert np.abs(tiled.normal[sl] - whole[sl][..., 0:3]).max() < 2e-2
+    assert np.abs(tile_ctx[sl] - whole[sl]).mean() > 1e-2  # the context matters
+
+
+def test_onnx_parity_with_context(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from mlvfx.nets.material import context_thumbnail
+    from mlvfx.train.export import export_onnx
+
+    net = _ctx_net(seed=3)
+    path = export_onnx(net, tmp_path / "c.onnx", size=32)
+    x = torch.rand(2, 3, 48, 80)
+    thumb = context_thumbnail(torch.rand(2, 3, 96, 160))
+    with torch.no_grad():
+        ref = net(x, thumb).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["photo", "thumb"]
+    got = sess.run(["maps"], {"photo": x.numpy(), "thumb": thumb.numpy()})[0]
+    assert got.shape == ref.shape
+    assert float(np.abs(got - ref).max()) <= 1e-4

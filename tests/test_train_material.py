@@ -237,3 +237,51 @@ def test_cli_trains_with_json_summary(
 def test_train_spec_defaults_are_sane() -> None:
     t = TrainSpec()
     assert t.crop % 16 == 0 and t.budget_minutes <= 180
+
+
+def test_context_batches_pair_each_crop_with_its_whole_photo(dataset: Path) -> None:
+    from mlvfx.data.augment import augment_with_context, load_sample
+
+    sample = load_sample(dataset / "s000001")
+    for seed in range(4):
+        part, whole = augment_with_context(sample, np.random.default_rng(seed), crop_size=16)
+        # The crop is a window of the (transformed, jittered) whole photo.
+        hits = [
+            (r, c)
+            for r in range(SIZE - 15)
+            for c in range(SIZE - 15)
+            if np.array_equal(whole[r : r + 16, c : c + 16], part.lit)
+        ]
+        assert hits
+    data = MaterialDataset(dataset)
+    data.refresh()
+    b = data.batch(5, 3, 2, 32, context=True)
+    assert tuple(b["thumb"].shape) == (2, 3, SIZE // 4, SIZE // 4)
+    assert all(torch.equal(b[k], data.batch(5, 3, 2, 32, context=True)[k]) for k in b)
+    assert "thumb" not in data.batch(5, 3, 2, 32)
+
+
+def test_init_weights_warm_start(dataset: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from mlvfx.train.material import init_weights
+
+    torch.manual_seed(1)
+    plain = MaterialNet(MaterialNetConfig(widths=(4, 8)))
+    path = tmp_path / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in plain.state_dict().items()}, str(path))
+    ctx = MaterialNet(MaterialNetConfig(widths=(4, 8), context=3))
+    record = init_weights(ctx, str(path))
+    assert record["fresh_tensors"] == sum(1 for k in ctx.state_dict() if k.startswith("ctx_"))
+    assert all(torch.equal(ctx.state_dict()[k], v) for k, v in plain.state_dict().items())
+    with pytest.raises(InputError, match="do not fit"):
+        init_weights(MaterialNet(MaterialNetConfig(widths=(4, 6))), str(path))
+    with pytest.raises(InputError, match="not found"):
+        init_weights(ctx, str(tmp_path / "missing.safetensors"))
+    # A warm-started context run trains, and its first step starts from the init weights.
+    recipe = _tiny_recipe(init=str(path))
+    recipe = replace(recipe, model=MaterialNetConfig(widths=(4, 8), context=3))
+    res = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "w", export_onnx=True)
+    assert res.steps_done == 2 and res.onnx is not None and res.onnx.is_file()
+    log = [json.loads(x) for x in (tmp_path / "w" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["event"] == "init" and log[0]["fresh_tensors"] == record["fresh_tensors"]

@@ -207,6 +207,27 @@ def augment(
     return out
 
 
+def augment_with_context(
+    sample: MaterialSample, rng: np.random.Generator, *, crop_size: int, jitter: bool = True
+) -> tuple[MaterialSample, FloatArray]:
+    """Like :func:`augment`, but also return the whole augmented photo (H, W, 3).
+
+    The dihedral transform and the colour jitter are applied to the whole sample first and the
+    crop is taken from it, so the crop and the whole photo agree (the context branch of
+    :class:`mlvfx.nets.material.MaterialNet` reads the whole photo while the U-Net sees the crop).
+    """
+    h, w = sample.shape
+    if crop_size > min(h, w):
+        raise InputError(f"crop size {crop_size} exceeds the sample size {h}x{w}")
+    out = dihedral(sample, int(rng.integers(4)), bool(rng.integers(2)))
+    if jitter:
+        out = replace(out, lit=color_jitter(out.lit, rng))
+    h, w = out.shape
+    top = int(rng.integers(0, h - crop_size + 1))
+    left = int(rng.integers(0, w - crop_size + 1))
+    return crop(out, top, left, crop_size), out.lit
+
+
 def normals_from_height(height: FloatArray, pixel_size: float = 1.0) -> FloatArray:
     """Unit OpenGL tangent-space normals of a height field by central differences.
 

@@ -96,18 +96,25 @@ def predict_material(
     """
     import torch
 
-    from mlvfx.nets.material import MaterialNet
+    from mlvfx.nets.material import MaterialNet, context_thumbnail
     from mlvfx.tiling import run_tiled
 
     assert isinstance(net, MaterialNet)
     rgb = photo[..., :3] if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, axis=2)
     rgb = np.ascontiguousarray(rgb, dtype=np.float32)
     device = next(net.parameters()).device
+    context = None
+    if net.config.context:
+        # One context vector from the whole photo, shared by every tile (no seams).
+        with torch.inference_mode():
+            whole = torch.from_numpy(rgb.transpose(2, 0, 1))[None]
+            context = net.context_vector(context_thumbnail(whole).to(device))
+            del whole
 
     def fn(tiles: FloatImage) -> FloatImage:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(tiles.transpose(0, 3, 1, 2))).to(device)
-            y = net(x).float().cpu().numpy()
+            y = net(x, context=context).float().cpu().numpy()
         return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
 
     maps = run_tiled(

@@ -11,6 +11,14 @@ batch-dependent normalisation at inference (BatchNorm folds to a per-channel aff
 output depends only on its own pixels and the tiled engine can stitch tiles without seams.
 Albedo is predicted as a per-pixel log-gain on the photo (de-lighting is mostly division by a
 shading term), which keeps texture detail sharp.
+
+Whole-photo context (``context > 0``, recipe material_v3 on): a slope's shading only tells its
+sign once the light direction is known, and a tile may not show enough of the photo to infer
+it. A small encoder reads a thumbnail of the *whole* photo (:func:`context_thumbnail`: the photo
+area-averaged by :data:`CONTEXT_FACTOR`) and mean-pools it into a vector that scales and shifts
+(FiLM) the features of every encoder scale. The vector is computed once per photo and shared by
+all tiles, so tiles still stitch without seams. The FiLM layers start at zero: a net built this
+way starts out identical to the same net without context.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from torch import nn
 
 OUT_CHANNELS = 8
 LOG_EPS = 1e-3
+CONTEXT_FACTOR = 4
+CONTEXT_MAX_SIDE = 512
 
 
 @dataclass(frozen=True)
@@ -33,10 +43,12 @@ class MaterialNetConfig:
     Attributes:
         widths: channels per scale, finest first; ``len(widths) - 1`` downsamplings.
         blocks: convolution pairs per scale in the encoder.
+        context: size of the whole-photo context vector; 0 = no context branch.
     """
 
     widths: tuple[int, ...] = field(default=(16, 32, 48, 64, 96))
     blocks: int = 1
+    context: int = 0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MaterialNetConfig:
@@ -67,6 +79,44 @@ class _ConvBlock(nn.Sequential):
         )
 
 
+def _features(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log-RGB and the 6-channel input features (log-RGB, log-chromaticity)."""
+    log_rgb = torch.log(rgb.clamp(min=0.0) + LOG_EPS)
+    grey = log_rgb.mean(dim=1, keepdim=True)
+    return log_rgb, torch.cat([log_rgb, log_rgb - grey], dim=1)
+
+
+def context_thumbnail(rgb: torch.Tensor) -> torch.Tensor:
+    """The thumbnail the context encoder reads: ``rgb`` (B, 3, H, W) area-averaged by
+    :data:`CONTEXT_FACTOR` (further if the result would exceed :data:`CONTEXT_MAX_SIDE`)."""
+    h, w = rgb.shape[-2:]
+    f = max(CONTEXT_FACTOR, -(-max(h, w) // CONTEXT_MAX_SIDE))
+    size = (max(1, h // f), max(1, w // f))
+    return F.adaptive_avg_pool2d(rgb, size)
+
+
+class _ContextEncoder(nn.Module):
+    """Thumbnail → context vector: three strided convolutions, ReLU, global mean, linear."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(6, 16, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(32, 48, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(48, 64, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        self.out = nn.Linear(64, size)
+
+    def forward(self, thumb: torch.Tensor) -> torch.Tensor:
+        _, feats = _features(thumb)
+        return torch.tanh(self.out(self.convs(feats).mean(dim=(2, 3))))
+
+
 class MaterialNet(nn.Module):
     """Multi-scale U-Net predicting material maps from a linear RGB photo.
 
@@ -94,27 +144,62 @@ class MaterialNet(nn.Module):
         for i in range(len(widths) - 1, 0, -1):
             self.decoders.append(_ConvBlock(widths[i] + widths[i - 1], widths[i - 1]))
         self.head = nn.Conv2d(widths[0], OUT_CHANNELS, 1)
+        if self.config.context < 0:
+            raise ValueError(f"invalid MaterialNet config {self.config}")
+        if self.config.context:
+            self.ctx_enc = _ContextEncoder(self.config.context)
+            # FiLM per scale: (1 + gamma) * x + beta, zero-initialised.
+            self.ctx_film = nn.ModuleList(nn.Linear(self.config.context, 2 * w) for w in widths)
+            for film in self.ctx_film:
+                assert isinstance(film, nn.Linear)
+                nn.init.zeros_(film.weight)
+                nn.init.zeros_(film.bias)
 
     @property
     def multiple(self) -> int:
         """Input height and width must be divisible by this."""
         return int(2 ** (len(self.config.widths) - 1))
 
-    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+    def context_vector(self, thumb: torch.Tensor) -> torch.Tensor:
+        """(B, context) vector of a whole-photo :func:`context_thumbnail` (B, 3, h, w)."""
+        if not self.config.context:
+            raise ValueError("this MaterialNet has no context branch")
+        vec: torch.Tensor = self.ctx_enc(thumb)
+        return vec
+
+    def forward(
+        self,
+        rgb: torch.Tensor,
+        thumb: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Predict the maps.
 
         Args:
             rgb: (B, 3, H, W) linear RGB in [0, 1], H and W divisible by :attr:`multiple`.
+            thumb: whole-photo thumbnail (B, 3, h, w) for nets with context; default: ``rgb``'s own
+                (right when ``rgb`` is the whole photo, not a tile of it).
+            context: a precomputed :meth:`context_vector` (B or 1, context); overrides ``thumb``.
 
         Returns:
             (B, 8, H, W): normal (3, unit), height (1, pixel units), albedo (3, linear), roughness (1).
         """
-        log_rgb = torch.log(rgb.clamp(min=0.0) + LOG_EPS)
-        grey = log_rgb.mean(dim=1, keepdim=True)
-        x = self.stem(torch.cat([log_rgb, log_rgb - grey], dim=1))
+        log_rgb, feats = _features(rgb)
+        films: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if self.config.context:
+            if context is None:
+                context = self.context_vector(thumb if thumb is not None else context_thumbnail(rgb))
+            for film in self.ctx_film:
+                gb = film(context)[:, :, None, None]
+                films.append((1.0 + gb[:, 0::2], gb[:, 1::2]))
+        x = self.stem(feats)
+        if films:
+            x = x * films[0][0] + films[0][1]
         skips = [x]
-        for enc in self.encoders:
+        for i, enc in enumerate(self.encoders):
             x = enc(F.avg_pool2d(x, 2))
+            if films:
+                x = x * films[i + 1][0] + films[i + 1][1]
             skips.append(x)
         skips.pop()
         for dec in self.decoders:
@@ -174,9 +259,10 @@ def config_from_state_dict(state: dict[str, torch.Tensor]) -> MaterialNetConfig:
         blocks = 0
         while f"encoders.0.{blocks}.0.weight" in state:
             blocks += 1
+        context = int(state["ctx_enc.out.weight"].shape[0]) if "ctx_enc.out.weight" in state else 0
     except KeyError as exc:
         raise ValueError(f"not a MaterialNet state dict (missing {exc})") from None
-    return MaterialNetConfig(widths=tuple(widths), blocks=max(blocks, 1))
+    return MaterialNetConfig(widths=tuple(widths), blocks=max(blocks, 1), context=context)
 
 
 def material_net_from_state_dict(state: dict[str, torch.Tensor]) -> MaterialNet:

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from mlvfx.data.augment import MaterialSample, augment, load_sample
+from mlvfx.data.augment import MaterialSample, augment, augment_with_context, load_sample
 from mlvfx.data.splits import HELD_OUT_FAMILIES, SampleRef, list_samples, split_of
 from mlvfx.errors import InputError
 
@@ -104,11 +104,25 @@ class MaterialDataset:
             raise InputError("no training samples found", self.root)
         return added
 
-    def batch(self, seed: int, step: int, batch: int, crop: int) -> dict[str, torch.Tensor]:
-        """The augmented training batch of ``step`` (random crop, dihedral transform, colour jitter)."""
+    def batch(
+        self, seed: int, step: int, batch: int, crop: int, *, context: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """The augmented training batch of ``step`` (random crop, dihedral transform, colour jitter).
+
+        With ``context`` the batch also holds ``thumb``: the :func:`context_thumbnail` of each
+        whole (augmented) photo the crop was taken from.
+        """
         rng = np.random.default_rng([seed, step])
         picks = rng.integers(0, len(self.train), size=batch)
-        return to_batch([augment(self.train[int(i)].sample(), rng, crop_size=crop) for i in picks])
+        if not context:
+            return to_batch([augment(self.train[int(i)].sample(), rng, crop_size=crop) for i in picks])
+        from mlvfx.nets.material import context_thumbnail
+
+        pairs = [augment_with_context(self.train[int(i)].sample(), rng, crop_size=crop) for i in picks]
+        out = to_batch([p[0] for p in pairs])
+        whole = torch.from_numpy(np.stack([p[1].transpose(2, 0, 1) for p in pairs]).astype(np.float32))
+        out["thumb"] = context_thumbnail(whole)
+        return out
 
     def val_batch(self, count: int, crop: int) -> dict[str, torch.Tensor] | None:
         """Centre crops of up to ``count`` validation samples (no augmentation), or None."""
@@ -122,4 +136,13 @@ class MaterialDataset:
             top, left = (h - c) // 2, (w - c) // 2
             sl = (slice(top, top + c), slice(left, left + c))
             out.append(MaterialSample(s.lit[sl], s.albedo[sl], s.normal[sl], s.height[sl], s.roughness[sl]))
-        return to_batch(out)
+        vb = to_batch(out)
+        from mlvfx.nets.material import context_thumbnail
+
+        whole = [
+            torch.from_numpy(np.ascontiguousarray(st.lit.astype(np.float32).transpose(2, 0, 1)))
+            for st in self.val[:count]
+        ]
+        if len({tuple(w.shape) for w in whole}) == 1:
+            vb["thumb"] = context_thumbnail(torch.stack(whole))
+        return vb

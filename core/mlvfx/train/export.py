@@ -14,22 +14,32 @@ def export_onnx(net: MaterialNet, path: str | os.PathLike[str], *, size: int = 6
     """Export ``net`` (eval mode, CPU) to ONNX with input ``photo`` (B, 3, H, W) linear RGB and
     output ``maps`` (B, 8, H, W); batch, H and W are dynamic (H, W multiples of ``net.multiple``).
 
+    A net with a context branch gets a second input ``thumb`` (B, 3, h, w): the
+    :func:`mlvfx.nets.material.context_thumbnail` of the whole photo (pass the photo's own
+    thumbnail when the photo is not tiled).
+
     Written atomically.
     """
     out = Path(path)
     net = net.cpu().eval()
-    dummy = torch.rand(1, 3, size, size)
+    dummy: tuple[torch.Tensor, ...] = (torch.rand(1, 3, size, size),)
+    names = ["photo"]
+    axes = {
+        "photo": {0: "batch", 2: "height", 3: "width"},
+        "maps": {0: "batch", 2: "height", 3: "width"},
+    }
+    if net.config.context:
+        dummy = (dummy[0], torch.rand(1, 3, max(1, size // 4), max(1, size // 4)))
+        names.append("thumb")
+        axes["thumb"] = {0: "batch", 2: "thumb_height", 3: "thumb_width"}
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     torch.onnx.export(
         net,
-        (dummy,),
+        dummy,
         str(tmp),
-        input_names=["photo"],
+        input_names=names,
         output_names=["maps"],
-        dynamic_axes={
-            "photo": {0: "batch", 2: "height", 3: "width"},
-            "maps": {0: "batch", 2: "height", 3: "width"},
-        },
+        dynamic_axes=axes,
         opset_version=opset,
         dynamo=False,
     )

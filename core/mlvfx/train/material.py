@@ -94,6 +94,38 @@ def _save_checkpoint(
     save_checkpoint(path, state)
 
 
+def init_weights(net: MaterialNet, spec: str) -> dict[str, Any]:
+    """Load the recipe's ``train.init`` weights into ``net`` (see :class:`TrainSpec`).
+
+    Every tensor of the init file must exist in ``net`` with the same shape; tensors of ``net``
+    the file lacks must belong to the context branch (``ctx_*``).
+
+    Returns:
+        A log record: source, sha256 and which of the net's tensors stayed fresh.
+    """
+    from mlvfx.zoo import fetch, load_state_dict
+    from mlvfx.zoo.cache import sha256_file
+
+    if spec.startswith("zoo:"):
+        model, _, version = spec[4:].partition("@")
+        path = Path(fetch(model, version or None, fmt="safetensors"))
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise InputError("init weights not found", path)
+    state = load_state_dict(path, device="cpu")
+    own = net.state_dict()
+    bad = [k for k, v in state.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
+    if bad:
+        raise InputError(f"init weights do not fit this model ({len(bad)} tensors, e.g. {bad[0]!r})", path)
+    fresh = sorted(k for k in own if k not in state)
+    lacking = [k for k in fresh if not k.startswith("ctx_")]
+    if lacking:
+        raise InputError(f"init weights lack {lacking[0]!r}", path)
+    net.load_state_dict(state, strict=False)
+    return {"event": "init", "from": spec, "sha256": sha256_file(path), "fresh_tensors": len(fresh)}
+
+
 def _deterministic(seed: int, threads: int) -> None:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -149,13 +181,18 @@ def train_material(
     opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=1e-4)
     start, prior_seconds = 0, 0.0
     ckpt = out / CHECKPOINT
+    init_record: dict[str, Any] | None = None
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, prior_seconds = int(state["step"]), float(state["seconds"])
+    elif t.init:
+        init_record = init_weights(net, t.init)
 
     emit = run_logger(out, log)
+    if init_record is not None:
+        emit(init_record)
     emit(
         {
             "event": "start",
@@ -182,8 +219,9 @@ def train_material(
             break
         for g in opt.param_groups:
             g["lr"] = learning_rate(step, recipe, total_steps)
-        batch = {k: v.to(dev) for k, v in data.batch(recipe.seed, step, t.batch, t.crop).items()}
-        terms = compute_losses(net(batch["lit"]), batch, recipe.loss)
+        ctx = bool(recipe.model.context)
+        batch = {k: v.to(dev) for k, v in data.batch(recipe.seed, step, t.batch, t.crop, context=ctx).items()}
+        terms = compute_losses(net(batch["lit"], batch.get("thumb")), batch, recipe.loss)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -256,7 +294,7 @@ def validate(
         return {}
     net.eval()
     vb = {k: v.to(device) for k, v in vb.items()}
-    terms = compute_losses(net(vb["lit"]), vb, recipe.loss)
+    terms = compute_losses(net(vb["lit"], vb.get("thumb")), vb, recipe.loss)
     return {f"val_{k}": float(v) for k, v in terms.items()}
 
 

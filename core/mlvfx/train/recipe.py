@@ -32,7 +32,12 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Optimisation settings."""
+    """Optimisation settings.
+
+    ``init``: start from these weights instead of a random initialisation: ``zoo:<id>@<version>``
+    (fetched and verified through the zoo) or a safetensors path. Layers the init weights lack
+    (a new context branch) keep their fresh initialisation.
+    """
 
     steps: int = 4000
     batch: int = 8
@@ -45,6 +50,7 @@ class TrainSpec:
     log_every: int = 10
     threads: int = 2
     val_samples: int = 16
+    init: str = ""
 
 
 @dataclass(frozen=True)
