@@ -351,7 +351,8 @@ def test_inference_kernel_cache_follows_weight_updates() -> None:
     assert act._split == 2
     h = torch.randn(1, 4, 5, 5, dtype=torch.float64)
     mixed = torch.where(act.odd, torch.tanh(h), torch.nn.functional.gelu(h))
-    assert torch.equal(act(h), mixed)
+    # Same values; not bit-equal: vectorised and scalar tails of tanh/GELU may differ by an ulp.
+    assert torch.allclose(act(h), mixed, rtol=1e-12, atol=1e-14)
 
 
 def test_mass_budget_correction_keeps_the_physical_total() -> None:

@@ -28,10 +28,16 @@ def test_published_material_onnx_matches_its_safetensors() -> None:
 
     net = material_net_from_state_dict(load_state_dict(_file("material", ".safetensors"))).eval()
     session = ort.InferenceSession(str(_file("material", ".onnx")), providers=["CPUExecutionProvider"])
+    from mlvfx.nets.material import context_thumbnail
+
     x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    feeds = {"photo": x.numpy()}
+    if net.config.context:  # a whole-photo thumbnail, here from a larger photo than the tile
+        thumb = context_thumbnail(torch.rand(1, 3, 256, 384, generator=torch.Generator().manual_seed(1)))
+        feeds["thumb"] = thumb.numpy()
     with torch.no_grad():
-        ref = net(x).numpy()
-    got = session.run(["maps"], {"photo": x.numpy()})[0]
+        ref = net(x, torch.from_numpy(feeds["thumb"]) if "thumb" in feeds else None).numpy()
+    got = session.run(["maps"], feeds)[0]
     assert got.shape == ref.shape and float(np.abs(got - ref).max()) <= 1e-4
 
 

@@ -72,6 +72,20 @@ def scale_invariant_log_loss(pred: torch.Tensor, truth: torch.Tensor, eps: float
     return (d * d).mean()
 
 
+def scale_invariant_rmse(pred: torch.Tensor, truth: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Mean over images of the linear scale-invariant RMSE, ``min_a sqrt(mean((a * pred - truth)^2))``.
+
+    The same quantity :func:`mlvfx.eval.material.si_rmse` scores, per image of the batch.
+
+    Args:
+        pred: (B, 3, H, W) linear RGB.
+        truth: (B, 3, H, W) linear RGB.
+    """
+    p, t = pred.flatten(1), truth.flatten(1)
+    a = (p * t).sum(dim=1, keepdim=True) / ((p * p).sum(dim=1, keepdim=True) + eps)
+    return torch.sqrt(((a * p - t) ** 2).mean(dim=1) + eps).mean()
+
+
 def l1_loss(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Mean absolute error."""
     return (pred - truth).abs().mean()

@@ -53,6 +53,8 @@ def compute_losses(
         "albedo_l1": L.l1_loss(albedo, batch["albedo"]),
         "roughness": L.l1_loss(rough, batch["roughness"]),
     }
+    if w.albedo_si_linear:
+        terms["albedo_si_linear"] = L.scale_invariant_rmse(albedo, batch["albedo"])
     total = sum((getattr(w, k) * v for k, v in terms.items()), torch.zeros(()))
     terms["total"] = total
     return terms

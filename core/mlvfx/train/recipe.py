@@ -63,6 +63,7 @@ class LossSpec:
     albedo_si: float = 1.0
     albedo_l1: float = 0.2
     roughness: float = 1.0
+    albedo_si_linear: float = 0.0
 
 
 @dataclass(frozen=True)
