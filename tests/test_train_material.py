@@ -285,3 +285,22 @@ def test_init_weights_warm_start(dataset: Path, tmp_path: Path) -> None:
     assert res.steps_done == 2 and res.onnx is not None and res.onnx.is_file()
     log = [json.loads(x) for x in (tmp_path / "w" / "log.jsonl").read_text().splitlines()]
     assert log[0]["event"] == "init" and log[0]["fresh_tensors"] == record["fresh_tensors"]
+
+
+def test_linear_si_rmse_loss_matches_the_metric() -> None:
+    from mlvfx.eval.material import si_rmse
+
+    g = torch.Generator().manual_seed(0)
+    pred, truth = torch.rand(3, 3, 8, 8, generator=g), torch.rand(3, 3, 8, 8, generator=g)
+    want = np.mean(
+        [si_rmse(pred[i].numpy().transpose(1, 2, 0), truth[i].numpy().transpose(1, 2, 0)) for i in range(3)]
+    )
+    assert float(L.scale_invariant_rmse(pred, truth)) == pytest.approx(want, rel=1e-4)
+    assert float(L.scale_invariant_rmse(2.5 * truth, truth)) < 1e-3  # blind to a global scale
+    base = load_recipe(ROOT / "model_zoo/recipes/material_v3b.json")
+    assert base.loss.albedo_si_linear > 0
+    batch = {"albedo": truth, "normal": torch.nn.functional.normalize(torch.rand(3, 3, 8, 8) + 0.5, dim=1)}
+    batch |= {"height": torch.zeros(3, 1, 8, 8), "roughness": torch.zeros(3, 1, 8, 8)}
+    out = torch.cat([batch["normal"], batch["height"], pred, batch["roughness"]], dim=1)
+    assert "albedo_si_linear" in compute_losses(out, batch, base.loss)
+    assert "albedo_si_linear" not in compute_losses(out, batch, _tiny_recipe().loss)
