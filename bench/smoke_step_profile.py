@@ -1,6 +1,7 @@
 """Where a coarse 2D smoke step's time goes (64², float32), and what torch.compile would give.
 
-Times the pieces of ``ReferenceSolver.advance`` on its own (median of repeated calls), counts the
+Times the pieces of ``ReferenceSolver.advance`` on its own (median of repeated calls) and the
+bicubic upsampling of the density to the 256² output, counts the
 torch operations of one step with the profiler, and with ``--compile`` times ``torch.compile`` of
 the whole step at 64² (float32) and at the 256² reference (float64) in the same run.
 
@@ -21,6 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 from mlvfx.fluids.grid import comp_dim
 from mlvfx.fluids.reference import ReferenceSolver
 from mlvfx.fluids.scenarios import make_scenario
+from mlvfx.fluids.surrogate import prolong_density
 
 
 def main() -> None:
@@ -48,6 +50,10 @@ def main() -> None:
             "velocity advection": lambda: [s._advect(v[c], comp_dim(c, 2), sl[c]) for c in range(2)],
             "vorticity confinement": lambda: s._vorticity_force(v),
             "pressure projection": lambda: s.projection(v),
+            "output 64² → 256², F.interpolate bicubic (before)": lambda: torch.nn.functional.interpolate(
+                d[None, None], scale_factor=4, mode="bicubic", align_corners=False
+            )[0, 0].clamp(min=0.0),
+            "output 64² → 256², prolong_density (matrix form)": lambda: prolong_density(d, 4),
         }
         print(f"threads {args.threads}; 64² plume, float32, after 40 steps")
         print("| piece | ms |")

@@ -390,3 +390,20 @@ def test_mass_budget_counts_the_flux_through_open_walls() -> None:
     closed = make_scenario("plume", 2, 32, boundary="closed")
     shut = SurrogateSolver(closed.config, CorrectionNet(2, width=4, depth=2, conditions=2), factor=4)
     assert float(shut.mass_budget(rho, vel)) == pytest.approx(8.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("factor", [2, 4])
+def test_prolong_density_2d_equals_torch_bicubic(dtype: torch.dtype, factor: int) -> None:
+    from mlvfx.fluids.surrogate import prolong_density
+
+    coarse = torch.rand(12, 20, dtype=dtype, generator=torch.Generator().manual_seed(factor)) - 0.2
+    want = torch.nn.functional.interpolate(
+        coarse[None, None], scale_factor=factor, mode="bicubic", align_corners=False
+    )[0, 0].clamp(min=0.0)
+    got = prolong_density(coarse, factor)
+    assert got.shape == (12 * factor, 20 * factor) and got.dtype == dtype
+    assert torch.allclose(got, want, atol=1e-5 if dtype == torch.float32 else 1e-12)
+    leaf = coarse.clone().requires_grad_(True)
+    prolong_density(leaf, factor).sum().backward()  # type: ignore[no-untyped-call]
+    assert leaf.grad is not None and bool(torch.isfinite(leaf.grad).all())

@@ -26,6 +26,7 @@ Training lives in :mod:`mlvfx.train.smoke` (``mlvfx train smoke2d|smoke3d``).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -104,10 +105,44 @@ def restrict_faces(vel: Faces, factor: int) -> Faces:
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def bicubic_matrix(n: int, factor: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(n * factor, n)`` matrix ``W`` with ``W @ x`` = torch's 1D bicubic upsampling of ``x``.
+
+    The same kernel as ``F.interpolate(mode="bicubic", align_corners=False)``: Keys' cubic with
+    a = -0.75, taps clamped at the borders. Cached per size, dtype and device.
+    """
+    a = -0.75
+    out = torch.arange(n * factor, dtype=torch.float64)
+    src = (out + 0.5) / factor - 0.5
+    base = torch.floor(src)
+    t = src - base
+
+    def near(x: torch.Tensor) -> torch.Tensor:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: torch.Tensor) -> torch.Tensor:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    w = torch.zeros(n * factor, n, dtype=torch.float64)
+    for k, tap in enumerate((far(t + 1), near(t), near(1 - t), far(2 - t))):
+        index = (base.long() - 1 + k).clamp(0, n - 1)
+        w.index_put_((out.long(), index), tap, accumulate=True)
+    return w.to(dtype=dtype, device=device)
+
+
 def prolong_density(coarse: torch.Tensor, factor: int) -> torch.Tensor:
-    """Upsample a coarse density to the fine grid: bicubic in 2D, trilinear in 3D, clamped at 0."""
-    mode = "bicubic" if coarse.dim() == 2 else "trilinear"
-    out = F.interpolate(coarse[None, None], scale_factor=factor, mode=mode, align_corners=False)
+    """Upsample a coarse density to the fine grid: bicubic in 2D, trilinear in 3D, clamped at 0.
+
+    2D runs as two small matrix products with cached bicubic weights (:func:`bicubic_matrix`):
+    the same numbers as ``F.interpolate`` to float rounding, about 5x faster at 64² → 256² on a
+    CPU (``bench/smoke_step_profile.py``).
+    """
+    if coarse.dim() == 2:
+        wy = bicubic_matrix(coarse.shape[0], factor, coarse.dtype, coarse.device)
+        wx = bicubic_matrix(coarse.shape[1], factor, coarse.dtype, coarse.device)
+        return torch.mm(torch.mm(wy, coarse), wx.T).clamp_(min=0.0)
+    out = F.interpolate(coarse[None, None], scale_factor=factor, mode="trilinear", align_corners=False)
     return out[0, 0].clamp(min=0.0)
 
 
