@@ -304,3 +304,21 @@ def test_linear_si_rmse_loss_matches_the_metric() -> None:
     out = torch.cat([batch["normal"], batch["height"], pred, batch["roughness"]], dim=1)
     assert "albedo_si_linear" in compute_losses(out, batch, base.loss)
     assert "albedo_si_linear" not in compute_losses(out, batch, _tiny_recipe().loss)
+
+
+def test_recipes_can_share_another_recipes_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlvfx.train.cli import default_data_dir, recipe_data_dir
+
+    monkeypatch.setenv("MLVFX_CACHE_DIR", str(tmp_path))
+    assert recipe_data_dir(None, "@material_v1", "material_v3") == default_data_dir("material_v1")
+    assert recipe_data_dir(None, "", "material_v3") == default_data_dir("material_v3")
+    assert recipe_data_dir(str(tmp_path / "d"), "@material_v1", "x") == tmp_path / "d"
+    for bad in ("@", "@../x", "@a/b", "@.."):
+        with pytest.raises(InputError, match="shared data"):
+            recipe_data_dir(None, bad, "x")
+    # The continuation recipes render nothing new: they train on material_v1's renders.
+    for name in ("material_v3", "material_v3b"):
+        recipe = load_recipe(ROOT / f"model_zoo/recipes/{name}.json")
+        v1 = load_recipe(ROOT / "model_zoo/recipes/material_v1.json")
+        assert recipe.data.dir == "@material_v1"
+        assert replace(recipe.data, dir="") == v1.data

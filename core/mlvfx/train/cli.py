@@ -69,6 +69,23 @@ def default_data_dir(name: str) -> Path:
     return cache_dir() / "data" / f"{name}_train"
 
 
+def recipe_data_dir(given: str | None, recipe_dir: str, recipe_name: str) -> Path:
+    """The data folder: ``--data``, else the recipe's ``data.dir``, else the cache's folder for the
+    recipe. A ``data.dir`` of ``@other`` means the cache folder of recipe ``other``: recipes that
+    continue another one on the same renders share its data instead of rendering it again.
+    """
+    if given:
+        return Path(given).expanduser()
+    if recipe_dir.startswith("@"):
+        other = recipe_dir[1:]
+        if not other or "/" in other or "\\" in other or other in (".", ".."):
+            from mlvfx.errors import InputError
+
+            raise InputError(f"bad shared data name in the recipe: {recipe_dir!r}")
+        return default_data_dir(other)
+    return Path(recipe_dir or default_data_dir(recipe_name)).expanduser()
+
+
 def _material(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -82,7 +99,7 @@ def _material(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise InputError(f"--threads must be >= 1, got {args.threads}")
         recipe = with_overrides(recipe, threads=args.threads)
-    data_dir = Path(args.data or recipe.data.dir or default_data_dir(recipe.name)).expanduser()
+    data_dir = recipe_data_dir(args.data, recipe.data.dir, recipe.name)
     out_dir = Path(args.out or Path("runs") / recipe.name)
     quiet = bool(getattr(args, "quiet", False)) or bool(getattr(args, "json", False))
     if not args.skip_render:
