@@ -125,10 +125,16 @@ class MaterialDataset:
         return out
 
     def val_batch(self, count: int, crop: int) -> dict[str, torch.Tensor] | None:
-        """Centre crops of up to ``count`` validation samples (no augmentation), or None."""
+        """Centre crops of up to ``count`` validation samples (no augmentation), or None.
+
+        The batch also holds ``thumb``, the :func:`context_thumbnail` of each whole sample (when
+        all samples have one size), for nets with a context branch.
+        """
+        from mlvfx.nets.material import context_thumbnail
+
         if not self.val:
             return None
-        out = []
+        out, whole = [], []
         for stored in self.val[:count]:
             s = stored.sample()
             h, w = s.shape
@@ -136,13 +142,8 @@ class MaterialDataset:
             top, left = (h - c) // 2, (w - c) // 2
             sl = (slice(top, top + c), slice(left, left + c))
             out.append(MaterialSample(s.lit[sl], s.albedo[sl], s.normal[sl], s.height[sl], s.roughness[sl]))
+            whole.append(s.lit)
         vb = to_batch(out)
-        from mlvfx.nets.material import context_thumbnail
-
-        whole = [
-            torch.from_numpy(np.ascontiguousarray(st.lit.astype(np.float32).transpose(2, 0, 1)))
-            for st in self.val[:count]
-        ]
-        if len({tuple(w.shape) for w in whole}) == 1:
-            vb["thumb"] = context_thumbnail(torch.stack(whole))
+        if len({x.shape for x in whole}) == 1:
+            vb["thumb"] = context_thumbnail(torch.from_numpy(np.stack(whole).transpose(0, 3, 1, 2).copy()))
         return vb
