@@ -33,17 +33,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from material import learned_method, temporary_zoo  # noqa: E402
 
-from mlvfx.eval.material import read_map, sample_family, sample_folders  # noqa: E402
+from mlvfx.eval.material import normal_errors, read_map, sample_family, sample_folders  # noqa: E402
 from mlvfx.io import read_image  # noqa: E402
 
 Float = npt.NDArray[np.float32]
 
 
 def angle_deg(a: Float, b: Float) -> float:
-    """Mean angle in degrees between two (H, W, 3) vector fields (renormalised)."""
-    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
-    return float(np.degrees(np.arccos(np.clip((a * b).sum(-1), -1.0, 1.0))).mean())
+    """Mean angle in degrees between two (H, W, 3) vector fields (the evaluation's own metric)."""
+    return normal_errors(a, b)["normal_mean_deg"]
 
 
 def blur(n: Float, sigma: float) -> Float:
