@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -70,6 +69,10 @@ def trajectory(
     return out
 
 
+def up(d: dict[int, torch.Tensor], factor: int, mode: str) -> dict[int, torch.Tensor]:
+    return {t: _upsample(v, factor, mode) for t, v in d.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shots", type=int, default=4)
@@ -92,9 +95,6 @@ def main() -> None:
         seed = args.seed + n
         sc = make_scenario(families[seed % len(families)], 2, args.res, seed=seed)
         truth = trajectory(sc, steps)
-        up: Callable[[dict[int, torch.Tensor], int, str], dict[int, torch.Tensor]] = (
-            lambda d, f, mode: {t: _upsample(v, f, mode) for t, v in d.items()}
-        )
         coarse = trajectory(sc, steps, factor=4, dtype="float32")
         add("coarse only (64², nearest)", up(coarse, 4, "nearest"), truth)
         add("coarse + bicubic (64²)", up(coarse, 4, "smooth"), truth)
@@ -108,7 +108,9 @@ def main() -> None:
             truth,
         )
         rng = np.random.default_rng([seed, 7])
-        members = [trajectory(sc, steps, rate_scale=1 + 1e-3 * rng.standard_normal()) for _ in range(args.members)]
+        members = [
+            trajectory(sc, steps, rate_scale=1 + 1e-3 * rng.standard_normal()) for _ in range(args.members)
+        ]
         add("one ensemble member (eps ~ N(0, 1e-3))", members[0], truth)
         mean = {t: torch.stack([m[t] for m in members]).mean(0) for t in MARKS}
         add(f"ensemble mean of {args.members} (eps ~ N(0, 1e-3))", mean, truth)
@@ -116,7 +118,8 @@ def main() -> None:
 
     base = {t: float(np.mean(rows["coarse only (64², nearest)"][t])) for t in MARKS}
     print()
-    print(f"shots {args.seed}-{args.seed + args.shots - 1}, {args.res}², open top; rel. L2 of density vs the float64 reference")
+    last = args.seed + args.shots - 1
+    print(f"shots {args.seed}-{last}, {args.res}², open top; rel. L2 of density vs the float64 reference")
     print("| prediction | t=50 | t=100 | t=200 | / coarse only at t=50 / 100 / 200 |")
     print("|---|---|---|---|---|")
     for name, per in rows.items():
