@@ -359,3 +359,43 @@ def test_onnx_parity_with_context(tmp_path: Path) -> None:
     got = sess.run(["maps"], {"photo": x.numpy(), "thumb": thumb.numpy()})[0]
     assert got.shape == ref.shape
     assert float(np.abs(got - ref).max()) <= 1e-4
+
+
+DETAIL = MaterialNetConfig(widths=(4, 8, 8), blocks=1, context=5, detail=6)
+
+
+def test_detail_block_starts_as_identity_and_round_trips() -> None:
+    parent = _ctx_net(seed=5)
+    child = MaterialNet(DETAIL).eval()
+    missing, unexpected = child.load_state_dict(parent.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("detail.") for k in missing)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(child(x), parent(x), atol=1e-6)  # zero-initialised residual
+        child.detail[-1].weight.normal_(0.0, 0.5)  # as after training
+        changed = child(x)
+    assert float((changed - parent(x)).abs().max()) > 1e-3
+    assert config_from_state_dict(child.state_dict()) == DETAIL
+    again = material_net_from_state_dict(child.state_dict())
+    with torch.no_grad():
+        assert torch.equal(again(x), changed)
+    # Only 2 x 3 x 3 convolutions' worth of receptive field is added at full resolution.
+    assert count_flops_per_pixel(child, 32) > count_flops_per_pixel(parent, 32)
+
+
+def test_onnx_parity_with_detail(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from mlvfx.nets.material import context_thumbnail
+    from mlvfx.train.export import export_onnx
+
+    net = MaterialNet(DETAIL).eval()
+    with torch.no_grad():
+        net.detail[-1].weight.normal_(0.0, 0.5)
+    path = export_onnx(net, tmp_path / "d.onnx", size=32)
+    x = torch.rand(1, 3, 48, 64)
+    thumb = context_thumbnail(x)
+    with torch.no_grad():
+        ref = net(x, thumb).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(["maps"], {"photo": x.numpy(), "thumb": thumb.numpy()})[0]
+    assert float(np.abs(got - ref).max()) <= 1e-4

@@ -274,6 +274,9 @@ def test_init_weights_warm_start(dataset: Path, tmp_path: Path) -> None:
     record = init_weights(ctx, str(path))
     assert record["fresh_tensors"] == sum(1 for k in ctx.state_dict() if k.startswith("ctx_"))
     assert all(torch.equal(ctx.state_dict()[k], v) for k, v in plain.state_dict().items())
+    detail = MaterialNet(MaterialNetConfig(widths=(4, 8), context=3, detail=4))
+    fresh = init_weights(detail, str(path))["fresh_tensors"]
+    assert fresh == sum(1 for k in detail.state_dict() if k.startswith(("ctx_", "detail.")))
     with pytest.raises(InputError, match="do not fit"):
         init_weights(MaterialNet(MaterialNetConfig(widths=(4, 6))), str(path))
     with pytest.raises(InputError, match="not found"):

@@ -44,11 +44,15 @@ class MaterialNetConfig:
         widths: channels per scale, finest first; ``len(widths) - 1`` downsamplings.
         blocks: convolution pairs per scale in the encoder.
         context: size of the whole-photo context vector; 0 = no context branch.
+        detail: hidden width of a full-resolution refinement block after the last decoder
+            (sees the decoder's features and the input features; its residual output starts at
+            zero, so a net warm-started without it starts equal to its parent); 0 = none.
     """
 
     widths: tuple[int, ...] = field(default=(16, 32, 48, 64, 96))
     blocks: int = 1
     context: int = 0
+    detail: int = 0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MaterialNetConfig:
@@ -144,8 +148,22 @@ class MaterialNet(nn.Module):
         for i in range(len(widths) - 1, 0, -1):
             self.decoders.append(_ConvBlock(widths[i] + widths[i - 1], widths[i - 1]))
         self.head = nn.Conv2d(widths[0], OUT_CHANNELS, 1)
-        if self.config.context < 0:
+        if self.config.context < 0 or self.config.detail < 0:
             raise ValueError(f"invalid MaterialNet config {self.config}")
+        if self.config.detail:
+            d = self.config.detail
+            self.detail = nn.Sequential(
+                nn.Conv2d(widths[0] + 6, d, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(d, d, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(d, widths[0], 3, padding=1),
+            )
+            last = self.detail[-1]
+            assert isinstance(last, nn.Conv2d)
+            nn.init.zeros_(last.weight)
+            assert last.bias is not None
+            nn.init.zeros_(last.bias)
         if self.config.context:
             self.ctx_enc = _ContextEncoder(self.config.context)
             # FiLM per scale: (1 + gamma) * x + beta, zero-initialised.
@@ -206,6 +224,8 @@ class MaterialNet(nn.Module):
             skip = skips.pop()
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
             x = dec(torch.cat([x, skip], dim=1))
+        if self.config.detail:
+            x = x + self.detail(torch.cat([x, feats], dim=1))
         raw = self.head(x)
         nz = F.softplus(raw[:, 2:3] + 2.0)
         n = torch.cat([raw[:, 0:2], nz], dim=1)
@@ -260,9 +280,10 @@ def config_from_state_dict(state: dict[str, torch.Tensor]) -> MaterialNetConfig:
         while f"encoders.0.{blocks}.0.weight" in state:
             blocks += 1
         context = int(state["ctx_enc.out.weight"].shape[0]) if "ctx_enc.out.weight" in state else 0
+        detail = int(state["detail.0.weight"].shape[0]) if "detail.0.weight" in state else 0
     except KeyError as exc:
         raise ValueError(f"not a MaterialNet state dict (missing {exc})") from None
-    return MaterialNetConfig(widths=tuple(widths), blocks=max(blocks, 1), context=context)
+    return MaterialNetConfig(widths=tuple(widths), blocks=max(blocks, 1), context=context, detail=detail)
 
 
 def material_net_from_state_dict(state: dict[str, torch.Tensor]) -> MaterialNet:

@@ -100,7 +100,8 @@ def init_weights(net: MaterialNet, spec: str) -> dict[str, Any]:
     """Load the recipe's ``train.init`` weights into ``net`` (see :class:`TrainSpec`).
 
     Every tensor of the init file must exist in ``net`` with the same shape; tensors of ``net``
-    the file lacks must belong to the context branch (``ctx_*``).
+    the file lacks must belong to blocks that start as the identity: the context branch (``ctx_*``)
+    and the full-resolution detail block (``detail.*``).
 
     Returns:
         A log record: source, sha256 and which of the net's tensors stayed fresh.
@@ -121,7 +122,7 @@ def init_weights(net: MaterialNet, spec: str) -> dict[str, Any]:
     if bad:
         raise InputError(f"init weights do not fit this model ({len(bad)} tensors, e.g. {bad[0]!r})", path)
     fresh = sorted(k for k in own if k not in state)
-    lacking = [k for k in fresh if not k.startswith("ctx_")]
+    lacking = [k for k in fresh if not k.startswith(("ctx_", "detail."))]
     if lacking:
         raise InputError(f"init weights lack {lacking[0]!r}", path)
     net.load_state_dict(state, strict=False)
