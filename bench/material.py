@@ -20,6 +20,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -89,10 +90,10 @@ def temporary_zoo(weights: Path) -> Iterator[None]:
                     os.environ[k] = v
 
 
-def learned_method(lit: Float) -> dict[str, Float]:
+def learned_method(lit: Float, quality: str = "standard") -> dict[str, Float]:
     from mlvfx.ops.material import material
 
-    res = material(lit, "normal,height,albedo,roughness", method="learned")
+    res = material(lit, "normal,height,albedo,roughness", method="learned", quality=quality)  # type: ignore[arg-type]
     return res.maps
 
 
@@ -144,7 +145,7 @@ def seam_ratio(weights: Path, truth: Path, tile: int = 96, band: int = 2) -> dic
 
 def accuracy(args: argparse.Namespace) -> None:
     methods: dict[str, Callable[[Float], dict[str, Float]]] = {
-        "learned": learned_method,
+        "learned": functools.partial(learned_method, quality=args.quality),
         "trivial": trivial,
         "classical op (default relief)": classical_op,
     }
@@ -236,29 +237,29 @@ def child(args: argparse.Namespace) -> None:
         if args.method == "learned":  # load the model outside the timing, as a session would
             material(photo[:64, :64], "normal", method="learned")
         t0 = time.perf_counter()
-        material(photo, "normal,height,albedo,roughness", method=args.method)
+        material(photo, "normal,height,albedo,roughness", method=args.method, quality=args.quality)
         dt = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"method": args.method, "size": args.size, "seconds": dt, "peak_rss_mb": rss_mb}))
 
 
-def _run_child(method: str, size: int, weights: Path) -> dict[str, Any]:
+def _run_child(method: str, size: int, weights: Path, quality: str = "standard") -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "_child", "--method", method, "--size", str(size),
-           "--weights", str(weights)]
+           "--weights", str(weights), "--quality", quality]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
 
 def speed(args: argparse.Namespace) -> None:
-    rows = [_run_child(m, args.size, args.weights) for m in ("classical", "learned")]
+    rows = [_run_child(m, args.size, args.weights, args.quality) for m in ("classical", "learned")]
     mp = args.size * args.size / 1e6
     print("| method | size | s/MP | peak RSS MB |\n|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['method']} | {r['size']}² | {r['seconds'] / mp:.2f} | {r['peak_rss_mb']:.0f} |")
     print(f"learned / classical time ratio: {rows[1]['seconds'] / rows[0]['seconds']:.1f}x")
     if args.big:
-        big = [_run_child(m, args.big, args.weights) for m in ("classical", "learned")]
+        big = [_run_child(m, args.big, args.weights, args.quality) for m in ("classical", "learned")]
         for r in big:
             print(f"| {r['method']} | {r['size']}² | {r['seconds'] / (args.big ** 2 / 1e6):.2f} | "
                   f"{r['peak_rss_mb']:.0f} |")
@@ -281,6 +282,9 @@ def main() -> None:
     c.add_argument("--weights", type=Path, required=True)
     c.add_argument("--method", required=True)
     c.add_argument("--size", type=int, required=True)
+    for p in (a, s, c):
+        p.add_argument("--quality", choices=("standard", "high"), default="standard",
+                       help="the learned operator's quality (high: 8 turned/mirrored views averaged)")
     args = ap.parse_args()
     {"accuracy": accuracy, "speed": speed, "_child": child}[args.cmd](args)
 

@@ -143,3 +143,12 @@ def test_demo_writes_a_material_and_a_seamless_tile_and_never_overwrites(tmp_pat
     # A second run goes to a fresh sibling folder instead of replacing the first.
     code, out, _ = run(capsys, "demo", "-o", str(tmp_path / "demo"), "--json")
     assert code == 0 and Path(json.loads(out)["output"]) == (tmp_path / "demo-1").resolve()
+
+
+def test_quality_high_is_recorded_in_the_material_file(photo: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "m"
+    args = ["material", str(photo), "-o", str(out), "--maps", "normal", "--quality", "high"]
+    code, _, err = run(capsys, *args)
+    assert code == 0, err
+    doc = json.loads((out / "material.json").read_text())
+    assert doc["quality"] == "high" and doc["model"].startswith("material@")

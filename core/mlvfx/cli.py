@@ -100,6 +100,7 @@ def cmd_material(args: argparse.Namespace) -> int:
                     normal_convention=args.normal_convention,
                     method=args.method,
                     relief=args.relief,
+                    quality=args.quality,
                     overwrite=args.overwrite,
                     progress=progress,
                 )
@@ -260,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="learned",
         help="learned (the zoo's model, fetched on first use) or classical (fast, no model); "
         "default: learned",
+    )
+    p.add_argument(
+        "--quality",
+        choices=("standard", "high"),
+        default="standard",
+        help="high: the learned model also sees the photo turned and mirrored (8 views) and averages "
+        "them; 8x slower, slightly more accurate (default: standard)",
     )
     p.add_argument(
         "--maps",

@@ -27,6 +27,8 @@ MAP_NAMES = ("normal", "height", "albedo", "roughness", "ao")
 DEFAULT_MAPS = ("normal", "height", "albedo", "roughness")
 METHODS = ("classical", "learned")
 Method = Literal["classical", "learned"]
+QUALITIES = ("standard", "high")
+Quality = Literal["standard", "high"]
 Convention = Literal["opengl", "directx"]
 FloatImage = npt.NDArray[np.float32]
 
@@ -74,6 +76,7 @@ def material(
     normal_convention: Convention = "opengl",
     method: Method = "learned",
     relief: float = 0.01,
+    quality: Quality = "standard",
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> MaterialResult:
@@ -86,6 +89,8 @@ def material(
         normal_convention: "opengl" (+Y up) or "directx" (+Y down).
         method: "classical" (fast, no model) or "learned" (the zoo's material model).
         relief: relief depth as a fraction of the larger image side; scales normals and AO.
+        quality: "standard", or "high": the learned model sees the photo in its 8 rotations and
+            mirrors and the maps are averaged (8x the time; ignored by the classical method).
         progress: called with (fraction, message).
         cancel: checked between steps.
 
@@ -105,6 +110,8 @@ def material(
         raise InputError(f"normal convention must be 'opengl' or 'directx', got {normal_convention!r}")
     if not 0 < relief <= 1:
         raise InputError(f"relief must be in (0, 1], got {relief}")
+    if quality not in QUALITIES:
+        raise InputError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
     img = check_image(image, "image")
     if method == "learned":
         return _learned(
@@ -113,6 +120,7 @@ def material(
             tileable=tileable,
             normal_convention=normal_convention,
             relief=relief,
+            quality=quality,
             progress=progress,
             cancel=cancel,
         )
@@ -172,6 +180,7 @@ def _learned(
     tileable: bool,
     normal_convention: Convention,
     relief: float,
+    quality: Quality,
     progress: ProgressFn | None,
     cancel: CancelToken | None,
 ) -> MaterialResult:
@@ -202,6 +211,7 @@ def _learned(
         img,
         tileable=tileable,
         integrate=need_height,
+        dihedral=quality == "high",
         progress=scaled(progress, 0.05, 0.9),
         cancel=cancel,
     )
@@ -235,7 +245,7 @@ def _learned(
         normal_convention=normal_convention,
         tileable=tileable,
         relief_px=relief * max(height_px, width_px),
-        meta={"model": f"{entry.id}@{entry.version}", "height_scale_px": scale_px},
+        meta={"model": f"{entry.id}@{entry.version}", "height_scale_px": scale_px, "quality": quality},
     )
 
 
@@ -306,6 +316,7 @@ def material_from_file(
     normal_convention: Convention = "opengl",
     method: Method = "learned",
     relief: float = 0.01,
+    quality: Quality = "standard",
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
@@ -323,6 +334,7 @@ def material_from_file(
         normal_convention=normal_convention,
         method=method,
         relief=relief,
+        quality=quality,
         progress=progress,
         cancel=cancel,
     )
