@@ -152,6 +152,7 @@ class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.
             "pixels": pixels,
             "maps": tuple(m for m in _MAPS_ORDER if m in maps),
             "method": settings.method,
+            "quality": settings.quality,
             "tileable": settings.tileable,
             "normal_strength": settings.normal_strength,
             "height_mode": settings.height_mode,
@@ -167,6 +168,7 @@ class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.
             plan["maps"],
             tileable=plan["tileable"],
             method=plan["method"],
+            quality=plan["quality"],
             progress=progress,
             cancel=cancel,
         )

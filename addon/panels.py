@@ -31,6 +31,9 @@ class MLVFX_PT_material(ShaderEditorPanel, bpy.types.Panel):
             layout.label(text="Select an Image Texture node with a photo", icon="INFO")
         col = layout.column()
         col.prop(settings, "method")
+        row = col.row()
+        row.enabled = settings.method == "learned"
+        row.prop(settings, "quality")
         col.prop(settings, "tileable")
         col.prop(settings, "normal_strength")
         col.prop(settings, "height_mode")

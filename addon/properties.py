@@ -16,6 +16,14 @@ class MLVFX_PG_material(bpy.types.PropertyGroup):
         ),
         default="learned",
     )
+    quality: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Quality",
+        items=(
+            ("standard", "Standard", "One pass of the learned model"),
+            ("high", "High", "Learned model also sees the photo turned and mirrored (8 views), 8x slower"),
+        ),
+        default="standard",
+    )
     tileable: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Tileable", description="The photo tiles; make the maps tile too", default=False
     )

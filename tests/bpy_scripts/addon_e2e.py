@@ -53,6 +53,7 @@ tree.links.new(user_rgb.outputs["Color"], bsdf.inputs["Roughness"])
 links_before = len(tree.links)
 
 # -- run the operator as a script or farm job would -------------------------------------------------
+bpy.context.scene.mlvfx_material.quality = "high"
 result = bpy.ops.mlvfx.generate_material(material="Rock", node="Photo")
 assert result == {"FINISHED"}, result
 
@@ -91,6 +92,9 @@ for key in ("albedo", "normal", "height", "roughness"):
     assert tagged[key].image.filepath.startswith("//textures/mlvfx/"), tagged[key].image.filepath
     assert tagged[key].image != photo.image
 observed["files"] = sorted(p.name for p in (work / "textures" / "mlvfx").rglob("*") if p.is_file())
+(meta_file,) = (work / "textures" / "mlvfx").rglob("material.json")
+observed["quality"] = json.loads(meta_file.read_text())["quality"]
+assert observed["quality"] == "high", observed["quality"]
 
 
 def pixels(image: bpy.types.Image) -> np.ndarray:
