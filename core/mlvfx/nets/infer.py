@@ -75,7 +75,7 @@ def _turn(x: Any, k: int, mirror: bool) -> Any:
 
     if mirror:
         x = torch.flip(x, dims=(-1,))
-    return torch.rot90(x, k, dims=(-2, -1)) if k else x
+    return torch.rot90(x, k, dims=(-2, -1)).contiguous() if k else x.contiguous()
 
 
 def _unturn_maps(y: Any, k: int, mirror: bool) -> Any:
