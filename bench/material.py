@@ -63,15 +63,29 @@ def temporary_zoo(weights: Path) -> Iterator[None]:
     """Point the zoo at a temporary manifest whose ``material`` model is ``weights`` (file:// URL)."""
     weights = weights.resolve()
     entry = {
-        "id": MODEL_ID, "version": "0.0.0", "task": "material", "format": ["safetensors"],
+        "id": MODEL_ID,
+        "version": "0.0.0",
+        "task": "material",
+        "format": ["safetensors"],
         "license": "Apache-2.0",
-        "files": [{"name": weights.name if weights.name.endswith(".safetensors") else "w.safetensors",
-                   "sha256": _sha256(weights), "size": weights.stat().st_size,
-                   "urls": [weights.as_uri()]}],
-        "io": {"inputs": [{"name": "photo", "channels": 3, "color_space": "linear"}],
-               "outputs": [{"name": "maps", "channels": 8, "color_space": "data"}],
-               "tile": 384, "overlap": 32, "scale": 1},
-        "metrics": {}, "card": "cards/material_v1.md", "recipe": "recipes/material_v1.json",
+        "files": [
+            {
+                "name": weights.name if weights.name.endswith(".safetensors") else "w.safetensors",
+                "sha256": _sha256(weights),
+                "size": weights.stat().st_size,
+                "urls": [weights.as_uri()],
+            }
+        ],
+        "io": {
+            "inputs": [{"name": "photo", "channels": 3, "color_space": "linear"}],
+            "outputs": [{"name": "maps", "channels": 8, "color_space": "data"}],
+            "tile": 384,
+            "overlap": 32,
+            "scale": 1,
+        },
+        "metrics": {},
+        "card": "cards/material_v1.md",
+        "recipe": "recipes/material_v1.json",
     }
     with tempfile.TemporaryDirectory() as tmp:
         manifest = Path(tmp) / "manifest.json"
@@ -138,9 +152,12 @@ def seam_ratio(weights: Path, truth: Path, tile: int = 96, band: int = 2) -> dic
         nh = normals_from_height(maps.height_px)
         c = np.degrees(np.arccos(np.clip((nh * maps.normal).sum(-1), -1, 1)))[2:-2, 2:-2]
         consistency.append(float(c.mean()))
-    return {"seam_border_deg": float(np.mean(border_err)), "seam_interior_deg": float(np.mean(inner_err)),
-            "seam_ratio": float(np.mean(border_err) / np.mean(inner_err)),
-            "height_normal_consistency_deg": float(np.mean(consistency))}
+    return {
+        "seam_border_deg": float(np.mean(border_err)),
+        "seam_interior_deg": float(np.mean(inner_err)),
+        "seam_ratio": float(np.mean(border_err) / np.mean(inner_err)),
+        "height_normal_consistency_deg": float(np.mean(consistency)),
+    }
 
 
 def accuracy(args: argparse.Namespace) -> None:
@@ -164,23 +181,38 @@ def accuracy(args: argparse.Namespace) -> None:
 
                 args.sheets.mkdir(parents=True, exist_ok=True)
                 tag = "learned" if name == "learned" else "classical"
-                contact_sheet(args.sheets / f"val_{tag}.png", truth=args.truth, pred=out, limit=16, tile=128,
-                              overwrite=True)
+                contact_sheet(
+                    args.sheets / f"val_{tag}.png",
+                    truth=args.truth,
+                    pred=out,
+                    limit=16,
+                    tile=128,
+                    overwrite=True,
+                )
         if args.sheets is not None:
             from mlvfx.eval.sheet import contact_sheet
 
             real = real_photo_inputs(Path(tmp) / "real")
             for tag, fn in (("learned", learned_method), ("classical", classical_baseline(4.0))):
                 predict(fn, real, Path(tmp) / f"real_{tag}")
-                contact_sheet(args.sheets / f"real_{tag}.png", truth=real, pred=Path(tmp) / f"real_{tag}",
-                              tile=192, overwrite=True)
+                contact_sheet(
+                    args.sheets / f"real_{tag}.png",
+                    truth=real,
+                    pred=Path(tmp) / f"real_{tag}",
+                    tile=192,
+                    overwrite=True,
+                )
     seams = seam_ratio(args.weights, args.truth)
 
     baselines = [k for k in methods if k != "learned"]
     fams = {**results["learned"].per_family(), "overall": results["learned"].overall()}
     base_fams = {k: {**results[k].per_family(), "overall": results[k].overall()} for k in baselines}
-    report: dict[str, Any] = {"truth": str(args.truth), "seconds_per_image": seconds, "seams": seams,
-                              "families": {}}
+    report: dict[str, Any] = {
+        "truth": str(args.truth),
+        "seconds_per_image": seconds,
+        "seams": seams,
+        "families": {},
+    }
     targets = {"normal_mean_deg": 0.5, "albedo_si_rmse": 0.6, "height_rmse": 1.0, "roughness_mae": 1.0}
     print(f"truth: {args.truth} ({len(sample_folders(args.truth))} samples); weights: {args.weights}\n")
     print("| family | n | metric | learned | best baseline | which | ratio | target | ok |")
@@ -191,8 +223,11 @@ def accuracy(args: argparse.Namespace) -> None:
             best_name, best_val = None, None
             # height and roughness are judged against the classical baseline only (the issue's bar);
             # normal and albedo against the best of everything, trivial included.
-            pool = baselines if m in ("normal_mean_deg", "albedo_si_rmse") else [
-                k for k in baselines if k.startswith("classical")]
+            pool = (
+                baselines
+                if m in ("normal_mean_deg", "albedo_si_rmse")
+                else [k for k in baselines if k.startswith("classical")]
+            )
             for k in pool:
                 v = base_fams[k].get(fam, {}).get(m)
                 if v is not None and (best_val is None or is_better(m, v, best_val)):
@@ -200,18 +235,30 @@ def accuracy(args: argparse.Namespace) -> None:
             mine = agg.get(m)
             ratio = None if mine is None or not best_val else mine / best_val
             ok = ratio is not None and (ratio <= target if target < 1 else ratio < 1.0)
-            rows[m] = {"learned": mine, "best": best_val, "best_method": best_name, "ratio": ratio,
-                       "target": target, "ok": ok}
-            print(f"| {fam} | {agg['count']} | {m} | {mine:.4f} | {best_val:.4f} | {best_name} | "
-                  f"{ratio:.3f} | {'≤' if target < 1 else '<'}{target:g} | {'✓' if ok else '✗'} |")
+            rows[m] = {
+                "learned": mine,
+                "best": best_val,
+                "best_method": best_name,
+                "ratio": ratio,
+                "target": target,
+                "ok": ok,
+            }
+            print(
+                f"| {fam} | {agg['count']} | {m} | {mine:.4f} | {best_val:.4f} | {best_name} | "
+                f"{ratio:.3f} | {'≤' if target < 1 else '<'}{target:g} | {'✓' if ok else '✗'} |"
+            )
         report["families"][fam] = rows
     print()
     print(results["learned"].to_markdown(title="learned, per family"))
     print()
-    print(f"seams (tile 96, overlap 32): border {seams['seam_border_deg']:.2f}°, interior "
-          f"{seams['seam_interior_deg']:.2f}°, ratio {seams['seam_ratio']:.3f} (target ≤ 1.1)")
-    print(f"height/normal consistency: {seams['height_normal_consistency_deg']:.2f}° mean angle between the "
-          "normals of the integrated height and the predicted normals")
+    print(
+        f"seams (tile 96, overlap 32): border {seams['seam_border_deg']:.2f}°, interior "
+        f"{seams['seam_interior_deg']:.2f}°, ratio {seams['seam_ratio']:.3f} (target ≤ 1.1)"
+    )
+    print(
+        f"height/normal consistency: {seams['height_normal_consistency_deg']:.2f}° mean angle between the "
+        "normals of the integrated height and the predicted normals"
+    )
     print("seconds per 256² image: " + ", ".join(f"{k} {v:.3f}" for k, v in seconds.items()))
     report["metrics_all"] = {k: {**r.per_family(), "overall": r.overall()} for k, r in results.items()}
     if args.json is not None:
@@ -244,8 +291,19 @@ def child(args: argparse.Namespace) -> None:
 
 
 def _run_child(method: str, size: int, weights: Path, quality: str = "standard") -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_child", "--method", method, "--size", str(size),
-           "--weights", str(weights), "--quality", quality]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "_child",
+        "--method",
+        method,
+        "--size",
+        str(size),
+        "--weights",
+        str(weights),
+        "--quality",
+        quality,
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -261,8 +319,10 @@ def speed(args: argparse.Namespace) -> None:
     if args.big:
         big = [_run_child(m, args.big, args.weights, args.quality) for m in ("classical", "learned")]
         for r in big:
-            print(f"| {r['method']} | {r['size']}² | {r['seconds'] / (args.big ** 2 / 1e6):.2f} | "
-                  f"{r['peak_rss_mb']:.0f} |")
+            print(
+                f"| {r['method']} | {r['size']}² | {r['seconds'] / (args.big**2 / 1e6):.2f} | "
+                f"{r['peak_rss_mb']:.0f} |"
+            )
         print(f"4096²-class peak RSS under 3 GB: {all(r['peak_rss_mb'] < 3072 for r in big)}")
 
 
@@ -283,8 +343,12 @@ def main() -> None:
     c.add_argument("--method", required=True)
     c.add_argument("--size", type=int, required=True)
     for p in (a, s, c):
-        p.add_argument("--quality", choices=("standard", "high"), default="standard",
-                       help="the learned operator's quality (high: 8 turned/mirrored views averaged)")
+        p.add_argument(
+            "--quality",
+            choices=("standard", "high"),
+            default="standard",
+            help="the learned operator's quality (high: 8 turned/mirrored views averaged)",
+        )
     args = ap.parse_args()
     {"accuracy": accuracy, "speed": speed, "_child": child}[args.cmd](args)
 

@@ -98,8 +98,13 @@ def real_photo_inputs(out: Path, size: int = 256) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--truth", type=Path, default=ROOT / "model_zoo/eval/materials_v1/256")
-    ap.add_argument("--strengths", type=float, nargs="+", default=[1.0, 2.0, 4.0, 8.0],
-                    help="classical height_to_normal strengths to report (fixed, not fitted)")
+    ap.add_argument(
+        "--strengths",
+        type=float,
+        nargs="+",
+        default=[1.0, 2.0, 4.0, 8.0],
+        help="classical height_to_normal strengths to report (fixed, not fitted)",
+    )
     ap.add_argument("--sheets", type=Path, default=None, help="write contact sheets into this folder")
     args = ap.parse_args()
 
@@ -121,16 +126,27 @@ def main() -> None:
                 from mlvfx.eval.sheet import contact_sheet
 
                 args.sheets.mkdir(parents=True, exist_ok=True)
-                contact_sheet(args.sheets / f"sheet_{len(results) - 1}.png", truth=args.truth, pred=out,
-                              limit=12, tile=128, overwrite=True)
+                contact_sheet(
+                    args.sheets / f"sheet_{len(results) - 1}.png",
+                    truth=args.truth,
+                    pred=out,
+                    limit=12,
+                    tile=128,
+                    overwrite=True,
+                )
         if args.sheets is not None and len(methods) > 1:
             from mlvfx.eval.sheet import contact_sheet
 
             real = real_photo_inputs(Path(tmp) / "real")
             name = next(n for n in methods if n.startswith("classical"))
             predict(methods[name], real, Path(tmp) / "real_pred")
-            contact_sheet(args.sheets / "real_photos.png", truth=real, pred=Path(tmp) / "real_pred",
-                          tile=192, overwrite=True)
+            contact_sheet(
+                args.sheets / "real_photos.png",
+                truth=real,
+                pred=Path(tmp) / "real_pred",
+                tile=192,
+                overwrite=True,
+            )
 
     n = len(sample_folders(args.truth))
     print(f"truth: {args.truth} ({n} samples)\n")
@@ -167,8 +183,11 @@ def main() -> None:
     for m, (k, v) in best.items():
         print(f"| {m} | {v:.4f} | {k} |")
     print()
-    best_classical = min((k for k in overall if k.startswith("classical")),
-                         key=lambda k: overall[k]["normal_mean_deg"] or 1e9, default=None)
+    best_classical = min(
+        (k for k in overall if k.startswith("classical")),
+        key=lambda k: overall[k]["normal_mean_deg"] or 1e9,
+        default=None,
+    )
     for key in ("trivial (flat normal, photo albedo, const)", best_classical):
         if key is not None:
             print(results[key].to_markdown(title=f"Per family: {key}"))

@@ -30,8 +30,10 @@ def tile_fn(batch: np.ndarray) -> np.ndarray:
     if _NET is None:
         torch.manual_seed(0)
         _NET = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
-            torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.Conv2d(3, 16, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 16, 3, padding=1),
+            torch.nn.ReLU(),
             torch.nn.Conv2d(16, 3, 3, padding=1),
         ).eval()
     with torch.inference_mode():
