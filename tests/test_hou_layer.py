@@ -714,6 +714,7 @@ def material_parms(**over):
         "inprocess": "0",
         "maps": "normal,height",
         "method": "classical",
+        "quality": "standard",
         "tileable": "0",
         "normal_convention": "opengl",
         "relief": "0.01",
@@ -798,6 +799,10 @@ def test_material_jobs_validate_parameters(tmp_path):
         material_jobs(["a.png"], str(tmp_path), maps="normal,shiny")
     with pytest.raises(InputError, match="output folder"):
         material_jobs(["a.png"], "")
+    with pytest.raises(InputError, match="quality"):
+        material_jobs(["a.png"], "/o", quality="best")
+    (high,) = material_jobs(["a.png"], "/o", quality="high")
+    assert high.args[high.args.index("--quality") + 1] == "high"
     (job,) = material_jobs(["a.png"], "/o", maps="height,normal", tileable=True, overwrite=True)
     assert job.args == (
         "material",
@@ -808,6 +813,8 @@ def test_material_jobs_validate_parameters(tmp_path):
         "normal,height",
         "--method",
         "learned",
+        "--quality",
+        "standard",
         "--normal-convention",
         "opengl",
         "--relief",

@@ -53,7 +53,7 @@ ARG_SEP = "\x1f"  # unit separator: joins argv into one string attribute without
 # Parameters each node's callbacks read (on the inner Python Processor, channel-referenced to the
 # HDA's own parameters). tests/test_hou_hda.py checks they exist in both places.
 COMMON_PARMS = ("source", "files", "tag", "outdir", "overwrite", "inprocess")
-MATERIAL_PARMS = (*COMMON_PARMS, "maps", "method", "tileable", "normal_convention", "relief")
+MATERIAL_PARMS = (*COMMON_PARMS, "maps", "method", "quality", "tileable", "normal_convention", "relief")
 TEXTURE_PARMS = (*COMMON_PARMS, "operation", "width", "height", "seed", "count", "exemplars")
 
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
@@ -144,6 +144,7 @@ def material_jobs(
     *,
     maps: str = "normal,height,albedo,roughness",
     method: str = "learned",
+    quality: str = "standard",
     tileable: bool = False,
     normal_convention: str = "opengl",
     relief: float = 0.01,
@@ -156,6 +157,8 @@ def material_jobs(
         raise InputError("set an output folder")
     if method not in ("classical", "learned"):
         raise InputError(f"method must be classical or learned, got {method!r}")
+    if quality not in ("standard", "high"):
+        raise InputError(f"quality must be standard or high, got {quality!r}")
     if normal_convention not in ("opengl", "directx"):
         raise InputError(f"normal convention must be opengl or directx, got {normal_convention!r}")
     wanted = ",".join(parse_maps(maps))
@@ -163,7 +166,7 @@ def material_jobs(
     jobs: list[Job] = []
     for image in inputs:
         out = os.path.join(outdir, _unique_stem(image, taken))
-        args = ["material", image, "-o", out, "--maps", wanted, "--method", method]
+        args = ["material", image, "-o", out, "--maps", wanted, "--method", method, "--quality", quality]
         args += ["--normal-convention", normal_convention, "--relief", repr(float(relief))]
         args += ["--tileable"] if tileable else []
         args += ["--overwrite"] if overwrite else []
@@ -300,6 +303,7 @@ def jobs_from_parms(value: Callable[[str], str], kind: str, inputs: Sequence[str
             outdir,
             maps=value("maps"),
             method=value("method"),
+            quality=value("quality") or "standard",
             tileable=_int(value, "tileable") != 0,
             normal_convention=value("normal_convention"),
             relief=_float(value, "relief"),
@@ -433,6 +437,7 @@ def _run_material(args: Sequence[str]) -> None:
     p.add_argument("-o", dest="output", required=True)
     p.add_argument("--maps", required=True)
     p.add_argument("--method", required=True)
+    p.add_argument("--quality", default="standard")
     p.add_argument("--normal-convention", dest="convention", required=True)
     p.add_argument("--relief", type=float, required=True)
     p.add_argument("--tileable", action="store_true")
@@ -449,6 +454,7 @@ def _run_material(args: Sequence[str]) -> None:
         normal_convention=ns.convention,
         method=ns.method,
         relief=ns.relief,
+        quality=ns.quality,
         overwrite=ns.overwrite,
     )
 
