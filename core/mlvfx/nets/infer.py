@@ -22,9 +22,9 @@ FloatImage = npt.NDArray[np.float32]
 TILE = 384
 OVERLAP = 32
 MARGIN = 48
-# Tileable photos get more wrapped context per tile. The wrap-around edge has no overlap to blend
-# over, and with material 0.6.0 a 48-px margin made it stand out in the normals' differences (1.8x an
-# interior column's on a 128² test photo; 1.14x with 96 px). Costs 1.4x per tile, tileable only.
+# Tileable photos get more wrapped context per tile: the wrap-around edge has no overlap to blend
+# over, and with material 0.6.0 a 48-px margin made it stand out (tests/test_material_op.py::
+# test_tileable_maps_tile failed). Costs about 1.4x per tile, tileable photos only.
 TILEABLE_MARGIN = 96
 
 _cache_lock = threading.Lock()
