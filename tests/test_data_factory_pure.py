@@ -52,6 +52,55 @@ def test_lighting_ranges() -> None:
     assert not all(materials.make_spec(9, i).lighting["area"] for i in range(30))
 
 
+def test_studio_lighting_is_what_the_factory_always_drew() -> None:
+    # Pinned to sample s000000 of material_v1's renders (seed 7), made before lighting modes existed.
+    spec = materials.make_spec(7, 0, families=splits.TRAIN_FAMILIES)
+    assert spec == materials.make_spec(7, 0, families=splits.TRAIN_FAMILIES, lighting="studio")
+    assert spec.family == "mixture" and spec.lighting["hdri"] == "night.exr"
+    assert spec.lighting["sun"]["elevation"] == pytest.approx(0.9871174522447179, abs=1e-15)
+    assert spec.lighting["area"]["power"] == pytest.approx(244.7773973891363, abs=1e-12)
+
+
+def test_wide_lighting_covers_what_studio_never_shows() -> None:
+    specs = [materials.make_spec(8, i, families=splits.TRAIN_FAMILIES, lighting="wide") for i in range(400)]
+    studio = [materials.make_spec(8, i, families=splits.TRAIN_FAMILIES) for i in range(400)]
+    # Only the lighting changes: the same (seed, index) is the same material.
+    for w, s in zip(specs[:20], studio[:20], strict=True):
+        assert (w.family, w.params, w.relief, w.transform) == (s.family, s.params, s.relief, s.transform)
+    elev = np.degrees([s.lighting["sun"]["elevation"] for s in specs])
+    assert elev.min() >= 5 and elev.max() <= 89
+    assert (elev < 15).sum() > 20 and (elev > 80).sum() > 20
+    overcast = [s for s in specs if s.lighting["sun"]["strength"] == 0.0]
+    assert 25 < len(overcast) < 80
+    assert all(s.lighting["area"] is None for s in overcast)
+    colors = np.array([s.lighting["sun"]["color"] for s in specs])
+    assert (colors[:, 2] < 0.5).sum() > 20  # strongly warm suns
+    assert (colors[:, 0] < 0.8).sum() > 20  # strongly cool suns
+    studio_colors = np.array([s.lighting["sun"]["color"] for s in studio])
+    assert studio_colors.min() >= 0.8
+    with pytest.raises(InputError, match="unknown lighting 'dusk'"):
+        materials.make_spec(8, 0, lighting="dusk")
+
+
+def test_generate_records_and_checks_the_lighting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(materials, "render_maps", _fake_maps)
+    materials.generate(tmp_path / "w", 1, size=16, seed=2, lighting="wide")
+    assert json.loads((tmp_path / "w" / "dataset.json").read_text())["lighting"] == "wide"
+    meta = json.loads((tmp_path / "w" / "s000000" / "meta.json").read_text())
+    assert meta["lighting"] == materials.make_spec(2, 0, size=16, lighting="wide").lighting
+    with pytest.raises(InputError, match="lighting='wide'"):
+        materials.generate(tmp_path / "w", 2, size=16, seed=2)
+    # A dataset written before the setting existed has no "lighting" key: it is a studio one.
+    materials.generate(tmp_path / "s", 1, size=16, seed=2)
+    desc = tmp_path / "s" / "dataset.json"
+    old = json.loads(desc.read_text())
+    del old["lighting"]
+    desc.write_text(json.dumps(old))
+    assert materials.generate(tmp_path / "s", 2, size=16, seed=2).rendered == [1]
+    with pytest.raises(InputError, match="lighting='studio'"):
+        materials.generate(tmp_path / "s", 2, size=16, seed=2, lighting="wide")
+
+
 def test_splits_hold_out_families_and_reserve_seeds() -> None:
     assert set(splits.HELD_OUT_FAMILIES).isdisjoint(splits.TRAIN_FAMILIES)
     assert splits.split_of(0, 0, "bark", 0.0) == "val"

@@ -325,3 +325,62 @@ def test_recipes_can_share_another_recipes_data(tmp_path: Path, monkeypatch: pyt
         v1 = load_recipe(ROOT / "model_zoo/recipes/material_v1.json")
         assert recipe.data.dir == "@material_v1"
         assert replace(recipe.data, dir="") == v1.data
+
+
+def test_recipe_data_also_trains_on_several_folders(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    for i in range(2):
+        _write_sample(a, i)
+    for i in range(3):
+        _write_sample(b, i)  # same folder names as in a: both must be kept
+    both = MaterialDataset([a, b], val_fraction=0.0)
+    assert both.refresh() == 5 and len(both.train) == 5
+    assert both.refresh() == 0
+    again = MaterialDataset([a, b], val_fraction=0.0)
+    again.refresh()
+    for x, y in zip(both.batch(3, 0, 4, 32).values(), again.batch(3, 0, 4, 32).values(), strict=True):
+        assert torch.equal(x, y)
+    # The published recipe renders its wide-lighting set and trains on material_v1's renders too.
+    v4 = load_recipe(ROOT / "model_zoo/recipes/material_v4.json")
+    assert v4.data.lighting == "wide" and v4.data.also == ("@material_v1",)
+    assert load_recipe(ROOT / "model_zoo/recipes/material_v1.json").data.lighting == "studio"
+    assert recipe_from_dict(v4.to_dict()) == v4
+    for data, match in (
+        ({"lighting": "dusk"}, "data.lighting"),
+        ({"also": ["material_v1"]}, "data.also"),
+        ({"also": ["@../x"]}, "data.also"),
+        ({"also": "@material_v1"}, "must be a list"),
+    ):
+        with pytest.raises(InputError, match=match):
+            recipe_from_dict({"name": "x", "seed": 1, "data": data})
+
+
+def test_cli_trains_on_the_data_of_recipes_named_in_also(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlvfx.train import cli
+
+    for i in range(2):
+        _write_sample(tmp_path / "mine", i)
+    for i in range(3):
+        _write_sample(tmp_path / "theirs", i)
+    base = _tiny_recipe()
+    other = replace(base, name="other", data=replace(base.data, dir=str(tmp_path / "theirs")))
+    main = replace(base, name="main", data=replace(base.data, dir=str(tmp_path / "mine"), also=("@other",)))
+    (tmp_path / "other.json").write_text(json.dumps(other.to_dict()))
+    (tmp_path / "main.json").write_text(json.dumps(main.to_dict()))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true")
+    cli.register(parser.add_subparsers())
+    argv = ["--json", "train", "material", "--recipe", str(tmp_path / "main.json"), "--skip-render"]
+    args = parser.parse_args([*argv, "--out", str(tmp_path / "o"), "--steps", "1"])
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["steps_done"] == 1
+    start = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
+    start_rec = next(r for r in start if r.get("event") == "start")
+    assert start_rec["train_samples"] + start_rec["val_samples"] == 5
+    # A missing "also" recipe is a clear error naming the file.
+    (tmp_path / "other.json").unlink()
+    args = parser.parse_args([*argv, "--out", str(tmp_path / "o2"), "--steps", "1"])
+    with pytest.raises(InputError, match="recipe not found"):
+        args.func(args)

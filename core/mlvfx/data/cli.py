@@ -30,6 +30,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="families to draw from (default all; 'train' = all but the held-out ones)",
     )
     p.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel (default 16)")
+    p.add_argument(
+        "--lighting",
+        choices=("studio", "wide"),
+        default="studio",
+        help="lighting distribution: studio (default; sun 18-75 deg, near white) or wide "
+        "(sun 5-89 deg, tinted suns, overcast)",
+    )
     p.add_argument("--start", type=int, default=0, help="first sample index (default 0)")
     p.add_argument("--shard", type=int, default=0, help="this worker's shard, 0-based (default 0)")
     p.add_argument("--num-shards", type=int, default=1, help="number of workers (default 1)")
@@ -74,6 +81,7 @@ def _materials(args: argparse.Namespace) -> int:
             start=args.start,
             shard=args.shard,
             num_shards=args.num_shards,
+            lighting=args.lighting,
             progress=progress,
         )
     finally:

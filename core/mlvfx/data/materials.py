@@ -3,7 +3,8 @@
 Each sample is a flat patch with real geometric relief (a grid with one vertex per pixel and true
 material displacement), seen straight down by an orthographic camera that the patch fills
 exactly. Lighting is a rotated studio HDRI bundled with Blender, a sun with shadows and sometimes
-an area light. Per sample the factory writes, into ``<out>/s<index:06d>/``:
+an area light (:data:`LIGHTING_MODES` names the two distributions they are drawn from). Per
+sample the factory writes, into ``<out>/s<index:06d>/``:
 
 * ``lit.png``: the input photo, 8-bit sRGB (view transform "Standard": clip + sRGB OETF);
 * ``albedo.png``: the base colour, 8-bit sRGB (from a colour AOV; see note below);
@@ -146,8 +147,69 @@ def family_for_index(seed: int, index: int, families: Sequence[str]) -> str:
     return families[int(order[index % len(families)])]
 
 
-def sample_lighting(rng: np.random.Generator) -> dict[str, Any]:
-    """Random lighting: rotated studio HDRI, a sun with shadows, sometimes an area light."""
+LIGHTING_MODES: tuple[str, ...] = ("studio", "wide")
+"""Lighting distributions of the factory.
+
+* ``studio`` (the default, and what every dataset before the ``lighting`` setting used): a sun
+  18-75 degrees up, near white (each channel at least 0.8), always on.
+* ``wide``: the sun anywhere from 5 to 89 degrees up; half the time tinted, anywhere between a warm
+  (1.0, 0.5, 0.2) and a cool (0.7, 0.82, 1.0) colour; one sample in eight with no sun at all
+  (overcast: the HDRI alone, brighter); a wider HDRI strength, sun size and exposure range.
+"""
+
+
+def check_lighting(mode: str) -> str:
+    """Validate a lighting mode name."""
+    if mode not in LIGHTING_MODES:
+        raise InputError(f"unknown lighting {mode!r}; choose from {', '.join(LIGHTING_MODES)}")
+    return mode
+
+
+def _tint(rng: np.random.Generator) -> list[float]:
+    """A sun colour between warm and cool, through white (``wide`` lighting)."""
+    t = float(rng.uniform(-1.0, 1.0))
+    end = (1.0, 0.5, 0.2) if t < 0 else (0.7, 0.82, 1.0)
+    a = abs(t)
+    return [float((1.0 - a) + a * c) for c in end]
+
+
+def _wide_lighting(rng: np.random.Generator) -> dict[str, Any]:
+    overcast = rng.random() < 0.125
+    tinted = rng.random() < 0.5
+    light: dict[str, Any] = {
+        "hdri": str(rng.choice(HDRI_NAMES)),
+        "hdri_rotation": float(rng.uniform(0.0, 2.0 * math.pi)),
+        "hdri_strength": float(rng.uniform(0.6, 1.5) if overcast else rng.uniform(0.1, 1.2)),
+        "sun": {
+            "azimuth": float(rng.uniform(0.0, 2.0 * math.pi)),
+            "elevation": float(np.radians(rng.uniform(5.0, 89.0))),
+            "strength": 0.0 if overcast else float(rng.uniform(1.0, 6.0)),
+            "angle": float(np.radians(rng.uniform(0.3, 8.0))),
+            "color": _tint(rng) if tinted else [float(rng.uniform(lo, 1.0)) for lo in (0.9, 0.88, 0.8)],
+        },
+        "exposure_ev": float(rng.uniform(-0.8, 0.6)),
+    }
+    if not overcast and rng.random() < 0.3:
+        light["area"] = {
+            "azimuth": float(rng.uniform(0.0, 2.0 * math.pi)),
+            "elevation": float(np.radians(rng.uniform(15.0, 85.0))),
+            "distance": float(rng.uniform(2.5, 5.0)),
+            "size": float(rng.uniform(0.3, 2.5)),
+            "power": float(rng.uniform(100.0, 1200.0)),
+        }
+    else:
+        light["area"] = None
+    return light
+
+
+def sample_lighting(rng: np.random.Generator, mode: str = "studio") -> dict[str, Any]:
+    """Random lighting: rotated studio HDRI, a sun with shadows, sometimes an area light.
+
+    ``mode`` picks the distribution (:data:`LIGHTING_MODES`). ``studio`` draws exactly what the
+    factory drew before modes existed, so old datasets re-render bit for bit.
+    """
+    if check_lighting(mode) == "wide":
+        return _wide_lighting(rng)
     light: dict[str, Any] = {
         "hdri": str(rng.choice(HDRI_NAMES)),
         "hdri_rotation": float(rng.uniform(0.0, 2.0 * math.pi)),
@@ -175,7 +237,13 @@ def sample_lighting(rng: np.random.Generator) -> dict[str, Any]:
 
 
 def make_spec(
-    seed: int, index: int, *, size: int = 256, samples: int = 16, families: Sequence[str] | None = None
+    seed: int,
+    index: int,
+    *,
+    size: int = 256,
+    samples: int = 16,
+    families: Sequence[str] | None = None,
+    lighting: str = "studio",
 ) -> SampleSpec:
     """Draw the spec of sample ``index`` of dataset ``seed`` (pure; no Blender needed).
 
@@ -185,6 +253,8 @@ def make_spec(
         size: square output resolution in pixels.
         samples: Cycles samples per pixel.
         families: allowed family names; ``None`` means all.
+        lighting: the lighting distribution (:data:`LIGHTING_MODES`). The material, relief and
+            transform of a (seed, index) do not depend on it.
 
     Returns:
         The spec; equal inputs always give equal specs.
@@ -202,7 +272,8 @@ def make_spec(
     else:
         rot = float(rng.uniform(0.0, 2.0 * math.pi))
     transform = {"rot_z": rot, "scale": float(rng.uniform(0.8, 1.3))}
-    return SampleSpec(seed, index, family, params, relief, transform, sample_lighting(rng), size, samples)
+    light = sample_lighting(rng, lighting)
+    return SampleSpec(seed, index, family, params, relief, transform, light, size, samples)
 
 
 # --------------------------------------------------------------------------------------------
@@ -613,7 +684,9 @@ def _check_dataset(root: Path, settings: dict[str, Any]) -> None:
             old = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"unreadable dataset description: {exc}", path) from None
-        for key in ("seed", "size", "samples", "families", "format_version", "factory_version"):
+        # Datasets made before the lighting setting existed are "studio" ones.
+        old.setdefault("lighting", "studio")
+        for key in ("seed", "size", "samples", "families", "format_version", "factory_version", "lighting"):
             if old.get(key) != settings[key]:
                 raise InputError(
                     f"this folder holds a dataset with {key}={old.get(key)!r}, not {settings[key]!r}; "
@@ -638,6 +711,7 @@ def generate(
     shard: int = 0,
     num_shards: int = 1,
     mesh_resolution: int | None = None,
+    lighting: str = "studio",
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> GenerateReport:
@@ -656,6 +730,7 @@ def generate(
         shard: this worker's shard (0-based); it renders indices with ``index % num_shards == shard``.
         num_shards: number of workers splitting the set.
         mesh_resolution: grid segments per side; default = size.
+        lighting: the lighting distribution (:data:`LIGHTING_MODES`), recorded in ``dataset.json``.
         progress: ``progress(fraction, message)``; the message includes renders per minute.
         cancel: checked between samples.
 
@@ -671,6 +746,7 @@ def generate(
     if num_shards < 1 or not 0 <= shard < num_shards:
         raise InputError(f"shard must be in 0..{num_shards - 1}, got {shard}")
     fams = check_families(families)
+    check_lighting(lighting)
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise InputError("output exists and is not a folder", root)
@@ -684,6 +760,7 @@ def generate(
             "size": size,
             "samples": samples,
             "families": list(fams),
+            "lighting": lighting,
         },
     )
 
@@ -701,7 +778,7 @@ def generate(
     report(progress, 0.0 if mine else 1.0, f"{len(skipped)} finished, {len(todo)} to render")
     for k, index in enumerate(todo):
         check_cancel(cancel)
-        spec = make_spec(seed, index, size=size, samples=samples, families=fams)
+        spec = make_spec(seed, index, size=size, samples=samples, families=fams, lighting=lighting)
         render_sample(spec, root, mesh_resolution=mesh_resolution)
         rendered.append(index)
         elapsed = time.perf_counter() - t0

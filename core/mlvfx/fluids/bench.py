@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mlvfx.config import torch_device
 from mlvfx.errors import InputError
 from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report
 
@@ -212,7 +213,14 @@ def run_bench(
         "reference_float32_ms": timing.get("reference_float32"),
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "threads": torch.get_num_threads(),
+        "device": str(torch_device(None)),
     }
+
+
+def _sync() -> None:
+    """Wait for queued CUDA work, so a step's time is the step's and not its launch's."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        torch.cuda.synchronize()
 
 
 def time_methods(net: Any, factor: int, spec: BenchSpec) -> dict[str, float]:
@@ -266,8 +274,10 @@ def time_methods(net: Any, factor: int, spec: BenchSpec) -> dict[str, float]:
         for round_ in range(spec.timing_steps):
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
+                _sync()
                 t = time.perf_counter()
                 states[name] = methods[name][0](states[name])
+                _sync()
                 times[name].append(time.perf_counter() - t)
     return {name: 1e3 * float(np.median(times[name])) for name in names}
 

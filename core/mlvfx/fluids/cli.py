@@ -263,7 +263,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for s in result["stability"]
     )
     text = (
-        f"model {name}, {args.dims}D {res}, {args.shots} held-out shots, load average "
+        f"model {name}, {args.dims}D {res} on {result['device']}, {args.shots} held-out shots, load average "
         f"{result['load_average']:.1f}\n{format_table(result)}\nstability: {stab or 'not run'}"
     )
     emit(args, result, text)

@@ -86,10 +86,43 @@ def recipe_data_dir(given: str | None, recipe_dir: str, recipe_name: str) -> Pat
     return Path(recipe_dir or default_data_dir(recipe_name)).expanduser()
 
 
-def _material(args: argparse.Namespace) -> int:
+def _render_material_data(recipe: Any, data_dir: Path, quiet: bool) -> None:
+    """Render (or finish rendering) the factory dataset a recipe's ``data`` section describes."""
     from tqdm import tqdm
 
     from mlvfx.data import materials, splits
+
+    families = list(recipe.data.families)
+    if families == ["train"]:
+        families = list(splits.TRAIN_FAMILIES)
+    splits.check_train_seed(recipe.data.seed)
+    bar = tqdm(
+        total=recipe.data.count, unit="render", disable=quiet, file=sys.stderr, desc=f"data {recipe.name}"
+    )
+
+    def render_progress(fraction: float, message: str) -> None:
+        bar.n = round(fraction * recipe.data.count)
+        bar.set_postfix_str(message, refresh=False)
+        bar.refresh()
+
+    try:
+        materials.generate(
+            data_dir,
+            recipe.data.count,
+            size=recipe.data.size,
+            seed=recipe.data.seed,
+            families=families,
+            samples=recipe.data.samples,
+            lighting=recipe.data.lighting,
+            progress=render_progress,
+        )
+    finally:
+        bar.close()
+
+
+def _material(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from mlvfx.errors import InputError
     from mlvfx.train.material import train_material, with_overrides
     from mlvfx.train.recipe import load_recipe
@@ -100,32 +133,17 @@ def _material(args: argparse.Namespace) -> int:
             raise InputError(f"--threads must be >= 1, got {args.threads}")
         recipe = with_overrides(recipe, threads=args.threads)
     data_dir = recipe_data_dir(args.data, recipe.data.dir, recipe.name)
+    # data.also: other recipes (in this recipe's folder) whose renders are trained on too.
+    extra = []
+    for other in recipe.data.also:
+        other_recipe = load_recipe(Path(args.recipe).parent / f"{other[1:]}.json")
+        extra.append((other_recipe, recipe_data_dir(None, other_recipe.data.dir, other_recipe.name)))
     out_dir = Path(args.out or Path("runs") / recipe.name)
     quiet = bool(getattr(args, "quiet", False)) or bool(getattr(args, "json", False))
     if not args.skip_render:
-        families = list(recipe.data.families)
-        if families == ["train"]:
-            families = list(splits.TRAIN_FAMILIES)
-        splits.check_train_seed(recipe.data.seed)
-        bar = tqdm(total=recipe.data.count, unit="render", disable=quiet, file=sys.stderr, desc="data")
-
-        def render_progress(fraction: float, message: str) -> None:
-            bar.n = round(fraction * recipe.data.count)
-            bar.set_postfix_str(message, refresh=False)
-            bar.refresh()
-
-        try:
-            materials.generate(
-                data_dir,
-                recipe.data.count,
-                size=recipe.data.size,
-                seed=recipe.data.seed,
-                families=families,
-                samples=recipe.data.samples,
-                progress=render_progress,
-            )
-        finally:
-            bar.close()
+        _render_material_data(recipe, data_dir, quiet)
+        for other_recipe, other_dir in extra:
+            _render_material_data(other_recipe, other_dir, quiet)
     total = args.steps or recipe.train.steps
     tbar = tqdm(total=total, unit="step", disable=quiet, file=sys.stderr, desc="train")
 
@@ -142,7 +160,7 @@ def _material(args: argparse.Namespace) -> int:
     try:
         res = train_material(
             recipe,
-            data_dir=data_dir,
+            data_dir=[data_dir, *(d for _, d in extra)],
             out_dir=out_dir,
             resume=args.resume,
             steps=args.steps,

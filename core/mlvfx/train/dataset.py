@@ -11,6 +11,7 @@ OpenGL tangent-space vectors, ``height`` in pixel units, ``roughness`` in [0, 1]
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,19 +79,32 @@ class MaterialDataset:
     for validation.
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, val_fraction: float = 0.05) -> None:
-        self.root = Path(root)
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        val_fraction: float = 0.05,
+    ) -> None:
+        roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
+        if not roots:
+            raise InputError("no training data folder given")
+        self.roots = [Path(r) for r in roots]
+        self.root = self.roots[0]
         self.val_fraction = val_fraction
         self.train: list[_Stored] = []
         self.val: list[_Stored] = []
         self._seen: set[str] = set()
 
     def refresh(self) -> int:
-        """Load samples finished since the last call; return how many were added."""
-        refs: list[SampleRef] = list_samples(self.root)
+        """Load samples finished since the last call; return how many were added.
+
+        Folders are read in the order given, each in sample order, so the sample list (and with
+        it every batch) is the same on every run over the same finished folders.
+        """
+        refs: list[SampleRef] = [ref for r in self.roots for ref in list_samples(r)]
         added = 0
         for ref in refs:
-            key = ref.folder.name
+            key = str(ref.folder)
             if key in self._seen:
                 continue
             if ref.family in HELD_OUT_FAMILIES:

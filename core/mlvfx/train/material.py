@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,7 @@ def _deterministic(seed: int, threads: int) -> None:
 def train_material(
     recipe: Recipe,
     *,
-    data_dir: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     resume: bool = False,
     steps: int | None = None,
@@ -152,7 +153,7 @@ def train_material(
 
     Args:
         recipe: the recipe (see :mod:`mlvfx.train.recipe`).
-        data_dir: factory dataset folder (training families only).
+        data_dir: factory dataset folder (training families only), or several, read in order.
         out_dir: where checkpoints, logs and final weights go.
         resume: continue from ``out_dir/checkpoint.pt`` if present.
         steps: override ``recipe.train.steps`` (the LR schedule follows it).

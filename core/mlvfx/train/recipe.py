@@ -19,7 +19,12 @@ from mlvfx.nets.material import MaterialNetConfig
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Training data: a factory dataset rendered with these settings (see ``mlvfx data materials``)."""
+    """Training data: a factory dataset rendered with these settings (see ``mlvfx data materials``).
+
+    ``lighting``: the factory's lighting distribution (``studio`` or ``wide``).
+    ``also``: more training data, as ``@<recipe>`` names of recipes in the same folder; their data
+    (rendered with their own settings when missing) is trained on too, after this recipe's own.
+    """
 
     dir: str = ""
     count: int = 600
@@ -28,6 +33,8 @@ class DataSpec:
     families: tuple[str, ...] = ("train",)
     samples: int = 16
     val_fraction: float = 0.05
+    lighting: str = "studio"
+    also: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,7 @@ class Recipe:
         d = asdict(self)
         d["model"] = self.model.to_dict()
         d["data"]["families"] = list(self.data.families)
+        d["data"]["also"] = list(self.data.also)
         return d
 
 
@@ -99,8 +107,11 @@ def recipe_section(cls: type[Any], raw: Any, where: str, path: Path | None) -> A
     if unknown:
         raise InputError(f"unknown key(s) in recipe section {where!r}: {', '.join(unknown)}", path)
     kw = {k: _tuples(v) for k, v in raw.items()}
-    if "families" in kw:
-        kw["families"] = tuple(str(f) for f in kw["families"])
+    for key in ("families", "also"):
+        if key in kw:
+            if not isinstance(kw[key], tuple):
+                raise InputError(f"recipe section {where!r}: {key!r} must be a list", path)
+            kw[key] = tuple(str(f) for f in kw[key])
     if "widths" in kw:
         kw["widths"] = tuple(int(w) for w in kw["widths"])
     try:
@@ -146,6 +157,17 @@ def recipe_from_dict(d: dict[str, Any], path: Path | None = None) -> Recipe:
         train=recipe_section(TrainSpec, d.get("train"), "train", path),
         loss=recipe_section(LossSpec, d.get("loss"), "loss", path),
     )
+    from mlvfx.data.materials import LIGHTING_MODES
+
+    if recipe.data.lighting not in LIGHTING_MODES:
+        raise InputError(
+            f"recipe data.lighting must be one of {', '.join(LIGHTING_MODES)}, got {recipe.data.lighting!r}",
+            path,
+        )
+    for other in recipe.data.also:
+        name = other[1:]
+        if not other.startswith("@") or not name or any(c in name for c in "/\\") or name in (".", ".."):
+            raise InputError(f"recipe data.also entries must be '@<recipe name>', got {other!r}", path)
     t = recipe.train
     if t.steps < 1 or t.batch < 1 or t.crop < 16 or t.lr <= 0 or t.threads < 1:
         raise InputError("recipe 'train' needs steps, batch, threads >= 1, crop >= 16 and lr > 0", path)
