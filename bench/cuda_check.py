@@ -145,6 +145,7 @@ def main() -> None:
     ap.add_argument("--cuda-steps", type=int, default=505)
     ap.add_argument("--gpu", default="cuda", help=argparse.SUPPRESS)  # "cpu": a dry run of the script
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--parts", nargs="+", choices=("material", "train"), default=["material", "train"])
     args = ap.parse_args()
     if args.gpu == "cuda" and not torch.cuda.is_available():
         sys.exit("bench/cuda_check.py: no CUDA device here; nothing to compare")
@@ -153,10 +154,12 @@ def main() -> None:
         "gpu": torch.cuda.get_device_name(0) if args.gpu == "cuda" else "none (dry run)",
         "cpu_threads": torch.get_num_threads(),
     }
-    result["material"] = material(args.weights, args.size, args.gpu)
-    print(json.dumps({"material": result["material"]}), flush=True)
-    result["train"] = train(args.recipe, {"cpu": args.cpu_steps, "cuda": args.cuda_steps}, args.gpu)
-    print(json.dumps({"train": result["train"]}), flush=True)
+    if "material" in args.parts:
+        result["material"] = material(args.weights, args.size, args.gpu)
+        print(json.dumps({"material": result["material"]}), flush=True)
+    if "train" in args.parts:
+        result["train"] = train(args.recipe, {"cpu": args.cpu_steps, "cuda": args.cuda_steps}, args.gpu)
+        print(json.dumps({"train": result["train"]}), flush=True)
     print(json.dumps(result, indent=1))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -428,3 +428,20 @@ def test_dihedral_prediction_turns_with_the_photo() -> None:
     # The averaged normals are renormalised to unit length.
     m = predict_material(net, photo, tile=48, overlap=0, margin=16, integrate=False, dihedral=True)
     assert np.allclose(np.linalg.norm(m.normal, axis=-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bench/cuda_check.py on a GPU machine)")
+def test_cuda_maps_match_the_cpu_maps() -> None:
+    from mlvfx.io import read_image
+    from mlvfx.nets.infer import load_material_net, predict_material
+
+    weights = ROOT / "model_zoo/weights/material-0.6.0.safetensors"
+    photo = read_image(ROOT / "core/mlvfx/samples/sample_photo.png")[0][..., :3]
+    photo = np.ascontiguousarray(np.tile(photo, (2, 2, 1))[:768, :768])
+    a = predict_material(load_material_net(weights, "cpu"), photo)
+    b = predict_material(load_material_net(weights, "cuda"), photo)
+    cos = np.clip(np.sum(a.normal * b.normal, axis=-1), -1.0, 1.0)
+    assert np.degrees(np.arccos(cos)).max() < 0.05
+    assert np.abs(a.albedo - b.albedo).max() < 1e-3
+    assert np.abs(a.roughness - b.roughness).max() < 1e-3
+    assert np.abs(a.height_px - b.height_px).max() < 1e-2 * max(float(np.ptp(a.height_px)), 1e-6)
