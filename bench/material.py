@@ -14,7 +14,7 @@ wall time and peak RSS of a 4096² photo through each (one child process per met
 Usage:
     .venv/bin/python bench/material.py accuracy --weights W.safetensors [--truth DIR] [--json OUT]
         [--sheets DIR]
-    .venv/bin/python bench/material.py speed --weights W.safetensors [--size 1024] [--big 4096]
+    .venv/bin/python bench/material.py speed --weights W.safetensors [--size 1024] [--big 4096] [--tileable]
 """
 
 from __future__ import annotations
@@ -284,13 +284,16 @@ def child(args: argparse.Namespace) -> None:
         if args.method == "learned":  # load the model outside the timing, as a session would
             material(photo[:64, :64], "normal", method="learned")
         t0 = time.perf_counter()
-        material(photo, "normal,height,albedo,roughness", method=args.method, quality=args.quality)
+        maps = "normal,height,albedo,roughness"
+        material(photo, maps, method=args.method, quality=args.quality, tileable=args.tileable)
         dt = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"method": args.method, "size": args.size, "seconds": dt, "peak_rss_mb": rss_mb}))
 
 
-def _run_child(method: str, size: int, weights: Path, quality: str = "standard") -> dict[str, Any]:
+def _run_child(
+    method: str, size: int, weights: Path, quality: str = "standard", tileable: bool = False
+) -> dict[str, Any]:
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -303,6 +306,7 @@ def _run_child(method: str, size: int, weights: Path, quality: str = "standard")
         str(weights),
         "--quality",
         quality,
+        *(["--tileable"] if tileable else []),
     ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -310,14 +314,19 @@ def _run_child(method: str, size: int, weights: Path, quality: str = "standard")
 
 
 def speed(args: argparse.Namespace) -> None:
-    rows = [_run_child(m, args.size, args.weights, args.quality) for m in ("classical", "learned")]
+    rows = [
+        _run_child(m, args.size, args.weights, args.quality, args.tileable) for m in ("classical", "learned")
+    ]
+    if args.tileable:
+        print("tileable photos (wrapped context, periodic height)")
     mp = args.size * args.size / 1e6
     print("| method | size | s/MP | peak RSS MB |\n|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['method']} | {r['size']}² | {r['seconds'] / mp:.2f} | {r['peak_rss_mb']:.0f} |")
     print(f"learned / classical time ratio: {rows[1]['seconds'] / rows[0]['seconds']:.1f}x")
     if args.big:
-        big = [_run_child(m, args.big, args.weights, args.quality) for m in ("classical", "learned")]
+        methods = ("classical", "learned")
+        big = [_run_child(m, args.big, args.weights, args.quality, args.tileable) for m in methods]
         for r in big:
             print(
                 f"| {r['method']} | {r['size']}² | {r['seconds'] / (args.big**2 / 1e6):.2f} | "
@@ -349,6 +358,8 @@ def main() -> None:
             default="standard",
             help="the learned operator's quality (high: 8 turned/mirrored views averaged)",
         )
+    for p in (s, c):
+        p.add_argument("--tileable", action="store_true", help="time the tileable path (wrapped context)")
     args = ap.parse_args()
     {"accuracy": accuracy, "speed": speed, "_child": child}[args.cmd](args)
 

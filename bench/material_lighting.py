@@ -9,6 +9,12 @@ the training distribution, one dataset per mode, and scores the model with the s
 * ``overhead``: the sun 80-89° up (training: up to 75°), almost no shading from the sun;
 * ``overcast``: no sun and no area light, only the studio HDRI at 0.6-1.5 (training: always a sun);
 * ``warm``: a strongly coloured sun (1.0, 0.55, 0.25) (training: near white, >= 0.8 per channel).
+* ``flash``: no sun and a dim HDRI; a small light 1.3-1.8 units above the patch, 1-6 degrees off
+  the camera's axis, like an on-camera flash: the light falls off towards the corners (to about
+  half) and the shading is nearly frontal.
+
+The factory's ``wide`` lighting (material 0.7.0 on) covers grazing, overhead, overcast and warm
+suns, so for models trained on it only ``flash`` is still outside the training distribution.
 
 Renders go to ``--out/<mode>`` and are reused when complete (the run is resumable).
 
@@ -40,7 +46,7 @@ from mlvfx.data.materials import (  # noqa: E402
     sample_dir_name,
 )
 
-MODES = ("grazing", "overhead", "overcast", "warm")
+MODES = ("grazing", "overhead", "overcast", "warm", "flash")
 METRICS = ("normal_mean_deg", "albedo_si_rmse", "height_rmse", "roughness_mae")
 
 
@@ -62,6 +68,16 @@ def relight(spec: SampleSpec, mode: str) -> SampleSpec:
     elif mode == "warm":
         sun["color"] = [1.0, 0.55, 0.25]
         light["hdri_strength"] = float(rng.uniform(0.3, 1.0))
+    elif mode == "flash":
+        sun["strength"] = 0.0
+        light["hdri_strength"] = float(rng.uniform(0.05, 0.15))
+        light["area"] = {
+            "azimuth": float(rng.uniform(0.0, 2.0 * np.pi)),
+            "elevation": float(np.radians(rng.uniform(84.0, 89.0))),
+            "distance": float(rng.uniform(1.3, 1.8)),
+            "size": float(rng.uniform(0.05, 0.2)),
+            "power": float(rng.uniform(150.0, 400.0)),
+        }
     else:
         raise ValueError(mode)
     return replace(spec, lighting=light)
