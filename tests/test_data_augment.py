@@ -90,3 +90,37 @@ def test_color_jitter_changes_photo_within_range() -> None:
     assert out.shape == lit.shape and out.dtype == np.float32
     assert not np.allclose(out, lit)
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_illumination_field_is_a_smooth_gain_of_bounded_span() -> None:
+    from mlvfx.data.augment import illumination_field
+
+    for seed in range(20):
+        field = np.log(illumination_field((64, 80), np.random.default_rng(seed), 0.7))
+        assert abs(float(field.mean())) < 1e-4
+        assert 0.0 <= float(np.ptp(field)) <= 0.7 + 1e-5
+        # Smooth: a ramp plus a bowl has a constant second difference along each axis.
+        assert np.abs(np.diff(field, n=3, axis=1)).max() < 1e-4
+        assert np.abs(np.diff(field, n=3, axis=0)).max() < 1e-4
+    spans = [np.ptp(np.log(illumination_field((32, 32), np.random.default_rng(s), 0.7))) for s in range(50)]
+    assert max(spans) > 0.5  # the span is drawn up to the amplitude
+
+
+def test_augment_illumination_touches_the_photo_only_and_is_off_by_default() -> None:
+    from dataclasses import replace
+
+    s = _sample(48, 48)
+    plain = augment(s, np.random.default_rng(3), crop_size=32)
+    off = augment(s, np.random.default_rng(3), crop_size=32, illumination=0.0)
+    for name in ("lit", "albedo", "normal", "height", "roughness"):
+        assert np.array_equal(getattr(plain, name), getattr(off, name))
+    # With the photo = half the albedo, photo / (albedo / 2) after augmentation is the light field:
+    # the albedo (and with it the other maps, moved alike) is untouched.
+    s = replace(s, lit=(0.5 * s.albedo).astype(np.float32))
+    relit = 0
+    for seed in range(12):
+        a = augment(s, np.random.default_rng(seed), crop_size=40, jitter=False, illumination=0.6)
+        ratio = np.log(a.lit / np.maximum(0.5 * a.albedo, 1e-6))[a.albedo.min(axis=-1) > 0.05]
+        assert float(np.ptp(ratio)) <= 0.6 + 1e-3
+        relit += int(float(np.ptp(ratio)) > 1e-3)
+    assert 0 < relit < 12  # half the photos, on average

@@ -353,6 +353,9 @@ def test_recipe_data_also_trains_on_several_folders(tmp_path: Path) -> None:
     ):
         with pytest.raises(InputError, match=match):
             recipe_from_dict({"name": "x", "seed": 1, "data": data})
+    with pytest.raises(InputError, match=r"train\.illumination"):
+        recipe_from_dict({"name": "x", "seed": 1, "train": {"illumination": 3.0}})
+    assert load_recipe(ROOT / "model_zoo/recipes/material_v4b.json").train.illumination == 0.7
 
 
 def test_cli_trains_on_the_data_of_recipes_named_in_also(

@@ -179,8 +179,47 @@ def color_jitter(
     return np.asarray(out, dtype=np.float32)
 
 
+def illumination_field(
+    shape: tuple[int, int], rng: np.random.Generator, amplitude: float
+) -> npt.NDArray[np.float32]:
+    """A smooth random gain (H, W) for the photo: light that falls off across the frame.
+
+    The log of the gain is a random mix of a linear ramp (a light off to one side) and a radial
+    bowl around a random centre (a flash or a spot light), scaled so it spans
+    ``uniform(0, amplitude)`` from its darkest to its brightest pixel, with mean zero. A diffuse
+    surface under light whose strength varies slowly is the photo times such a field; the albedo,
+    normals, height and roughness stay as they are.
+    """
+    h, w = shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    x = 2.0 * x / max(w - 1, 1) - 1.0
+    y = 2.0 * y / max(h - 1, 1) - 1.0
+    theta = rng.uniform(0.0, 2.0 * np.pi)
+    cx, cy = rng.uniform(-1.0, 1.0, size=2)
+    mix = rng.uniform(0.0, 1.0)
+    ramp = np.cos(theta) * x + np.sin(theta) * y
+    bowl = -((x - cx) ** 2 + (y - cy) ** 2)
+    field = (1.0 - mix) * ramp / max(float(np.ptp(ramp)), 1e-6) + mix * bowl / max(float(np.ptp(bowl)), 1e-6)
+    span = rng.uniform(0.0, amplitude)
+    field = span * (field - field.mean())
+    return np.asarray(np.exp(field), dtype=np.float32)
+
+
+def relight_smoothly(lit: FloatArray, rng: np.random.Generator, amplitude: float) -> FloatArray:
+    """The photo under a random :func:`illumination_field` (half the time; clipped to [0, 1])."""
+    if rng.random() >= 0.5:
+        return lit
+    gain = illumination_field((lit.shape[0], lit.shape[1]), rng, amplitude)
+    return np.clip(lit * gain[..., None], 0.0, 1.0).astype(np.float32)
+
+
 def augment(
-    sample: MaterialSample, rng: np.random.Generator, *, crop_size: int | None = None, jitter: bool = True
+    sample: MaterialSample,
+    rng: np.random.Generator,
+    *,
+    crop_size: int | None = None,
+    jitter: bool = True,
+    illumination: float = 0.0,
 ) -> MaterialSample:
     """A random crop, a random dihedral transform and (optionally) colour jitter of the photo.
 
@@ -189,11 +228,16 @@ def augment(
         rng: random generator (pass a seeded one for reproducible batches).
         crop_size: square crop size in pixels; ``None`` keeps the full frame.
         jitter: jitter the photo's colour.
+        illumination: if > 0, half the photos get a smooth light falloff over the whole sample
+            (before the crop) spanning up to this much in natural log units
+            (:func:`relight_smoothly`). 0 draws nothing, so batches stay as before.
 
     Returns:
         A new sample.
     """
     out = sample
+    if illumination > 0:
+        out = replace(out, lit=relight_smoothly(out.lit, rng, illumination))
     if crop_size is not None:
         h, w = sample.shape
         if crop_size > min(h, w):
@@ -208,7 +252,12 @@ def augment(
 
 
 def augment_with_context(
-    sample: MaterialSample, rng: np.random.Generator, *, crop_size: int, jitter: bool = True
+    sample: MaterialSample,
+    rng: np.random.Generator,
+    *,
+    crop_size: int,
+    jitter: bool = True,
+    illumination: float = 0.0,
 ) -> tuple[MaterialSample, FloatArray]:
     """Like :func:`augment`, but also return the whole augmented photo (H, W, 3).
 
@@ -220,6 +269,8 @@ def augment_with_context(
     if crop_size > min(h, w):
         raise InputError(f"crop size {crop_size} exceeds the sample size {h}x{w}")
     out = dihedral(sample, int(rng.integers(4)), bool(rng.integers(2)))
+    if illumination > 0:
+        out = replace(out, lit=relight_smoothly(out.lit, rng, illumination))
     if jitter:
         out = replace(out, lit=color_jitter(out.lit, rng))
     h, w = out.shape

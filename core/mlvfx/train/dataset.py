@@ -119,7 +119,7 @@ class MaterialDataset:
         return added
 
     def batch(
-        self, seed: int, step: int, batch: int, crop: int, *, context: bool = False
+        self, seed: int, step: int, batch: int, crop: int, *, context: bool = False, illumination: float = 0.0
     ) -> dict[str, torch.Tensor]:
         """The augmented training batch of ``step`` (random crop, dihedral transform, colour jitter).
 
@@ -129,10 +129,18 @@ class MaterialDataset:
         rng = np.random.default_rng([seed, step])
         picks = rng.integers(0, len(self.train), size=batch)
         if not context:
-            return to_batch([augment(self.train[int(i)].sample(), rng, crop_size=crop) for i in picks])
+            return to_batch(
+                [
+                    augment(self.train[int(i)].sample(), rng, crop_size=crop, illumination=illumination)
+                    for i in picks
+                ]
+            )
         from mlvfx.nets.material import context_thumbnail
 
-        pairs = [augment_with_context(self.train[int(i)].sample(), rng, crop_size=crop) for i in picks]
+        pairs = [
+            augment_with_context(self.train[int(i)].sample(), rng, crop_size=crop, illumination=illumination)
+            for i in picks
+        ]
         out = to_batch([p[0] for p in pairs])
         whole = torch.from_numpy(np.stack([p[1].transpose(2, 0, 1) for p in pairs]).astype(np.float32))
         out["thumb"] = context_thumbnail(whole)

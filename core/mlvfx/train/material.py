@@ -224,7 +224,8 @@ def train_material(
         for g in opt.param_groups:
             g["lr"] = learning_rate(step, recipe, total_steps)
         ctx = bool(recipe.model.context)
-        batch = {k: v.to(dev) for k, v in data.batch(recipe.seed, step, t.batch, t.crop, context=ctx).items()}
+        raw = data.batch(recipe.seed, step, t.batch, t.crop, context=ctx, illumination=t.illumination)
+        batch = {k: v.to(dev) for k, v in raw.items()}
         terms = compute_losses(net(batch["lit"], batch.get("thumb")), batch, recipe.loss)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()  # type: ignore[no-untyped-call]

@@ -44,6 +44,10 @@ class TrainSpec:
     ``init``: start from these weights instead of a random initialisation: ``zoo:<id>@<version>``
     (fetched and verified through the zoo) or a safetensors path. Layers the init weights lack
     (a new context branch) keep their fresh initialisation.
+
+    ``illumination``: if > 0, half the training photos get a smooth light falloff across the
+    sample, spanning up to this much in natural log units (see
+    :func:`mlvfx.data.augment.relight_smoothly`); 0 (the default) leaves batches as they were.
     """
 
     steps: int = 4000
@@ -58,6 +62,7 @@ class TrainSpec:
     threads: int = 2
     val_samples: int = 16
     init: str = ""
+    illumination: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +174,8 @@ def recipe_from_dict(d: dict[str, Any], path: Path | None = None) -> Recipe:
         if not other.startswith("@") or not name or any(c in name for c in "/\\") or name in (".", ".."):
             raise InputError(f"recipe data.also entries must be '@<recipe name>', got {other!r}", path)
     t = recipe.train
+    if not 0.0 <= t.illumination <= 2.0:
+        raise InputError(f"recipe train.illumination must be in 0..2, got {t.illumination}", path)
     if t.steps < 1 or t.batch < 1 or t.crop < 16 or t.lr <= 0 or t.threads < 1:
         raise InputError("recipe 'train' needs steps, batch, threads >= 1, crop >= 16 and lr > 0", path)
     return recipe
