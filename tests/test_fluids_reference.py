@@ -114,7 +114,7 @@ def _vortex_blob(res: int, advection: str) -> tuple[ReferenceSolver, torch.Tenso
     centres = (torch.arange(res, dtype=torch.float64) + 0.5) / res
     y, x = torch.meshgrid(centres, centres, indexing="ij")
     density = torch.exp(-((x - 0.5) ** 2 + (y - 0.3) ** 2) / (2 * 0.08**2))
-    return solver, density, vel
+    return solver, density.to(solver.device), [v.to(solver.device) for v in vel]
 
 
 def test_mass_conserved_in_closed_box() -> None:
@@ -135,7 +135,7 @@ def test_conservative_scheme_conserves_mass_in_violent_flow() -> None:
     res = 32
     cfg = SmokeConfig(shape=(res, res), advection="conservative", buoyancy=1.0, vorticity=0.05)
     solver = ReferenceSolver(cfg)
-    centres = (torch.arange(res, dtype=torch.float64) + 0.5) / res
+    centres = (torch.arange(res, dtype=torch.float64, device=solver.device) + 0.5) / res
     y, x = torch.meshgrid(centres, centres, indexing="ij")
     density = torch.exp(-((x - 0.5) ** 2 + (y - 0.3) ** 2) / (2 * 0.08**2))
     vel = solver.zeros()[1]

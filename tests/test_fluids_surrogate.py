@@ -117,8 +117,8 @@ def test_adjoint_projection_is_the_true_gradient(name: str) -> None:
     adjoint = AdjointProjection(exact)
     gen = torch.Generator().manual_seed(0)
     _, zero = solver.zeros()
-    a = [torch.randn(v.shape, generator=gen, dtype=v.dtype) for v in zero]
-    b = [torch.randn(v.shape, generator=gen, dtype=v.dtype) for v in zero]
+    a = [torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device) for v in zero]
+    b = [torch.randn(v.shape, generator=gen, dtype=v.dtype).to(v.device) for v in zero]
     pa, pb = exact(a), exact(b)
     lhs = sum(float((x * y).sum()) for x, y in zip(pa, b, strict=True))
     rhs = sum(float((x * y).sum()) for x, y in zip(a, pb, strict=True))

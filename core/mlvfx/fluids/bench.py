@@ -50,7 +50,8 @@ class BenchSpec:
 
 
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
-    """``|a - b| / |b|`` (0 when ``b`` is all zero)."""
+    """``|a - b| / |b|`` (0 when ``b`` is all zero); ``b`` may live on another device."""
+    b = b.to(a.device)
     den = float(torch.linalg.vector_norm(b))
     return float(torch.linalg.vector_norm(a - b)) / den if den > 0 else 0.0
 

@@ -431,7 +431,7 @@ class CorrectionNet(nn.Module):
             for k in flags
             if prefix + k in state_dict
             and not torch.equal(
-                state_dict[prefix + k].reshape(-1).float(), getattr(self, k).reshape(-1).float()
+                state_dict[prefix + k].reshape(-1).float().cpu(), getattr(self, k).reshape(-1).float().cpu()
             )
         ]
         if wrong:
@@ -675,7 +675,11 @@ def unrolled_loss(
     """
     if len(target_density) != len(target_vel) or not target_density:
         raise InputError("unrolled_loss needs matching, non-empty density and velocity targets")
-    density, vel = start_density, list(start_vel)
+    # Training data is loaded on the CPU; the solver may run on CUDA.
+    dev = surrogate.solver.device
+    density, vel = start_density.to(dev), [v.to(dev) for v in start_vel]
+    target_density = [t.to(dev) for t in target_density]
+    target_vel = [[v.to(dev) for v in t] for t in target_vel]
     if noise > 0:
         scale = density.pow(2).mean().sqrt()
         eps = torch.randn(density.shape, generator=generator, dtype=density.dtype).to(density.device)

@@ -616,6 +616,7 @@ def train_upres(
     ``(seed, iteration)``; a checkpoint is written at the end and every
     ``train.checkpoint_minutes``.
     """
+    from mlvfx.config import torch_device
     from mlvfx.fluids.bench import rel_l2
     from mlvfx.fluids.surrogate import SurrogateSolver, UpresNet, prolong_density
 
@@ -627,6 +628,10 @@ def train_upres(
     for p in net.parameters():
         p.requires_grad_(False)
     upres = UpresNet(recipe.dims, m.factor, width=u.width, depth=u.depth, conditions=m.conditions).float()
+    # The frozen correction runs where the surrogate solvers put it (CUDA when present); the
+    # upres trains on the same device, on targets moved there from the CPU-loaded data.
+    dev = torch_device(None)  # what SmokeConfig(device=None), as in every shot's scenario, resolves to
+    upres = upres.to(dev)
     xs: list[torch.Tensor] = []
     smooth: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
@@ -643,7 +648,7 @@ def train_upres(
                 if target is not None and float(target.float().pow(2).sum()) > 0:
                     xs.append(sur.inputs(rho, vel, src)[0].clone())
                     smooth.append(prolong_density(rho, m.factor)[None].clone())
-                    targets.append(target[None].float())
+                    targets.append(target[None].float().to(dev))
         # The validation frames: the frozen correction's rollouts at the evaluation steps.
         val_frames: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         for shot in val:
