@@ -333,7 +333,7 @@ def test_recipe_data_also_trains_on_several_folders(tmp_path: Path) -> None:
         _write_sample(a, i)
     for i in range(3):
         _write_sample(b, i)  # same folder names as in a: both must be kept
-    both = MaterialDataset([a, b], val_fraction=0.0)
+    both = MaterialDataset([a, b, tmp_path / "b" / ".." / "a"], val_fraction=0.0)
     assert both.refresh() == 5 and len(both.train) == 5
     assert both.refresh() == 0
     again = MaterialDataset([a, b], val_fraction=0.0)

@@ -88,7 +88,8 @@ class MaterialDataset:
         roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
         if not roots:
             raise InputError("no training data folder given")
-        self.roots = [Path(r) for r in roots]
+        # The same folder named twice (a recipe's own data also listed in ``also``) counts once.
+        self.roots = list({Path(r).resolve(): Path(r) for r in roots}.values())
         self.root = self.roots[0]
         self.val_fraction = val_fraction
         self.train: list[_Stored] = []
