@@ -173,6 +173,17 @@ def _tint(rng: np.random.Generator) -> list[float]:
     return [float((1.0 - a) + a * c) for c in end]
 
 
+def _area_light(rng: np.random.Generator, low_deg: float, high_deg: float) -> dict[str, float]:
+    """A random area light 2.5-5 units away, ``low_deg``-``high_deg`` above the horizon."""
+    return {
+        "azimuth": float(rng.uniform(0.0, 2.0 * math.pi)),
+        "elevation": float(np.radians(rng.uniform(low_deg, high_deg))),
+        "distance": float(rng.uniform(2.5, 5.0)),
+        "size": float(rng.uniform(0.3, 2.5)),
+        "power": float(rng.uniform(100.0, 1200.0)),
+    }
+
+
 def _wide_lighting(rng: np.random.Generator) -> dict[str, Any]:
     overcast = rng.random() < 0.125
     tinted = rng.random() < 0.5
@@ -189,16 +200,7 @@ def _wide_lighting(rng: np.random.Generator) -> dict[str, Any]:
         },
         "exposure_ev": float(rng.uniform(-0.8, 0.6)),
     }
-    if not overcast and rng.random() < 0.3:
-        light["area"] = {
-            "azimuth": float(rng.uniform(0.0, 2.0 * math.pi)),
-            "elevation": float(np.radians(rng.uniform(15.0, 85.0))),
-            "distance": float(rng.uniform(2.5, 5.0)),
-            "size": float(rng.uniform(0.3, 2.5)),
-            "power": float(rng.uniform(100.0, 1200.0)),
-        }
-    else:
-        light["area"] = None
+    light["area"] = _area_light(rng, 15.0, 85.0) if not overcast and rng.random() < 0.3 else None
     return light
 
 
@@ -223,16 +225,7 @@ def sample_lighting(rng: np.random.Generator, mode: str = "studio") -> dict[str,
         },
         "exposure_ev": float(rng.uniform(-0.6, 0.4)),
     }
-    if rng.random() < 0.3:
-        light["area"] = {
-            "azimuth": float(rng.uniform(0.0, 2.0 * math.pi)),
-            "elevation": float(np.radians(rng.uniform(25.0, 70.0))),
-            "distance": float(rng.uniform(2.5, 5.0)),
-            "size": float(rng.uniform(0.3, 2.5)),
-            "power": float(rng.uniform(100.0, 1200.0)),
-        }
-    else:
-        light["area"] = None
+    light["area"] = _area_light(rng, 25.0, 70.0) if rng.random() < 0.3 else None
     return light
 
 
