@@ -101,6 +101,42 @@ def test_generate_records_and_checks_the_lighting(tmp_path: Path, monkeypatch: p
         materials.generate(tmp_path / "s", 2, size=16, seed=2, lighting="wide")
 
 
+def test_default_family_set_is_what_every_earlier_dataset_drew() -> None:
+    from mlvfx.data.families import RELIEF_FAMILIES
+
+    # Pinned: "all" (the public validation set) and "train" must keep drawing the same specs.
+    assert FAMILY_NAMES == (
+        "bricks", "tiles", "cobblestones", "pebbles", "rocky", "cracked_mud",
+        "planks", "fabric", "scratched_metal", "bark", "mixture",
+    )  # fmt: skip
+    assert set(RELIEF_FAMILIES) <= set(FAMILIES) and not set(RELIEF_FAMILIES) & set(FAMILY_NAMES)
+    assert splits.expand_families(["train"]) == list(splits.TRAIN_FAMILIES)
+    assert splits.expand_families(None) is None
+    mixed = splits.expand_families(["dunes", "train", "dunes"])
+    assert mixed == ["dunes", *splits.TRAIN_FAMILIES]
+    specs = [materials.make_spec(9, i, families=RELIEF_FAMILIES) for i in range(6)]
+    assert sorted(s.family for s in specs) == sorted(RELIEF_FAMILIES * 2)
+    for s in specs:
+        lo, hi = FAMILIES[s.family].relief
+        assert lo <= s.relief <= hi
+        json.dumps(s.params)
+    assert not {materials.make_spec(9, i).family for i in range(40)} & set(RELIEF_FAMILIES)
+
+
+def test_splits_put_mixtures_with_a_held_out_part_in_val(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(materials, "render_maps", _fake_maps)
+    materials.generate(tmp_path, 40, size=16, seed=7, families=["mixture"])
+    parts = splits.split_dataset(tmp_path, val_fraction=0.0)
+    refs = parts["train"] + parts["val"]
+    assert all(len(r.parts) == 2 for r in refs)
+    with_pebbles = [r for r in refs if "pebbles" in r.parts]
+    assert with_pebbles and len(with_pebbles) < len(refs)
+    assert all(r.holds_out for r in with_pebbles)
+    assert {r.folder for r in parts["val"]} == {r.folder for r in with_pebbles}
+
+
 def test_splits_hold_out_families_and_reserve_seeds() -> None:
     assert set(splits.HELD_OUT_FAMILIES).isdisjoint(splits.TRAIN_FAMILIES)
     assert splits.split_of(0, 0, "bark", 0.0) == "val"
@@ -254,7 +290,8 @@ def test_split_dataset_puts_held_out_families_in_val(tmp_path: Path, monkeypatch
     materials.generate(tmp_path, 22, size=16, seed=8)
     parts = splits.split_dataset(tmp_path, val_fraction=0.0)
     assert len(parts["train"]) + len(parts["val"]) == 22
-    assert {r.family for r in parts["val"]} == set(splits.HELD_OUT_FAMILIES)
-    assert not {r.family for r in parts["train"]} & set(splits.HELD_OUT_FAMILIES)
+    assert {r.family for r in parts["val"] if r.family != "mixture"} == set(splits.HELD_OUT_FAMILIES)
+    assert all(r.holds_out for r in parts["val"])
+    assert not any(r.holds_out for r in parts["train"])
     again = splits.split_dataset(tmp_path, val_fraction=0.0)
     assert [r.folder for r in again["val"]] == [r.folder for r in parts["val"]]

@@ -143,6 +143,22 @@ def test_held_out_family_is_refused(tmp_path: Path) -> None:
         MaterialDataset(tmp_path / "d").refresh()
 
 
+def test_mixture_with_a_held_out_part_is_skipped(tmp_path: Path) -> None:
+    # The factory's mixtures may blend pebbles in (every dataset up to material_v4 has some).
+    for i, parts in enumerate([("rocky", "pebbles"), ("rocky", "bricks"), ("bark", "tiles")]):
+        d = _write_sample(tmp_path / "d", i, family="mixture")
+        meta = json.loads((d / "meta.json").read_text())
+        meta["params"] = {"a": {"family": parts[0]}, "b": {"family": parts[1]}}
+        (d / "meta.json").write_text(json.dumps(meta))
+    _write_sample(tmp_path / "d", 3)
+    data = MaterialDataset(tmp_path / "d", val_fraction=0.0)
+    assert data.refresh() == 2
+    assert len(data.train) == 2 and not data.val
+    assert [f.name for f in data.skipped_held_out] == ["s000000", "s000002"]
+    assert data.refresh() == 0  # a second look neither reloads nor re-counts them
+    assert len(data.skipped_held_out) == 2
+
+
 def test_overfits_two_samples(dataset: Path) -> None:
     torch.manual_seed(0)
     data = MaterialDataset(dataset, val_fraction=0.0)

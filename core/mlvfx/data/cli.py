@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--families",
         nargs="+",
         default=None,
-        help="families to draw from (default all; 'train' = all but the held-out ones)",
+        help="families to draw from (default all; 'train' = all but the held-out ones; "
+        "dunes, plaster and terraces only when named)",
     )
     p.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel (default 16)")
     p.add_argument(
@@ -53,9 +54,7 @@ def _materials(args: argparse.Namespace) -> int:
 
     from mlvfx.data import materials, splits
 
-    families = args.families
-    if families == ["train"]:
-        families = list(splits.TRAIN_FAMILIES)
+    families = splits.expand_families(args.families)
     if not args.allow_validation_seed:
         splits.check_train_seed(args.seed)
     if args.count < 0:

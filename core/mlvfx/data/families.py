@@ -822,6 +822,131 @@ def _bark_build(g: Graph, vec: Socket, p: Params) -> Channels:
     return Channels(height, col, rough)
 
 
+# ---- relief families (stop 8): broad smooth relief, plateaus and steps -------------------------
+# Not in FAMILY_NAMES: the default set ("all", "train") stays what every earlier dataset and the
+# public validation set drew. Recipes name these explicitly.
+_SOIL_PALETTES = (
+    ((0.07, 0.12), (0.2, 0.55), (0.45, 0.85)),  # sand
+    ((0.04, 0.1), (0.3, 0.65), (0.15, 0.45)),  # soil
+    ((0.5, 0.65), (0.0, 0.08), (0.7, 0.95)),  # snow
+    ((0.0, 1.0), (0.0, 0.25), (0.2, 0.6)),  # ash, slag
+)
+
+
+def _dunes_sample(rng: np.random.Generator) -> Params:
+    h, s, v = _SOIL_PALETTES[int(rng.integers(len(_SOIL_PALETTES)))]
+    base = color_hsv(rng, h, s, v)
+    return {
+        "dune_scale": _u(rng, 0.6, 2.5),
+        "dune": _u(rng, 0.3, 1.0),
+        "ripple_scale": _u(rng, 4.0, 14.0),
+        "ripple_distortion": _u(rng, 0.5, 6.0),
+        "ripple_angle": _u(rng, 0.0, float(np.pi)),
+        "ripple_profile": str(rng.choice(["SIN", "SAW"])),
+        "ripple": _u(rng, 0.0, 0.6),
+        "grain_scale": _u(rng, 40.0, 120.0),
+        "grain": _u(rng, 0.0, 0.08),
+        "color_a": base,
+        "color_b": _jitter(rng, base, 0.4),
+        "color_scale": _u(rng, 1.0, 8.0),
+        "rough_lo": _u(rng, 0.55, 0.9),
+        "offset_vec": _offset(rng),
+        "offset_col": _offset(rng),
+    }
+
+
+def _dunes_build(g: Graph, vec: Socket, p: Params) -> Channels:
+    # Broad dunes (one or two per patch) under wind ripples at any angle, plus a little grain.
+    v = g.vadd(vec, p["offset_vec"])
+    dune, _ = g.noise(v, p["dune_scale"], 2.0, 0.45)
+    dune = g.remap(dune, 0.25, 0.75)
+    ripple = g.wave(
+        g.xform(v, rot_z=p["ripple_angle"]),
+        p["ripple_scale"],
+        p["ripple_distortion"],
+        2.0,
+        "X",
+        p["ripple_profile"],
+    )
+    grain, _ = g.noise(v, p["grain_scale"], 2.0, 0.5)
+    total = p["dune"] + p["ripple"] + p["grain"]
+    height = g.madd(
+        dune, p["dune"] / total, g.madd(ripple, p["ripple"] / total, g.mul(grain, p["grain"] / total))
+    )
+    cf, _ = g.noise(g.vadd(vec, p["offset_col"]), p["color_scale"], 4.0, 0.55)
+    col = g.ramp(cf, [(0.3, p["color_a"]), (0.7, p["color_b"])])
+    rn, _ = g.noise(g.vadd(vec, p["offset_col"]), p["color_scale"] * 1.7, 2.0, 0.5)
+    rough = g.remap(rn, 0.3, 0.7, p["rough_lo"], 1.0)
+    return Channels(height, col, rough)
+
+
+def _plaster_sample(rng: np.random.Generator) -> Params:
+    base = color_hsv(rng, (0.0, 1.0), (0.0, 0.35), (0.45, 0.95))
+    return {
+        "scale": _u(rng, 1.5, 6.0),
+        "detail": _u(rng, 1.0, 5.0),
+        "distortion": _u(rng, 0.0, 1.5),
+        "flatten": _u(rng, 0.0, 0.7),
+        "stipple_scale": _u(rng, 15.0, 60.0),
+        "stipple": _u(rng, 0.0, 0.25),
+        "paint_a": base,
+        "paint_b": _jitter(rng, base, 0.2),
+        "color_scale": _u(rng, 1.0, 6.0),
+        "rough_lo": _u(rng, 0.25, 0.7),
+        "rough_hi": _u(rng, 0.75, 1.0),
+        "offset_vec": _offset(rng),
+        "offset_col": _offset(rng),
+        **_grime_params(rng),
+    }
+
+
+def _plaster_build(g: Graph, vec: Socket, p: Params) -> Channels:
+    # Trowelled plaster: smooth swells whose tops are scraped flat (plateaus), and a fine stipple.
+    v = g.vadd(vec, p["offset_vec"])
+    n, _ = g.noise(v, p["scale"], p["detail"], 0.5, p["distortion"])
+    body = g.remap(n, 0.3, 0.72 - 0.25 * p["flatten"], smooth=True)
+    st, _ = g.noise(g.vadd(v, [3.0, 9.0, 1.0]), p["stipple_scale"], 2.0, 0.5)
+    height = g.madd(st, p["stipple"], g.mul(body, 1.0 - p["stipple"]))
+    cf, _ = g.noise(g.vadd(vec, p["offset_col"]), p["color_scale"], 4.0, 0.55)
+    col = g.ramp(cf, [(0.35, p["paint_a"]), (0.65, p["paint_b"])])
+    col = _grime(g, vec, col, p)
+    rn, _ = g.noise(g.vadd(vec, p["offset_col"]), p["color_scale"] * 2.3, 3.0, 0.5)
+    rough = g.remap(rn, 0.3, 0.7, p["rough_lo"], p["rough_hi"])
+    return Channels(height, col, rough)
+
+
+def _terraces_sample(rng: np.random.Generator) -> Params:
+    return {
+        "scale": _u(rng, 0.8, 4.0),
+        "detail": _u(rng, 2.0, 8.0),
+        "roughness": _u(rng, 0.45, 0.65),
+        "steps": int(rng.integers(3, 9)),
+        "riser": _u(rng, 0.08, 0.5),
+        "tilt": _u(rng, 0.0, 0.6),
+        "rock": _stone_palette(rng),
+        "color_scale": _u(rng, 2.0, 10.0),
+        "rough_lo": _u(rng, 0.5, 0.85),
+        "offset_vec": _offset(rng),
+        "offset_col": _offset(rng),
+    }
+
+
+def _terraces_build(g: Graph, vec: Socket, p: Params) -> Channels:
+    # Stepped strata: a broad noise (plus a tilt) cut into flat treads and smooth risers.
+    v = g.vadd(vec, p["offset_vec"])
+    n, _ = g.noise(v, p["scale"], p["detail"], p["roughness"])
+    x, _, _ = g.sep(vec)
+    base = g.madd(x, p["tilt"], g.remap(n, 0.3, 0.7))
+    t = g.mul(base, float(p["steps"]))
+    riser = g.remap(g.math("FRACT", t), 1.0 - p["riser"], 1.0, smooth=True)
+    height = g.clamp01(g.mul(g.add(g.math("FLOOR", t), riser), 1.0 / (p["steps"] * (1.0 + p["tilt"]))))
+    cf, _ = g.noise(g.vadd(vec, p["offset_col"]), p["color_scale"], 5.0, 0.6)
+    col = g.ramp(cf, [(0.3, p["rock"][0]), (0.5, p["rock"][1]), (0.7, p["rock"][2])])
+    rn, _ = g.noise(g.vadd(vec, p["offset_col"]), p["color_scale"] * 2.0, 2.0, 0.5)
+    rough = g.remap(rn, 0.3, 0.7, p["rough_lo"], 1.0)
+    return Channels(height, col, rough)
+
+
 # ---- mixtures -------------------------------------------------------------------------------
 _MIXABLE = ("bricks", "tiles", "cobblestones", "pebbles", "rocky", "cracked_mud", "planks")
 
@@ -875,3 +1000,20 @@ FAMILIES: dict[str, Family] = {
 }
 
 FAMILY_NAMES: tuple[str, ...] = tuple(FAMILIES)
+"""The factory's default set ("all"); every dataset before stop 8, the public validation set among
+them, drew from exactly these, in this order."""
+
+RELIEF_FAMILIES: tuple[str, ...] = ("dunes", "plaster", "terraces")
+"""Families added in stop 8 for broad relief. Outside :data:`FAMILY_NAMES`, so that "all" and
+"train" still draw what they always drew; a recipe names them."""
+
+FAMILIES.update(
+    {
+        f.name: f
+        for f in (
+            Family("dunes", _dunes_sample, _dunes_build, (0.02, 0.08)),
+            Family("plaster", _plaster_sample, _plaster_build, (0.008, 0.03)),
+            Family("terraces", _terraces_sample, _terraces_build, (0.02, 0.06)),
+        )
+    }
+)

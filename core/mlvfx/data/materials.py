@@ -136,7 +136,7 @@ def check_families(families: Sequence[str] | None) -> tuple[str, ...]:
     unknown = [f for f in names if f not in FAMILIES]
     if unknown or not names:
         raise InputError(
-            f"unknown material families {unknown or '(none given)'}; choose from {', '.join(FAMILY_NAMES)}"
+            f"unknown material families {unknown or '(none given)'}; choose from {', '.join(FAMILIES)}"
         )
     return names
 

@@ -1,7 +1,9 @@
 """Train/validation splits of material datasets: by seed and by family.
 
 * **By family**: :data:`HELD_OUT_FAMILIES` never appear in training data; they appear only in
-  validation, so validation measures generalisation to unseen kinds of material.
+  validation, so validation measures generalisation to unseen kinds of material. That includes
+  a ``mixture`` that blends one of them in (the factory's mixtures may draw pebbles): such a sample
+  is never trained on (:attr:`SampleRef.holds_out`).
 * **By seed**: the public validation set is rendered with a reserved seed
   (:data:`VALIDATION_SEEDS`); training sets must use other seeds (:func:`check_train_seed`).
 * Within one folder, :func:`split_dataset` assigns samples by a hash of (seed, index), so the
@@ -38,6 +40,20 @@ def check_train_seed(seed: int) -> int:
     return seed
 
 
+def expand_families(names: Sequence[str] | None) -> list[str] | None:
+    """Replace the word ``train`` in a family list by :data:`TRAIN_FAMILIES` (``None`` stays).
+
+    ``["train"]`` gives exactly the training families, in their order, as it always did;
+    ``["train", "dunes"]`` adds a family outside the default set.
+    """
+    if names is None:
+        return None
+    out: list[str] = []
+    for name in names:
+        out.extend(TRAIN_FAMILIES if name == "train" else (name,))
+    return list(dict.fromkeys(out))
+
+
 def families_for(split: Split) -> tuple[str, ...]:
     """Families allowed in a split: training excludes the held-out families."""
     return TRAIN_FAMILIES if split == "train" else FAMILY_NAMES
@@ -61,6 +77,13 @@ class SampleRef:
     family: str
     seed: int
     index: int
+    parts: tuple[str, ...] = ()
+    """The families a ``mixture`` sample blends (empty for the others)."""
+
+    @property
+    def holds_out(self) -> bool:
+        """Whether any family in the sample, a mixture's parts included, is held out."""
+        return any(f in HELD_OUT_FAMILIES for f in (self.family, *self.parts))
 
 
 def list_samples(root: str | os.PathLike[str]) -> list[SampleRef]:
@@ -74,7 +97,12 @@ def list_samples(root: str | os.PathLike[str]) -> list[SampleRef]:
             continue
         try:
             meta: dict[str, Any] = json.loads(meta_path.read_text())
-            ref = SampleRef(meta_path.parent, str(meta["family"]), int(meta["seed"]), int(meta["index"]))
+            parts: tuple[str, ...] = ()
+            if meta["family"] == "mixture":
+                parts = tuple(str(meta["params"][k]["family"]) for k in ("a", "b"))
+            ref = SampleRef(
+                meta_path.parent, str(meta["family"]), int(meta["seed"]), int(meta["index"]), parts
+            )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InputError(f"unreadable sample description: {exc}", meta_path) from None
         refs.append(ref)
@@ -84,10 +112,13 @@ def list_samples(root: str | os.PathLike[str]) -> list[SampleRef]:
 def split_dataset(
     root: str | os.PathLike[str], val_fraction: float = 0.1, families: Sequence[str] | None = None
 ) -> dict[Split, list[SampleRef]]:
-    """Split the samples of one folder into train and val (see :func:`split_of`)."""
+    """Split the samples of one folder into train and val (see :func:`split_of`).
+
+    A mixture with a held-out part goes to val, like the held-out families themselves.
+    """
     out: dict[Split, list[SampleRef]] = {"train": [], "val": []}
     for ref in list_samples(root):
         if families is not None and ref.family not in families:
             continue
-        out[split_of(ref.seed, ref.index, ref.family, val_fraction)].append(ref)
+        out["val" if ref.holds_out else split_of(ref.seed, ref.index, ref.family, val_fraction)].append(ref)
     return out

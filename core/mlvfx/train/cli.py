@@ -92,9 +92,7 @@ def _render_material_data(recipe: Any, data_dir: Path, quiet: bool) -> None:
 
     from mlvfx.data import materials, splits
 
-    families = list(recipe.data.families)
-    if families == ["train"]:
-        families = list(splits.TRAIN_FAMILIES)
+    families = splits.expand_families(list(recipe.data.families))
     splits.check_train_seed(recipe.data.seed)
     bar = tqdm(
         total=recipe.data.count, unit="render", disable=quiet, file=sys.stderr, desc=f"data {recipe.name}"

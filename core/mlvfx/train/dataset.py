@@ -76,7 +76,7 @@ class MaterialDataset:
     """Training and validation samples of one factory folder, loaded lazily and incrementally.
 
     Held-out families (:data:`mlvfx.data.splits.HELD_OUT_FAMILIES`) are refused: they exist only
-    for validation.
+    for validation. Mixtures with a held-out part are skipped and listed in ``skipped_held_out``.
     """
 
     def __init__(
@@ -95,6 +95,7 @@ class MaterialDataset:
         self.train: list[_Stored] = []
         self.val: list[_Stored] = []
         self._seen: set[str] = set()
+        self.skipped_held_out: list[Path] = []
 
     def refresh(self) -> int:
         """Load samples finished since the last call; return how many were added.
@@ -110,6 +111,11 @@ class MaterialDataset:
                 continue
             if ref.family in HELD_OUT_FAMILIES:
                 raise InputError(f"held-out family {ref.family!r} found in training data", ref.folder)
+            if ref.holds_out:
+                # A mixture that blends a held-out family in: neither trained on nor monitored.
+                self.skipped_held_out.append(ref.folder)
+                self._seen.add(key)
+                continue
             stored = _store(load_sample(ref.folder))
             split = split_of(ref.seed, ref.index, ref.family, self.val_fraction)
             (self.val if split == "val" else self.train).append(stored)

@@ -204,6 +204,7 @@ def train_material(
             "total_steps": total_steps,
             "train_samples": len(data.train),
             "val_samples": len(data.val),
+            "skipped_held_out": len(data.skipped_held_out),
             "device": str(dev),
             "params": count_parameters(net),
         }
@@ -274,6 +275,7 @@ def train_material(
         "flops_per_pixel": count_flops_per_pixel(MaterialNet(recipe.model)),
         "train_samples": len(data.train),
         "val_samples": len(data.val),
+        "skipped_held_out": len(data.skipped_held_out),
         "last": last,
         "torch": torch.__version__,
         "threads": t.threads,
