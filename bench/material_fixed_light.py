@@ -1,0 +1,162 @@
+"""Is inferring the light direction what keeps the model from reading a family's relief?
+
+A diagnostic, not a recipe. The same model is fine-tuned twice, the same number of steps, on
+renders of one family (default rocky, which the published model predicts flat):
+
+* **random**: each spec under the factory's studio lighting as drawn (sun anywhere around, area
+  lights, HDRIs), with the usual random turns and mirrors. The model must work out where the light
+  comes from;
+* **fixed**: the same specs, the sun always from one direction (azimuth 0.6 rad, 35 degrees up,
+  strength 4, weak HDRI, no area light), and no turns or mirrors, so the light always comes from the
+  same side of the image.
+
+It then scores the model on validation specs of the same family (other indices, never trained on)
+under each condition's lighting: the mean tilt of the predicted normals against the truth's, and
+the mean angular error of the initial and the fine-tuned model against the flat normal. If "fixed"
+reads the relief and "random" does not, the photos hold the relief and the missing piece is the
+light direction.
+
+Usage (needs bpy; renders 2 x (count + val) samples, then two fine-tunes):
+    HOME=$(mktemp -d) .venv/bin/python bench/material_fixed_light.py \\
+        --weights model_zoo/weights/material-0.7.0.safetensors --out /tmp/fixed_light
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlvfx.data import augment, materials
+from mlvfx.eval.material import normal_errors, read_map, sample_folders
+from mlvfx.io import read_image
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXED_SUN = {"azimuth": 0.6, "elevation": float(np.radians(35.0)), "strength": 4.0, "angle": 0.03}
+
+
+def fixed_lighting(light: dict[str, Any]) -> dict[str, Any]:
+    return dict(light, hdri_strength=0.15, area=None, exposure_ev=0.0, sun=dict(light["sun"], **FIXED_SUN))
+
+
+def render_set(out: Path, family: str, seed: int, indices: range, fixed: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for i in indices:
+        folder = out / materials.sample_dir_name(i)
+        if (folder / "meta.json").is_file():
+            continue
+        spec = materials.make_spec(seed, i, families=[family])
+        if fixed:
+            spec = dataclasses.replace(spec, lighting=fixed_lighting(spec.lighting))
+        maps = materials.render_maps(spec)
+        tmp = out / f".tmp-{folder.name}"
+        tmp.mkdir(exist_ok=True)
+        materials.write_sample(tmp, spec, maps)
+        tmp.rename(folder)
+
+
+def score(weights: Path | None, truth: Path) -> dict[str, float]:
+    from mlvfx.nets.infer import load_material_net, predict_material
+
+    net = load_material_net(weights) if weights else None
+    tilt_p, tilt_t, err, flat = [], [], [], []
+    for folder in sample_folders(truth):
+        lit, _ = read_image(folder / "lit.png", kind="color")
+        t = read_map(folder, "normal")
+        if t is None:
+            continue
+        up = np.zeros_like(t)
+        up[..., 2] = 1.0
+        flat.append(normal_errors(up, t)["normal_mean_deg"])
+        tilt_t.append(normal_errors(t, up)["normal_mean_deg"])
+        if net is not None:
+            p = predict_material(net, np.asarray(lit[..., :3], np.float32), integrate=False).normal
+            err.append(normal_errors(p, t)["normal_mean_deg"])
+            tilt_p.append(normal_errors(p, up)["normal_mean_deg"])
+    out = {"flat": float(np.mean(flat)), "tilt_truth": float(np.mean(tilt_t))}
+    if err:
+        out |= {"error": float(np.mean(err)), "tilt_pred": float(np.mean(tilt_p))}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", type=Path, required=True, help="the model to start from")
+    ap.add_argument("--out", type=Path, required=True, help="work folder (renders and runs are reused)")
+    ap.add_argument("--family", default="rocky")
+    ap.add_argument("--count", type=int, default=100, help="training renders per condition")
+    ap.add_argument("--val", type=int, default=20, help="validation renders per condition")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--seed", type=int, default=515151, help="spec seed (no recipe uses it)")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    import torch
+
+    from mlvfx.train.material import train_material, with_overrides
+    from mlvfx.train.recipe import load_recipe
+
+    torch.set_num_threads(args.threads)
+    recipe = load_recipe(ROOT / "model_zoo/recipes/material_v4.json")
+    recipe = with_overrides(
+        recipe,
+        steps=args.steps,
+        warmup=100,
+        budget_minutes=600,
+        init=str(args.weights.resolve()),
+        threads=args.threads,
+    )
+    results: dict[str, dict[str, Any]] = {}
+    for cond in ("random", "fixed"):
+        fixed = cond == "fixed"
+        t0 = time.perf_counter()
+        render_set(args.out / cond / "train", args.family, args.seed, range(args.count), fixed)
+        val = args.out / cond / "val"
+        render_set(val, args.family, args.seed, range(args.count, args.count + args.val), fixed)
+        rendered = time.perf_counter() - t0
+        run = args.out / cond / "run"
+        original = augment.dihedral
+        if fixed:  # no turns or mirrors: the light stays on one side of the image
+            augment.dihedral = lambda sample, quarter_turns, mirror=False: sample  # type: ignore[assignment]
+        try:
+            t1 = time.perf_counter()
+            res = train_material(
+                recipe, data_dir=args.out / cond / "train", out_dir=run, resume=True, export_onnx=False
+            )
+            trained = time.perf_counter() - t1
+        finally:
+            augment.dihedral = original
+        results[cond] = {
+            "render_s": round(rendered),
+            "train_s": round(trained),
+            "before": score(args.weights, val),
+            "after": score(res.weights, val),
+            "after_on_train": score(res.weights, args.out / cond / "train"),
+        }
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    print(
+        f"family {args.family}, {args.count} training and {args.val} validation renders per condition, "
+        f"{args.steps} steps from {args.weights.name}"
+    )
+    print(
+        "\n| condition | tilt truth | flat error | before: tilt / error | after: tilt / error "
+        "| after, on its training renders: tilt / error (flat) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for cond, r in results.items():
+        b, a, tr = r["before"], r["after"], r["after_on_train"]
+        print(
+            f"| {cond} | {b['tilt_truth']:.1f}° | {b['flat']:.2f}° "
+            f"| {b['tilt_pred']:.1f}° / {b['error']:.2f}° "
+            f"| {a['tilt_pred']:.1f}° / {a['error']:.2f}° "
+            f"| {tr['tilt_pred']:.1f}° / {tr['error']:.2f}° ({tr['flat']:.2f}°) |"
+        )
+
+
+if __name__ == "__main__":
+    main()
