@@ -8,7 +8,10 @@ renders of one family (default rocky, which the published model predicts flat):
   comes from;
 * **fixed**: the same specs, the sun always from one direction (azimuth 0.6 rad, 35 degrees up,
   strength 4, weak HDRI, no area light), and no turns or mirrors, so the light always comes from the
-  same side of the image.
+  same side of the image;
+* **random+light**: "random" plus the recipe loss ``light`` (weight ``--light``): a head on the
+  context vector must predict each photo's sun direction, so the context branch learns to
+  estimate it. Does that recover what "fixed" gets for free?
 
 It then scores the model on validation specs of the same family (other indices, never trained on)
 under each condition's lighting: the mean tilt of the predicted normals against the truth's, and
@@ -94,6 +97,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=515151, help="spec seed (no recipe uses it)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--light", type=float, default=1.0, help="light-loss weight of 'random+light'")
     args = ap.parse_args()
 
     import torch
@@ -112,37 +116,55 @@ def main() -> None:
         threads=args.threads,
     )
     results: dict[str, dict[str, Any]] = {}
-    for cond in ("random", "fixed"):
+    for cond in ("random", "fixed", "random+light"):
         fixed = cond == "fixed"
+        renders = args.out / ("fixed" if fixed else "random")
         t0 = time.perf_counter()
-        render_set(args.out / cond / "train", args.family, args.seed, range(args.count), fixed)
-        val = args.out / cond / "val"
+        render_set(renders / "train", args.family, args.seed, range(args.count), fixed)
+        val = renders / "val"
         render_set(val, args.family, args.seed, range(args.count, args.count + args.val), fixed)
         rendered = time.perf_counter() - t0
-        run = args.out / cond / "run"
+        run = args.out / (f"random_light_{args.light:g}" if cond == "random+light" else cond) / "run"
+        cond_recipe = recipe
+        if cond == "random+light":  # the random condition plus the light-direction loss
+            cond_recipe = dataclasses.replace(recipe, loss=dataclasses.replace(recipe.loss, light=args.light))
         original = augment.dihedral
         if fixed:  # no turns or mirrors: the light stays on one side of the image
             augment.dihedral = lambda sample, quarter_turns, mirror=False: sample  # type: ignore[assignment]
         try:
             t1 = time.perf_counter()
             res = train_material(
-                recipe, data_dir=args.out / cond / "train", out_dir=run, resume=True, export_onnx=False
+                cond_recipe, data_dir=renders / "train", out_dir=run, resume=True, export_onnx=False
             )
             trained = time.perf_counter() - t1
         finally:
             augment.dihedral = original
+        log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+        light = [(r["step"], r["light"]) for r in log if r.get("event") == "train" and "light" in r]
+        first = [v for step, v in light if step <= 250]
+        last = [v for step, v in light if step > args.steps - 250]
         results[cond] = {
             "render_s": round(rendered),
             "train_s": round(trained),
+            "train_s_logged": next(r["seconds"] for r in reversed(log) if r.get("event") == "end"),
+            "light_loss_first_last": [float(np.mean(first)), float(np.mean(last))] if light else None,
             "before": score(args.weights, val),
             "after": score(res.weights, val),
-            "after_on_train": score(res.weights, args.out / cond / "train"),
+            "after_on_train": score(res.weights, renders / "train"),
         }
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     print(
         f"family {args.family}, {args.count} training and {args.val} validation renders per condition, "
         f"{args.steps} steps from {args.weights.name}"
     )
+    for cond, r in results.items():
+        ll = r["light_loss_first_last"]
+        light_text = (
+            f", light loss (1 - cos) {ll[0]:.3f} over its first 250 steps, {ll[1]:.3f} over its last"
+            if ll
+            else ""
+        )
+        print(f"{cond}: trained {r['train_s_logged']:.0f} s (log){light_text}")
     print(
         "\n| condition | tilt truth | flat error | before: tilt / error | after: tilt / error "
         "| after, on its training renders: tilt / error (flat) |"

@@ -277,6 +277,56 @@ def test_context_batches_pair_each_crop_with_its_whole_photo(dataset: Path) -> N
     assert "thumb" not in data.batch(5, 3, 2, 32)
 
 
+def test_light_loss_trains_a_head_on_the_context_and_exports_without_it(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from mlvfx.data.augment import dihedral, load_sample, sun_direction
+    from mlvfx.nets.material import material_net_from_state_dict
+
+    root = tmp_path / "d"
+    for i in range(3):
+        d = _write_sample(root, i)
+        meta = json.loads((d / "meta.json").read_text())
+        sun = {"azimuth": 0.5 * np.pi, "elevation": 0.0, "strength": 0.0 if i == 2 else 3.0}
+        meta["lighting"] = {"sun": sun}
+        (d / "meta.json").write_text(json.dumps(meta))
+    # Azimuth 90 degrees on the horizon: the factory's sun stands at +X (the image's right).
+    np.testing.assert_allclose(load_sample(root / "s000000").light, [1.0, 0.0, 0.0], atol=1e-6)  # type: ignore[arg-type]
+    assert load_sample(root / "s000002").light is None  # overcast
+    assert sun_direction({}) is None
+    # A quarter turn counter-clockwise takes right to up, for the light as for the normals.
+    turned = dihedral(load_sample(root / "s000000"), 1)
+    np.testing.assert_allclose(turned.light, [0.0, 1.0, 0.0], atol=1e-6)  # type: ignore[arg-type]
+    data = MaterialDataset(root, val_fraction=0.0)
+    data.refresh()
+    b = data.batch(1, 0, 3, 32, context=True)
+    assert b["light"].shape == (3, 3) and b["light_mask"].shape == (3,)
+    # A unit vector where the photo has a sun, zeros where it has none (the overcast s000002).
+    assert torch.allclose(b["light"].norm(dim=1), b["light_mask"], atol=1e-5)
+
+    base = _tiny_recipe(steps=3)
+    with pytest.raises(InputError, match="context branch"):
+        train_material(
+            replace(base, loss=replace(base.loss, light=1.0)), data_dir=root, out_dir=tmp_path / "x"
+        )
+    recipe = replace(
+        base, model=MaterialNetConfig(widths=(4, 8), context=3), loss=replace(base.loss, light=1.0)
+    )
+    full = train_material(recipe, data_dir=root, out_dir=tmp_path / "full", export_onnx=False)
+    log = [json.loads(x) for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    assert all("light" in r for r in log if r["event"] == "train")
+    assert full.weights is not None
+    state = load_file(str(full.weights))
+    assert not any("light" in k for k in state)
+    material_net_from_state_dict(state)  # the exported net is a plain MaterialNet
+    # The head lives in the checkpoint, so a resumed run ends where an uninterrupted one does.
+    train_material(recipe, data_dir=root, out_dir=tmp_path / "part", export_onnx=False, max_steps_this_run=2)
+    part = train_material(recipe, data_dir=root, out_dir=tmp_path / "part", export_onnx=False, resume=True)
+    assert part.weights is not None
+    resumed = load_file(str(part.weights))
+    assert all(torch.allclose(state[k], resumed[k], atol=1e-6) for k in state)
+
+
 def test_init_weights_warm_start(dataset: Path, tmp_path: Path) -> None:
     from safetensors.torch import save_file
 

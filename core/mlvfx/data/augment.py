@@ -12,9 +12,11 @@ in [-1, 1] (tangent space, OpenGL: +X right, +Y up in the image, +Z out), height
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +36,8 @@ class MaterialSample:
         normal: (H, W, 3) unit tangent-space normals, OpenGL convention.
         height: (H, W) height (any unit; normals are consistent with it).
         roughness: (H, W) in [0, 1].
+        light: (3,) unit vector towards the sun in the same frame as the normals (+X right,
+            +Y up), or None (no sun, or not recorded). Only training uses it.
     """
 
     lit: FloatArray
@@ -41,10 +45,25 @@ class MaterialSample:
     normal: FloatArray
     height: FloatArray
     roughness: FloatArray
+    light: FloatArray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return int(self.lit.shape[0]), int(self.lit.shape[1])
+
+
+def sun_direction(meta: dict[str, Any]) -> FloatArray | None:
+    """The unit vector towards a factory sample's sun (+X right, +Y up, +Z out of the patch).
+
+    ``None`` when the sample has no sun (overcast) or its meta.json records no lighting. The
+    factory turns its sun by (90 degrees - elevation) about X, then by the azimuth about Z.
+    """
+    sun = (meta.get("lighting") or {}).get("sun") or {}
+    if not sun.get("strength"):
+        return None
+    el, az = float(sun["elevation"]), float(sun["azimuth"])
+    v = [math.cos(el) * math.sin(az), -math.cos(el) * math.cos(az), math.sin(el)]
+    return np.asarray(v, dtype=np.float32)
 
 
 def load_sample(folder: str | os.PathLike[str], *, float_height: bool = True) -> MaterialSample:
@@ -65,12 +84,14 @@ def load_sample(folder: str | os.PathLike[str], *, float_height: bool = True) ->
     lit, _ = read_image(d / "lit.png", kind="color")
     albedo, _ = read_image(d / "albedo.png", kind="color")
     nrm, _ = read_image(d / "normal.png", kind="data")
+    meta_path = d / "meta.json"
+    meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if float_height and (d / "height.exr").is_file():
         height, _ = read_image(d / "height.exr", kind="data")
     else:
         height, _ = read_image(d / "height16.png", kind="data")
         if float_height:
-            meta = json.loads((d / "meta.json").read_text())
+            meta = meta or json.loads(meta_path.read_text())  # the height range lives there
             stats = meta.get("stats", {})
             rng = meta.get("height_range") or [stats["height_min"], stats["height_max"]]
             lo, hi = float(rng[0]), float(rng[1])
@@ -84,6 +105,7 @@ def load_sample(folder: str | os.PathLike[str], *, float_height: bool = True) ->
         n.astype(np.float32),
         (height[..., 0] if height.ndim == 3 else height).astype(np.float32),
         (rough[..., 0] if rough.ndim == 3 else rough).astype(np.float32),
+        sun_direction(meta),
     )
 
 
@@ -120,7 +142,8 @@ def _move(a: FloatArray, quarter_turns: int, mirror: bool) -> FloatArray:
 def dihedral(sample: MaterialSample, quarter_turns: int, mirror: bool = False) -> MaterialSample:
     """Rotate by quarter turns (counter-clockwise) and optionally mirror left-right, every map.
 
-    Normals are moved with their pixels and their X/Y components rotated/mirrored to match.
+    Normals are moved with their pixels and their X/Y components rotated/mirrored to match, and
+    so is the light direction.
     """
     n = rotate_normals(_move(sample.normal, quarter_turns, mirror), quarter_turns, mirror)
     return MaterialSample(
@@ -129,6 +152,7 @@ def dihedral(sample: MaterialSample, quarter_turns: int, mirror: bool = False) -
         n,
         _move(sample.height, quarter_turns, mirror),
         _move(sample.roughness, quarter_turns, mirror),
+        None if sample.light is None else rotate_normals(sample.light, quarter_turns, mirror),
     )
 
 
@@ -144,6 +168,7 @@ def crop(sample: MaterialSample, top: int, left: int, size: int) -> MaterialSamp
         np.ascontiguousarray(sample.normal[sl]),
         np.ascontiguousarray(sample.height[sl]),
         np.ascontiguousarray(sample.roughness[sl]),
+        sample.light,
     )
 
 

@@ -33,6 +33,7 @@ class _Stored:
     normal: F16
     height_px: npt.NDArray[np.float32]
     roughness: F16
+    light: npt.NDArray[np.float32] | None = None
 
     def sample(self) -> MaterialSample:
         return MaterialSample(
@@ -41,6 +42,7 @@ class _Stored:
             self.normal.astype(np.float32),
             self.height_px,
             self.roughness.astype(np.float32),
+            self.light,
         )
 
 
@@ -53,11 +55,14 @@ def _store(s: MaterialSample) -> _Stored:
         s.normal.astype(np.float16),
         (s.height * np.float32(width)).astype(np.float32),
         s.roughness.astype(np.float16),
+        s.light,
     )
 
 
 def to_batch(samples: list[MaterialSample]) -> dict[str, torch.Tensor]:
-    """Stack samples into (B, C, H, W) float32 tensors keyed lit/albedo/normal/height/roughness."""
+    """Stack samples into (B, C, H, W) float32 tensors keyed lit/albedo/normal/height/roughness,
+    plus ``light`` (B, 3), each sample's sun direction (zeros without one), and ``light_mask`` (B,):
+    1 where the sample has a sun."""
 
     def stack(arrays: list[npt.NDArray[np.float32]]) -> torch.Tensor:
         a = np.stack([x if x.ndim == 3 else x[..., None] for x in arrays])
@@ -69,6 +74,10 @@ def to_batch(samples: list[MaterialSample]) -> dict[str, torch.Tensor]:
         "normal": stack([s.normal for s in samples]),
         "height": stack([s.height for s in samples]),
         "roughness": stack([s.roughness for s in samples]),
+        "light": torch.tensor(
+            np.stack([np.zeros(3, np.float32) if s.light is None else s.light for s in samples])
+        ),
+        "light_mask": torch.tensor([0.0 if s.light is None else 1.0 for s in samples]),
     }
 
 

@@ -85,7 +85,13 @@ class TrainResult:
 
 
 def _save_checkpoint(
-    path: Path, net: MaterialNet, opt: torch.optim.Optimizer, step: int, seconds: float, recipe: Recipe
+    path: Path,
+    net: MaterialNet,
+    opt: torch.optim.Optimizer,
+    step: int,
+    seconds: float,
+    recipe: Recipe,
+    light_head: torch.nn.Module | None = None,
 ) -> None:
     state = {
         "model": net.state_dict(),
@@ -94,7 +100,15 @@ def _save_checkpoint(
         "seconds": seconds,
         "recipe": json.dumps(recipe.to_dict()),
     }
+    if light_head is not None:
+        state["light_head"] = light_head.state_dict()
     save_checkpoint(path, state)
+
+
+def light_loss(pred: torch.Tensor, light: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean ``1 - cos`` between predicted (B, 3) and true sun directions, over samples with a sun."""
+    cos = (torch.nn.functional.normalize(pred, dim=1) * light).sum(dim=1)
+    return ((1.0 - cos) * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def init_weights(net: MaterialNet, spec: str) -> dict[str, Any]:
@@ -182,13 +196,23 @@ def train_material(
     data = MaterialDataset(data_dir, val_fraction=recipe.data.val_fraction)
     data.refresh()
     net = MaterialNet(recipe.model).to(dev)
-    opt = torch.optim.AdamW(net.parameters(), lr=t.lr, weight_decay=1e-4)
+    # loss.light: a training-only head reads the sun direction off the context vector, so the
+    # context branch has to estimate where the light comes from. The exported weights lack it.
+    light_head: torch.nn.Linear | None = None
+    if recipe.loss.light:
+        if not recipe.model.context:
+            raise InputError("the recipe's light loss needs a context branch (model.context > 0)")
+        light_head = torch.nn.Linear(recipe.model.context, 3).to(dev)
+    params = list(net.parameters()) + (list(light_head.parameters()) if light_head is not None else [])
+    opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=1e-4)
     start, prior_seconds = 0, 0.0
     ckpt = out / CHECKPOINT
     init_record: dict[str, Any] | None = None
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
         net.load_state_dict(state["model"])
+        if light_head is not None:
+            light_head.load_state_dict(state["light_head"])
         opt.load_state_dict(state["optimizer"])
         start, prior_seconds = int(state["step"]), float(state["seconds"])
     elif t.init:
@@ -227,10 +251,16 @@ def train_material(
         ctx = bool(recipe.model.context)
         raw = data.batch(recipe.seed, step, t.batch, t.crop, context=ctx, illumination=t.illumination)
         batch = {k: v.to(dev) for k, v in raw.items()}
-        terms = compute_losses(net(batch["lit"], batch.get("thumb")), batch, recipe.loss)
+        if light_head is None:
+            terms = compute_losses(net(batch["lit"], batch.get("thumb")), batch, recipe.loss)
+        else:
+            context = net.context_vector(batch["thumb"])
+            terms = compute_losses(net(batch["lit"], context=context), batch, recipe.loss)
+            terms["light"] = light_loss(light_head(context), batch["light"], batch["light_mask"])
+            terms["total"] = terms["total"] + recipe.loss.light * terms["light"]
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         last = {k: float(v.detach()) for k, v in terms.items()}
@@ -245,7 +275,7 @@ def train_material(
                 }
             )
         if time.monotonic() - last_ckpt >= 60.0 * t.checkpoint_minutes:
-            _save_checkpoint(ckpt, net, opt, step, prior_seconds + time.monotonic() - t0, recipe)
+            _save_checkpoint(ckpt, net, opt, step, prior_seconds + time.monotonic() - t0, recipe, light_head)
             last_ckpt = time.monotonic()
             emit({"event": "val", "step": step, **validate(net, data, recipe, dev)})
             # Pick up samples a concurrent render finished meanwhile.
@@ -256,7 +286,7 @@ def train_material(
     seconds = prior_seconds + time.monotonic() - t0
     weights = onnx_path = None
     if step > start or resume:
-        _save_checkpoint(ckpt, net, opt, step, seconds, recipe)
+        _save_checkpoint(ckpt, net, opt, step, seconds, recipe, light_head)
     if step > 0:
         emit({"event": "val", "step": step, **validate(net, data, recipe, dev)})
         net = net.cpu().eval()

@@ -76,6 +76,9 @@ class LossSpec:
     albedo_l1: float = 0.2
     roughness: float = 1.0
     albedo_si_linear: float = 0.0
+    light: float = 0.0
+    """Weight of the light-direction loss: a linear head on the context vector predicts each
+    photo's sun direction (1 - cosine). Needs a context branch. The head is training-only."""
 
 
 @dataclass(frozen=True)
