@@ -12,6 +12,10 @@ renders of one family (default rocky, which the published model predicts flat):
 * **random+light**: "random" plus the recipe loss ``light`` (weight ``--light``): a head on the
   context vector must predict each photo's sun direction, so the context branch learns to
   estimate it. Does that recover what "fixed" gets for free?
+* **random+oracle**: "random", but the context branch reads the *true* sun direction instead of
+  the photo's thumbnail (a ramp image along the sun's x/y, its z as a flat channel), in training
+  and in scoring. Not a usable model (it needs the answer): it shows whether a good light
+  estimate would be enough.
 
 It then scores the model on validation specs of the same family (other indices, never trained on)
 under each condition's lighting: the mean tilt of the predicted normals against the truth's, and
@@ -30,10 +34,14 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import torch
 
 from mlvfx.data import augment, materials
 from mlvfx.eval.material import normal_errors, read_map, sample_folders
@@ -63,13 +71,59 @@ def render_set(out: Path, family: str, seed: int, indices: range, fixed: bool) -
         tmp.rename(folder)
 
 
-def score(weights: Path | None, truth: Path) -> dict[str, float]:
+def light_ramp(light: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A (B, 3, h, w) thumbnail shaped like ``like`` that spells out each (B, 3) sun direction."""
+    b, _, h, w = like.shape
+    ys = torch.linspace(1.0, -1.0, h).view(1, h, 1)
+    xs = torch.linspace(-1.0, 1.0, w).view(1, 1, w)
+    lx, ly, lz = (light[:, i].view(b, 1, 1).float() for i in range(3))
+    ramp = 0.5 + 0.25 * (lx * xs + ly * ys)
+    return torch.stack([ramp, (0.5 * lz).expand(b, h, w), torch.full((b, h, w), 0.5)], dim=1)
+
+
+@contextmanager
+def oracle_thumbnails(light: npt.NDArray[np.float32] | None) -> Iterator[None]:
+    """While active, the operator's context thumbnail is :func:`light_ramp` of ``light``."""
+    from mlvfx.nets import material as netmod
+
+    original = netmod.context_thumbnail
+    vec = torch.zeros(1, 3) if light is None else torch.from_numpy(np.asarray(light))[None]
+    netmod.context_thumbnail = lambda rgb: light_ramp(vec.expand(rgb.shape[0], 3), original(rgb))
+    try:
+        yield
+    finally:
+        netmod.context_thumbnail = original
+
+
+@contextmanager
+def oracle_batches() -> Iterator[None]:
+    """While active, training batches carry :func:`light_ramp` thumbnails of their true suns."""
+    from mlvfx.train.dataset import MaterialDataset
+
+    original = MaterialDataset.batch
+
+    def batch(self: MaterialDataset, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        out = original(self, *args, **kwargs)
+        if "thumb" in out:
+            out["thumb"] = light_ramp(out["light"], out["thumb"])
+        return out
+
+    MaterialDataset.batch = batch  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        MaterialDataset.batch = original  # type: ignore[method-assign]
+
+
+def score(weights: Path | None, truth: Path, oracle: bool = False) -> dict[str, float]:
+    from mlvfx.data.augment import sun_direction
     from mlvfx.nets.infer import load_material_net, predict_material
 
     net = load_material_net(weights) if weights else None
     tilt_p, tilt_t, err, flat = [], [], [], []
     for folder in sample_folders(truth):
         lit, _ = read_image(folder / "lit.png", kind="color")
+        sun = sun_direction(json.loads((folder / "meta.json").read_text())) if oracle else None
         t = read_map(folder, "normal")
         if t is None:
             continue
@@ -78,7 +132,8 @@ def score(weights: Path | None, truth: Path) -> dict[str, float]:
         flat.append(normal_errors(up, t)["normal_mean_deg"])
         tilt_t.append(normal_errors(t, up)["normal_mean_deg"])
         if net is not None:
-            p = predict_material(net, np.asarray(lit[..., :3], np.float32), integrate=False).normal
+            with oracle_thumbnails(sun) if oracle else nullcontext():
+                p = predict_material(net, np.asarray(lit[..., :3], np.float32), integrate=False).normal
             err.append(normal_errors(p, t)["normal_mean_deg"])
             tilt_p.append(normal_errors(p, up)["normal_mean_deg"])
     out = {"flat": float(np.mean(flat)), "tilt_truth": float(np.mean(tilt_t))}
@@ -100,8 +155,6 @@ def main() -> None:
     ap.add_argument("--light", type=float, default=1.0, help="light-loss weight of 'random+light'")
     args = ap.parse_args()
 
-    import torch
-
     from mlvfx.train.material import train_material, with_overrides
     from mlvfx.train.recipe import load_recipe
 
@@ -116,7 +169,7 @@ def main() -> None:
         threads=args.threads,
     )
     results: dict[str, dict[str, Any]] = {}
-    for cond in ("random", "fixed", "random+light"):
+    for cond in ("random", "fixed", "random+light", "random+oracle"):
         fixed = cond == "fixed"
         renders = args.out / ("fixed" if fixed else "random")
         t0 = time.perf_counter()
@@ -124,18 +177,24 @@ def main() -> None:
         val = renders / "val"
         render_set(val, args.family, args.seed, range(args.count, args.count + args.val), fixed)
         rendered = time.perf_counter() - t0
-        run = args.out / (f"random_light_{args.light:g}" if cond == "random+light" else cond) / "run"
+        run = (
+            args.out
+            / (f"random_light_{args.light:g}" if cond == "random+light" else cond.replace("+", "_"))
+            / "run"
+        )
         cond_recipe = recipe
         if cond == "random+light":  # the random condition plus the light-direction loss
             cond_recipe = dataclasses.replace(recipe, loss=dataclasses.replace(recipe.loss, light=args.light))
         original = augment.dihedral
         if fixed:  # no turns or mirrors: the light stays on one side of the image
             augment.dihedral = lambda sample, quarter_turns, mirror=False: sample  # type: ignore[assignment]
+        oracle = cond == "random+oracle"
         try:
             t1 = time.perf_counter()
-            res = train_material(
-                cond_recipe, data_dir=renders / "train", out_dir=run, resume=True, export_onnx=False
-            )
+            with oracle_batches() if oracle else nullcontext():
+                res = train_material(
+                    cond_recipe, data_dir=renders / "train", out_dir=run, resume=True, export_onnx=False
+                )
             trained = time.perf_counter() - t1
         finally:
             augment.dihedral = original
@@ -148,9 +207,9 @@ def main() -> None:
             "train_s": round(trained),
             "train_s_logged": next(r["seconds"] for r in reversed(log) if r.get("event") == "end"),
             "light_loss_first_last": [float(np.mean(first)), float(np.mean(last))] if light else None,
-            "before": score(args.weights, val),
-            "after": score(res.weights, val),
-            "after_on_train": score(res.weights, renders / "train"),
+            "before": score(args.weights, val, oracle),
+            "after": score(res.weights, val, oracle),
+            "after_on_train": score(res.weights, renders / "train", oracle),
         }
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     print(
