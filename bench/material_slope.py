@@ -51,17 +51,16 @@ def shading_correlation(folder: Path, lit: Float, truth: Float) -> float | None:
     """Correlation of n . L_sun with lit / albedo luminance; ``None`` without a lone sun."""
     import json
 
-    light = json.loads((folder / "meta.json").read_text()).get("lighting", {})
-    sun = light.get("sun", {})
-    if not sun.get("strength") or light.get("area"):
+    from mlvfx.data.augment import sun_direction
+
+    meta = json.loads((folder / "meta.json").read_text())
+    to_sun = sun_direction(meta)
+    if to_sun is None or (meta.get("lighting") or {}).get("area"):
         return None
     albedo = read_map(folder, "albedo")
     if albedo is None:
         return None
-    el, az = float(sun["elevation"]), float(sun["azimuth"])
-    # The factory's sun: rotation (90 deg - elevation, 0, azimuth) of a light shining along -Z.
-    to_sun = np.array([np.cos(el) * np.sin(az), -np.cos(el) * np.cos(az), np.sin(el)])
-    ndl = truth.astype(np.float64) @ to_sun
+    ndl = truth.astype(np.float64) @ to_sun.astype(np.float64)
     shade = lit.mean(axis=-1) / np.maximum(albedo.mean(axis=-1), 1e-3)
     return float(np.corrcoef(ndl.ravel(), shade.ravel())[0, 1])
 
