@@ -343,3 +343,56 @@ def test_bench_times_every_method_interleaved() -> None:
     times = time_methods(CorrectionNet(2, width=4, depth=2, conditions=2), 4, spec)
     assert set(times) == {"reference", "reference_float32", "coarse_only", "coarse_bicubic", "surrogate"}
     assert all(np.isfinite(t) and t > 0 for t in times.values())
+
+
+def test_data_pass_keeps_the_upres_frames_of_the_same_run(tmp_path: Path) -> None:
+    """``generate_data`` writes the fine frames of the upres's shots from its own reference run;
+    they are what a separate ``generate_fine`` run writes, and it then has nothing left to do."""
+    from mlvfx.train.smoke import generate_fine
+
+    upres = {"iterations": 2, "every": 4, "width": 4, "depth": 2, "batch": 1, "shots": 3}
+    recipe = load_smoke_recipe(write_recipe(tmp_path / "up.json", upres=upres))
+    one = generate_data(tmp_path / "one", recipe)
+    assert sorted(p.name for p in one.glob("fine_*.npz")) == ["fine_000000.npz", "fine_000001.npz"]
+    stamp = (one / "fine_000000.npz").stat().st_mtime_ns
+    generate_fine(one, recipe)  # only shot 2 (not a correction shot) is run again
+    assert (one / "fine_000000.npz").stat().st_mtime_ns == stamp and (one / "fine_000002.npz").exists()
+    other = generate_fine(tmp_path / "other", recipe)
+    for seed in (0, 1, 2):
+        with np.load(one / f"fine_{seed:06d}.npz") as a, np.load(other / f"fine_{seed:06d}.npz") as b:
+            assert a["steps"].tolist() == b["steps"].tolist() == [4, 8, 12]
+            assert np.array_equal(a["density"], b["density"]) and float(a["density"][-1].sum()) > 0
+
+
+def test_training_starts_from_init_weights(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    from mlvfx.zoo import load_state_dict
+
+    _, _, run = trained
+    source = run / "smoke2d_tiny.safetensors"
+    init = load_state_dict(source)
+    # lr 0: the weights stay the init's, so the file written is the init file's correction.
+    recipe_path = write_recipe(
+        tmp_path / "init.json",
+        name="smoke2d_init",
+        data=dict(TINY["data"], res=48),  # type: ignore[arg-type]
+        train=dict(TINY["train"], init=str(source), lr=0.0, lr_min=0.0, iterations=2),  # type: ignore[arg-type]
+    )
+    recipe = load_smoke_recipe(recipe_path)
+    data = generate_data(tmp_path / "data", recipe)
+    res = train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run")
+    out = load_state_dict(res.weights)
+    assert any(float(v.abs().max()) > 0 for k, v in init.items() if k.startswith("body."))
+    assert all(torch.equal(out[k], v) for k, v in init.items())
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["from"] for r in records if r["event"] == "init"] == [str(source)]
+    # A correction of another width does not fit: a clear error before any training.
+    wide = write_recipe(
+        tmp_path / "wide.json",
+        model=dict(TINY["model"], width=6),  # type: ignore[arg-type]
+        train=dict(TINY["train"], init=str(source)),  # type: ignore[arg-type]
+    )
+    with pytest.raises(InputError, match="init weights do not fit the recipe's correction net"):
+        train_surrogate(load_smoke_recipe(wide), data_dir=data, out_dir=tmp_path / "run2")
+    missing = write_recipe(tmp_path / "missing.json", train=dict(TINY["train"], init=str(tmp_path / "nope")))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="init weights not found"):
+        train_surrogate(load_smoke_recipe(missing), data_dir=data, out_dir=tmp_path / "run3")

@@ -80,6 +80,11 @@ class SmokeTrain:
 
     ``early_fraction`` of the iterations start within the first ``early_start_max`` steps of a shot
     (from the empty domain, as a rollout does); the others start anywhere.
+
+    ``init``: start from a published surrogate instead of a zero correction: ``zoo:<id>@<version>``
+    (fetched and verified through the zoo) or a safetensors path. Its correction must have the
+    recipe's architecture; its upres, if it has one that fits, is where the upres training starts.
+    The coarsening factor and the grid size may differ (the nets are convolutional).
     """
 
     iterations: int = 3000
@@ -94,6 +99,7 @@ class SmokeTrain:
     checkpoint_minutes: float = 5.0
     log_every: int = 20
     threads: int = 2
+    init: str = ""
 
 
 @dataclass(frozen=True)
@@ -246,12 +252,20 @@ def generate_data(
     jobs = [("train", s) for s in range(d.train_seed, d.train_seed + d.train_shots)]
     jobs += [("val", s) for s in range(d.val_seed, d.val_seed + d.val_shots)]
     factor = recipe.model.factor
+    every = recipe.upres.every
+    fine_seeds = set(range(d.train_seed, d.train_seed + upres_shots(recipe)))
+    if recipe.upres.iterations == 0:
+        fine_seeds = set()
     t0 = time.monotonic()
     for n, (kind, seed) in enumerate(jobs):
         path = _shot_path(out, kind, seed)
         report(progress, n / len(jobs), f"{kind} shot {seed}")
         if path.exists():
             continue
+        # The upres's fine frames of this shot come from the same reference run (one run, not two).
+        keep_fine = kind == "train" and seed in fine_seeds and not _fine_done(_fine_path(out, seed), recipe)
+        fine_steps: list[int] = []
+        fine_dens: list[np.ndarray[Any, Any]] = []
         sc = shot_scenario(recipe, seed)
         steps = max(d.eval_steps) if kind == "val" else d.steps
         dens, faces = [], [[] for _ in range(recipe.dims)]  # type: list[np.ndarray[Any, Any]], list[list[Any]]
@@ -270,6 +284,11 @@ def generate_data(
                 faces[c].append(v.float().cpu().numpy())
             if kind == "val" and i in d.eval_steps:
                 fine[f"fine_{i}"] = rho.float().cpu().numpy()
+            if keep_fine and i % every == 0:
+                fine_steps.append(i)
+                fine_dens.append(rho.cpu().numpy().astype(np.float16))
+        if keep_fine:
+            _write_fine(_fine_path(out, seed), fine_steps, fine_dens, every)
         buf = io.BytesIO()
         arrays = {"density": np.stack(dens), **{f"vel{c}": np.stack(f) for c, f in enumerate(faces)}, **fine}
         if sc.obstacles is not None:
@@ -292,6 +311,23 @@ def _fine_path(root: Path, seed: int) -> Path:
     return root / f"fine_{seed:06d}.npz"
 
 
+def _fine_done(path: Path, recipe: SmokeRecipe) -> bool:
+    """Whether ``path`` holds a finished fine shot for ``recipe`` (its ``upres.every`` and length)."""
+    if not path.exists():
+        return False
+    every, steps = recipe.upres.every, recipe.data.steps
+    with np.load(path, allow_pickle=False) as z:
+        return int(z["every"]) == every and int(z["steps"][-1]) == steps - steps % every
+
+
+def _write_fine(path: Path, steps: list[int], dens: list[np.ndarray[Any, Any]], every: int) -> None:
+    from mlvfx.io.atomic import write_bytes_atomic
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, density=np.stack(dens), steps=np.array(steps), every=np.array(every))
+    write_bytes_atomic(path, buf.getvalue(), overwrite=True)
+
+
 def generate_fine(
     root: str | os.PathLike[str], recipe: SmokeRecipe, progress: ProgressFn | None = None
 ) -> Path:
@@ -302,7 +338,6 @@ def generate_fine(
     written atomically; a rerun skips finished shots.
     """
     from mlvfx.fluids.scenarios import simulate
-    from mlvfx.io.atomic import write_bytes_atomic
 
     out = Path(root)
     out.mkdir(parents=True, exist_ok=True)
@@ -312,18 +347,14 @@ def generate_fine(
     for n, seed in enumerate(seeds):
         path = _fine_path(out, seed)
         report(progress, n / len(seeds), f"fine shot {seed}")
-        if path.exists():
-            with np.load(path, allow_pickle=False) as z:
-                if int(z["every"]) == every and int(z["steps"][-1]) == d.steps - d.steps % every:
-                    continue
+        if _fine_done(path, recipe):
+            continue
         sc = shot_scenario(recipe, seed)
         steps, dens = [], []
         for i, rho, _ in simulate(sc, d.steps, every=every):
             steps.append(i)
             dens.append(rho.cpu().numpy().astype(np.float16))
-        buf = io.BytesIO()
-        np.savez_compressed(buf, density=np.stack(dens), steps=np.array(steps), every=np.array(every))
-        write_bytes_atomic(path, buf.getvalue(), overwrite=True)
+        _write_fine(path, steps, dens, every)
         rate = (n + 1) / max(time.monotonic() - t0, 1e-6) * 60
         report(progress, (n + 1) / len(seeds), f"fine shot {seed} ({rate:.1f} shots/min)")
     report(progress, 1.0, "fine data ready")
@@ -369,6 +400,37 @@ def load_shots(root: Path, recipe: SmokeRecipe, kind: str) -> list[Shot]:
 
 
 # -- training ---------------------------------------------------------------------------------------
+
+
+def init_state(spec: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The weights a recipe's ``train.init`` names, and a log record (source and sha256)."""
+    from mlvfx.fluids.surrogate import FACTOR_KEY
+    from mlvfx.zoo import fetch, load_state_dict
+    from mlvfx.zoo.cache import sha256_file
+
+    if spec.startswith("zoo:"):
+        model, _, version = spec[4:].partition("@")
+        path = Path(fetch(model, version or None, fmt="safetensors"))
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise InputError("init weights not found", path)
+    state = {k: v for k, v in load_state_dict(path, device="cpu").items() if k != FACTOR_KEY}
+    return state, {"event": "init", "from": spec, "sha256": sha256_file(path)}
+
+
+def load_init(net: Any, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load the correction part of ``state`` (all but ``upres.*``) into ``net``; every tensor must fit."""
+    own = {k: v for k, v in net.state_dict().items() if not k.startswith("upres.")}
+    body = {k: v for k, v in state.items() if not k.startswith("upres.")}
+    flags = ("symmetry", "mass", "gain", "dilation")  # architecture switches, stored as buffers
+    bad = sorted(k for k in set(own) ^ set(body) if k not in flags) + sorted(
+        k for k in set(own) & set(body) if tuple(own[k].shape) != tuple(body[k].shape)
+    )
+    bad += [k for k in flags if k in body and k in own and not torch.equal(own[k].cpu().float(), body[k].float())]
+    if bad:
+        raise InputError(f"init weights do not fit the recipe's correction net ({bad[0]!r})", path=source)
+    net.load_state_dict({k: v for k, v in body.items() if k not in flags}, strict=False)
 
 
 def unroll_length(recipe: SmokeRecipe, iteration: int) -> int:
@@ -451,6 +513,12 @@ def train_surrogate(
         for s in train
     ]
     sources = [sv.prepare_sources(s.scenario.sources) for sv, s in zip(solvers, train, strict=True)]
+    init_upres: dict[str, torch.Tensor] | None = None
+    init_record = None
+    if t.init:
+        init, init_record = init_state(t.init)
+        load_init(net, init, t.init)
+        init_upres = {k[len("upres.") :]: v for k, v in init.items() if k.startswith("upres.")} or None
     opt = torch.optim.Adam(net.parameters(), lr=t.lr)
     start, prior = 0, 0.0
     ckpt = out / CHECKPOINT
@@ -486,6 +554,8 @@ def train_surrogate(
             "params": sum(p.numel() for p in net.parameters()),
         }
     )
+    if init_record is not None and start == 0:
+        emit(init_record)
     budget = 60.0 * (budget_minutes if budget_minutes is not None else t.budget_minutes)
     t0 = time.monotonic()
     last_ckpt = t0
@@ -552,7 +622,9 @@ def train_surrogate(
     emit({"event": "val", "iteration": it, **result})
     upres_info = None
     if recipe.upres.iterations > 0 and stopped == "finished":
-        upres_info = train_upres(recipe, net, data_dir=root, out_dir=out, resume=resume, log=log)
+        upres_info = train_upres(
+            recipe, net, data_dir=root, out_dir=out, resume=resume, log=log, init=init_upres
+        )
         result = validate(net, val, recipe)
         emit({"event": "val", "iteration": it, "upres": True, **result})
     weights = None
@@ -605,8 +677,12 @@ def train_upres(
     out_dir: str | os.PathLike[str],
     resume: bool = False,
     log: LogFn | None = None,
+    init: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Train ``net.upres`` (attached here) on the frozen correction's own rollouts.
+
+    ``init``: the upres weights to start from (a published model's ``upres.*``, without the
+    prefix); ignored when their shapes do not fit the recipe's upres.
 
     Inputs are the surrogate's coarse states on the training shots, rolled out from the empty
     domain exactly as at inference; targets are the reference's fine densities at the same steps
@@ -631,6 +707,12 @@ def train_upres(
     # The frozen correction runs where the surrogate solvers put it (CUDA when present); the
     # upres trains on the same device, on targets moved there from the CPU-loaded data.
     dev = torch_device(None)  # what SmokeConfig(device=None), as in every shot's scenario, resolves to
+    init_used = False
+    if init is not None:
+        own = upres.state_dict()
+        if set(init) == set(own) and all(tuple(own[k].shape) == tuple(v.shape) for k, v in init.items()):
+            upres.load_state_dict(init)
+            init_used = True
     upres = upres.to(dev)
     xs: list[torch.Tensor] = []
     smooth: list[torch.Tensor] = []
@@ -713,6 +795,7 @@ def train_upres(
             "iterations": u.iterations,
             "frames": len(xs),
             "params": sum(p.numel() for p in upres.parameters()),
+            "init": init_used,
         }
     )
     t0 = last = time.monotonic()
