@@ -48,6 +48,7 @@ from mlvfx.eval.material import normal_errors, read_map, sample_folders
 from mlvfx.io import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
+CONDITIONS = ("random", "fixed", "random+light", "random+oracle", "random+turned")
 FIXED_SUN = {"azimuth": 0.6, "elevation": float(np.radians(35.0)), "strength": 4.0, "angle": 0.03}
 
 
@@ -115,7 +116,51 @@ def oracle_batches() -> Iterator[None]:
         MaterialDataset.batch = original  # type: ignore[method-assign]
 
 
-def score(weights: Path | None, truth: Path, oracle: bool = False) -> dict[str, float]:
+#: The fixed sun's direction in the image frame (+X right, +Y up), for :func:`turn_towards_fixed`.
+FIXED_LIGHT_XY = (float(np.sin(FIXED_SUN["azimuth"])), -float(np.cos(FIXED_SUN["azimuth"])))
+
+
+def turn_towards_fixed(light: npt.NDArray[np.float32] | None) -> tuple[int, bool]:
+    """The turn and mirror (as :func:`augment.dihedral` takes them) that bring ``light``'s azimuth
+    closest to the fixed sun's; (0, False) without a sun."""
+    if light is None or float(np.hypot(light[0], light[1])) < 1e-6:
+        return 0, False
+    ops = [(q, m) for q in range(4) for m in (False, True)]
+    dots = []
+    for q, m in ops:
+        v = augment.rotate_normals(np.asarray(light, np.float32), q, m)
+        dots.append(float(v[0] * FIXED_LIGHT_XY[0] + v[1] * FIXED_LIGHT_XY[1]))
+    return ops[int(np.argmax(dots))]
+
+
+def turn_back(normal: npt.NDArray[np.float32], quarter_turns: int, mirror: bool) -> npt.NDArray[np.float32]:
+    """Undo :func:`augment.dihedral`'s pixel move and vector turn on an (H, W, 3) normal map."""
+    out = normal
+    if mirror:
+        out = augment.rotate_normals(np.ascontiguousarray(out[:, ::-1]), 0, True)
+    out = np.ascontiguousarray(np.rot90(out, -quarter_turns % 4, axes=(0, 1)))
+    return augment.rotate_normals(out, -quarter_turns % 4)
+
+
+@contextmanager
+def turned_batches() -> Iterator[None]:
+    """While active, :func:`augment.dihedral` ignores its random turn and applies the sample's
+    :func:`turn_towards_fixed` (a sample without a sun keeps the random one)."""
+    original = augment.dihedral
+
+    def turned(sample: augment.MaterialSample, quarter_turns: int, mirror: bool = False) -> Any:
+        if sample.light is not None:
+            quarter_turns, mirror = turn_towards_fixed(sample.light)
+        return original(sample, quarter_turns, mirror)
+
+    augment.dihedral = turned  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        augment.dihedral = original  # type: ignore[assignment]
+
+
+def score(weights: Path | None, truth: Path, oracle: bool = False, turned: bool = False) -> dict[str, float]:
     from mlvfx.data.augment import sun_direction
     from mlvfx.nets.infer import load_material_net, predict_material
 
@@ -123,7 +168,7 @@ def score(weights: Path | None, truth: Path, oracle: bool = False) -> dict[str, 
     tilt_p, tilt_t, err, flat = [], [], [], []
     for folder in sample_folders(truth):
         lit, _ = read_image(folder / "lit.png", kind="color")
-        sun = sun_direction(json.loads((folder / "meta.json").read_text())) if oracle else None
+        sun = sun_direction(json.loads((folder / "meta.json").read_text())) if oracle or turned else None
         t = read_map(folder, "normal")
         if t is None:
             continue
@@ -132,8 +177,13 @@ def score(weights: Path | None, truth: Path, oracle: bool = False) -> dict[str, 
         flat.append(normal_errors(up, t)["normal_mean_deg"])
         tilt_t.append(normal_errors(t, up)["normal_mean_deg"])
         if net is not None:
+            photo = np.asarray(lit[..., :3], np.float32)
+            q, m = turn_towards_fixed(sun) if turned else (0, False)
+            photo = np.ascontiguousarray(np.rot90(photo, q, axes=(0, 1)))
+            photo = np.ascontiguousarray(photo[:, ::-1]) if m else photo
             with oracle_thumbnails(sun) if oracle else nullcontext():
-                p = predict_material(net, np.asarray(lit[..., :3], np.float32), integrate=False).normal
+                p = predict_material(net, photo, integrate=False).normal
+            p = turn_back(p, q, m)
             err.append(normal_errors(p, t)["normal_mean_deg"])
             tilt_p.append(normal_errors(p, up)["normal_mean_deg"])
     out = {"flat": float(np.mean(flat)), "tilt_truth": float(np.mean(tilt_t))}
@@ -153,6 +203,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=515151, help="spec seed (no recipe uses it)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--light", type=float, default=1.0, help="light-loss weight of 'random+light'")
+    ap.add_argument(
+        "--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS, help="which to run"
+    )
     args = ap.parse_args()
 
     from mlvfx.train.material import train_material, with_overrides
@@ -169,7 +222,7 @@ def main() -> None:
         threads=args.threads,
     )
     results: dict[str, dict[str, Any]] = {}
-    for cond in ("random", "fixed", "random+light", "random+oracle"):
+    for cond in args.conditions:
         fixed = cond == "fixed"
         renders = args.out / ("fixed" if fixed else "random")
         t0 = time.perf_counter()
@@ -188,10 +241,10 @@ def main() -> None:
         original = augment.dihedral
         if fixed:  # no turns or mirrors: the light stays on one side of the image
             augment.dihedral = lambda sample, quarter_turns, mirror=False: sample  # type: ignore[assignment]
-        oracle = cond == "random+oracle"
+        oracle, turned = cond == "random+oracle", cond == "random+turned"
         try:
             t1 = time.perf_counter()
-            with oracle_batches() if oracle else nullcontext():
+            with oracle_batches() if oracle else turned_batches() if turned else nullcontext():
                 res = train_material(
                     cond_recipe, data_dir=renders / "train", out_dir=run, resume=True, export_onnx=False
                 )
@@ -207,11 +260,13 @@ def main() -> None:
             "train_s": round(trained),
             "train_s_logged": next(r["seconds"] for r in reversed(log) if r.get("event") == "end"),
             "light_loss_first_last": [float(np.mean(first)), float(np.mean(last))] if light else None,
-            "before": score(args.weights, val, oracle),
-            "after": score(res.weights, val, oracle),
-            "after_on_train": score(res.weights, renders / "train", oracle),
+            "before": score(args.weights, val, oracle, turned),
+            "after": score(res.weights, val, oracle, turned),
+            "after_on_train": score(res.weights, renders / "train", oracle, turned),
         }
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    saved = args.out / "results.json"
+    results = (json.loads(saved.read_text()) if saved.is_file() else {}) | results
+    saved.write_text(json.dumps(results, indent=1))
     print(
         f"family {args.family}, {args.count} training and {args.val} validation renders per condition, "
         f"{args.steps} steps from {args.weights.name}"
