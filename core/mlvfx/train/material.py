@@ -121,16 +121,10 @@ def init_weights(net: MaterialNet, spec: str) -> dict[str, Any]:
     Returns:
         A log record: source, sha256 and which of the net's tensors stayed fresh.
     """
-    from mlvfx.zoo import fetch, load_state_dict
-    from mlvfx.zoo.cache import sha256_file
+    from mlvfx.train.runlog import init_weights_file
+    from mlvfx.zoo import load_state_dict
 
-    if spec.startswith("zoo:"):
-        model, _, version = spec[4:].partition("@")
-        path = Path(fetch(model, version or None, fmt="safetensors"))
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise InputError("init weights not found", path)
+    path, record = init_weights_file(spec)
     state = load_state_dict(path, device="cpu")
     own = net.state_dict()
     bad = [k for k, v in state.items() if k not in own or tuple(own[k].shape) != tuple(v.shape)]
@@ -141,7 +135,7 @@ def init_weights(net: MaterialNet, spec: str) -> dict[str, Any]:
     if lacking:
         raise InputError(f"init weights lack {lacking[0]!r}", path)
     net.load_state_dict(state, strict=False)
-    return {"event": "init", "from": spec, "sha256": sha256_file(path), "fresh_tensors": len(fresh)}
+    return record | {"fresh_tensors": len(fresh)}
 
 
 def _deterministic(seed: int, threads: int) -> None:

@@ -38,3 +38,26 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def init_weights_file(spec: str) -> tuple[Path, dict[str, Any]]:
+    """The safetensors file a recipe's ``init`` names, and a log record (source and sha256).
+
+    ``spec`` is ``zoo:<id>@<version>`` (fetched and verified through the zoo; no version: the
+    manifest's) or a path.
+
+    Raises:
+        InputError: the path does not exist.
+    """
+    from mlvfx.errors import InputError
+    from mlvfx.zoo import fetch
+    from mlvfx.zoo.cache import sha256_file
+
+    if spec.startswith("zoo:"):
+        model, _, version = spec[4:].partition("@")
+        path = Path(fetch(model, version or None, fmt="safetensors"))
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise InputError("init weights not found", path)
+    return path, {"event": "init", "from": spec, "sha256": sha256_file(path)}

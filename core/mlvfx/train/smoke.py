@@ -405,18 +405,11 @@ def load_shots(root: Path, recipe: SmokeRecipe, kind: str) -> list[Shot]:
 def init_state(spec: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The weights a recipe's ``train.init`` names, and a log record (source and sha256)."""
     from mlvfx.fluids.surrogate import FACTOR_KEY
-    from mlvfx.zoo import fetch, load_state_dict
-    from mlvfx.zoo.cache import sha256_file
+    from mlvfx.train.runlog import init_weights_file
+    from mlvfx.zoo import load_state_dict
 
-    if spec.startswith("zoo:"):
-        model, _, version = spec[4:].partition("@")
-        path = Path(fetch(model, version or None, fmt="safetensors"))
-    else:
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise InputError("init weights not found", path)
-    state = {k: v for k, v in load_state_dict(path, device="cpu").items() if k != FACTOR_KEY}
-    return state, {"event": "init", "from": spec, "sha256": sha256_file(path)}
+    path, record = init_weights_file(spec)
+    return {k: v for k, v in load_state_dict(path, device="cpu").items() if k != FACTOR_KEY}, record
 
 
 def load_init(net: Any, state: dict[str, torch.Tensor], source: str) -> None:
@@ -427,7 +420,9 @@ def load_init(net: Any, state: dict[str, torch.Tensor], source: str) -> None:
     bad = sorted(k for k in set(own) ^ set(body) if k not in flags) + sorted(
         k for k in set(own) & set(body) if tuple(own[k].shape) != tuple(body[k].shape)
     )
-    bad += [k for k in flags if k in body and k in own and not torch.equal(own[k].cpu().float(), body[k].float())]
+    for k in flags:  # the same switches, or it is another architecture
+        if k in body and k in own and not torch.equal(own[k].cpu().float(), body[k].float()):
+            bad.append(k)
     if bad:
         raise InputError(f"init weights do not fit the recipe's correction net ({bad[0]!r})", path=source)
     net.load_state_dict({k: v for k, v in body.items() if k not in flags}, strict=False)
