@@ -47,3 +47,24 @@ def test_published_smoke3d_is_a_symmetric_4x_surrogate_with_a_learned_upres() ->
     net, factor = surrogate_from_state(load_state_dict(_file("smoke3d", ".safetensors")))
     assert factor == 4 and net.dims == 3 and net.symmetric
     assert isinstance(net.upres, UpresNet) and net.upres.factor == 4
+
+
+def test_published_smoke3d_128_steps_a_128_cubed_shot() -> None:
+    """The 128³ model: the same architecture as smoke3d, fine-tuned weights, a finite 128³ step."""
+    from mlvfx.fluids.scenarios import make_scenario
+    from mlvfx.fluids.surrogate import SurrogateStepper, UpresNet, surrogate_from_state
+
+    net, factor = surrogate_from_state(load_state_dict(_file("smoke3d_128", ".safetensors")))
+    assert factor == 4 and net.dims == 3 and net.symmetric and isinstance(net.upres, UpresNet)
+    base = load_state_dict(_file("smoke3d", ".safetensors"))
+    tuned = load_state_dict(_file("smoke3d_128", ".safetensors"))
+    weights = {k for k in base if k.startswith(("body.", "upres."))}
+    assert weights == {k for k in tuned if k.startswith(("body.", "upres."))}
+    assert any(not torch.equal(base[k], tuned[k]) for k in weights)  # fine-tuned, not a copy
+    sc = make_scenario("plume", 3, 128, seed=0)
+    stepper = SurrogateStepper(sc.config, net, factor)
+    density, velocity = stepper.step(None, None, sc.sources)
+    for _ in range(2):
+        density, velocity = stepper.step(density, velocity, sc.sources)
+    assert density.shape == (128, 128, 128) and velocity.shape == (128, 128, 128, 3)
+    assert np.isfinite(density).all() and float(density.min()) >= 0 and float(density.sum()) > 0
