@@ -396,3 +396,16 @@ def test_training_starts_from_init_weights(trained: tuple[Path, Path, Path], tmp
     missing = write_recipe(tmp_path / "missing.json", train=dict(TINY["train"], init=str(tmp_path / "nope")))  # type: ignore[arg-type]
     with pytest.raises(InputError, match="init weights not found"):
         train_surrogate(load_smoke_recipe(missing), data_dir=data, out_dir=tmp_path / "run3")
+
+
+def test_init_weights_must_have_the_recipes_architecture_switches() -> None:
+    """A file without a switch had its default; one with another value is another net."""
+    from mlvfx.train.smoke import load_init
+
+    net = CorrectionNet(2, width=4, depth=2, symmetric=True)
+    state = dict(net.state_dict())
+    load_init(net, {k: v for k, v in state.items() if k not in ("gain", "dilation")}, "old.safetensors")
+    with pytest.raises(InputError, match="'symmetry'"):
+        load_init(net, state | {"symmetry": torch.zeros(1)}, "x.safetensors")
+    with pytest.raises(InputError, match="'mass'"):
+        load_init(CorrectionNet(2, width=4, depth=2, symmetric=True, conserve_mass=True), state, "x")

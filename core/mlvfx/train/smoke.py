@@ -416,13 +416,18 @@ def load_init(net: Any, state: dict[str, torch.Tensor], source: str) -> None:
     """Load the correction part of ``state`` (all but ``upres.*``) into ``net``; every tensor must fit."""
     own = {k: v for k, v in net.state_dict().items() if not k.startswith("upres.")}
     body = {k: v for k, v in state.items() if not k.startswith("upres.")}
-    flags = ("symmetry", "mass", "gain", "dilation")  # architecture switches, stored as buffers
+    # Architecture switches, stored as buffers; older files lack some (then they had the default,
+    # as surrogate_from_state reads them). They must match the recipe's, or it is another net.
+    flags = {"symmetry": 0.0, "mass": 0.0, "gain": 0.0, "dilation": 1.0}
     bad = sorted(k for k in set(own) ^ set(body) if k not in flags) + sorted(
         k for k in set(own) & set(body) if tuple(own[k].shape) != tuple(body[k].shape)
     )
-    for k in flags:  # the same switches, or it is another architecture
-        if k in body and k in own and not torch.equal(own[k].cpu().float(), body[k].float()):
-            bad.append(k)
+    for k, default in flags.items():
+        if k in own:
+            mine = own[k].cpu().float().reshape(-1)
+            theirs = body[k].float().reshape(-1) if k in body else torch.full_like(mine, default)
+            if not torch.equal(mine, theirs):
+                bad.append(k)
     if bad:
         raise InputError(f"init weights do not fit the recipe's correction net ({bad[0]!r})", path=source)
     net.load_state_dict({k: v for k, v in body.items() if k not in flags}, strict=False)
