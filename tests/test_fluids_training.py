@@ -409,3 +409,18 @@ def test_init_weights_must_have_the_recipes_architecture_switches() -> None:
         load_init(net, state | {"symmetry": torch.zeros(1)}, "x.safetensors")
     with pytest.raises(InputError, match="'mass'"):
         load_init(CorrectionNet(2, width=4, depth=2, symmetric=True, conserve_mass=True), state, "x")
+
+
+def test_default_model_follows_the_grid_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No model named: smoke3d_128 for 3D grids from 96 cells up (when the zoo has it), else smoke<d>d."""
+    from mlvfx.fluids.surrogate import default_model
+
+    monkeypatch.delenv("MLVFX_ZOO_MANIFEST", raising=False)
+    assert default_model(3, 64) == "smoke3d" and default_model(3, 95) == "smoke3d"
+    assert default_model(3, 96) == "smoke3d_128" and default_model(3, 128) == "smoke3d_128"
+    assert default_model(2, 256) == "smoke2d"
+    manifest = json.loads((Path(__file__).parents[1] / "model_zoo" / "manifest.json").read_text())
+    manifest["models"] = [m for m in manifest["models"] if m["id"] != "smoke3d_128"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("MLVFX_ZOO_MANIFEST", str(tmp_path / "manifest.json"))
+    assert default_model(3, 128) == "smoke3d"  # an older zoo without it

@@ -45,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--seed", type=int, default=None, help="randomise the shot reproducibly (default: canonical)"
     )
-    p.add_argument("--model", default=None, help="surrogate model id (default: smoke2d / smoke3d)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="surrogate model id (default: smoke2d; smoke3d, or smoke3d_128 from --res 96 up)",
+    )
     p.add_argument(
         "--weights",
         type=Path,
@@ -77,7 +81,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     b.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2 or 3 dimensions (default: 2)")
     b.add_argument("--res", type=int, default=None, help="output resolution (default: 256 in 2D, 128 in 3D)")
-    b.add_argument("--model", default=None, help="zoo model id (default: smoke2d / smoke3d)")
+    b.add_argument(
+        "--model",
+        default=None,
+        help="zoo model id (default: smoke2d; smoke3d, or smoke3d_128 from --res 96 up)",
+    )
     b.add_argument("--weights", type=Path, default=None, help="a local surrogate .safetensors instead")
     b.add_argument("--shots", type=int, default=4, help="held-out shots (default: 4; 0 = timing only)")
     b.add_argument("--steps", type=int, nargs="+", default=[50, 100, 200], help="evaluation steps")
@@ -201,7 +209,7 @@ def write_shot(
 
 
 def _load_surrogate(args: argparse.Namespace) -> tuple[Any, int, str]:
-    """``(net, factor, name)`` from ``--weights`` or the zoo's ``--model`` (default smoke<dims>d)."""
+    """``(net, factor, name)`` from ``--weights`` or the zoo's ``--model`` (else :func:`default_model`)."""
     from mlvfx.fluids.surrogate import surrogate_from_state
     from mlvfx.zoo import load_state_dict
 
@@ -210,9 +218,9 @@ def _load_surrogate(args: argparse.Namespace) -> tuple[Any, int, str]:
             raise InputError("surrogate weights not found", path=args.weights)
         net, factor = surrogate_from_state(load_state_dict(args.weights), source=str(args.weights))
         return net, factor, str(args.weights)
-    from mlvfx.fluids.surrogate import load_surrogate
+    from mlvfx.fluids.surrogate import default_model, load_surrogate
 
-    model = args.model or f"smoke{args.dims}d"
+    model = args.model or default_model(args.dims, args.res or (256 if args.dims == 2 else 128))
     net, factor, version = load_surrogate(model)
     return net, factor, f"{model} {version}"
 

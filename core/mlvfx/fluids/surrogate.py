@@ -826,6 +826,24 @@ class SurrogateStepper(HostStepper):
         return rho, coarse.projection(vel)
 
 
+FINE_3D_MODEL = "smoke3d_128"
+"""The 3D surrogate fine-tuned for 128³ output; :func:`default_model` picks it for large grids."""
+
+
+def default_model(dims: int, res: int) -> str:
+    """The zoo surrogate to use when none is named, for a grid of about ``res`` cells per axis.
+
+    ``smoke3d_128`` for 3D grids of 96 cells or more (nearer 128³ than 64³, the two resolutions the
+    3D models were trained for), when the manifest has it; otherwise ``smoke2d`` / ``smoke3d``.
+    """
+    if dims == 3 and res >= 96:
+        from mlvfx import zoo
+
+        if FINE_3D_MODEL in zoo.load_manifest().ids():
+            return FINE_3D_MODEL
+    return f"smoke{dims}d"
+
+
 def load_surrogate(model_id: str) -> tuple[CorrectionNet, int, str]:
     """``(net, factor, version)`` of the zoo's smoke surrogate ``model_id`` (fetched if needed).
 
