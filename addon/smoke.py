@@ -24,25 +24,46 @@ from .operators import BackgroundJobOperator
 DOMAIN_TAG = "mlvfx_smoke_domain"
 
 
-_model_items_cache: list[tuple[str, str, str]] = []  # Blender needs the item strings kept alive
+_model_items_cache: list[tuple[str, str, str, str, int]] = []  # Blender needs the strings kept alive
+AUTO = "auto"
+AUTO_NUMBER = 1000
 
 
-def _model_items(self: Any, context: bpy.types.Context) -> list[tuple[str, str, str]]:
+def _model_items(self: Any, context: bpy.types.Context) -> list[tuple[str, str, str, str, int]]:
     from mlvfx.errors import MlvfxError
 
+    # Explicit numbers: a .blend stores the number, so "reference" stays 0 and the zoo's models keep
+    # the numbers they had before "auto" (AUTO_NUMBER) was added.
     items = [
-        ("reference", "Reference Solver", "mlvfx's own Eulerian solver at full resolution (slow, exact)")
+        (
+            "reference",
+            "Reference Solver",
+            "mlvfx's own Eulerian solver at full resolution (slow, exact)",
+            "",
+            0,
+        )
     ]
     try:
         from mlvfx.zoo import load_manifest
 
-        for entry in load_manifest().models:
-            if entry.task.startswith("smoke"):
-                items.append(
-                    (entry.id, entry.id, f"Learned surrogate {entry.id} {entry.version} from the zoo")
-                )
+        zoo = [e for e in load_manifest().models if e.task.startswith("smoke")]
     except MlvfxError as exc:  # a broken manifest must not break the UI; the reference stays usable
         print(f"mlvfx: zoo manifest unreadable, only the reference solver is offered: {exc}")
+        zoo = []
+    if zoo:
+        items.append(
+            (
+                AUTO,
+                "Learned (Auto)",
+                "The zoo's surrogate for the resolution: smoke3d_128 from 96 voxels, else smoke3d",
+                "",
+                AUTO_NUMBER,
+            )
+        )
+    for number, entry in enumerate(zoo, start=1):
+        items.append(
+            (entry.id, entry.id, f"Learned surrogate {entry.id} {entry.version} from the zoo", "", number)
+        )
     _model_items_cache[:] = items
     return _model_items_cache
 
@@ -116,8 +137,19 @@ class MLVFX_OT_add_smoke(bpy.types.Operator):
         settings.frame_start = context.scene.frame_start
         settings.frame_end = context.scene.frame_end
         settings.cache = f"//mlvfx_smoke/{domain.name}"
+        if any(item[0] == AUTO for item in _model_items(settings, context)):
+            settings.model = AUTO  # learned smoke by default, the model picked by resolution at bake time
         self.report({"INFO"}, f"mlvfx: smoke domain {domain.name!r} emits from {obj.name!r}")
         return {"FINISHED"}
+
+
+def _resolve_model(model: str, resolution: int) -> str:
+    """``auto`` becomes the zoo's surrogate for ``resolution`` (``mlvfx.fluids.surrogate.default_model``)."""
+    if model != AUTO:
+        return model
+    from mlvfx.fluids.surrogate import default_model
+
+    return default_model(3, resolution)
 
 
 def _voxelize(
@@ -184,7 +216,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         return {
             "domain": domain.name,
             "cache": Path(bpy.path.abspath(s.cache)),
-            "model": s.model,
+            "model": _resolve_model(s.model, s.resolution),
             "shape": solver_mask.shape,
             "mask": solver_mask,
             "voxel": voxel,

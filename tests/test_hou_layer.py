@@ -588,7 +588,7 @@ def test_zoo_smoke_model_runs_through_make_stepper(monkeypatch, tmp_path):
     monkeypatch.setenv("MLVFX_ZOO_MANIFEST", str(path))
     monkeypatch.setenv("MLVFX_CACHE_DIR", str(tmp_path / "cache"))
     zoo_manifest._memo.clear()
-    assert model_menu()[2] == "smoke-tiny"
+    assert model_menu()[2:6] == ["auto", model_menu()[3], "smoke-tiny", "smoke-tiny 1.0 (zoo)"]
     stepper = make_stepper("smoke-tiny", SmokeConfig(shape=(16, 16)))
     assert isinstance(stepper, SurrogateStepper)
     src = Source(mask_from_sdf(sphere_sdf((16, 16), (0.5, 0.2), 0.15), 1 / 16), rate=2.0)
@@ -602,6 +602,27 @@ def test_zoo_smoke_model_runs_through_make_stepper(monkeypatch, tmp_path):
     assert domain_from_parms((0, 0, 0), (1.0, 1.3, 0.7), 30).resolution == (30, 39, 21)
     with pytest.raises(ModelNotFound, match="nope"):
         make_stepper("nope", SmokeConfig(shape=(16, 16)))
+    # "auto" picks the zoo's model for the grid (mlvfx.fluids.surrogate.default_model): smoke2d in
+    # 2D, which this zoo lacks, so the error names it; a zoo with a smoke3d serves 3D grids.
+    with pytest.raises(ModelNotFound, match="smoke2d"):
+        make_stepper("auto", SmokeConfig(shape=(16, 16)))
+    weights3 = tmp_path / "smoke3d-t.safetensors"
+    save_file(surrogate_state(CorrectionNet(3, width=4, depth=2, conditions=2), 4), str(weights3))
+    blob = weights3.read_bytes()
+    entry3 = json.loads(json.dumps(manifest["models"][0])) | {"id": "smoke3d", "task": "smoke.surrogate3d"}
+    entry3["files"] = [
+        {
+            "name": weights3.name,
+            "sha256": hashlib.sha256(blob).hexdigest(),
+            "size": len(blob),
+            "urls": [weights3.as_uri()],
+        }
+    ]
+    manifest["models"].append(entry3)
+    path.write_text(json.dumps(manifest))
+    zoo_manifest._memo.clear()
+    stepper3 = make_stepper("auto", SmokeConfig(shape=(16, 16, 16)))
+    assert isinstance(stepper3, SurrogateStepper) and stepper3.net.dims == 3
 
 
 # --------------------------------------------------------------------------------------------

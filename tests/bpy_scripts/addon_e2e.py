@@ -7,6 +7,7 @@ Prints one JSON document with what it observed; every check is also asserted her
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -162,6 +163,14 @@ assert bpy.ops.mlvfx.add_smoke(emitter=emitter.name) == {"FINISHED"}
 domain = bpy.context.active_object
 settings = domain.mlvfx_smoke
 assert settings.is_domain and settings.emitter == emitter
+# A new domain bakes learned smoke: "auto" picks the zoo's model by resolution at bake time.
+observed["new_domain_model"] = settings.model
+assert settings.model == "auto", settings.model
+smoke_module = importlib.import_module(f"{MODULE}.smoke")
+assert smoke_module._resolve_model("auto", 64) == "smoke3d"
+assert smoke_module._resolve_model("auto", 128) == "smoke3d_128"
+assert smoke_module._resolve_model("reference", 128) == "reference"
+settings.model = "reference"  # the bakes below check the reference path; the learned one is further down
 settings.resolution, settings.frame_start, settings.frame_end = 16, 1, 4
 assert bpy.ops.mlvfx.bake_smoke(domain=domain.name) == {"FINISHED"}
 cache = Path(bpy.path.abspath(settings.cache))

@@ -77,6 +77,8 @@ __all__ = [
 ]
 
 REFERENCE = "reference"
+AUTO = "auto"
+"""Model token: the zoo's surrogate for the grid's size (``mlvfx.fluids.surrogate.default_model``)."""
 MODES = ("solver", "standalone")
 BOUNDARIES = ("open_top", "closed", "open")
 MAX_SUBSTEPS = 64
@@ -365,8 +367,9 @@ def smoke_config(parms: SmokeParms, domain: Domain, fps: float) -> SmokeConfig:
 def model_menu() -> list[str]:
     """The model menu as Houdini wants it: ``[token, label, token, label, ...]``.
 
-    ``reference`` first, then the zoo's smoke models (task starting with ``smoke``), newest
-    version of each. A missing or broken manifest leaves just the reference solver.
+    ``reference`` first, then ``auto`` (the zoo's surrogate for the grid's size) and the zoo's
+    smoke models (task starting with ``smoke``), newest version of each. A missing or broken
+    manifest leaves just the reference solver.
     """
     items = [REFERENCE, "Reference solver (exact, slow)"]
     try:
@@ -375,10 +378,11 @@ def model_menu() -> list[str]:
         manifest = load_manifest()
     except Exception:
         return items
-    for model_id in manifest.ids():
-        entry = manifest.get(model_id)
-        if entry.task.startswith("smoke"):
-            items += [model_id, f"{model_id} {entry.version} (zoo)"]
+    smoke = [m for m in manifest.ids() if manifest.get(m).task.startswith("smoke")]
+    if smoke:
+        items += [AUTO, "Learned, picked by grid size (smoke3d_128 from 96 voxels, else smoke3d)"]
+    for model_id in smoke:
+        items += [model_id, f"{model_id} {manifest.get(model_id).version} (zoo)"]
     return items
 
 
@@ -397,9 +401,6 @@ def make_stepper(model: str, config: SmokeConfig) -> StepperLike:
         return Stepper(config)
     from mlvfx.zoo import load_manifest
 
-    entry = load_manifest().get(model)  # raises ModelNotFound with the known ids
-    if not entry.task.startswith("smoke"):
-        raise ModelNotFound(f"zoo model {model!r} is a {entry.task} model, not a smoke model")
     try:
         runtime = importlib.import_module("mlvfx.fluids.surrogate")
     except ImportError:
@@ -407,6 +408,11 @@ def make_stepper(model: str, config: SmokeConfig) -> StepperLike:
             f"zoo model {model!r} needs the learned smoke runtime (mlvfx.fluids.surrogate), "
             "which this mlvfx version does not have; use the reference model"
         ) from None
+    if model == AUTO:  # the zoo's surrogate for this grid's size
+        model = str(runtime.default_model(len(config.shape), max(config.shape)))
+    entry = load_manifest().get(model)  # raises ModelNotFound with the known ids
+    if not entry.task.startswith("smoke"):
+        raise ModelNotFound(f"zoo model {model!r} is a {entry.task} model, not a smoke model")
     stepper: StepperLike = runtime.load_stepper(model, config)
     return stepper
 
