@@ -208,8 +208,8 @@ def write_shot(
     return written, solving
 
 
-def _load_surrogate(args: argparse.Namespace) -> tuple[Any, int, str]:
-    """``(net, factor, name)`` from ``--weights`` or the zoo's ``--model`` (else :func:`default_model`)."""
+def _load_surrogate(args: argparse.Namespace, res: int) -> tuple[Any, int, str]:
+    """``(net, factor, name)`` from ``--weights`` or the zoo's ``--model`` (else the default for ``res``)."""
     from mlvfx.fluids.surrogate import surrogate_from_state
     from mlvfx.zoo import load_state_dict
 
@@ -220,7 +220,7 @@ def _load_surrogate(args: argparse.Namespace) -> tuple[Any, int, str]:
         return net, factor, str(args.weights)
     from mlvfx.fluids.surrogate import default_model, load_surrogate
 
-    model = args.model or default_model(args.dims, args.res or (256 if args.dims == 2 else 128))
+    model = args.model or default_model(args.dims, res)
     net, factor, version = load_surrogate(model)
     return net, factor, f"{model} {version}"
 
@@ -228,7 +228,7 @@ def _load_surrogate(args: argparse.Namespace) -> tuple[Any, int, str]:
 def _surrogate_stepper(args: argparse.Namespace, config: Any) -> Any:
     from mlvfx.fluids.surrogate import SurrogateStepper
 
-    net, factor, _ = _load_surrogate(args)
+    net, factor, _ = _load_surrogate(args, max(config.shape))
     return SurrogateStepper(config, net, factor)
 
 
@@ -245,7 +245,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError("--timing-steps and --steps must be >= 1, --shots and --stability-shots >= 0")
     if args.stability_shots > args.shots:
         raise InputError("--stability-shots cannot exceed --shots")
-    net, factor, name = _load_surrogate(args)
+    net, factor, name = _load_surrogate(args, res)
     spec = BenchSpec(
         dims=args.dims,
         res=res,
