@@ -128,7 +128,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                     raise OutputExistsError(
                         "already exists (pass --overwrite to replace it)", outdir / (name + suffix)
                     )
-    stepper: Any = Stepper(scenario.config) if args.reference else _surrogate_stepper(args, scenario.config)
+    stepper: Any
+    model = None
+    if args.reference:
+        stepper = Stepper(scenario.config)
+    else:
+        stepper, model = _surrogate_stepper(args, scenario.config)
     start = time.perf_counter()
     with progress_bar(args, f"smoke {args.scenario}") as progress:
         written, solving = write_shot(
@@ -152,12 +157,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             "files": written,
             "vdb": vdb,
             "solver": "reference" if args.reference else "surrogate",
+            "model": model,
             "ms_per_step": 1e3 * solving / steps,
             "seconds_total": elapsed,
             "params": scenario.params,
         },
         f"wrote {args.frames} frames to {outdir} in {elapsed:.1f} s ({1e3 * solving / steps:.1f} ms per "
-        f"solver step{', with OpenVDB' if vdb else ''})",
+        f"solver step{', with OpenVDB' if vdb else ''}; {model or 'reference solver'})",
     )
     return 0
 
@@ -225,11 +231,12 @@ def _load_surrogate(args: argparse.Namespace, res: int) -> tuple[Any, int, str]:
     return net, factor, f"{model} {version}"
 
 
-def _surrogate_stepper(args: argparse.Namespace, config: Any) -> Any:
+def _surrogate_stepper(args: argparse.Namespace, config: Any) -> tuple[Any, str]:
+    """The surrogate stepper for ``config`` and the model's name (``id version`` or the weights' path)."""
     from mlvfx.fluids.surrogate import SurrogateStepper
 
-    net, factor, _ = _load_surrogate(args, max(config.shape))
-    return SurrogateStepper(config, net, factor)
+    net, factor, name = _load_surrogate(args, max(config.shape))
+    return SurrogateStepper(config, net, factor), name
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
