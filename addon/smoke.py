@@ -143,13 +143,14 @@ class MLVFX_OT_add_smoke(bpy.types.Operator):
         return {"FINISHED"}
 
 
-def _resolve_model(model: str, resolution: int) -> str:
-    """``auto`` becomes the zoo's surrogate for ``resolution`` (``mlvfx.fluids.surrogate.default_model``)."""
+def _resolve_model(model: str, cells: int) -> str:
+    """``auto`` becomes the zoo's surrogate for a grid of ``cells`` along its longest axis
+    (``mlvfx.fluids.surrogate.default_model``); other models stay as they are."""
     if model != AUTO:
         return model
     from mlvfx.fluids.surrogate import default_model
 
-    return default_model(3, resolution)
+    return default_model(3, cells)
 
 
 def _voxelize(
@@ -216,7 +217,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         return {
             "domain": domain.name,
             "cache": Path(bpy.path.abspath(s.cache)),
-            "model": _resolve_model(s.model, s.resolution),
+            "model": _resolve_model(s.model, max(dims)),  # the grid as rounded for a surrogate
             "shape": solver_mask.shape,
             "mask": solver_mask,
             "voxel": voxel,

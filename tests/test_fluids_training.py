@@ -406,10 +406,27 @@ def test_init_weights_must_have_the_recipes_architecture_switches() -> None:
     net = CorrectionNet(2, width=4, depth=2, symmetric=True)
     state = dict(net.state_dict())
     load_init(net, {k: v for k, v in state.items() if k not in ("gain", "dilation")}, "old.safetensors")
-    with pytest.raises(InputError, match="'symmetry'"):
+    with pytest.raises(InputError, match="other symmetry settings"):
         load_init(net, state | {"symmetry": torch.zeros(1)}, "x.safetensors")
-    with pytest.raises(InputError, match="'mass'"):
+    with pytest.raises(InputError, match="other mass settings"):
         load_init(CorrectionNet(2, width=4, depth=2, symmetric=True, conserve_mass=True), state, "x")
+    with pytest.raises(InputError, match="size mismatch"):
+        load_init(CorrectionNet(2, width=6, depth=2, symmetric=True), state, "x")
+    # Nets with non-default switches load their own kind of weights, and the weights are copied.
+    switches: list[dict[str, object]] = [
+        {"conserve_mass": True},
+        {"density_gain": True},
+        {"dilations": [1, 2]},
+        {"equivariant": True},
+    ]
+    for kwargs in switches:
+        source = CorrectionNet(2, width=4, depth=2, **kwargs)  # type: ignore[arg-type]
+        with torch.no_grad():
+            for p in source.parameters():
+                p.add_(0.1)
+        target = CorrectionNet(2, width=4, depth=2, **kwargs)  # type: ignore[arg-type]
+        load_init(target, dict(source.state_dict()), "x")
+        assert all(torch.equal(a, b) for a, b in zip(source.parameters(), target.parameters(), strict=True))
 
 
 def test_default_model_follows_the_grid_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -425,3 +442,37 @@ def test_default_model_follows_the_grid_size(tmp_path: Path, monkeypatch: pytest
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setenv("MLVFX_ZOO_MANIFEST", str(tmp_path / "manifest.json"))
     assert default_model(3, 128) == "smoke3d"  # an older zoo without it
+
+
+def test_upres_starts_from_the_init_files_upres_and_resume_needs_no_init(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from mlvfx.fluids.surrogate import UpresNet
+    from mlvfx.zoo import load_state_dict
+
+    source = CorrectionNet(2, width=4, depth=2, conditions=2)  # the tiny recipe's net
+    source.upres = UpresNet(2, 4, width=4, depth=2, conditions=2)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.05)
+    init_path = tmp_path / "init.safetensors"
+    save_file(surrogate_state(source, 4), str(init_path))
+    upres = {"iterations": 2, "every": 3, "width": 4, "depth": 2, "batch": 1, "val_every": 1}
+    recipe = load_smoke_recipe(
+        write_recipe(
+            tmp_path / "r.json",
+            upres=upres | {"lr": 0.0, "lr_min": 0.0},
+            train=dict(TINY["train"], init=str(init_path), lr=0.0, lr_min=0.0, iterations=2),  # type: ignore[arg-type]
+        )
+    )
+    data = generate_data(tmp_path / "data", recipe)
+    res = train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run")
+    init, out = load_state_dict(init_path), load_state_dict(res.weights)
+    upres_keys = [k for k in init if k.startswith("upres.")]
+    assert upres_keys and all(torch.equal(out[k], init[k]) for k in upres_keys)  # lr 0: still the init's
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["init"] for r in records if r["event"] == "upres_start"] == [True]
+    # Both stages finished: resuming needs neither the zoo nor the init file.
+    init_path.unlink()
+    again = train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run", resume=True)
+    assert again.iterations_done == 2

@@ -588,7 +588,9 @@ def test_zoo_smoke_model_runs_through_make_stepper(monkeypatch, tmp_path):
     monkeypatch.setenv("MLVFX_ZOO_MANIFEST", str(path))
     monkeypatch.setenv("MLVFX_CACHE_DIR", str(tmp_path / "cache"))
     zoo_manifest._memo.clear()
-    assert model_menu()[2:6] == ["auto", model_menu()[3], "smoke-tiny", "smoke-tiny 1.0 (zoo)"]
+    menu = model_menu()
+    assert menu[2] == "auto" and menu[3].startswith("Learned, by grid size")
+    assert menu[4:6] == ["smoke-tiny", "smoke-tiny 1.0 (zoo)"]
     stepper = make_stepper("smoke-tiny", SmokeConfig(shape=(16, 16)))
     assert isinstance(stepper, SurrogateStepper)
     src = Source(mask_from_sdf(sphere_sdf((16, 16), (0.5, 0.2), 0.15), 1 / 16), rate=2.0)
@@ -623,6 +625,12 @@ def test_zoo_smoke_model_runs_through_make_stepper(monkeypatch, tmp_path):
     zoo_manifest._memo.clear()
     stepper3 = make_stepper("auto", SmokeConfig(shape=(16, 16, 16)))
     assert isinstance(stepper3, SurrogateStepper) and stepper3.net.dims == 3
+    # A session's signature names the model that actually runs, with its version.
+    from mlvfx_houdini.smoke import model_identity
+
+    assert model_identity("auto", SmokeConfig(shape=(16, 16, 16))) == "smoke3d 1.0"
+    assert model_identity("reference", SmokeConfig(shape=(16, 16, 16))) == "reference"
+    assert model_identity("nope", SmokeConfig(shape=(16, 16))) == "nope"  # make_stepper reports it
 
 
 # --------------------------------------------------------------------------------------------

@@ -413,24 +413,23 @@ def init_state(spec: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
 
 def load_init(net: Any, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load the correction part of ``state`` (all but ``upres.*``) into ``net``; every tensor must fit."""
-    own = {k: v for k, v in net.state_dict().items() if not k.startswith("upres.")}
+    """Load the correction part of ``state`` (all but ``upres.*``) into ``net``; every tensor must fit.
+
+    The net itself refuses weights made with other architecture switches (symmetry, mass, gain,
+    dilation; a file without a switch had its default): that becomes a one-line error here.
+    """
     body = {k: v for k, v in state.items() if not k.startswith("upres.")}
-    # Architecture switches, stored as buffers; older files lack some (then they had the default,
-    # as surrogate_from_state reads them). They must match the recipe's, or it is another net.
-    flags = {"symmetry": 0.0, "mass": 0.0, "gain": 0.0, "dilation": 1.0}
-    bad = sorted(k for k in set(own) ^ set(body) if k not in flags) + sorted(
-        k for k in set(own) & set(body) if tuple(own[k].shape) != tuple(body[k].shape)
-    )
-    for k, default in flags.items():
-        if k in own:
-            mine = own[k].cpu().float().reshape(-1)
-            theirs = body[k].float().reshape(-1) if k in body else torch.full_like(mine, default)
-            if not torch.equal(mine, theirs):
-                bad.append(k)
+    body.setdefault("symmetry", torch.zeros(1))  # as surrogate_from_state: no flag, no symmetry
+    try:
+        result = net.load_state_dict(body, strict=False)
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[-1].strip()
+        raise InputError(
+            f"init weights do not fit the recipe's correction net ({detail})", path=source
+        ) from None
+    bad = [k for k in result.missing_keys if not k.startswith("upres.")] + list(result.unexpected_keys)
     if bad:
         raise InputError(f"init weights do not fit the recipe's correction net ({bad[0]!r})", path=source)
-    net.load_state_dict({k: v for k, v in body.items() if k not in flags}, strict=False)
 
 
 def unroll_length(recipe: SmokeRecipe, iteration: int) -> int:
@@ -513,15 +512,19 @@ def train_surrogate(
         for s in train
     ]
     sources = [sv.prepare_sources(s.scenario.sources) for sv, s in zip(solvers, train, strict=True)]
+    ckpt = out / CHECKPOINT
     init_upres: dict[str, torch.Tensor] | None = None
     init_record = None
-    if t.init:
+    # The init file is needed unless both stages resume from their checkpoints (an offline resume
+    # on a fresh machine must not need the zoo).
+    resumed = resume and ckpt.is_file()
+    upres_resumed = recipe.upres.iterations == 0 or (resume and (out / UPRES_CHECKPOINT).is_file())
+    if t.init and not (resumed and upres_resumed):
         init, init_record = init_state(t.init)
-        load_init(net, init, t.init)
+        load_init(net, init, t.init)  # checked even when the checkpoint then replaces it
         init_upres = {k[len("upres.") :]: v for k, v in init.items() if k.startswith("upres.")} or None
     opt = torch.optim.Adam(net.parameters(), lr=t.lr)
     start, prior = 0, 0.0
-    ckpt = out / CHECKPOINT
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         try:

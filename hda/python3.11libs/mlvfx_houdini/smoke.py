@@ -380,17 +380,61 @@ def model_menu() -> list[str]:
         return items
     smoke = [m for m in manifest.ids() if manifest.get(m).task.startswith("smoke")]
     if smoke:
-        items += [AUTO, "Learned, picked by grid size (smoke3d_128 from 96 voxels, else smoke3d)"]
+        items += [AUTO, "Learned, by grid size (3D: smoke3d_128 from 96 voxels, else smoke3d; 2D: smoke2d)"]
     for model_id in smoke:
         items += [model_id, f"{model_id} {manifest.get(model_id).version} (zoo)"]
     return items
 
 
+def _runtime(model: str) -> Any:
+    """The learned smoke runtime, ``mlvfx.fluids.surrogate``; ModelNotFound when this mlvfx lacks it."""
+    try:
+        return importlib.import_module("mlvfx.fluids.surrogate")
+    except ImportError:
+        raise ModelNotFound(
+            f"zoo model {model!r} needs the learned smoke runtime (mlvfx.fluids.surrogate), "
+            "which this mlvfx version does not have; use the reference model"
+        ) from None
+
+
+def resolve_model(model: str, config: SmokeConfig) -> str:
+    """``model``, with ``auto`` replaced by the zoo's surrogate for the grid's size.
+
+    Raises:
+        ModelNotFound: ``auto`` with an mlvfx that cannot pick a model.
+    """
+    if model != AUTO:
+        return model
+    pick = getattr(_runtime(model), "default_model", None)
+    if pick is None:
+        raise ModelNotFound("this mlvfx version cannot pick a smoke model by grid size; choose one")
+    return str(pick(len(config.shape), max(config.shape)))
+
+
+def model_identity(model: str, config: SmokeConfig) -> str:
+    """What the node's results depend on: ``reference``, or the resolved zoo model and its version.
+
+    Part of a session's signature, so frames cached with one model are not reused when ``auto``
+    resolves differently or the zoo brings a new version. Lookup failures return ``model`` as it
+    is: :func:`make_stepper` reports them.
+    """
+    if model == REFERENCE:
+        return model
+    try:
+        from mlvfx.zoo import load_manifest
+
+        resolved = resolve_model(model, config)
+        return f"{resolved} {load_manifest().get(resolved).version}"
+    except Exception:
+        return model
+
+
 def make_stepper(model: str, config: SmokeConfig) -> StepperLike:
     """The stepper for ``model``: the reference solver, or a learned surrogate from the zoo.
 
-    Learned models are resolved through :mod:`mlvfx.zoo` and run by
-    ``mlvfx.fluids.surrogate.load_stepper(model_id, config)`` (the surrogate runtime's entry point).
+    Learned models (``auto``: the zoo's surrogate for the grid's size) are resolved through
+    :mod:`mlvfx.zoo` and run by ``mlvfx.fluids.surrogate.load_stepper(model_id, config)`` (the
+    surrogate runtime's entry point).
 
     Raises:
         ModelNotFound: the zoo has no such model, or this mlvfx has no surrogate runtime yet.
@@ -401,19 +445,11 @@ def make_stepper(model: str, config: SmokeConfig) -> StepperLike:
         return Stepper(config)
     from mlvfx.zoo import load_manifest
 
-    try:
-        runtime = importlib.import_module("mlvfx.fluids.surrogate")
-    except ImportError:
-        raise ModelNotFound(
-            f"zoo model {model!r} needs the learned smoke runtime (mlvfx.fluids.surrogate), "
-            "which this mlvfx version does not have; use the reference model"
-        ) from None
-    if model == AUTO:  # the zoo's surrogate for this grid's size
-        model = str(runtime.default_model(len(config.shape), max(config.shape)))
+    model = resolve_model(model, config)
     entry = load_manifest().get(model)  # raises ModelNotFound with the known ids
     if not entry.task.startswith("smoke"):
         raise ModelNotFound(f"zoo model {model!r} is a {entry.task} model, not a smoke model")
-    stepper: StepperLike = runtime.load_stepper(model, config)
+    stepper: StepperLike = _runtime(model).load_stepper(model, config)
     return stepper
 
 
@@ -583,12 +619,13 @@ _lock = threading.Lock()
 
 def session_for(key: str, parms: SmokeParms, domain: Domain, fps: float, extra: str = "") -> SmokeSession:
     """The node's standalone session, recreated when any parameter or the grid changes."""
-    signature = _signature(parms, domain, fps, extra)
+    config = smoke_config(parms, domain, fps)
+    signature = _signature(parms, domain, fps, extra + "|" + model_identity(parms.model, config))
     with _lock:
         current = _sessions.get(key)
         if current is not None and current.signature == signature:
             return current
-    stepper = make_stepper(parms.model, smoke_config(parms, domain, fps))
+    stepper = make_stepper(parms.model, config)
     cache = Path(parms.cache_dir).expanduser() if parms.cache_dir else None
     session = SmokeSession(
         signature,
@@ -605,12 +642,13 @@ def session_for(key: str, parms: SmokeParms, domain: Domain, fps: float, extra: 
 
 def solver_stepper(key: str, parms: SmokeParms, domain: Domain, fps: float) -> SmokeSession:
     """The solver-mode session: no frame cache, but the stepper (and its exact state) is kept."""
-    signature = _signature(parms, domain, fps)
+    config = smoke_config(parms, domain, fps)
+    signature = _signature(parms, domain, fps, model_identity(parms.model, config))
     with _lock:
         hit = _solvers.get(key)
     stepper = hit[1] if hit is not None and hit[0] == signature else None
     if stepper is None:
-        stepper = make_stepper(parms.model, smoke_config(parms, domain, fps))
+        stepper = make_stepper(parms.model, config)
         with _lock:
             _solvers[key] = (signature, stepper)
     return SmokeSession(
