@@ -13,6 +13,8 @@ quarter. Validation shots only (seeds from 1000; the held-out benchmark shots st
     .venv/bin/python bench/smoke_mass.py --weights runs/smoke2d_v2/smoke2d_v2.safetensors ...
     .venv/bin/python bench/smoke_mass.py --dims 3 --res 64 --shots 3 --steps 100 --closed-steps 100 \
         --weights model_zoo/weights/smoke3d-0.2.0.safetensors
+    .venv/bin/python bench/smoke_mass.py --dims 3 --res 64 --shots 3 --steps 400 --no-closed --as-trained \
+        --cache /tmp/smoke_refs --weights model_zoo/weights/smoke3d-0.2.0.safetensors runs/x/x.safetensors
 """
 
 from __future__ import annotations
@@ -68,21 +70,48 @@ def closed_box(seeds: list[int], steps: int, dims: int, res: int) -> None:
         print(f"| {seed} {fam} | {cells[0]} | {cells[1]} |")
 
 
-def surrogates(paths: list[Path], seeds: list[int], steps: int, dims: int, res: int) -> None:
+def reference_run(
+    seed: int, steps: int, dims: int, res: int, marks: list[int], cache: Path | None
+) -> tuple[list[float], dict[int, torch.Tensor]]:
+    """The reference's total density per step and its density at ``marks`` (cached on disk when
+    ``cache`` is set: the solver is deterministic, so a rerun would give the same numbers)."""
+    path = cache / f"ref_{dims}d_{res}_{seed}_{steps}.npz" if cache is not None else None
+    if path is not None and path.is_file():
+        with np.load(path) as z:
+            return [float(x) for x in z["totals"]], {t: torch.from_numpy(z[f"snap_{t}"]) for t in marks}
+    sc = make_scenario(FAMILIES[seed % 4], dims, res, seed=seed)
+    ref = ReferenceSolver(sc.config, sc.obstacles)
+    rs = ref.prepare_sources(sc.sources)
+    state, totals, snaps = ref.zeros(), [], {}
+    with torch.no_grad():
+        for i in range(1, steps + 1):
+            state = ref.advance(*state, rs)
+            totals.append(float(state[0].sum()))
+            if i in marks:
+                snaps[i] = state[0].clone()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, totals=np.array(totals), **{f"snap_{t}": v.numpy() for t, v in snaps.items()})
+        tmp.replace(path)
+    return totals, snaps
+
+
+def surrogates(
+    paths: list[Path],
+    seeds: list[int],
+    steps: int,
+    dims: int,
+    res: int,
+    as_trained: bool = False,
+    cache: Path | None = None,
+) -> None:
     tail = steps - steps // 4
     marks = [t for t in (50, 100, 200) if t <= steps]
     refs = {}
     for seed in seeds:
         sc = make_scenario(FAMILIES[seed % 4], dims, res, seed=seed)
-        ref = ReferenceSolver(sc.config, sc.obstacles)
-        rs = ref.prepare_sources(sc.sources)
-        state, totals, snaps = ref.zeros(), [], {}
-        with torch.no_grad():
-            for i in range(1, steps + 1):
-                state = ref.advance(*state, rs)
-                totals.append(float(state[0].sum()))
-                if i in marks:
-                    snaps[i] = state[0].clone()
+        totals, snaps = reference_run(seed, steps, dims, res, marks, cache)
         refs[seed] = (sc, totals, snaps)
     print(
         f"\n## surrogates on validation shots {seeds[0]}-{seeds[-1]}: error, and total density "
@@ -99,7 +128,7 @@ def surrogates(paths: list[Path], seeds: list[int], steps: int, dims: int, res: 
         trained = "budget" if net.mass_budget else "coarse" if net.conserve_mass else "none"
         runs.append((path.stem, f"{trained} (as trained)", net))
         for mode in ("coarse", "budget"):
-            if mode != trained:
+            if mode != trained and not as_trained:
                 net, _ = surrogate_from_state(load_state_dict(path), source=str(path))
                 net.conserve_mass, net.mass_budget = True, mode == "budget"
                 runs.append((path.stem, mode, net))
@@ -141,11 +170,18 @@ def main() -> None:
     ap.add_argument("--dims", type=int, default=2, choices=(2, 3))
     ap.add_argument("--res", type=int, default=256)
     ap.add_argument("--shots", type=int, default=6, help="validation shots from seed 1000 (default 6)")
+    ap.add_argument(
+        "--as-trained", action="store_true", help="each model with its own mass setting only (no switching)"
+    )
+    ap.add_argument("--no-closed", action="store_true", help="skip part 1 (the closed box)")
+    ap.add_argument("--cache", type=Path, help="folder to keep the reference runs in (reused by later runs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    closed_box([1000, 1001, 1002], args.closed_steps, args.dims, args.res)
+    if not args.no_closed:
+        closed_box([1000, 1001, 1002], args.closed_steps, args.dims, args.res)
     if args.weights:
-        surrogates(args.weights, list(range(1000, 1000 + args.shots)), args.steps, args.dims, args.res)
+        seeds = list(range(1000, 1000 + args.shots))
+        surrogates(args.weights, seeds, args.steps, args.dims, args.res, args.as_trained, args.cache)
 
 
 if __name__ == "__main__":

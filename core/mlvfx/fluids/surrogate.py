@@ -651,6 +651,7 @@ def unrolled_loss(
     noise: float = 0.0,
     generator: torch.Generator | None = None,
     velocity_weight: float = 1.0,
+    mass_weight: float = 0.0,
 ) -> torch.Tensor:
     """Solver-in-the-Loop objective over ``len(target_density)`` unrolled corrected coarse steps.
 
@@ -665,9 +666,12 @@ def unrolled_loss(
             RMS (noise injection makes the correction robust to its own drift).
         generator: Random generator for the noise (reproducible training).
         velocity_weight: Weight of the velocity term against the density term.
+        mass_weight: Weight of a total-density term: the squared relative error of the summed
+            density at each step. The per-cell term barely sees a small, steady gain or drain that
+            adds up over a long rollout; this term does (0: off).
 
     Returns:
-        Mean over steps of the relative squared errors of density and velocity.
+        Mean over steps of the relative squared errors of density and velocity (and total density).
 
     Gradients flow through the DCT and CG projections; the 2D sparse-LU path (the default with
     obstacles in 2D) runs in SciPy and is not differentiable, so train such shots with
@@ -699,6 +703,9 @@ def unrolled_loss(
         v_num = sum((v - t).pow(2).sum() for v, t in zip(vel, vel_t, strict=True))
         v_den = sum(t.pow(2).sum() for t in vel_t)
         total = total + d_err + velocity_weight * v_num / torch.as_tensor(v_den).clamp(min=1e-12)
+        if mass_weight > 0:
+            want = rho_t.sum()
+            total = total + mass_weight * ((density.sum() - want) / want.abs().clamp(min=1e-12)).pow(2)
     return total / len(target_density)
 
 

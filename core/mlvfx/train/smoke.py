@@ -85,6 +85,9 @@ class SmokeTrain:
     (fetched and verified through the zoo) or a safetensors path. Its correction must have the
     recipe's architecture; its upres, if it has one that fits, is where the upres training starts.
     The coarsening factor and the grid size may differ (the nets are convolutional).
+
+    ``mass_weight``: weight of the total-density term of :func:`~mlvfx.fluids.surrogate.unrolled_loss`
+    (0: off), aimed at long-run drift of the total.
     """
 
     iterations: int = 3000
@@ -93,6 +96,7 @@ class SmokeTrain:
     early_fraction: float = 0.0
     early_start_max: int = 0
     velocity_weight: float = 0.5
+    mass_weight: float = 0.0
     lr: float = 1e-3
     lr_min: float = 2e-5
     budget_minutes: float = 150.0
@@ -190,6 +194,8 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
     dil = r.model.dilations
     if dil is not None and (len(dil) != r.model.depth or min(dil) < 1):
         problems.append(f"model.dilations needs {r.model.depth} (depth) integers >= 1")
+    if r.train.mass_weight < 0 or r.train.velocity_weight < 0:
+        problems.append("velocity_weight and mass_weight must be >= 0")
     if r.train.iterations < 1 or r.train.threads < 1:
         problems.append("iterations and threads must be >= 1")
     u = r.upres
@@ -592,6 +598,7 @@ def train_surrogate(
             noise=t.noise,
             generator=gen,
             velocity_weight=t.velocity_weight,
+            mass_weight=t.mass_weight,
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
