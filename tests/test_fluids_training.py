@@ -478,3 +478,13 @@ def test_upres_starts_from_the_init_files_upres_and_resume_needs_no_init(tmp_pat
     init_path.unlink()
     again = train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run", resume=True)
     assert again.iterations_done == 2
+
+
+def test_every_shipped_smoke_recipe_loads() -> None:
+    """A recipe in model_zoo/recipes that no longer validates would only fail hours into a run."""
+    root = Path(__file__).resolve().parents[1] / "model_zoo" / "recipes"
+    paths = sorted(root.glob("smoke*.json"))
+    assert len(paths) >= 10
+    for path in paths:
+        recipe = load_smoke_recipe(path)
+        assert recipe.name == path.stem and recipe.dims in (2, 3)
