@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from smoke_mass import FAMILIES, reference_run
 
 from mlvfx.fluids.scenarios import make_scenario
-from mlvfx.fluids.surrogate import SurrogateSolver, centre_to_faces, surrogate_from_state
+from mlvfx.fluids.surrogate import SurrogateSolver, surrogate_from_state
 from mlvfx.train.smoke import load_shots, load_smoke_recipe
 from mlvfx.zoo import load_state_dict
 
@@ -52,8 +52,6 @@ def train_totals(path: Path, recipe_path: Path, data: Path) -> None:
 
 def parts(path: Path, steps: int, res: int, shots: int, cache: Path | None) -> None:
     net, factor = surrogate_from_state(load_state_dict(path), source=str(path))
-    if net.conserve_mass or net.density_gain:
-        raise SystemExit(f"{path}: --parts handles additive corrections without a mass constraint only")
     row = []
     for seed in range(1000, 1000 + shots):
         fam = FAMILIES[seed % 4]
@@ -62,20 +60,17 @@ def parts(path: Path, steps: int, res: int, shots: int, cache: Path | None) -> N
         out = []
         for mode in ("both", "density", "velocity"):
             sur = SurrogateSolver(sc.config, net, sc.obstacles, factor, dtype="float32")
-            solver = sur.solver
+            real = sur.correct
 
-            def correct(density, vel, sources=(), budget=None, mode=mode, sur=sur, solver=solver):  # type: ignore[no-untyped-def]
-                delta = net(sur.inputs(density, vel, sources))[0]
-                if mode != "velocity":
-                    density = (density + delta[0]).clamp(min=0.0).masked_fill(solver.solid, 0.0)
-                if mode != "density":
-                    vel = [v + dv for v, dv in zip(vel, centre_to_faces(list(delta[1:])), strict=True)]
-                    vel = solver.projection(vel)
-                return density, vel
+            def correct(density, vel, sources=(), budget=None, mode=mode, real=real):  # type: ignore[no-untyped-def]
+                # The model's own correction; then one half of it is dropped again (the coarse
+                # step's velocity is already projected, its density already non-negative).
+                d, v = real(density, vel, sources, budget)
+                return (d, vel) if mode == "density" else (density, v) if mode == "velocity" else (d, v)
 
             sur.correct = correct  # type: ignore[method-assign]
             src = sur.prepare_sources(sc.sources)
-            state = solver.zeros()
+            state = sur.solver.zeros()
             with torch.no_grad():
                 for _ in range(steps):
                     state = sur.advance(*state, src)
