@@ -20,7 +20,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -92,7 +91,6 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, help="reference runs, shared with bench/smoke_mass.py")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    np.set_printoptions(linewidth=200)
     if args.train_data is not None:
         if args.recipe is None:
             raise SystemExit("--train-data needs --recipe")
