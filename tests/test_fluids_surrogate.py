@@ -414,63 +414,6 @@ def test_mass_budget_counts_the_flux_through_open_walls() -> None:
     assert float(shut.mass_budget(rho, vel)) == pytest.approx(8.0, rel=1e-6)
 
 
-def test_outflow_gain_scales_the_budget_outflow() -> None:
-    import math
-
-    from mlvfx.fluids.surrogate import surrogate_from_state, surrogate_state
-
-    with pytest.raises(InputError, match="needs mass_budget"):
-        CorrectionNet(2, width=4, depth=2, outflow_gain=True)
-    sc = make_scenario("plume", 2, 32)  # open top
-    net = CorrectionNet(2, width=4, depth=2, conditions=2, mass_budget=True, outflow_gain=True).double()
-    with torch.no_grad():  # channel 3 (after density and the 2 velocities) is the outflow gain: 2 everywhere
-        net.body[-1].bias[3] = 2.0 * math.atanh(math.log(2.0) / 2.0)
-    surrogate = SurrogateSolver(sc.config, net, factor=4)
-    rho, vel = surrogate.solver.zeros()
-    rho[-1, :] = 1.0  # a row of smoke under the open lid, leaving upwards
-    vel[1][-1, :] = 0.5
-    k = sc.config.dt / (4 * sc.config.dx)
-    terms = surrogate.budget_terms(rho, vel)
-    assert float(terms.total()) == pytest.approx(float(surrogate.mass_budget(rho, vel)), rel=1e-12)
-    assert float(terms.total()) == pytest.approx(8.0 - 8 * k * 0.5, rel=1e-9)
-    other = torch.rand_like(rho) + 0.1  # whatever the coarse step made of it
-    with torch.no_grad():
-        after, _ = surrogate.correct(other, vel, (), terms)
-    assert float(after.sum()) == pytest.approx(8.0 - 2 * 8 * k * 0.5, rel=1e-9)  # twice the outflow
-    back, _ = surrogate_from_state(surrogate_state(net, 4))
-    assert back.outflow_gain and back.mass_budget
-    plain = CorrectionNet(2, width=4, depth=2, conditions=2, mass_budget=True).double()
-    with pytest.raises(RuntimeError):  # other head shape, other flag: never a silent load
-        plain.load_state_dict(net.state_dict())
-
-
-def test_init_from_a_net_without_the_outflow_channel_starts_as_that_net() -> None:
-    from mlvfx.train.smoke import load_init
-
-    torch.manual_seed(0)
-    plain = CorrectionNet(2, width=4, depth=2, conditions=2, mass_budget=True, density_gain=True).double()
-    with torch.no_grad():
-        for p in plain.body[-1].parameters():
-            p.normal_(0.0, 0.1)  # a trained-looking head
-    wide = CorrectionNet(
-        2, width=4, depth=2, conditions=2, mass_budget=True, density_gain=True, outflow_gain=True
-    ).double()
-    load_init(wide, dict(plain.state_dict()), "plain.safetensors")
-    assert float(wide.outflow[0]) == 1.0
-    sc = make_scenario("wind", 2, 32)  # every wall open
-    runs = []
-    for net in (plain, wide):
-        surrogate = SurrogateSolver(sc.config, net, factor=4, dtype="float64")
-        sources = surrogate.prepare_sources(sc.sources)
-        state = surrogate.solver.zeros()
-        with torch.no_grad():
-            for _ in range(12):
-                state = surrogate.advance(*state, sources)
-        runs.append(state[0])
-    assert float(runs[0].sum()) > 0
-    assert torch.allclose(runs[0], runs[1], rtol=1e-10, atol=1e-12)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("factor", [2, 4])
 def test_prolong_density_2d_equals_torch_bicubic(dtype: torch.dtype, factor: int) -> None:

@@ -353,13 +353,6 @@ class CorrectionNet(nn.Module):
             correction with the mass constraint spread a haze that piled up over long runs).
         dilations: Dilation of each convolution (``depth`` entries; default all 1). Dilated
             layers widen the receptive field at no extra cost.
-        outflow_gain: One more output channel: a learned gain on the budget's outflow through
-            each open-wall border cell, ``exp(2 tanh(out / 2))`` (1 at zero, within e^-2..e^2).
-            On the coarse grid the upwind flux of the averaged border state misses the
-            correlation of the fine velocity and density inside each coarse cell: on the
-            reference's own restricted states it is 0.73-1.48x of the smoke that really leaves
-            (``bench/smoke_budget.py``), so a budget-rescaled surrogate settles at a wrong total.
-            Needs ``mass_budget``.
     """
 
     def __init__(
@@ -374,29 +367,23 @@ class CorrectionNet(nn.Module):
         density_gain: bool = False,
         dilations: Sequence[int] | None = None,
         mass_budget: bool = False,
-        outflow_gain: bool = False,
     ) -> None:
         super().__init__()
         if dims not in (2, 3):
             raise InputError(f"dims must be 2 or 3, got {dims}")
-        if outflow_gain and not mass_budget:
-            raise InputError(
-                "a CorrectionNet's outflow_gain needs mass_budget (it scales the budget's outflow)"
-            )
         if width < 1 or depth < 2 or conditions < 0:
             raise InputError(f"bad CorrectionNet size: width {width}, depth {depth}, conditions {conditions}")
         dil = [1] * depth if dilations is None else [int(d) for d in dilations]
         if len(dil) != depth or min(dil) < 1:
             raise InputError(f"CorrectionNet dilations {dil} must be {depth} integers >= 1")
         channels_in = 1 + dims + 2 + conditions
-        channels_out = 1 + dims + (1 if outflow_gain else 0)
         layers: list[nn.Module] = []
         if equivariant:
             if width < 2:
                 raise InputError("an equivariant CorrectionNet needs width >= 2")
             odd_in = [c == 1 for c in range(channels_in)]  # channel 1: the X velocity
             hidden = [c >= width // 2 for c in range(width)]
-            odd_out = [c == 1 for c in range(channels_out)]
+            odd_out = [c == 1 for c in range(1 + dims)]
             layers += [MirrorConv(dims, odd_in, hidden, dilation=dil[0]), MirrorAct(hidden, dims)]
             for i in range(depth - 2):
                 layers += [MirrorConv(dims, hidden, hidden, dilation=dil[1 + i]), MirrorAct(hidden, dims)]
@@ -406,7 +393,7 @@ class CorrectionNet(nn.Module):
             layers += [conv(channels_in, width, 3, padding=dil[0], dilation=dil[0]), nn.GELU()]
             for i in range(depth - 2):
                 layers += [conv(width, width, 3, padding=dil[1 + i], dilation=dil[1 + i]), nn.GELU()]
-            head = conv(width, channels_out, 3, padding=dil[-1], dilation=dil[-1])
+            head = conv(width, 1 + dims, 3, padding=dil[-1], dilation=dil[-1])
         nn.init.zeros_(head.weight)  # type: ignore[arg-type]
         nn.init.zeros_(head.bias)  # type: ignore[arg-type]
         layers.append(head)
@@ -420,18 +407,16 @@ class CorrectionNet(nn.Module):
         self.conserve_mass = conserve_mass or mass_budget
         self.mass_budget = mass_budget
         self.density_gain = density_gain
-        self.outflow_gain = outflow_gain
         self.dilations = tuple(dil)
         # Stored with the weights, so a loaded net knows how it was built: symmetry 0 none,
         # 1 mirror-averaged, 2 equivariant; mass 1 when the density correction keeps the coarse
         # step's total, 2 when it keeps the step's mass budget; gain 1 for a multiplicative
-        # density correction; the dilation of every convolution; outflow 1 for a learned outflow gain.
+        # density correction; the dilation of every convolution.
         mode = 2.0 if equivariant else 1.0 if symmetric else 0.0
         self.register_buffer("symmetry", torch.tensor([mode]))
         self.register_buffer("mass", torch.tensor([2.0 if mass_budget else 1.0 if conserve_mass else 0.0]))
         self.register_buffer("gain", torch.tensor([1.0 if density_gain else 0.0]))
         self.register_buffer("dilation", torch.tensor(dil, dtype=torch.float32))
-        self.register_buffer("outflow", torch.tensor([1.0 if outflow_gain else 0.0]))
         self.upres: UpresNet | None = None  # attached after training (see mlvfx.train.smoke)
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
@@ -439,9 +424,8 @@ class CorrectionNet(nn.Module):
         state_dict.setdefault(prefix + "mass", torch.zeros(1))
         state_dict.setdefault(prefix + "gain", torch.zeros(1))
         state_dict.setdefault(prefix + "dilation", torch.ones(self.depth))
-        state_dict.setdefault(prefix + "outflow", torch.zeros(1))
         # The flags steer the dynamics: weights made with other ones must not load silently.
-        flags = ("symmetry", "mass", "gain", "dilation", "outflow")
+        flags = ("symmetry", "mass", "gain", "dilation")
         wrong = [
             k
             for k in flags
@@ -455,7 +439,7 @@ class CorrectionNet(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1 + dims + 2 + conditions, [Z,] Y, X)`` -> ``(B, 1 + dims [+ 1], [Z,] Y, X)``.
+        """``(B, 1 + dims + 2 + conditions, [Z,] Y, X)`` -> ``(B, 1 + dims, [Z,] Y, X)``.
 
         A ``symmetric`` net commutes exactly with the left-right mirror (X velocity negated), as
         the solver does: a CNN on its own breaks the symmetry of a centred plume a little at every
@@ -519,39 +503,6 @@ class AdjointProjection:
 
     def __call__(self, vel: Faces) -> Faces:
         return list(_ProjectFn.apply(self.inner, *vel))  # type: ignore[no-untyped-call]
-
-
-def outflow_gain(logit: torch.Tensor) -> torch.Tensor:
-    """A net's outflow-gain channel as the gain itself: ``exp(2 tanh(logit / 2))``, 1 at 0."""
-    return torch.exp(2.0 * torch.tanh(0.5 * logit))
-
-
-class MassBudget:
-    """One step's mass budget, in terms: ``(kept - outflow) * decay + inflow``.
-
-    ``outflow`` holds, per open wall, ``(dim, index, flux)``: the upwind flux out of the border
-    cells at ``index`` along tensor dimension ``dim`` (a slab of the grid's shape, 1 thick).
-    """
-
-    def __init__(
-        self,
-        kept: torch.Tensor,
-        outflow: list[tuple[int, int, torch.Tensor]],
-        decay: float,
-        inflow: torch.Tensor,
-    ) -> None:
-        self.kept = kept
-        self.outflow = outflow
-        self.decay = decay
-        self.inflow = inflow
-
-    def total(self, gain: torch.Tensor | None = None) -> torch.Tensor:
-        """The budget, with each border cell's outflow scaled by ``gain`` (a grid-shaped field)."""
-        total = self.kept
-        for dim, index, flux in self.outflow:
-            scaled = flux if gain is None else flux * gain.narrow(dim, index, 1)
-            total = total - scaled.sum()
-        return (total * self.decay + self.inflow).clamp(min=0.0)
 
 
 class SurrogateSolver:
@@ -624,29 +575,6 @@ class SurrogateSolver:
         out = upres.upsample(up, self.inputs(density, vel, sources))
         return out if self.fine_solid is None else out.masked_fill(self.fine_solid, 0.0)
 
-    def budget_terms(
-        self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
-    ) -> MassBudget:
-        """The terms of :meth:`mass_budget` for the state ``(density, vel)``, kept apart so that a
-        learned gain can scale the outflow (:class:`MassBudget`)."""
-        cfg = self.solver.config
-        k = cfg.dt / cfg.dx
-        ndim = cfg.dims
-        outflow: list[tuple[int, int, torch.Tensor]] = []
-        for c in range(ndim):
-            dim = comp_dim(c, ndim)
-            n = density.shape[dim]
-            low_closed, high_closed = self.solver.walls.closed[c]
-            if not high_closed:
-                outflow.append((dim, n - 1, k * vel[c].narrow(dim, n, 1) * density.narrow(dim, n - 1, 1)))
-            if not low_closed:
-                outflow.append((dim, 0, -k * vel[c].narrow(dim, 0, 1) * density.narrow(dim, 0, 1)))
-        decay = math.exp(-cfg.density_dissipation * cfg.dt) if cfg.density_dissipation > 0 else 1.0
-        inflow = density.new_zeros(())
-        for src in sources:
-            inflow = inflow + (src.rate * cfg.dt) * src.mask.sum()
-        return MassBudget(density.sum(), outflow, decay, inflow)
-
     def mass_budget(
         self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
     ) -> torch.Tensor:
@@ -656,26 +584,38 @@ class SurrogateSolver:
         value across the wall, as the solver's clamped sampling does), times the dissipation,
         plus every source's inflow. Closed walls and obstacles pass nothing.
         """
-        return self.budget_terms(density, vel, sources).total()
+        cfg = self.solver.config
+        k = cfg.dt / cfg.dx
+        ndim = cfg.dims
+        total = density.sum()
+        for c in range(ndim):
+            dim = comp_dim(c, ndim)
+            n = density.shape[dim]
+            low_closed, high_closed = self.solver.walls.closed[c]
+            if not high_closed:
+                total = total - k * (vel[c].narrow(dim, n, 1) * density.narrow(dim, n - 1, 1)).sum()
+            if not low_closed:
+                total = total + k * (vel[c].narrow(dim, 0, 1) * density.narrow(dim, 0, 1)).sum()
+        if cfg.density_dissipation > 0:
+            total = total * math.exp(-cfg.density_dissipation * cfg.dt)
+        for src in sources:
+            total = total + (src.rate * cfg.dt) * src.mask.sum()
+        return total.clamp(min=0.0)
 
     def correct(
         self,
         density: torch.Tensor,
         vel: Faces,
         sources: Sequence[PreparedSource] = (),
-        budget: torch.Tensor | MassBudget | None = None,
+        budget: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Faces]:
         """The learned correction of a state the coarse solver just produced (re-projected).
 
         ``budget``: the total a mass-conserving net rescales to (:meth:`mass_budget` of the state
-        before the coarse step, or its :meth:`budget_terms`, whose outflow a net with
-        ``outflow_gain`` scales); by default the coarse step's own total.
+        before the coarse step); by default the coarse step's own total.
         """
         solver = self.solver
         delta = self.net(self.inputs(density, vel, sources))[0]
-        ndim = solver.config.dims
-        if isinstance(budget, MassBudget):
-            budget = budget.total(outflow_gain(delta[1 + ndim]) if self.net.outflow_gain else None)
         if self.net.density_gain:
             corrected = (density * (1.0 + torch.tanh(delta[0]))).masked_fill(solver.solid, 0.0)
         else:
@@ -689,14 +629,14 @@ class SurrogateSolver:
             fallback = density if budget is None else density * (budget / density.sum().clamp(min=1e-12))
             corrected = torch.where(total > 1e-6 * before, scaled, fallback)
         density = corrected
-        vel = [v + dv for v, dv in zip(vel, centre_to_faces(list(delta[1 : 1 + ndim])), strict=True)]
+        vel = [v + dv for v, dv in zip(vel, centre_to_faces(list(delta[1:])), strict=True)]
         return density, solver.projection(vel)
 
     def advance(
         self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
     ) -> tuple[torch.Tensor, Faces]:
         """One coarse step, then the correction; the velocity is re-projected (divergence-free)."""
-        budget = self.budget_terms(density, vel, sources) if self.net.mass_budget else None
+        budget = self.mass_budget(density, vel, sources) if self.net.mass_budget else None
         density, vel = self.solver.advance(density, vel, sources)
         return self.correct(density, vel, sources, budget)
 
@@ -799,7 +739,6 @@ def surrogate_from_state(
         mass_code = float(weights.get("mass", torch.zeros(1)).reshape(-1)[0])
         gain = float(weights.get("gain", torch.zeros(1)).reshape(-1)[0]) > 0.5
         dilation = weights.get("dilation", torch.ones(len(convs))).reshape(-1)
-        outflow = float(weights.get("outflow", torch.zeros(1)).reshape(-1)[0]) > 0.5
         net = CorrectionNet(
             dims,
             width=width,
@@ -811,7 +750,6 @@ def surrogate_from_state(
             mass_budget=mass_code > 1.5,
             density_gain=gain,
             dilations=[round(float(d)) for d in dilation],
-            outflow_gain=outflow,
         )
         weights.setdefault("symmetry", torch.zeros(1))
         if upres_keys:

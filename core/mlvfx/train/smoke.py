@@ -72,7 +72,6 @@ class SmokeModel:
     density_gain: bool = False
     dilations: tuple[int, ...] | None = None
     mass_budget: bool = False
-    outflow_gain: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,8 +194,6 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
     dil = r.model.dilations
     if dil is not None and (len(dil) != r.model.depth or min(dil) < 1):
         problems.append(f"model.dilations needs {r.model.depth} (depth) integers >= 1")
-    if r.model.outflow_gain and not r.model.mass_budget:
-        problems.append("model.outflow_gain needs model.mass_budget")
     if r.train.mass_weight < 0 or r.train.velocity_weight < 0:
         problems.append("velocity_weight and mass_weight must be >= 0")
     if r.train.iterations < 1 or r.train.threads < 1:
@@ -429,22 +426,6 @@ def load_init(net: Any, state: dict[str, torch.Tensor], source: str) -> None:
     """
     body = {k: v for k, v in state.items() if not k.startswith("upres.")}
     body.setdefault("symmetry", torch.zeros(1))  # as surrogate_from_state: no flag, no symmetry
-    if (
-        getattr(net, "outflow_gain", False)
-        and float(body.get("outflow", torch.zeros(1)).reshape(-1)[0]) < 0.5
-    ):
-        # A net without the outflow channel: its head gains that channel at zero (gain 1), so the
-        # widened net starts out exactly as the init weights' net with the plain budget.
-        own = net.state_dict()
-        for key, target in own.items():
-            given = body.get(key)
-            if (
-                given is not None
-                and given.dim()
-                and tuple(target.shape) == (given.shape[0] + 1, *given.shape[1:])
-            ):
-                body[key] = torch.cat([given, given.new_zeros((1, *given.shape[1:]))])
-        body["outflow"] = torch.ones(1)
     try:
         result = net.load_state_dict(body, strict=False)
     except RuntimeError as exc:
@@ -529,7 +510,6 @@ def train_surrogate(
         density_gain=m.density_gain,
         dilations=m.dilations,
         mass_budget=m.mass_budget,
-        outflow_gain=m.outflow_gain,
     ).float()
     solvers = [
         SurrogateSolver(
