@@ -13,6 +13,9 @@ the restricted (coarse) reference states from step ``--from`` on, and per step c
   and every correction start from).
 
 Ratios are outflow estimate over the reference's outflow, averaged over the window (1 = exact).
+The last column is the restricted reference's mean ``|v_y|`` at the first and the last step of
+the window: how much the flow itself still changes (``bench/smoke_runaway.py --trace`` prints the
+same for a surrogate's rollouts).
 No model is trained or run; it reads the shots only (about a minute for 12 shots of 400 steps).
 
     .venv/bin/python bench/smoke_budget.py --recipe model_zoo/recipes/smoke3d_v10.json \\
@@ -58,9 +61,10 @@ def main() -> None:
         f"coarse density advection: {scheme}"
     )
     print(
-        "\n| shot | inflow / total per step | formula / reference outflow | coarse step / reference outflow |"
+        "\n| shot | inflow / total per step | formula / reference outflow | coarse step / reference outflow "
+        "| mean abs(v_y), first / last step |"
     )
-    print("|---|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|")
     rows = []
     for shot in load_shots(args.data, recipe, args.kind):
         sc = shot.scenario
@@ -84,9 +88,13 @@ def main() -> None:
         f = float(np.mean(formula_out) / ref.mean())
         c = float(np.mean(coarse_out) / ref.mean())
         rows.append((f, c))
-        print(f"| {shot.seed} {sc.name} | {np.mean(share):.4f} | {f:.3f} | {c:.3f} |")
+        vy = [float(shot.vel[1][t].abs().mean()) for t in (args.start, recipe.data.steps)]
+        print(
+            f"| {shot.seed} {sc.name} | {np.mean(share):.4f} | {f:.3f} | {c:.3f} "
+            f"| {vy[0]:.3f} / {vy[1]:.3f} |"
+        )
     fs, cs = zip(*rows, strict=True)
-    print(f"| range | | {min(fs):.3f}-{max(fs):.3f} | {min(cs):.3f}-{max(cs):.3f} |")
+    print(f"| range | | {min(fs):.3f}-{max(fs):.3f} | {min(cs):.3f}-{max(cs):.3f} | |")
 
 
 if __name__ == "__main__":
