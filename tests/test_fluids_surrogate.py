@@ -110,6 +110,30 @@ def test_mass_term_is_the_squared_relative_total_error() -> None:
     assert float(massed - plain) == pytest.approx(3.0 * sum(errs) / len(errs), rel=1e-9)
 
 
+def test_energy_term_is_the_squared_relative_kinetic_energy_error() -> None:
+    """``energy_weight`` adds w * mean over steps of ((sum v^2 - sum v_t^2) / sum v_t^2)^2."""
+    sc = make_scenario("plume", 2, 32, seed=2)
+    fine = list(simulate(sc, 8))
+    start_d, start_v = restrict_density(fine[3][1], 4), restrict_faces(fine[3][2], 4)
+    targets_d = [restrict_density(d, 4) for _, d, _ in fine[4:]]
+    targets_v = [restrict_faces(v, 4) for _, _, v in fine[4:]]
+    net = CorrectionNet(2, width=8, depth=3)
+    torch.nn.init.normal_(net.body[-1].weight, std=1e-2)  # type: ignore[arg-type]
+    surrogate = SurrogateSolver(sc.config, net)
+    sources = surrogate.prepare_sources(sc.sources)
+    with torch.no_grad():
+        plain = unrolled_loss(surrogate, start_d, start_v, targets_d, targets_v, sources)
+        stirred = unrolled_loss(surrogate, start_d, start_v, targets_d, targets_v, sources, energy_weight=2.0)
+        d, v, errs = start_d, start_v, []
+        for tv in targets_v:
+            d, v = surrogate.advance(d, v, sources)
+            energy = sum(float(x.pow(2).sum()) for x in v)
+            want = sum(float(x.pow(2).sum()) for x in tv)
+            errs.append(((energy - want) / want) ** 2)
+    assert max(errs) > 0
+    assert float(stirred - plain) == pytest.approx(2.0 * sum(errs) / len(errs), rel=1e-9)
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(InputError, match="divisible"):
         coarse_config(SmokeConfig(shape=(30, 32)))

@@ -83,6 +83,8 @@ def test_recipe_validation(tmp_path: Path) -> None:
         load_smoke_recipe(write_recipe(tmp_path / "d.json", data=dict(TINY["data"], res=30)))  # type: ignore[arg-type]
     with pytest.raises(InputError, match="mass_weight must be >= 0"):
         load_smoke_recipe(write_recipe(tmp_path / "f.json", train=dict(TINY["train"], mass_weight=-1)))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="energy_weight must be >= 0"):
+        load_smoke_recipe(write_recipe(tmp_path / "g.json", train=dict(TINY["train"], energy_weight=-1)))  # type: ignore[arg-type]
     (tmp_path / "e.json").write_text("{not json")
     with pytest.raises(InputError, match=r"e\.json"):
         load_smoke_recipe(tmp_path / "e.json")

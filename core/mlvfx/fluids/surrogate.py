@@ -652,6 +652,7 @@ def unrolled_loss(
     generator: torch.Generator | None = None,
     velocity_weight: float = 1.0,
     mass_weight: float = 0.0,
+    energy_weight: float = 0.0,
 ) -> torch.Tensor:
     """Solver-in-the-Loop objective over ``len(target_density)`` unrolled corrected coarse steps.
 
@@ -669,6 +670,10 @@ def unrolled_loss(
         mass_weight: Weight of a total-density term: the squared relative error of the summed
             density at each step. The per-cell term barely sees a small, steady gain or drain that
             adds up over a long rollout; this term does (0: off).
+        energy_weight: Weight of a kinetic-energy term: the squared relative error of the summed
+            squared face velocities at each step. Over hundreds of steps the velocity correction
+            stirs the flow up (``bench/smoke_runaway.py``), a slow gain the per-cell term barely
+            sees (0: off).
 
     Returns:
         Mean over steps of the relative squared errors of density and velocity (and total density).
@@ -706,6 +711,10 @@ def unrolled_loss(
         if mass_weight > 0:
             want = rho_t.sum()
             total = total + mass_weight * ((density.sum() - want) / want.abs().clamp(min=1e-12)).pow(2)
+        if energy_weight > 0:
+            energy = sum(v.pow(2).sum() for v in vel)
+            want_e = torch.as_tensor(v_den).clamp(min=1e-12)
+            total = total + energy_weight * ((energy - want_e) / want_e).pow(2)
     return total / len(target_density)
 
 

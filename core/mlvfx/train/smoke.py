@@ -87,7 +87,9 @@ class SmokeTrain:
     The coarsening factor and the grid size may differ (the nets are convolutional).
 
     ``mass_weight``: weight of the total-density term of :func:`~mlvfx.fluids.surrogate.unrolled_loss`
-    (0: off), aimed at long-run drift of the total.
+    (0: off), aimed at long-run drift of the total. ``energy_weight``: the same for the flow's
+    kinetic energy (the summed squared face velocities), aimed at the velocity correction stirring
+    the flow up over long runs.
     """
 
     iterations: int = 3000
@@ -97,6 +99,7 @@ class SmokeTrain:
     early_start_max: int = 0
     velocity_weight: float = 0.5
     mass_weight: float = 0.0
+    energy_weight: float = 0.0
     lr: float = 1e-3
     lr_min: float = 2e-5
     budget_minutes: float = 150.0
@@ -196,6 +199,8 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
         problems.append(f"model.dilations needs {r.model.depth} (depth) integers >= 1")
     if r.train.mass_weight < 0 or r.train.velocity_weight < 0:
         problems.append("velocity_weight and mass_weight must be >= 0")
+    if r.train.energy_weight < 0:
+        problems.append("energy_weight must be >= 0")
     if r.train.iterations < 1 or r.train.threads < 1:
         problems.append("iterations and threads must be >= 1")
     u = r.upres
@@ -599,6 +604,7 @@ def train_surrogate(
             generator=gen,
             velocity_weight=t.velocity_weight,
             mass_weight=t.mass_weight,
+            energy_weight=t.energy_weight,
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
