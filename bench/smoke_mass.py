@@ -20,6 +20,7 @@ quarter. Validation shots only (seeds from 1000; the held-out benchmark shots st
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def reference_run(
             state = ref.advance(*state, rs)
             totals.append(float(state[0].sum()))
             if i in keep:
-                snaps[i] = state[0].clone()
+                snaps[i] = state[0].detach().cpu().clone()  # CPU: cached as numpy, compared on any device
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -107,7 +108,7 @@ def surrogates(
     res: int,
     as_trained: bool = False,
     cache: Path | None = None,
-) -> None:
+) -> list[dict[str, object]]:
     tail = steps - steps // 4
     marks = [t for t in (50, 100, 200) if t <= steps]
     refs = {}
@@ -134,6 +135,7 @@ def surrogates(
                 net, _ = surrogate_from_state(load_state_dict(path), source=str(path))
                 net.conserve_mass, net.mass_budget = True, mode == "budget"
                 runs.append((path.stem, mode, net))
+    rows: list[dict[str, object]] = []
     for name, mode, net in runs:
         errors: dict[int, list[float]] = {t: [] for t in marks}
         end, lastq = [], []
@@ -161,6 +163,18 @@ def surrogates(
             f"| {name} | {mode} | {err} | {' '.join(f'{x:.2f}' for x in end)} "
             f"| {' '.join(f'{x:.2f}' for x in lastq)} |"
         )
+        rows.append(
+            {
+                "model": name,
+                "mass": mode,
+                "error": {str(t): float(np.mean(v)) for t, v in errors.items()},
+                "total_end": end,
+                "total_last_quarter": lastq,
+                "seeds": seeds,
+                "steps": steps,
+            }
+        )
+    return rows
 
 
 def main() -> None:
@@ -177,13 +191,16 @@ def main() -> None:
     )
     ap.add_argument("--no-closed", action="store_true", help="skip part 1 (the closed box)")
     ap.add_argument("--cache", type=Path, help="folder to keep the reference runs in (reused by later runs)")
+    ap.add_argument("--json", type=Path, help="also write part 2's rows (errors, totals per shot) as JSON")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not args.no_closed:
         closed_box([1000, 1001, 1002], args.closed_steps, args.dims, args.res)
     if args.weights:
         seeds = list(range(1000, 1000 + args.shots))
-        surrogates(args.weights, seeds, args.steps, args.dims, args.res, args.as_trained, args.cache)
+        rows = surrogates(args.weights, seeds, args.steps, args.dims, args.res, args.as_trained, args.cache)
+        if args.json is not None:
+            args.json.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":
