@@ -37,6 +37,7 @@ from mlvfx.fluids.surrogate import (
     restrict_mask,
     surrogate_from_state,
 )
+from mlvfx.io.atomic import write_bytes_atomic
 from mlvfx.zoo import load_state_dict
 
 FAMILIES = ("plume", "two_sources", "wind", "obstacle")
@@ -200,7 +201,7 @@ def main() -> None:
         seeds = list(range(1000, 1000 + args.shots))
         rows = surrogates(args.weights, seeds, args.steps, args.dims, args.res, args.as_trained, args.cache)
         if args.json is not None:
-            args.json.write_text(json.dumps(rows, indent=1) + "\n")
+            write_bytes_atomic(args.json, (json.dumps(rows, indent=1) + "\n").encode(), overwrite=True)
 
 
 if __name__ == "__main__":
