@@ -8,16 +8,12 @@
 #   OUT=/tmp/out bash bench/gpu_smoke128.sh
 # RECIPE, RES and RES2 override the recipe and the two benchmark resolutions (a tiny test run).
 set -uo pipefail
-export PYTHONPATH="$PWD/core:$PWD/.gpu_site${PYTHONPATH:+:$PYTHONPATH}" MLVFX_CACHE_DIR=/tmp/mc
-export PYTHONUNBUFFERED=1 MLVFX_OFFLINE=1
-OUT=${OUT:?set OUT}
+. "$(dirname "$0")/gpu_env.sh"
 RECIPE=${RECIPE:-model_zoo/recipes/smoke3d_v4.json}
 RES=${RES:-128}
 RES2=${RES2:-64}
 name=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["name"])' "$RECIPE")
 work=${WORK:-/tmp/gpu_smoke}
-mlvfx() { python3 -c 'import sys; from mlvfx.cli import main; sys.exit(main(sys.argv[1:]))' "$@"; }
-table() { python3 -c 'import json, sys; from mlvfx.fluids.bench import format_table; print(format_table(json.load(open(sys.argv[1]))))' "$1"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 start=$(date +%s)
@@ -36,10 +32,10 @@ cp "$w" "$OUT"/ || { echo "no weights"; exit 1; }
 mlvfx -q smoke bench --dims 3 --res "$RES" --weights "$w" --shots 4 --steps 25 50 100 \
     --stability-steps 400 --stability-shots 1 --timing-steps 10 --out-json "$OUT/bench${RES}.json"
 echo "bench $RES exit $? after $(( $(date +%s) - start )) s"
-table "$OUT/bench${RES}.json"
+bench_summary "$OUT/bench${RES}.json"
 if (( $(date +%s) - start < ${BENCH2_BEFORE_S:-420} )); then
     mlvfx -q smoke bench --dims 3 --res "$RES2" --weights "$w" --shots 3 --steps 25 50 100 \
         --stability-steps 400 --stability-shots 1 --timing-steps 10 --out-json "$OUT/bench${RES2}.json"
     echo "bench $RES2 exit $? after $(( $(date +%s) - start )) s"
-    table "$OUT/bench${RES2}.json"
+    bench_summary "$OUT/bench${RES2}.json"
 fi

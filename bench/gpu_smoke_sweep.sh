@@ -6,7 +6,7 @@
 #
 # 1. The reference shots of the first recipe, once (every recipe must use the same data spec).
 # 2. All recipes train at once, each in its own process (`--budget-minutes $BUDGET_MIN` so each
-#    stops with weights in time). Logs, summaries and weights are copied to $OUT.
+#    stops with weights in time). Logs, summaries and weights go to $OUT/runs.tar.
 # 3. bench/smoke_mass.py rolls BASE_WEIGHTS and every new model out to $STAB_STEPS steps on the 3
 #    validation shots (seeds 1000-1002): error at t = 50/100/200 and the total density against
 #    the reference ($OUT/val.json).
@@ -17,13 +17,10 @@
 # 5. If one was chosen and the elapsed time is under $HELDOUT_BEFORE_S, `mlvfx smoke bench` of it
 #    on the held-out shots (seeds 5000+) with 3 stability shots.
 #
-# Same environment notes as bench/gpu_smoke128.sh (PYTHONPATH=core, .gpu_site carried, the
-# checkout's model_zoo/ is the zoo mirror). RES (default 128) is only for a tiny local test with
-# tiny recipes.
+# The environment is bench/gpu_env.sh's (carry .gpu_site). RES (default 128) is only for a tiny
+# local test with tiny recipes.
 set -uo pipefail
-export PYTHONPATH="$PWD/core:$PWD/bench:$PWD/.gpu_site${PYTHONPATH:+:$PYTHONPATH}" MLVFX_CACHE_DIR=/tmp/mc
-export PYTHONUNBUFFERED=1 MLVFX_OFFLINE=1
-OUT=${OUT:?set OUT}
+. "$(dirname "$0")/gpu_env.sh"
 RES=${RES:-128}
 BUDGET_MIN=${BUDGET_MIN:-5}
 STAB_STEPS=${STAB_STEPS:-400}
@@ -34,7 +31,6 @@ shift
 recipes=("$@")
 (( ${#recipes[@]} )) || { echo "no recipes"; exit 2; }
 mkdir -p "$work" "$OUT"
-mlvfx() { python3 -c 'import sys; from mlvfx.cli import main; sys.exit(main(sys.argv[1:]))' "$@"; }
 start=$(date +%s)
 el() { echo $(( $(date +%s) - start )); }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
@@ -63,13 +59,16 @@ for i in "${!pids[@]}"; do
     echo "train ${names[$i]} exit $? at $(el) s"
 done
 weights=()
+keep=()
 for name in "${names[@]}"; do
     d="$work/runs/$name"
     tail -n 3 "$work/$name.err"
-    for f in log.jsonl summary.json "$name.safetensors"; do cp "$d/$f" "$OUT/${name}_$f" 2>/dev/null; done
+    for f in log.jsonl summary.json "$name.safetensors"; do [ -f "$d/$f" ] && keep+=("$name/$f"); done
     [ -f "$d/$name.safetensors" ] && weights+=("$d/$name.safetensors")
     grep '"val"' "$d/log.jsonl" | tail -n 1
 done
+# One archive: the device tool brings back only a few files per call.
+(( ${#keep[@]} )) && tar -cf "$OUT/runs.tar" -C "$work/runs" "${keep[@]}"
 (( ${#weights[@]} )) || { echo "no weights"; exit 1; }
 
 python3 bench/smoke_mass.py --dims 3 --res "$RES" --shots 3 --steps "$STAB_STEPS" --no-closed --as-trained \
@@ -101,16 +100,7 @@ if [ -n "$chosen" ] && (( $(el) < HELDOUT_BEFORE_S )); then
     mlvfx -q smoke bench --dims 3 --res "$RES" --weights "$chosen" --shots 3 --steps 25 50 100 \
         --stability-steps "$STAB_STEPS" --stability-shots 3 --timing-steps 5 --out-json "$OUT/heldout.json"
     echo "held-out bench exit $? at $(el) s"
-    python3 - "$OUT/heldout.json" <<'PY'
-import json, sys
-from mlvfx.fluids.bench import format_table
-r = json.load(open(sys.argv[1]))
-print(format_table(r))
-for s in r["stability"]:
-    print(f"stability seed {s['seed']} {s['scenario']}: total {s['total_density_ratio']:.3f} "
-          f"(coarse {s['coarse_total_density_ratio']:.3f}), last quarter {s['last_quarter_ratio']:.3f}, "
-          f"finite {s['finite']}")
-PY
+    bench_summary "$OUT/heldout.json"
 else
     echo "no held-out bench (chosen: '${chosen}', elapsed $(el) s)"
 fi
