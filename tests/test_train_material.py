@@ -453,3 +453,57 @@ def test_cli_trains_on_the_data_of_recipes_named_in_also(
     args = parser.parse_args([*argv, "--out", str(tmp_path / "o2"), "--steps", "1"])
     with pytest.raises(InputError, match="recipe not found"):
         args.func(args)
+
+
+def test_curriculum_draws_its_first_steps_from_the_named_folders_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    for i in range(2):
+        _write_sample(mine, i)  # roughness 0.2, 0.3
+    for i in (5, 6, 7):
+        _write_sample(theirs, i)  # roughness 0.7, 0.8, 0.9
+    data = MaterialDataset([mine, theirs], val_fraction=0.0)
+    data.refresh()
+    assert data.root_index(theirs) == 1 and data.root_index(tmp_path / "." / "mine") == 0
+    with pytest.raises(InputError, match="not one of"):
+        data.root_index(tmp_path)
+    for step in range(6):
+        assert float(data.batch(1, step, 4, 32, roots=[1])["roughness"].min()) > 0.65
+        assert float(data.batch(1, step, 4, 32, roots=[0])["roughness"].max()) < 0.35
+    # Without roots the batch is what it always was (every folder, same draw).
+    assert torch.equal(data.batch(1, 0, 4, 32)["lit"], data.batch(1, 0, 4, 32, roots=None)["lit"])
+
+    # In training: steps below first_steps get the curriculum's folder, later ones every folder.
+    base = _tiny_recipe(steps=5, first_steps=3, first_data=("@other",))
+    recipe = replace(base, data=replace(base.data, also=("@other",)))
+    seen: list[object] = []
+    real = MaterialDataset.batch
+
+    def spy(self: MaterialDataset, *args: object, **kw: object) -> dict[str, torch.Tensor]:
+        seen.append(kw.get("roots"))
+        return real(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(MaterialDataset, "batch", spy)
+    res = train_material(recipe, data_dir=[mine, theirs], out_dir=tmp_path / "o", export_onnx=False)
+    assert res.steps_done == 5
+    assert seen == [[1], [1], [1], None, None]
+    with pytest.raises(InputError, match="were given"):
+        train_material(recipe, data_dir=[mine], out_dir=tmp_path / "o2", export_onnx=False)
+
+
+def test_curriculum_recipe_settings_are_checked() -> None:
+    v7 = load_recipe(ROOT / "model_zoo/recipes/material_v7.json")
+    assert v7.train.first_data == ("@material_v1",) and 0 < v7.train.first_steps < v7.train.steps
+    assert v7.data.also == ("@material_v1",)
+    assert recipe_from_dict(v7.to_dict()) == v7
+    for train, match in (
+        ({"first_steps": 10}, "go together"),
+        ({"first_data": ["@x"]}, "go together"),
+        ({"first_steps": 10, "first_data": ["@elsewhere"]}, "not one of its data folders"),
+        ({"first_steps": 10, "first_data": "@x"}, "must be a list"),
+    ):
+        with pytest.raises(InputError, match=match):
+            recipe_from_dict({"name": "x", "seed": 1, "train": train})
+    own = recipe_from_dict({"name": "x", "seed": 1, "train": {"first_steps": 1, "first_data": ["@x"]}})
+    assert own.train.first_data == ("@x",)

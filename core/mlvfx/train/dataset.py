@@ -102,6 +102,7 @@ class MaterialDataset:
         self.root = self.roots[0]
         self.val_fraction = val_fraction
         self.train: list[_Stored] = []
+        self.train_root: list[int] = []  # index into ``roots`` of each training sample
         self.val: list[_Stored] = []
         self._seen: set[str] = set()
         self.skipped_held_out: list[Path] = []
@@ -112,9 +113,11 @@ class MaterialDataset:
         Folders are read in the order given, each in sample order, so the sample list (and with
         it every batch) is the same on every run over the same finished folders.
         """
-        refs: list[SampleRef] = [ref for r in self.roots for ref in list_samples(r)]
+        refs: list[tuple[int, SampleRef]] = [
+            (k, ref) for k, r in enumerate(self.roots) for ref in list_samples(r)
+        ]
         added = 0
-        for ref in refs:
+        for root_index, ref in refs:
             key = str(ref.folder)
             if key in self._seen:
                 continue
@@ -127,23 +130,53 @@ class MaterialDataset:
                 continue
             stored = _store(load_sample(ref.folder))
             split = split_of(ref.seed, ref.index, ref.family, self.val_fraction)
-            (self.val if split == "val" else self.train).append(stored)
+            if split == "val":
+                self.val.append(stored)
+            else:
+                self.train.append(stored)
+                self.train_root.append(root_index)
             self._seen.add(key)
             added += 1
         if not self.train:
             raise InputError("no training samples found", self.root)
         return added
 
+    def root_index(self, folder: str | os.PathLike[str]) -> int:
+        """Index into ``roots`` of a data folder given to the constructor."""
+        want = Path(folder).resolve()
+        for k, r in enumerate(self.roots):
+            if r.resolve() == want:
+                return k
+        raise InputError("not one of this dataset's folders", folder)
+
     def batch(
-        self, seed: int, step: int, batch: int, crop: int, *, context: bool = False, illumination: float = 0.0
+        self,
+        seed: int,
+        step: int,
+        batch: int,
+        crop: int,
+        *,
+        context: bool = False,
+        illumination: float = 0.0,
+        roots: Sequence[int] | None = None,
     ) -> dict[str, torch.Tensor]:
         """The augmented training batch of ``step`` (random crop, dihedral transform, colour jitter).
 
         With ``context`` the batch also holds ``thumb``: the :func:`context_thumbnail` of each
-        whole (augmented) photo the crop was taken from.
+        whole (augmented) photo the crop was taken from. With ``roots`` (indices into
+        ``self.roots``) samples are drawn only from those folders.
         """
         rng = np.random.default_rng([seed, step])
-        picks = rng.integers(0, len(self.train), size=batch)
+        if roots is None:
+            picks = rng.integers(0, len(self.train), size=batch)
+        else:
+            wanted = set(roots)
+            pool = np.array([i for i, k in enumerate(self.train_root) if k in wanted], dtype=np.int64)
+            if pool.size == 0:
+                raise InputError(
+                    "no training samples in the curriculum's first folders", self.roots[min(wanted)]
+                )
+            picks = pool[rng.integers(0, pool.size, size=batch)]
         if not context:
             return to_batch(
                 [

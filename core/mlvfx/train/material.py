@@ -31,7 +31,7 @@ from mlvfx.io import write_bytes_atomic
 from mlvfx.nets.material import MaterialNet, count_flops_per_pixel, count_parameters
 from mlvfx.train import losses as L
 from mlvfx.train.dataset import MaterialDataset
-from mlvfx.train.recipe import LossSpec, Recipe
+from mlvfx.train.recipe import LossSpec, Recipe, data_folder_index
 from mlvfx.train.runlog import CHECKPOINT, SUMMARY, LogFn, run_logger, save_checkpoint
 
 
@@ -189,6 +189,17 @@ def train_material(
 
     data = MaterialDataset(data_dir, val_fraction=recipe.data.val_fraction)
     data.refresh()
+    # train.first_steps: the curriculum's first folders, as indices into the dataset's folders.
+    first_roots: list[int] | None = None
+    if t.first_steps:
+        dirs = [data_dir] if isinstance(data_dir, (str, os.PathLike)) else list(data_dir)
+        positions = [data_folder_index(recipe, e) for e in t.first_data]
+        if max(positions) >= len(dirs):
+            raise InputError(
+                f"train.first_data names the recipe's data folder {max(positions) + 1}; "
+                f"{len(dirs)} were given"
+            )
+        first_roots = sorted({data.root_index(dirs[k]) for k in positions})
     net = MaterialNet(recipe.model).to(dev)
     # loss.light: a training-only head reads the sun direction off the context vector, so the
     # context branch has to estimate where the light comes from. The exported weights lack it.
@@ -243,7 +254,15 @@ def train_material(
         for g in opt.param_groups:
             g["lr"] = learning_rate(step, recipe, total_steps)
         ctx = bool(recipe.model.context)
-        raw = data.batch(recipe.seed, step, t.batch, t.crop, context=ctx, illumination=t.illumination)
+        raw = data.batch(
+            recipe.seed,
+            step,
+            t.batch,
+            t.crop,
+            context=ctx,
+            illumination=t.illumination,
+            roots=first_roots if step < t.first_steps else None,
+        )
         batch = {k: v.to(dev) for k, v in raw.items()}
         if light_head is None:
             terms = compute_losses(net(batch["lit"], batch.get("thumb")), batch, recipe.loss)

@@ -48,6 +48,12 @@ class TrainSpec:
     ``illumination``: if > 0, half the training photos get a smooth light falloff across the
     sample, spanning up to this much in natural log units (see
     :func:`mlvfx.data.augment.relight_smoothly`); 0 (the default) leaves batches as they were.
+
+    ``first_steps`` / ``first_data``: a curriculum in one run. For the first ``first_steps``
+    steps, batches come only from these data folders, named as in ``data.also``
+    (``"@material_v1"``); the recipe's own folder is ``"@<name>"`` or its ``data.dir``. After
+    that, batches come from every folder. The learning-rate schedule runs over all steps.
+    ``first_steps = 0`` (the default) draws from every folder from the start.
     """
 
     steps: int = 4000
@@ -63,6 +69,8 @@ class TrainSpec:
     val_samples: int = 16
     init: str = ""
     illumination: float = 0.0
+    first_steps: int = 0
+    first_data: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,7 @@ def recipe_section(cls: type[Any], raw: Any, where: str, path: Path | None) -> A
     if unknown:
         raise InputError(f"unknown key(s) in recipe section {where!r}: {', '.join(unknown)}", path)
     kw = {k: _tuples(v) for k, v in raw.items()}
-    for key in ("families", "also"):
+    for key in ("families", "also", "first_data"):
         if key in kw:
             if not isinstance(kw[key], tuple):
                 raise InputError(f"recipe section {where!r}: {key!r} must be a list", path)
@@ -181,7 +189,30 @@ def recipe_from_dict(d: dict[str, Any], path: Path | None = None) -> Recipe:
         raise InputError(f"recipe train.illumination must be in 0..2, got {t.illumination}", path)
     if t.steps < 1 or t.batch < 1 or t.crop < 16 or t.lr <= 0 or t.threads < 1:
         raise InputError("recipe 'train' needs steps, batch, threads >= 1, crop >= 16 and lr > 0", path)
+    if t.first_steps < 0 or bool(t.first_steps) != bool(t.first_data):
+        raise InputError("recipe train.first_steps (>= 1) and train.first_data go together", path)
+    for entry in t.first_data:
+        data_folder_index(recipe, entry, path)
     return recipe
+
+
+def data_folder_index(recipe: Recipe, entry: str, path: Path | None = None) -> int:
+    """Position of a ``train.first_data`` entry among the recipe's data folders.
+
+    The folders are, in order, the recipe's own (named ``"@<name>"`` or by its ``data.dir``) and
+    then ``data.also``; this is the order :func:`mlvfx.train.cli` passes them to training.
+
+    Raises:
+        InputError: ``entry`` names none of them.
+    """
+    if entry in (f"@{recipe.name}", recipe.data.dir) and entry:
+        return 0
+    if entry in recipe.data.also:
+        return 1 + recipe.data.also.index(entry)
+    names = ", ".join([f"@{recipe.name}", *([recipe.data.dir] if recipe.data.dir else []), *recipe.data.also])
+    raise InputError(
+        f"recipe train.first_data entry {entry!r} is not one of its data folders ({names})", path
+    )
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
