@@ -170,11 +170,10 @@ class MaterialDataset:
         if roots is None:
             picks = rng.integers(0, len(self.train), size=batch)
         else:
-            wanted = set(roots)
-            pool = np.array([i for i, k in enumerate(self.train_root) if k in wanted], dtype=np.int64)
+            pool = np.flatnonzero(np.isin(self.train_root, list(roots)))
             if pool.size == 0:
                 raise InputError(
-                    "no training samples in the curriculum's first folders", self.roots[min(wanted)]
+                    "no training samples in the curriculum's first folders", self.roots[min(roots)]
                 )
             picks = pool[rng.integers(0, pool.size, size=batch)]
         if not context:

@@ -200,7 +200,7 @@ def data_folder_index(recipe: Recipe, entry: str, path: Path | None = None) -> i
     """Position of a ``train.first_data`` entry among the recipe's data folders.
 
     The folders are, in order, the recipe's own (named ``"@<name>"`` or by its ``data.dir``) and
-    then ``data.also``; this is the order :func:`mlvfx.train.cli` passes them to training.
+    then ``data.also``; this is the order :mod:`mlvfx.train.cli` passes them to training.
 
     Raises:
         InputError: ``entry`` names none of them.
