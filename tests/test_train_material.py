@@ -277,6 +277,52 @@ def test_context_batches_pair_each_crop_with_its_whole_photo(dataset: Path) -> N
     assert "thumb" not in data.batch(5, 3, 2, 32)
 
 
+def test_context_batches_are_the_reference_augmentation_value_for_value(dataset: Path) -> None:
+    # The dataset's fast path crops before it converts; it must give exactly what the reference
+    # augmentation of the whole sample gives, for every one of the 8 transforms, with and
+    # without the light falloff, so that a recipe's batches do not change.
+    from mlvfx.data.augment import augment_with_context
+
+    data = MaterialDataset(dataset, val_fraction=0.0)
+    data.refresh()
+    stored = data.train[0]
+    stored.light = np.asarray([0.6, 0.0, 0.8], np.float32)
+    seen = set()
+    for seed in range(40):
+        for illumination in (0.0, 0.7):
+            ref_part, ref_whole = augment_with_context(
+                stored.sample(), np.random.default_rng(seed), crop_size=32, illumination=illumination
+            )
+            part, whole = stored.with_context(np.random.default_rng(seed), 32, illumination)
+            assert np.array_equal(whole, ref_whole)
+            for name in ("lit", "albedo", "normal", "height", "roughness", "light"):
+                a, b = getattr(part, name), getattr(ref_part, name)
+                assert a.dtype == b.dtype and np.array_equal(a, b), name
+                assert a.flags.c_contiguous
+        draw = np.random.default_rng(seed)
+        seen.add((int(draw.integers(4)), int(draw.integers(2))))
+    assert len(seen) == 8  # every quarter turn, with and without the mirror
+    with pytest.raises(InputError, match="crop size"):
+        stored.with_context(np.random.default_rng(0), SIZE + 16, 0.0)
+
+
+def test_color_jitter_is_the_broadcast_formula_value_for_value() -> None:
+    from mlvfx.data.augment import color_jitter
+
+    lit = np.random.default_rng(3).random((40, 24, 3), dtype=np.float32)
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        gain = 2.0 ** rng.uniform(-0.5, 0.5)
+        wb = 1.0 + rng.uniform(-0.08, 0.08, size=3)
+        out = lit * (gain * wb).astype(np.float32)
+        grey = out @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+        s = 1.0 + rng.uniform(-0.25, 0.25)
+        out = grey[..., None] + (out - grey[..., None]) * s
+        want = np.asarray(np.clip(out, 0.0, 1.0) ** (1.0 + rng.uniform(-0.15, 0.15)), dtype=np.float32)
+        got = color_jitter(lit, np.random.default_rng(seed))
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
 def test_light_loss_trains_a_head_on_the_context_and_exports_without_it(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

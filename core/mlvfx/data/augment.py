@@ -196,11 +196,21 @@ def color_jitter(
     """
     gain = 2.0 ** rng.uniform(-exposure_ev, exposure_ev)
     wb = 1.0 + rng.uniform(-white_balance, white_balance, size=3)
-    out = lit * (gain * wb).astype(np.float32)
+    g = (gain * wb).astype(np.float32)
+    # Channel by channel and in place: numpy broadcasts over a last axis of 3 slowly. Every value
+    # is the one ``grey + (lit * g - grey) * s`` gives (tested against that form).
+    out = np.empty(lit.shape, dtype=np.result_type(lit, np.float32))
+    for c in range(3):
+        np.multiply(lit[..., c], g[c], out=out[..., c])
     grey = out @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
     s = 1.0 + rng.uniform(-saturation, saturation)
-    out = grey[..., None] + (out - grey[..., None]) * s
-    out = np.clip(out, 0.0, 1.0) ** (1.0 + rng.uniform(-gamma, gamma))
+    for c in range(3):
+        ch = out[..., c]
+        np.subtract(ch, grey, out=ch)
+        np.multiply(ch, s, out=ch)
+        np.add(ch, grey, out=ch)
+    np.clip(out, 0.0, 1.0, out=out)
+    np.power(out, 1.0 + rng.uniform(-gamma, gamma), out=out)
     return np.asarray(out, dtype=np.float32)
 
 
