@@ -19,6 +19,13 @@ Variants (inference only; nothing is retrained):
   squared face velocities) exceeds C times that of the coarse step it corrected, the velocity is
   scaled back to it (a scaled divergence-free field stays divergence-free): the correction may
   move energy but not add it.
+* ``mass cap M`` (``--mass-cap``): after each correction, if the corrected total density exceeds
+  M times the total of the coarse step it corrected, the density is scaled back to it: the
+  correction may take smoke away or move it, but not add more than that.
+* ``budget cap B`` (``--budget-cap``): as the mass cap, but the limit is B times the step's mass
+  budget (the total before the step, minus the upwind outflow through open walls, plus the
+  inflow: :meth:`SurrogateSolver.mass_budget`), so the coarse step's own non-conservative gain
+  is capped too. Unlike a trained mass budget it never adds smoke, it only takes the excess away.
 * ``velocity x S`` (``--velocity-scale``): the net's velocity correction scaled by S before it
   is added; S = 0 keeps the density correction (and the upres) on the coarse solver's own flow,
   which stop 11 found steady over 1600 steps.
@@ -78,6 +85,32 @@ def with_energy_cap(sur: SurrogateSolver, cap: float) -> None:
     sur.correct = correct  # type: ignore[method-assign]
 
 
+def with_mass_cap(sur: SurrogateSolver, cap: float) -> None:
+    """``sur``'s correction, its density scaled back to ``cap`` x the coarse step's total."""
+    real = sur.correct
+
+    def correct(density: torch.Tensor, vel: Any, sources: Any = (), budget: Any = None) -> Any:
+        d, v = real(density, vel, sources, budget)
+        limit = cap * density.sum()
+        total = d.sum()
+        return torch.where(total > limit, d * (limit / total.clamp(min=1e-12)), d), v
+
+    sur.correct = correct  # type: ignore[method-assign]
+
+
+def with_budget_cap(sur: SurrogateSolver, cap: float) -> None:
+    """``sur``'s step, its density scaled back to ``cap`` x the step's mass budget."""
+    real = sur.advance
+
+    def advance(density: torch.Tensor, vel: Any, sources: Any = ()) -> Any:
+        limit = cap * sur.mass_budget(density, vel, sources)
+        d, v = real(density, vel, sources)
+        total = d.sum()
+        return torch.where(total > limit, d * (limit / total.clamp(min=1e-12)), d), v
+
+    sur.advance = advance  # type: ignore[method-assign]
+
+
 def with_velocity_scale(sur: SurrogateSolver, scale: float) -> None:
     """``sur``'s correction with the net's velocity channels scaled by ``scale`` (0: density only)."""
     net = copy.deepcopy(sur.net)  # the caller's net is shared by the other variants
@@ -132,6 +165,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1600)
     ap.add_argument("--outflow-gain", type=float, nargs="*", default=[], help="budget outflow gains to try")
     ap.add_argument("--energy-cap", type=float, nargs="*", default=[], help="energy caps to try")
+    ap.add_argument("--mass-cap", type=float, nargs="*", default=[], help="density caps to try")
+    ap.add_argument("--budget-cap", type=float, nargs="*", default=[], help="budget caps to try")
     ap.add_argument(
         "--velocity-scale", type=float, nargs="*", default=[], help="velocity-correction scales to try"
     )
@@ -157,6 +192,8 @@ def main() -> None:
                 (f"outflow gain {g:g}", lambda s, g=g: with_outflow_gain(s, g)) for g in args.outflow_gain
             ]
         variants += [(f"energy cap {c:g}", lambda s, c=c: with_energy_cap(s, c)) for c in args.energy_cap]
+        variants += [(f"mass cap {c:g}", lambda s, c=c: with_mass_cap(s, c)) for c in args.mass_cap]
+        variants += [(f"budget cap {c:g}", lambda s, c=c: with_budget_cap(s, c)) for c in args.budget_cap]
         variants += [
             (f"velocity x {k:g}", lambda s, k=k: with_velocity_scale(s, k)) for k in args.velocity_scale
         ]
