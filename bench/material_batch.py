@@ -2,9 +2,10 @@
 
 ``MaterialDataset.batch`` builds each step's batch on the CPU between the optimiser steps. Since
 stop 14 it crops the maps before converting them from float16 and jitters the photo's colour
-channel by channel (``_Stored.with_context``). This times, in one run and interleaved, that path
-against the reference one it replaced: ``augment_with_context`` on the whole converted sample,
-with the broadcast colour jitter. It also checks that both give the same batch, value for value.
+channel by channel (``augment_with_context``). This times, in one run and interleaved, that path
+against the path it replaced: the whole sample converted to float32, turned (``dihedral``),
+jittered with the old broadcast formula, then cropped. It also checks that both give the same
+batch, value for value.
 
     .venv/bin/python bench/material_batch.py --data ~/.cache/mlvfx/data/material_v1_train --threads 2
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,19 +41,21 @@ def broadcast_jitter(lit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def reference_batch(
     data: MaterialDataset, seed: int, step: int, batch: int, crop: int
 ) -> dict[str, torch.Tensor]:
-    """``data.batch(..., context=True)`` the way it was built before stop 14."""
+    """``data.batch(..., context=True)`` the way it was built before stop 14: each whole sample
+    converted to float32, turned, jittered, then cropped."""
     rng = np.random.default_rng([seed, step])
     picks = rng.integers(0, len(data.train), size=batch)
-    real = aug.color_jitter
-    aug.color_jitter = broadcast_jitter  # type: ignore[assignment]
-    try:
-        pairs = [aug.augment_with_context(data.train[int(i)].sample(), rng, crop_size=crop) for i in picks]
-    finally:
-        aug.color_jitter = real
-    out = to_batch([p[0] for p in pairs])
+    pairs = []
+    for i in picks:
+        out = aug.dihedral(data.train[int(i)].sample(), int(rng.integers(4)), bool(rng.integers(2)))
+        out = replace(out, lit=broadcast_jitter(out.lit, rng))
+        h, w = out.shape
+        top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+        pairs.append((aug.crop(out, top, left, crop), out.lit))
+    out_batch = to_batch([p[0] for p in pairs])
     whole = torch.from_numpy(np.stack([p[1].transpose(2, 0, 1) for p in pairs]).astype(np.float32))
-    out["thumb"] = context_thumbnail(whole)
-    return out
+    out_batch["thumb"] = context_thumbnail(whole)
+    return out_batch
 
 
 def main() -> None:

@@ -278,10 +278,21 @@ def test_context_batches_pair_each_crop_with_its_whole_photo(dataset: Path) -> N
 
 
 def test_context_batches_are_the_reference_augmentation_value_for_value(dataset: Path) -> None:
-    # The dataset's fast path crops before it converts; it must give exactly what the reference
-    # augmentation of the whole sample gives, for every one of the 8 transforms, with and
-    # without the light falloff, so that a recipe's batches do not change.
-    from mlvfx.data.augment import augment_with_context
+    # augment_with_context crops before it converts; it must give exactly what the whole-sample
+    # composition (turn, light falloff, jitter, then crop) gives, for every one of the 8 turns and
+    # mirrors, with and without the falloff, from the float16 training copies as from float32.
+    from dataclasses import replace as dc_replace
+
+    from mlvfx.data.augment import augment_with_context, color_jitter, crop, dihedral, relight_smoothly
+
+    def reference(sample, rng, size, illumination):  # type: ignore[no-untyped-def]
+        out = dihedral(sample, int(rng.integers(4)), bool(rng.integers(2)))
+        if illumination > 0:
+            out = dc_replace(out, lit=relight_smoothly(out.lit, rng, illumination))
+        out = dc_replace(out, lit=color_jitter(out.lit, rng))
+        h, w = out.shape
+        top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+        return crop(out, top, left, size), out.lit
 
     data = MaterialDataset(dataset, val_fraction=0.0)
     data.refresh()
@@ -290,20 +301,21 @@ def test_context_batches_are_the_reference_augmentation_value_for_value(dataset:
     seen = set()
     for seed in range(40):
         for illumination in (0.0, 0.7):
-            ref_part, ref_whole = augment_with_context(
-                stored.sample(), np.random.default_rng(seed), crop_size=32, illumination=illumination
-            )
-            part, whole = stored.with_context(np.random.default_rng(seed), 32, illumination)
-            assert np.array_equal(whole, ref_whole)
-            for name in ("lit", "albedo", "normal", "height", "roughness", "light"):
-                a, b = getattr(part, name), getattr(ref_part, name)
-                assert a.dtype == b.dtype and np.array_equal(a, b), name
-                assert a.flags.c_contiguous
+            ref_part, ref_whole = reference(stored.sample(), np.random.default_rng(seed), 32, illumination)
+            for source in (stored, stored.sample()):
+                part, whole = augment_with_context(
+                    source, np.random.default_rng(seed), crop_size=32, illumination=illumination
+                )
+                assert np.array_equal(whole, ref_whole)
+                for name in ("lit", "albedo", "normal", "height", "roughness", "light"):
+                    a, b = getattr(part, name), getattr(ref_part, name)
+                    assert a.dtype == b.dtype and np.array_equal(a, b), name
+                    assert a.flags.c_contiguous
         draw = np.random.default_rng(seed)
         seen.add((int(draw.integers(4)), int(draw.integers(2))))
     assert len(seen) == 8  # every quarter turn, with and without the mirror
     with pytest.raises(InputError, match="crop size"):
-        stored.with_context(np.random.default_rng(0), SIZE + 16, 0.0)
+        augment_with_context(stored, np.random.default_rng(0), crop_size=SIZE + 16)
 
 
 def test_color_jitter_is_the_broadcast_formula_value_for_value() -> None:

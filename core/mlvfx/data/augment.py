@@ -16,7 +16,7 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -286,8 +286,26 @@ def augment(
     return out
 
 
+class SampleMaps(Protocol):
+    """The maps :func:`augment_with_context` reads: a :class:`MaterialSample`, or any object with
+    the same arrays in another float dtype (the training set keeps float16 copies)."""
+
+    @property
+    def lit(self) -> npt.NDArray[Any]: ...
+    @property
+    def albedo(self) -> npt.NDArray[Any]: ...
+    @property
+    def normal(self) -> npt.NDArray[Any]: ...
+    @property
+    def height(self) -> npt.NDArray[Any]: ...
+    @property
+    def roughness(self) -> npt.NDArray[Any]: ...
+    @property
+    def light(self) -> FloatArray | None: ...
+
+
 def augment_with_context(
-    sample: MaterialSample,
+    sample: SampleMaps,
     rng: np.random.Generator,
     *,
     crop_size: int,
@@ -299,19 +317,43 @@ def augment_with_context(
     The dihedral transform and the colour jitter are applied to the whole sample first and the
     crop is taken from it, so the crop and the whole photo agree (the context branch of
     :class:`mlvfx.nets.material.MaterialNet` reads the whole photo while the U-Net sees the crop).
+    Only the photo is transformed whole, though: the other maps are cut from views of the turned
+    arrays and only the crop is converted to float32 and copied. The result is the same as
+    :func:`dihedral`, :func:`relight_smoothly`, :func:`color_jitter` and :func:`crop` in that
+    order (tested), at about half the cost of a training batch.
     """
-    h, w = sample.shape
+    h, w = sample.lit.shape[:2]
     if crop_size > min(h, w):
         raise InputError(f"crop size {crop_size} exceeds the sample size {h}x{w}")
-    out = dihedral(sample, int(rng.integers(4)), bool(rng.integers(2)))
+    quarter_turns, mirror = int(rng.integers(4)), bool(rng.integers(2))
+
+    def moved(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        out = np.rot90(a, quarter_turns % 4, axes=(0, 1))
+        return out[:, ::-1] if mirror else out
+
+    lit = np.ascontiguousarray(moved(sample.lit), dtype=np.float32)
     if illumination > 0:
-        out = replace(out, lit=relight_smoothly(out.lit, rng, illumination))
+        lit = relight_smoothly(lit, rng, illumination)
     if jitter:
-        out = replace(out, lit=color_jitter(out.lit, rng))
-    h, w = out.shape
-    top = int(rng.integers(0, h - crop_size + 1))
-    left = int(rng.integers(0, w - crop_size + 1))
-    return crop(out, top, left, crop_size), out.lit
+        lit = color_jitter(lit, rng)
+    hh, ww = lit.shape[:2]
+    top = int(rng.integers(0, hh - crop_size + 1))
+    left = int(rng.integers(0, ww - crop_size + 1))
+    window = (slice(top, top + crop_size), slice(left, left + crop_size))
+
+    def part(a: npt.NDArray[Any]) -> FloatArray:
+        return np.ascontiguousarray(moved(a)[window], dtype=np.float32)
+
+    light = sample.light
+    out = MaterialSample(
+        np.ascontiguousarray(lit[window]),
+        part(sample.albedo),
+        rotate_normals(part(sample.normal), quarter_turns, mirror),
+        part(sample.height),
+        part(sample.roughness),
+        None if light is None else rotate_normals(light, quarter_turns, mirror),
+    )
+    return out, lit
 
 
 def normals_from_height(height: FloatArray, pixel_size: float = 1.0) -> FloatArray:

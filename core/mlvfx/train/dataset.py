@@ -14,20 +14,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
-from mlvfx.data.augment import (
-    MaterialSample,
-    augment,
-    color_jitter,
-    load_sample,
-    relight_smoothly,
-    rotate_normals,
-)
+from mlvfx.data.augment import MaterialSample, augment, augment_with_context, load_sample
 from mlvfx.data.splits import HELD_OUT_FAMILIES, SampleRef, list_samples, split_of
 from mlvfx.errors import InputError
 
@@ -53,46 +45,10 @@ class _Stored:
             self.light,
         )
 
-    def with_context(
-        self, rng: np.random.Generator, crop_size: int, illumination: float
-    ) -> tuple[MaterialSample, npt.NDArray[np.float32]]:
-        """Exactly ``augment_with_context(self.sample(), rng, ...)``, about twice as fast.
-
-        Only the photo is transformed whole (the context branch reads all of it). The other maps
-        are cropped from float16 views of the moved arrays before they are converted, so a batch
-        converts and copies a crop, not the whole sample. The random draws come in the same order
-        and every value is the same (tested).
-        """
-        h, w = self.lit.shape[:2]
-        if crop_size > min(h, w):
-            raise InputError(f"crop size {crop_size} exceeds the sample size {h}x{w}")
-        q, m = int(rng.integers(4)), bool(rng.integers(2))
-
-        def view(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
-            out = np.rot90(a, q % 4, axes=(0, 1))
-            return out[:, ::-1] if m else out
-
-        lit = np.ascontiguousarray(view(self.lit), dtype=np.float32)
-        if illumination > 0:
-            lit = relight_smoothly(lit, rng, illumination)
-        lit = color_jitter(lit, rng)
-        hh, ww = lit.shape[:2]
-        top = int(rng.integers(0, hh - crop_size + 1))
-        left = int(rng.integers(0, ww - crop_size + 1))
-        sl = (slice(top, top + crop_size), slice(left, left + crop_size))
-
-        def part(a: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-            return np.ascontiguousarray(view(a)[sl], dtype=np.float32)
-
-        crop = MaterialSample(
-            np.ascontiguousarray(lit[sl]),
-            part(self.albedo),
-            rotate_normals(part(self.normal), q, m),
-            part(self.height_px),
-            part(self.roughness),
-            None if self.light is None else rotate_normals(self.light, q, m),
-        )
-        return crop, lit
+    @property
+    def height(self) -> npt.NDArray[np.float32]:
+        """The height in pixels (what :meth:`sample` returns as ``height``)."""
+        return self.height_px
 
 
 def _store(s: MaterialSample) -> _Stored:
@@ -234,7 +190,11 @@ class MaterialDataset:
             )
         from mlvfx.nets.material import context_thumbnail
 
-        pairs = [self.train[int(i)].with_context(rng, crop, illumination) for i in picks]
+        # The float16 maps go in as they are: only the crops are converted.
+        pairs = [
+            augment_with_context(self.train[int(i)], rng, crop_size=crop, illumination=illumination)
+            for i in picks
+        ]
         out = to_batch([p[0] for p in pairs])
         whole = torch.from_numpy(np.stack([p[1].transpose(2, 0, 1) for p in pairs]).astype(np.float32))
         out["thumb"] = context_thumbnail(whole)
