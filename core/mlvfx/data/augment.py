@@ -132,11 +132,14 @@ def rotate_normals(normal: FloatArray, quarter_turns: int, mirror: bool = False)
     return np.asarray(np.stack([x, y, z], axis=-1), dtype=np.float32)
 
 
-def _move(a: FloatArray, quarter_turns: int, mirror: bool) -> FloatArray:
+def _turned(a: npt.NDArray[Any], quarter_turns: int, mirror: bool) -> npt.NDArray[Any]:
+    """A view of ``a`` turned and mirrored as :func:`dihedral` moves pixels (no copy)."""
     out = np.rot90(a, quarter_turns % 4, axes=(0, 1))
-    if mirror:
-        out = out[:, ::-1]
-    return np.ascontiguousarray(out)
+    return out[:, ::-1] if mirror else out
+
+
+def _move(a: FloatArray, quarter_turns: int, mirror: bool) -> FloatArray:
+    return np.ascontiguousarray(_turned(a, quarter_turns, mirror))
 
 
 def dihedral(sample: MaterialSample, quarter_turns: int, mirror: bool = False) -> MaterialSample:
@@ -320,18 +323,13 @@ def augment_with_context(
     Only the photo is transformed whole, though: the other maps are cut from views of the turned
     arrays and only the crop is converted to float32 and copied. The result is the same as
     :func:`dihedral`, :func:`relight_smoothly`, :func:`color_jitter` and :func:`crop` in that
-    order (tested), at about half the cost of a training batch.
+    order (tested); a training batch costs about half as much to build (bench/material_batch.py).
     """
     h, w = sample.lit.shape[:2]
     if crop_size > min(h, w):
         raise InputError(f"crop size {crop_size} exceeds the sample size {h}x{w}")
     quarter_turns, mirror = int(rng.integers(4)), bool(rng.integers(2))
-
-    def moved(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        out = np.rot90(a, quarter_turns % 4, axes=(0, 1))
-        return out[:, ::-1] if mirror else out
-
-    lit = np.ascontiguousarray(moved(sample.lit), dtype=np.float32)
+    lit = np.ascontiguousarray(_turned(sample.lit, quarter_turns, mirror), dtype=np.float32)
     if illumination > 0:
         lit = relight_smoothly(lit, rng, illumination)
     if jitter:
@@ -342,7 +340,7 @@ def augment_with_context(
     window = (slice(top, top + crop_size), slice(left, left + crop_size))
 
     def part(a: npt.NDArray[Any]) -> FloatArray:
-        return np.ascontiguousarray(moved(a)[window], dtype=np.float32)
+        return np.ascontiguousarray(_turned(a, quarter_turns, mirror)[window], dtype=np.float32)
 
     light = sample.light
     out = MaterialSample(
