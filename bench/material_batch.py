@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 import mlvfx.data.augment as aug
-from mlvfx.nets.material import context_thumbnail
-from mlvfx.train.dataset import MaterialDataset, to_batch
+from mlvfx.train.dataset import MaterialDataset, context_batch
 
 
 def broadcast_jitter(lit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -52,10 +51,7 @@ def reference_batch(
         h, w = out.shape
         top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
         pairs.append((aug.crop(out, top, left, crop), out.lit))
-    out_batch = to_batch([p[0] for p in pairs])
-    whole = torch.from_numpy(np.stack([p[1].transpose(2, 0, 1) for p in pairs]).astype(np.float32))
-    out_batch["thumb"] = context_thumbnail(whole)
-    return out_batch
+    return context_batch(pairs)
 
 
 def main() -> None:

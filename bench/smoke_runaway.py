@@ -85,15 +85,19 @@ def with_energy_cap(sur: SurrogateSolver, cap: float) -> None:
     sur.correct = correct  # type: ignore[method-assign]
 
 
+def capped(density: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
+    """``density`` scaled down so that its total is at most ``limit`` (never scaled up)."""
+    total = density.sum()
+    return torch.where(total > limit, density * (limit / total.clamp(min=1e-12)), density)
+
+
 def with_mass_cap(sur: SurrogateSolver, cap: float) -> None:
     """``sur``'s correction, its density scaled back to ``cap`` x the coarse step's total."""
     real = sur.correct
 
     def correct(density: torch.Tensor, vel: Any, sources: Any = (), budget: Any = None) -> Any:
         d, v = real(density, vel, sources, budget)
-        limit = cap * density.sum()
-        total = d.sum()
-        return torch.where(total > limit, d * (limit / total.clamp(min=1e-12)), d), v
+        return capped(d, cap * density.sum()), v
 
     sur.correct = correct  # type: ignore[method-assign]
 
@@ -105,8 +109,7 @@ def with_budget_cap(sur: SurrogateSolver, cap: float) -> None:
     def advance(density: torch.Tensor, vel: Any, sources: Any = ()) -> Any:
         limit = cap * sur.mass_budget(density, vel, sources)
         d, v = real(density, vel, sources)
-        total = d.sum()
-        return torch.where(total > limit, d * (limit / total.clamp(min=1e-12)), d), v
+        return capped(d, limit), v
 
     sur.advance = advance  # type: ignore[method-assign]
 

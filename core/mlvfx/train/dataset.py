@@ -86,6 +86,17 @@ def to_batch(samples: list[MaterialSample]) -> dict[str, torch.Tensor]:
     }
 
 
+def context_batch(pairs: Sequence[tuple[MaterialSample, npt.NDArray[np.float32]]]) -> dict[str, torch.Tensor]:
+    """:func:`to_batch` of the crops of :func:`augment_with_context` pairs, plus ``thumb``: the
+    :func:`context_thumbnail` of each whole photo."""
+    from mlvfx.nets.material import context_thumbnail
+
+    out = to_batch([p[0] for p in pairs])
+    whole = torch.from_numpy(np.stack([p[1].transpose(2, 0, 1) for p in pairs]).astype(np.float32))
+    out["thumb"] = context_thumbnail(whole)
+    return out
+
+
 class MaterialDataset:
     """Training and validation samples of one factory folder, loaded lazily and incrementally.
 
@@ -188,17 +199,13 @@ class MaterialDataset:
                     for i in picks
                 ]
             )
-        from mlvfx.nets.material import context_thumbnail
-
         # The float16 maps go in as they are: only the crops are converted.
-        pairs = [
-            augment_with_context(self.train[int(i)], rng, crop_size=crop, illumination=illumination)
-            for i in picks
-        ]
-        out = to_batch([p[0] for p in pairs])
-        whole = torch.from_numpy(np.stack([p[1].transpose(2, 0, 1) for p in pairs]).astype(np.float32))
-        out["thumb"] = context_thumbnail(whole)
-        return out
+        return context_batch(
+            [
+                augment_with_context(self.train[int(i)], rng, crop_size=crop, illumination=illumination)
+                for i in picks
+            ]
+        )
 
     def val_batch(self, count: int, crop: int) -> dict[str, torch.Tensor] | None:
         """Centre crops of up to ``count`` validation samples (no augmentation), or None.
