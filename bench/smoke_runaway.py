@@ -26,6 +26,11 @@ Variants (inference only; nothing is retrained):
   budget (the total before the step, minus the upwind outflow through open walls, plus the
   inflow: :meth:`SurrogateSolver.mass_budget`), so the coarse step's own non-conservative gain
   is capped too. Unlike a trained mass budget it never adds smoke, it only takes the excess away.
+* ``open inflow clean`` (``--open-inflow clean``): the coarse solver brings smoke-free air in
+  where the flow enters through an open wall, instead of the border cell's own density (what
+  hosts, ``smoke run`` and ``mlvfx smoke bench`` use from stop 15 on; the rest of this script
+  keeps the convention the models were trained with, ``border``). On the validation wind shot
+  0.2.0's smoke drifts upwind and stays at the wall the wind blows in through.
 * ``velocity x S`` (``--velocity-scale``): the net's velocity correction scaled by S before it
   is added; S = 0 keeps the density correction (and the upres) on the coarse solver's own flow,
   which stop 11 found steady over 1600 steps.
@@ -43,6 +48,7 @@ import copy
 import math
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from smoke_mass import FAMILIES, reference_run
 
 from mlvfx.fluids.bench import rel_l2
+from mlvfx.fluids.reference import ReferenceSolver
 from mlvfx.fluids.scenarios import make_scenario
 from mlvfx.fluids.surrogate import CorrectionNet, SurrogateSolver, surrogate_from_state
 from mlvfx.zoo import load_state_dict
@@ -127,6 +134,12 @@ def with_velocity_scale(sur: SurrogateSolver, scale: float) -> None:
     sur.net = net
 
 
+def with_open_inflow(sur: SurrogateSolver, inflow: str) -> None:
+    """``sur``'s coarse solver with the given open-wall inflow (``"clean"`` or ``"border"``)."""
+    config = replace(sur.solver.config, open_inflow=inflow)  # type: ignore[arg-type]
+    sur.solver = ReferenceSolver(config, sur.solver.solid.cpu().numpy())
+
+
 def trace_row(state: tuple[torch.Tensor, Any]) -> str:
     density, vel = state
     top = vel[1].narrow(1, vel[1].shape[1] - 1, 1)  # (Z, Y + 1, X) faces: the top wall
@@ -173,6 +186,9 @@ def main() -> None:
     ap.add_argument(
         "--velocity-scale", type=float, nargs="*", default=[], help="velocity-correction scales to try"
     )
+    ap.add_argument(
+        "--open-inflow", nargs="*", default=[], choices=("clean", "border"), help="open-wall inflows to try"
+    )
     ap.add_argument("--trace", action="store_true", help="print the flow every steps/8 steps")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", type=Path, help="reference runs, shared with bench/smoke_mass.py")
@@ -200,6 +216,7 @@ def main() -> None:
         variants += [
             (f"velocity x {k:g}", lambda s, k=k: with_velocity_scale(s, k)) for k in args.velocity_scale
         ]
+        variants += [(f"open inflow {k}", lambda s, k=k: with_open_inflow(s, k)) for k in args.open_inflow]
         for seed in args.seeds:
             ref_totals, snaps = reference_run(seed, args.steps, 3, RES, [50, 100, 200], args.cache)
             for name, variant in variants:

@@ -467,3 +467,24 @@ def test_prolong_density_2d_equals_torch_bicubic(dtype: torch.dtype, factor: int
     leaf = coarse.clone().requires_grad_(True)
     prolong_density(leaf, factor).sum().backward()  # type: ignore[no-untyped-call]
     assert leaf.grad is not None and bool(torch.isfinite(leaf.grad).all())
+
+
+def test_inference_brings_clean_air_through_open_walls_and_training_keeps_the_data_convention() -> None:
+    from mlvfx.fluids.bench import BenchSpec, _surrogate_and_coarse
+    from mlvfx.fluids.surrogate import INFERENCE_OPEN_INFLOW, SurrogateStepper
+
+    sc = make_scenario("wind", 2, 32, seed=2)
+    assert sc.config.open_inflow == "border"  # the reference and the recipes' data
+    net = CorrectionNet(2, width=4, depth=2, conditions=2)
+    assert SurrogateSolver(sc.config, net).solver.config.open_inflow == "border"  # training's default
+    assert INFERENCE_OPEN_INFLOW == "clean"
+    stepper = SurrogateStepper(sc.config, net, 4)
+    density, _ = stepper.step(None, None, sc.sources)
+    assert stepper._surrogate is not None and stepper._surrogate.solver.config.open_inflow == "clean"
+    assert float(density.sum()) > 0
+    # The benchmark's coarse-only baseline stays the plain coarse solver whatever the surrogate uses.
+    sur, coarse = _surrogate_and_coarse(sc, net, 4, BenchSpec(dims=2, res=32))
+    assert sur.solver.config.open_inflow == "clean" and coarse.config.open_inflow == "border"
+    assert torch.equal(sur.solver.solid, coarse.solid)
+    sur, coarse = _surrogate_and_coarse(sc, net, 4, BenchSpec(dims=2, res=32, open_inflow="border"))
+    assert coarse is sur.solver

@@ -23,7 +23,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -32,6 +32,10 @@ import torch.nn.functional as F
 from mlvfx.config import torch_device
 from mlvfx.errors import InputError
 from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report
+
+if TYPE_CHECKING:
+    from mlvfx.fluids.reference import ReferenceSolver
+    from mlvfx.fluids.surrogate import SurrogateSolver
 
 METHODS = ("reference", "coarse_only", "coarse_bicubic", "surrogate")
 
@@ -47,6 +51,26 @@ class BenchSpec:
     stability_shots: int = 1
     timing_steps: int = 20
     families: tuple[str, ...] = ("plume", "two_sources", "wind", "obstacle")
+    open_inflow: Literal["border", "clean"] = "clean"  # the surrogate's; coarse-only keeps the reference's
+
+
+def _surrogate_and_coarse(
+    sc: Any, net: Any, factor: int, spec: BenchSpec
+) -> tuple[SurrogateSolver, ReferenceSolver]:
+    """The surrogate for a shot and the plain coarse solver (coarse-only) beside it.
+
+    Coarse-only is the reference solver on the coarse grid, with the reference's own open-wall
+    convention; the surrogate's coarse solver takes ``spec.open_inflow``. Both share the
+    surrogate's prepared sources (same grid, same obstacles).
+    """
+    from mlvfx.fluids.reference import ReferenceSolver
+    from mlvfx.fluids.surrogate import SurrogateSolver
+
+    sur = SurrogateSolver(sc.config, net, sc.obstacles, factor, dtype="float32", open_inflow=spec.open_inflow)
+    if sur.solver.config.open_inflow == sc.config.open_inflow:
+        return sur, sur.solver
+    plain = replace(sur.solver.config, open_inflow=sc.config.open_inflow)
+    return sur, ReferenceSolver(plain, sur.solver.solid.cpu().numpy())
 
 
 def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -74,7 +98,6 @@ def run_bench(
     """Run the benchmark; returns per-method errors, residuals, stability and timing."""
     from mlvfx.fluids.reference import ReferenceSolver, relative_divergence
     from mlvfx.fluids.scenarios import make_scenario
-    from mlvfx.fluids.surrogate import SurrogateSolver
 
     if net.dims != spec.dims:
         raise InputError(f"the model is {net.dims}D, the benchmark is {spec.dims}D")
@@ -95,15 +118,15 @@ def run_bench(
         shots_meta.append({"seed": seed, "scenario": sc.name, "params": sc.params})
         ref = ReferenceSolver(sc.config, sc.obstacles)
         ref_src = ref.prepare_sources(sc.sources)
-        sur = SurrogateSolver(sc.config, net, sc.obstacles, factor, dtype="float32")
+        sur, coarse = _surrogate_and_coarse(sc, net, factor, spec)
         sur_src = sur.prepare_sources(sc.sources)
-        states = {"reference": ref.zeros(), "coarse": sur.solver.zeros(), "surrogate": sur.solver.zeros()}
+        states = {"reference": ref.zeros(), "coarse": coarse.zeros(), "surrogate": sur.solver.zeros()}
         per_curve: dict[str, list[float]] = {m: [] for m in errors}
         with torch.no_grad():
             for i in range(1, last + 1):
                 check_cancel(cancel)
                 states["reference"] = ref.advance(*states["reference"], ref_src)
-                states["coarse"] = sur.solver.advance(*states["coarse"], sur_src)
+                states["coarse"] = coarse.advance(*states["coarse"], sur_src)
                 states["surrogate"] = sur.advance(*states["surrogate"], sur_src)
                 if i % 10 == 0 or i in spec.eval_steps:
                     truth = states["reference"][0]
@@ -144,9 +167,9 @@ def run_bench(
         sc = make_scenario(spec.families[seed % len(spec.families)], spec.dims, spec.res, seed=seed)
         ref = ReferenceSolver(sc.config, sc.obstacles)
         ref_src = ref.prepare_sources(sc.sources)
-        sur = SurrogateSolver(sc.config, net, sc.obstacles, factor, dtype="float32")
+        sur, coarse = _surrogate_and_coarse(sc, net, factor, spec)
         sur_src = sur.prepare_sources(sc.sources)
-        r_state, s_state, c_state = ref.zeros(), sur.solver.zeros(), sur.solver.zeros()
+        r_state, s_state, c_state = ref.zeros(), sur.solver.zeros(), coarse.zeros()
         finite = True
         cell = factor**spec.dims
         # Totals over the last quarter too: in an open box the instantaneous total swings as
@@ -158,7 +181,7 @@ def run_bench(
                 check_cancel(cancel)
                 r_state = ref.advance(*r_state, ref_src)
                 s_state = sur.advance(*s_state, sur_src)
-                c_state = sur.solver.advance(*c_state, sur_src)
+                c_state = coarse.advance(*c_state, sur_src)
                 finite = finite and bool(torch.isfinite(s_state[0]).all())
                 if i > tail_from:
                     tails["reference"].append(float(r_state[0].sum()))
@@ -234,7 +257,6 @@ def time_methods(net: Any, factor: int, spec: BenchSpec) -> dict[str, float]:
     """
     from mlvfx.fluids.reference import ReferenceSolver
     from mlvfx.fluids.scenarios import make_scenario
-    from mlvfx.fluids.surrogate import SurrogateSolver
 
     sc = make_scenario("plume", spec.dims, spec.res)
     methods: dict[str, tuple[Any, Any]] = {}  # name -> (one timed step: state -> state, state)
@@ -257,9 +279,8 @@ def time_methods(net: Any, factor: int, spec: BenchSpec) -> dict[str, float]:
             src = ref.prepare_sources(sc.sources)
             key = "reference" if dtype == "float64" else "reference_float32"
             methods[key] = method(lambda d, v, r=ref, s=src: r.advance(d, v, s), ref.zeros(), None)
-        sur = SurrogateSolver(sc.config, net, sc.obstacles, factor, dtype="float32")
+        sur, coarse = _surrogate_and_coarse(sc, net, factor, spec)
         src = sur.prepare_sources(sc.sources)
-        coarse = sur.solver
         methods["coarse_only"] = method(lambda d, v: coarse.advance(d, v, src), coarse.zeros(), "nearest")
         methods["coarse_bicubic"] = method(lambda d, v: coarse.advance(d, v, src), coarse.zeros(), "smooth")
         methods["surrogate"] = method(

@@ -97,6 +97,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     b.add_argument("--stability-shots", type=int, default=1, help="shots for the stability check (default 1)")
     b.add_argument("--timing-steps", type=int, default=20, help="timed steps per method (default: 20)")
+    b.add_argument(
+        "--open-inflow",
+        choices=("clean", "border"),
+        default="clean",
+        help="what air enters the surrogate's coarse grid through open walls (default: clean, as "
+        "hosts and `smoke run` use; border: the reference's convention, used up to stop 14)",
+    )
     b.add_argument("--plot", type=Path, default=None, help="write the error curves as a PNG")
     b.add_argument("--out-json", type=Path, default=None, help="write the full result as JSON")
     b.set_defaults(func=cmd_bench)
@@ -261,6 +268,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         stability_steps=args.stability_steps,
         stability_shots=args.stability_shots,
         timing_steps=args.timing_steps,
+        open_inflow=args.open_inflow,
     )
     with progress_bar(args, "smoke bench") as progress:
         result = run_bench(net, factor, spec, progress=progress)
@@ -278,7 +286,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for s in result["stability"]
     )
     text = (
-        f"model {name}, {args.dims}D {res} on {result['device']}, {args.shots} held-out shots, load average "
+        f"model {name} ({args.open_inflow} inflow), {args.dims}D {res} on {result['device']}, "
+        f"{args.shots} held-out shots, load average "
         f"{result['load_average']:.1f}\n{format_table(result)}\nstability: {stab or 'not run'}"
     )
     emit(args, result, text)

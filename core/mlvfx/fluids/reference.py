@@ -85,6 +85,7 @@ MIN_CELLS_PER_AXIS = 4
 
 Advection = Literal["semi_lagrangian", "maccormack", "conservative"]
 VelocityAdvection = Literal["semi_lagrangian", "maccormack"]
+OpenInflow = Literal["border", "clean"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,13 @@ class SmokeConfig:
         wind_rate: Relaxation rate towards ``wind``, 1/s.
         boundary: ``"closed"``, ``"open"``, ``"open_top"`` (closed except +Y) or a per-wall tuple
             ``(x_low, x_high, y_low, y_high[, z_low, z_high])`` of ``"closed"``/``"open"``.
+        open_inflow: What density air carries in where the flow enters through an open wall.
+            ``"border"`` (default, the reference's data so far): the border cell's own density,
+            as clamped sampling gives, so smoke that reaches a wall the wind blows in through
+            stays there and feeds itself. ``"clean"``: smoke-free air (a ghost layer of zero
+            density beyond open walls; closed walls are unchanged). The surrogate's coarse solver
+            uses ``"clean"`` at inference: its corrections leave faint smoke upwind, which
+            ``"border"`` traps and piles up (``bench/smoke_runaway.py --open-inflow``).
         pressure_solver: ``"auto"``, ``"dct"``, ``"lu"`` or ``"cg"`` (see :func:`make_solver`).
         cg_tol: Relative residual tolerance of CG.
         cg_max_iter: Iteration cap of CG.
@@ -131,6 +139,7 @@ class SmokeConfig:
     wind: tuple[float, ...] = ()
     wind_rate: float = 0.0
     boundary: str | tuple[str, ...] = "closed"
+    open_inflow: OpenInflow = "border"
     pressure_solver: str = "auto"
     cg_tol: float = 1e-9
     cg_max_iter: int = 2000
@@ -171,6 +180,8 @@ class SmokeConfig:
             raise InputError(
                 f"unknown velocity advection {self.velocity_advection!r} (use maccormack or semi_lagrangian)"
             )
+        if self.open_inflow not in ("border", "clean"):
+            raise InputError(f"unknown open_inflow {self.open_inflow!r} (use border or clean)")
         if self.rk_order not in (1, 2):
             raise InputError(f"rk_order must be 1 or 2, got {self.rk_order}")
         if self.wind and (len(self.wind) != self.dims or not all(math.isfinite(w) for w in self.wind)):
@@ -394,7 +405,7 @@ class ReferenceSolver:
         if cfg.advection == "conservative":
             density = self._advect_conservative(density, vel)
         else:
-            density = self._advect(density, None, self._traces(-1, vel, cfg.advection))
+            density = self._advect_density(density, self._traces(-1, vel, cfg.advection))
         vel = [self._advect(vel[c], comp_dim(c, ndim), traces[c]) for c in range(ndim)]
         if cfg.density_dissipation > 0:
             density = density * math.exp(-cfg.density_dissipation * dt)
@@ -471,6 +482,38 @@ class ReferenceSolver:
         corrected = value + 0.5 * (f - returned)
         return torch.minimum(torch.maximum(corrected, lo), hi)
 
+    def _advect_density(
+        self, density: torch.Tensor, traces: tuple[list[torch.Tensor], list[torch.Tensor] | None]
+    ) -> torch.Tensor:
+        """Semi-Lagrangian / MacCormack density advection with the config's open-wall inflow."""
+        if self.config.open_inflow == "border" or all(all(c) for c in self.walls.closed):
+            return self._advect(density, None, traces)
+        # Sample a grid with one ghost layer per side: zero density beyond open walls, a copy of
+        # the border beyond closed ones (there clamping already gave the border value).
+        back, fwd = traces
+        back = [p + 1.0 for p in back]
+        value, lo, hi = interpolate(self._ghosted(density), None, back, with_bounds=fwd is not None)
+        if fwd is None:
+            return value
+        assert lo is not None and hi is not None
+        returned = interpolate(self._ghosted(value), None, [p + 1.0 for p in fwd])[0]
+        corrected = value + 0.5 * (density - returned)
+        return torch.minimum(torch.maximum(corrected, lo), hi)
+
+    def _ghosted(self, field: torch.Tensor) -> torch.Tensor:
+        """``field`` padded by one cell per side: zeros beyond open walls, border copies beyond closed."""
+        ndim = field.dim()
+        for c in range(ndim):
+            dim = comp_dim(c, ndim)
+            n = field.shape[dim]
+            low_closed, high_closed = self.walls.closed[c]
+            low = field.narrow(dim, 0, 1)
+            high = field.narrow(dim, n - 1, 1)
+            low = low if low_closed else torch.zeros_like(low)
+            high = high if high_closed else torch.zeros_like(high)
+            field = torch.cat([low, field, high], dim=dim)
+        return field
+
     def _advect_conservative(self, density: torch.Tensor, vel: Faces) -> torch.Tensor:
         """Flux-form advection: exact mass balance (fluxes through closed walls and obstacles are 0)."""
         ndim = density.dim()
@@ -478,6 +521,7 @@ class ReferenceSolver:
         speed = sum(float(v.detach().abs().max()) for v in vel) * courant
         substeps = max(1, math.ceil(speed / 0.5))
         k = courant / substeps
+        clean = self.config.open_inflow == "clean"
 
         def rate(rho: torch.Tensor) -> torch.Tensor:
             out = torch.zeros_like(rho)
@@ -491,9 +535,14 @@ class ReferenceSolver:
                 slope = torch.where(left * right > 0, 2 * left * right / (left + right + 1e-300), 0.0)
                 hi = rho + 0.5 * slope  # value at each cell's high face
                 lo = rho - 0.5 * slope  # value at each cell's low face
-                # Face i sits between cell i - 1 (its hi side) and cell i (its lo side).
-                upwind_l = torch.cat([lo.narrow(dim, 0, 1), hi], dim=dim)
-                upwind_r = torch.cat([lo, hi.narrow(dim, n - 1, 1)], dim=dim)
+                # Face i sits between cell i - 1 (its hi side) and cell i (its lo side). Beyond a
+                # wall the ghost carries the border value, or clean air (zero) with "clean"
+                # (closed walls pass no flux either way).
+                ghost_l, ghost_r = lo.narrow(dim, 0, 1), hi.narrow(dim, n - 1, 1)
+                if clean:
+                    ghost_l, ghost_r = torch.zeros_like(ghost_l), torch.zeros_like(ghost_r)
+                upwind_l = torch.cat([ghost_l, hi], dim=dim)
+                upwind_r = torch.cat([lo, ghost_r], dim=dim)
                 u = vel[c]
                 flux = torch.where(u > 0, u * upwind_l, u * upwind_r)
                 out = out - torch.diff(flux, dim=dim)
