@@ -488,15 +488,18 @@ class ReferenceSolver:
         """Semi-Lagrangian / MacCormack density advection with the config's open-wall inflow."""
         if self.config.open_inflow == "border" or all(all(c) for c in self.walls.closed):
             return self._advect(density, None, traces)
-        # Sample a grid with one ghost layer per side: zero density beyond open walls, a copy of
-        # the border beyond closed ones (there clamping already gave the border value).
+        # The back-trace samples a grid with one ghost layer per side: zero density beyond open
+        # walls, a copy of the border beyond closed ones (there clamping already gave the border
+        # value). MacCormack's forward trace keeps the clamped border: beyond an outflow wall the
+        # advected field is the smoke that left, not clean air (zeros there would read as an
+        # error and add smoke at the outflow wall).
         back, fwd = traces
         back = [p + 1.0 for p in back]
         value, lo, hi = interpolate(self._ghosted(density), None, back, with_bounds=fwd is not None)
         if fwd is None:
             return value
         assert lo is not None and hi is not None
-        returned = interpolate(self._ghosted(value), None, [p + 1.0 for p in fwd])[0]
+        returned = interpolate(value, None, fwd)[0]
         corrected = value + 0.5 * (density - returned)
         return torch.minimum(torch.maximum(corrected, lo), hi)
 
