@@ -805,7 +805,8 @@ class SurrogateStepper(HostStepper):
     edited the fields, or a host started from a cache) are restricted to the coarse grid.
     Outputs are at the config's (output) resolution: the model's learned upres of the density
     (bicubic in 2D / trilinear in 3D for a model without one) and linearly interpolated
-    cell-centred velocity.
+    cell-centred velocity. Its coarse solver brings smoke-free air in through open walls
+    (:data:`INFERENCE_OPEN_INFLOW`), whatever the config's ``open_inflow``.
     """
 
     def __init__(self, config: SmokeConfig, net: CorrectionNet, factor: int, dtype: str = "float32") -> None:
