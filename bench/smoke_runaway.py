@@ -31,6 +31,8 @@ Variants (inference only; nothing is retrained):
   hosts, ``smoke run`` and ``mlvfx smoke bench`` use from stop 15 on; the rest of this script
   keeps the convention the models were trained with, ``border``). On the validation wind shot
   0.2.0's smoke drifts upwind and stays at the wall the wind blows in through.
+* ``--base-inflow clean`` runs every rollout (the variants' too) with clean inflow, so a variant
+  can be tried on top of it.
 * ``velocity x S`` (``--velocity-scale``): the net's velocity correction scaled by S before it
   is added; S = 0 keeps the density correction (and the upres) on the coarse solver's own flow,
   which stop 11 found steady over 1600 steps.
@@ -147,12 +149,17 @@ def trace_row(state: tuple[torch.Tensor, Any]) -> str:
 
 
 def rollout(
-    net: CorrectionNet, factor: int, seed: int, steps: int, variant: Callable[[SurrogateSolver], None] | None
+    net: CorrectionNet,
+    factor: int,
+    seed: int,
+    steps: int,
+    variant: Callable[[SurrogateSolver], None] | None,
+    inflow: str = "border",
 ) -> tuple[list[float], list[tuple[int, torch.Tensor]], list[tuple[int, str]]]:
     """Totals (fine units) at steps/4, steps/2 and steps; output densities at t = 50, 100, 200;
-    the trace rows every steps/8 steps."""
+    the trace rows every steps/8 steps. ``inflow``: the coarse solver's open-wall inflow."""
     sc = make_scenario(FAMILIES[seed % 4], 3, RES, seed=seed)
-    sur = SurrogateSolver(sc.config, net, sc.obstacles, factor, dtype="float32")
+    sur = SurrogateSolver(sc.config, net, sc.obstacles, factor, dtype="float32", open_inflow=inflow)  # type: ignore[arg-type]
     if variant is not None:
         variant(sur)
     src = sur.prepare_sources(sc.sources)
@@ -189,6 +196,12 @@ def main() -> None:
     ap.add_argument(
         "--open-inflow", nargs="*", default=[], choices=("clean", "border"), help="open-wall inflows to try"
     )
+    ap.add_argument(
+        "--base-inflow",
+        choices=("border", "clean"),
+        default="border",
+        help="open-wall inflow of every rollout, the variants' included (default: border, as trained)",
+    )
     ap.add_argument("--trace", action="store_true", help="print the flow every steps/8 steps")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", type=Path, help="reference runs, shared with bench/smoke_mass.py")
@@ -220,12 +233,13 @@ def main() -> None:
         for seed in args.seeds:
             ref_totals, snaps = reference_run(seed, args.steps, 3, RES, [50, 100, 200], args.cache)
             for name, variant in variants:
-                totals, outs, trace = rollout(net.eval(), factor, seed, args.steps, variant)
+                totals, outs, trace = rollout(net.eval(), factor, seed, args.steps, variant, args.base_inflow)
                 errs = [rel_l2(out, snaps[t]) for t, out in outs]
                 ratio = [tot / ref_totals[m - 1] for tot, m in zip(totals, marks, strict=True)]
                 fam = FAMILIES[seed % 4]
                 print(
-                    f"| {path.stem} | {name} | {seed} {fam} | "
+                    f"| {path.stem} | {name if args.base_inflow == 'border' else 'clean inflow, ' + name} | "
+                    f"{seed} {fam} | "
                     + " / ".join(f"{e:.3f}" for e in errs)
                     + " | "
                     + " / ".join(f"{r:.2f}" for r in ratio)
