@@ -234,6 +234,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
     @staticmethod
     def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
         from mlvfx.fluids.reference import SmokeConfig, Source, Stepper
+        from mlvfx.fluids.surrogate import INFERENCE_OPEN_INFLOW
         from mlvfx.io.volume import write_vdb
         from mlvfx.progress import check_cancel, report
 
@@ -246,6 +247,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
             density_dissipation=plan["dissipation"],
             vorticity=plan["vorticity"],
             boundary="open_top",
+            open_inflow=INFERENCE_OPEN_INFLOW,  # smoke-free air through the open top, as the surrogate
             dtype="float32",
         )
         stepper: Any

@@ -36,6 +36,26 @@ def test_run_writes_npz_frames(tmp_path: Path) -> None:
     assert _run([*argv, "--reference", "--vdb", "off", "--overwrite", "-o", str(out)]) == 0
 
 
+def test_run_brings_clean_air_through_open_walls_unless_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlvfx.fluids import reference
+
+    seen: list[str] = []
+
+    class Spy(reference.Stepper):
+        def __init__(self, config: reference.SmokeConfig) -> None:
+            seen.append(config.open_inflow)
+            super().__init__(config)
+
+    monkeypatch.setattr(reference, "Stepper", Spy)
+    argv = ["smoke", "run", "--scenario", "wind", "--dims", "2", "--res", "16", "--frames", "1"]
+    argv.append("--reference")
+    assert _run([*argv, "--vdb", "off", "-o", str(tmp_path / "a")]) == 0
+    assert _run([*argv, "--open-inflow", "border", "--vdb", "off", "-o", str(tmp_path / "b")]) == 0
+    assert seen == ["clean", "border"]
+
+
 def test_run_3d_frame_layout(tmp_path: Path) -> None:
     argv = ["smoke", "run", "--dims", "3", "--res", "8", "--frames", "1", "--reference", "--vdb", "off"]
     assert _run([*argv, "-o", str(tmp_path)]) == 0

@@ -522,10 +522,12 @@ def test_parms_accept_tokens_and_indices_and_validate():
 
 
 def test_domain_from_parms_makes_cubic_voxels():
-    from mlvfx_houdini.smoke import domain_from_parms
+    from mlvfx_houdini.smoke import SmokeParms, domain_from_parms, smoke_config
 
     d = domain_from_parms((0, 1, 0), (2.0, 1.0, 0.5), 20)
     assert d.resolution == (20, 10, 5)
+    config = smoke_config(SmokeParms(boundary="open"), d, 24.0)
+    assert config.boundary == "open" and config.open_inflow == "clean"  # smoke-free air enters
     assert d.cell_size == pytest.approx(0.1)
     assert d.bounds.centre == pytest.approx((0, 1, 0))
     with pytest.raises(InputError, match="divisions"):

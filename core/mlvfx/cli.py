@@ -13,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,7 @@ def _demo_smoke(outdir: Path, progress: ProgressFn | None) -> tuple[list[str], s
     from mlvfx.fluids.cli import write_shot
     from mlvfx.fluids.reference import Stepper
     from mlvfx.fluids.scenarios import make_scenario
-    from mlvfx.fluids.surrogate import load_stepper
+    from mlvfx.fluids.surrogate import INFERENCE_OPEN_INFLOW, load_stepper
     from mlvfx.io.volume import openvdb_module
 
     names = [f"frame_{i:04d}" for i in range(1, 25)]
@@ -214,7 +215,7 @@ def _demo_smoke(outdir: Path, progress: ProgressFn | None) -> tuple[list[str], s
         solver = "learned surrogate smoke3d, 64^3"
     except ModelNotFound:
         scenario = make_scenario("plume", 3, 32)
-        stepper = Stepper(scenario.config)
+        stepper = Stepper(replace(scenario.config, open_inflow=INFERENCE_OPEN_INFLOW))
         solver = "reference solver, 32^3 (no smoke3d model in the zoo)"
     vdb = openvdb_module() is not None
     files, _ = write_shot(stepper, scenario, names, outdir, vdb=vdb, progress=progress)

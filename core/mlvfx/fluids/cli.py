@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +58,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a local surrogate .safetensors instead of the zoo's (e.g. a training run's)",
     )
     p.add_argument("--reference", action="store_true", help="run the reference solver instead of a surrogate")
+    p.add_argument(
+        "--open-inflow",
+        choices=("clean", "border"),
+        default="clean",
+        help="what air enters through open walls: clean (smoke-free, default) or border (the border "
+        "cell's own smoke, the convention of the training data's reference runs)",
+    )
     p.add_argument(
         "--vdb",
         choices=("auto", "on", "off"),
@@ -138,7 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     stepper: Any
     model = None
     if args.reference:
-        stepper = Stepper(scenario.config)
+        stepper = Stepper(replace(scenario.config, open_inflow=args.open_inflow))
     else:
         stepper, model = _surrogate_stepper(args, scenario.config)
     start = time.perf_counter()
@@ -243,7 +251,7 @@ def _surrogate_stepper(args: argparse.Namespace, config: Any) -> tuple[Any, str]
     from mlvfx.fluids.surrogate import SurrogateStepper
 
     net, factor, name = _load_surrogate(args, max(config.shape))
-    return SurrogateStepper(config, net, factor), name
+    return SurrogateStepper(config, net, factor, open_inflow=args.open_inflow), name
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -515,7 +515,9 @@ class AdjointProjection:
 
 
 INFERENCE_OPEN_INFLOW: OpenInflow = "clean"
-"""What air enters the surrogate's coarse grid through open walls at inference (hosts, CLI, bench).
+"""What air enters through open walls in what hosts and the CLI run: the surrogate's coarse grid
+(hosts, ``smoke run``, ``smoke bench``) and the reference when a host, ``smoke run --reference``
+or the demo runs it (training data and the benchmarks' reference keep ``"border"``).
 
 The published models were trained with ``"border"`` (the reference's convention), but their
 corrections leave faint smoke upwind, and with ``"border"`` smoke at a wall the wind blows in
@@ -806,10 +808,17 @@ class SurrogateStepper(HostStepper):
     Outputs are at the config's (output) resolution: the model's learned upres of the density
     (bicubic in 2D / trilinear in 3D for a model without one) and linearly interpolated
     cell-centred velocity. Its coarse solver brings smoke-free air in through open walls
-    (:data:`INFERENCE_OPEN_INFLOW`), whatever the config's ``open_inflow``.
+    (``open_inflow``, default :data:`INFERENCE_OPEN_INFLOW`), whatever the config's ``open_inflow``.
     """
 
-    def __init__(self, config: SmokeConfig, net: CorrectionNet, factor: int, dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        config: SmokeConfig,
+        net: CorrectionNet,
+        factor: int,
+        dtype: str = "float32",
+        open_inflow: OpenInflow = INFERENCE_OPEN_INFLOW,
+    ) -> None:
         if net.dims != config.dims:
             raise InputError(f"the smoke model is {net.dims}D but the shot is {config.dims}D")
         _check_factor(config.shape, factor)
@@ -822,6 +831,7 @@ class SurrogateStepper(HostStepper):
         self.factor = factor
         self.net = net
         self.dtype = dtype
+        self.open_inflow = open_inflow
         self._surrogate: SurrogateSolver | None = None
         self._obstacle_key: bytes | None = None
         self._sources: list[PreparedSource] = []
@@ -833,7 +843,7 @@ class SurrogateStepper(HostStepper):
         key = b"" if mask is None else mask.tobytes()
         if self._surrogate is None or key != self._obstacle_key:
             self._surrogate = SurrogateSolver(
-                self.config, self.net, mask, self.factor, dtype=self.dtype, open_inflow=INFERENCE_OPEN_INFLOW
+                self.config, self.net, mask, self.factor, dtype=self.dtype, open_inflow=self.open_inflow
             )
             self._obstacle_key = key
             self._state = None

@@ -350,6 +350,7 @@ def source_velocity(velocity: Sequence[float], domain: Domain) -> tuple[float, .
 def smoke_config(parms: SmokeParms, domain: Domain, fps: float) -> SmokeConfig:
     """The :class:`SmokeConfig` of one substep on ``domain`` at ``fps`` frames per second."""
     from mlvfx.fluids.reference import SmokeConfig
+    from mlvfx.fluids.surrogate import INFERENCE_OPEN_INFLOW
 
     if not math.isfinite(fps) or fps <= 0:
         raise InputError(f"frames per second must be positive, got {fps}")
@@ -361,6 +362,7 @@ def smoke_config(parms: SmokeParms, domain: Domain, fps: float) -> SmokeConfig:
         density_dissipation=parms.density_dissipation,
         velocity_dissipation=parms.velocity_dissipation,
         boundary=parms.boundary,
+        open_inflow=INFERENCE_OPEN_INFLOW,  # smoke-free air through open walls, for either solver
     )
 
 
