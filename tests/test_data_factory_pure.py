@@ -295,3 +295,37 @@ def test_split_dataset_puts_held_out_families_in_val(tmp_path: Path, monkeypatch
     assert not any(r.holds_out for r in parts["train"])
     again = splits.split_dataset(tmp_path, val_fraction=0.0)
     assert [r.folder for r in again["val"]] == [r.folder for r in parts["val"]]
+
+
+def test_composite_family_spans_its_primitives_and_stays_out_of_the_default_set() -> None:
+    from mlvfx.data.families import COMPOSITE_LAYERS, GENERIC_FAMILIES, RELIEF_FAMILIES
+
+    assert GENERIC_FAMILIES == ("composite",)
+    assert "composite" in FAMILIES and "composite" not in FAMILY_NAMES
+    assert "composite" not in splits.TRAIN_FAMILIES and "composite" not in RELIEF_FAMILIES
+    assert not {materials.make_spec(9, i).family for i in range(40)} & set(GENERIC_FAMILIES)
+    specs = [materials.make_spec(10, i, families=["composite"]) for i in range(80)]
+    assert specs[3] == materials.make_spec(10, 3, families=["composite"])  # deterministic
+    kinds, ops, metallic, sources = set(), set(), set(), set()
+    lo, hi = FAMILIES["composite"].relief
+    for s in specs:
+        p = s.params
+        json.dumps(p)
+        assert s.family == "composite" and lo <= s.relief <= hi
+        assert 1 <= len(p["layers"]) <= 3 and "op" not in p["layers"][0]
+        for layer in p["layers"]:
+            kinds.add(layer["kind"])
+            ops.add(layer.get("op"))
+            # Pebbles' signature (spherical caps on Euclidean F1 distance) is never drawn.
+            assert layer["kind"] != "cones" or layer["metric"] != "EUCLIDEAN"
+            assert 0.0 < layer["stretch"] <= 1.0 and layer["scale"] > 0.0
+        assert 0.0 < p["rough_lo"] <= p["rough_hi"] <= 1.0
+        assert 2 <= len(p["palette"]) <= 4
+        metallic.add(p["metallic"])
+        sources.add(p["color_source"])
+    assert kinds == set(COMPOSITE_LAYERS)
+    assert ops == {None, "add", "max", "multiply"}
+    assert metallic == {True, False} and sources == {"noise", "cells", "bands"}
+    # Roughness levels span the range, unlike any single family's.
+    mids = [(s.params["rough_lo"] + s.params["rough_hi"]) / 2 for s in specs]
+    assert min(mids) < 0.25 and max(mids) > 0.8

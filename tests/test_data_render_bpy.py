@@ -97,3 +97,33 @@ def test_render_is_deterministic_by_seed(bpy_home: Any) -> None:
     b = materials.render_maps(spec)
     for name in ("lit", "albedo", "normal", "height", "roughness"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_composite_family_renders_every_primitive_and_op(bpy_home: Any) -> None:
+    from mlvfx.data import materials
+    from mlvfx.data.families import COMPOSITE_LAYERS
+
+    # One hand-made spec that stacks all six primitives and all three ops.
+    base = materials.make_spec(10, 0, size=32, samples=1, families=["composite"])
+    drawn = [
+        layer
+        for i in range(60)
+        for layer in materials.make_spec(10, i, families=["composite"]).params["layers"]
+    ]
+    layers = []
+    for k, kind in enumerate(COMPOSITE_LAYERS):
+        layer = {
+            key: v
+            for key, v in next(d for d in drawn if d["kind"] == kind).items()
+            if key not in ("op", "weight")
+        }
+        if k:
+            layer.update(op=("add", "max", "multiply")[k % 3], weight=0.5)
+        layers.append(layer)
+    params = dict(base.params, layers=layers, fine=0.05, metallic=True)
+    spec = materials.SampleSpec(10, 0, "composite", params, 0.05, base.transform, base.lighting, 32, 1)
+    maps = materials.render_maps(spec)
+    assert np.isfinite(maps.height).all() and float(np.ptp(maps.height)) > 0.002
+    assert np.allclose(np.linalg.norm(maps.normal, axis=-1), 1.0, atol=1e-3)
+    assert float(maps.lit.std()) > 0.0 and float(maps.albedo.std()) > 0.0
+    assert 0.0 <= float(maps.roughness.min()) and float(maps.roughness.max()) <= 1.0

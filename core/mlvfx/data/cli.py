@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         nargs="+",
         default=None,
         help="families to draw from (default all; 'train' = all but the held-out ones; "
-        "dunes, plaster and terraces only when named)",
+        "dunes, plaster, terraces and composite only when named)",
     )
     p.add_argument("--samples", type=int, default=16, help="Cycles samples per pixel (default 16)")
     p.add_argument(

@@ -1017,3 +1017,150 @@ FAMILIES.update(
         )
     }
 )
+
+
+# ---- composite (stop 16): random stacks of generic relief primitives --------------------------
+# Not in FAMILY_NAMES either. Each sample stacks one to three layers drawn from generic primitives
+# (noise blobs, ridged noise, Voronoi cells with grooves, cones, waves, a brick grid), each turned,
+# stretched and shaped at random, and combined by a weighted sum, a maximum or a product. The
+# colour, the roughness and the metallic come from their own randoms, as in every family.
+# Deliberately absent: the held-out families' signature constructions, i.e. pebbles' spherical
+# caps on Voronoi F1 distance and bark's stretched furrows broken into plates, so bark and pebbles
+# stay unseen structures; likewise terraces' quantised steps. What the family adds is variety:
+# relief shapes, scales, palettes and roughness levels that no single family spans.
+COMPOSITE_LAYERS: tuple[str, ...] = ("blobs", "ridges", "cells", "cones", "waves", "grid")
+_COMPOSITE_OPS: tuple[str, ...] = ("add", "max", "multiply")
+
+
+def _composite_layer(rng: np.random.Generator) -> Params:
+    kind = str(rng.choice(COMPOSITE_LAYERS))
+    layer: Params = {
+        "kind": kind,
+        "scale": float(np.exp(rng.uniform(np.log(0.8), np.log(14.0)))),
+        "rot": _u(rng, 0.0, float(np.pi)),
+        "stretch": float(rng.choice([1.0, 1.0, _u(rng, 0.2, 0.9)])),
+        "gamma": float(np.exp(rng.uniform(np.log(0.5), np.log(2.2)))),
+        "invert": bool(rng.random() < 0.3),
+        "offset": _offset(rng),
+    }
+    if kind in ("blobs", "ridges"):
+        layer["detail"] = _u(rng, 0.0, 7.0)
+        layer["roughness"] = _u(rng, 0.35, 0.7)
+        layer["distortion"] = _u(rng, 0.0, 1.5) if rng.random() < 0.4 else 0.0
+    elif kind == "cells":
+        layer["groove"] = _u(rng, 0.02, 0.2)
+        layer["randomness"] = _u(rng, 0.5, 1.0)
+    elif kind == "cones":
+        layer["metric"] = str(rng.choice(["MANHATTAN", "CHEBYCHEV"]))
+        layer["randomness"] = _u(rng, 0.3, 1.0)
+    elif kind == "waves":
+        layer["wave"] = str(rng.choice(["BANDS", "RINGS"]))
+        layer["profile"] = str(rng.choice(["SIN", "SAW", "TRI"]))
+        layer["distortion"] = _u(rng, 0.0, 8.0)
+    else:  # grid
+        layer["mortar"] = _u(rng, 0.01, 0.06)
+        layer["smooth"] = _u(rng, 0.0, 0.8)
+        layer["width"] = _u(rng, 0.3, 1.0)
+        layer["row"] = _u(rng, 0.15, 0.6)
+    return layer
+
+
+def _composite_sample(rng: np.random.Generator) -> Params:
+    n = int(rng.choice([1, 2, 2, 3]))
+    layers = [_composite_layer(rng) for _ in range(n)]
+    for layer in layers[1:]:
+        layer["op"] = str(rng.choice(_COMPOSITE_OPS))
+        layer["weight"] = _u(rng, 0.15, 1.0)
+    hue = _u(rng, 0.0, 1.0)
+    spread = float(rng.choice([_u(rng, 0.0, 0.08), _u(rng, 0.3, 0.5)]))
+    sat = (0.0, 0.25) if rng.random() < 0.3 else (0.15, 0.8)
+    palette = [
+        color_hsv(rng, (hue + k * spread, hue + k * spread + 0.03), sat, (0.04, 0.85))
+        for k in range(int(rng.integers(2, 5)))
+    ]
+    metallic = bool(rng.random() < 0.1)
+    rough_mid = _u(rng, 0.1, 0.6) if metallic else _u(rng, 0.08, 0.95)
+    span = _u(rng, 0.0, 0.4)
+    return {
+        "layers": layers,
+        "fine": _u(rng, 0.0, 0.12) if rng.random() < 0.5 else 0.0,
+        "fine_scale": _u(rng, 25.0, 90.0),
+        "palette": palette,
+        "color_source": str(rng.choice(["noise", "cells", "bands"])),
+        "color_scale": float(np.exp(rng.uniform(np.log(1.0), np.log(25.0)))),
+        "color_detail": _u(rng, 1.0, 8.0),
+        "rough_lo": max(0.02, rough_mid - span / 2),
+        "rough_hi": min(1.0, rough_mid + span / 2),
+        "rough_follows_color": bool(rng.random() < 0.4),
+        "metallic": metallic,
+        "offset_col": _offset(rng),
+        **_grime_params(rng),
+    }
+
+
+def _composite_layer_build(g: Graph, vec: Socket, layer: Params) -> Socket:
+    v = g.vadd(g.xform(vec, scale=(1.0, layer["stretch"], 1.0), rot_z=layer["rot"]), layer["offset"])
+    kind, s = layer["kind"], layer["scale"]
+    if kind == "blobs":
+        f, _ = g.noise(v, s, layer["detail"], layer["roughness"], layer["distortion"])
+        h = g.remap(f, 0.3, 0.7)
+    elif kind == "ridges":
+        f, _ = g.noise(v, s, layer["detail"], layer["roughness"], layer["distortion"])
+        h = g.sub(1.0, g.math("ABSOLUTE", g.madd(f, 2.0, -1.0)))
+        h = g.remap(h, 0.4, 1.0)
+    elif kind == "cells":
+        edge = g.voronoi(v, s, "DISTANCE_TO_EDGE", layer["randomness"])["Distance"]
+        h = g.remap(edge, 0.0, layer["groove"], smooth=True)
+    elif kind == "cones":
+        d = g.voronoi(v, s, "F1", layer["randomness"], layer["metric"])["Distance"]
+        h = g.remap(d, 0.0, 0.8, 1.0, 0.0)
+    elif kind == "waves":
+        h = g.wave(v, s, layer["distortion"], 2.0, "X", layer["profile"], layer["wave"])
+    else:  # grid
+        mortar, _ = g.brick(v, s, layer["mortar"], layer["smooth"], layer["width"], layer["row"])
+        h = g.sub(1.0, mortar)
+    h = g.math("POWER", g.clamp01(h), layer["gamma"])
+    return g.sub(1.0, h) if layer["invert"] else h
+
+
+def _composite_build(g: Graph, vec: Socket, p: Params) -> Channels:
+    layers = p["layers"]
+    height = _composite_layer_build(g, vec, layers[0])
+    for layer in layers[1:]:
+        h = _composite_layer_build(g, vec, layer)
+        w = layer["weight"]
+        if layer["op"] == "add":
+            height = g.math("MULTIPLY", g.madd(h, w, height), 1.0 / (1.0 + w))
+        elif layer["op"] == "max":
+            height = g.math("MAXIMUM", height, g.mul(h, w))
+        else:  # multiply: the layer modulates the stack by up to its weight
+            height = g.mul(height, g.madd(h, w, 1.0 - w))
+    if p["fine"] > 0.0:
+        fine, _ = g.noise(vec, p["fine_scale"], 2.0, 0.5)
+        height = g.madd(fine, p["fine"], g.mul(height, 1.0 - p["fine"]))
+    vc = g.vadd(vec, p["offset_col"])
+    if p["color_source"] == "cells":
+        cell = g.voronoi(vc, p["color_scale"], "F1", 1.0)
+        bw = g.node("ShaderNodeRGBToBW")
+        g.nt.links.new(cell["Color"], bw.inputs[0])
+        cf = bw.outputs[0]
+    elif p["color_source"] == "bands":
+        cf = g.wave(vc, p["color_scale"], 4.0, p["color_detail"], "X", "SIN")
+    else:
+        cf, _ = g.noise(vc, p["color_scale"], p["color_detail"], 0.55)
+    pal = p["palette"]
+    stops = [(0.3 + 0.4 * k / (len(pal) - 1), c) for k, c in enumerate(pal)]
+    col = _grime(g, vec, g.ramp(cf, stops), p)
+    if p["rough_follows_color"]:
+        rf: Socket = cf
+    else:
+        rf, _ = g.noise(g.vadd(vc, [7.0, 3.0, 1.0]), p["color_scale"] * 1.9, 3.0, 0.5)
+    rough = g.remap(rf, 0.3, 0.7, p["rough_lo"], p["rough_hi"])
+    return Channels(height, col, rough, 1.0 if p["metallic"] else 0.0)
+
+
+GENERIC_FAMILIES: tuple[str, ...] = ("composite",)
+"""Families of generic, randomly composed relief (stop 16). Outside :data:`FAMILY_NAMES`, like
+:data:`RELIEF_FAMILIES`; a recipe names them."""
+
+FAMILIES["composite"] = Family("composite", _composite_sample, _composite_build, (0.004, 0.07))
