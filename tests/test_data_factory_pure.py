@@ -298,7 +298,7 @@ def test_split_dataset_puts_held_out_families_in_val(tmp_path: Path, monkeypatch
 
 
 def test_composite_family_spans_its_primitives_and_stays_out_of_the_default_set() -> None:
-    from mlvfx.data.families import COMPOSITE_LAYERS, GENERIC_FAMILIES, RELIEF_FAMILIES
+    from mlvfx.data.families import COMPOSITE_LAYERS, COMPOSITE_OPS, GENERIC_FAMILIES, RELIEF_FAMILIES
 
     assert GENERIC_FAMILIES == ("composite",)
     assert "composite" in FAMILIES and "composite" not in FAMILY_NAMES
@@ -324,7 +324,7 @@ def test_composite_family_spans_its_primitives_and_stays_out_of_the_default_set(
         metallic.add(p["metallic"])
         sources.add(p["color_source"])
     assert kinds == set(COMPOSITE_LAYERS)
-    assert ops == {None, "add", "max", "multiply"}
+    assert ops == {None, *COMPOSITE_OPS} and len(COMPOSITE_OPS) == 3
     assert metallic == {True, False} and sources == {"noise", "cells", "bands"}
     # Roughness levels span the range, unlike any single family's.
     mids = [(s.params["rough_lo"] + s.params["rough_hi"]) / 2 for s in specs]

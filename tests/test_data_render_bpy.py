@@ -101,7 +101,7 @@ def test_render_is_deterministic_by_seed(bpy_home: Any) -> None:
 
 def test_composite_family_renders_every_primitive_and_op(bpy_home: Any) -> None:
     from mlvfx.data import materials
-    from mlvfx.data.families import COMPOSITE_LAYERS
+    from mlvfx.data.families import COMPOSITE_LAYERS, COMPOSITE_OPS
 
     # One hand-made spec that stacks all six primitives and all three ops.
     base = materials.make_spec(10, 0, size=32, samples=1, families=["composite"])
@@ -118,7 +118,7 @@ def test_composite_family_renders_every_primitive_and_op(bpy_home: Any) -> None:
             if key not in ("op", "weight")
         }
         if k:
-            layer.update(op=("add", "max", "multiply")[k % 3], weight=0.5)
+            layer.update(op=COMPOSITE_OPS[k % 3], weight=0.5)
         layers.append(layer)
     params = dict(base.params, layers=layers, fine=0.05, metallic=True)
     spec = materials.SampleSpec(10, 0, "composite", params, 0.05, base.transform, base.lighting, 32, 1)

@@ -283,9 +283,7 @@ class Graph:
         self.set(n, "Bias", 0.0)
         self.set(n, "Brick Width", width)
         self.set(n, "Row Height", row)
-        rgb_to_bw = self.node("ShaderNodeRGBToBW")
-        self.nt.links.new(self._output(n, "Color"), rgb_to_bw.inputs[0])
-        return self._output(n, "Factor"), rgb_to_bw.outputs[0]
+        return self._output(n, "Factor"), self.grey(self._output(n, "Color"))
 
     def wave(
         self,
@@ -311,6 +309,12 @@ class Graph:
         self.set(n, "Detail", detail)
         self.set(n, "Phase Offset", phase)
         return self._output(n, "Factor")
+
+    def grey(self, color: Socket) -> Socket:
+        """The luminance of a colour socket, e.g. a texture's per-cell random colour as a value."""
+        n = self.node("ShaderNodeRGBToBW")
+        self.nt.links.new(color, n.inputs[0])
+        return n.outputs[0]
 
     def ramp(self, fac: Value, stops: Sequence[tuple[float, RGB]]) -> Socket:
         """A colour ramp; ``stops`` are (position, linear RGB)."""
@@ -488,15 +492,12 @@ def _cobble_build(g: Graph, vec: Socket, p: Params) -> Channels:
     # Ease-out 1 - (1 - s)^2: rounded shoulders and a flat-ish top, not a pyramid.
     inv = g.sub(1.0, stone)
     dome = g.sub(1.0, g.mul(inv, inv))
-    rand = g.node("ShaderNodeRGBToBW")
-    g.nt.links.new(cell["Color"], rand.inputs[0])
+    rand = g.grey(cell["Color"])
     det, _ = g.noise(v, p["detail_scale"], 4.0, 0.6)
-    height = g.madd(
-        dome, g.madd(g.decorrelate(rand.outputs[0]), 0.2, 0.8 - p["detail"]), g.mul(det, p["detail"])
-    )
+    height = g.madd(dome, g.madd(g.decorrelate(rand), 0.2, 0.8 - p["detail"]), g.mul(det, p["detail"]))
     cn, _ = g.noise(g.vadd(v, [3.0, 9.0, 4.0]), p["detail_scale"] * 0.5, 3.0, 0.6)
     stone_col = g.ramp(
-        g.madd(rand.outputs[0], 0.75, g.mul(cn, 0.25)),
+        g.madd(rand, 0.75, g.mul(cn, 0.25)),
         [(0.0, p["stones"][0]), (0.5, p["stones"][1]), (1.0, p["stones"][2])],
     )
     col = g.mix_rgb(g.remap(edge, p["gap"] * 0.4, p["gap"] * 0.7), p["gap_color"], stone_col)
@@ -524,9 +525,7 @@ def _pebble_layer(g: Graph, v: Socket, scale: float, radius: float) -> tuple[Soc
     cell = g.voronoi(v, scale, "F1", 1.0)
     r = g.math("DIVIDE", cell["Distance"], radius)
     cap = g.math("SQRT", g.clamp01(g.sub(1.0, g.mul(r, r))))
-    rand = g.node("ShaderNodeRGBToBW")
-    g.nt.links.new(cell["Color"], rand.inputs[0])
-    return cap, rand.outputs[0]
+    return cap, g.grey(cell["Color"])
 
 
 def _pebbles_build(g: Graph, vec: Socket, p: Params) -> Channels:
@@ -1029,7 +1028,7 @@ FAMILIES.update(
 # stay unseen structures; likewise terraces' quantised steps. What the family adds is variety:
 # relief shapes, scales, palettes and roughness levels that no single family spans.
 COMPOSITE_LAYERS: tuple[str, ...] = ("blobs", "ridges", "cells", "cones", "waves", "grid")
-_COMPOSITE_OPS: tuple[str, ...] = ("add", "max", "multiply")
+COMPOSITE_OPS: tuple[str, ...] = ("add", "max", "multiply")
 
 
 def _composite_layer(rng: np.random.Generator) -> Params:
@@ -1069,7 +1068,7 @@ def _composite_sample(rng: np.random.Generator) -> Params:
     n = int(rng.choice([1, 2, 2, 3]))
     layers = [_composite_layer(rng) for _ in range(n)]
     for layer in layers[1:]:
-        layer["op"] = str(rng.choice(_COMPOSITE_OPS))
+        layer["op"] = str(rng.choice(COMPOSITE_OPS))
         layer["weight"] = _u(rng, 0.15, 1.0)
     hue = _u(rng, 0.0, 1.0)
     spread = float(rng.choice([_u(rng, 0.0, 0.08), _u(rng, 0.3, 0.5)]))
@@ -1140,10 +1139,7 @@ def _composite_build(g: Graph, vec: Socket, p: Params) -> Channels:
         height = g.madd(fine, p["fine"], g.mul(height, 1.0 - p["fine"]))
     vc = g.vadd(vec, p["offset_col"])
     if p["color_source"] == "cells":
-        cell = g.voronoi(vc, p["color_scale"], "F1", 1.0)
-        bw = g.node("ShaderNodeRGBToBW")
-        g.nt.links.new(cell["Color"], bw.inputs[0])
-        cf = bw.outputs[0]
+        cf = g.grey(g.voronoi(vc, p["color_scale"], "F1", 1.0)["Color"])
     elif p["color_source"] == "bands":
         cf = g.wave(vc, p["color_scale"], 4.0, p["color_detail"], "X", "SIN")
     else:
