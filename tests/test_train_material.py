@@ -565,3 +565,26 @@ def test_curriculum_recipe_settings_are_checked() -> None:
             recipe_from_dict({"name": "x", "seed": 1, "train": train})
     own = recipe_from_dict({"name": "x", "seed": 1, "train": {"first_steps": 1, "first_data": ["@x"]}})
     assert own.train.first_data == ("@x",)
+
+
+def test_metallic_samples_of_named_families_are_skipped(tmp_path: Path) -> None:
+    # recipe data.skip_metallic: ("composite",) drops the composites' metals, not scratched_metal's.
+    for i, (family, metallic) in enumerate(
+        [("composite", True), ("composite", False), ("scratched_metal", True), ("bricks", False)]
+    ):
+        d = _write_sample(tmp_path / "d", i, family=family)
+        meta = json.loads((d / "meta.json").read_text())
+        meta["params"] = {"metallic": metallic}
+        (d / "meta.json").write_text(json.dumps(meta))
+    kept = MaterialDataset(tmp_path / "d", val_fraction=0.0)
+    assert kept.refresh() == 4 and not kept.skipped_metallic
+    data = MaterialDataset(tmp_path / "d", val_fraction=0.0, skip_metallic=("composite",))
+    assert data.refresh() == 3
+    assert [f.name for f in data.skipped_metallic] == ["s000000"]
+    assert data.refresh() == 0 and len(data.skipped_metallic) == 1
+
+
+def test_recipe_skip_metallic_round_trips() -> None:
+    recipe = load_recipe(ROOT / "model_zoo/recipes/material_v10.json")
+    assert recipe.data.skip_metallic == ("composite",)
+    assert recipe_from_dict(recipe.to_dict()) == recipe

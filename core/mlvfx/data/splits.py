@@ -90,6 +90,8 @@ class SampleRef:
     index: int
     parts: tuple[str, ...] = ()
     """The families a ``mixture`` sample blends (empty for the others)."""
+    metallic: bool = False
+    """Whether the sample's material is drawn metallic (``params.metallic`` in its meta.json)."""
 
     @property
     def holds_out(self) -> bool:
@@ -111,8 +113,10 @@ def list_samples(root: str | os.PathLike[str]) -> list[SampleRef]:
             parts: tuple[str, ...] = ()
             if meta["family"] == "mixture":
                 parts = tuple(str(meta["params"][k]["family"]) for k in ("a", "b"))
+            params = meta.get("params")
+            metallic = isinstance(params, dict) and bool(params.get("metallic", False))
             ref = SampleRef(
-                meta_path.parent, str(meta["family"]), int(meta["seed"]), int(meta["index"]), parts
+                meta_path.parent, str(meta["family"]), int(meta["seed"]), int(meta["index"]), parts, metallic
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InputError(f"unreadable sample description: {exc}", meta_path) from None

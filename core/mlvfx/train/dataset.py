@@ -102,6 +102,7 @@ class MaterialDataset:
 
     Held-out families (:data:`mlvfx.data.splits.HELD_OUT_FAMILIES`) are refused: they exist only
     for validation. Mixtures with a held-out part are skipped and listed in ``skipped_held_out``.
+    Metallic samples of the families in ``skip_metallic`` are skipped too (``skipped_metallic``).
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class MaterialDataset:
         root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         *,
         val_fraction: float = 0.05,
+        skip_metallic: Sequence[str] = (),
     ) -> None:
         roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
         if not roots:
@@ -122,6 +124,8 @@ class MaterialDataset:
         self.val: list[_Stored] = []
         self._seen: set[str] = set()
         self.skipped_held_out: list[Path] = []
+        self.skip_metallic = frozenset(skip_metallic)
+        self.skipped_metallic: list[Path] = []
 
     def refresh(self) -> int:
         """Load samples finished since the last call; return how many were added.
@@ -142,6 +146,10 @@ class MaterialDataset:
             if ref.holds_out:
                 # A mixture that blends a held-out family in: neither trained on nor monitored.
                 self.skipped_held_out.append(ref.folder)
+                self._seen.add(key)
+                continue
+            if ref.metallic and ref.family in self.skip_metallic:
+                self.skipped_metallic.append(ref.folder)
                 self._seen.add(key)
                 continue
             stored = _store(load_sample(ref.folder))

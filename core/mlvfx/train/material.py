@@ -187,7 +187,9 @@ def train_material(
     dev = torch_device(device)
     torch.set_num_threads(t.threads)
 
-    data = MaterialDataset(data_dir, val_fraction=recipe.data.val_fraction)
+    data = MaterialDataset(
+        data_dir, val_fraction=recipe.data.val_fraction, skip_metallic=recipe.data.skip_metallic
+    )
     data.refresh()
     # train.first_steps: the curriculum's first folders, as indices into the dataset's folders.
     first_roots: list[int] | None = None
@@ -234,6 +236,7 @@ def train_material(
             "train_samples": len(data.train),
             "val_samples": len(data.val),
             "skipped_held_out": len(data.skipped_held_out),
+            "skipped_metallic": len(data.skipped_metallic),
             "device": str(dev),
             "params": count_parameters(net),
         }
@@ -319,6 +322,7 @@ def train_material(
         "train_samples": len(data.train),
         "val_samples": len(data.val),
         "skipped_held_out": len(data.skipped_held_out),
+        "skipped_metallic": len(data.skipped_metallic),
         "last": last,
         "torch": torch.__version__,
         "threads": t.threads,

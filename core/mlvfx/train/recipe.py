@@ -24,6 +24,9 @@ class DataSpec:
     ``lighting``: the factory's lighting distribution (``studio`` or ``wide``).
     ``also``: more training data, as ``@<recipe>`` names of recipes in the same folder; their data
     (rendered with their own settings when missing) is trained on too, after this recipe's own.
+    ``skip_metallic``: families whose metallic samples are left out of training and monitoring, in
+    every data folder (``("composite",)`` keeps the composites' colour variety but not their
+    random-palette metals).
     """
 
     dir: str = ""
@@ -35,6 +38,7 @@ class DataSpec:
     val_fraction: float = 0.05
     lighting: str = "studio"
     also: tuple[str, ...] = ()
+    skip_metallic: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class Recipe:
         d["model"] = self.model.to_dict()
         d["data"]["families"] = list(self.data.families)
         d["data"]["also"] = list(self.data.also)
+        d["data"]["skip_metallic"] = list(self.data.skip_metallic)
         return d
 
 
@@ -123,7 +128,7 @@ def recipe_section(cls: type[Any], raw: Any, where: str, path: Path | None) -> A
     if unknown:
         raise InputError(f"unknown key(s) in recipe section {where!r}: {', '.join(unknown)}", path)
     kw = {k: _tuples(v) for k, v in raw.items()}
-    for key in ("families", "also", "first_data"):
+    for key in ("families", "also", "first_data", "skip_metallic"):
         if key in kw:
             if not isinstance(kw[key], tuple):
                 raise InputError(f"recipe section {where!r}: {key!r} must be a list", path)
