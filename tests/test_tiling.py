@@ -91,6 +91,64 @@ def test_multiple_pads_tiles_to_a_divisible_size(image: np.ndarray) -> None:
     assert np.abs(out - image).max() <= 1e-6
 
 
+@pytest.mark.parametrize(
+    ("shape", "tile", "margin", "multiple", "scale"),
+    [
+        ((203, 317), 64, 8, 1, 1),
+        ((203, 317), 50, 12, 16, 1),
+        ((256, 256), 384, 48, 16, 1),
+        ((37, 300), 64, 20, 16, 2),
+    ],
+)
+def test_inside_border_sees_only_real_pixels(
+    shape: tuple[int, int], tile: int, margin: int, multiple: int, scale: int
+) -> None:
+    """With border="inside" every tile is a window of the image itself (no mirrored margin), except
+    at most ``multiple - 1`` far-side pixels where the whole axis is shorter than a window; and the
+    identity still gives the input back."""
+    h, w = shape
+    # Each pixel holds its own coordinates, so a tile shows where it was cut from.
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([yy, xx, np.zeros_like(yy)], axis=-1)
+    windows = []
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        windows.extend(batch.copy())
+        return batch.repeat(scale, axis=1).repeat(scale, axis=2)
+
+    out = run_tiled(
+        img, fn, tile=tile, overlap=16, margin=margin, multiple=multiple, scale=scale, border="inside"
+    )
+    assert np.abs(out - img.repeat(scale, axis=0).repeat(scale, axis=1)).max() <= 1e-4
+    for t in windows:
+        th, tw = t.shape[:2]
+        assert th % multiple == 0 and tw % multiple == 0
+        real_h, real_w = min(th, h), min(tw, w)
+        rows, cols = t[:real_h, 0, 0], t[0, :real_w, 1]
+        assert (np.diff(rows) == 1).all() and (np.diff(cols) == 1).all()  # contiguous, never folded back
+        assert th - real_h < multiple and tw - real_w < multiple
+    # With a margin, tiles inside the image still get it on every side; only border tiles move.
+    if h >= tile + 2 * margin + multiple:
+        assert any(t[0, 0, 0] > 0 and t[-1, 0, 0] < h - 1 for t in windows)
+
+
+def test_mirror_border_is_the_default_and_bad_border_is_refused(image: np.ndarray) -> None:
+    yy, xx = np.mgrid[0:100, 0:120].astype(np.float32)
+    img = np.stack([yy, xx], axis=-1)
+    seen: list[np.ndarray] = []
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        seen.extend(batch.copy())
+        return batch
+
+    run_tiled(img, fn, tile=64, overlap=16, margin=8)
+    first = seen[0]  # the top-left tile: its 8-px margin is the image mirrored about row and column 0
+    assert list(first[0, :10, 1]) == [8, 7, 6, 5, 4, 3, 2, 1, 0, 1]
+    assert list(first[:10, 0, 0]) == [8, 7, 6, 5, 4, 3, 2, 1, 0, 1]
+    with pytest.raises(InputError, match="border"):
+        run_tiled(image, lambda b: b, tile=64, border="clamp")
+
+
 def test_small_image_smaller_than_tile() -> None:
     img = np.random.default_rng(2).random((5, 7, 1), dtype=np.float32)
     np.testing.assert_allclose(run_tiled(img, lambda b: b * 2, tile=512), img * 2, atol=1e-6)

@@ -1,9 +1,10 @@
 """Tiled inference: run any per-tile function over an image of any size in bounded memory.
 
 The image is covered by a grid of equal-sized, overlapping tiles. Each tile is cut out with a
-context margin (mirror-padded at the image border, or wrapped when the image is tileable), the
-function runs on a batch of tiles, the margin is dropped, and the tiles are blended with smooth
-weights that are normalised, so an identity function gives the input back.
+context margin (mirror-padded at the image border, or wrapped when the image is tileable; with
+``border="inside"`` the window moves inward instead, so a tile at the border sees only real
+pixels), the function runs on a batch of tiles, the margin is dropped, and the tiles are blended
+with smooth weights that are normalised, so an identity function gives the input back.
 
 Memory stays bounded because the output is assembled one row of tiles at a time: only a band of
 one tile height is accumulated, then finished rows are normalised and written into the output
@@ -93,6 +94,34 @@ def _axis_weights(plan: TilePlan) -> list[npt.NDArray[np.float32]]:
     return weights
 
 
+BORDERS = ("mirror", "inside")
+"""How :func:`run_tiled` gives a tile context at the image border (see its ``border``)."""
+
+
+def _windows(
+    plan: TilePlan, before: int, after: int, multiple: int, inside: bool
+) -> tuple[int, list[tuple[int, int]]]:
+    """The crop length along one axis and, per tile, where its crop starts in the image and where
+    the tile starts inside its crop.
+
+    A mirrored border centres every crop on its tile (``before`` context ahead, ``after`` behind).
+    An inside border moves a crop that would leave the image back inside it. When the whole axis
+    is shorter than a crop, the crop is the axis itself, rounded up to ``multiple`` (the few
+    pixels past the end are mirrored).
+    """
+    crop = plan.tile + before + after
+    if not inside:
+        return crop, [(start - before, before) for start in plan.starts]
+    if crop > plan.length:
+        crop = plan.length + (-plan.length) % multiple
+        return crop, [(0, start) for start in plan.starts]
+    out = []
+    for start in plan.starts:
+        src = min(max(start - before, 0), plan.length - crop)
+        out.append((src, start - src))
+    return crop, out
+
+
 def _batches(items: list[int], size: int) -> Iterator[list[int]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -109,6 +138,7 @@ def run_tiled(
     batch: int = 4,
     scale: int = 1,
     multiple: int = 1,
+    border: str = "mirror",
     out: FloatImage | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
@@ -128,6 +158,11 @@ def run_tiled(
         scale: integer output/input size ratio (1 for per-pixel maps, >1 for upscalers).
         multiple: ``fn`` needs h and w divisible by this (e.g. 2**levels of a U-Net); extra
             context is added at the far side and cropped away.
+        border: context at the image border when not ``tileable``. ``"mirror"``: the margin is
+            the image mirrored. ``"inside"``: a tile's window slides inward so its margin is
+            real image (an image smaller than a window is passed whole, plus at most
+            ``multiple - 1`` mirrored pixels). For learned models trained on crops of real
+            images: a mirrored margin shows them light falling the mirrored way.
         out: optional preallocated output (H*scale, W*scale, C_out) float32, e.g. a memmap.
         progress: called with (fraction, message) after every batch.
         cancel: checked before every batch.
@@ -151,6 +186,8 @@ def run_tiled(
             f"invalid tiling parameters: tile={tile}, overlap={overlap}, margin={margin}, "
             f"batch={batch}, scale={scale}, multiple={multiple}"
         )
+    if border not in BORDERS:
+        raise InputError(f"border must be one of {', '.join(BORDERS)}, got {border!r}")
     if overlap >= tile and tile < max(img.shape[:2]):
         raise InputError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
     height, width, _ = img.shape
@@ -166,11 +203,10 @@ def run_tiled(
         extra = (-total) % multiple
         return margin, margin + extra
 
-    pad_y0, pad_y1 = crop_extent(rows.tile)
-    pad_x0, pad_x1 = crop_extent(cols.tile)
-    crop_h = rows.tile + pad_y0 + pad_y1
-    crop_w = cols.tile + pad_x0 + pad_x1
-    col_spans = [(c - pad_x0, c + cols.tile + pad_x1) for c in cols.starts]
+    inside = border == "inside" and not tileable
+    crop_h, row_windows = _windows(rows, *crop_extent(rows.tile), multiple, inside)
+    crop_w, col_windows = _windows(cols, *crop_extent(cols.tile), multiple, inside)
+    col_spans = [(a, a + crop_w) for a, _ in col_windows]
     col_index = [_source_index(np.arange(a, b, dtype=np.int64), width, tileable) for a, b in col_spans]
 
     # The blend weight of a tile is row_w(y) * col_w(x), so the total weight at a pixel is separable:
@@ -217,7 +253,7 @@ def run_tiled(
         if band is not None:
             flush(row_start)
         band_top = row_start
-        y_a, y_b = row_start - pad_y0, row_start + rows.tile + pad_y1
+        y_a, y_b = row_windows[r][0], row_windows[r][0] + crop_h
         if 0 <= y_a and y_b <= height:
             rows_of_image = img[y_a:y_b]
         else:
@@ -251,11 +287,12 @@ def run_tiled(
             if produced.shape[3] != out_channels:
                 raise InputError(f"tile function changed its channel count to {produced.shape[3]}")
             assert band is not None and scratch is not None
-            y0, x0 = pad_y0 * scale, pad_x0 * scale
-            core = produced[:, y0 : y0 + rows.tile * scale, x0 : x0 + cols.tile * scale]
+            y0 = row_windows[r][1] * scale
             band_flat = band.reshape(band.shape[0], -1)
             for k, c in enumerate(group):
-                tile_flat = np.ascontiguousarray(core[k]).reshape(scratch.shape)
+                x0 = col_windows[c][1] * scale
+                core = produced[k, y0 : y0 + rows.tile * scale, x0 : x0 + cols.tile * scale]
+                tile_flat = np.ascontiguousarray(core).reshape(scratch.shape)
                 np.multiply(tile_flat, row_weights[r][:, None], out=scratch)
                 scratch *= col_weights_flat[c][None, :]
                 x0_flat = cols.starts[c] * scale * out_channels

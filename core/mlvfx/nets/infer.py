@@ -182,6 +182,10 @@ def predict_material(
         tileable=tileable,
         batch=batch,
         multiple=net.multiple,
+        # The net learned from crops of real photos: a mirrored margin would show it light
+        # falling the mirrored way (bench/material_capacity.py's nets that read the light lost
+        # most of their gain through it). Border tiles slide inward instead.
+        border="inside",
         progress=scaled(progress, 0.0, 0.9),
         cancel=cancel,
     )
