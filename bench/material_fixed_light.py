@@ -15,7 +15,14 @@ renders of one family (default rocky, which the published model predicts flat):
 * **random+oracle**: "random", but the context branch reads the *true* sun direction instead of
   the photo's thumbnail (a ramp image along the sun's x/y, its z as a flat channel), in training
   and in scoring. Not a usable model (it needs the answer): it shows whether a good light
-  estimate would be enough.
+  estimate would be enough;
+* **random+turned**: "random", each photo turned so its true sun comes from the fixed sun's side
+  (an oracle too);
+* **sun**, **fixed+sky**, **fixed+area**: between "fixed" and "random", one part of the factory's
+  lighting at a time. "sun": the drawn sun alone (any azimuth, elevation, strength), a weak sky,
+  no area light, with turns and mirrors. "fixed+sky": the fixed sun under the drawn sky.
+  "fixed+area": the fixed sun plus the drawn area light. The last two keep the photo's
+  orientation, as "fixed" does.
 
 It then scores the model on validation specs of the same family (other indices, never trained on)
 under each condition's lighting: the mean tilt of the predicted normals against the truth's, and
@@ -48,7 +55,16 @@ from mlvfx.eval.material import normal_errors, read_map, sample_folders
 from mlvfx.io import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
-CONDITIONS = ("random", "fixed", "random+light", "random+oracle", "random+turned")
+CONDITIONS = (
+    "random",
+    "fixed",
+    "random+light",
+    "random+oracle",
+    "random+turned",
+    "sun",
+    "fixed+sky",
+    "fixed+area",
+)
 FIXED_SUN = {"azimuth": 0.6, "elevation": float(np.radians(35.0)), "strength": 4.0, "angle": 0.03}
 
 
@@ -56,15 +72,44 @@ def fixed_lighting(light: dict[str, Any]) -> dict[str, Any]:
     return dict(light, hdri_strength=0.15, area=None, exposure_ev=0.0, sun=dict(light["sun"], **FIXED_SUN))
 
 
-def render_set(out: Path, family: str, seed: int, indices: range, fixed: bool) -> None:
+def sun_lighting(light: dict[str, Any]) -> dict[str, Any]:
+    """The drawn sun alone (any azimuth, elevation, strength, size, colour), a weak sky, no area light."""
+    return dict(light, hdri_strength=0.15, area=None, exposure_ev=0.0)
+
+
+def fixed_sky_lighting(light: dict[str, Any]) -> dict[str, Any]:
+    """The fixed sun under the drawn sky (HDRI, rotation, strength); no area light."""
+    return dict(light, area=None, exposure_ev=0.0, sun=dict(light["sun"], **FIXED_SUN))
+
+
+def fixed_area_lighting(light: dict[str, Any]) -> dict[str, Any]:
+    """The fixed sun and a weak sky, plus the drawn area light (three specs in ten have one)."""
+    return dict(light, hdri_strength=0.15, exposure_ev=0.0, sun=dict(light["sun"], **FIXED_SUN))
+
+
+#: Lighting of each condition's renders (conditions not named here use the factory's as drawn),
+#: the folder they go in, and whether training keeps the photo's orientation (no turns or mirrors).
+LIGHTING: dict[str, tuple[Any, str, bool]] = {
+    "fixed": (fixed_lighting, "fixed", True),
+    "sun": (sun_lighting, "sun", False),
+    "fixed+sky": (fixed_sky_lighting, "fixed_sky", True),
+    "fixed+area": (fixed_area_lighting, "fixed_area", True),
+}
+
+
+def render_set(out: Path, family: str, seed: int, indices: range, fixed: Any) -> None:
+    """Render the specs ``indices`` of ``family`` into ``out`` (finished ones are kept). ``fixed``:
+    False for the factory's lighting, True for :func:`fixed_lighting`, or a function of the drawn
+    lighting."""
     out.mkdir(parents=True, exist_ok=True)
     for i in indices:
         folder = out / materials.sample_dir_name(i)
         if (folder / "meta.json").is_file():
             continue
         spec = materials.make_spec(seed, i, families=[family])
-        if fixed:
-            spec = dataclasses.replace(spec, lighting=fixed_lighting(spec.lighting))
+        relight = fixed_lighting if fixed is True else fixed or None
+        if relight is not None:
+            spec = dataclasses.replace(spec, lighting=relight(spec.lighting))
         maps = materials.render_maps(spec)
         tmp = out / f".tmp-{folder.name}"
         tmp.mkdir(exist_ok=True)
@@ -223,12 +268,12 @@ def main() -> None:
     )
     results: dict[str, dict[str, Any]] = {}
     for cond in args.conditions:
-        fixed = cond == "fixed"
-        renders = args.out / ("fixed" if fixed else "random")
+        relight, folder, fixed = LIGHTING.get(cond, (False, "random", False))
+        renders = args.out / folder
         t0 = time.perf_counter()
-        render_set(renders / "train", args.family, args.seed, range(args.count), fixed)
+        render_set(renders / "train", args.family, args.seed, range(args.count), relight)
         val = renders / "val"
-        render_set(val, args.family, args.seed, range(args.count, args.count + args.val), fixed)
+        render_set(val, args.family, args.seed, range(args.count, args.count + args.val), relight)
         rendered = time.perf_counter() - t0
         run = (
             args.out
