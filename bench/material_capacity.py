@@ -220,6 +220,7 @@ def train_one(args: argparse.Namespace) -> None:
         "train_s": round(trained, 1),
         "batch": args.batch,
         "crop": args.crop,
+        "turns": not args.no_turns,
         "lr_peak": lr_peak,
         "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu",
         "before_val": before,
@@ -248,6 +249,8 @@ def _batch(data: dict[str, Any], g: Any, gg: Any, args: argparse.Namespace) -> t
     lefts = torch.randint(0, w - crop + 1, (b,), generator=g).tolist()
     photos, normals = [], []
     for i, op in zip(idx, ops, strict=True):
+        if getattr(args, "no_turns", False):  # a fixed light stays on its side of the image
+            op = 0
         p, m = turn(data["train_lit"][i], data["train_normal"][i], op % 4, op >= 4)
         photos.append(p)
         normals.append(m)
@@ -297,6 +300,7 @@ def train_all(args: argparse.Namespace) -> None:
             str(args.seed),
             "--max-steps",
             str(args.max_steps),
+            *(["--no-turns"] if args.no_turns else []),
         ]
         log = open(args.out / "train.log", "a")
         procs.append(
@@ -382,6 +386,9 @@ def main() -> None:
         t.add_argument("--lr", type=float, default=1e-3)
         t.add_argument("--lr-init", type=float, default=4e-4)
         t.add_argument("--fit-count", type=int, default=40)
+        t.add_argument(
+            "--no-turns", action="store_true", help="no turns or mirrors (renders under one fixed sun)"
+        )
         if name == "train":
             t.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
         else:

@@ -188,21 +188,39 @@ def turn_back(normal: npt.NDArray[np.float32], quarter_turns: int, mirror: bool)
 
 
 @contextmanager
-def turned_batches() -> Iterator[None]:
-    """While active, :func:`augment.dihedral` ignores its random turn and applies the sample's
-    :func:`turn_towards_fixed` (a sample without a sun keeps the random one)."""
-    original = augment.dihedral
+def fixed_turns(choose: Any) -> Iterator[None]:
+    """While active, training batches use ``choose(sample)``'s ``(quarter_turns, mirror)`` (or a
+    random one where it returns None) instead of a random turn. Patches the name the dataset calls
+    (:func:`mlvfx.data.augment.augment_with_context` since stop 14; patching ``augment.dihedral``,
+    as stops 8-9 did, no longer reaches the batches)."""
+    from mlvfx.train import dataset
 
-    def turned(sample: augment.MaterialSample, quarter_turns: int, mirror: bool = False) -> Any:
-        if sample.light is not None:
-            quarter_turns, mirror = turn_towards_fixed(sample.light)
-        return original(sample, quarter_turns, mirror)
+    original, original_dihedral = dataset.augment_with_context, augment.dihedral
 
-    augment.dihedral = turned  # type: ignore[assignment]
+    def patched(sample: Any, rng: np.random.Generator, **kwargs: Any) -> Any:
+        return original(sample, rng, turn=choose(sample), **kwargs)
+
+    def patched_dihedral(sample: Any, quarter_turns: int, mirror: bool = False) -> Any:
+        turn = choose(sample)  # the path of nets without a context branch (``augment``)
+        return original_dihedral(sample, *(turn if turn is not None else (quarter_turns, mirror)))
+
+    dataset.augment_with_context = patched  # type: ignore[assignment]
+    augment.dihedral = patched_dihedral  # type: ignore[assignment]
     try:
         yield
     finally:
-        augment.dihedral = original  # type: ignore[assignment]
+        dataset.augment_with_context = original  # type: ignore[assignment]
+        augment.dihedral = original_dihedral  # type: ignore[assignment]
+
+
+def turned_batches() -> Any:
+    """Batches turned by :func:`turn_towards_fixed` (a sample without a sun keeps a random turn)."""
+    return fixed_turns(lambda s: None if s.light is None else turn_towards_fixed(s.light))
+
+
+def unturned_batches() -> Any:
+    """Batches that keep the photo's orientation: the fixed sun stays on its side."""
+    return fixed_turns(lambda s: (0, False))
 
 
 def score(weights: Path | None, truth: Path, oracle: bool = False, turned: bool = False) -> dict[str, float]:
@@ -283,19 +301,23 @@ def main() -> None:
         cond_recipe = recipe
         if cond == "random+light":  # the random condition plus the light-direction loss
             cond_recipe = dataclasses.replace(recipe, loss=dataclasses.replace(recipe.loss, light=args.light))
-        original = augment.dihedral
-        if fixed:  # no turns or mirrors: the light stays on one side of the image
-            augment.dihedral = lambda sample, quarter_turns, mirror=False: sample  # type: ignore[assignment]
         oracle, turned = cond == "random+oracle", cond == "random+turned"
-        try:
-            t1 = time.perf_counter()
-            with oracle_batches() if oracle else turned_batches() if turned else nullcontext():
-                res = train_material(
-                    cond_recipe, data_dir=renders / "train", out_dir=run, resume=True, export_onnx=False
-                )
-            trained = time.perf_counter() - t1
-        finally:
-            augment.dihedral = original
+        # "fixed" and its variants: no turns or mirrors, the light stays on one side of the image.
+        batches = (
+            oracle_batches()
+            if oracle
+            else turned_batches()
+            if turned
+            else unturned_batches()
+            if fixed
+            else nullcontext()
+        )
+        t1 = time.perf_counter()
+        with batches:
+            res = train_material(
+                cond_recipe, data_dir=renders / "train", out_dir=run, resume=True, export_onnx=False
+            )
+        trained = time.perf_counter() - t1
         log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
         light = [(r["step"], r["light"]) for r in log if r.get("event") == "train" and "light" in r]
         first = [v for step, v in light if step <= 250]

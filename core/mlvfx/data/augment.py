@@ -314,8 +314,13 @@ def augment_with_context(
     crop_size: int,
     jitter: bool = True,
     illumination: float = 0.0,
+    turn: tuple[int, bool] | None = None,
 ) -> tuple[MaterialSample, FloatArray]:
     """Like :func:`augment`, but also return the whole augmented photo (H, W, 3).
+
+    ``turn``: use these ``(quarter_turns, mirror)`` instead of random ones (the random ones are
+    still drawn, so the rest of the augmentation is the same); ``(0, False)`` keeps the photo's
+    orientation, as a study under one fixed sun needs.
 
     The dihedral transform and the colour jitter are applied to the whole sample first and the
     crop is taken from it, so the crop and the whole photo agree (the context branch of
@@ -329,6 +334,8 @@ def augment_with_context(
     if crop_size > min(h, w):
         raise InputError(f"crop size {crop_size} exceeds the sample size {h}x{w}")
     quarter_turns, mirror = int(rng.integers(4)), bool(rng.integers(2))
+    if turn is not None:
+        quarter_turns, mirror = int(turn[0]), bool(turn[1])
     lit = np.ascontiguousarray(_turned(sample.lit, quarter_turns, mirror), dtype=np.float32)
     if illumination > 0:
         lit = relight_smoothly(lit, rng, illumination)
