@@ -588,3 +588,7 @@ def test_recipe_skip_metallic_round_trips() -> None:
     recipe = load_recipe(ROOT / "model_zoo/recipes/material_v10.json")
     assert recipe.data.skip_metallic == ("composite",)
     assert recipe_from_dict(recipe.to_dict()) == recipe
+    bad = recipe.to_dict()
+    bad["data"]["skip_metallic"] = ["composites"]  # a typo must not silently skip nothing
+    with pytest.raises(InputError, match="skip_metallic names unknown families: composites"):
+        recipe_from_dict(bad)

@@ -185,6 +185,12 @@ def recipe_from_dict(d: dict[str, Any], path: Path | None = None) -> Recipe:
             f"recipe data.lighting must be one of {', '.join(LIGHTING_MODES)}, got {recipe.data.lighting!r}",
             path,
         )
+    from mlvfx.data.families import FAMILY_NAMES, GENERIC_FAMILIES, RELIEF_FAMILIES
+
+    known = (*FAMILY_NAMES, *RELIEF_FAMILIES, *GENERIC_FAMILIES)
+    unknown_skip = [f for f in recipe.data.skip_metallic if f not in known]
+    if unknown_skip:
+        raise InputError(f"recipe data.skip_metallic names unknown families: {', '.join(unknown_skip)}", path)
     for other in recipe.data.also:
         name = other[1:]
         if not other.startswith("@") or not name or any(c in name for c in "/\\") or name in (".", ".."):
