@@ -294,19 +294,25 @@ def train_all(args: argparse.Namespace) -> None:
             "--crop",
             str(args.crop),
             "--threads",
-            "2",
+            str(args.threads),
             "--seed",
             str(args.seed),
             "--max-steps",
             str(args.max_steps),
+            "--lr",
+            str(args.lr),
+            "--lr-init",
+            str(args.lr_init),
+            "--fit-count",
+            str(args.fit_count),
             *(["--no-turns"] if args.no_turns else []),
         ]
-        log = open(args.out / "train.log", "a")
-        procs.append(
-            subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(args.out / "train.log", "a") as log:  # the child keeps its own copy of the handle
+            procs.append(
+                subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1")
+                )
             )
-        )
     codes = [p.wait() for p in procs]
     print("exit codes", dict(zip(args.conditions, codes, strict=True)))
     table(args.out)
