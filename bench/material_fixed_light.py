@@ -41,7 +41,7 @@ import argparse
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,7 @@ def fixed_area_lighting(light: dict[str, Any]) -> dict[str, Any]:
 
 #: Lighting of each condition's renders (conditions not named here use the factory's as drawn),
 #: the folder they go in, and whether training keeps the photo's orientation (no turns or mirrors).
-LIGHTING: dict[str, tuple[Any, str, bool]] = {
+LIGHTING: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any]] | None, str, bool]] = {
     "fixed": (fixed_lighting, "fixed", True),
     "sun": (sun_lighting, "sun", False),
     "fixed+sky": (fixed_sky_lighting, "fixed_sky", True),
@@ -97,17 +97,21 @@ LIGHTING: dict[str, tuple[Any, str, bool]] = {
 }
 
 
-def render_set(out: Path, family: str, seed: int, indices: range, fixed: Any) -> None:
-    """Render the specs ``indices`` of ``family`` into ``out`` (finished ones are kept). ``fixed``:
-    False for the factory's lighting, True for :func:`fixed_lighting`, or a function of the drawn
-    lighting."""
+def render_set(
+    out: Path,
+    family: str,
+    seed: int,
+    indices: range,
+    relight: Callable[[dict[str, Any]], dict[str, Any]] | None,
+) -> None:
+    """Render the specs ``indices`` of ``family`` into ``out`` (finished ones are kept), their drawn
+    lighting passed through ``relight`` (None: the factory's lighting as drawn)."""
     out.mkdir(parents=True, exist_ok=True)
     for i in indices:
         folder = out / materials.sample_dir_name(i)
         if (folder / "meta.json").is_file():
             continue
         spec = materials.make_spec(seed, i, families=[family])
-        relight = fixed_lighting if fixed is True else fixed or None
         if relight is not None:
             spec = dataclasses.replace(spec, lighting=relight(spec.lighting))
         maps = materials.render_maps(spec)
@@ -286,7 +290,7 @@ def main() -> None:
     )
     results: dict[str, dict[str, Any]] = {}
     for cond in args.conditions:
-        relight, folder, fixed = LIGHTING.get(cond, (False, "random", False))
+        relight, folder, fixed = LIGHTING.get(cond, (None, "random", False))
         renders = args.out / folder
         t0 = time.perf_counter()
         render_set(renders / "train", args.family, args.seed, range(args.count), relight)
