@@ -94,6 +94,48 @@ def test_harness_perfect_and_flat_predictions(tmp_path: Path) -> None:
     assert "| bricks |" in md and "**overall**" in md
 
 
+def _relabel(folder: Path, family: str, parts: tuple[str, str] | None = None) -> None:
+    meta_path = folder / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["family"] = family
+    if parts is not None:
+        meta["params"] = {"a": {"family": parts[0]}, "b": {"family": parts[1]}}
+    meta_path.write_text(json.dumps(meta))
+
+
+def test_held_out_families_reported_separately(tmp_path: Path) -> None:
+    """Issue 5: the held-out families (and mixtures with a held-out part) get their own mean."""
+    truth, pred = tmp_path / "truth", tmp_path / "pred"
+    _truth(truth, n=4)
+    folders = sorted(truth.iterdir())
+    _relabel(folders[0], "bricks")
+    _relabel(folders[1], "bark")
+    _relabel(folders[2], "mixture", ("tiles", "pebbles"))
+    _relabel(folders[3], "mixture", ("bricks", "tiles"))
+    tilts = [0.0, 10.0, 20.0, 30.0]  # tilted away from each truth by at least this much
+    for d, tilt in zip(folders, tilts, strict=True):
+        (pred / d.name).mkdir(parents=True)
+        normal = _tilt(tilt, (16, 16)) * 0.5 + 0.5
+        write_image(pred / d.name / "normal.png", normal, kind="data", bit_depth=16)
+    res = evaluate(pred, truth)
+    assert [s.held_out for s in res.samples] == [False, True, True, False]
+    split = res.by_split()
+    assert split["trained families"]["count"] == 2 and split["held-out families"]["count"] == 2
+    per_sample = {s.name: s.metrics["normal_mean_deg"] for s in res.samples}
+    names = [d.name for d in folders]
+    assert split["trained families"]["normal_mean_deg"] == pytest.approx(
+        (per_sample[names[0]] + per_sample[names[3]]) / 2
+    )
+    assert split["held-out families"]["normal_mean_deg"] == pytest.approx(
+        (per_sample[names[1]] + per_sample[names[2]]) / 2
+    )
+    assert res.to_dict()["by_split"] == split
+    md = res.to_markdown()
+    assert "**overall, trained families**" in md and "**overall, held-out families**" in md
+    only_trained = evaluate(pred, truth, names=[names[0], names[3]])
+    assert set(only_trained.by_split()) == {"trained families"}
+
+
 def test_cli_json_and_markdown(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     truth, pred = tmp_path / "truth", tmp_path / "pred"
     _truth(truth, n=2)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from mlvfx.data.splits import HELD_OUT_FAMILIES
 from mlvfx.errors import ImageReadError, InputError
 
 FloatArray = npt.NDArray[np.float32]
@@ -190,13 +191,33 @@ def sample_folders(root: str | os.PathLike[str]) -> list[Path]:
 
 def sample_family(folder: Path) -> str:
     """The family named in a sample's meta.json, or "unknown"."""
+    return sample_families(folder)[0]
+
+
+def sample_families(folder: Path) -> tuple[str, ...]:
+    """The family named in a sample's meta.json, then a mixture's two parts; ``("unknown",)``.
+
+    Families and parts come as the factory wrote them; a meta.json that cannot be read, or a
+    mixture without readable parts, gives what could be read.
+    """
     meta = folder / "meta.json"
-    if meta.is_file():
-        try:
-            return str(json.loads(meta.read_text()).get("family", "unknown"))
-        except (OSError, ValueError):
-            return "unknown"
-    return "unknown"
+    if not meta.is_file():
+        return ("unknown",)
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return ("unknown",)
+    if not isinstance(data, dict):
+        return ("unknown",)
+    family = str(data.get("family", "unknown"))
+    parts: list[str] = []
+    params = data.get("params")
+    if family == "mixture" and isinstance(params, dict):
+        for key in ("a", "b"):
+            part = params.get(key)
+            if isinstance(part, dict) and "family" in part:
+                parts.append(str(part["family"]))
+    return (family, *parts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +232,9 @@ class SampleResult:
     name: str
     family: str
     metrics: dict[str, float] = field(default_factory=dict)
+    held_out: bool = False
+    """The sample's family, or a part of its mixture, is one training never sees
+    (:data:`mlvfx.data.splits.HELD_OUT_FAMILIES`)."""
 
 
 @dataclass
@@ -241,15 +265,30 @@ class EvalResult:
     def overall(self) -> dict[str, Any]:
         return self._mean(self.samples)
 
+    def by_split(self) -> dict[str, dict[str, Any]]:
+        """Means over the samples of training families and over those of held-out ones.
+
+        Issue 5 sets its targets on the public validation set and asks for the held-out families
+        to be reported separately. A split with no sample is left out.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for label, held in (("trained families", False), ("held-out families", True)):
+            rows = [s for s in self.samples if s.held_out == held]
+            if rows:
+                out[label] = self._mean(rows)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "overall": self.overall(),
+            "by_split": self.by_split(),
             "per_family": self.per_family(),
             "samples": [{"name": s.name, "family": s.family, **s.metrics} for s in self.samples],
         }
 
     def to_markdown(self, title: str | None = None) -> str:
-        return markdown_table({**self.per_family(), "**overall**": self.overall()}, title=title)
+        split = {f"**overall, {k}**": v for k, v in self.by_split().items()}
+        return markdown_table({**self.per_family(), "**overall**": self.overall(), **split}, title=title)
 
 
 _HEADERS = (
@@ -282,7 +321,9 @@ def markdown_table(
 
 def evaluate_sample(pred_folder: Path, truth_folder: Path) -> SampleResult:
     """Compare the maps of one predicted sample with its truth (see module docstring)."""
-    res = SampleResult(truth_folder.name, sample_family(truth_folder))
+    families = sample_families(truth_folder)
+    held = any(f in HELD_OUT_FAMILIES for f in families)
+    res = SampleResult(truth_folder.name, families[0], held_out=held)
     for name in MAPS:
         pred = read_map(pred_folder, name)
         if pred is None:
