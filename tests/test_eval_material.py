@@ -112,7 +112,7 @@ def test_held_out_families_reported_separately(tmp_path: Path) -> None:
     _relabel(folders[1], "bark")
     _relabel(folders[2], "mixture", ("tiles", "pebbles"))
     _relabel(folders[3], "mixture", ("bricks", "tiles"))
-    tilts = [0.0, 10.0, 20.0, 30.0]  # tilted away from each truth by at least this much
+    tilts = [0.0, 10.0, 20.0, 30.0]  # a different flat tilt per sample: the two means differ
     for d, tilt in zip(folders, tilts, strict=True):
         (pred / d.name).mkdir(parents=True)
         normal = _tilt(tilt, (16, 16)) * 0.5 + 0.5

@@ -43,6 +43,11 @@ VALIDATION_SEEDS: dict[str, int] = {
 }
 
 
+def holds_out(families: Sequence[str]) -> bool:
+    """Whether any of a sample's families (its own, then a mixture's parts) is held out."""
+    return any(f in HELD_OUT_FAMILIES for f in families)
+
+
 def check_train_seed(seed: int) -> int:
     """Raise ``InputError`` if ``seed`` is reserved for a validation set."""
     for name, reserved in VALIDATION_SEEDS.items():
@@ -96,7 +101,7 @@ class SampleRef:
     @property
     def holds_out(self) -> bool:
         """Whether any family in the sample, a mixture's parts included, is held out."""
-        return any(f in HELD_OUT_FAMILIES for f in (self.family, *self.parts))
+        return holds_out((self.family, *self.parts))
 
 
 def list_samples(root: str | os.PathLike[str]) -> list[SampleRef]:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from mlvfx.data.splits import HELD_OUT_FAMILIES
+from mlvfx.data.splits import holds_out
 from mlvfx.errors import ImageReadError, InputError
 
 FloatArray = npt.NDArray[np.float32]
@@ -234,7 +234,7 @@ class SampleResult:
     metrics: dict[str, float] = field(default_factory=dict)
     held_out: bool = False
     """The sample's family, or a part of its mixture, is one training never sees
-    (:data:`mlvfx.data.splits.HELD_OUT_FAMILIES`)."""
+    (:func:`mlvfx.data.splits.holds_out`)."""
 
 
 @dataclass
@@ -322,8 +322,7 @@ def markdown_table(
 def evaluate_sample(pred_folder: Path, truth_folder: Path) -> SampleResult:
     """Compare the maps of one predicted sample with its truth (see module docstring)."""
     families = sample_families(truth_folder)
-    held = any(f in HELD_OUT_FAMILIES for f in families)
-    res = SampleResult(truth_folder.name, families[0], held_out=held)
+    res = SampleResult(truth_folder.name, families[0], held_out=holds_out(families))
     for name in MAPS:
         pred = read_map(pred_folder, name)
         if pred is None:
