@@ -592,3 +592,88 @@ def test_recipe_skip_metallic_round_trips() -> None:
     bad["data"]["skip_metallic"] = ["composites"]  # a typo must not silently skip nothing
     with pytest.raises(InputError, match="skip_metallic names unknown families: composites"):
         recipe_from_dict(bad)
+
+
+def test_teacher_settings_are_checked_and_round_trip() -> None:
+    raw = json.loads((ROOT / "model_zoo/recipes/material_v1.json").read_text())
+    with pytest.raises(InputError, match="go together"):
+        recipe_from_dict({**raw, "loss": {**raw["loss"], "roughness_teacher": 1.0}})
+    with pytest.raises(InputError, match="go together"):
+        recipe_from_dict({**raw, "train": {**raw["train"], "teacher": "zoo:material@0.7.0"}})
+    both = recipe_from_dict(
+        {
+            **raw,
+            "train": {**raw["train"], "teacher": "zoo:material@0.7.0"},
+            "loss": {**raw["loss"], "roughness_teacher": 0.5},
+        }
+    )
+    again = recipe_from_dict(json.loads(json.dumps(both.to_dict())))
+    assert again == both and again.train.teacher == "zoo:material@0.7.0"
+
+
+def test_roughness_teacher_term_is_l1_to_the_teachers_roughness() -> None:
+    torch.manual_seed(0)
+    pred = torch.rand(2, 8, 16, 16)
+    teacher = torch.rand(2, 8, 16, 16)
+    batch = {
+        "normal": torch.rand(2, 3, 16, 16),
+        "height": torch.rand(2, 1, 16, 16),
+        "albedo": torch.rand(2, 3, 16, 16),
+        "roughness": torch.rand(2, 1, 16, 16),
+    }
+    w = replace(_tiny_recipe().loss, roughness_teacher=2.0)
+    terms = compute_losses(pred, batch, w, teacher)
+    hand = (pred[:, 7:8] - teacher[:, 7:8]).abs().mean()
+    assert torch.allclose(terms["roughness_teacher"], hand)
+    plain = compute_losses(pred, batch, w)
+    assert "roughness_teacher" not in plain
+    assert torch.allclose(terms["total"] - plain["total"], 2.0 * hand)
+    assert float(compute_losses(pred, batch, w, pred)["roughness_teacher"]) == 0.0
+
+
+def test_a_teacher_pulls_the_roughness_towards_its_own_and_stays_frozen(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """Only the teacher term trains: the student's roughness moves towards the teacher's, which
+    differs from the ground truth, and the teacher file is read, logged and left as it was."""
+    from safetensors.torch import load_file, save_file
+
+    cfg = MaterialNetConfig(widths=(4, 8))
+    torch.manual_seed(3)
+    teacher = MaterialNet(cfg)
+    with torch.no_grad():  # a teacher whose roughness is far from the fixture's (0.2 / 0.3)
+        head = [m for m in teacher.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        assert head.bias is not None
+        head.bias[7] = 3.0
+    path = tmp_path / "teacher.safetensors"
+    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(path))
+    zero = {k: 0.0 for k in ("normal", "height_grad", "height_normal", "albedo_si", "albedo_l1", "roughness")}
+    recipe = _tiny_recipe(steps=80, lr=3e-2, teacher=str(path))
+    recipe = replace(recipe, model=cfg, loss=replace(recipe.loss, **zero, roughness_teacher=1.0))
+    data = MaterialDataset(dataset, val_fraction=0.0)
+    data.refresh()
+    batch = data.batch(1, 0, 2, 32)
+    teacher.eval()
+    with torch.no_grad():
+        target = teacher(batch["lit"])[:, 7:8]
+    torch.manual_seed(recipe.seed)  # the student's own initialisation
+    start = MaterialNet(cfg).eval()
+    with torch.no_grad():
+        before = float((start(batch["lit"])[:, 7:8] - target).abs().mean())
+    res = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "w", export_onnx=False)
+    assert res.weights is not None
+    student = MaterialNet(cfg)
+    student.load_state_dict(load_file(str(res.weights)))
+    student.eval()
+    with torch.no_grad():
+        after = float((student(batch["lit"])[:, 7:8] - target).abs().mean())
+    assert after < 0.1 * before
+    assert float(target.mean()) > 0.9  # the teacher's roughness, not the fixture's 0.2 / 0.3
+    kept = load_file(str(path))
+    assert all(torch.equal(kept[k], v) for k, v in teacher.state_dict().items())
+    log = [json.loads(x) for x in (tmp_path / "w" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["event"] == "teacher" and log[0]["from"] == str(path) and len(log[0]["sha256"]) == 64
+    assert "roughness_teacher" in log[-3]
+    with pytest.raises(InputError, match="do not fit"):
+        bad = replace(recipe, model=MaterialNetConfig(widths=(4, 6)))
+        train_material(bad, data_dir=dataset, out_dir=tmp_path / "w2", export_onnx=False)

@@ -36,7 +36,10 @@ from mlvfx.train.runlog import CHECKPOINT, SUMMARY, LogFn, run_logger, save_chec
 
 
 def compute_losses(
-    pred: torch.Tensor, batch: dict[str, torch.Tensor], w: LossSpec
+    pred: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    w: LossSpec,
+    teacher: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Loss terms and their weighted sum ``"total"``.
 
@@ -44,6 +47,8 @@ def compute_losses(
         pred: (B, 8, H, W) output of :class:`MaterialNet`.
         batch: (B, C, H, W) tensors from :func:`mlvfx.train.dataset.to_batch`.
         w: loss weights.
+        teacher: (B, 8, H, W) output of the recipe's frozen teacher on the same batch; adds the
+            ``roughness_teacher`` term (L1 to the teacher's roughness).
     """
     normal, height, albedo, rough = pred[:, 0:3], pred[:, 3:4], pred[:, 4:7], pred[:, 7:8]
     terms = {
@@ -56,6 +61,8 @@ def compute_losses(
     }
     if w.albedo_si_linear:
         terms["albedo_si_linear"] = L.scale_invariant_rmse(albedo, batch["albedo"])
+    if teacher is not None:
+        terms["roughness_teacher"] = L.l1_loss(rough, teacher[:, 7:8])
     total = sum((getattr(w, k) * v for k, v in terms.items()), torch.zeros(()))
     terms["total"] = total
     return terms
@@ -136,6 +143,28 @@ def init_weights(net: MaterialNet, spec: str) -> dict[str, Any]:
         raise InputError(f"init weights lack {lacking[0]!r}", path)
     net.load_state_dict(state, strict=False)
     return record | {"fresh_tensors": len(fresh)}
+
+
+def load_teacher(recipe: Recipe, device: torch.device) -> tuple[MaterialNet, dict[str, Any]]:
+    """The recipe's frozen ``train.teacher`` (inference mode, no gradients) and a log record.
+
+    Raises:
+        InputError: the weights are missing or do not fit the recipe's architecture.
+    """
+    from mlvfx.train.runlog import init_weights_file
+    from mlvfx.zoo import load_state_dict
+
+    path, record = init_weights_file(recipe.train.teacher)
+    teacher = MaterialNet(recipe.model)
+    state = load_state_dict(path, device="cpu")
+    own = teacher.state_dict()
+    if set(state) != set(own) or any(tuple(own[k].shape) != tuple(v.shape) for k, v in state.items()):
+        raise InputError("teacher weights do not fit the recipe's model", path)
+    teacher.load_state_dict(state)
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher, {**record, "event": "teacher"}
 
 
 def _deterministic(seed: int, threads: int) -> None:
@@ -225,9 +254,16 @@ def train_material(
     elif t.init:
         init_record = init_weights(net, t.init)
 
+    teacher: MaterialNet | None = None
+    teacher_record: dict[str, Any] | None = None
+    if t.teacher:
+        teacher, teacher_record = load_teacher(recipe, dev)
+
     emit = run_logger(out, log)
     if init_record is not None:
         emit(init_record)
+    if teacher_record is not None:
+        emit(teacher_record)
     emit(
         {
             "event": "start",
@@ -267,11 +303,15 @@ def train_material(
             roots=first_roots if step < t.first_steps else None,
         )
         batch = {k: v.to(dev) for k, v in raw.items()}
+        target: torch.Tensor | None = None
+        if teacher is not None:
+            with torch.no_grad():
+                target = teacher(batch["lit"], batch.get("thumb"))
         if light_head is None:
-            terms = compute_losses(net(batch["lit"], batch.get("thumb")), batch, recipe.loss)
+            terms = compute_losses(net(batch["lit"], batch.get("thumb")), batch, recipe.loss, target)
         else:
             context = net.context_vector(batch["thumb"])
-            terms = compute_losses(net(batch["lit"], context=context), batch, recipe.loss)
+            terms = compute_losses(net(batch["lit"], context=context), batch, recipe.loss, target)
             terms["light"] = light_loss(light_head(context), batch["light"], batch["light_mask"])
             terms["total"] = terms["total"] + recipe.loss.light * terms["light"]
         opt.zero_grad(set_to_none=True)

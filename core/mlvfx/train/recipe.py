@@ -58,6 +58,12 @@ class TrainSpec:
     (``"@material_v1"``); the recipe's own folder is ``"@<name>"`` or its ``data.dir``. After
     that, batches come from every folder. The learning-rate schedule runs over all steps.
     ``first_steps = 0`` (the default) draws from every folder from the start.
+
+    ``teacher``: a frozen model (``zoo:<id>@<version>`` or a safetensors path, of this recipe's
+    architecture) run in inference mode on every training batch. Its outputs are the targets of
+    the ``*_teacher`` loss terms (``loss.roughness_teacher``): the student learns those maps from
+    the teacher instead of (or besides) the ground truth, so a continuation can keep a map as
+    the teacher made it while the other maps learn from new data.
     """
 
     steps: int = 4000
@@ -75,6 +81,7 @@ class TrainSpec:
     illumination: float = 0.0
     first_steps: int = 0
     first_data: tuple[str, ...] = ()
+    teacher: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,9 @@ class LossSpec:
     light: float = 0.0
     """Weight of the light-direction loss: a linear head on the context vector predicts each
     photo's sun direction (1 - cosine). Needs a context branch. The head is training-only."""
+    roughness_teacher: float = 0.0
+    """Weight of the L1 distance between the roughness and the ``train.teacher`` model's
+    roughness on the same batch. Needs ``train.teacher``."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +214,8 @@ def recipe_from_dict(d: dict[str, Any], path: Path | None = None) -> Recipe:
         raise InputError("recipe train.first_steps (>= 1) and train.first_data go together", path)
     for entry in t.first_data:
         data_folder_index(recipe, entry, path)
+    if recipe.loss.roughness_teacher < 0 or bool(recipe.loss.roughness_teacher) != bool(t.teacher):
+        raise InputError("recipe loss.roughness_teacher (> 0) and train.teacher go together", path)
     return recipe
 
 
