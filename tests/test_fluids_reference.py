@@ -411,3 +411,40 @@ def test_clean_and_border_inflow_agree_while_no_smoke_reaches_an_inflowing_wall(
     fields = [_wind_box(advection, inflow, (slice(3, 9), slice(0, 5)), 6) for inflow in ("border", "clean")]
     assert 0 < float(fields[0].sum()) < 30.0  # some smoke left through the outflow wall
     assert torch.allclose(fields[0], fields[1], rtol=1e-9, atol=1e-12)
+
+
+def _float32_stall_case() -> tuple[SmokeConfig, np.ndarray, np.ndarray]:
+    """A coarse 8³ float32 grid with a small obstacle inside a source: there CG with its default
+    tolerance (1e-9, below float32's precision) stalls near 1e-9 and then blew up into NaN."""
+    from mlvfx.fluids.surrogate import coarse_config, restrict_mask
+
+    fine = SmokeConfig(shape=(32, 32, 32))
+    source = Source.from_sdf(sphere_sdf(fine.shape, (0.5, 0.2, 0.5), 0.1), fine.dx, rate=2.0)
+    obstacle = sphere_sdf(fine.shape, (0.5, 0.2, 0.5), 0.13) < 0
+    solid = restrict_mask(obstacle.astype(float), 4) >= 0.5
+    return dataclasses.replace(coarse_config(fine, 4), dtype="float32"), restrict_mask(source.mask, 4), solid
+
+
+def test_cg_keeps_its_best_iterate_when_float32_stalls() -> None:
+    cfg, mask, solid = _float32_stall_case()
+    stepper = Stepper(cfg)
+    d, v = stepper.step(None, None, [Source(mask, 2.0)], solid)
+    for _ in range(2):
+        d, v = stepper.step(d, v, [Source(mask, 2.0)], solid)
+        assert np.isfinite(d).all() and np.isfinite(v).all()
+        stats = stepper.solver.stats
+        assert stats.cg_residual <= 1e-6 and stats.cg_iterations < 2000
+    exact = Stepper(dataclasses.replace(cfg, dtype="float64"))
+    e = exact.step(None, None, [Source(mask, 2.0)], solid)
+    for _ in range(2):
+        e = exact.step(*e, [Source(mask, 2.0)], solid)
+    assert np.abs(v - e[1]).max() <= 1e-4 * np.abs(e[1]).max()
+
+
+def test_cg_that_cannot_converge_raises_a_solver_error() -> None:
+    from mlvfx.errors import SolverError
+
+    cfg, mask, solid = _float32_stall_case()
+    stepper = Stepper(dataclasses.replace(cfg, cg_max_iter=1, dtype="float64"))
+    with pytest.raises(SolverError, match=r"pressure solve failed: CG residual .* after 1 iterations"):
+        stepper.step(None, None, [Source(mask, 2.0)], solid)

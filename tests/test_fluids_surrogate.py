@@ -488,3 +488,19 @@ def test_inference_brings_clean_air_through_open_walls_and_training_keeps_the_da
     assert torch.equal(sur.solver.solid, coarse.solid)
     sur, coarse = _surrogate_and_coarse(sc, net, 4, BenchSpec(dims=2, res=32, open_inflow="border"))
     assert coarse is sur.solver
+
+
+def test_a_source_inside_fine_obstacles_is_refused_though_coarse_cells_are_mostly_fluid() -> None:
+    from mlvfx.fluids.reference import Source, sphere_sdf
+
+    fine = SmokeConfig(shape=(32, 32, 32))
+    source = Source.from_sdf(sphere_sdf(fine.shape, (0.5, 0.2, 0.5), 0.1), fine.dx, rate=2.0)
+    obstacle = sphere_sdf(fine.shape, (0.5, 0.2, 0.5), 0.13) < 0
+    sur = SurrogateSolver(fine, CorrectionNet(3, 4, 2), obstacle)
+    coarse_mask = restrict_density(torch.as_tensor(source.mask), 4).numpy()
+    assert not sur.solver.solid.cpu().numpy()[coarse_mask > 0].all()  # the coarse check alone passes
+    with pytest.raises(InputError, match="source 0 lies entirely inside the obstacles"):
+        sur.prepare_sources([source])
+    inside_2d = SurrogateSolver(SmokeConfig(shape=(32, 32)), CorrectionNet(2, 4, 2), obstacle[16])
+    with pytest.raises(InputError, match="source 0 lies entirely inside the obstacles"):
+        inside_2d.prepare_sources([Source(source.mask[16][None], 2.0)])

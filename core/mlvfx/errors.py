@@ -50,6 +50,10 @@ class Cancelled(MlvfxError):
         super().__init__(message)
 
 
+class SolverError(MlvfxError):
+    """A numerical solver failed (a pressure solve that diverged or stalled far from its tolerance)."""
+
+
 class ModelError(MlvfxError):
     """Base class for model-zoo errors."""
 

@@ -23,6 +23,7 @@ mean-free.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,6 +239,12 @@ class SparseLUSolver:
         return torch.as_tensor(phi.reshape(self.shape), dtype=rhs.dtype, device=rhs.device)
 
 
+STALL = 50
+"""CG stops after this many iterations in a row without a new best residual."""
+FAIL_RESIDUAL = 1e-3
+"""A CG solve whose best relative residual stays above this raises :class:`SolverError`."""
+
+
 class PCGSolver:
     """Conjugate gradients on the fluid cells, preconditioned by the exact empty-box inverse."""
 
@@ -278,6 +285,10 @@ class PCGSolver:
         z = self._precondition(r)
         p = z.clone()
         rz = torch.sum(r * z)
+        # In low precision the residual can stall above a tight tolerance and then blow up (seen
+        # in float32 with tol 1e-9). Keep the best iterate; stop on a non-finite residual or when
+        # STALL iterations in a row brought no improvement, and refuse a result far from converged.
+        best_x, best_res, worse = x, math.inf, 0
         for it in range(1, self.max_iter + 1):
             ap = self._apply(p)
             alpha = rz / torch.sum(p * ap)
@@ -285,14 +296,27 @@ class PCGSolver:
             r = r - alpha * ap
             res = float(torch.linalg.vector_norm(r.detach())) / b_norm
             self.last_iterations = it
-            self.last_residual = res
-            if res <= self.tol:
+            if not math.isfinite(res):
+                break
+            if res < best_res:
+                best_x, best_res, worse = x, res, 0
+            else:
+                worse += 1
+            if res <= self.tol or worse >= STALL:
                 break
             z = self._precondition(r)
             rz_new = torch.sum(r * z)
             p = z + (rz_new / rz) * p
             rz = rz_new
-        return x
+        self.last_residual = best_res
+        if best_res > FAIL_RESIDUAL:
+            from mlvfx.errors import SolverError
+
+            raise SolverError(
+                f"pressure solve failed: CG residual {best_res:.3g} after {self.last_iterations} "
+                f"iterations (tolerance {self.tol:g}); check the obstacles and sources, or use float64"
+            )
+        return best_x
 
 
 PressureSolver = FastDiagSolver | SparseLUSolver | PCGSolver

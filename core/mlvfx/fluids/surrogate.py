@@ -573,7 +573,20 @@ class SurrogateSolver:
         self._conditions = condition_values(fine_config)[: net.conditions]
 
     def prepare_sources(self, sources: Sequence[Source]) -> list[PreparedSource]:
-        """Restrict fine-grid sources to the coarse grid and validate them there."""
+        """Restrict fine-grid sources to the coarse grid and validate them there.
+
+        A source the fine obstacles cover entirely is refused here, on the fine grid: restricted,
+        its cells may be less than half solid, and the coarse grid would then emit smoke from
+        inside the obstacle.
+        """
+        if self.fine_solid is not None:
+            solid = self.fine_solid.cpu().numpy()
+            for i, s in enumerate(sources):
+                mask = np.asarray(s.mask)
+                if mask.size == solid.size:  # a 2D mask may come as (1, Y, X)
+                    covered = mask.reshape(solid.shape) > 0
+                    if covered.any() and solid[covered].all():
+                        raise InputError(f"source {i} lies entirely inside the obstacles")
         coarse = [Source(restrict_mask(s.mask, self.factor), s.rate, s.velocity) for s in sources]
         return self.solver.prepare_sources(coarse)
 
@@ -910,7 +923,8 @@ def load_surrogate(model_id: str) -> tuple[CorrectionNet, int, str]:
         entry = zoo.load_manifest().get(model_id)
     except ModelNotFound:
         raise ModelNotFound(
-            f"smoke surrogate {model_id!r} is not in the model zoo; use the reference solver (--reference)"
+            f"smoke surrogate {model_id!r} is not in the model zoo (`mlvfx zoo list` shows what is); "
+            "run the reference solver instead (`smoke run --reference`) or pass local weights (--weights)"
         ) from None
     path = zoo.fetch(model_id, entry.version, fmt="safetensors")
     net, factor = surrogate_from_state(zoo.load_state_dict(path), source=str(path))
