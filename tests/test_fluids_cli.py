@@ -96,3 +96,14 @@ def test_run_writes_vdb_when_available(tmp_path: Path) -> None:
     grid.copyToArray(back)
     assert np.allclose(back.transpose(2, 1, 0), density)
     assert grid.transform.voxelSize()[0] == pytest.approx(1 / 8)
+
+
+def test_bench_defaults_to_3d_and_checks_its_arguments_before_any_work(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    assert parser.parse_args(["smoke", "bench"]).dims == 3
+    with pytest.raises(InputError, match="--plot needs an evaluation step of 10 or more"):
+        _run(["smoke", "bench", "--res", "32", "--steps", "2", "4", "--plot", str(tmp_path / "c.png")])
+    with pytest.raises(InputError, match="--stability-shots cannot exceed --shots"):
+        _run(["smoke", "bench", "--shots", "1", "--stability-shots", "2"])
+    assert not any(tmp_path.iterdir())

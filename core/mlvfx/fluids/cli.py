@@ -87,7 +87,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Density error against the reference at several steps, divergence, long-run "
         "stability and time per step, all in one run on held-out shots (seeds from 5000).",
     )
-    b.add_argument("--dims", type=int, choices=(2, 3), default=2, help="2 or 3 dimensions (default: 2)")
+    b.add_argument(
+        "--dims",
+        type=int,
+        choices=(2, 3),
+        default=3,
+        help="2 or 3 dimensions (default: 3; no 2D model is published, so 2D needs --weights)",
+    )
     b.add_argument("--res", type=int, default=None, help="output resolution (default: 256 in 2D, 128 in 3D)")
     b.add_argument(
         "--model",
@@ -100,8 +106,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument(
         "--stability-steps",
         type=int,
-        default=640,
-        help="long rollout for the stability check (default: 640 = 4x the training shots' 160)",
+        default=None,
+        help="long rollout for the stability check (default: 4x the training shots: 400 in 3D, 640 in 2D)",
     )
     b.add_argument("--stability-shots", type=int, default=1, help="shots for the stability check (default 1)")
     b.add_argument("--timing-steps", type=int, default=20, help="timed steps per method (default: 20)")
@@ -267,13 +273,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError("--timing-steps and --steps must be >= 1, --shots and --stability-shots >= 0")
     if args.stability_shots > args.shots:
         raise InputError("--stability-shots cannot exceed --shots")
+    if args.plot is not None and args.shots > 0 and max(args.steps) < 10:
+        raise InputError(
+            "--plot needs an evaluation step of 10 or more (the curves are sampled every 10 steps)"
+        )
+    stability_steps = args.stability_steps or (640 if args.dims == 2 else 400)
+    if stability_steps < 1:
+        raise InputError(f"--stability-steps must be >= 1, got {stability_steps}")
     net, factor, name = _load_surrogate(args, res)
     spec = BenchSpec(
         dims=args.dims,
         res=res,
         shots=args.shots,
         eval_steps=tuple(sorted(set(args.steps))),
-        stability_steps=args.stability_steps,
+        stability_steps=stability_steps,
         stability_shots=args.stability_shots,
         timing_steps=args.timing_steps,
         open_inflow=args.open_inflow,
