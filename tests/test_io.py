@@ -229,3 +229,18 @@ def test_check_image_validates_arrays() -> None:
         check_image(np.zeros((0, 3, 3)))
     with pytest.raises(InvalidImageDataError, match="6 channels"):
         check_image(np.zeros((3, 3, 6)))
+
+
+def test_outputs_get_the_umask_mode_not_the_temp_files_0600(tmp_path: Path, ramp: np.ndarray) -> None:
+    """Atomic writes go through a private temp file; the finished output must get the mode a plain
+    ``open()`` gives (a shared farm reads what a node wrote), not mkstemp's 0600."""
+    import stat
+
+    from mlvfx.io.atomic import write_bytes_atomic
+
+    (tmp_path / "plain").write_bytes(b"x")
+    expected = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    write_image(tmp_path / "a.png", ramp, kind="data")
+    write_bytes_atomic(tmp_path / "b.bin", b"x")
+    for name in ("a.png", "b.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected

@@ -14,6 +14,27 @@ from pathlib import Path
 from mlvfx.errors import ImageWriteError, OutputExistsError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_read_umask()
+"""Mode of every output file: what ``open()`` would give under the process's umask (read once at
+import). ``tempfile.mkstemp`` creates 0600 files, which other users of a shared farm could not read."""
+
+
+def make_temp(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A temp file beside ``target`` (open descriptor and path) with the normal output mode."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError:
+        pass  # a filesystem without modes (some network mounts); the file is still written
+    return fd, Path(name)
+
+
 def check_writable(path: Path, overwrite: bool) -> None:
     """Raise ``OutputExistsError`` if ``path`` exists and ``overwrite`` is false."""
     if not overwrite and path.exists():
@@ -31,10 +52,9 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: 
     check_writable(target, overwrite)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = make_temp(target)
     except OSError as exc:
         raise ImageWriteError(f"cannot create output: {exc.strerror or exc}", target) from None
-    tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

@@ -14,7 +14,6 @@ import importlib.util
 import io
 import os
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -24,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlvfx.errors import ImageReadError, ImageWriteError, InvalidImageDataError
-from mlvfx.io.atomic import check_writable, commit, write_bytes_atomic
+from mlvfx.io.atomic import check_writable, commit, make_temp, write_bytes_atomic
 
 UpAxis = Literal["y", "z"]
 Array = npt.NDArray[Any]
@@ -144,8 +143,9 @@ def write_vdb(
             grid.gridClass = vdb.GridClass.FOG_VOLUME
         grids.append(grid)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp.vdb", dir=target.parent)
+    fd, tmp_path = make_temp(target, ".tmp.vdb")
     os.close(fd)
+    tmp_name = str(tmp_path)
     try:
         vdb.write(tmp_name, grids=grids)
         commit(Path(tmp_name), target, overwrite=overwrite)
