@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -164,3 +165,49 @@ def test_refused_overwrite_writes_nothing(tmp_path: Path) -> None:
     assert (out / "albedo.png").read_bytes() == b"precious"
     write_material(result, out, overwrite=True)
     assert (out / "albedo.png").read_bytes() != b"precious"
+
+
+def test_learned_progress_is_monotone_and_cancel_stops_it_midway() -> None:
+    """The learned path through the tiled engine: progress only grows and reaches 1; a cancel
+    raised halfway stops the run, and nothing is reported after it."""
+    from mlvfx.errors import Cancelled
+
+    photo = relief_photo(400, seed=2)  # several 384-px tiles' worth of work
+    seen: list[float] = []
+    material(photo, maps="normal,height,albedo,roughness", progress=lambda f, _m: seen.append(f))
+    assert seen and seen[-1] == pytest.approx(1.0)
+    assert all(b >= a for a, b in itertools.pairwise(seen))
+    token = CancelToken()
+    after: list[float] = []
+
+    def progress(fraction: float, _message: str) -> None:
+        after.append(fraction)
+        if fraction >= 0.3:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        material(photo, maps="normal,height,albedo,roughness", progress=progress, cancel=token)
+    assert after and max(after) < 0.95  # stopped well before the end
+    stopped_at = next(i for i, f in enumerate(after) if f >= 0.3)
+    assert len(after) == stopped_at + 1  # no progress after the cancel
+
+
+@pytest.mark.parametrize("method", ["classical", "learned"])
+def test_tileable_maps_wrap_in_both_directions_over_several_tiles(method: str) -> None:
+    """A photo larger than one tile, not square: every map wraps across both borders about as
+    smoothly as it varies inside."""
+    from mlvfx.classical.filters import gaussian
+
+    rng = np.random.default_rng(5)
+    h, w = 300, 517
+    field = gaussian(rng.random((h, w), dtype=np.float32), 6.0, True)  # periodic relief
+    field = (field - field.min()) / (field.max() - field.min())
+    photo = ((0.15 + 0.7 * field)[..., None] * np.array([0.8, 0.7, 0.6], np.float32)).astype(np.float32)
+    maps = material(photo, maps="normal,height,albedo,roughness", tileable=True, method=method).maps  # type: ignore[arg-type]
+    for name, a in maps.items():
+        a = a.reshape(h, w, -1)
+        for axis in (0, 1):
+            first, last = np.take(a, 0, axis=axis), np.take(a, -1, axis=axis)
+            wrap = np.abs(first - last).mean()
+            interior = np.abs(np.diff(a, axis=axis)).mean()
+            assert wrap < 2.0 * interior + 1e-6, (name, axis, wrap, interior)

@@ -677,3 +677,45 @@ def test_a_teacher_pulls_the_roughness_towards_its_own_and_stays_frozen(
     with pytest.raises(InputError, match="do not fit"):
         bad = replace(recipe, model=MaterialNetConfig(widths=(4, 6)))
         train_material(bad, data_dir=dataset, out_dir=tmp_path / "w2", export_onnx=False)
+
+
+def test_cli_renders_missing_data_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --skip-render the command asks the factory for each data folder (its own and the
+    ``also`` recipes'), with each recipe's own settings, and then trains on what was rendered."""
+    from mlvfx.data import materials
+    from mlvfx.train import cli
+
+    calls: list[dict[str, object]] = []
+
+    def fake_generate(root: Path, count: int, **kw: object) -> None:  # stands in for Blender
+        calls.append({"root": Path(root), "count": count, **kw})
+        for i in range(count):
+            if not (Path(root) / f"s{i:06d}").exists():
+                _write_sample(Path(root), i)
+
+    monkeypatch.setattr(materials, "generate", fake_generate)
+    base = _tiny_recipe()
+    other = replace(
+        base, name="other", data=replace(base.data, dir=str(tmp_path / "theirs"), count=3, lighting="wide")
+    )
+    main = replace(
+        base, name="main", data=replace(base.data, dir=str(tmp_path / "mine"), count=2, also=("@other",))
+    )
+    (tmp_path / "other.json").write_text(json.dumps(other.to_dict()))
+    (tmp_path / "main.json").write_text(json.dumps(main.to_dict()))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true")
+    cli.register(parser.add_subparsers())
+    argv = ["--json", "train", "material", "--recipe", str(tmp_path / "main.json")]
+    args = parser.parse_args([*argv, "--out", str(tmp_path / "o"), "--steps", "1"])
+    assert args.func(args) == 0
+    assert [(c["root"], c["count"], c["seed"], c["lighting"]) for c in calls] == [
+        (tmp_path / "mine", 2, main.data.seed, "studio"),
+        (tmp_path / "theirs", 3, other.data.seed, "wide"),
+    ]
+    assert json.loads(capsys.readouterr().out)["steps_done"] == 1
+    start = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
+    rec = next(r for r in start if r.get("event") == "start")
+    assert rec["train_samples"] + rec["val_samples"] == 5

@@ -55,6 +55,21 @@ def test_repo_manifest_is_valid_and_lists_no_invented_models() -> None:
             assert (REPO / "model_zoo" / "weights" / f.name).is_file(), f.name
 
 
+def test_every_shipped_file_matches_its_manifest_hash_and_stays_under_20_mb() -> None:
+    """Size and sha256 of every published file (safetensors and ONNX alike) are what the manifest
+    says, so the offline mirror in this checkout serves exactly the published bytes."""
+    from mlvfx.zoo.cache import sha256_file
+
+    manifest = load_manifest(REPO / "model_zoo" / "manifest.json")
+    files = [f for entry in manifest.models for f in entry.files]
+    assert any(f.name.endswith(".onnx") for f in files)
+    for f in files:
+        path = REPO / "model_zoo" / "weights" / f.name
+        assert path.stat().st_size == f.size, f.name
+        assert f.size <= 20_000_000, f.name
+        assert sha256_file(path) == f.sha256, f.name
+
+
 def test_packaged_copies_match_the_checkout() -> None:
     for name in ("manifest.json", "manifest.schema.json"):
         shipped = (REPO / "core" / "mlvfx" / "zoo" / name).read_bytes()
