@@ -15,6 +15,12 @@ divergence residual. These are the baselines the surrogate must beat (issue 7).
 
 The machine's load average is printed with the numbers: on a shared box, timings are only
 comparable within one run.
+
+The surrogate benchmark of issue 7 (reference, coarse-only, coarse + bicubic and the learned
+surrogate on held-out shots, all in one run) is ``mlvfx smoke bench``; this script runs it too,
+with the same arguments after ``surrogate``:
+
+    .venv/bin/python bench/smoke.py surrogate --dims 3 --res 64 --shots 3 --plot curves.png
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -306,5 +313,14 @@ def main() -> int:
     return 0
 
 
+def surrogate(argv: list[str]) -> int:
+    """``mlvfx smoke bench`` with ``argv`` (the CLI's own parser, errors and exit codes)."""
+    from mlvfx.cli import main as cli_main
+
+    return cli_main(["smoke", "bench", *argv])
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "surrogate":
+        raise SystemExit(surrogate(sys.argv[2:]))
     raise SystemExit(main())
