@@ -244,3 +244,47 @@ def test_outputs_get_the_umask_mode_not_the_temp_files_0600(tmp_path: Path, ramp
     write_bytes_atomic(tmp_path / "b.bin", b"x")
     for name in ("a.png", "b.bin"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected
+
+
+def test_corrupt_exr_headers_fail_at_once_with_a_named_error(tmp_path: Path, ramp: np.ndarray) -> None:
+    """A negative attribute size once made the header parser loop forever; a short dataWindow or
+    channel list raised an unnamed struct error. Each is now a one-line error naming the file."""
+    data = write_image(tmp_path / "good.exr", ramp, kind="data").read_bytes()
+    name_end = data.index(b"\x00", 8)
+    type_end = data.index(b"\x00", name_end + 1)
+    negative = data[: type_end + 1] + struct.pack("<i", -40) + data[type_end + 5 :]
+    at = data.index(b"dataWindow\x00box2i\x00") + len(b"dataWindow\x00box2i\x00")
+    short_window = data[:at] + struct.pack("<i", 4) + data[at + 4 : at + 8] + data[at + 20 :]
+    cases = {
+        "negative.exr": (negative, "negative attribute size"),
+        "window.exr": (short_window, "dataWindow"),
+    }
+    for name, (blob, problem) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(blob)
+        with pytest.raises(ImageReadError) as info:
+            describe(path)
+        assert str(path) in str(info.value) and problem in str(info.value)
+        assert "\n" not in str(info.value)
+
+
+def test_decoder_chatter_stays_off_stderr_and_a_cut_jpeg_is_refused(
+    tmp_path: Path, ramp: np.ndarray, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """libpng and libjpeg print to the process's stderr themselves; the user must see only our one
+    line. A JPEG cut in the middle (with an end marker added back) decodes "successfully" with
+    grey rows, so libjpeg's warning is taken as the error it is."""
+    good_png = write_image(tmp_path / "good.png", ramp, kind="color").read_bytes()
+    crc = bytearray(good_png)
+    crc[40] ^= 0xFF  # inside IHDR/IDAT: libpng reports a bad CRC or chunk
+    (tmp_path / "crc.png").write_bytes(bytes(crc))
+    big = np.random.default_rng(1).random((64, 64, 3), dtype=np.float32)
+    jpg = write_image(tmp_path / "good.jpg", big, kind="color").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(jpg[: len(jpg) // 2] + b"\xff\xd9")
+    capfd.readouterr()
+    for name, problem in (("crc.png", "PNG"), ("cut.jpg", "premature end")):
+        with pytest.raises(ImageReadError, match=problem):
+            read_image(tmp_path / name)
+    read_image(tmp_path / "good.jpg")
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""

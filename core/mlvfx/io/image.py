@@ -8,6 +8,8 @@ already linear. Data maps (``kind="data"``) are never converted. Alpha is carrie
 from __future__ import annotations
 
 import os
+import tempfile
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -103,6 +105,34 @@ def check_image(array: npt.ArrayLike, name: str = "image", *, allow_nonfinite: b
     return out
 
 
+_STDERR_LOCK = threading.Lock()
+
+
+def _decode_quietly(data: bytes) -> tuple[np.ndarray[Any, Any] | None, str]:
+    """``cv2.imdecode`` with the C libraries' own messages (libpng errors, libjpeg warnings,
+    OpenCV's log) kept off the terminal: errors are reported as one line by the caller instead.
+
+    Returns:
+        The decoded array (None if decoding failed) and what the decoders wrote to stderr.
+    """
+    buf = np.frombuffer(data, np.uint8)
+    with _STDERR_LOCK:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr to protect (a GUI host without a console)
+            return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED), ""
+        with tempfile.TemporaryFile() as sink:
+            try:
+                os.dup2(sink.fileno(), 2)
+                raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            sink.seek(0)
+            said = sink.read(65536).decode("utf-8", "replace")
+    return raw, said
+
+
 def read_image(
     path: str | os.PathLike[str],
     *,
@@ -153,11 +183,13 @@ def read_image(
     if header.channels is not None and header.channels > MAX_CHANNELS:
         raise InvalidImageDataError(f"{header.channels} channels; 1 to {MAX_CHANNELS} are supported", p)
     try:
-        raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        raw, decoder_says = _decode_quietly(data)
     except cv2.error as exc:
         raise ImageReadError(f"cannot decode {header.format.upper()} data: {exc.err}", p) from None
     if raw is None:
         raise ImageReadError(f"corrupt or truncated {header.format.upper()} data", p)
+    if "premature end of data segment" in decoder_says:  # libjpeg fills the missing rows with grey
+        raise ImageReadError("truncated JPEG data (premature end of data segment)", p)
     if raw.ndim == 2:
         raw = raw[:, :, None]
     channels = raw.shape[2]

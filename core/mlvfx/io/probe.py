@@ -42,15 +42,16 @@ def sniff_format(data: bytes) -> str | None:
 
 def probe(data: bytes) -> Header:
     fmt = sniff_format(data)
-    if fmt == "png":
-        return _probe_png(data)
-    if fmt == "jpeg":
-        return _probe_jpeg(data)
-    if fmt == "tiff":
-        return _probe_tiff(data)
-    if fmt == "exr":
-        return _probe_exr(data)
-    raise HeaderError("not a PNG, JPEG, TIFF or OpenEXR file (unrecognised header)")
+    readers = {"png": _probe_png, "jpeg": _probe_jpeg, "tiff": _probe_tiff, "exr": _probe_exr}
+    if fmt not in readers:
+        raise HeaderError("not a PNG, JPEG, TIFF or OpenEXR file (unrecognised header)")
+    try:
+        return readers[fmt](data)
+    except (struct.error, IndexError, ValueError) as exc:  # a field cut short or out of range
+        if isinstance(exc, HeaderError):
+            raise
+        names = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "exr": "OpenEXR"}
+        raise HeaderError(f"corrupt {names[fmt]} header") from None
 
 
 def _probe_png(data: bytes) -> Header:
@@ -162,10 +163,14 @@ def _probe_exr(data: bytes) -> Header:
             raise HeaderError("truncated OpenEXR header")
         name = data[pos:name_end]
         (size,) = struct.unpack("<i", data[type_end + 1 : type_end + 5])
+        if size < 0:  # a negative size would move the parser backwards, forever
+            raise HeaderError("corrupt OpenEXR header (negative attribute size)")
         value = data[type_end + 5 : type_end + 5 + size]
         if len(value) < size:
             raise HeaderError("truncated OpenEXR header")
         if name == b"dataWindow":
+            if size < 16:
+                raise HeaderError("corrupt OpenEXR header (dataWindow too short)")
             xmin, ymin, xmax, ymax = struct.unpack("<iiii", value[:16])
             width, height = xmax - xmin + 1, ymax - ymin + 1
             found_window = True
@@ -173,6 +178,8 @@ def _probe_exr(data: bytes) -> Header:
             cpos = 0
             while cpos < len(value) and value[cpos] != 0:
                 cend = value.find(b"\x00", cpos)
+                if cend < 0 or cend + 17 > len(value):
+                    raise HeaderError("corrupt OpenEXR header (channel list)")
                 (ptype,) = struct.unpack("<i", value[cend + 1 : cend + 5])
                 channels.append(ptype)
                 cpos = cend + 17
