@@ -152,3 +152,52 @@ def test_quality_high_is_recorded_in_the_material_file(photo: Path, tmp_path: Pa
     assert code == 0, err
     doc = json.loads((out / "material.json").read_text())
     assert doc["quality"] == "high" and doc["model"].startswith("material@")
+
+
+def test_running_out_of_memory_is_one_line_naming_the_image_and_a_batch_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlvfx.ops.material as op
+
+    folder = tmp_path / "in"
+    rng = np.random.default_rng(2)
+    for name in ("a.png", "big.png", "c.png"):
+        write_image(folder / name, rng.random((16, 16, 3), dtype=np.float32), kind="color")
+    real = op.material_from_file
+
+    def flaky(src, *args, **kw):  # type: ignore[no-untyped-def]
+        if Path(src).name == "big.png":
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't allocate memory")
+        return real(src, *args, **kw)
+
+    monkeypatch.setattr(op, "material_from_file", flaky)
+    code, _, err = run(capsys, "material", str(folder), "-o", str(tmp_path / "out"), "--maps", "normal")
+    assert code == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "c"]
+    assert "big.png: out of memory for this image" in err and "1 of 3 images failed" in err
+    assert "Traceback" not in err and "internal error" not in err
+    code, _, err = run(capsys, "material", str(folder / "big.png"), "-o", str(tmp_path / "one"))
+    assert code == 1 and err.count("\n") == 1 and "big.png: out of memory" in err
+
+    def no_memory(args):  # type: ignore[no-untyped-def]
+        raise MemoryError
+
+    import mlvfx.cli as cli_mod
+
+    parser = cli_mod.build_parser()
+    args = parser.parse_args(["info", str(folder / "a.png")])
+    monkeypatch.setattr(cli_mod, "build_parser", lambda: _Fixed(parser, args, no_memory))
+    code, _, err = run(capsys, "info", str(folder / "a.png"))
+    assert code == 1
+    assert err.strip() == "mlvfx: error: out of memory (try a smaller image, size or resolution)"
+
+
+class _Fixed:
+    """A parser whose parse_args returns ``args`` with ``func`` replaced."""
+
+    def __init__(self, parser, args, func) -> None:  # type: ignore[no-untyped-def]
+        self.parser, self.args, self.func = parser, args, func
+
+    def parse_args(self, argv=None):  # type: ignore[no-untyped-def]
+        self.args.func = self.func
+        return self.args

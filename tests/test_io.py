@@ -288,3 +288,36 @@ def test_decoder_chatter_stays_off_stderr_and_a_cut_jpeg_is_refused(
     read_image(tmp_path / "good.jpg")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_a_file_set_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlvfx.io.atomic as atomic
+
+    folder = tmp_path / "set"
+    atomic.write_files_atomic([(folder / "a.bin", b"old a"), (folder / "b.bin", b"old b")])
+    new = [(folder / "a.bin", b"new a"), (folder / "b.bin", b"new b"), (folder / "c.bin", b"new c")]
+
+    def contents() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+    before = contents()
+    with pytest.raises(OutputExistsError, match="already exists"):
+        atomic.write_files_atomic(new)
+    real_commit = atomic.commit
+
+    def failing_commit(tmp: Path, target: Path, *, overwrite: bool) -> None:
+        if target.name == "c.bin":
+            raise OSError(28, "No space left on device")
+        real_commit(tmp, target, overwrite=overwrite)
+
+    monkeypatch.setattr(atomic, "commit", failing_commit)
+    with pytest.raises(ImageWriteError, match=r"c\.bin: cannot write: No space left on device"):
+        atomic.write_files_atomic(new, overwrite=True)
+    assert contents() == before  # a and b were moved in, then taken back; no temp or backup left
+    monkeypatch.setattr(atomic, "commit", real_commit)
+    (folder / "c.bin").mkdir()
+    with pytest.raises(OutputExistsError, match="is a folder"):
+        atomic.write_files_atomic(new, overwrite=True)
+    (folder / "c.bin").rmdir()
+    assert atomic.write_files_atomic(new, overwrite=True) == [p for p, _ in new]
+    assert contents() == {"a.bin": b"new a", "b.bin": b"new b", "c.bin": b"new c"}

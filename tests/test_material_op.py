@@ -211,3 +211,19 @@ def test_tileable_maps_wrap_in_both_directions_over_several_tiles(method: str) -
             wrap = np.abs(first - last).mean()
             interior = np.abs(np.diff(a, axis=axis)).mean()
             assert wrap < 2.0 * interior + 1e-6, (name, axis, wrap, interior)
+
+
+def test_a_failed_overwrite_leaves_the_old_material_folder_whole(tmp_path: Path) -> None:
+    """A file that cannot be replaced (here: a folder where roughness.png goes) is found before
+    anything is written; a material folder is never left half old and half new."""
+    out = tmp_path / "mat"
+    write_material(material(relief_photo(32), method="classical"), out, source="old.png")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / "roughness.png").unlink()
+    (out / "roughness.png").mkdir()
+    new = material(relief_photo(32, seed=1), method="classical")
+    with pytest.raises(OutputExistsError, match=r"roughness\.png: is a folder"):
+        write_material(new, out, overwrite=True, source="new")
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == {k: v for k, v in before.items() if k != "roughness.png"}
+    assert json.loads((out / "material.json").read_text())["source"] == "old.png"

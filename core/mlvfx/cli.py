@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mlvfx import __version__
-from mlvfx.errors import Cancelled, ImageReadError, InputError, MlvfxError
+from mlvfx.errors import Cancelled, ImageReadError, InputError, MlvfxError, OutOfMemoryError, out_of_memory
 from mlvfx.progress import ProgressFn
 
 EXIT_ERROR = 1
@@ -107,9 +107,15 @@ def cmd_material(args: argparse.Namespace) -> int:
                 )
         except Cancelled:
             raise
-        except MlvfxError as exc:
+        except (MlvfxError, MemoryError, RuntimeError) as exc:
+            if not isinstance(exc, MlvfxError):
+                if not out_of_memory(exc):
+                    raise
+                exc = OutOfMemoryError(
+                    "out of memory for this image (try a smaller image, or --method classical)", image
+                )
             if len(jobs) == 1:
-                raise
+                raise exc from None
             failures += 1
             results.append({"input": str(image), "error": str(exc)})
             if not args.json:
@@ -397,15 +403,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"mlvfx: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except Exception as exc:  # the last line of defence: one line, not a traceback
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            return _internal_error(exc, debug)
         if debug:
             traceback.print_exc()
-        detail = str(exc).splitlines()[0] if str(exc) else ""
         print(
-            f"mlvfx: internal error: {type(exc).__name__}: {detail} (run with --debug for details)",
+            "mlvfx: error: out of memory (try a smaller image, size or resolution)",
             file=sys.stderr,
         )
         return EXIT_ERROR
+    except Exception as exc:  # the last line of defence: one line, not a traceback
+        return _internal_error(exc, debug)
+
+
+def _internal_error(exc: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    print(
+        f"mlvfx: internal error: {type(exc).__name__}: {detail} (run with --debug for details)",
+        file=sys.stderr,
+    )
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -50,6 +50,20 @@ class Cancelled(MlvfxError):
         super().__init__(message)
 
 
+class OutOfMemoryError(MlvfxError):
+    """The machine ran out of memory (RAM or GPU) for this input."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """True for an allocation failure: ``MemoryError``, torch's CPU allocator, CUDA out of memory."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "DefaultCPUAllocator" in text or "out of memory" in text or "can't allocate memory" in text
+    )
+
+
 class SolverError(MlvfxError):
     """A numerical solver failed (a pressure solve that diverged or stalled far from its tolerance)."""
 

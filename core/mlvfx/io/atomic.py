@@ -36,9 +36,78 @@ def make_temp(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
 
 
 def check_writable(path: Path, overwrite: bool) -> None:
-    """Raise ``OutputExistsError`` if ``path`` exists and ``overwrite`` is false."""
+    """Raise ``OutputExistsError`` if ``path`` exists and ``overwrite`` is false, or is a folder."""
+    if path.is_dir():
+        raise OutputExistsError("is a folder, so a file cannot be written there", path)
     if not overwrite and path.exists():
         raise OutputExistsError("already exists (pass overwrite=True or --overwrite to replace it)", path)
+
+
+def write_files_atomic(files: list[tuple[Path, bytes]], *, overwrite: bool = False) -> list[Path]:
+    """Write several files as one: either all of them end up in place, or none is changed.
+
+    Every file is first written to a temp file beside its target (a full disk or an unwritable
+    folder fails here, before anything is replaced). Then the temp files are moved in; if a move
+    fails, the ones already moved are taken back and any file they replaced is restored, so a
+    failed ``--overwrite`` never leaves a folder half old and half new.
+
+    Raises:
+        OutputExistsError: a target exists and ``overwrite`` is false, or is a folder.
+        ImageWriteError: a folder cannot be created or a file cannot be written.
+    """
+    targets = [Path(t) for t, _ in files]
+    for t in targets:
+        check_writable(t, overwrite)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, data in zip(targets, (d for _, d in files), strict=True):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = make_temp(target)
+            except OSError as exc:
+                raise ImageWriteError(f"cannot create output: {exc.strerror or exc}", target) from None
+            staged.append((tmp, target))
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as exc:
+                raise ImageWriteError(f"cannot write: {exc.strerror or exc}", target) from None
+        placed: list[tuple[Path, Path | None]] = []  # (target, backup of the file it replaced)
+        try:
+            for tmp, target in staged:
+                backup: Path | None = None
+                if overwrite and target.exists():
+                    backup = target.with_name(f".{target.name}.{os.getpid()}.bak")
+                    os.replace(target, backup)
+                try:
+                    commit(tmp, target, overwrite=overwrite)
+                except BaseException:
+                    if backup is not None:
+                        os.replace(backup, target)
+                    raise
+                placed.append((target, backup))
+        except BaseException as exc:
+            for target, backup in reversed(placed):
+                with contextlib.suppress(OSError):
+                    os.unlink(target)
+                    if backup is not None:
+                        os.replace(backup, target)
+            if isinstance(exc, OSError):
+                raise ImageWriteError(
+                    f"cannot write: {exc.strerror or exc}", staged[len(placed)][1]
+                ) from None
+            raise
+        for _, backup in placed:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(backup)
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    return targets
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:

@@ -19,8 +19,9 @@ import numpy.typing as npt
 
 from mlvfx import classical
 from mlvfx.errors import InputError, ModelNotFound
-from mlvfx.io import check_image, read_image, write_bytes_atomic, write_image
+from mlvfx.io import check_image, read_image
 from mlvfx.io.atomic import check_writable
+from mlvfx.io.image import Kind
 from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report, scaled
 
 MAP_NAMES = ("normal", "height", "albedo", "roughness", "ao")
@@ -269,25 +270,33 @@ def write_material(
     """Write a material folder: normal.png (16-bit), height.exr + height16.png, albedo.png (sRGB),
     roughness.png, ao.png and material.json.
 
-    Every file is checked before the first is written, so a refused overwrite writes nothing; each
-    file is written atomically.
+    The folder is written as one: every file is encoded and written beside its target first, then
+    all are moved in. A refused overwrite writes nothing, and a failure part way (a full disk, a
+    file that cannot be replaced) leaves the folder as it was, never half old and half new.
 
     Returns:
         map name (and "height16", "meta") -> path written.
     """
+    from mlvfx.io.atomic import write_files_atomic
+    from mlvfx.io.image import encode_image
+
     folder = Path(outdir)
     names = output_files(result.maps)
     for name in names:
         check_writable(folder / name, overwrite)
     written: dict[str, Path] = {}
+    blobs: list[tuple[Path, bytes]] = []
+
+    def add(key: str, file: str, data: npt.ArrayLike, kind: Kind, depth: int) -> None:
+        path = folder / file
+        blobs.append((path, encode_image(data, path.suffix, kind=kind, bit_depth=depth, name=str(path))))
+        written[key] = path
+
     for name, array in result.maps.items():
         file, kind, depth = MAP_FILES[name]
-        data = array * 0.5 + 0.5 if name == "normal" else array
-        written[name] = write_image(folder / file, data, kind=kind, bit_depth=depth, overwrite=overwrite)
+        add(name, file, array * 0.5 + 0.5 if name == "normal" else array, kind, depth)
         if name == "height":
-            written["height16"] = write_image(
-                folder / HEIGHT_PNG, array, kind="data", bit_depth=16, overwrite=overwrite
-            )
+            add("height16", HEIGHT_PNG, array, "data", 16)
     any_map = next(iter(result.maps.values()))
     meta = {
         "mlvfx_version": _version(),
@@ -301,9 +310,9 @@ def write_material(
         "maps": {k: v.name for k, v in written.items()},
         **result.meta,
     }
-    written["meta"] = write_bytes_atomic(
-        folder / META_FILE, (json.dumps(meta, indent=2) + "\n").encode(), overwrite=overwrite
-    )
+    written["meta"] = folder / META_FILE
+    blobs.append((written["meta"], (json.dumps(meta, indent=2) + "\n").encode()))
+    write_files_atomic(blobs, overwrite=overwrite)
     return written
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mlvfx.errors import ImageReadError, InputError
+from mlvfx.errors import ImageReadError, ImageWriteError, InputError
 from mlvfx.texture.maps import FloatArray, Maps
 
 # name -> (file, kind, bit depth); the same layout as mlvfx.ops.material writes
@@ -84,7 +84,7 @@ def write_maps(path: str | Path, maps: Maps, source: Source, *, overwrite: bool,
 
     Every target is checked before the first write, so a refused overwrite writes nothing.
     """
-    from mlvfx.io import write_bytes_atomic, write_image
+    from mlvfx.io import write_image
     from mlvfx.io.atomic import check_writable
 
     out = Path(path)
@@ -111,13 +111,23 @@ def write_maps(path: str | Path, maps: Maps, source: Source, *, overwrite: bool,
     for target, *_ in files:
         check_writable(target, overwrite)
     check_writable(out / META_FILE, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [
-        write_image(
-            target, data, kind="color" if kind == "color" else "data", bit_depth=depth, overwrite=overwrite
+    from mlvfx.io.atomic import write_files_atomic
+    from mlvfx.io.image import encode_image
+
+    blobs = [
+        (
+            target,
+            encode_image(
+                data,
+                target.suffix,
+                kind="color" if kind == "color" else "data",
+                bit_depth=depth,
+                name=str(target),
+            ),
         )
         for target, data, kind, depth in files
     ]
+    written = [target for target, *_ in files]
     any_map = next(iter(maps.values()))
     meta = {
         "source": str(source.path),
@@ -128,9 +138,9 @@ def write_maps(path: str | Path, maps: Maps, source: Source, *, overwrite: bool,
         "height": int(any_map.shape[0]),
         "maps": {p.stem: p.name for p in written},
     }
-    written.append(
-        write_bytes_atomic(out / META_FILE, (json.dumps(meta, indent=2) + "\n").encode(), overwrite=overwrite)
-    )
+    blobs.append((out / META_FILE, (json.dumps(meta, indent=2) + "\n").encode()))
+    write_files_atomic(blobs, overwrite=overwrite)  # all files or none: never a half-replaced set
+    written.append(out / META_FILE)
     return written
 
 
@@ -321,7 +331,10 @@ def _cmd_grow(args: argparse.Namespace) -> int:
 
         for t in targets:
             check_writable(t if suffix else t / META_FILE, False)
-    outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageWriteError(f"cannot create the output folder: {exc.strerror or exc}", outdir) from None
     written: list[str] = []
     with _bar(args, "grow") as progress:
         for i, target in enumerate(targets):
