@@ -72,6 +72,10 @@ def test_run_errors(tmp_path: Path) -> None:
         )
     with pytest.raises(InputError, match="frames"):
         _run(["smoke", "run", "--frames", "0", "--reference", "-o", str(tmp_path)])
+    for option, value in (("--fps", "0"), ("--fps", "nan"), ("--seed", "-1")):
+        with pytest.raises(InputError, match=f"{option} must be"):
+            argv = ["smoke", "run", "--dims", "2", "--res", "16", option, value, "--reference"]
+            _run([*argv, "-o", str(tmp_path)])
     assert not any(tmp_path.iterdir())
 
 

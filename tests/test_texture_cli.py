@@ -192,3 +192,29 @@ def test_cli_errors(tmp_path: Path, photo: Path) -> None:
 def test_parse_size() -> None:
     assert texture_cli.parse_size("2048x1024") == (1024, 2048)
     assert texture_cli.parse_size("512") == (512, 512)
+
+
+def test_outputs_and_inputs_are_checked_before_the_synthesis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mlvfx.ops.texture as ops
+
+    src = write_image(tmp_path / "rock.png", noise_rgb(32, seed=3), kind="color")
+    (tmp_path / "taken.png").write_bytes(b"keep me")
+
+    def never(*_a: object, **_k: object) -> None:
+        raise AssertionError("the synthesis ran before the output was checked")
+
+    monkeypatch.setattr(ops, "make_tileable", never)
+    with pytest.raises(OutputExistsError, match="already exists"):
+        run("texture", "tile", str(src), "-o", str(tmp_path / "taken.png"))
+    with pytest.raises(InputError, match="extension"):
+        run("texture", "tile", str(src), "-o", str(tmp_path / "no_extension"))
+    assert (tmp_path / "taken.png").read_bytes() == b"keep me"
+    with pytest.raises(SystemExit) as exit_info:  # an empty -o used to mean the current folder
+        run("texture", "tile", str(src), "-o", "")
+    assert exit_info.value.code == 2 and "the output path is empty" in capsys.readouterr().err
+    tiny = write_image(tmp_path / "one.png", np.zeros((1, 1, 3), np.float32), kind="color")
+    with pytest.raises(MlvfxError) as info:
+        run("texture", "tile", str(tiny), "-o", str(tmp_path / "t.png"))
+    assert str(info.value).startswith(str(tiny)) and "1x1" in str(info.value)

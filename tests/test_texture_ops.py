@@ -129,6 +129,9 @@ def test_paint_errors() -> None:
         paint(labels.astype(np.float32) + 0.5, {0: ex, 3: ex})
     with pytest.raises(InputError, match="exemplar"):
         paint(labels, {})
+    for bad in (float("nan"), float("inf"), -1.0, 1e9):  # NaN/inf crashed; 1e9 asked for petabytes
+        with pytest.raises(InputError, match="transition must be between 0 and the label map's size"):
+            paint(labels, {0: ex, 3: ex}, seed=0, transition=bad)
 
 
 def test_labels_from_colors() -> None:

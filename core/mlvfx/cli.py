@@ -19,6 +19,7 @@ from typing import Any
 
 from mlvfx import __version__
 from mlvfx.errors import Cancelled, ImageReadError, InputError, MlvfxError, OutOfMemoryError, out_of_memory
+from mlvfx.io.atomic import output_path
 from mlvfx.progress import ProgressFn
 
 EXIT_ERROR = 1
@@ -261,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(one output folder per image).",
     )
     p.add_argument("input", help="an image file, or a folder of images")
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-o", "--output", required=True, type=output_path, help="output folder")
     p.add_argument(
         "--method",
         choices=("classical", "learned"),

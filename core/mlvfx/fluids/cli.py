@@ -14,6 +14,7 @@ and coarse+bicubic on held-out shots.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mlvfx.errors import InputError, OutputExistsError
+from mlvfx.io.atomic import output_path
 
 __all__ = ["register"]
 
@@ -78,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--up", choices=("y", "z"), default="y", help="VDB up axis: y (Houdini, default) or z (Blender)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing frame files")
-    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument("-o", "--output", required=True, type=output_path, help="output folder")
     p.set_defaults(func=cmd_run)
 
     b = sub.add_parser(
@@ -134,6 +136,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise InputError(
             f"--frames and --steps-per-frame must be >= 1, got {args.frames} and {args.steps_per_frame}"
         )
+    if not (math.isfinite(args.fps) and 1.0 <= args.fps <= 1000.0):
+        raise InputError(f"--fps must be between 1 and 1000, got {args.fps:g}")
+    if args.seed is not None and args.seed < 0:
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
     vdb = args.vdb == "on" or (args.vdb == "auto" and openvdb_module() is not None)
     if vdb and openvdb_module() is None:
         raise InputError("--vdb on needs the openvdb Python module (pip, Houdini or the bpy wheel)")

@@ -35,6 +35,16 @@ def make_temp(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     return fd, Path(name)
 
 
+def output_path(text: str) -> Path:
+    """An ``argparse`` type for output paths: an empty or blank one is refused (it used to mean
+    "the current folder" and scatter the outputs there)."""
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the output path is empty")
+    return Path(text)
+
+
 def check_writable(path: Path, overwrite: bool) -> None:
     """Raise ``OutputExistsError`` if ``path`` exists and ``overwrite`` is false, or is a folder."""
     if path.is_dir():

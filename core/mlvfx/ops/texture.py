@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -366,8 +367,11 @@ def paint(
     if len(stacks) > 1:
         stacks = _common_match_scale(stacks)
     sigma = transition if transition is not None else min(min(s.height, s.width) for s in stacks) / 8.0
-    if sigma < 0:
-        raise InputError(f"transition must be >= 0, got {transition}")
+    widest = max(lab.shape)
+    if not (math.isfinite(sigma) and 0 <= sigma <= widest):
+        raise InputError(
+            f"transition must be between 0 and the label map's size ({widest} px), got {transition}"
+        )
     onehot = np.stack([(lab == v).astype(np.float32) for v in present])
     guide = _blur(_warp(onehot, float(sigma), seed, tileable), float(sigma) / 2, tileable)
     guide /= np.maximum(guide.sum(0, keepdims=True), 1e-6)

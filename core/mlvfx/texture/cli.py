@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from mlvfx.errors import ImageReadError, ImageWriteError, InputError
-from mlvfx.texture.maps import FloatArray, Maps
+from mlvfx.io.atomic import output_path
+from mlvfx.texture.maps import FloatArray, Maps, stack_maps
 
 # name -> (file, kind, bit depth); the same layout as mlvfx.ops.material writes
 MATERIAL_FILES: dict[str, tuple[str, str, int]] = {
@@ -72,34 +73,60 @@ def read_maps(path: str | Path) -> tuple[Maps, Source]:
         if not maps:
             known = ", ".join(v[0] for v in MATERIAL_FILES.values())
             raise ImageReadError(f"material folder holds none of {known}", p)
+        stack_maps(maps, str(p))  # too small, NaN, maps of different sizes: named after the folder
         return maps, Source(p, True)
     if not p.exists():
         raise ImageReadError("no such file or folder", p)
     img, info = read_image(p, kind="color")
+    stack_maps(img, str(p))
     return img, Source(p, False, info.bit_depth)
 
 
-def write_maps(path: str | Path, maps: Maps, source: Source, *, overwrite: bool, note: str) -> list[Path]:
-    """Write maps like their source: an image file, or a material folder (map for map).
-
-    Every target is checked before the first write, so a refused overwrite writes nothing.
+def output_targets(path: str | Path, maps: Maps, *, overwrite: bool) -> list[Path]:
+    """The files :func:`write_maps` would write for ``maps``, each checked: the right kind of path
+    (an image file for an image, a folder for a material set), and nothing there unless
+    ``overwrite``. Commands call it before the synthesis too, so a bad ``-o`` fails at once.
     """
-    from mlvfx.io import write_image
     from mlvfx.io.atomic import check_writable
 
     out = Path(path)
     if not isinstance(maps, Mapping):
         if out.suffix == "":
             raise InputError("output must be an image file name with an extension (.png, .exr, ...)", out)
+        check_writable(out, overwrite)
+        return [out]
+    if out.suffix.lower() in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
+        raise InputError("a material set is written to a folder, not an image file", out)
+    if out.exists() and not out.is_dir():
+        raise InputError("a material set is written to a folder, and this is a file", out)
+    targets = []
+    for name in maps:
+        targets.append(out / MATERIAL_FILES.get(name, (f"{name}.png", "data", 16))[0])
+        if name == "height":
+            targets.append(out / HEIGHT_PNG)
+    targets.append(out / META_FILE)
+    for target in targets:
+        check_writable(target, overwrite)
+    return targets
+
+
+def write_maps(path: str | Path, maps: Maps, source: Source, *, overwrite: bool, note: str) -> list[Path]:
+    """Write maps like their source: an image file, or a material folder (map for map).
+
+    Every target is checked before the first write, and a material folder is written all or
+    nothing, so a refused or failed overwrite changes nothing.
+    """
+    from mlvfx.io import write_image
+
+    out = Path(path)
+    output_targets(out, maps, overwrite=overwrite)
+    if not isinstance(maps, Mapping):
         depth = (
             32
             if out.suffix.lower() in (".exr",)
             else (16 if source.bit_depth == 16 and out.suffix.lower() in (".png", ".tif", ".tiff") else 8)
         )
-        check_writable(out, overwrite)
         return [write_image(out, maps, kind="color", bit_depth=depth, overwrite=overwrite)]
-    if out.suffix.lower() in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
-        raise InputError("a material set is written to a folder, not an image file", out)
     files: list[tuple[Path, FloatArray, str, int]] = []
     for name, arr in maps.items():
         file, kind, depth = MATERIAL_FILES.get(name, (f"{name}.png", "data", 16))
@@ -108,9 +135,6 @@ def write_maps(path: str | Path, maps: Maps, source: Source, *, overwrite: bool,
         if name == "height":
             lo, hi = float(arr.min()), float(arr.max())
             files.append((out / HEIGHT_PNG, (arr - lo) / max(hi - lo, 1e-12), "data", 16))
-    for target, *_ in files:
-        check_writable(target, overwrite)
-    check_writable(out / META_FILE, overwrite)
     from mlvfx.io.atomic import write_files_atomic
     from mlvfx.io.image import encode_image
 
@@ -233,7 +257,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "the interior is kept exactly.",
     )
     t.add_argument("input", help="image file or material folder")
-    t.add_argument("-o", "--output", required=True, help="output image (or folder for a material)")
+    t.add_argument(
+        "-o", "--output", required=True, type=output_path, help="output image (or folder for a material)"
+    )
     t.add_argument("--band", type=float, default=0.15, help="re-synthesised band per side, fraction of size")
     common(t)
     t.set_defaults(func=_cmd_tile)
@@ -247,7 +273,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     g.add_argument("--size", required=True, help="output size WIDTHxHEIGHT (or one number)")
     g.add_argument("--count", type=int, default=1, help="number of variations (default 1)")
     g.add_argument("--no-tileable", action="store_true", help="do not make the results wrap around")
-    g.add_argument("-o", "--output", required=True, help="output folder")
+    g.add_argument("-o", "--output", required=True, type=output_path, help="output folder")
     common(g)
     g.set_defaults(func=_cmd_grow)
 
@@ -272,7 +298,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="transition width at region borders in pixels (default: exemplar side / 8)",
     )
     p.add_argument("--tileable", action="store_true", help="make the result wrap around")
-    p.add_argument("-o", "--output", required=True, help="output image (or folder for materials)")
+    p.add_argument(
+        "-o", "--output", required=True, type=output_path, help="output image (or folder for materials)"
+    )
     common(p)
     p.set_defaults(func=_cmd_paint)
 
@@ -297,6 +325,7 @@ def _cmd_tile(args: argparse.Namespace) -> int:
     from mlvfx.ops.texture import make_tileable
 
     maps, source = read_maps(args.input)
+    output_targets(args.output, maps, overwrite=args.overwrite)  # before the synthesis, not after
     with _bar(args, "tile") as progress:
         out = make_tileable(maps, band=args.band, seed=args.seed, device=args.device, progress=progress)
     written = write_maps(args.output, out, source, overwrite=args.overwrite, note="tile")
@@ -365,7 +394,17 @@ def _cmd_paint(args: argparse.Namespace) -> int:
     kinds = {s.is_folder for _, s in loaded}
     if len(kinds) > 1:
         raise InputError("exemplars must be all images or all material folders")
+    first = stack_maps(loaded[0][0], str(loaded[0][1].path))
+    for maps, src in loaded[1:]:
+        other = stack_maps(maps, str(src.path))
+        if other.layout() != first.layout():
+            raise InputError(
+                f"has maps/channels {other.names}/{other.channels} but {loaded[0][1].path} has "
+                f"{first.names}/{first.channels}; all exemplars must be the same kind",
+                src.path,
+            )
     exemplars = {lab: maps for lab, (maps, _) in zip(labels, loaded, strict=True)}
+    output_targets(args.output, loaded[0][0], overwrite=args.overwrite)
     with _bar(args, "paint") as progress:
         out = paint(
             idx,
