@@ -145,7 +145,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         emit(args, [i.as_dict() for i in infos] if len(infos) > 1 else infos[0].as_dict())
         return 0
     for info in infos:
-        alpha = " + alpha" if info.has_alpha else ""
+        alpha = " (with alpha)" if info.has_alpha else ""  # alpha is one of the channels counted
         emit(
             args,
             None,
