@@ -3,14 +3,13 @@ training batches (stop 14's faster batch path had silently bypassed the patch st
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+from bench_scripts import load_bench
 
 from mlvfx.data.augment import augment_with_context, load_sample
 from mlvfx.io import write_image
@@ -21,17 +20,7 @@ TILT = np.array([0.6, 0.0, 0.8], np.float32)  # every normal leans towards +X
 
 
 def _bench() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "material_fixed_light", ROOT / "bench/material_fixed_light.py"
-        )
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return mod
+    return load_bench("material_fixed_light")
 
 
 def _sample(root: Path) -> Path:

@@ -4,13 +4,13 @@ and its travelling pack keeps the photos exact and the normals within a fraction
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import torch
+from bench_scripts import load_bench
 
 from mlvfx.data import augment
 from mlvfx.data.augment import normals_from_height
@@ -20,11 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("material_capacity", ROOT / "bench/material_capacity.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("material_capacity")
 
 
 def test_turn_matches_the_training_dihedral() -> None:

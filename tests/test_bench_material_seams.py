@@ -7,31 +7,17 @@ error elsewhere, target <= 1.1) on two public validation renders, with small 96-
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from bench_scripts import load_bench
 
 from mlvfx.zoo import load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _bench() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_material", ROOT / "bench/material.py")
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return mod
 
 
 def test_published_material_model_has_no_tile_seams(tmp_path: Path) -> None:
@@ -41,7 +27,7 @@ def test_published_material_model_has_no_tile_seams(tmp_path: Path) -> None:
     public = ROOT / "model_zoo" / "eval" / "materials_v1" / "256"
     for sample in ("s000000", "s000003"):
         shutil.copytree(public / sample, tmp_path / sample)
-    result = _bench().seam_ratio(weights, tmp_path, tile=96)
+    result = load_bench("material").seam_ratio(weights, tmp_path, tile=96)
     assert result["seam_ratio"] <= 1.1, result
     assert result["seam_interior_deg"] > 0.5  # the check measured real errors, not an empty mask
     assert result["height_normal_consistency_deg"] < 3.0, result

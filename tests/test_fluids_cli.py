@@ -115,12 +115,8 @@ def test_bench_defaults_to_3d_and_checks_its_arguments_before_any_work(tmp_path:
 
 def test_bench_script_runs_the_cli_benchmark(capsys: pytest.CaptureFixture[str]) -> None:
     """``bench/smoke.py surrogate ...`` is ``mlvfx smoke bench ...``: same parser, same errors."""
-    import importlib.util
+    from bench_scripts import load_bench
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("bench_smoke", root / "bench" / "smoke.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench("smoke")
     assert mod.surrogate(["--shots", "1", "--stability-shots", "2"]) != 0
     assert "--stability-shots cannot exceed --shots" in capsys.readouterr().err
