@@ -7,7 +7,9 @@ already linear. Data maps (``kind="data"``) are never converted. Alpha is carrie
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
 import threading
 from dataclasses import asdict, dataclass
@@ -117,6 +119,8 @@ def _decode_quietly(data: bytes) -> tuple[np.ndarray[Any, Any] | None, str]:
     """
     buf = np.frombuffer(data, np.uint8)
     with _STDERR_LOCK:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()  # what Python has buffered (a progress bar) goes out first, not into the sink
         try:
             saved = os.dup(2)
         except OSError:  # no stderr to protect (a GUI host without a console)
