@@ -110,6 +110,8 @@ def test_bench_defaults_to_3d_and_checks_its_arguments_before_any_work(tmp_path:
         _run(["smoke", "bench", "--res", "32", "--steps", "2", "4", "--plot", str(tmp_path / "c.png")])
     with pytest.raises(InputError, match="--stability-shots cannot exceed --shots"):
         _run(["smoke", "bench", "--shots", "1", "--stability-shots", "2"])
+    with pytest.raises(InputError, match="--stability-steps must be >= 1, got 0"):
+        _run(["smoke", "bench", "--stability-steps", "0"])
     assert not any(tmp_path.iterdir())
 
 

@@ -283,7 +283,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError(
             "--plot needs an evaluation step of 10 or more (the curves are sampled every 10 steps)"
         )
-    stability_steps = args.stability_steps or (640 if args.dims == 2 else 400)
+    stability_steps = (
+        args.stability_steps if args.stability_steps is not None else (640 if args.dims == 2 else 400)
+    )
     if stability_steps < 1:
         raise InputError(f"--stability-steps must be >= 1, got {stability_steps}")
     net, factor, name = _load_surrogate(args, res)

@@ -19,7 +19,7 @@ import numpy as np
 
 from mlvfx.errors import ImageReadError, ImageWriteError, InputError
 from mlvfx.io.atomic import output_path
-from mlvfx.texture.maps import FloatArray, Maps, stack_maps
+from mlvfx.texture.maps import FloatArray, Maps, check_maps
 
 # name -> (file, kind, bit depth); the same layout as mlvfx.ops.material writes
 MATERIAL_FILES: dict[str, tuple[str, str, int]] = {
@@ -73,13 +73,18 @@ def read_maps(path: str | Path) -> tuple[Maps, Source]:
         if not maps:
             known = ", ".join(v[0] for v in MATERIAL_FILES.values())
             raise ImageReadError(f"material folder holds none of {known}", p)
-        stack_maps(maps, str(p))  # too small, NaN, maps of different sizes: named after the folder
+        check_maps(maps, str(p))  # too small, NaN, maps of different sizes: named after the folder
         return maps, Source(p, True)
     if not p.exists():
         raise ImageReadError("no such file or folder", p)
     img, info = read_image(p, kind="color")
-    stack_maps(img, str(p))
+    check_maps(img, str(p))
     return img, Source(p, False, info.bit_depth)
+
+
+def _file_spec(name: str) -> tuple[str, str, int]:
+    """(file name, kind, bit depth) a map of a set is written as; unknown maps as 16-bit PNG data."""
+    return MATERIAL_FILES.get(name, (f"{name}.png", "data", 16))
 
 
 def output_targets(path: str | Path, maps: Maps, *, overwrite: bool) -> list[Path]:
@@ -101,7 +106,7 @@ def output_targets(path: str | Path, maps: Maps, *, overwrite: bool) -> list[Pat
         raise InputError("a material set is written to a folder, and this is a file", out)
     targets = []
     for name in maps:
-        targets.append(out / MATERIAL_FILES.get(name, (f"{name}.png", "data", 16))[0])
+        targets.append(out / _file_spec(name)[0])
         if name == "height":
             targets.append(out / HEIGHT_PNG)
     targets.append(out / META_FILE)
@@ -129,7 +134,7 @@ def write_maps(path: str | Path, maps: Maps, source: Source, *, overwrite: bool,
         return [write_image(out, maps, kind="color", bit_depth=depth, overwrite=overwrite)]
     files: list[tuple[Path, FloatArray, str, int]] = []
     for name, arr in maps.items():
-        file, kind, depth = MATERIAL_FILES.get(name, (f"{name}.png", "data", 16))
+        file, kind, depth = _file_spec(name)
         data = arr * 0.5 + 0.5 if name == "normal" else arr
         files.append((out / file, data, kind, depth))
         if name == "height":
@@ -394,13 +399,13 @@ def _cmd_paint(args: argparse.Namespace) -> int:
     kinds = {s.is_folder for _, s in loaded}
     if len(kinds) > 1:
         raise InputError("exemplars must be all images or all material folders")
-    first = stack_maps(loaded[0][0], str(loaded[0][1].path))
+    first = check_maps(loaded[0][0], str(loaded[0][1].path))
     for maps, src in loaded[1:]:
-        other = stack_maps(maps, str(src.path))
-        if other.layout() != first.layout():
+        other = check_maps(maps, str(src.path))
+        if other != first:
             raise InputError(
-                f"has maps/channels {other.names}/{other.channels} but {loaded[0][1].path} has "
-                f"{first.names}/{first.channels}; all exemplars must be the same kind",
+                f"has maps/channels {other[0]}/{other[1]} but {loaded[0][1].path} has "
+                f"{first[0]}/{first[1]}; all exemplars must be the same kind",
                 src.path,
             )
     exemplars = {lab: maps for lab, (maps, _) in zip(labels, loaded, strict=True)}

@@ -74,6 +74,20 @@ def _check(a: npt.ArrayLike, name: str) -> tuple[FloatArray, bool]:
     return img, flat
 
 
+Layout = tuple[tuple[str, ...], tuple[int, ...], bool]
+"""Map names, channels per map, and whether it is a material set (see :meth:`Stack.layout`)."""
+
+
+def check_maps(maps: Maps | npt.ArrayLike, name: str = "texture") -> Layout:
+    """Validate a texture or material set as :func:`stack_maps` does, without stacking it.
+
+    Returns:
+        Its layout: what :meth:`Stack.layout` of the stacked set would be.
+    """
+    arrays, names, _, is_set = _checked(maps, name)
+    return tuple(names), tuple(a.shape[2] for a in arrays), is_set
+
+
 def stack_maps(maps: Maps | npt.ArrayLike, name: str = "texture") -> Stack:
     """Validate a texture or material set and stack it.
 
@@ -85,6 +99,25 @@ def stack_maps(maps: Maps | npt.ArrayLike, name: str = "texture") -> Stack:
         InvalidImageDataError: wrong rank or channel count, zero or tiny size, NaN/inf.
         InputError: empty material set, or maps of different sizes.
     """
+    arrays, names, flats, is_set = _checked(maps, name)
+    match = []
+    for key, arr in zip(names, arrays, strict=True):
+        weight = MATCH_WEIGHTS.get(key, 0.5) if is_set else 1.0
+        std = float(arr.std())
+        scale = weight / (max(std, 1e-6) * np.sqrt(arr.shape[2]))
+        match.append((arr - arr.mean(axis=(0, 1), keepdims=True)) * np.float32(scale))
+    return Stack(
+        values=np.ascontiguousarray(np.concatenate(arrays, axis=2), dtype=np.float32),
+        match=np.ascontiguousarray(np.concatenate(match, axis=2), dtype=np.float32),
+        names=tuple(names),
+        channels=tuple(a.shape[2] for a in arrays),
+        flat=tuple(flats),
+        is_set=is_set,
+    )
+
+
+def _checked(maps: Maps | npt.ArrayLike, name: str) -> tuple[list[FloatArray], list[str], list[bool], bool]:
+    """The validated maps of a texture or set: arrays, names, which were flat, and whether a set."""
     if isinstance(maps, Mapping):
         if not maps:
             raise InputError(f"{name}: the material set has no maps")
@@ -110,20 +143,7 @@ def stack_maps(maps: Maps | npt.ArrayLike, name: str = "texture") -> Stack:
     else:
         img, flat = _check(maps, name)
         arrays, names, flats, is_set = [img], [""], [flat], False
-    match = []
-    for key, arr in zip(names, arrays, strict=True):
-        weight = MATCH_WEIGHTS.get(key, 0.5) if is_set else 1.0
-        std = float(arr.std())
-        scale = weight / (max(std, 1e-6) * np.sqrt(arr.shape[2]))
-        match.append((arr - arr.mean(axis=(0, 1), keepdims=True)) * np.float32(scale))
-    return Stack(
-        values=np.ascontiguousarray(np.concatenate(arrays, axis=2), dtype=np.float32),
-        match=np.ascontiguousarray(np.concatenate(match, axis=2), dtype=np.float32),
-        names=tuple(names),
-        channels=tuple(a.shape[2] for a in arrays),
-        flat=tuple(flats),
-        is_set=is_set,
-    )
+    return arrays, names, flats, is_set
 
 
 def unstack(stack: Stack, values: FloatArray) -> Maps:
