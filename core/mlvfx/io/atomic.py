@@ -28,10 +28,9 @@ import). ``tempfile.mkstemp`` creates 0600 files, which other users of a shared 
 def make_temp(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     """A temp file beside ``target`` (open descriptor and path) with the normal output mode."""
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)
-    except OSError:
-        pass  # a filesystem without modes (some network mounts); the file is still written
+    if hasattr(os, "fchmod"):  # POSIX; Windows (Python < 3.13) has no fchmod and no 0600 problem
+        with contextlib.suppress(OSError):  # a filesystem without modes (some network mounts)
+            os.fchmod(fd, FILE_MODE)
     return fd, Path(name)
 
 
