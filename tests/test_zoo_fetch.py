@@ -127,6 +127,7 @@ def test_404_fails_at_once_naming_the_url(zoo_env: ZooEnv, zoo_server: ZooServer
     with pytest.raises(DownloadError) as info:
         fetch("m", options=FAST)
     assert url in str(info.value) and "404" in str(info.value)
+    assert str(info.value).startswith("m ")  # which model it was for, then the URL
     assert "\n" not in str(info.value)
     assert len(zoo_server.state.gets(NAME)) == 1
 

@@ -173,8 +173,8 @@ def fetch_file(
     finally:
         if own:
             dl.close()
-    if len(errors) == 1:
-        raise errors[0]
+    if len(errors) == 1:  # the error names the URL or file; say which model it was for too
+        raise type(errors[0])(f"{label}: {zfile.name}: {errors[0]}") from None
     summary = "; ".join(str(e) for e in errors)
     kind = IntegrityError if all(isinstance(e, IntegrityError) for e in errors) else DownloadError
     raise kind(f"{label}: {zfile.name} could not be fetched from any source: {summary}")
