@@ -5,7 +5,7 @@ public validation set, ranks the samples by how much worse the predicted normals
 normal (mean angular error, learned over flat), and writes a sheet of the ``--count`` worst rows:
 photo | (prediction, truth) for normal, albedo, height and roughness. Prints the ranking.
 
-    .venv/bin/python docs/scripts/material_failure_sheet.py --out docs/material_failures.png
+    .venv/bin/python bench/material_failure_sheet.py --out docs/material_failures.png
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from material import temporary_zoo  # noqa: E402  (bench/material.py: a zoo serving --weights)
