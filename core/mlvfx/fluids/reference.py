@@ -383,9 +383,7 @@ class ReferenceSolver:
                 raise InputError(
                     f"source {i} velocity must hold {self.config.dims} finite components (x, y[, z])"
                 )
-            covered = mask > 0
-            if covered.any() and solid_np[covered].all():
-                raise InputError(f"source {i} lies entirely inside the obstacles")
+            check_source_outside(i, mask, solid_np)
             m = torch.as_tensor(mask, dtype=self.dtype, device=self.device).masked_fill(self.solid, 0.0)
             faces = [scalar_to_faces(m, c) for c in range(self.config.dims)] if src.velocity else None
             out.append(PreparedSource(m, faces, float(src.rate), tuple(float(v) for v in src.velocity)))
@@ -592,6 +590,13 @@ class ReferenceSolver:
     def mass(self, density: torch.Tensor) -> float:
         """Total density times cell volume (domain units^dims)."""
         return float(density.sum()) * self.config.dx**self.config.dims
+
+
+def check_source_outside(index: int, mask: Array, solid: Array) -> None:
+    """Raise ``InputError`` if the source's covered cells (``mask > 0``) are all ``solid``."""
+    covered = mask > 0
+    if covered.any() and solid[covered].all():
+        raise InputError(f"source {index} lies entirely inside the obstacles")
 
 
 def _soft_norm(length: torch.Tensor, tiny: float) -> torch.Tensor:

@@ -48,6 +48,7 @@ from mlvfx.fluids.reference import (
     ReferenceSolver,
     SmokeConfig,
     Source,
+    check_source_outside,
 )
 
 __all__ = [
@@ -584,9 +585,7 @@ class SurrogateSolver:
             for i, s in enumerate(sources):
                 mask = np.asarray(s.mask)
                 if mask.size == solid.size:  # a 2D mask may come as (1, Y, X)
-                    covered = mask.reshape(solid.shape) > 0
-                    if covered.any() and solid[covered].all():
-                        raise InputError(f"source {i} lies entirely inside the obstacles")
+                    check_source_outside(i, mask.reshape(solid.shape), solid)
         coarse = [Source(restrict_mask(s.mask, self.factor), s.rate, s.velocity) for s in sources]
         return self.solver.prepare_sources(coarse)
 

@@ -70,19 +70,7 @@ def write_files_atomic(files: list[tuple[Path, bytes]], *, overwrite: bool = Fal
     staged: list[tuple[Path, Path]] = []
     try:
         for target, data in zip(targets, (d for _, d in files), strict=True):
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = make_temp(target)
-            except OSError as exc:
-                raise ImageWriteError(f"cannot create output: {exc.strerror or exc}", target) from None
-            staged.append((tmp, target))
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except OSError as exc:
-                raise ImageWriteError(f"cannot write: {exc.strerror or exc}", target) from None
+            staged.append((_write_temp(target, data), target))
         placed: list[tuple[Path, Path | None]] = []  # (target, backup of the file it replaced)
         try:
             for tmp, target in staged:
@@ -128,6 +116,24 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: 
     """
     target = Path(path)
     check_writable(target, overwrite)
+    tmp = _write_temp(target, data)
+    try:
+        commit(tmp, target, overwrite=overwrite)
+    except OSError as exc:
+        raise ImageWriteError(f"cannot write: {exc.strerror or exc}", target) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return target
+
+
+def _write_temp(target: Path, data: bytes) -> Path:
+    """``data`` written and synced to a new temp file beside ``target`` (its folder created).
+
+    Raises:
+        ImageWriteError: the folder or the temp file cannot be created or written (the temp file
+            is removed again).
+    """
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = make_temp(target)
@@ -138,13 +144,11 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: 
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        commit(tmp, target, overwrite=overwrite)
     except OSError as exc:
-        raise ImageWriteError(f"cannot write: {exc.strerror or exc}", target) from None
-    finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    return target
+        raise ImageWriteError(f"cannot write: {exc.strerror or exc}", target) from None
+    return tmp
 
 
 def commit(tmp: Path, target: Path, *, overwrite: bool) -> None:
