@@ -584,6 +584,21 @@ def test_metallic_samples_of_named_families_are_skipped(tmp_path: Path) -> None:
     assert data.refresh() == 0 and len(data.skipped_metallic) == 1
 
 
+def test_marked_families_reach_the_batch(tmp_path: Path) -> None:
+    # train.teacher_albedo_families: the batch says which of its samples are of those families.
+    for i, family in enumerate(["scratched_metal", "bricks", "bricks"]):
+        _write_sample(tmp_path / "d", i, family=family)
+    data = MaterialDataset(tmp_path / "d", val_fraction=0.0, mark_families=("scratched_metal",))
+    assert data.refresh() == 3 and data.train_marked == [True, False, False]
+    for step in range(4):
+        b = data.batch(3, step, 6, 16)
+        picks = np.random.default_rng([3, step]).integers(0, 3, size=6)
+        assert b["marked"].tolist() == [1.0 if int(i) == 0 else 0.0 for i in picks]
+    plain = MaterialDataset(tmp_path / "d", val_fraction=0.0)
+    plain.refresh()
+    assert "marked" not in plain.batch(3, 0, 2, 16)
+
+
 def test_recipe_skip_metallic_round_trips() -> None:
     recipe = load_recipe(ROOT / "model_zoo/recipes/material_v10.json")
     assert recipe.data.skip_metallic == ("composite",)
@@ -609,6 +624,53 @@ def test_teacher_settings_are_checked_and_round_trip() -> None:
     )
     again = recipe_from_dict(json.loads(json.dumps(both.to_dict())))
     assert again == both and again.train.teacher == "zoo:material@0.7.0"
+    # The albedo term needs its families, the families need the term, and the names must exist.
+    teach = {**raw["train"], "teacher": "zoo:material@0.7.0"}
+    with pytest.raises(InputError, match="go together"):
+        recipe_from_dict({**raw, "train": teach, "loss": {**raw["loss"], "albedo_teacher": 1.0}})
+    with pytest.raises(InputError, match="go together"):
+        recipe_from_dict(
+            {
+                **raw,
+                "train": {**teach, "teacher_albedo_families": ["scratched_metal"]},
+                "loss": {**raw["loss"], "roughness_teacher": 1.0},
+            }
+        )
+    with pytest.raises(InputError, match="unknown families: nope"):
+        recipe_from_dict(
+            {
+                **raw,
+                "train": {**teach, "teacher_albedo_families": ["nope"]},
+                "loss": {**raw["loss"], "albedo_teacher": 1.0},
+            }
+        )
+    v13 = load_recipe(ROOT / "model_zoo/recipes/material_v13.json")
+    assert v13.train.teacher_albedo_families == ("scratched_metal",) and v13.loss.albedo_teacher == 2.0
+    assert recipe_from_dict(json.loads(json.dumps(v13.to_dict()))) == v13
+
+
+def test_albedo_teacher_term_covers_the_marked_samples_only() -> None:
+    torch.manual_seed(0)
+    pred = torch.rand(3, 8, 16, 16) + 0.1
+    teacher = torch.rand(3, 8, 16, 16) + 0.1
+    batch = {
+        "normal": torch.rand(3, 3, 16, 16),
+        "height": torch.rand(3, 1, 16, 16),
+        "albedo": torch.rand(3, 3, 16, 16),
+        "roughness": torch.rand(3, 1, 16, 16),
+        "marked": torch.tensor([0.0, 1.0, 0.0]),
+    }
+    w = replace(_tiny_recipe().loss, albedo_teacher=2.0)
+    terms = compute_losses(pred, batch, w, teacher)
+    p, t = pred[1, 4:7].flatten(), teacher[1, 4:7].flatten()
+    a = (p * t).sum() / (p * p).sum()
+    hand = torch.sqrt(((a * p - t) ** 2).mean())
+    assert torch.allclose(terms["albedo_teacher"], hand, atol=1e-6)
+    without = compute_losses(pred, batch, replace(w, albedo_teacher=0.0), teacher)
+    assert torch.allclose(terms["total"] - without["total"], 2.0 * hand, atol=1e-5)
+    # A batch without a marked sample adds nothing.
+    none = compute_losses(pred, {**batch, "marked": torch.zeros(3)}, w, teacher)
+    assert float(none["albedo_teacher"]) == 0.0
 
 
 def test_roughness_teacher_term_is_l1_to_the_teachers_roughness() -> None:

@@ -103,6 +103,8 @@ class MaterialDataset:
     Held-out families (:data:`mlvfx.data.splits.HELD_OUT_FAMILIES`) are refused: they exist only
     for validation. Mixtures with a held-out part are skipped and listed in ``skipped_held_out``.
     Metallic samples of the families in ``skip_metallic`` are skipped too (``skipped_metallic``).
+    Training samples of the families in ``mark_families`` (a mixture when one of its parts is
+    named) are marked: their batches hold ``marked``, (B,) 1.0 for a marked sample, else 0.0.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class MaterialDataset:
         *,
         val_fraction: float = 0.05,
         skip_metallic: Sequence[str] = (),
+        mark_families: Sequence[str] = (),
     ) -> None:
         roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
         if not roots:
@@ -126,6 +129,8 @@ class MaterialDataset:
         self.skipped_held_out: list[Path] = []
         self.skip_metallic = frozenset(skip_metallic)
         self.skipped_metallic: list[Path] = []
+        self.mark_families = frozenset(mark_families)
+        self.train_marked: list[bool] = []
 
     def refresh(self) -> int:
         """Load samples finished since the last call; return how many were added.
@@ -159,6 +164,7 @@ class MaterialDataset:
             else:
                 self.train.append(stored)
                 self.train_root.append(root_index)
+                self.train_marked.append(bool(self.mark_families & {ref.family, *ref.parts}))
             self._seen.add(key)
             added += 1
         if not self.train:
@@ -201,19 +207,23 @@ class MaterialDataset:
                 )
             picks = pool[rng.integers(0, pool.size, size=batch)]
         if not context:
-            return to_batch(
+            out = to_batch(
                 [
                     augment(self.train[int(i)].sample(), rng, crop_size=crop, illumination=illumination)
                     for i in picks
                 ]
             )
-        # The float16 maps go in as they are: only the crops are converted.
-        return context_batch(
-            [
-                augment_with_context(self.train[int(i)], rng, crop_size=crop, illumination=illumination)
-                for i in picks
-            ]
-        )
+        else:
+            # The float16 maps go in as they are: only the crops are converted.
+            out = context_batch(
+                [
+                    augment_with_context(self.train[int(i)], rng, crop_size=crop, illumination=illumination)
+                    for i in picks
+                ]
+            )
+        if self.mark_families:
+            out["marked"] = torch.tensor([1.0 if self.train_marked[int(i)] else 0.0 for i in picks])
+        return out
 
     def val_batch(self, count: int, crop: int) -> dict[str, torch.Tensor] | None:
         """Centre crops of up to ``count`` validation samples (no augmentation), or None.

@@ -48,7 +48,9 @@ def compute_losses(
         batch: (B, C, H, W) tensors from :func:`mlvfx.train.dataset.to_batch`.
         w: loss weights.
         teacher: (B, 8, H, W) output of the recipe's frozen teacher on the same batch; adds the
-            ``roughness_teacher`` term (L1 to the teacher's roughness).
+            ``roughness_teacher`` term (L1 to the teacher's roughness) and, with
+            ``w.albedo_teacher``, the ``albedo_teacher`` term: the scale-invariant RMSE to the
+            teacher's albedo over the samples ``batch["marked"]`` marks (0 when none is).
     """
     normal, height, albedo, rough = pred[:, 0:3], pred[:, 3:4], pred[:, 4:7], pred[:, 7:8]
     terms = {
@@ -63,6 +65,13 @@ def compute_losses(
         terms["albedo_si_linear"] = L.scale_invariant_rmse(albedo, batch["albedo"])
     if teacher is not None:
         terms["roughness_teacher"] = L.l1_loss(rough, teacher[:, 7:8])
+        if w.albedo_teacher:
+            marked = batch["marked"] > 0.5
+            terms["albedo_teacher"] = (
+                L.scale_invariant_rmse(albedo[marked], teacher[marked, 4:7])
+                if bool(marked.any())
+                else torch.zeros((), device=pred.device)
+            )
     total = sum((getattr(w, k) * v for k, v in terms.items()), torch.zeros(()))
     terms["total"] = total
     return terms
@@ -217,7 +226,10 @@ def train_material(
     torch.set_num_threads(t.threads)
 
     data = MaterialDataset(
-        data_dir, val_fraction=recipe.data.val_fraction, skip_metallic=recipe.data.skip_metallic
+        data_dir,
+        val_fraction=recipe.data.val_fraction,
+        skip_metallic=recipe.data.skip_metallic,
+        mark_families=recipe.train.teacher_albedo_families if recipe.loss.albedo_teacher else (),
     )
     data.refresh()
     # train.first_steps: the curriculum's first folders, as indices into the dataset's folders.
@@ -273,6 +285,7 @@ def train_material(
             "val_samples": len(data.val),
             "skipped_held_out": len(data.skipped_held_out),
             "skipped_metallic": len(data.skipped_metallic),
+            "teacher_albedo_samples": sum(data.train_marked),
             "device": str(dev),
             "params": count_parameters(net),
         }

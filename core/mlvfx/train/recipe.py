@@ -64,6 +64,9 @@ class TrainSpec:
     the ``*_teacher`` loss terms (``loss.roughness_teacher``): the student learns those maps from
     the teacher instead of (or besides) the ground truth, so a continuation can keep a map as
     the teacher made it while the other maps learn from new data.
+
+    ``teacher_albedo_families``: the families (a mixture counts when one of its parts is named)
+    whose samples also learn their albedo from the teacher (``loss.albedo_teacher``).
     """
 
     steps: int = 4000
@@ -82,6 +85,7 @@ class TrainSpec:
     first_steps: int = 0
     first_data: tuple[str, ...] = ()
     teacher: str = ""
+    teacher_albedo_families: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,10 @@ class LossSpec:
     roughness_teacher: float = 0.0
     """Weight of the L1 distance between the roughness and the ``train.teacher`` model's
     roughness on the same batch. Needs ``train.teacher``."""
+    albedo_teacher: float = 0.0
+    """Weight of the linear scale-invariant RMSE between the albedo and the ``train.teacher``
+    model's albedo, over the batch's samples of ``train.teacher_albedo_families`` only (0 for a
+    batch without one)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +129,7 @@ class Recipe:
         d["data"]["families"] = list(self.data.families)
         d["data"]["also"] = list(self.data.also)
         d["data"]["skip_metallic"] = list(self.data.skip_metallic)
+        d["train"]["teacher_albedo_families"] = list(self.train.teacher_albedo_families)
         return d
 
 
@@ -138,7 +147,7 @@ def recipe_section(cls: type[Any], raw: Any, where: str, path: Path | None) -> A
     if unknown:
         raise InputError(f"unknown key(s) in recipe section {where!r}: {', '.join(unknown)}", path)
     kw = {k: _tuples(v) for k, v in raw.items()}
-    for key in ("families", "also", "first_data", "skip_metallic"):
+    for key in ("families", "also", "first_data", "skip_metallic", "teacher_albedo_families"):
         if key in kw:
             if not isinstance(kw[key], tuple):
                 raise InputError(f"recipe section {where!r}: {key!r} must be a list", path)
@@ -214,8 +223,20 @@ def recipe_from_dict(d: dict[str, Any], path: Path | None = None) -> Recipe:
         raise InputError("recipe train.first_steps (>= 1) and train.first_data go together", path)
     for entry in t.first_data:
         data_folder_index(recipe, entry, path)
-    if recipe.loss.roughness_teacher < 0 or bool(recipe.loss.roughness_teacher) != bool(t.teacher):
-        raise InputError("recipe loss.roughness_teacher (> 0) and train.teacher go together", path)
+    w = recipe.loss
+    if w.roughness_teacher < 0 or w.albedo_teacher < 0:
+        raise InputError("recipe loss.*_teacher weights must be >= 0", path)
+    if bool(w.roughness_teacher or w.albedo_teacher) != bool(t.teacher):
+        raise InputError("recipe train.teacher and a loss.*_teacher term (> 0) go together", path)
+    if bool(w.albedo_teacher) != bool(t.teacher_albedo_families):
+        raise InputError(
+            "recipe loss.albedo_teacher (> 0) and train.teacher_albedo_families go together", path
+        )
+    unknown_teach = [f for f in t.teacher_albedo_families if f not in known]
+    if unknown_teach:
+        raise InputError(
+            f"recipe train.teacher_albedo_families names unknown families: {', '.join(unknown_teach)}", path
+        )
     return recipe
 
 
