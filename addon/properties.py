@@ -20,7 +20,7 @@ class MLVFX_PG_material(bpy.types.PropertyGroup):
         name="Quality",
         items=(
             ("standard", "Standard", "One pass of the learned model"),
-            ("high", "High", "Learned model also sees the photo turned and mirrored (8 views), 8x slower"),
+            ("high", "High", "Learned model also sees the photo turned and mirrored (8 views), ~6x slower"),
         ),
         default="standard",
     )

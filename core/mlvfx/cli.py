@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("standard", "high"),
         default="standard",
         help="high: the learned model also sees the photo turned and mirrored (8 views) and averages "
-        "them; 8x slower, slightly more accurate (default: standard)",
+        "them; about 6x slower, slightly more accurate (default: standard)",
     )
     p.add_argument(
         "--maps",

@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--model",
         default=None,
-        help="surrogate model id (default: smoke2d; smoke3d, or smoke3d_128 from --res 96 up)",
+        help="surrogate model id (default: smoke3d, or smoke3d_128 from --res 96 up; in 2D smoke2d, "
+        "which is not published)",
     )
     p.add_argument(
         "--weights",
@@ -100,7 +101,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument(
         "--model",
         default=None,
-        help="zoo model id (default: smoke2d; smoke3d, or smoke3d_128 from --res 96 up)",
+        help="zoo model id (default: smoke3d, or smoke3d_128 from --res 96 up; in 2D smoke2d, which is not "
+        "published)",
     )
     b.add_argument("--weights", type=Path, default=None, help="a local surrogate .safetensors instead")
     b.add_argument("--shots", type=int, default=4, help="held-out shots (default: 4; 0 = timing only)")

@@ -294,7 +294,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         required=True,
         metavar="KEY=PATH",
-        help="exemplar for one label, e.g. '#ff0000=rock/' or '2=grass.png' (repeat)",
+        help="exemplar for one label, e.g. '#ff0000=rock/' or '2=grass.png' (repeat; all images or "
+        "all material folders)",
     )
     p.add_argument(
         "--transition",
