@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,10 @@ def test_training_writes_weights_log_and_resumes(trained: tuple[Path, Path, Path
         )
     )
     assert factor == 4 and net.dims == 2 and net.width == 4 and net.conditions == 2
+    if os.name == "posix":  # the normal output mode, not safetensors' own 0600
+        from mlvfx.io.atomic import FILE_MODE
+
+        assert (run / "smoke2d_tiny.safetensors").stat().st_mode & 0o777 == FILE_MODE
     # Resuming on a longer schedule continues from iteration 6, not from zero.
     recipe = load_smoke_recipe(recipe_path)
     res = train_surrogate(recipe, data_dir=data, out_dir=run, resume=True, iterations=8)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -187,6 +188,10 @@ def test_train_two_steps_resume_and_determinism(dataset: Path, tmp_path: Path) -
 
     w1, w2 = load_file(str(r1.weights)), load_file(str(r2.weights))
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    if os.name == "posix":  # the weights get the normal output mode, not safetensors' own 0600
+        from mlvfx.io.atomic import FILE_MODE
+
+        assert r1.weights.stat().st_mode & 0o777 == FILE_MODE
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary["steps_done"] == 2 and summary["params"] > 0 and summary["flops_per_pixel"] > 0
     log = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]

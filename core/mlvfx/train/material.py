@@ -32,7 +32,7 @@ from mlvfx.nets.material import MaterialNet, count_flops_per_pixel, count_parame
 from mlvfx.train import losses as L
 from mlvfx.train.dataset import MaterialDataset
 from mlvfx.train.recipe import LossSpec, Recipe, data_folder_index
-from mlvfx.train.runlog import CHECKPOINT, SUMMARY, LogFn, run_logger, save_checkpoint
+from mlvfx.train.runlog import CHECKPOINT, SUMMARY, LogFn, run_logger, save_checkpoint, save_safetensors
 
 
 def compute_losses(
@@ -407,12 +407,7 @@ def validate(
 
 def save_weights(net: MaterialNet, path: Path) -> Path:
     """Write the state dict as safetensors, atomically."""
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
-    return path
+    return save_safetensors(dict(net.state_dict()), path)
 
 
 def with_overrides(recipe: Recipe, **train: Any) -> Recipe:

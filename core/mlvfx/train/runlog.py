@@ -40,6 +40,18 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> Path:
+    """Write ``tensors`` (moved to the CPU, made contiguous) as safetensors, atomically, with the
+    normal output mode (safetensors' own writer makes 0600 files, which a farm's other users
+    cannot read); an existing file is replaced."""
+    from safetensors.torch import save
+
+    from mlvfx.io import write_bytes_atomic
+
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    return write_bytes_atomic(path, data, overwrite=True)
+
+
 def init_weights_file(spec: str) -> tuple[Path, dict[str, Any]]:
     """The safetensors file a recipe's ``init`` names, and a log record (source and sha256).
 

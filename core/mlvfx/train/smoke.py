@@ -38,7 +38,7 @@ import torch
 
 from mlvfx.errors import InputError
 from mlvfx.progress import ProgressFn, report
-from mlvfx.train.runlog import CHECKPOINT, SUMMARY, LogFn, run_logger, save_checkpoint
+from mlvfx.train.runlog import CHECKPOINT, SUMMARY, LogFn, run_logger, save_checkpoint, save_safetensors
 
 DATA_VERSION = 1
 
@@ -645,12 +645,7 @@ def train_surrogate(
         emit({"event": "val", "iteration": it, "upres": True, **result})
     weights = None
     if it > 0:
-        from safetensors.torch import save_file
-
-        weights = out / f"{recipe.name}.safetensors"
-        tmp = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
-        save_file(surrogate_state(net, m.factor), str(tmp))
-        os.replace(tmp, weights)
+        weights = save_safetensors(surrogate_state(net, m.factor), out / f"{recipe.name}.safetensors")
     summary = {
         "recipe": recipe.to_dict(),
         "iterations_done": it,
