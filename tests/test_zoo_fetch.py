@@ -165,6 +165,32 @@ def test_slow_trickle_hits_the_read_timeout(zoo_env: ZooEnv, zoo_server: ZooServ
     assert [p.stat().st_size for p in parts(zoo_env)] == [len(ranges) * 100]
 
 
+def test_zoo_timeout_from_the_environment(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MLVFX_ZOO_TIMEOUT: a farm gives up on a hung server in seconds, not 5 x 60 s.
+    assert DownloadOptions.from_env() == DownloadOptions()
+    monkeypatch.setenv("MLVFX_ZOO_TIMEOUT", "0.2")
+    opts = DownloadOptions.from_env()
+    assert opts.read_timeout == 0.2 and opts.connect_timeout == 0.2
+    assert opts.retries == DownloadOptions().retries
+    monkeypatch.setenv("MLVFX_ZOO_TIMEOUT", "120")
+    assert DownloadOptions.from_env().connect_timeout == DownloadOptions().connect_timeout
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        monkeypatch.setenv("MLVFX_ZOO_TIMEOUT", bad)
+        with pytest.raises(InputError, match="MLVFX_ZOO_TIMEOUT"):
+            DownloadOptions.from_env()
+    data = blob(100_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    zoo_server.state.sticky[NAME] = "trickle"
+    monkeypatch.setenv("MLVFX_ZOO_TIMEOUT", "0.2")
+    start = time.perf_counter()
+    with pytest.raises(DownloadError, match="timed out"):
+        fetch("m")  # no options: the environment's timeout applies
+    assert time.perf_counter() - start < 30.0  # 5 attempts of 0.2 s plus the backoff (7.5 s)
+    assert len(zoo_server.state.gets(NAME)) >= 2
+
+
 def test_dropped_connection_resumes_with_range(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
     data = blob(400_000)
     one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])

@@ -5,6 +5,8 @@
 ``MLVFX_ZOO_MIRRORS``   local mirror folders, separated by ``os.pathsep``
 ``MLVFX_ZOO_MANIFEST``  a zoo manifest file to use instead of the built-in one (read by mlvfx.zoo)
 ``MLVFX_OFFLINE``       "1" forbids all network access
+``MLVFX_ZOO_TIMEOUT``   seconds a zoo download may wait for the next bytes before the attempt is
+                        dropped (default 60); a URL is given up after 5 such attempts in a row
 ``MLVFX_DEVICE``        "cpu", "cuda", "cuda:1", "mps" (default: CUDA when present, else CPU)
 ``MLVFX_THREADS``       torch intra-op threads (default: torch's own choice)
 ``MLVFX_MAX_PIXELS``    largest image accepted, in pixels (default 16384 * 16384)
@@ -15,6 +17,7 @@ can change a setting (Blender preferences, a Houdini parameter) without restarti
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,6 +67,24 @@ def max_pixels() -> int:
         raise InputError(f"MLVFX_MAX_PIXELS must be an integer, got {raw!r}") from None
     if value <= 0:
         raise InputError(f"MLVFX_MAX_PIXELS must be positive, got {value}")
+    return value
+
+
+def zoo_timeout() -> float | None:
+    """``MLVFX_ZOO_TIMEOUT`` in seconds, or None when unset.
+
+    Raises:
+        InputError: not a finite number > 0.
+    """
+    raw = os.environ.get("MLVFX_ZOO_TIMEOUT")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"MLVFX_ZOO_TIMEOUT must be a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"MLVFX_ZOO_TIMEOUT must be a positive number of seconds, got {raw!r}")
     return value
 
 

@@ -78,6 +78,17 @@ class DownloadOptions:
     lock_poll: float = 0.25
     progress_interval: float = 0.1
 
+    @classmethod
+    def from_env(cls) -> DownloadOptions:
+        """The defaults, with ``MLVFX_ZOO_TIMEOUT`` as the read timeout (and as the connect
+        timeout when it is shorter than the default's)."""
+        from mlvfx.config import zoo_timeout
+
+        timeout = zoo_timeout()
+        if timeout is None:
+            return cls()
+        return cls(connect_timeout=min(cls.connect_timeout, timeout), read_timeout=timeout)
+
 
 class Reporter:
     """Turns byte counts into ``progress(fraction, message)`` and ``on_bytes(done, total)`` calls."""
@@ -195,7 +206,7 @@ class Downloader:
         cancel: CancelToken | None = None,
     ) -> None:
         self.cache = cache
-        self.options = options or DownloadOptions()
+        self.options = options or DownloadOptions.from_env()
         self._session = session
         self.cancel = cancel
 

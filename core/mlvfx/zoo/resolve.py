@@ -108,7 +108,7 @@ def fetch_file(
         IntegrityError: every source had the file with the wrong size or sha256.
         Cancelled: the cancel token was set.
     """
-    opts = options or DownloadOptions()
+    opts = options or DownloadOptions.from_env()
     caches = default_caches()
     label = f"{entry.id} {entry.version}"
     reporter = Reporter(label, zfile.size, progress, on_bytes, opts.progress_interval)
