@@ -322,6 +322,9 @@ def save_new_images(
 ) -> dict[str, bpy.types.Image]:
     """Write arrays as 16-bit PNGs (sRGB-encoded for colour) and load them as new image datablocks.
 
+    An array with values outside [0, 1] (texture from an HDR or float source) is written as a
+    float EXR instead, linear for colour, so nothing is clipped. The images get a fake user: an
+    image no node uses yet (a painted texture) would otherwise be dropped when the file is saved.
     Files go to a fresh folder under //textures/mlvfx/ (or a temp folder, packed, for unsaved files).
     """
     from mlvfx.io import write_image
@@ -329,10 +332,17 @@ def save_new_images(
     folder, must_pack = output_folder(folder_name)
     images: dict[str, bpy.types.Image] = {}
     for name, array in arrays.items():
+        hdr = bool(np.any(np.asarray(array) > 1.0) or np.any(np.asarray(array) < 0.0))
         path = write_image(
-            folder / f"{_safe(name)}.png", array, kind="color" if kind == "color" else "data", bit_depth=16
+            folder / f"{_safe(name)}.{'exr' if hdr else 'png'}",
+            array,
+            kind="color" if kind == "color" else "data",
+            bit_depth=32 if hdr else 16,
         )
-        images[name] = _load_image(path, name, "sRGB" if kind == "color" else "Non-Color", pack or must_pack)
+        colorspace = ("Linear Rec.709" if hdr else "sRGB") if kind == "color" else "Non-Color"
+        image = _load_image(path, name, colorspace, pack or must_pack)
+        image.use_fake_user = True
+        images[name] = image
     return images
 
 

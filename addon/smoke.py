@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,14 @@ DOMAIN_TAG = "mlvfx_smoke_domain"
 _model_items_cache: list[tuple[str, str, str, str, int]] = []  # Blender needs the strings kept alive
 AUTO = "auto"
 AUTO_NUMBER = 1000
+_FIXED_NUMBERS = {"smoke3d": 1, "smoke3d_128": 2}
+"""The numbers .blend files saved before stop 20 hold for the zoo's models (their manifest order)."""
+
+
+def model_number(model_id: str) -> int:
+    """The enum number of a zoo smoke model: fixed per id, so a .blend keeps its choice whatever
+    the manifest adds (new models, new versions) or reorders."""
+    return _FIXED_NUMBERS.get(model_id) or 2000 + zlib.crc32(model_id.encode()) % 1_000_000
 
 
 def _model_items(self: Any, context: bpy.types.Context) -> list[tuple[str, str, str, str, int]]:
@@ -46,7 +55,9 @@ def _model_items(self: Any, context: bpy.types.Context) -> list[tuple[str, str, 
     try:
         from mlvfx.zoo import load_manifest
 
-        zoo = [e for e in load_manifest().models if e.task.startswith("smoke")]
+        manifest = load_manifest()
+        ids = dict.fromkeys(e.id for e in manifest.models if e.task.startswith("smoke"))
+        zoo = [manifest.get(model_id) for model_id in ids]  # one item per model: its newest version
     except MlvfxError as exc:  # a broken manifest must not break the UI; the reference stays usable
         print(f"mlvfx: zoo manifest unreadable, only the reference solver is offered: {exc}")
         zoo = []
@@ -60,9 +71,15 @@ def _model_items(self: Any, context: bpy.types.Context) -> list[tuple[str, str, 
                 AUTO_NUMBER,
             )
         )
-    for number, entry in enumerate(zoo, start=1):
+    for entry in zoo:
         items.append(
-            (entry.id, entry.id, f"Learned surrogate {entry.id} {entry.version} from the zoo", "", number)
+            (
+                entry.id,
+                entry.id,
+                f"Learned surrogate {entry.id} {entry.version} from the zoo",
+                "",
+                model_number(entry.id),
+            )
         )
     _model_items_cache[:] = items
     return _model_items_cache
@@ -94,7 +111,12 @@ class MLVFX_PG_smoke(bpy.types.PropertyGroup):
         min=0.0,
     )
     cache: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Cache", description="Folder of the baked OpenVDB sequence", default="", subtype="DIR_PATH"
+        name="Cache",
+        description="Folder of the baked OpenVDB sequence (new, empty, or an earlier bake's; nothing else "
+        "in it is ever deleted)",
+        default="",
+        subtype="DIR_PATH",
+        options={"PATH_SUPPORTS_BLEND_RELATIVE"},
     )
 
 
@@ -117,17 +139,30 @@ class MLVFX_OT_add_smoke(bpy.types.Operator):
         if obj is None or obj.type != "MESH":
             self.report({"ERROR"}, "select a mesh object to emit smoke")
             return {"CANCELLED"}
+        if obj.mode != "OBJECT":  # edit-mode changes reach the mesh (and its bounds) only in object mode
+            bpy.ops.object.mode_set(mode="OBJECT")
         low, high = _world_bounds(obj)
         size = max(float(np.max(high[:2] - low[:2])), 1e-3)
         width = max(3.0 * size, 0.5)
         height = 2.0 * width
         centre = (low + high) / 2
-        bpy.ops.mesh.primitive_cube_add(
-            size=1.0, location=(centre[0], centre[1], low[2] - 0.1 * width + height / 2)
-        )
-        domain = context.active_object
-        domain.name = f"{obj.name}_smoke_domain"
+        # The domain is built from data, not with bpy.ops.mesh.primitive_cube_add, which in edit mode
+        # adds the cube to the emitter's own mesh.
+        import bmesh
+
+        mesh = bpy.data.meshes.new(f"{obj.name}_smoke_domain")
+        bm = bmesh.new()
+        bmesh.ops.create_cube(bm, size=1.0)
+        bm.to_mesh(mesh)
+        bm.free()
+        domain = bpy.data.objects.new(f"{obj.name}_smoke_domain", mesh)
+        (context.collection or context.scene.collection).objects.link(domain)
+        domain.location = (centre[0], centre[1], low[2] - 0.1 * width + height / 2)
         domain.scale = (width, width, height)
+        for other in context.selected_objects:
+            other.select_set(False)
+        domain.select_set(True)
+        context.view_layer.objects.active = domain
         domain.display_type = "WIRE"
         domain.hide_render = True
         domain[DOMAIN_TAG] = True
@@ -200,8 +235,11 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
             raise InputError(f"smoke domain {domain.name!r} has no emitter")
         if s.frame_end < s.frame_start:
             raise InputError(f"frame range {s.frame_start}-{s.frame_end} is empty")
+        if not s.cache.strip():
+            raise InputError(f"smoke domain {domain.name!r} has no cache folder: set Cache first")
         if not bpy.data.is_saved and s.cache.startswith("//"):
             raise InputError("save the .blend first: the smoke cache is written next to it")
+        check_cache_folder(Path(bpy.path.abspath(s.cache)))
         low, high = _world_bounds(domain)
         extent = high - low
         voxel = float(extent.max()) / s.resolution
@@ -286,7 +324,11 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
     def _apply(self, context: bpy.types.Context, plan: dict[str, Any], result: Any) -> set[str]:
         staging: Path = result
         cache: Path = plan["cache"]
-        swap_in(staging, cache)
+        try:
+            swap_in(staging, cache)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         domain = bpy.data.objects.get(plan["domain"])
         first = cache / f"density_{plan['frames'][0]:04d}.vdb"
         volume_obj = _volume_object(domain.name if domain else plan["domain"], first, plan["frames"])
@@ -294,8 +336,35 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
+def check_cache_folder(cache: Path) -> None:
+    """Refuse a cache path whose contents a bake would destroy: a file, or a folder holding anything
+    but an earlier bake's ``density_*.vdb`` frames (a bake replaces the whole folder). ``//`` (the
+    .blend's own folder) is the usual mistake.
+
+    Raises:
+        InputError: naming the path and the first foreign entry.
+    """
+    from mlvfx.errors import InputError
+
+    if cache.is_file() or (cache.exists() and not cache.is_dir()):
+        raise InputError("the smoke cache must be a folder, and this is a file", cache)
+    if not cache.is_dir():
+        return
+    for entry in sorted(cache.iterdir()):
+        if not (entry.is_file() and entry.name.startswith("density_") and entry.suffix == ".vdb"):
+            raise InputError(
+                f"the smoke cache folder holds {entry.name!r}, which mlvfx did not bake; a bake replaces "
+                "the whole folder, so choose a new or empty one",
+                cache,
+            )
+
+
 def swap_in(staging: Path, cache: Path) -> None:
-    """Replace ``cache`` by the finished ``staging`` folder; the old cache is removed only afterwards."""
+    """Replace ``cache`` by the finished ``staging`` folder; the old cache is removed only afterwards.
+
+    The old cache is checked again first (:func:`check_cache_folder`): it may have changed since
+    the bake started."""
+    check_cache_folder(cache)
     old = None
     if cache.exists():
         old = cache.with_name(f".{cache.name}.old-{uuid.uuid4().hex[:8]}")
@@ -325,7 +394,11 @@ def _volume_object(domain_name: str, first: Path, frames: list[int]) -> bpy.type
 
 
 def _smoke_material() -> bpy.types.Material:
-    mat = bpy.data.materials.get("mlvfx Smoke") or bpy.data.materials.new("mlvfx Smoke")
+    """The shared "mlvfx Smoke" volume material; an existing one (maybe edited by the user) is kept."""
+    mat = bpy.data.materials.get("mlvfx Smoke")
+    if mat is not None:
+        return mat
+    mat = bpy.data.materials.new("mlvfx Smoke")
     tree = mat.node_tree
     tree.nodes.clear()
     out = tree.nodes.new("ShaderNodeOutputMaterial")

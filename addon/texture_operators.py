@@ -135,8 +135,9 @@ class MLVFX_OT_paint_texture(BackgroundJobOperator, bpy.types.Operator):
         )
 
     def _apply(self, context: bpy.types.Context, plan: dict[str, Any], result: Any) -> set[str]:
-        bridge.save_new_images({f"{plan['label']}_painted": result}, f"{plan['label']}_painted", plan["kind"])
-        self.report({"INFO"}, f"mlvfx: painted texture from {plan['label']!r} added")
+        name = f"{plan['label']}_painted"
+        image = bridge.save_new_images({name: result}, name, plan["kind"])[name]
+        self.report({"INFO"}, f"mlvfx: painted texture from {plan['label']!r} added as image {image.name!r}")
         return {"FINISHED"}
 
 

@@ -154,19 +154,49 @@ painted = bpy.data.images[next(n for n in bpy.data.images.keys() if n.endswith("
 p = pixels(painted)[::-1]  # top row first
 observed["painted_left_right"] = [float(p[:, :24, :3].mean()), float(p[:, 40:, :3].mean())]
 assert p[:, :24, :3].mean() < 0.3 < 0.6 < p[:, 40:, :3].mean(), observed["painted_left_right"]
+# No node uses the painted image yet: a fake user keeps it when the file is saved.
+assert painted.use_fake_user
+# Texture from an HDR source is not clipped: it comes back as a linear float EXR.
+bridge_mod = importlib.import_module(f"{MODULE}.bridge")
+hdr = np.full((16, 16, 3), 0.5, np.float32)
+hdr[4:8, 4:8] = 3.5
+hdr_image = bridge_mod.save_new_images({"hdr_check": hdr}, "hdr_check", "color")["hdr_check"]
+assert hdr_image.filepath.endswith(".exr") and hdr_image.colorspace_settings.name == "Linear Rec.709"
+observed["hdr_max"] = float(pixels(hdr_image)[..., :3].max())
+assert abs(observed["hdr_max"] - 3.5) < 1e-3, observed["hdr_max"]
 
 
 # -- smoke: an emitter in a new domain, baked to an OpenVDB sequence, played on a Volume -----------
 bpy.ops.mesh.primitive_ico_sphere_add(radius=0.25, location=(0.0, 0.0, 0.3))
 emitter = bpy.context.active_object
+vertices_before, emitter_name = len(emitter.data.vertices), emitter.name
+bpy.ops.object.mode_set(mode="EDIT")  # Add Learned Smoke from edit mode must not touch the emitter's mesh
 assert bpy.ops.mlvfx.add_smoke(emitter=emitter.name) == {"FINISHED"}
 domain = bpy.context.active_object
 settings = domain.mlvfx_smoke
-assert settings.is_domain and settings.emitter == emitter
+assert settings.is_domain and settings.emitter == emitter and domain != emitter
+assert len(emitter.data.vertices) == vertices_before and emitter.name == emitter_name, emitter.name
+assert len(domain.data.vertices) == 8 and min(domain.scale) > 0.5
+# A bake never deletes what it did not write: the .blend's own folder or a file are refused.
+smoke_module = importlib.import_module(f"{MODULE}.smoke")
+(work / "keep.txt").write_text("not smoke")
+for bad, message in (("//", "did not bake"), ("//keep.txt", "is a file"), ("", "no cache folder")):
+    settings.cache = bad
+    try:
+        bpy.ops.mlvfx.bake_smoke(domain=domain.name)
+    except RuntimeError as exc:
+        assert message in str(exc), str(exc)
+    else:
+        raise AssertionError(f"the bake accepted cache {bad!r}")
+assert (work / "keep.txt").read_text() == "not smoke" and (work / "scene.blend").is_file()
+settings.cache = f"//mlvfx_smoke/{domain.name}"
+observed["cache_checks"] = "refused"
+# The model menu's numbers are fixed per id (a .blend stores the number).
+assert smoke_module.model_number("smoke3d") == 1 and smoke_module.model_number("smoke3d_128") == 2
+assert smoke_module.model_number("smoke-e2e") == smoke_module.model_number("smoke-e2e") > 2000
 # A new domain bakes learned smoke: "auto" picks the zoo's model by resolution at bake time.
 observed["new_domain_model"] = settings.model
 assert settings.model == "auto", settings.model
-smoke_module = importlib.import_module(f"{MODULE}.smoke")
 assert smoke_module._resolve_model("auto", 64) == "smoke3d"
 assert smoke_module._resolve_model("auto", 128) == "smoke3d_128"
 assert smoke_module._resolve_model("reference", 128) == "reference"
@@ -259,9 +289,14 @@ entry = {
     "card": "cards/smoke-e2e.md",
     "recipe": "recipes/smoke-e2e.json",
 }
-(work / "manifest.json").write_text(json.dumps({"schema_version": 1, "models": [entry]}))
+older = {**entry, "version": "0.9.0"}  # two versions of one model: one menu item, the newest
+(work / "manifest.json").write_text(json.dumps({"schema_version": 1, "models": [older, entry]}))
 os.environ["MLVFX_ZOO_MANIFEST"] = str(work / "manifest.json")
 zoo_manifest._memo.clear()
+menu = smoke_module._model_items(settings, bpy.context)
+number = smoke_module.model_number("smoke-e2e")
+want = ("smoke-e2e", "smoke-e2e", "Learned surrogate smoke-e2e 1.0.0 from the zoo", "", number)
+assert [i for i in menu if i[0] == "smoke-e2e"] == [want], menu
 settings.model = "smoke-e2e"
 settings.resolution, settings.frame_end = 18, 2  # not a multiple of 4: the bake rounds the grid
 assert bpy.ops.mlvfx.bake_smoke(domain=domain.name) == {"FINISHED"}
