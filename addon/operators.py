@@ -206,7 +206,7 @@ class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.
 
 
 class MLVFX_OT_download_models(BackgroundJobOperator, bpy.types.Operator):
-    """Download every model in the zoo manifest into the cache now, with progress"""
+    """Download the newest version of every model in the zoo manifest into the cache now, with progress"""
 
     bl_idname = "mlvfx.download_models"
     bl_label = "Download Models Now"
@@ -224,7 +224,9 @@ class MLVFX_OT_download_models(BackgroundJobOperator, bpy.types.Operator):
         from mlvfx.progress import scaled
         from mlvfx.zoo import fetch_model, load_manifest
 
-        models = load_manifest().models
+        manifest = load_manifest()
+        # The newest version of each model (what the tools use), not every published version.
+        models = [manifest.get(model_id) for model_id in dict.fromkeys(e.id for e in manifest.models)]
         for index, entry in enumerate(models):
             step = scaled(progress, index / len(models), (index + 1) / len(models))
             fetch_model(entry, step, cancel=cancel)

@@ -221,6 +221,14 @@ class SopNode(OpNode):
         self.inputs_at = inputs_at
         self.sid = next(_ids)
         self.cooked = 0
+        self.user_data = {}
+
+    def userData(self, name):
+        return self.user_data.get(name)
+
+    def setUserData(self, name, value):
+        assert isinstance(value, str)  # Houdini's user data is strings only
+        self.user_data[name] = value
 
     def evalParm(self, name):
         self.read.add(name)
@@ -459,6 +467,53 @@ def test_standalone_disk_cache_survives_a_new_session(hou, tmp_path):
     assert np.array_equal(node.out.volume("density").grid(), first)
     # Loaded from disk: the interruptible operation ran but no frame was simulated.
     assert [p for _, p in InterruptableOperation.log[before:]] == []
+
+
+def test_reset_keeps_disk_frames_from_coming_back(hou, tmp_path):
+    # Upstream edits are not part of the cache's signature, so after Reset Cache the frames on
+    # disk must not return: not in this session (deleted) and not in a later one (new signature).
+    from mlvfx_houdini import smoke
+
+    where = {"x": 0.5}
+
+    def inputs_at(frame, index):
+        return Geometry(points=[Point((where["x"], 0.25, 0.5))]) if index == 1 else None
+
+    node = SopNode(smoke_parms(mode=1, cache_dir=str(tmp_path)), [None, None, None], inputs_at=inputs_at)
+    node.in_geos = [None, Geometry(points=[Point((0.5, 0.25, 0.5))]), None]
+    hou.state["frame"] = 3
+    smoke.cook(node)
+    at_a = node.out.volume("density").grid().copy()
+    old_files = sorted(tmp_path.glob("smoke.*.npz"))
+    assert len(old_files) == 3
+    (tmp_path / "keep.txt").write_text("not ours")
+    where["x"] = 0.3  # the user moves the emitter upstream, then presses Reset
+    smoke.reset({"node": node})
+    assert node.userData(smoke.RESET_KEY) == "1"
+    assert not any(p.exists() for p in old_files) and (tmp_path / "keep.txt").exists()
+    smoke.cook(node)
+    at_b = node.out.volume("density").grid()
+    assert not np.array_equal(at_a, at_b)
+    # A later Houdini session (no session in memory) with the old files put back still ignores them.
+    new_files = sorted(tmp_path.glob("smoke.*.npz"))
+    assert len(new_files) == 3 and set(new_files).isdisjoint(old_files)
+    smoke.forget(str(node.sid))
+    for path in new_files:
+        path.unlink()
+    smoke.cook(node)
+    assert np.array_equal(node.out.volume("density").grid(), at_b)
+
+
+def test_escape_is_noticed_at_every_substep(hou):
+    from mlvfx_houdini import smoke
+
+    emitter = Geometry(points=[Point((0.5, 0.25, 0.5))])
+    node = SopNode(smoke_parms(mode=1, substeps=4), [None, emitter, None])
+    hou.state["frame"] = 2
+    before = len(InterruptableOperation.log)
+    smoke.cook(node)
+    # Two frames of four substeps: the operation hears of every substep, not once per frame.
+    assert len(InterruptableOperation.log) - before >= 8
 
 
 def test_escape_cancels_the_cook_with_a_node_error(hou):
@@ -821,6 +876,28 @@ def test_material_in_process_cook_writes_maps_and_reports_outputs(pdg, tmp_path)
     # A second cook without overwrite refuses to replace the files: a typed error, not a crash.
     with pytest.raises(MlvfxError, match="exists"):
         tops.cook_task(node, item)
+
+
+def test_pdg_shows_mlvfx_errors_as_cook_errors(pdg, tmp_path):
+    # Inside PDG an mlvfx error leaves as pdg.CookError: one line on the node, not a traceback.
+    from mlvfx_houdini import tops
+
+    class CookError(Exception):
+        pass
+
+    pdg.CookError = CookError
+    node = PdgNode(material_parms(source="0"))
+    with pytest.raises(CookError, match=r"^connect a node that outputs images") as info:
+        tops.generate(node, Holder(), [], "material")
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+    photo = tmp_path / "stone.png"
+    write_photo(photo)
+    node = PdgNode(material_parms(files=str(photo), outdir=str(tmp_path / "out"), inprocess="1"))
+    holder = Holder()
+    tops.generate(node, holder, [], "material")
+    tops.cook_task(node, holder.items[0])
+    with pytest.raises(CookError, match="exists"):
+        tops.cook_task(node, holder.items[0])
 
 
 def test_material_jobs_validate_parameters(tmp_path):

@@ -16,8 +16,8 @@ Modes:
 * **standalone** (``mode = 1``): the node simulates from ``start_frame`` to the current frame
   (frames after ``end_frame`` show the end frame) and keeps every frame in a cache (memory, plus
   ``.npz`` files in ``cache_dir`` when set), so scrubbing back is free and scrubbing forward only
-  simulates the frames not cached yet. The "Reset Cache" button forgets the cache; the cache also
-  resets when a parameter that changes the result changes.
+  simulates the frames not cached yet. The "Reset Cache" button forgets the cache (its files in
+  ``cache_dir`` too); the cache also resets when a parameter that changes the result changes.
 
 Output: scalar volumes ``density``, ``vel.x``, ``vel.y``, ``vel.z`` on the grid's box. A grid with
 one voxel along Z is simulated in 2D.
@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlvfx.errors import InputError, ModelNotFound
-from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report
+from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report, scaled
 from mlvfx_houdini.volumes import (
     Bounds,
     FloatGrid,
@@ -382,7 +382,11 @@ def model_menu() -> list[str]:
         return items
     smoke = [m for m in manifest.ids() if manifest.get(m).task.startswith("smoke")]
     if smoke:
-        items += [AUTO, "Learned, by grid size (3D: smoke3d_128 from 96 voxels, else smoke3d; 2D: smoke2d)"]
+        items += [
+            AUTO,
+            "Learned, by grid size (3D: smoke3d_128 from 96 voxels, else smoke3d; "
+            "2D: smoke2d, not published yet)",
+        ]
     for model_id in smoke:
         items += [model_id, f"{model_id} {manifest.get(model_id).version} (zoo)"]
     return items
@@ -546,7 +550,9 @@ class SmokeSession:
         for i, f in enumerate(range(first, frame + 1)):
             report(progress, i / count, f"frame {f}")
             check_cancel(cancel)
-            state = self.step_frame(state, inputs_at(f), cancel)
+            # The progress reaches every substep, where Houdini notices Esc.
+            part = scaled(progress, i / count, (i + 1) / count)
+            state = self.step_frame(state, inputs_at(f), cancel, part)
             self.frames[f] = state
             if self.cache_dir is not None:
                 self._save(f, state)
@@ -658,12 +664,29 @@ def solver_stepper(key: str, parms: SmokeParms, domain: Domain, fps: float) -> S
     )
 
 
-def forget(key: str) -> bool:
-    """Drop a node's sessions (memory only; files in ``cache_dir`` stay). True if any existed."""
+def forget(key: str, delete_files: bool = False) -> bool:
+    """Drop a node's sessions. True if any existed.
+
+    Files in ``cache_dir`` stay unless ``delete_files``: then the dropped standalone session's
+    frames (``smoke.<signature>.*.npz``, nothing else) are deleted too.
+    """
     with _lock:
-        had = _sessions.pop(key, None) is not None
-        had = (_solvers.pop(key, None) is not None) or had
+        session = _sessions.pop(key, None)
+        had = (_solvers.pop(key, None) is not None) or session is not None
+    if delete_files and session is not None and session.cache_dir is not None:
+        for path in session.cache_dir.glob(f"smoke.{session.signature}.*.npz"):
+            path.unlink(missing_ok=True)
     return had
+
+
+RESET_KEY = "mlvfx_reset"
+"""Node user data counting Reset Cache presses; part of a standalone session's signature, so
+frames cached before a reset (by this or an earlier Houdini session) are never reused."""
+
+
+def reset_generation(node: hou.Node) -> str:
+    """How many times the node's cache was reset (``"0"`` when never)."""
+    return node.userData(RESET_KEY) or "0"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -807,7 +830,7 @@ def cook(node: hou.Node) -> None:
                 state = session.step_frame(initial, inputs_at(None), cancel, progress)
         else:
             extra = "" if initial is None else hashlib.sha256(initial[0].tobytes()).hexdigest()
-            session = session_for(key, parms, domain, fps, extra)
+            session = session_for(key, parms, domain, fps, f"{extra}|reset {reset_generation(node)}")
             with interruptible("mlvfx smoke simulation") as (progress, cancel):
                 state = session.state_at(
                     min(hou.intFrame(), parms.end_frame),
@@ -826,6 +849,13 @@ def reset(kwargs: Mapping[str, Any]) -> None:
 
     node = kwargs["node"]
     if isinstance(node, hou.Node):
-        forget(_node_key(node))
+        # Upstream edits are not in the cache's signature: a reset must also keep the frames on
+        # disk from coming back, in this Houdini session (deleted) and in later ones (new signature).
+        forget(_node_key(node), delete_files=True)
+        try:
+            generation = int(reset_generation(node)) + 1
+        except ValueError:
+            generation = 1
+        node.setUserData(RESET_KEY, str(generation))
         if isinstance(node, hou.SopNode):
             node.cook(force=True)

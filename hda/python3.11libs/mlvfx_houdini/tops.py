@@ -17,10 +17,11 @@ the small protocols below.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -329,6 +330,23 @@ def _upstream_files(item: Any) -> list[tuple[str, str]]:
     return [(str(f.path), str(f.tag)) for f in typed]
 
 
+@contextlib.contextmanager
+def _cook_errors() -> Generator[None, None, None]:
+    """mlvfx errors leave as ``pdg.CookError``, which PDG shows as one line on the node (any
+    other exception shows as a Python traceback). Outside PDG they pass unchanged."""
+    try:
+        yield
+    except MlvfxError as exc:
+        try:
+            pdg: Any = importlib.import_module("pdg")
+        except ImportError:
+            raise exc from None
+        cook_error = getattr(pdg, "CookError", None)
+        if cook_error is None:
+            raise
+        raise cook_error(str(exc)) from None
+
+
 def generate(node: _Node, item_holder: _Holder, upstream_items: Sequence[Any], kind: str) -> None:
     """``onGenerate`` of both TOPs: one work item per job (see module docstring).
 
@@ -336,8 +354,14 @@ def generate(node: _Node, item_holder: _Holder, upstream_items: Sequence[Any], k
     tag) become jobs, parented to it; with "Custom Files" the path (a file or folder) does.
 
     Raises:
-        InputError: bad parameters or no input; PDG shows the message on the node.
+        pdg.CookError: bad parameters or no input (an ``InputError`` outside PDG); PDG shows the
+            message on the node.
     """
+    with _cook_errors():
+        _generate(node, item_holder, upstream_items, kind)
+
+
+def _generate(node: _Node, item_holder: _Holder, upstream_items: Sequence[Any], kind: str) -> None:
     if kind not in KINDS:
         raise InputError(f"unknown mlvfx TOP kind {kind!r}")
     value = _read(node)
@@ -474,11 +498,13 @@ def cook_task(node: _Node, work_item: _WorkItem) -> None:
     """``onCookTask`` of both TOPs: run an in-process item, then report its files.
 
     Raises:
-        MlvfxError: the job failed; PDG marks the work item failed and logs the message.
+        pdg.CookError: the job failed (an ``MlvfxError`` outside PDG); PDG marks the work item
+            failed and logs the message.
     """
     del node
-    attribs = {k: work_item.stringAttribValue(k) for k in (ATTRIB_ARGS, ATTRIB_INPUT, ATTRIB_OUTPUT)}
-    job = job_from_attribs(attribs)
-    run_job(job.args)
-    for path, tag in output_files(job.output, job.output_is_dir):
-        _add_output(work_item, path, tag)
+    with _cook_errors():
+        attribs = {k: work_item.stringAttribValue(k) for k in (ATTRIB_ARGS, ATTRIB_INPUT, ATTRIB_OUTPUT)}
+        job = job_from_attribs(attribs)
+        run_job(job.args)
+        for path, tag in output_files(job.output, job.output_is_dir):
+            _add_output(work_item, path, tag)
