@@ -336,6 +336,10 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
+_FOLDER_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+"""Files a file browser leaves in any folder it shows; a bake may replace them."""
+
+
 def check_cache_folder(cache: Path) -> None:
     """Refuse a cache path whose contents a bake would destroy: a file, or a folder holding anything
     but an earlier bake's ``density_*.vdb`` frames (a bake replaces the whole folder). ``//`` (the
@@ -351,6 +355,8 @@ def check_cache_folder(cache: Path) -> None:
     if not cache.is_dir():
         return
     for entry in sorted(cache.iterdir()):
+        if entry.name in _FOLDER_LITTER and entry.is_file():
+            continue
         if not (entry.is_file() and entry.name.startswith("density_") and entry.suffix == ".vdb"):
             raise InputError(
                 f"the smoke cache folder holds {entry.name!r}, which mlvfx did not bake; a bake replaces "
