@@ -258,8 +258,10 @@ def build_material_nodes(
             disp.inputs["Midlevel"].default_value = 0.5
             disp.inputs["Scale"].default_value = relief
             tree.links.new(height.outputs["Color"], disp.inputs["Height"])
-            wiring.link(disp.outputs["Displacement"], output.inputs["Displacement"])
-            if hasattr(material, "displacement_method"):
+            # The render setting changes only when our displacement is the one connected.
+            if wiring.link(disp.outputs["Displacement"], output.inputs["Displacement"]) and hasattr(
+                material, "displacement_method"
+            ):
                 material.displacement_method = "BOTH"
     if normal_out is not None:
         wiring.link(normal_out, bsdf.inputs["Normal"])
