@@ -321,3 +321,29 @@ def test_a_file_set_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: 
     (folder / "c.bin").rmdir()
     assert atomic.write_files_atomic(new, overwrite=True) == [p for p, _ in new]
     assert contents() == {"a.bin": b"new a", "b.bin": b"new b", "c.bin": b"new c"}
+
+
+def test_threads_setting_applies_and_unsetting_it_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    # MLVFX_THREADS (the Blender/Houdini preference) applies; back at 0 ("automatic"), the count
+    # torch had before returns. A count someone else set is left alone.
+    import torch
+
+    from mlvfx.config import torch_device
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # whatever torch had before the preference was set
+        monkeypatch.delenv("MLVFX_THREADS", raising=False)
+        torch_device("cpu")
+        assert torch.get_num_threads() == 3
+        monkeypatch.setenv("MLVFX_THREADS", "1")
+        torch_device("cpu")
+        assert torch.get_num_threads() == 1
+        monkeypatch.delenv("MLVFX_THREADS")
+        torch_device("cpu")
+        assert torch.get_num_threads() == 3
+        torch.set_num_threads(2)  # set by a script, not through MLVFX_THREADS
+        torch_device("cpu")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -101,13 +101,25 @@ def threads() -> int | None:
     return value
 
 
+_threads_before_env: list[int | None] = [None]
+"""torch's thread count before ``MLVFX_THREADS`` was first applied (None: not applied)."""
+
+
 def torch_device(requested: str | None = None) -> torch.device:
     """The torch device to run on: ``requested``, else ``MLVFX_DEVICE``, else CUDA if present, else CPU."""
     import torch
 
     n = threads()
-    if n is not None and torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+    if n is not None:
+        if _threads_before_env[0] is None:
+            _threads_before_env[0] = torch.get_num_threads()
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+    elif _threads_before_env[0] is not None:
+        # MLVFX_THREADS was set earlier in this process (a host preference) and is unset now:
+        # back to the count torch had before we changed it. Counts set by others stay alone.
+        torch.set_num_threads(_threads_before_env[0])
+        _threads_before_env[0] = None
     name = requested or os.environ.get("MLVFX_DEVICE") or ""
     if not name:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
