@@ -1055,6 +1055,22 @@ def test_cop_cook_writes_the_chosen_map_flipped_for_cop2(hou, tmp_path):
         cop.cook(node, "C", (16, 16))
 
 
+def test_cop_shows_progress_and_escape_stops_it(hou, tmp_path):
+    # A large photo must not freeze Houdini: the maps run under an interruptible operation.
+    from mlvfx_houdini import cop
+
+    photo = tmp_path / "big.png"
+    write_photo(photo, size=40, seed=3)
+    node = Cop2Node({"image": str(photo), "map": 0, "tileable": 0, "normal_convention": 0, "relief": 0.01})
+    InterruptableOperation.interrupt_at = 1
+    with pytest.raises(NodeError, match="cancelled by the user"):
+        cop.resolution(node)
+    names = {name for name, _ in InterruptableOperation.log}
+    assert names == {"mlvfx material maps"}
+    InterruptableOperation.interrupt_at = None
+    assert cop.resolution(node) == (40, 40)  # nothing half-done was memoised
+
+
 def test_escape_in_solver_mode_stops_before_the_next_substep(hou):
     from mlvfx_houdini import smoke
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import hou
 
     from mlvfx.ops.material import Convention, MaterialResult
+    from mlvfx.progress import CancelToken, ProgressFn
 
 __all__ = ["PARM_NAMES", "cook", "map_to_rgb", "output_planes_to_cook", "resolution"]
 
@@ -77,8 +78,12 @@ _cache: OrderedDict[MapRequest, MaterialResult] = OrderedDict()
 _lock = threading.Lock()
 
 
-def compute(request: MapRequest) -> MaterialResult:
-    """All maps of the photo for ``request`` (classical method), memoised for a few photos."""
+def compute(
+    request: MapRequest, progress: ProgressFn | None = None, cancel: CancelToken | None = None
+) -> MaterialResult:
+    """All maps of the photo for ``request`` (classical method), memoised for a few photos.
+
+    ``progress`` and ``cancel`` reach the operator (Houdini's progress bar and Esc)."""
     with _lock:
         hit = _cache.get(request)
         if hit is not None:
@@ -90,7 +95,13 @@ def compute(request: MapRequest) -> MaterialResult:
     photo, _ = read_image(request.path, kind="color")
     convention: Convention = "directx" if request.normal_convention == "directx" else "opengl"
     result = material(
-        photo, MAPS, tileable=request.tileable, normal_convention=convention, relief=request.relief
+        photo,
+        MAPS,
+        tileable=request.tileable,
+        normal_convention=convention,
+        relief=request.relief,
+        progress=progress,
+        cancel=cancel,
     )
     with _lock:
         _cache[request] = result
@@ -130,11 +141,12 @@ def _request(node: hou.Node) -> tuple[MapRequest, str]:
 
 def resolution(cop_node: hou.Cop2Node) -> tuple[int, int]:
     """PythonCook hook: the image size (width, height) of the photo."""
-    from mlvfx_houdini.host import node_errors
+    from mlvfx_houdini.host import interruptible, node_errors
 
     with node_errors():
         request, _ = _request(cop_node)
-        any_map = compute(request).maps["height"]
+        with interruptible("mlvfx material maps") as (progress, cancel):
+            any_map = compute(request, progress, cancel).maps["height"]
         return int(any_map.shape[1]), int(any_map.shape[0])
 
 
@@ -146,13 +158,14 @@ def output_planes_to_cook(cop_node: hou.Cop2Node) -> tuple[str, ...]:
 
 def cook(cop_node: hou.Cop2Node, plane: str, resolution: tuple[int, int]) -> None:
     """PythonCook hook: write the chosen map into the colour plane."""
-    from mlvfx_houdini.host import node_errors
+    from mlvfx_houdini.host import interruptible, node_errors
 
     with node_errors():
         if plane != "C":
             return
         request, name = _request(cop_node)
-        rgb = map_to_rgb(compute(request).maps, name)
+        with interruptible("mlvfx material maps") as (progress, cancel):
+            rgb = map_to_rgb(compute(request, progress, cancel).maps, name)
         if (rgb.shape[1], rgb.shape[0]) != tuple(resolution):
             raise InputError(f"map is {rgb.shape[1]}x{rgb.shape[0]}, COP asked for {resolution}")
         cop_node.setPixelsOfCookingPlaneFromString(rgb.tobytes(), flip_vertically=True)
