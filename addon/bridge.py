@@ -320,12 +320,13 @@ def image_kind(image: bpy.types.Image) -> str:
 
 
 def save_new_images(
-    arrays: dict[str, np.ndarray], folder_name: str, kind: str, pack: bool = False
+    arrays: dict[str, np.ndarray], folder_name: str, kind: str, pack: bool = False, hdr: bool = False
 ) -> dict[str, bpy.types.Image]:
     """Write arrays as 16-bit PNGs (sRGB-encoded for colour) and load them as new image datablocks.
 
-    An array with values outside [0, 1] (texture from an HDR or float source) is written as a
-    float EXR instead, linear for colour, so nothing is clipped. The images get a fake user: an
+    With ``hdr`` (the source was a float image), an array with values outside [0, 1] is written
+    as a float EXR instead, linear for colour, so nothing is clipped; from 8- or 16-bit sources
+    a synthesis overshoot is clipped as the source's range was. The images get a fake user: an
     image no node uses yet (a painted texture) would otherwise be dropped when the file is saved.
     Files go to a fresh folder under //textures/mlvfx/ (or a temp folder, packed, for unsaved files).
     """
@@ -334,14 +335,15 @@ def save_new_images(
     folder, must_pack = output_folder(folder_name)
     images: dict[str, bpy.types.Image] = {}
     for name, array in arrays.items():
-        hdr = bool(np.any(np.asarray(array) > 1.0) or np.any(np.asarray(array) < 0.0))
+        values = np.asarray(array)
+        exr = hdr and bool(np.any(values > 1.0) or np.any(values < 0.0))
         path = write_image(
-            folder / f"{_safe(name)}.{'exr' if hdr else 'png'}",
+            folder / f"{_safe(name)}.{'exr' if exr else 'png'}",
             array,
             kind="color" if kind == "color" else "data",
-            bit_depth=32 if hdr else 16,
+            bit_depth=32 if exr else 16,
         )
-        colorspace = ("Linear Rec.709" if hdr else "sRGB") if kind == "color" else "Non-Color"
+        colorspace = ("Linear Rec.709" if exr else "sRGB") if kind == "color" else "Non-Color"
         image = _load_image(path, name, colorspace, pack or must_pack)
         image.use_fake_user = True
         images[name] = image

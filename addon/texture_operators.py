@@ -24,11 +24,12 @@ class SourceImageMixin(SelectedImageMixin):
             "label": bridge.source_label(node.image),
             "kind": kind,
             "pixels": read(node.image),
+            "float": bool(node.image.is_float),
             "settings": _settings(context),
         }
 
     def _place(self, plan: dict[str, Any], arrays: dict[str, Any], title: str) -> int:
-        images = bridge.save_new_images(arrays, f"{plan['label']}_{title}", plan["kind"])
+        images = bridge.save_new_images(arrays, f"{plan['label']}_{title}", plan["kind"], hdr=plan["float"])
         material = bpy.data.materials.get(plan["material"])
         if material is not None and material.node_tree is not None:
             near = material.node_tree.nodes.get(plan["node"])
@@ -119,6 +120,7 @@ class MLVFX_OT_paint_texture(BackgroundJobOperator, bpy.types.Operator):
             "labels": bridge.label_array(s.label_image),
             "colors": [tuple(round(c * 255) for c in slot.color) for slot in slots],
             "exemplars": [read(slot.image) for slot in slots],
+            "float": any(bool(slot.image.is_float) for slot in slots),
             "kind": kind,
             "settings": _settings(context),
         }
@@ -136,7 +138,7 @@ class MLVFX_OT_paint_texture(BackgroundJobOperator, bpy.types.Operator):
 
     def _apply(self, context: bpy.types.Context, plan: dict[str, Any], result: Any) -> set[str]:
         name = f"{plan['label']}_painted"
-        image = bridge.save_new_images({name: result}, name, plan["kind"])[name]
+        image = bridge.save_new_images({name: result}, name, plan["kind"], hdr=plan["float"])[name]
         self.report({"INFO"}, f"mlvfx: painted texture from {plan['label']!r} added as image {image.name!r}")
         return {"FINISHED"}
 

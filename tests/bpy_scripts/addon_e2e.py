@@ -160,10 +160,13 @@ assert painted.use_fake_user
 bridge_mod = importlib.import_module(f"{MODULE}.bridge")
 hdr = np.full((16, 16, 3), 0.5, np.float32)
 hdr[4:8, 4:8] = 3.5
-hdr_image = bridge_mod.save_new_images({"hdr_check": hdr}, "hdr_check", "color")["hdr_check"]
+hdr_image = bridge_mod.save_new_images({"hdr_check": hdr}, "hdr_check", "color", hdr=True)["hdr_check"]
 assert hdr_image.filepath.endswith(".exr") and hdr_image.colorspace_settings.name == "Linear Rec.709"
 observed["hdr_max"] = float(pixels(hdr_image)[..., :3].max())
 assert abs(observed["hdr_max"] - 3.5) < 1e-3, observed["hdr_max"]
+# From an 8- or 16-bit source, an overshoot is clipped as the source was: a PNG, as before.
+ldr_image = bridge_mod.save_new_images({"ldr_check": hdr}, "ldr_check", "color")["ldr_check"]
+assert ldr_image.filepath.endswith(".png") and ldr_image.colorspace_settings.name == "sRGB"
 
 
 # -- smoke: an emitter in a new domain, baked to an OpenVDB sequence, played on a Volume -----------
