@@ -226,7 +226,7 @@ class MLVFX_OT_download_models(BackgroundJobOperator, bpy.types.Operator):
 
         manifest = load_manifest()
         # The newest version of each model (what the tools use), not every published version.
-        models = [manifest.get(model_id) for model_id in dict.fromkeys(e.id for e in manifest.models)]
+        models = [manifest.get(model_id) for model_id in manifest.ids()]
         for index, entry in enumerate(models):
             step = scaled(progress, index / len(models), (index + 1) / len(models))
             fetch_model(entry, step, cancel=cancel)

@@ -56,8 +56,8 @@ def _model_items(self: Any, context: bpy.types.Context) -> list[tuple[str, str, 
         from mlvfx.zoo import load_manifest
 
         manifest = load_manifest()
-        ids = dict.fromkeys(e.id for e in manifest.models if e.task.startswith("smoke"))
-        zoo = [manifest.get(model_id) for model_id in ids]  # one item per model: its newest version
+        newest = [manifest.get(model_id) for model_id in manifest.ids()]  # one item per model
+        zoo = [e for e in newest if e.task.startswith("smoke")]
     except MlvfxError as exc:  # a broken manifest must not break the UI; the reference stays usable
         print(f"mlvfx: zoo manifest unreadable, only the reference solver is offered: {exc}")
         zoo = []
