@@ -28,7 +28,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mlvfx.fluids.bench import BenchSpec, rel_l2
 from mlvfx.fluids.grid import faces_to_centre
@@ -37,18 +36,12 @@ from mlvfx.fluids.scenarios import make_scenario
 from mlvfx.fluids.surrogate import (
     SurrogateSolver,
     prolong_density,
+    prolong_velocity,
     restrict_density,
     restrict_faces,
     surrogate_from_state,
 )
 from mlvfx.zoo import load_state_dict
-
-
-def linear_velocity(vel: list[torch.Tensor], factor: int) -> torch.Tensor:
-    """Cell-centred velocity of coarse faces, linearly upsampled ``factor`` times (as hosts get it)."""
-    centred = torch.stack(faces_to_centre(vel))
-    mode = "bilinear" if len(vel) == 2 else "trilinear"
-    return F.interpolate(centred[None], scale_factor=factor, mode=mode, align_corners=False)[0]
 
 
 def main() -> None:
@@ -88,13 +81,10 @@ def main() -> None:
                 if i not in args.steps:
                     continue
                 truth_v = torch.stack(faces_to_centre(r[1])).double()
-                put("velocity: surrogate, linear", i, rel_l2(linear_velocity(s[1], factor).double(), truth_v))
-                put(
-                    "velocity: coarse only, linear",
-                    i,
-                    rel_l2(linear_velocity(c[1], factor).double(), truth_v),
-                )
-                floor_v = linear_velocity([v.float() for v in restrict_faces(r[1], factor)], factor)
+                for name, state in (("surrogate", s), ("coarse only", c)):
+                    up = prolong_velocity(state[1], factor).double()
+                    put(f"velocity: {name}, linear", i, rel_l2(up, truth_v))
+                floor_v = prolong_velocity([v.float() for v in restrict_faces(r[1], factor)], factor)
                 put("velocity: restricted reference, linear", i, rel_l2(floor_v.double(), truth_v))
                 truth_d = r[0].double()
                 put(

@@ -45,6 +45,7 @@ from mlvfx.fluids.surrogate import (
     MirrorConv,
     SurrogateSolver,
     _subcell_mirror,
+    prolong_velocity,
     shuffle_up,
     surrogate_from_state,
 )
@@ -85,15 +86,6 @@ class VelocityUpres(nn.Module):
         )
 
 
-def linear_velocity(vel: list[torch.Tensor], factor: int) -> torch.Tensor:
-    """``(dims, *fine)``: the coarse cell-centred velocity upsampled linearly (what hosts get)."""
-    centred = torch.stack(faces_to_centre(vel))
-    mode = "bilinear" if len(vel) == 2 else "trilinear"
-    return torch.nn.functional.interpolate(
-        centred[None], scale_factor=factor, mode=mode, align_corners=False
-    )[0]
-
-
 def shot_frames(sc: Any, net: Any, factor: int, steps: list[int], last: int) -> dict[str, np.ndarray]:
     """Inputs, linear velocity and the reference's velocity at ``steps`` of one shot (float16)."""
     ref = ReferenceSolver(sc.config, sc.obstacles)
@@ -108,7 +100,7 @@ def shot_frames(sc: Any, net: Any, factor: int, steps: list[int], last: int) -> 
             s = sur.advance(*s, sur_src)
             if i in steps:
                 xs.append(sur.inputs(*s, sur_src)[0].float().numpy())
-                lins.append(linear_velocity(s[1], factor).float().numpy())
+                lins.append(prolong_velocity(s[1], factor).float().numpy())
                 truths.append(torch.stack(faces_to_centre(r[1])).float().numpy())
     return {
         "x": np.stack(xs).astype(np.float16),

@@ -156,6 +156,15 @@ def prolong_density(coarse: torch.Tensor, factor: int) -> torch.Tensor:
     return out[0, 0].clamp(min=0.0)
 
 
+def prolong_velocity(vel: Faces, factor: int) -> torch.Tensor:
+    """Coarse face velocities to cell-centred velocity ``(dims, *fine)`` at ``factor`` times the
+    resolution, by linear (bilinear / trilinear) interpolation: what the hosts receive."""
+    centred = torch.stack(faces_to_centre(vel))
+    mode = "bilinear" if len(vel) == 2 else "trilinear"
+    fine: torch.Tensor = F.interpolate(centred[None], scale_factor=factor, mode=mode, align_corners=False)[0]
+    return fine
+
+
 def coarse_config(config: SmokeConfig, factor: int = 4) -> SmokeConfig:
     """The same shot on a grid ``factor`` times coarser per axis (same physical parameters)."""
     _check_factor(config.shape, factor)
@@ -873,9 +882,7 @@ class SurrogateStepper(HostStepper):
         assert self._surrogate is not None
         rho, vel = state
         out_rho = self._surrogate.output_density(rho, vel, self._sources).float().cpu().numpy()
-        centred = torch.stack(faces_to_centre(vel))
-        mode = "bilinear" if self.config.dims == 2 else "trilinear"
-        fine_v = F.interpolate(centred[None], scale_factor=self.factor, mode=mode, align_corners=False)[0]
+        fine_v = prolong_velocity(vel, self.factor)
         return out_rho, fine_v.movedim(0, -1).float().cpu().numpy()
 
     def _from_host(self, density: Array | None, velocity: Array | None) -> tuple[torch.Tensor, Faces]:
