@@ -350,7 +350,7 @@ def check_cache_folder(cache: Path) -> None:
     """
     from mlvfx.errors import InputError
 
-    if cache.is_file() or (cache.exists() and not cache.is_dir()):
+    if cache.exists() and not cache.is_dir():
         raise InputError("the smoke cache must be a folder, and this is a file", cache)
     if not cache.is_dir():
         return
