@@ -41,13 +41,13 @@ from mlvfx.fluids.bench import rel_l2
 from mlvfx.fluids.grid import faces_to_centre
 from mlvfx.fluids.reference import ReferenceSolver
 from mlvfx.fluids.surrogate import (
-    MirrorAct,
     MirrorConv,
     SurrogateSolver,
     _subcell_mirror,
     prolong_velocity,
     shuffle_up,
     surrogate_from_state,
+    upres_layers,
 )
 from mlvfx.io import write_bytes_atomic
 from mlvfx.train.smoke import load_smoke_recipe, shot_scenario
@@ -61,12 +61,7 @@ class VelocityUpres(nn.Module):
 
     def __init__(self, dims: int, factor: int, width: int = 12, depth: int = 3, conditions: int = 0) -> None:
         super().__init__()
-        channels_in = 1 + dims + 2 + conditions
-        odd_in = [c == 1 for c in range(channels_in)]
-        hidden = [c >= width // 2 for c in range(width)]
-        layers: list[nn.Module] = [MirrorConv(dims, odd_in, hidden), MirrorAct(hidden, dims)]
-        for _ in range(depth - 2):
-            layers += [MirrorConv(dims, hidden, hidden), MirrorAct(hidden, dims)]
+        layers, hidden = upres_layers(dims, width, depth, conditions)
         sub = factor**dims
         cell = _subcell_mirror(factor, dims)
         perm = [c * sub + cell[k] for c in range(dims) for k in range(sub)]

@@ -302,6 +302,20 @@ def shuffle_up(x: torch.Tensor, factor: int) -> torch.Tensor:
     return fine.reshape(b, 1, z * f, y * f, xx * f)
 
 
+def upres_layers(dims: int, width: int, depth: int, conditions: int) -> tuple[list[nn.Module], list[bool]]:
+    """The hidden layers of an upres net on the coarse grid, and the parity of their ``width`` output
+    channels (odd last): the coarse state's channels (as :meth:`SurrogateSolver.inputs` stacks
+    them; the X velocity is odd under the X mirror) through ``depth - 1`` mirror-equivariant
+    3-tap convolutions. A head on top maps them to the sub-cells."""
+    channels_in = 1 + dims + 2 + conditions
+    odd_in = [c == 1 for c in range(channels_in)]
+    hidden = [c >= width // 2 for c in range(width)]
+    layers: list[nn.Module] = [MirrorConv(dims, odd_in, hidden), MirrorAct(hidden, dims)]
+    for _ in range(depth - 2):
+        layers += [MirrorConv(dims, hidden, hidden), MirrorAct(hidden, dims)]
+    return layers, hidden
+
+
 class UpresNet(nn.Module):
     """The learned upres: a coarse surrogate state -> the density at output resolution.
 
@@ -317,12 +331,7 @@ class UpresNet(nn.Module):
         super().__init__()
         if dims not in (2, 3) or factor < 2 or width < 2 or depth < 2:
             raise InputError(f"bad UpresNet: dims {dims}, factor {factor}, width {width}, depth {depth}")
-        channels_in = 1 + dims + 2 + conditions
-        odd_in = [c == 1 for c in range(channels_in)]
-        hidden = [c >= width // 2 for c in range(width)]
-        layers: list[nn.Module] = [MirrorConv(dims, odd_in, hidden), MirrorAct(hidden, dims)]
-        for _ in range(depth - 2):
-            layers += [MirrorConv(dims, hidden, hidden), MirrorAct(hidden, dims)]
+        layers, hidden = upres_layers(dims, width, depth, conditions)
         head = MirrorConv(dims, hidden, [False] * factor**dims, perm=_subcell_mirror(factor, dims))
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
