@@ -550,6 +550,12 @@ def test_bad_inputs_become_one_line_node_errors(hou):
     with pytest.raises(NodeError, match="must run as a SOP"):
         smoke.cook(Node())
 
+    # A typo in Divisions is refused before any grid is allocated, in both modes.
+    emitter = Geometry(points=[Point((0.5, 0.25, 0.5))])
+    for mode in (0, 1):
+        with pytest.raises(NodeError, match="more than the limit"):
+            smoke.cook(SopNode(smoke_parms(mode=mode, divisions=100000), [None, emitter, None]))
+
 
 def test_two_dimensional_domain(hou):
     from mlvfx_houdini import smoke
