@@ -223,7 +223,11 @@ assert grid.activeVoxelCount() > 0
 # Rebaking replaces the cache safely: same file names, new contents, no leftovers beside it.
 first_inode = (cache / "density_0001.vdb").stat().st_ino
 settings.frame_end = 3
+smoke_material = bpy.data.materials["mlvfx Smoke"]
+volume_node = next(n for n in smoke_material.node_tree.nodes if n.bl_idname == "ShaderNodeVolumePrincipled")
+volume_node.inputs["Density"].default_value = 42.0  # the user's edit survives the rebake
 assert bpy.ops.mlvfx.bake_smoke(domain=domain.name) == {"FINISHED"}
+assert volume_node.inputs["Density"].default_value == 42.0
 assert sorted(p.name for p in cache.iterdir()) == [f"density_{f:04d}.vdb" for f in range(1, 4)]
 assert (cache / "density_0001.vdb").stat().st_ino != first_inode
 assert sorted(p.name for p in cache.parent.iterdir()) == [cache.name], list(cache.parent.iterdir())
