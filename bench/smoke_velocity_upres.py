@@ -6,7 +6,11 @@ cell-centred velocity (what the Blender bake and the Houdini SOP receive). This 
 on held-out shots (seeds 5000+, as ``mlvfx smoke bench``), the velocity's relative L2 error against
 the reference at the output resolution for:
 
-* **surrogate, linear**: the surrogate's coarse velocity, linearly upsampled (what hosts get);
+* **surrogate, linear**: the surrogate's coarse velocity, linearly upsampled (what hosts got up to
+  smoke3d 0.2.0);
+* **surrogate, output**: what hosts get now (``SurrogateSolver.output_velocity``): the model's
+  learned velocity upres when it has one (smoke3d 0.3.0), else the linear upsampling; zero inside
+  obstacles, as the reference's;
 * **coarse only, linear**: the plain coarse solver, the same upsampling;
 * **restricted reference, linear**: the reference's own velocity brought to the coarse grid
   (flux-preserving, as the surrogate restricts host input) and upsampled the same way. This is
@@ -84,6 +88,8 @@ def main() -> None:
                 for name, state in (("surrogate", s), ("coarse only", c)):
                     up = prolong_velocity(state[1], factor).double()
                     put(f"velocity: {name}, linear", i, rel_l2(up, truth_v))
+                out_v = sur.output_velocity(*s, sur_src).double()
+                put("velocity: surrogate, output", i, rel_l2(out_v, truth_v))
                 floor_v = prolong_velocity([v.float() for v in restrict_faces(r[1], factor)], factor)
                 put("velocity: restricted reference, linear", i, rel_l2(floor_v.double(), truth_v))
                 truth_d = r[0].double()
@@ -101,6 +107,15 @@ def main() -> None:
     print("|---|" + "---:|" * len(args.steps))
     for name, per in rows.items():
         print(f"| {name} | " + " | ".join(f"{np.mean(per[i]):.3f}" for i in args.steps) + " |")
+    learned = "learned velocity upres" if net.vupres is not None else "no velocity upres"
+    ratios = [
+        np.mean(rows["velocity: surrogate, output"][i]) / np.mean(rows["velocity: surrogate, linear"][i])
+        for i in args.steps
+    ]
+    print(
+        f"surrogate output ({learned}) / linear: "
+        + ", ".join(f"t={i} {r:.3f}x" for i, r in zip(args.steps, ratios, strict=True))
+    )
     for i in args.steps:
         sur_v = np.mean(rows["velocity: surrogate, linear"][i])
         floor = np.mean(rows["velocity: restricted reference, linear"][i])

@@ -489,6 +489,83 @@ def test_upres_starts_from_the_init_files_upres_and_resume_needs_no_init(tmp_pat
     assert again.iterations_done == 2
 
 
+def test_velocity_upres_recipe_adds_to_a_frozen_init(tmp_path: Path) -> None:
+    """``train.iterations`` 0 keeps the init's correction and upres; the ``vupres`` stage trains a
+    velocity upres on the reference's fine velocity and ships it in the weights."""
+    from safetensors.torch import save_file
+
+    from mlvfx.fluids.surrogate import SurrogateSolver, UpresNet, prolong_velocity
+    from mlvfx.train.smoke import generate_fine_velocity
+    from mlvfx.zoo import load_state_dict
+
+    source = CorrectionNet(2, width=4, depth=2, conditions=2)  # the tiny recipe's net
+    source.upres = UpresNet(2, 4, width=4, depth=2, conditions=2)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.01)
+    init_path = tmp_path / "init.safetensors"
+    save_file(surrogate_state(source, 4), str(init_path))
+    vupres = {"iterations": 4, "every": 3, "shots": 2, "width": 4, "depth": 2, "batch": 2, "val_every": 2}
+    train = dict(TINY["train"], init=str(init_path), iterations=0)  # type: ignore[arg-type]
+    recipe = load_smoke_recipe(write_recipe(tmp_path / "r.json", train=train, vupres=vupres))
+    data = generate_data(tmp_path / "data", recipe)
+    assert not list(data.glob("train_*.npz"))  # a kept correction needs no training shots
+    (data / "finevel_000001.npz").write_bytes(b"not an npz")  # a damaged file is made again
+    generate_fine_velocity(data, recipe)
+    with np.load(data / "finevel_000000.npz") as z:
+        assert z["steps"].tolist() == [3, 6, 9, 12] and z["velocity"].shape == (4, 2, 32, 32)
+        assert z["velocity"].dtype == np.float16 and float(np.abs(z["velocity"][-1]).max()) > 0
+    assert (data / "finevel_001000.npz").exists() and not (data / "finevel_000002.npz").exists()
+    stamp = (data / "finevel_000000.npz").stat().st_mtime_ns
+    generate_fine_velocity(data, recipe)  # a rerun skips finished shots
+    assert (data / "finevel_000000.npz").stat().st_mtime_ns == stamp
+
+    res = train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    info = summary["vupres"]
+    assert info["iterations"] == 4 and info["frames"] == 8  # 2 shots x 4 frames, all with flow
+    assert info["val_score"] <= info["linear_val_score"] and info["best_iteration"] in (0, 2, 4)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert sorted(r["iteration"] for r in records if r["event"] == "vupres_val") == [2, 4]
+    init, out = load_state_dict(init_path), load_state_dict(res.weights)
+    kept = [k for k in init if k != "meta.factor"]
+    assert all(torch.equal(out[k], init[k]) for k in kept)  # correction and upres: the init's
+    assert any(k.startswith("vupres.") for k in out)
+    net, factor = surrogate_from_state(out)
+    assert net.upres is not None and net.vupres is not None
+    # The stepper's velocity is the learned one, not the linear upsampling.
+    sc = make_scenario("plume", 2, 32)
+    sur = SurrogateSolver(sc.config, net, None, factor, dtype="float32")
+    src = sur.prepare_sources(sc.sources)
+    rho, vel = sur.solver.zeros()
+    with torch.no_grad():
+        for _ in range(6):
+            rho, vel = sur.advance(rho, vel, src)
+        learned, linear = sur.output_velocity(rho, vel, src), prolong_velocity(vel, factor)
+    assert float((learned - linear).abs().max()) > 0
+    # Resuming a finished run trains nothing more.
+    again = train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run", resume=True)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["vupres"]["iterations"] == 4
+    assert torch.equal(load_state_dict(again.weights)["vupres.body.0.weight"], out["vupres.body.0.weight"])
+    # Missing fine velocity is an error naming the file, before any training.
+    (data / "finevel_001000.npz").unlink()
+    with pytest.raises(InputError, match=r"finevel_001000\.npz: fine reference velocity .* missing"):
+        train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run2")
+    assert not (tmp_path / "run2" / "checkpoint.pt").exists()
+
+
+def test_velocity_upres_recipe_validation(tmp_path: Path) -> None:
+    frozen = dict(TINY["train"], iterations=0)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"iterations 0 .* needs train\.init"):
+        load_smoke_recipe(write_recipe(tmp_path / "a.json", train=frozen))
+    with pytest.raises(InputError, match="vupres training seeds overlap"):
+        load_smoke_recipe(write_recipe(tmp_path / "b.json", vupres={"iterations": 2, "shots": 1001}))
+    with pytest.raises(InputError, match="vupres needs"):
+        load_smoke_recipe(write_recipe(tmp_path / "c.json", vupres={"iterations": 2, "every": 0}))
+    with pytest.raises(InputError, match="unknown"):
+        load_smoke_recipe(write_recipe(tmp_path / "d.json", vupres={"iterations": 2, "speed": 1}))
+
+
 def test_every_shipped_smoke_recipe_loads() -> None:
     """A recipe in model_zoo/recipes that no longer validates would only fail hours into a run."""
     root = Path(__file__).resolve().parents[1] / "model_zoo" / "recipes"

@@ -158,9 +158,14 @@ def prolong_density(coarse: torch.Tensor, factor: int) -> torch.Tensor:
 
 def prolong_velocity(vel: Faces, factor: int) -> torch.Tensor:
     """Coarse face velocities to cell-centred velocity ``(dims, *fine)`` at ``factor`` times the
-    resolution, by linear (bilinear / trilinear) interpolation: what the hosts receive."""
-    centred = torch.stack(faces_to_centre(vel))
-    mode = "bilinear" if len(vel) == 2 else "trilinear"
+    resolution, by linear (bilinear / trilinear) interpolation; a learned velocity upres adds its
+    correction to this (:meth:`SurrogateSolver.output_velocity`)."""
+    return prolong_centred(torch.stack(faces_to_centre(vel)), factor)
+
+
+def prolong_centred(centred: torch.Tensor, factor: int) -> torch.Tensor:
+    """Cell-centred velocity ``(dims, *coarse)`` linearly upsampled ``factor`` times."""
+    mode = "bilinear" if centred.dim() == 3 else "trilinear"
     fine: torch.Tensor = F.interpolate(centred[None], scale_factor=factor, mode=mode, align_corners=False)[0]
     return fine
 
@@ -356,6 +361,48 @@ class UpresNet(nn.Module):
         return (smooth * (1.0 + gain)).clamp(min=0.0)
 
 
+class VelocityUpres(nn.Module):
+    """The learned velocity upres: a coarse surrogate state -> the velocity at output resolution.
+
+    :class:`UpresNet`'s design (the same hidden layers, :func:`upres_layers`) with a sub-cell head
+    of ``dims x factor**d`` channels: for every fine cell a correction of each cell-centred
+    velocity component, added to the linear upsampling hosts got before
+    (:func:`prolong_velocity`). The X component is odd under the X mirror, so the net commutes
+    with it like the solver. Zero-initialised: untrained, it *is* the linear upsampling.
+    """
+
+    def __init__(self, dims: int, factor: int, width: int = 12, depth: int = 3, conditions: int = 0) -> None:
+        super().__init__()
+        if dims not in (2, 3) or factor < 2 or width < 2 or depth < 2:
+            raise InputError(f"bad VelocityUpres: dims {dims}, factor {factor}, width {width}, depth {depth}")
+        layers, hidden = upres_layers(dims, width, depth, conditions)
+        sub = factor**dims
+        cell = _subcell_mirror(factor, dims)
+        perm = [c * sub + cell[k] for c in range(dims) for k in range(sub)]
+        odd_out = [c == 0 for c in range(dims) for _ in range(sub)]  # the X velocity flips sign
+        head = MirrorConv(dims, hidden, odd_out, perm=perm)
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+        layers.append(head)
+        self.body = nn.Sequential(*layers)
+        self.dims = dims
+        self.factor = factor
+        self.width = width
+        self.depth = depth
+        self.sub = sub
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, channels, *coarse)`` -> the correction ``(B, dims, *fine)`` of the linear upsampling."""
+        y = self.body(x)
+        parts = [shuffle_up(y[:, c * self.sub : (c + 1) * self.sub], self.factor) for c in range(self.dims)]
+        return torch.cat(parts, dim=1)
+
+    def upsample(self, linear: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The upres velocity ``(dims, *fine)``: ``linear`` (``(dims, *fine)``) plus the correction."""
+        out: torch.Tensor = linear + self(x)[0]
+        return out
+
+
 class CorrectionNet(nn.Module):
     """A small residual CNN that corrects one coarse step.
 
@@ -446,6 +493,7 @@ class CorrectionNet(nn.Module):
         self.register_buffer("gain", torch.tensor([1.0 if density_gain else 0.0]))
         self.register_buffer("dilation", torch.tensor(dil, dtype=torch.float32))
         self.upres: UpresNet | None = None  # attached after training (see mlvfx.train.smoke)
+        self.vupres: VelocityUpres | None = None  # likewise, for the velocity
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any, **kwargs: Any) -> None:
         # Weights and checkpoints from before these flags existed are nets without them.
@@ -631,6 +679,18 @@ class SurrogateSolver:
         out = upres.upsample(up, self.inputs(density, vel, sources))
         return out if self.fine_solid is None else out.masked_fill(self.fine_solid, 0.0)
 
+    def output_velocity(
+        self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
+    ) -> torch.Tensor:
+        """The cell-centred velocity ``(dims, *fine)`` at output resolution: the linear upsampling,
+        plus the learned velocity upres's correction if the model has one; zero inside the fine
+        obstacles (as the reference's: every face of a solid cell is closed)."""
+        out = prolong_velocity(vel, self.factor)
+        vupres = self.net.vupres
+        if vupres is not None:
+            out = vupres.upsample(out, self.inputs(density, vel, sources))
+        return out if self.fine_solid is None else out.masked_fill(self.fine_solid, 0.0)
+
     def mass_budget(
         self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
     ) -> torch.Tensor:
@@ -800,6 +860,9 @@ def surrogate_from_state(
         upres_keys = sorted(
             int(k.split(".")[2]) for k in weights if k.startswith("upres.body.") and k.endswith(".weight")
         )
+        vupres_keys = sorted(
+            int(k.split(".")[2]) for k in weights if k.startswith("vupres.body.") and k.endswith(".weight")
+        )
         mode = float(weights.get("symmetry", torch.zeros(1)).reshape(-1)[0])
         mass_code = float(weights.get("mass", torch.zeros(1)).reshape(-1)[0])
         gain = float(weights.get("gain", torch.zeros(1)).reshape(-1)[0]) > 0.5
@@ -822,6 +885,11 @@ def surrogate_from_state(
             net.upres = UpresNet(
                 dims, factor, width=int(up_first.shape[0]), depth=len(upres_keys), conditions=conditions
             )
+        if vupres_keys:
+            v_first = weights["vupres.body.0.weight"]
+            net.vupres = VelocityUpres(
+                dims, factor, width=int(v_first.shape[0]), depth=len(vupres_keys), conditions=conditions
+            )
         net.load_state_dict(weights)
     except (KeyError, IndexError, RuntimeError, InputError) as exc:
         raise InputError(f"{source}: not a smoke surrogate ({exc})") from None
@@ -836,9 +904,10 @@ class SurrogateStepper(HostStepper):
     It keeps the coarse state between calls; inputs that are not its own last output (an artist
     edited the fields, or a host started from a cache) are restricted to the coarse grid.
     Outputs are at the config's (output) resolution: the model's learned upres of the density
-    (bicubic in 2D / trilinear in 3D for a model without one) and linearly interpolated
-    cell-centred velocity. Its coarse solver brings smoke-free air in through open walls
-    (``open_inflow``, default :data:`INFERENCE_OPEN_INFLOW`), whatever the config's ``open_inflow``.
+    (bicubic in 2D / trilinear in 3D for a model without one) and the cell-centred velocity
+    (linearly interpolated, plus the model's learned velocity upres when it has one). Its coarse
+    solver brings smoke-free air in through open walls (``open_inflow``, default
+    :data:`INFERENCE_OPEN_INFLOW`), whatever the config's ``open_inflow``.
     """
 
     def __init__(
@@ -891,7 +960,7 @@ class SurrogateStepper(HostStepper):
         assert self._surrogate is not None
         rho, vel = state
         out_rho = self._surrogate.output_density(rho, vel, self._sources).float().cpu().numpy()
-        fine_v = prolong_velocity(vel, self.factor)
+        fine_v = self._surrogate.output_velocity(rho, vel, self._sources)
         return out_rho, fine_v.movedim(0, -1).float().cpu().numpy()
 
     def _from_host(self, density: Array | None, velocity: Array | None) -> tuple[torch.Tensor, Faces]:

@@ -221,6 +221,10 @@ def _smoke(args: argparse.Namespace) -> int:
                 from mlvfx.train.smoke import generate_fine
 
                 generate_fine(data_dir, recipe, progress=progress)
+            if recipe.vupres.iterations > 0:
+                from mlvfx.train.smoke import generate_fine_velocity
+
+                generate_fine_velocity(data_dir, recipe, progress=progress)
     total = args.iterations or recipe.train.iterations
     tbar = tqdm(total=total, unit="it", disable=quiet, file=sys.stderr, desc="train")
 

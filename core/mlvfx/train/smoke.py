@@ -18,6 +18,11 @@
 4. **Upres** (when the recipe's ``upres`` section has iterations; :func:`train_upres`): fine
    reference densities of ``upres.shots`` training shots (:func:`generate_fine`), and the learned
    upres trained on the frozen correction's own rollouts, early-stopped on the validation shots.
+5. **Velocity upres** (the ``vupres`` section; :func:`train_vupres`): the same for the velocity,
+   on the reference's cell-centred velocity at output resolution (:func:`generate_fine_velocity`).
+
+A recipe with ``train.iterations`` 0 adds parts to a published model (``train.init``): its
+correction is the init's, frozen, and so is its upres unless the recipe trains one.
 """
 
 from __future__ import annotations
@@ -84,7 +89,9 @@ class SmokeTrain:
     ``init``: start from a published surrogate instead of a zero correction: ``zoo:<id>@<version>``
     (fetched and verified through the zoo) or a safetensors path. Its correction must have the
     recipe's architecture; its upres, if it has one that fits, is where the upres training starts.
-    The coarsening factor and the grid size may differ (the nets are convolutional).
+    The coarsening factor and the grid size may differ (the nets are convolutional). With
+    ``iterations`` 0 the init's correction is kept as it is (and its upres and velocity upres,
+    unless the recipe trains new ones): the recipe then only adds parts.
 
     ``mass_weight``: weight of the total-density term of :func:`~mlvfx.fluids.surrogate.unrolled_loss`
     (0: off), aimed at long-run drift of the total. ``energy_weight``: the same for the flow's
@@ -130,6 +137,27 @@ class SmokeUpres:
 
 
 @dataclass(frozen=True)
+class SmokeVelocityUpres:
+    """The learned velocity upres (:class:`~mlvfx.fluids.surrogate.VelocityUpres`); 0 iterations: none.
+
+    ``shots`` training shots (seeds from ``data.train_seed``) and the validation shots are run by
+    the reference again, keeping the cell-centred velocity at output resolution every ``every``
+    steps (:func:`generate_fine_velocity`). Every ``val_every`` iterations the validation frames
+    are scored and the best net so far is kept.
+    """
+
+    iterations: int = 0
+    every: int = 4
+    shots: int = 16
+    val_every: int = 250
+    width: int = 12
+    depth: int = 3
+    batch: int = 4
+    lr: float = 5e-4
+    lr_min: float = 2e-5
+
+
+@dataclass(frozen=True)
 class SmokeRecipe:
     """A full smoke surrogate recipe (``model_zoo/recipes/smoke3d_v2.json``)."""
 
@@ -140,6 +168,7 @@ class SmokeRecipe:
     model: SmokeModel = field(default_factory=SmokeModel)
     train: SmokeTrain = field(default_factory=SmokeTrain)
     upres: SmokeUpres = field(default_factory=SmokeUpres)
+    vupres: SmokeVelocityUpres = field(default_factory=SmokeVelocityUpres)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))  # type: ignore[no-any-return]
@@ -152,7 +181,7 @@ def load_smoke_recipe(path: str | os.PathLike[str]) -> SmokeRecipe:
     raw, p = read_recipe_json(path)
     raw = dict(raw)
     raw.pop("comment", None)
-    top = {"name", "dims", "seed", "data", "model", "train", "upres"}
+    top = {"name", "dims", "seed", "data", "model", "train", "upres", "vupres"}
     unknown = sorted(set(raw) - top)
     if unknown:
         raise InputError(f"recipe has unknown keys: {', '.join(unknown)}", path=p)
@@ -165,6 +194,7 @@ def load_smoke_recipe(path: str | os.PathLike[str]) -> SmokeRecipe:
             model=recipe_section(SmokeModel, raw.get("model", {}), "model", p),
             train=recipe_section(SmokeTrain, raw.get("train", {}), "train", p),
             upres=recipe_section(SmokeUpres, raw.get("upres", {}), "upres", p),
+            vupres=recipe_section(SmokeVelocityUpres, raw.get("vupres", {}), "vupres", p),
         )
     except KeyError as exc:
         raise InputError(f"recipe lacks {exc.args[0]!r}", path=p) from None
@@ -201,8 +231,10 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
         problems.append("velocity_weight and mass_weight must be >= 0")
     if r.train.energy_weight < 0:
         problems.append("energy_weight must be >= 0")
-    if r.train.iterations < 1 or r.train.threads < 1:
-        problems.append("iterations and threads must be >= 1")
+    if r.train.iterations < 0 or r.train.threads < 1:
+        problems.append("iterations must be >= 0 and threads >= 1")
+    if r.train.iterations == 0 and not r.train.init:
+        problems.append("train.iterations 0 (keep the init's correction) needs train.init")
     u = r.upres
     if u.iterations < 0 or u.every < 1 or u.width < 2 or u.depth < 2 or u.batch < 1 or u.val_every < 1:
         problems.append("upres needs iterations >= 0, every, val_every, batch >= 1, width and depth >= 2")
@@ -212,6 +244,17 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
         or BENCH_SEED in upres_seeds
     ):
         problems.append("upres training seeds overlap the validation or benchmark seeds")
+    v = r.vupres
+    if v.iterations < 0 or v.every < 1 or v.width < 2 or v.depth < 2 or v.batch < 1 or v.val_every < 1:
+        problems.append("vupres needs iterations >= 0, every, val_every, batch >= 1, width and depth >= 2")
+    if v.iterations > 0 and v.shots < 1:
+        problems.append("vupres needs shots >= 1")
+    vupres_seeds = set(range(r.data.train_seed, r.data.train_seed + v.shots))
+    if v.iterations > 0 and (
+        vupres_seeds & set(range(r.data.val_seed, r.data.val_seed + r.data.val_shots))
+        or BENCH_SEED in vupres_seeds
+    ):
+        problems.append("vupres training seeds overlap the validation or benchmark seeds")
     if problems:
         raise InputError("; ".join(problems), path=path)
 
@@ -260,7 +303,9 @@ def generate_data(
                     path=spec_path,
                 )
     write_bytes_atomic(spec_path, (json.dumps(spec, indent=1) + "\n").encode(), overwrite=True)
-    jobs = [("train", s) for s in range(d.train_seed, d.train_seed + d.train_shots)]
+    # A recipe that keeps its init's correction (train.iterations 0) needs no training shots.
+    train_shots = d.train_shots if recipe.train.iterations > 0 else 0
+    jobs = [("train", s) for s in range(d.train_seed, d.train_seed + train_shots)]
     jobs += [("val", s) for s in range(d.val_seed, d.val_seed + d.val_shots)]
     factor = recipe.model.factor
     every = recipe.upres.every
@@ -372,6 +417,87 @@ def generate_fine(
     return out
 
 
+def _fine_velocity_path(root: Path, seed: int) -> Path:
+    return root / f"finevel_{seed:06d}.npz"
+
+
+def fine_velocity_seeds(recipe: SmokeRecipe) -> dict[str, list[int]]:
+    """The velocity upres's shots: ``{"train": seeds, "val": seeds}``."""
+    d = recipe.data
+    return {
+        "train": list(range(d.train_seed, d.train_seed + recipe.vupres.shots)),
+        "val": list(range(d.val_seed, d.val_seed + d.val_shots)),
+    }
+
+
+def _fine_velocity_done(path: Path, recipe: SmokeRecipe) -> bool:
+    """Whether ``path`` holds a finished fine-velocity shot for ``recipe`` (``vupres.every``, length)."""
+    if not path.exists():
+        return False
+    every, steps = recipe.vupres.every, recipe.data.steps
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return int(z["every"]) == every and int(z["steps"][-1]) == steps - steps % every
+    except (OSError, ValueError, KeyError):
+        return False  # a foreign or damaged file is made again
+
+
+def generate_fine_velocity(
+    root: str | os.PathLike[str], recipe: SmokeRecipe, progress: ProgressFn | None = None
+) -> Path:
+    """The reference's cell-centred velocity at output resolution every ``vupres.every`` steps.
+
+    For the velocity upres's training shots and the validation shots: deterministic reference
+    runs (the same shots as :func:`generate_data`'s), ``velocity`` ``(T, dims, *fine)`` in float16
+    (x, y[, z] components). One ``finevel_<seed>.npz`` per shot, written atomically; a rerun skips
+    finished shots.
+    """
+    from mlvfx.fluids.grid import faces_to_centre
+    from mlvfx.fluids.scenarios import simulate
+    from mlvfx.io.atomic import write_bytes_atomic
+
+    out = Path(root)
+    out.mkdir(parents=True, exist_ok=True)
+    d, every = recipe.data, recipe.vupres.every
+    seeds = [s for kind in ("train", "val") for s in fine_velocity_seeds(recipe)[kind]]
+    t0 = time.monotonic()
+    for n, seed in enumerate(seeds):
+        path = _fine_velocity_path(out, seed)
+        report(progress, n / len(seeds), f"fine velocity shot {seed}")
+        if _fine_velocity_done(path, recipe):
+            continue
+        sc = shot_scenario(recipe, seed)
+        steps, vels = [], []
+        for i, _, vel in simulate(sc, d.steps, every=every):
+            steps.append(i)
+            vels.append(torch.stack(faces_to_centre(vel)).cpu().numpy().astype(np.float16))
+        buf = io.BytesIO()
+        np.savez_compressed(buf, velocity=np.stack(vels), steps=np.array(steps), every=np.array(every))
+        write_bytes_atomic(path, buf.getvalue(), overwrite=True)
+        rate = (n + 1) / max(time.monotonic() - t0, 1e-6) * 60
+        report(progress, (n + 1) / len(seeds), f"fine velocity shot {seed} ({rate:.1f} shots/min)")
+    report(progress, 1.0, "fine velocity data ready")
+    return out
+
+
+def load_fine_velocity(
+    root: Path, recipe: SmokeRecipe, kind: str
+) -> dict[int, tuple[list[int], torch.Tensor]]:
+    """``{seed: (steps, velocities (T, dims, *fine) float16)}`` of the velocity upres's ``kind`` shots."""
+    out = {}
+    for seed in fine_velocity_seeds(recipe)[kind]:
+        path = _fine_velocity_path(root, seed)
+        if not _fine_velocity_done(path, recipe):
+            raise InputError(
+                "fine reference velocity for the velocity upres is missing or was made with other "
+                "settings (run without --skip-data)",
+                path=path,
+            )
+        with np.load(path, allow_pickle=False) as z:
+            out[seed] = ([int(i) for i in z["steps"]], torch.from_numpy(z["velocity"]))
+    return out
+
+
 @dataclass
 class Shot:
     """One shot on the coarse grid (torch tensors) and, for validation, fine snapshots."""
@@ -423,13 +549,36 @@ def init_state(spec: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return {k: v for k, v in load_state_dict(path, device="cpu").items() if k != FACTOR_KEY}, record
 
 
+def _is_output_part(key: str) -> bool:
+    return key.startswith(("upres.", "vupres."))
+
+
+def init_parts(state: dict[str, torch.Tensor], dims: int, factor: int, conditions: int) -> dict[str, Any]:
+    """The upres and velocity upres an init file has (``{"upres": net, "vupres": net}``, loaded)."""
+    from mlvfx.fluids.surrogate import UpresNet, VelocityUpres
+
+    parts: dict[str, Any] = {}
+    for name, cls in (("upres", UpresNet), ("vupres", VelocityUpres)):
+        own = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
+        convs = [k for k in own if k.startswith("body.") and k.endswith(".weight")]
+        if not convs:
+            continue
+        part = cls(
+            dims, factor, width=int(own["body.0.weight"].shape[0]), depth=len(convs), conditions=conditions
+        )
+        part.load_state_dict(own)
+        parts[name] = part.float().eval()
+    return parts
+
+
 def load_init(net: Any, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load the correction part of ``state`` (all but ``upres.*``) into ``net``; every tensor must fit.
+    """Load the correction part of ``state`` (all but ``upres.*``, ``vupres.*``) into ``net``; every
+    tensor must fit.
 
     The net itself refuses weights made with other architecture switches (symmetry, mass, gain,
     dilation; a file without a switch had its default): that becomes a one-line error here.
     """
-    body = {k: v for k, v in state.items() if not k.startswith("upres.")}
+    body = {k: v for k, v in state.items() if not _is_output_part(k)}
     body.setdefault("symmetry", torch.zeros(1))  # as surrogate_from_state: no flag, no symmetry
     try:
         result = net.load_state_dict(body, strict=False)
@@ -438,7 +587,7 @@ def load_init(net: Any, state: dict[str, torch.Tensor], source: str) -> None:
         raise InputError(
             f"init weights do not fit the recipe's correction net ({detail})", path=source
         ) from None
-    bad = [k for k in result.missing_keys if not k.startswith("upres.")] + list(result.unexpected_keys)
+    bad = [k for k in result.missing_keys if not _is_output_part(k)] + list(result.unexpected_keys)
     if bad:
         raise InputError(f"init weights do not fit the recipe's correction net ({bad[0]!r})", path=source)
 
@@ -494,9 +643,13 @@ def train_surrogate(
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(threads or t.threads)
     root = Path(data_dir)
-    train = load_shots(root, recipe, "train")
+    frozen = t.iterations == 0  # the init's correction, kept as it is (validated: init is set)
+    train = [] if frozen else load_shots(root, recipe, "train")
     val = load_shots(root, recipe, "val")
-    if recipe.upres.iterations > 0:  # fail now, not after hours of training
+    if recipe.vupres.iterations > 0:  # fail now, not after hours of training
+        load_fine_velocity(root, recipe, "train")
+        load_fine_velocity(root, recipe, "val")
+    if recipe.upres.iterations > 0:
         for seed in range(recipe.data.train_seed, recipe.data.train_seed + upres_shots(recipe)):
             if not _fine_path(root, seed).exists():
                 raise InputError(
@@ -530,10 +683,18 @@ def train_surrogate(
     # on a fresh machine must not need the zoo).
     resumed = resume and ckpt.is_file()
     upres_resumed = recipe.upres.iterations == 0 or (resume and (out / UPRES_CHECKPOINT).is_file())
-    if t.init and not (resumed and upres_resumed):
+    vupres_resumed = recipe.vupres.iterations == 0 or (resume and (out / VUPRES_CHECKPOINT).is_file())
+    # A kept (frozen) init is the model itself: it is always read (the zoo caches it).
+    if t.init and (frozen or not (resumed and upres_resumed and vupres_resumed)):
         init, init_record = init_state(t.init)
         load_init(net, init, t.init)  # checked even when the checkpoint then replaces it
         init_upres = {k[len("upres.") :]: v for k, v in init.items() if k.startswith("upres.")} or None
+        if frozen:
+            parts = init_parts(init, recipe.dims, m.factor, m.conditions)
+            if recipe.upres.iterations == 0 and "upres" in parts:
+                net.upres = parts["upres"]
+            if recipe.vupres.iterations == 0 and "vupres" in parts:
+                net.vupres = parts["vupres"]
     opt = torch.optim.Adam(net.parameters(), lr=t.lr)
     start, prior = 0, 0.0
     if resume and ckpt.is_file():
@@ -643,8 +804,11 @@ def train_surrogate(
         )
         result = validate(net, val, recipe)
         emit({"event": "val", "iteration": it, "upres": True, **result})
+    vupres_info = None
+    if recipe.vupres.iterations > 0 and stopped == "finished":
+        vupres_info = train_vupres(recipe, net, data_dir=root, out_dir=out, resume=resume, log=log)
     weights = None
-    if it > 0:
+    if it > 0 or frozen:
         weights = save_safetensors(surrogate_state(net, m.factor), out / f"{recipe.name}.safetensors")
     summary = {
         "recipe": recipe.to_dict(),
@@ -657,6 +821,7 @@ def train_surrogate(
         "skipped_updates": skipped,
         "params": sum(p.numel() for p in net.body.parameters()),
         "upres": upres_info,
+        "vupres": vupres_info,
     }
     write_bytes_atomic(out / SUMMARY, (json.dumps(summary, indent=1) + "\n").encode(), overwrite=True)
     emit({"event": "end", "iteration": it, "stopped": stopped, "seconds": round(seconds, 1)})
@@ -869,6 +1034,193 @@ def train_upres(
         "seconds": round(seconds, 1),
         "frames": len(xs),
         "params": sum(p.numel() for p in upres.parameters()),
+    }
+
+
+VUPRES_CHECKPOINT = "vupres_checkpoint.pt"
+
+
+def _velocity_frames(
+    recipe: SmokeRecipe, net: Any, fine: dict[int, tuple[list[int], torch.Tensor]], device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(inputs, coarse centred velocity, fine velocity)`` at the fine frames' steps of each shot.
+
+    The coarse state is the frozen surrogate's own rollout from the empty domain, as at inference.
+    Frames where the reference has no flow yet are left out (nothing to learn, no relative error).
+    The fine velocity stays float16 on the CPU (64³ x 3 components is 1.5 MB a frame).
+    """
+    from mlvfx.fluids.grid import faces_to_centre
+    from mlvfx.fluids.surrogate import SurrogateSolver
+
+    frames = []
+    for seed, (steps, vels) in fine.items():
+        wanted = dict(zip(steps, vels, strict=True))
+        sc = shot_scenario(recipe, seed)
+        sur = SurrogateSolver(sc.config, net, sc.obstacles, recipe.model.factor, dtype="float32")
+        src = sur.prepare_sources(sc.sources)
+        rho, vel = sur.solver.zeros()
+        for i in range(1, max(steps) + 1):
+            rho, vel = sur.advance(rho, vel, src)
+            target = wanted.get(i)
+            if target is not None and bool(target.any()):
+                x = sur.inputs(rho, vel, src)[0].float().to(device)
+                frames.append((x, torch.stack(faces_to_centre(vel)).float().to(device), target))
+    return frames
+
+
+def train_vupres(
+    recipe: SmokeRecipe,
+    net: Any,
+    *,
+    data_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    resume: bool = False,
+    log: LogFn | None = None,
+) -> dict[str, Any]:
+    """Train ``net.vupres`` (attached here) on the frozen surrogate's own rollouts.
+
+    As :func:`train_upres`, for the velocity: inputs are the surrogate's coarse states rolled out
+    from the empty domain, the base is the linear upsampling of its velocity (what hosts got
+    before), targets the reference's cell-centred velocity at the same steps
+    (:func:`generate_fine_velocity`). Loss: the relative squared error per frame. Every
+    ``vupres.val_every`` iterations the validation shots' frames are scored (mean relative L2)
+    and the best net is kept; its score at iteration 0 is the linear upsampling's. Batches depend
+    only on ``(seed, iteration)``; checkpoints at the end and every ``train.checkpoint_minutes``.
+    """
+    from mlvfx.config import torch_device
+    from mlvfx.fluids.bench import rel_l2
+    from mlvfx.fluids.surrogate import VelocityUpres, prolong_centred
+
+    v, m = recipe.vupres, recipe.model
+    root, out = Path(data_dir), Path(out_dir)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    dev = torch_device(None)  # where the surrogate solvers put the frozen net (see train_upres)
+    vupres = VelocityUpres(recipe.dims, m.factor, width=v.width, depth=v.depth, conditions=m.conditions)
+    vupres = vupres.float().to(dev)
+    with torch.no_grad():
+        train = _velocity_frames(recipe, net, load_fine_velocity(root, recipe, "train"), dev)
+        val = _velocity_frames(recipe, net, load_fine_velocity(root, recipe, "val"), dev)
+    if not train:
+        raise InputError("no fine reference velocity with any flow to train the velocity upres on", path=root)
+
+    @torch.no_grad()
+    def score() -> float:
+        """Mean velocity rel. L2 on the validation frames (lower is better)."""
+        vupres.eval()
+        errors = []
+        for x, centred, truth in val:
+            pred = vupres.upsample(prolong_centred(centred, m.factor), x[None])
+            errors.append(rel_l2(pred, truth.float()))
+        vupres.train()
+        return float(np.mean(errors)) if errors else 0.0
+
+    opt = torch.optim.Adam(vupres.parameters(), lr=v.lr)
+    ckpt = out / VUPRES_CHECKPOINT
+    start, prior = 0, 0.0
+    linear = score()  # the untrained net is the linear upsampling
+    best: dict[str, Any] = {"score": linear, "iteration": 0, "model": copy.deepcopy(vupres.state_dict())}
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        try:
+            vupres.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            detail = str(exc).splitlines()[0]
+            raise InputError(f"checkpoint does not match the recipe's vupres ({detail})", path=ckpt) from None
+        start, prior = int(state["iteration"]), float(state["seconds"])
+        best = {
+            "score": float(state["best_score"]),
+            "iteration": int(state["best_iteration"]),
+            "model": state["best_model"],
+        }
+
+    def save(iteration: int, seconds: float) -> None:
+        state = {
+            "model": vupres.state_dict(),
+            "optimizer": opt.state_dict(),
+            "iteration": iteration,
+            "seconds": seconds,
+            "best_model": best["model"],
+            "best_score": best["score"],
+            "best_iteration": best["iteration"],
+        }
+        save_checkpoint(ckpt, state)
+
+    emit = run_logger(out, log)
+    emit(
+        {
+            "event": "vupres_start",
+            "iteration": start,
+            "iterations": v.iterations,
+            "frames": len(train),
+            "val_frames": len(val),
+            "linear_score": round(linear, 5),
+            "params": sum(p.numel() for p in vupres.parameters()),
+        }
+    )
+    t0 = last = time.monotonic()
+    running = None
+    it = start
+    while it < v.iterations:
+        rng = random.Random(recipe.seed * 1_000_037 + it)  # noqa: S311 (batch sampling)
+        idx = [rng.randrange(len(train)) for _ in range(v.batch)]
+        x = torch.stack([train[k][0] for k in idx])
+        base = torch.stack([prolong_centred(train[k][1], m.factor) for k in idx])
+        target = torch.stack([train[k][2] for k in idx]).to(dev).float()
+        cos = 0.5 * (1 + math.cos(math.pi * it / max(v.iterations, 1)))
+        for g in opt.param_groups:
+            g["lr"] = v.lr_min + (v.lr - v.lr_min) * cos
+        pred = base + vupres(x)
+        dims = tuple(range(1, pred.dim()))
+        loss = ((pred - target).pow(2).sum(dims) / target.pow(2).sum(dims).clamp(min=1e-12)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vupres.parameters(), 1.0)
+        opt.step()
+        it += 1
+        value = float(loss.detach())
+        running = value if running is None else 0.95 * running + 0.05 * value
+        if it % recipe.train.log_every == 0 or it == v.iterations:
+            emit(
+                {
+                    "event": "vupres",
+                    "iteration": it,
+                    "loss": round(running, 5),
+                    "seconds": round(prior + time.monotonic() - t0, 1),
+                }
+            )
+        if it % v.val_every == 0 or it == v.iterations:
+            value = score()
+            if value < best["score"]:
+                best = {"score": value, "iteration": it, "model": copy.deepcopy(vupres.state_dict())}
+            emit(
+                {
+                    "event": "vupres_val",
+                    "iteration": it,
+                    "score": round(value, 5),
+                    "best": round(best["score"], 5),
+                    "best_iteration": best["iteration"],
+                }
+            )
+        if time.monotonic() - last >= 60.0 * recipe.train.checkpoint_minutes:
+            save(it, prior + time.monotonic() - t0)
+            last = time.monotonic()
+    seconds = prior + time.monotonic() - t0
+    save(it, seconds)
+    vupres.load_state_dict(best["model"])
+    net.vupres = vupres.eval()
+    for p in vupres.parameters():
+        p.requires_grad_(False)
+    return {
+        "iterations": it,
+        "best_iteration": best["iteration"],
+        "val_score": round(best["score"], 5),
+        "linear_val_score": round(linear, 5),
+        "seconds": round(seconds, 1),
+        "frames": len(train),
+        "params": sum(p.numel() for p in vupres.parameters()),
     }
 
 
