@@ -23,6 +23,9 @@ error is upsampling at all; the rest is the coarse trajectory's own distance fro
 which no upres can remove.
 
     .venv/bin/python bench/smoke_velocity_upres.py --weights model_zoo/weights/smoke3d-0.2.0.safetensors
+
+``--vupres-from FILE`` puts another surrogate's velocity upres on the model first (e.g. smoke3d
+0.3.0's, trained at 64³, on smoke3d_128 at 128³): does it transfer?
 """
 
 from __future__ import annotations
@@ -56,9 +59,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=5000, help="first shot (held out: 5000+)")
     ap.add_argument("--steps", type=int, nargs="+", default=[50, 100])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--vupres-from", default=None, help="use this surrogate file's velocity upres")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     net, factor = surrogate_from_state(load_state_dict(args.weights), source=args.weights)
+    if args.vupres_from:
+        donor, donor_factor = surrogate_from_state(load_state_dict(args.vupres_from), source=args.vupres_from)
+        if donor.vupres is None or donor_factor != factor or donor.conditions != net.conditions:
+            raise SystemExit(f"{args.vupres_from}: no velocity upres for a {factor}x model like this one")
+        net.vupres = donor.vupres
     net.eval()
     spec = BenchSpec(dims=net.dims, res=args.res)
     last = max(args.steps)
@@ -102,7 +111,8 @@ def main() -> None:
                 put("density: restricted reference, trilinear", i, rel_l2(floor_d.double(), truth_d))
         print(f"shot {seed} ({sc.name}) done, {time.monotonic() - t0:.0f} s", flush=True)
     shots = f"{args.seed}-{args.seed + args.shots - 1}"
-    print(f"\n{args.weights}, {args.res}^{net.dims} output, held-out shots {shots}")
+    donor = f" with the velocity upres of {args.vupres_from}" if args.vupres_from else ""
+    print(f"\n{args.weights}{donor}, {args.res}^{net.dims} output, held-out shots {shots}")
     print("| relative L2 against the reference | " + " | ".join(f"t={i}" for i in args.steps) + " |")
     print("|---|" + "---:|" * len(args.steps))
     for name, per in rows.items():

@@ -17,8 +17,9 @@ scores it on the held-out shots against the linear upsampling hosts get today:
 * **score**: held-out shots 5000+ at ``--steps``, relative L2 against the reference's velocity,
   linear and learned from the same surrogate run.
 
-Not a recipe and not shipped: an experiment to decide whether the velocity upres belongs in the
-model. Weights go to ``--out`` only.
+The experiment that decided the velocity upres belongs in the model (stop 20). It is shipped since
+(stop 21): ``VelocityUpres`` in ``mlvfx.fluids.surrogate``, trained by the ``vupres`` stage of
+``mlvfx train smoke3d`` (recipe ``smoke3d_v14``, smoke3d 0.3.0). Weights go to ``--out`` only.
 
     .venv/bin/python bench/smoke_velocity_upres_fit.py \\
         --weights model_zoo/weights/smoke3d-0.2.0.safetensors --cache vupres_cache/ --out vupres.safetensors
@@ -35,50 +36,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from mlvfx.fluids.bench import rel_l2
 from mlvfx.fluids.grid import faces_to_centre
 from mlvfx.fluids.reference import ReferenceSolver
-from mlvfx.fluids.surrogate import (
-    MirrorConv,
-    SurrogateSolver,
-    _subcell_mirror,
-    prolong_velocity,
-    shuffle_up,
-    surrogate_from_state,
-    upres_layers,
-)
+from mlvfx.fluids.surrogate import SurrogateSolver, VelocityUpres, prolong_velocity, surrogate_from_state
 from mlvfx.io import write_bytes_atomic
 from mlvfx.train.smoke import load_smoke_recipe, shot_scenario
 from mlvfx.zoo import load_state_dict
 
 RECIPE = Path(__file__).resolve().parents[1] / "model_zoo" / "recipes" / "smoke3d_v2.json"
-
-
-class VelocityUpres(nn.Module):
-    """Coarse surrogate state -> a velocity correction ``(B, dims, *fine)`` on the linear upsampling."""
-
-    def __init__(self, dims: int, factor: int, width: int = 12, depth: int = 3, conditions: int = 0) -> None:
-        super().__init__()
-        layers, hidden = upres_layers(dims, width, depth, conditions)
-        sub = factor**dims
-        cell = _subcell_mirror(factor, dims)
-        perm = [c * sub + cell[k] for c in range(dims) for k in range(sub)]
-        odd_out = [c == 0 for c in range(dims) for _ in range(sub)]  # the X velocity flips sign
-        head = MirrorConv(dims, hidden, odd_out, perm=perm)
-        nn.init.zeros_(head.weight)
-        nn.init.zeros_(head.bias)
-        layers.append(head)
-        self.body = nn.Sequential(*layers)
-        self.dims, self.factor, self.sub = dims, factor, sub
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
-        return torch.cat(
-            [shuffle_up(y[:, c * self.sub : (c + 1) * self.sub], self.factor) for c in range(self.dims)],
-            dim=1,
-        )
 
 
 def shot_frames(sc: Any, net: Any, factor: int, steps: list[int], last: int) -> dict[str, np.ndarray]:

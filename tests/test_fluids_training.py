@@ -489,7 +489,9 @@ def test_upres_starts_from_the_init_files_upres_and_resume_needs_no_init(tmp_pat
     assert again.iterations_done == 2
 
 
-def test_velocity_upres_recipe_adds_to_a_frozen_init(tmp_path: Path) -> None:
+def test_velocity_upres_recipe_adds_to_a_frozen_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``train.iterations`` 0 keeps the init's correction and upres; the ``vupres`` stage trains a
     velocity upres on the reference's fine velocity and ships it in the weights."""
     from safetensors.torch import save_file
@@ -547,6 +549,13 @@ def test_velocity_upres_recipe_adds_to_a_frozen_init(tmp_path: Path) -> None:
     again = train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run", resume=True)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["vupres"]["iterations"] == 4
     assert torch.equal(load_state_dict(again.weights)["vupres.body.0.weight"], out["vupres.body.0.weight"])
+    # The command line reports the velocity upres's validation against the linear upsampling.
+    from mlvfx.cli import main
+
+    args = ["train", "smoke2d", "--recipe", str(tmp_path / "r.json"), "--data", str(data)]
+    assert main([*args, "--out", str(tmp_path / "run_cli"), "--skip-data"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("velocity upres: 4 iterations") and "(linear upsampling " in line
     # Missing fine velocity is an error naming the file, before any training.
     (data / "finevel_001000.npz").unlink()
     with pytest.raises(InputError, match=r"finevel_001000\.npz: fine reference velocity .* missing"):

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "model_zoo" / "weights"
 
 
-def _file(model_id: str, suffix: str) -> Path:
-    entry = load_manifest(ROOT / "model_zoo" / "manifest.json").get(model_id)
+def _file(model_id: str, suffix: str, version: str | None = None) -> Path:
+    entry = load_manifest(ROOT / "model_zoo" / "manifest.json").get(model_id, version)
     (f,) = [f for f in entry.files if f.name.endswith(suffix)]
     path = WEIGHTS / f.name
     assert path.stat().st_size == f.size and path.stat().st_size <= 20_000_000  # issue: <= 20 MB
@@ -49,6 +49,33 @@ def test_published_smoke3d_is_a_symmetric_4x_surrogate_with_a_learned_upres() ->
     assert isinstance(net.upres, UpresNet) and net.upres.factor == 4
 
 
+def test_published_smoke3d_0_3_is_0_2_plus_a_velocity_upres() -> None:
+    """0.3.0 keeps 0.2.0's correction and density upres bit for bit (its recipe freezes them) and
+    adds the learned velocity upres, which the stepper's velocity output goes through."""
+    from mlvfx.fluids.scenarios import make_scenario
+    from mlvfx.fluids.surrogate import SurrogateSolver, VelocityUpres, prolong_velocity, surrogate_from_state
+
+    old = load_state_dict(_file("smoke3d", ".safetensors", "0.2.0"))
+    new = load_state_dict(_file("smoke3d", ".safetensors", "0.3.0"))
+    assert set(old) < set(new) and all(torch.equal(old[k], new[k]) for k in old)
+    added = {k.split(".")[0] for k in set(new) - set(old)}
+    # Besides the velocity upres, only the flags 0.2.0's older file lacks, at the defaults it loads with.
+    assert added == {"vupres", "gain", "dilation"}
+    assert float(new["gain"].sum()) == 0.0 and bool((new["dilation"] == 1).all())
+    net, factor = surrogate_from_state(new)
+    assert isinstance(net.vupres, VelocityUpres) and net.vupres.factor == factor == 4
+    sc = make_scenario("plume", 3, 64, seed=0)
+    sur = SurrogateSolver(sc.config, net, sc.obstacles, factor, dtype="float32")
+    src = sur.prepare_sources(sc.sources)
+    rho, vel = sur.solver.zeros()
+    with torch.no_grad():
+        for _ in range(3):
+            rho, vel = sur.advance(rho, vel, src)
+        out, linear = sur.output_velocity(rho, vel, src), prolong_velocity(vel, factor)
+    assert out.shape == (3, 64, 64, 64) and bool(torch.isfinite(out).all())
+    assert float((out - linear).abs().max()) > 1e-4
+
+
 def test_published_smoke3d_128_steps_a_128_cubed_shot() -> None:
     """The 128³ model: the same architecture as smoke3d, fine-tuned weights, a finite 128³ step."""
     from mlvfx.fluids.scenarios import make_scenario
@@ -56,7 +83,7 @@ def test_published_smoke3d_128_steps_a_128_cubed_shot() -> None:
 
     net, factor = surrogate_from_state(load_state_dict(_file("smoke3d_128", ".safetensors")))
     assert factor == 4 and net.dims == 3 and net.symmetric and isinstance(net.upres, UpresNet)
-    base = load_state_dict(_file("smoke3d", ".safetensors"))
+    base = load_state_dict(_file("smoke3d", ".safetensors", "0.2.0"))  # what it was tuned from
     tuned = load_state_dict(_file("smoke3d_128", ".safetensors"))
     weights = {k for k in base if k.startswith(("body.", "upres."))}
     assert weights == {k for k in tuned if k.startswith(("body.", "upres."))}

@@ -257,6 +257,7 @@ def _smoke(args: argparse.Namespace) -> int:
         "seconds": round(res.seconds, 1),
         "weights": None if res.weights is None else str(res.weights),
         "validation": res.validation,
+        "vupres": res.vupres,
     }
     if getattr(args, "json", False):
         print(json.dumps(summary))
@@ -267,4 +268,10 @@ def _smoke(args: argparse.Namespace) -> int:
             f"{res.iterations_done} iterations ({res.stopped}) in {res.seconds / 60:.1f} min -> "
             f"{res.weights}; validation error vs coarse-only {ratios}"
         )
+        if res.vupres is not None:
+            vu = res.vupres
+            print(
+                f"velocity upres: {vu['iterations']} iterations in {vu['seconds'] / 60:.1f} min; validation "
+                f"velocity error {vu['val_score']:.3f} (linear upsampling {vu['linear_val_score']:.3f})"
+            )
     return 0

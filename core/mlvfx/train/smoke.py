@@ -616,6 +616,7 @@ class SmokeTrainResult:
     stopped: str
     weights: Path | None
     validation: dict[str, Any]
+    vupres: dict[str, Any] | None = None
 
 
 def train_surrogate(
@@ -825,7 +826,7 @@ def train_surrogate(
     }
     write_bytes_atomic(out / SUMMARY, (json.dumps(summary, indent=1) + "\n").encode(), overwrite=True)
     emit({"event": "end", "iteration": it, "stopped": stopped, "seconds": round(seconds, 1)})
-    return SmokeTrainResult(out, it, seconds, stopped, weights, result)
+    return SmokeTrainResult(out, it, seconds, stopped, weights, result, vupres_info)
 
 
 UPRES_CHECKPOINT = "upres_checkpoint.pt"
