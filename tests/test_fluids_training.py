@@ -509,9 +509,12 @@ def test_velocity_upres_recipe_adds_to_a_frozen_init(
     save_file(surrogate_state(source, 4), str(init_path))
     vupres = {"iterations": 4, "every": 3, "shots": 2, "width": 4, "depth": 2, "batch": 2, "val_every": 2}
     train = dict(TINY["train"], init=str(init_path), iterations=0)  # type: ignore[arg-type]
-    recipe = load_smoke_recipe(write_recipe(tmp_path / "r.json", train=train, vupres=vupres))
+    long_val = dict(TINY["data"], eval_steps=[5, 12])  # type: ignore[arg-type]  # validation runs the whole shot
+    recipe = load_smoke_recipe(write_recipe(tmp_path / "r.json", train=train, vupres=vupres, data=long_val))
     data = generate_data(tmp_path / "data", recipe)
     assert not list(data.glob("train_*.npz"))  # a kept correction needs no training shots
+    # The validation shot's reference run also wrote its fine velocity (one run, not two).
+    assert [f.name for f in data.glob("finevel_*.npz")] == ["finevel_001000.npz"]
     (data / "finevel_000001.npz").write_bytes(b"not an npz")  # a damaged file is made again
     generate_fine_velocity(data, recipe)
     with np.load(data / "finevel_000000.npz") as z:
@@ -561,6 +564,59 @@ def test_velocity_upres_recipe_adds_to_a_frozen_init(
     with pytest.raises(InputError, match=r"finevel_001000\.npz: fine reference velocity .* missing"):
         train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run2")
     assert not (tmp_path / "run2" / "checkpoint.pt").exists()
+
+
+def test_velocity_upres_taken_from_another_model_as_is_or_as_a_start(tmp_path: Path) -> None:
+    """``vupres.init``: another surrogate's velocity upres, used as it is (0 iterations: no fine
+    data needed) or where training starts; a donor that does not fit is refused before training."""
+    from safetensors.torch import save_file
+
+    from mlvfx.fluids.surrogate import VelocityUpres
+    from mlvfx.train.smoke import generate_fine_velocity
+    from mlvfx.zoo import load_state_dict
+
+    base = CorrectionNet(2, width=4, depth=2, conditions=2)
+    base_path = tmp_path / "base.safetensors"
+    save_file(surrogate_state(base, 4), str(base_path))
+    donor = CorrectionNet(2, width=4, depth=2, conditions=2)
+    donor.vupres = VelocityUpres(2, 4, width=4, depth=2, conditions=2)
+    with torch.no_grad():
+        torch.nn.init.normal_(donor.vupres.body[-1].weight, std=0.01)
+    donor_path = tmp_path / "donor.safetensors"
+    save_file(surrogate_state(donor, 4), str(donor_path))
+    train = dict(TINY["train"], init=str(base_path), iterations=0)  # type: ignore[arg-type]
+
+    as_is = load_smoke_recipe(
+        write_recipe(tmp_path / "a.json", train=train, vupres={"init": str(donor_path)})
+    )
+    data = generate_data(tmp_path / "data", as_is)
+    res = train_surrogate(as_is, data_dir=data, out_dir=tmp_path / "run_a")
+    assert not list(data.glob("finevel_*.npz"))
+    out, given = load_state_dict(res.weights), load_state_dict(donor_path)
+    vkeys = [k for k in given if k.startswith("vupres.")]
+    assert vkeys and all(torch.equal(out[k], given[k]) for k in vkeys)
+    assert all(torch.equal(out[k], v) for k, v in load_state_dict(base_path).items())  # the base's correction
+    records = [json.loads(line) for line in (tmp_path / "run_a" / "log.jsonl").read_text().splitlines()]
+    assert [r["from"] for r in records if r.get("part") == "vupres"] == [str(donor_path)]
+
+    tuned = {"init": str(donor_path), "iterations": 2, "shots": 1, "every": 4, "width": 4, "depth": 2}
+    start = load_smoke_recipe(
+        write_recipe(tmp_path / "b.json", train=train, vupres=tuned | {"lr": 0.0, "lr_min": 0.0})
+    )
+    generate_fine_velocity(data, start)
+    res = train_surrogate(start, data_dir=data, out_dir=tmp_path / "run_b")
+    out = load_state_dict(res.weights)
+    assert all(torch.equal(out[k], given[k]) for k in vkeys)  # lr 0: still the donor's
+    info = json.loads((tmp_path / "run_b" / "summary.json").read_text())["vupres"]
+    assert info["val_score"] != info["linear_val_score"]  # the start was the donor, not linear
+
+    wide = load_smoke_recipe(write_recipe(tmp_path / "c.json", train=train, vupres=tuned | {"width": 6}))
+    with pytest.raises(InputError, match=r"vupres\.init has width 4 and depth 2"):
+        train_surrogate(wide, data_dir=data, out_dir=tmp_path / "run_c")
+    plain = load_smoke_recipe(write_recipe(tmp_path / "d.json", train=train, vupres={"init": str(base_path)}))
+    with pytest.raises(InputError, match=r"base\.safetensors: vupres\.init has no velocity upres"):
+        train_surrogate(plain, data_dir=data, out_dir=tmp_path / "run_d")
+    assert not (tmp_path / "run_c" / "checkpoint.pt").exists()
 
 
 def test_velocity_upres_recipe_validation(tmp_path: Path) -> None:

@@ -144,6 +144,10 @@ class SmokeVelocityUpres:
     the reference again, keeping the cell-centred velocity at output resolution every ``every``
     steps (:func:`generate_fine_velocity`). Every ``val_every`` iterations the validation frames
     are scored and the best net so far is kept.
+
+    ``init``: take the velocity upres of another published surrogate (``zoo:<id>@<version>`` or a
+    safetensors path; same coarsening factor and conditions): training starts from it, and with
+    ``iterations`` 0 it is used as it is (no fine data is made or needed).
     """
 
     iterations: int = 0
@@ -155,6 +159,7 @@ class SmokeVelocityUpres:
     batch: int = 4
     lr: float = 5e-4
     lr_min: float = 2e-5
+    init: str = ""
 
 
 @dataclass(frozen=True)
@@ -282,7 +287,7 @@ def generate_data(
     root: str | os.PathLike[str], recipe: SmokeRecipe, progress: ProgressFn | None = None
 ) -> Path:
     """Run the reference shots that are missing under ``root`` (resumable; atomic per shot)."""
-    from mlvfx.fluids.grid import face_shape
+    from mlvfx.fluids.grid import face_shape, faces_to_centre
     from mlvfx.fluids.scenarios import simulate
     from mlvfx.fluids.surrogate import restrict_density, restrict_faces
     from mlvfx.io.atomic import write_bytes_atomic
@@ -324,6 +329,15 @@ def generate_data(
         fine_dens: list[np.ndarray[Any, Any]] = []
         sc = shot_scenario(recipe, seed)
         steps = max(d.eval_steps) if kind == "val" else d.steps
+        # A validation shot's run also gives the velocity upres its fine frames when it is long enough.
+        keep_vel = (
+            kind == "val"
+            and recipe.vupres.iterations > 0
+            and steps >= d.steps
+            and not _fine_velocity_done(_fine_velocity_path(out, seed), recipe)
+        )
+        vel_steps: list[int] = []
+        vel_frames: list[np.ndarray[Any, Any]] = []
         dens, faces = [], [[] for _ in range(recipe.dims)]  # type: list[np.ndarray[Any, Any]], list[list[Any]]
         fine: dict[str, np.ndarray[Any, Any]] = {}
         zero = restrict_density(torch.zeros(sc.config.shape, dtype=torch.float64), factor)
@@ -343,8 +357,13 @@ def generate_data(
             if keep_fine and i % every == 0:
                 fine_steps.append(i)
                 fine_dens.append(rho.cpu().numpy().astype(np.float16))
+            if keep_vel and i % recipe.vupres.every == 0 and i <= d.steps:
+                vel_steps.append(i)
+                vel_frames.append(torch.stack(faces_to_centre(vel)).cpu().numpy().astype(np.float16))
         if keep_fine:
             _write_fine(_fine_path(out, seed), fine_steps, fine_dens, every)
+        if keep_vel:
+            _write_fine_velocity(_fine_velocity_path(out, seed), vel_steps, vel_frames, recipe.vupres.every)
         buf = io.BytesIO()
         arrays = {"density": np.stack(dens), **{f"vel{c}": np.stack(f) for c, f in enumerate(faces)}, **fine}
         if sc.obstacles is not None:
@@ -454,7 +473,6 @@ def generate_fine_velocity(
     """
     from mlvfx.fluids.grid import faces_to_centre
     from mlvfx.fluids.scenarios import simulate
-    from mlvfx.io.atomic import write_bytes_atomic
 
     out = Path(root)
     out.mkdir(parents=True, exist_ok=True)
@@ -471,13 +489,19 @@ def generate_fine_velocity(
         for i, _, vel in simulate(sc, d.steps, every=every):
             steps.append(i)
             vels.append(torch.stack(faces_to_centre(vel)).cpu().numpy().astype(np.float16))
-        buf = io.BytesIO()
-        np.savez_compressed(buf, velocity=np.stack(vels), steps=np.array(steps), every=np.array(every))
-        write_bytes_atomic(path, buf.getvalue(), overwrite=True)
+        _write_fine_velocity(path, steps, vels, every)
         rate = (n + 1) / max(time.monotonic() - t0, 1e-6) * 60
         report(progress, (n + 1) / len(seeds), f"fine velocity shot {seed} ({rate:.1f} shots/min)")
     report(progress, 1.0, "fine velocity data ready")
     return out
+
+
+def _write_fine_velocity(path: Path, steps: list[int], vels: list[np.ndarray[Any, Any]], every: int) -> None:
+    from mlvfx.io.atomic import write_bytes_atomic
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, velocity=np.stack(vels), steps=np.array(steps), every=np.array(every))
+    write_bytes_atomic(path, buf.getvalue(), overwrite=True)
 
 
 def load_fine_velocity(
@@ -569,6 +593,37 @@ def init_parts(state: dict[str, torch.Tensor], dims: int, factor: int, condition
         part.load_state_dict(own)
         parts[name] = part.float().eval()
     return parts
+
+
+def _vupres_from(recipe: SmokeRecipe, spec: str) -> tuple[Any, dict[str, Any]]:
+    """The velocity upres of the surrogate ``spec`` names (``vupres.init``), and a log record.
+
+    It must fit the recipe's model (coarsening factor, conditions) and, when the recipe trains it
+    further, the recipe's ``vupres`` width and depth.
+    """
+    from mlvfx.fluids.surrogate import surrogate_from_state
+    from mlvfx.train.runlog import init_weights_file
+    from mlvfx.zoo import load_state_dict
+
+    path, record = init_weights_file(spec)
+    donor, factor = surrogate_from_state(load_state_dict(path, device="cpu"), source=str(path))
+    vupres = donor.vupres
+    m, v = recipe.model, recipe.vupres
+    if vupres is None:
+        raise InputError("vupres.init has no velocity upres", path=path)
+    if factor != m.factor or donor.conditions != m.conditions or donor.dims != recipe.dims:
+        raise InputError(
+            f"vupres.init is for a {donor.dims}D {factor}x model with {donor.conditions} conditions, "
+            f"the recipe's is {recipe.dims}D {m.factor}x with {m.conditions}",
+            path=path,
+        )
+    if v.iterations > 0 and (vupres.width, vupres.depth) != (v.width, v.depth):
+        raise InputError(
+            f"vupres.init has width {vupres.width} and depth {vupres.depth}, the recipe's vupres "
+            f"{v.width} and {v.depth}",
+            path=path,
+        )
+    return vupres.float(), record
 
 
 def load_init(net: Any, state: dict[str, torch.Tensor], source: str) -> None:
@@ -696,6 +751,9 @@ def train_surrogate(
                 net.upres = parts["upres"]
             if recipe.vupres.iterations == 0 and "vupres" in parts:
                 net.vupres = parts["vupres"]
+    vupres_init, vupres_record = None, None
+    if recipe.vupres.init and (recipe.vupres.iterations == 0 or not vupres_resumed):
+        vupres_init, vupres_record = _vupres_from(recipe, recipe.vupres.init)
     opt = torch.optim.Adam(net.parameters(), lr=t.lr)
     start, prior = 0, 0.0
     if resume and ckpt.is_file():
@@ -732,6 +790,8 @@ def train_surrogate(
     )
     if init_record is not None and start == 0:
         emit(init_record)
+    if vupres_record is not None and start == 0:
+        emit({**vupres_record, "part": "vupres"})
     budget = 60.0 * (budget_minutes if budget_minutes is not None else t.budget_minutes)
     t0 = time.monotonic()
     last_ckpt = t0
@@ -807,7 +867,11 @@ def train_surrogate(
         emit({"event": "val", "iteration": it, "upres": True, **result})
     vupres_info = None
     if recipe.vupres.iterations > 0 and stopped == "finished":
-        vupres_info = train_vupres(recipe, net, data_dir=root, out_dir=out, resume=resume, log=log)
+        vupres_info = train_vupres(
+            recipe, net, data_dir=root, out_dir=out, resume=resume, log=log, init=vupres_init
+        )
+    elif vupres_init is not None:
+        net.vupres = vupres_init.to(next(net.parameters()).device)  # used as it is
     weights = None
     if it > 0 or frozen:
         weights = save_safetensors(surrogate_state(net, m.factor), out / f"{recipe.name}.safetensors")
@@ -1077,8 +1141,11 @@ def train_vupres(
     out_dir: str | os.PathLike[str],
     resume: bool = False,
     log: LogFn | None = None,
+    init: Any = None,
 ) -> dict[str, Any]:
     """Train ``net.vupres`` (attached here) on the frozen surrogate's own rollouts.
+
+    ``init``: a :class:`~mlvfx.fluids.surrogate.VelocityUpres` to start from (``vupres.init``).
 
     As :func:`train_upres`, for the velocity: inputs are the surrogate's coarse states rolled out
     from the empty domain, the base is the linear upsampling of its velocity (what hosts got
@@ -1099,6 +1166,8 @@ def train_vupres(
         p.requires_grad_(False)
     dev = torch_device(None)  # where the surrogate solvers put the frozen net (see train_upres)
     vupres = VelocityUpres(recipe.dims, m.factor, width=v.width, depth=v.depth, conditions=m.conditions)
+    if init is not None:
+        vupres.load_state_dict(init.state_dict())
     vupres = vupres.float().to(dev)
     with torch.no_grad():
         train = _velocity_frames(recipe, net, load_fine_velocity(root, recipe, "train"), dev)
@@ -1120,8 +1189,9 @@ def train_vupres(
     opt = torch.optim.Adam(vupres.parameters(), lr=v.lr)
     ckpt = out / VUPRES_CHECKPOINT
     start, prior = 0, 0.0
-    linear = score()  # the untrained net is the linear upsampling
-    best: dict[str, Any] = {"score": linear, "iteration": 0, "model": copy.deepcopy(vupres.state_dict())}
+    with torch.no_grad():
+        linear = float(np.mean([rel_l2(prolong_centred(c, m.factor), t.float()) for _, c, t in val] or [0.0]))
+    best: dict[str, Any] = {"score": score(), "iteration": 0, "model": copy.deepcopy(vupres.state_dict())}
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location=dev, weights_only=True)
         try:
@@ -1158,6 +1228,7 @@ def train_vupres(
             "frames": len(train),
             "val_frames": len(val),
             "linear_score": round(linear, 5),
+            "init_score": round(best["score"], 5) if start == 0 else None,
             "params": sum(p.numel() for p in vupres.parameters()),
         }
     )
