@@ -515,7 +515,8 @@ def test_velocity_upres_recipe_adds_to_a_frozen_init(
     assert not list(data.glob("train_*.npz"))  # a kept correction needs no training shots
     # The validation shot's reference run also wrote its fine velocity (one run, not two).
     assert [f.name for f in data.glob("finevel_*.npz")] == ["finevel_001000.npz"]
-    (data / "finevel_000001.npz").write_bytes(b"not an npz")  # a damaged file is made again
+    (data / "finevel_000001.npz").write_bytes(b"not an npz")  # damaged and empty files are made again
+    (data / "finevel_000000.npz").write_bytes(b"")
     generate_fine_velocity(data, recipe)
     with np.load(data / "finevel_000000.npz") as z:
         assert z["steps"].tolist() == [3, 6, 9, 12] and z["velocity"].shape == (4, 2, 32, 32)
@@ -529,9 +530,15 @@ def test_velocity_upres_recipe_adds_to_a_frozen_init(
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     info = summary["vupres"]
     assert info["iterations"] == 4 and info["frames"] == 8  # 2 shots x 4 frames, all with flow
-    assert info["val_score"] <= info["linear_val_score"] and info["best_iteration"] in (0, 2, 4)
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert sorted(r["iteration"] for r in records if r["event"] == "vupres_val") == [2, 4]
+    scores = {r["iteration"]: r["score"] for r in records if r["event"] == "vupres_val"}
+    (start,) = [r for r in records if r["event"] == "vupres_start"]
+    assert (
+        sorted(scores) == [2, 4] and start["init_score"] == start["linear_score"] == info["linear_val_score"]
+    )
+    # The best of the untrained net (= linear upsampling) and every scored iteration is kept.
+    assert info["val_score"] == pytest.approx(min([info["linear_val_score"], *scores.values()]), abs=1e-5)
+    assert info["best_iteration"] in (0, 2, 4)
     init, out = load_state_dict(init_path), load_state_dict(res.weights)
     kept = [k for k in init if k != "meta.factor"]
     assert all(torch.equal(out[k], init[k]) for k in kept)  # correction and upres: the init's
@@ -559,6 +566,9 @@ def test_velocity_upres_recipe_adds_to_a_frozen_init(
     assert main([*args, "--out", str(tmp_path / "run_cli"), "--skip-data"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("velocity upres: 4 iterations") and "(linear upsampling " in line
+    # --iterations cannot turn a recipe that keeps its init's correction into one that trains it.
+    with pytest.raises(InputError, match="cannot switch a recipe"):
+        train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run3", iterations=5)
     # Missing fine velocity is an error naming the file, before any training.
     (data / "finevel_001000.npz").unlink()
     with pytest.raises(InputError, match=r"finevel_001000\.npz: fine reference velocity .* missing"):
@@ -619,6 +629,26 @@ def test_velocity_upres_taken_from_another_model_as_is_or_as_a_start(tmp_path: P
     assert not (tmp_path / "run_c" / "checkpoint.pt").exists()
 
 
+def test_a_kept_init_with_another_factor_is_a_one_line_error(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from mlvfx.fluids.surrogate import UpresNet
+
+    source = CorrectionNet(2, width=4, depth=2, conditions=2)
+    source.upres = UpresNet(2, 2, width=4, depth=2, conditions=2)  # a 2x model's upres
+    init_path = tmp_path / "init2x.safetensors"
+    save_file(surrogate_state(source, 2), str(init_path))
+    train = dict(TINY["train"], init=str(init_path), iterations=0)  # type: ignore[arg-type]
+    recipe = load_smoke_recipe(write_recipe(tmp_path / "r.json", train=train))
+    data = generate_data(tmp_path / "data", recipe)
+    with pytest.raises(InputError, match=r"init2x\.safetensors: the init's upres does not fit .*factor 4"):
+        train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run")
+    # Without --iterations 0 a recipe that trains its correction cannot skip it.
+    trains = load_smoke_recipe(write_recipe(tmp_path / "t.json"))
+    with pytest.raises(InputError, match="cannot switch a recipe"):
+        train_surrogate(trains, data_dir=data, out_dir=tmp_path / "run", iterations=0)
+
+
 def test_velocity_upres_recipe_validation(tmp_path: Path) -> None:
     frozen = dict(TINY["train"], iterations=0)  # type: ignore[arg-type]
     with pytest.raises(InputError, match=r"iterations 0 .* needs train\.init"):
@@ -627,6 +657,8 @@ def test_velocity_upres_recipe_validation(tmp_path: Path) -> None:
         load_smoke_recipe(write_recipe(tmp_path / "b.json", vupres={"iterations": 2, "shots": 1001}))
     with pytest.raises(InputError, match="vupres needs"):
         load_smoke_recipe(write_recipe(tmp_path / "c.json", vupres={"iterations": 2, "every": 0}))
+    with pytest.raises(InputError, match=r"every <= data\.steps"):
+        load_smoke_recipe(write_recipe(tmp_path / "e.json", vupres={"iterations": 2, "every": 13}))
     with pytest.raises(InputError, match="unknown"):
         load_smoke_recipe(write_recipe(tmp_path / "d.json", vupres={"iterations": 2, "speed": 1}))
 

@@ -34,6 +34,8 @@ import math
 import os
 import random
 import time
+import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,8 +254,8 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
     v = r.vupres
     if v.iterations < 0 or v.every < 1 or v.width < 2 or v.depth < 2 or v.batch < 1 or v.val_every < 1:
         problems.append("vupres needs iterations >= 0, every, val_every, batch >= 1, width and depth >= 2")
-    if v.iterations > 0 and v.shots < 1:
-        problems.append("vupres needs shots >= 1")
+    if v.iterations > 0 and (v.shots < 1 or v.every > r.data.steps):
+        problems.append("vupres needs shots >= 1 and every <= data.steps")
     vupres_seeds = set(range(r.data.train_seed, r.data.train_seed + v.shots))
     if v.iterations > 0 and (
         vupres_seeds & set(range(r.data.val_seed, r.data.val_seed + r.data.val_shots))
@@ -457,8 +459,8 @@ def _fine_velocity_done(path: Path, recipe: SmokeRecipe) -> bool:
     try:
         with np.load(path, allow_pickle=False) as z:
             return int(z["every"]) == every and int(z["steps"][-1]) == steps - steps % every
-    except (OSError, ValueError, KeyError):
-        return False  # a foreign or damaged file is made again
+    except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile):
+        return False  # a foreign, empty or damaged file is made again
 
 
 def generate_fine_velocity(
@@ -504,19 +506,31 @@ def _write_fine_velocity(path: Path, steps: list[int], vels: list[np.ndarray[Any
     write_bytes_atomic(path, buf.getvalue(), overwrite=True)
 
 
+def check_fine_velocity(root: Path, recipe: SmokeRecipe) -> None:
+    """Raise the error :func:`load_fine_velocity` would, without reading the frames."""
+    for seeds in fine_velocity_seeds(recipe).values():
+        for seed in seeds:
+            _fine_velocity_file(root, recipe, seed)
+
+
+def _fine_velocity_file(root: Path, recipe: SmokeRecipe, seed: int) -> Path:
+    path = _fine_velocity_path(root, seed)
+    if not _fine_velocity_done(path, recipe):
+        raise InputError(
+            "fine reference velocity for the velocity upres is missing or was made with other "
+            "settings (run without --skip-data)",
+            path=path,
+        )
+    return path
+
+
 def load_fine_velocity(
     root: Path, recipe: SmokeRecipe, kind: str
 ) -> dict[int, tuple[list[int], torch.Tensor]]:
     """``{seed: (steps, velocities (T, dims, *fine) float16)}`` of the velocity upres's ``kind`` shots."""
     out = {}
     for seed in fine_velocity_seeds(recipe)[kind]:
-        path = _fine_velocity_path(root, seed)
-        if not _fine_velocity_done(path, recipe):
-            raise InputError(
-                "fine reference velocity for the velocity upres is missing or was made with other "
-                "settings (run without --skip-data)",
-                path=path,
-            )
+        path = _fine_velocity_file(root, recipe, seed)
         with np.load(path, allow_pickle=False) as z:
             out[seed] = ([int(i) for i in z["steps"]], torch.from_numpy(z["velocity"]))
     return out
@@ -577,20 +591,34 @@ def _is_output_part(key: str) -> bool:
     return key.startswith(("upres.", "vupres."))
 
 
-def init_parts(state: dict[str, torch.Tensor], dims: int, factor: int, conditions: int) -> dict[str, Any]:
-    """The upres and velocity upres an init file has (``{"upres": net, "vupres": net}``, loaded)."""
+def init_parts(
+    state: dict[str, torch.Tensor], recipe: SmokeRecipe, names: Sequence[str], source: str
+) -> dict[str, Any]:
+    """The parts ``names`` (``"upres"``, ``"vupres"``) an init file has, loaded (absent ones left out).
+
+    Raises:
+        InputError: a part does not fit the recipe's model (another coarsening factor or conditions).
+    """
     from mlvfx.fluids.surrogate import UpresNet, VelocityUpres
 
+    m = recipe.model
+    classes = {"upres": UpresNet, "vupres": VelocityUpres}
     parts: dict[str, Any] = {}
-    for name, cls in (("upres", UpresNet), ("vupres", VelocityUpres)):
+    for name in names:
         own = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
         convs = [k for k in own if k.startswith("body.") and k.endswith(".weight")]
         if not convs:
             continue
-        part = cls(
-            dims, factor, width=int(own["body.0.weight"].shape[0]), depth=len(convs), conditions=conditions
-        )
-        part.load_state_dict(own)
+        width = int(own["body.0.weight"].shape[0])
+        part = classes[name](recipe.dims, m.factor, width=width, depth=len(convs), conditions=m.conditions)
+        try:
+            part.load_state_dict(own)
+        except RuntimeError:
+            raise InputError(
+                f"the init's {name} does not fit the recipe's model (factor {m.factor}, "
+                f"{m.conditions} conditions); a recipe that keeps the init needs the init's factor",
+                path=source,
+            ) from None
         parts[name] = part.float().eval()
     return parts
 
@@ -692,6 +720,11 @@ def train_surrogate(
     if iterations is not None:
         from dataclasses import replace
 
+        if (iterations == 0) != (recipe.train.iterations == 0):
+            raise InputError(
+                "--iterations cannot switch a recipe between training its correction and keeping "
+                f"its init's (the recipe has train.iterations {recipe.train.iterations})"
+            )
         recipe = replace(recipe, train=replace(recipe.train, iterations=iterations))
     t = recipe.train
     out = Path(out_dir)
@@ -703,8 +736,7 @@ def train_surrogate(
     train = [] if frozen else load_shots(root, recipe, "train")
     val = load_shots(root, recipe, "val")
     if recipe.vupres.iterations > 0:  # fail now, not after hours of training
-        load_fine_velocity(root, recipe, "train")
-        load_fine_velocity(root, recipe, "val")
+        check_fine_velocity(root, recipe)
     if recipe.upres.iterations > 0:
         for seed in range(recipe.data.train_seed, recipe.data.train_seed + upres_shots(recipe)):
             if not _fine_path(root, seed).exists():
@@ -745,12 +777,14 @@ def train_surrogate(
         init, init_record = init_state(t.init)
         load_init(net, init, t.init)  # checked even when the checkpoint then replaces it
         init_upres = {k[len("upres.") :]: v for k, v in init.items() if k.startswith("upres.")} or None
-        if frozen:
-            parts = init_parts(init, recipe.dims, m.factor, m.conditions)
-            if recipe.upres.iterations == 0 and "upres" in parts:
-                net.upres = parts["upres"]
-            if recipe.vupres.iterations == 0 and "vupres" in parts:
-                net.vupres = parts["vupres"]
+        if frozen:  # the parts the recipe does not train are the init's
+            keep = [
+                n
+                for n, stage in (("upres", recipe.upres), ("vupres", recipe.vupres))
+                if stage.iterations == 0
+            ]
+            for name, part in init_parts(init, recipe, keep, t.init).items():
+                setattr(net, name, part)
     vupres_init, vupres_record = None, None
     if recipe.vupres.init and (recipe.vupres.iterations == 0 or not vupres_resumed):
         vupres_init, vupres_record = _vupres_from(recipe, recipe.vupres.init)
@@ -870,7 +904,7 @@ def train_surrogate(
         vupres_info = train_vupres(
             recipe, net, data_dir=root, out_dir=out, resume=resume, log=log, init=vupres_init
         )
-    elif vupres_init is not None:
+    elif recipe.vupres.iterations == 0 and vupres_init is not None:
         net.vupres = vupres_init.to(next(net.parameters()).device)  # used as it is
     weights = None
     if it > 0 or frozen:
