@@ -321,6 +321,19 @@ def upres_layers(dims: int, width: int, depth: int, conditions: int) -> tuple[li
     return layers, hidden
 
 
+def upres_body(
+    dims: int, width: int, depth: int, conditions: int, odd_out: Sequence[bool], perm: Sequence[int]
+) -> nn.Sequential:
+    """:func:`upres_layers` plus a zero-initialised sub-cell head (channels ``odd_out``, which the
+    mirror permutes by ``perm``): untrained, an upres built on it changes nothing."""
+    layers, hidden = upres_layers(dims, width, depth, conditions)
+    head = MirrorConv(dims, hidden, list(odd_out), perm=list(perm))
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    layers.append(head)
+    return nn.Sequential(*layers)
+
+
 class UpresNet(nn.Module):
     """The learned upres: a coarse surrogate state -> the density at output resolution.
 
@@ -336,12 +349,8 @@ class UpresNet(nn.Module):
         super().__init__()
         if dims not in (2, 3) or factor < 2 or width < 2 or depth < 2:
             raise InputError(f"bad UpresNet: dims {dims}, factor {factor}, width {width}, depth {depth}")
-        layers, hidden = upres_layers(dims, width, depth, conditions)
-        head = MirrorConv(dims, hidden, [False] * factor**dims, perm=_subcell_mirror(factor, dims))
-        nn.init.zeros_(head.weight)
-        nn.init.zeros_(head.bias)
-        layers.append(head)
-        self.body = nn.Sequential(*layers)
+        odd_out = [False] * factor**dims
+        self.body = upres_body(dims, width, depth, conditions, odd_out, _subcell_mirror(factor, dims))
         self.dims = dims
         self.factor = factor
         self.width = width
@@ -375,16 +384,11 @@ class VelocityUpres(nn.Module):
         super().__init__()
         if dims not in (2, 3) or factor < 2 or width < 2 or depth < 2:
             raise InputError(f"bad VelocityUpres: dims {dims}, factor {factor}, width {width}, depth {depth}")
-        layers, hidden = upres_layers(dims, width, depth, conditions)
         sub = factor**dims
         cell = _subcell_mirror(factor, dims)
         perm = [c * sub + cell[k] for c in range(dims) for k in range(sub)]
         odd_out = [c == 0 for c in range(dims) for _ in range(sub)]  # the X velocity flips sign
-        head = MirrorConv(dims, hidden, odd_out, perm=perm)
-        nn.init.zeros_(head.weight)
-        nn.init.zeros_(head.bias)
-        layers.append(head)
-        self.body = nn.Sequential(*layers)
+        self.body = upres_body(dims, width, depth, conditions, odd_out, perm)
         self.dims = dims
         self.factor = factor
         self.width = width

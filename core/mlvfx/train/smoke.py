@@ -35,7 +35,7 @@ import os
 import random
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1034,14 +1034,73 @@ def train_upres(
         upres.train()
         return float(np.mean(errors)) if errors else 0.0
 
-    opt = torch.optim.Adam(upres.parameters(), lr=u.lr)
-    ckpt = out / UPRES_CHECKPOINT
+    def batch(idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.stack([xs[k] for k in idx])
+        base = torch.stack([smooth[k] for k in idx])
+        return upres.upsample(base, x), torch.stack([targets[k] for k in idx])
+
+    it, seconds, best = _fit_part(
+        recipe,
+        upres,
+        u,
+        name="upres",
+        salt=1_000_033,
+        batch=batch,
+        score=score,
+        checkpoint=out / UPRES_CHECKPOINT,
+        resume=resume,
+        emit=run_logger(out, log),
+        start_info={"frames": len(xs), "init": init_used},
+    )
+    net.upres = upres
+    return {
+        "iterations": it,
+        "best_iteration": best["iteration"],
+        "val_score": round(best["score"], 5),
+        "seconds": round(seconds, 1),
+        "frames": len(xs),
+        "params": sum(p.numel() for p in upres.parameters()),
+    }
+
+
+def _fit_part(
+    recipe: SmokeRecipe,
+    part: torch.nn.Module,
+    stage: SmokeUpres | SmokeVelocityUpres,
+    *,
+    name: str,
+    salt: int,
+    batch: Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]],
+    score: Callable[[], float],
+    checkpoint: Path,
+    resume: bool,
+    emit: LogFn,
+    start_info: dict[str, Any],
+) -> tuple[int, float, dict[str, Any]]:
+    """The training loop an output part (upres, velocity upres) shares; returns ``(iterations,
+    seconds, best)`` with the best part loaded, in eval mode and frozen.
+
+    ``batch(indices)`` gives ``(prediction, target)`` for frames drawn from ``start_info["frames"]``
+    (batches depend only on ``(recipe.seed, salt, iteration)``). Loss: the relative squared error
+    per frame. Adam with the stage's cosine learning rate, gradients clipped at 1. Every
+    ``stage.val_every`` iterations ``score()`` (lower is better) decides the best part so far,
+    which starts as the part itself. Checkpoints at the end and every ``train.checkpoint_minutes``;
+    ``resume`` continues from one.
+    """
+    opt = torch.optim.Adam(part.parameters(), lr=stage.lr)
     start, prior = 0, 0.0
-    best: dict[str, Any] = {"score": score(), "iteration": 0, "model": copy.deepcopy(upres.state_dict())}
-    if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        upres.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+    first = score()
+    best: dict[str, Any] = {"score": first, "iteration": 0, "model": copy.deepcopy(part.state_dict())}
+    if resume and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location=next(part.parameters()).device, weights_only=True)
+        try:
+            part.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            detail = str(exc).splitlines()[0]
+            raise InputError(
+                f"checkpoint does not match the recipe's {name} ({detail})", path=checkpoint
+            ) from None
         start, prior = int(state["iteration"]), float(state["seconds"])
         best = {
             "score": float(state["best_score"]),
@@ -1051,7 +1110,7 @@ def train_upres(
 
     def save(iteration: int, seconds: float) -> None:
         state = {
-            "model": upres.state_dict(),
+            "model": part.state_dict(),
             "optimizer": opt.state_dict(),
             "iteration": iteration,
             "seconds": seconds,
@@ -1059,58 +1118,54 @@ def train_upres(
             "best_score": best["score"],
             "best_iteration": best["iteration"],
         }
-        save_checkpoint(ckpt, state)
+        save_checkpoint(checkpoint, state)
 
-    emit = run_logger(out, log)
-
+    frames = int(start_info["frames"])
     emit(
         {
-            "event": "upres_start",
+            "event": f"{name}_start",
             "iteration": start,
-            "iterations": u.iterations,
-            "frames": len(xs),
-            "params": sum(p.numel() for p in upres.parameters()),
-            "init": init_used,
+            "iterations": stage.iterations,
+            **start_info,
+            "init_score": round(first, 5) if start == 0 else None,
+            "params": sum(p.numel() for p in part.parameters()),
         }
     )
     t0 = last = time.monotonic()
     running = None
     it = start
-    while it < u.iterations:
-        rng = random.Random(recipe.seed * 1_000_033 + it)  # noqa: S311 (batch sampling)
-        idx = [rng.randrange(len(xs)) for _ in range(u.batch)]
-        x = torch.stack([xs[k] for k in idx])
-        base = torch.stack([smooth[k] for k in idx])
-        target = torch.stack([targets[k] for k in idx])
-        cos = 0.5 * (1 + math.cos(math.pi * it / max(u.iterations, 1)))
+    while it < stage.iterations:
+        rng = random.Random(recipe.seed * salt + it)  # noqa: S311 (batch sampling)
+        idx = [rng.randrange(frames) for _ in range(stage.batch)]
+        cos = 0.5 * (1 + math.cos(math.pi * it / max(stage.iterations, 1)))
         for g in opt.param_groups:
-            g["lr"] = u.lr_min + (u.lr - u.lr_min) * cos
-        pred = upres.upsample(base, x)
+            g["lr"] = stage.lr_min + (stage.lr - stage.lr_min) * cos
+        pred, target = batch(idx)
         dims = tuple(range(1, pred.dim()))
         loss = ((pred - target).pow(2).sum(dims) / target.pow(2).sum(dims).clamp(min=1e-12)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(upres.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(part.parameters(), 1.0)
         opt.step()
         it += 1
         value = float(loss.detach())
         running = value if running is None else 0.95 * running + 0.05 * value
-        if it % recipe.train.log_every == 0 or it == u.iterations:
+        if it % recipe.train.log_every == 0 or it == stage.iterations:
             emit(
                 {
-                    "event": "upres",
+                    "event": name,
                     "iteration": it,
                     "loss": round(running, 5),
                     "seconds": round(prior + time.monotonic() - t0, 1),
                 }
             )
-        if it % u.val_every == 0 or it == u.iterations:
+        if it % stage.val_every == 0 or it == stage.iterations:
             value = score()
             if value < best["score"]:
-                best = {"score": value, "iteration": it, "model": copy.deepcopy(upres.state_dict())}
+                best = {"score": value, "iteration": it, "model": copy.deepcopy(part.state_dict())}
             emit(
                 {
-                    "event": "upres_val",
+                    "event": f"{name}_val",
                     "iteration": it,
                     "score": round(value, 5),
                     "best": round(best["score"], 5),
@@ -1122,18 +1177,11 @@ def train_upres(
             last = time.monotonic()
     seconds = prior + time.monotonic() - t0
     save(it, seconds)
-    upres.load_state_dict(best["model"])
-    net.upres = upres.eval()
-    for p in upres.parameters():
+    part.load_state_dict(best["model"])
+    part.eval()
+    for p in part.parameters():
         p.requires_grad_(False)
-    return {
-        "iterations": it,
-        "best_iteration": best["iteration"],
-        "val_score": round(best["score"], 5),
-        "seconds": round(seconds, 1),
-        "frames": len(xs),
-        "params": sum(p.numel() for p in upres.parameters()),
-    }
+    return it, seconds, best
 
 
 VUPRES_CHECKPOINT = "vupres_checkpoint.pt"
@@ -1220,105 +1268,29 @@ def train_vupres(
         vupres.train()
         return float(np.mean(errors)) if errors else 0.0
 
-    opt = torch.optim.Adam(vupres.parameters(), lr=v.lr)
-    ckpt = out / VUPRES_CHECKPOINT
-    start, prior = 0, 0.0
     with torch.no_grad():
         linear = float(np.mean([rel_l2(prolong_centred(c, m.factor), t.float()) for _, c, t in val] or [0.0]))
-    best: dict[str, Any] = {"score": score(), "iteration": 0, "model": copy.deepcopy(vupres.state_dict())}
-    if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
-        try:
-            vupres.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            detail = str(exc).splitlines()[0]
-            raise InputError(f"checkpoint does not match the recipe's vupres ({detail})", path=ckpt) from None
-        start, prior = int(state["iteration"]), float(state["seconds"])
-        best = {
-            "score": float(state["best_score"]),
-            "iteration": int(state["best_iteration"]),
-            "model": state["best_model"],
-        }
 
-    def save(iteration: int, seconds: float) -> None:
-        state = {
-            "model": vupres.state_dict(),
-            "optimizer": opt.state_dict(),
-            "iteration": iteration,
-            "seconds": seconds,
-            "best_model": best["model"],
-            "best_score": best["score"],
-            "best_iteration": best["iteration"],
-        }
-        save_checkpoint(ckpt, state)
-
-    emit = run_logger(out, log)
-    emit(
-        {
-            "event": "vupres_start",
-            "iteration": start,
-            "iterations": v.iterations,
-            "frames": len(train),
-            "val_frames": len(val),
-            "linear_score": round(linear, 5),
-            "init_score": round(best["score"], 5) if start == 0 else None,
-            "params": sum(p.numel() for p in vupres.parameters()),
-        }
-    )
-    t0 = last = time.monotonic()
-    running = None
-    it = start
-    while it < v.iterations:
-        rng = random.Random(recipe.seed * 1_000_037 + it)  # noqa: S311 (batch sampling)
-        idx = [rng.randrange(len(train)) for _ in range(v.batch)]
+    def batch(idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.stack([train[k][0] for k in idx])
         base = torch.stack([prolong_centred(train[k][1], m.factor) for k in idx])
         target = torch.stack([train[k][2] for k in idx]).to(dev).float()
-        cos = 0.5 * (1 + math.cos(math.pi * it / max(v.iterations, 1)))
-        for g in opt.param_groups:
-            g["lr"] = v.lr_min + (v.lr - v.lr_min) * cos
-        pred = base + vupres(x)
-        dims = tuple(range(1, pred.dim()))
-        loss = ((pred - target).pow(2).sum(dims) / target.pow(2).sum(dims).clamp(min=1e-12)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vupres.parameters(), 1.0)
-        opt.step()
-        it += 1
-        value = float(loss.detach())
-        running = value if running is None else 0.95 * running + 0.05 * value
-        if it % recipe.train.log_every == 0 or it == v.iterations:
-            emit(
-                {
-                    "event": "vupres",
-                    "iteration": it,
-                    "loss": round(running, 5),
-                    "seconds": round(prior + time.monotonic() - t0, 1),
-                }
-            )
-        if it % v.val_every == 0 or it == v.iterations:
-            value = score()
-            if value < best["score"]:
-                best = {"score": value, "iteration": it, "model": copy.deepcopy(vupres.state_dict())}
-            emit(
-                {
-                    "event": "vupres_val",
-                    "iteration": it,
-                    "score": round(value, 5),
-                    "best": round(best["score"], 5),
-                    "best_iteration": best["iteration"],
-                }
-            )
-        if time.monotonic() - last >= 60.0 * recipe.train.checkpoint_minutes:
-            save(it, prior + time.monotonic() - t0)
-            last = time.monotonic()
-    seconds = prior + time.monotonic() - t0
-    save(it, seconds)
-    vupres.load_state_dict(best["model"])
-    net.vupres = vupres.eval()
-    for p in vupres.parameters():
-        p.requires_grad_(False)
+        return base + vupres(x), target
+
+    it, seconds, best = _fit_part(
+        recipe,
+        vupres,
+        v,
+        name="vupres",
+        salt=1_000_037,
+        batch=batch,
+        score=score,
+        checkpoint=out / VUPRES_CHECKPOINT,
+        resume=resume,
+        emit=run_logger(out, log),
+        start_info={"frames": len(train), "val_frames": len(val), "linear_score": round(linear, 5)},
+    )
+    net.vupres = vupres
     return {
         "iterations": it,
         "best_iteration": best["iteration"],
