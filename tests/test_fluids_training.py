@@ -559,6 +559,20 @@ def test_velocity_upres_recipe_adds_to_a_frozen_init(
     again = train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run", resume=True)
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["vupres"]["iterations"] == 4
     assert torch.equal(load_state_dict(again.weights)["vupres.body.0.weight"], out["vupres.body.0.weight"])
+    # A stage checkpoint made on another correction is set aside: the stage starts again.
+    ckpt = tmp_path / "run" / "vupres_checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({**state, "correction": "another"}, ckpt)
+    train_surrogate(recipe, data_dir=data, out_dir=tmp_path / "run", resume=True)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "end"
+    assert [r["event"] for r in records if r["event"].startswith("vupres_")][-4:] == [
+        "vupres_restart",
+        "vupres_start",
+        "vupres_val",
+        "vupres_val",
+    ]
+    assert [r["iteration"] for r in records if r["event"] == "vupres_start"][-1] == 0
     # The command line reports the velocity upres's validation against the linear upsampling.
     from mlvfx.cli import main
 

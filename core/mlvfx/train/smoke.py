@@ -1050,6 +1050,7 @@ def train_upres(
         checkpoint=out / UPRES_CHECKPOINT,
         resume=resume,
         emit=run_logger(out, log),
+        correction=correction_fingerprint(net),
         start_info={"frames": len(xs), "init": init_used},
     )
     net.upres = upres
@@ -1061,6 +1062,18 @@ def train_upres(
         "frames": len(xs),
         "params": sum(p.numel() for p in upres.parameters()),
     }
+
+
+def correction_fingerprint(net: Any) -> str:
+    """sha256 of a surrogate's correction weights (not its output parts): what its rollouts depend on."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, value in sorted(net.state_dict().items()):
+        if not _is_output_part(key):
+            digest.update(key.encode())
+            digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _fit_part(
@@ -1076,6 +1089,7 @@ def _fit_part(
     resume: bool,
     emit: LogFn,
     start_info: dict[str, Any],
+    correction: str,
 ) -> tuple[int, float, dict[str, Any]]:
     """The training loop an output part (upres, velocity upres) shares; returns ``(iterations,
     seconds, best)`` with the best part loaded, in eval mode and frozen.
@@ -1085,14 +1099,23 @@ def _fit_part(
     per frame. Adam with the stage's cosine learning rate, gradients clipped at 1. Every
     ``stage.val_every`` iterations ``score()`` (lower is better) decides the best part so far,
     which starts as the part itself. Checkpoints at the end and every ``train.checkpoint_minutes``;
-    ``resume`` continues from one.
+    ``resume`` continues from one made on the same correction (``correction``, its
+    :func:`correction_fingerprint`). A checkpoint made on another correction (a short test run
+    resumed by the full one) is set aside and the stage starts again: its part learned another
+    model's rollouts.
     """
     opt = torch.optim.Adam(part.parameters(), lr=stage.lr)
     start, prior = 0, 0.0
     first = score()
     best: dict[str, Any] = {"score": first, "iteration": 0, "model": copy.deepcopy(part.state_dict())}
+    state = None
     if resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location=next(part.parameters()).device, weights_only=True)
+        made_on = state.get("correction", correction)  # older checkpoints do not say
+        if made_on != correction:
+            emit({"event": f"{name}_restart", "reason": "its checkpoint was made on another correction"})
+            state = None
+    if state is not None:
         try:
             part.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -1117,6 +1140,7 @@ def _fit_part(
             "best_model": best["model"],
             "best_score": best["score"],
             "best_iteration": best["iteration"],
+            "correction": correction,
         }
         save_checkpoint(checkpoint, state)
 
@@ -1288,6 +1312,7 @@ def train_vupres(
         checkpoint=out / VUPRES_CHECKPOINT,
         resume=resume,
         emit=run_logger(out, log),
+        correction=correction_fingerprint(net),
         start_info={"frames": len(train), "val_frames": len(val), "linear_score": round(linear, 5)},
     )
     net.vupres = vupres
