@@ -83,8 +83,14 @@ def test_published_smoke3d_128_steps_a_128_cubed_shot() -> None:
 
     net, factor = surrogate_from_state(load_state_dict(_file("smoke3d_128", ".safetensors")))
     assert factor == 4 and net.dims == 3 and net.symmetric and isinstance(net.upres, UpresNet)
+    assert net.vupres is not None  # 0.2.0: 0.1.0 plus a velocity upres fine-tuned at 128³
     base = load_state_dict(_file("smoke3d", ".safetensors", "0.2.0"))  # what it was tuned from
     tuned = load_state_dict(_file("smoke3d_128", ".safetensors"))
+    first = load_state_dict(_file("smoke3d_128", ".safetensors", "0.1.0"))
+    assert all(torch.equal(first[k], tuned[k]) for k in first)  # 0.1.0's correction and upres, kept
+    donor = load_state_dict(_file("smoke3d", ".safetensors", "0.3.0"))  # where its velocity upres started
+    vkeys = [k for k in tuned if k.startswith("vupres.")]
+    assert vkeys and any(not torch.equal(donor[k], tuned[k]) for k in vkeys)  # fine-tuned, not a copy
     weights = {k for k in base if k.startswith(("body.", "upres."))}
     assert weights == {k for k in tuned if k.startswith(("body.", "upres."))}
     assert any(not torch.equal(base[k], tuned[k]) for k in weights)  # fine-tuned, not a copy
