@@ -388,21 +388,34 @@ def _fine_path(root: Path, seed: int) -> Path:
     return root / f"fine_{seed:06d}.npz"
 
 
-def _fine_done(path: Path, recipe: SmokeRecipe) -> bool:
-    """Whether ``path`` holds a finished fine shot for ``recipe`` (its ``upres.every`` and length)."""
+def _frames_done(path: Path, every: int, steps: int) -> bool:
+    """Whether ``path`` holds a finished file of fine frames every ``every`` steps of ``steps``."""
     if not path.exists():
         return False
-    every, steps = recipe.upres.every, recipe.data.steps
-    with np.load(path, allow_pickle=False) as z:
-        return int(z["every"]) == every and int(z["steps"][-1]) == steps - steps % every
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return int(z["every"]) == every and int(z["steps"][-1]) == steps - steps % every
+    except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile):
+        return False  # a foreign, empty or damaged file is made again
 
 
-def _write_fine(path: Path, steps: list[int], dens: list[np.ndarray[Any, Any]], every: int) -> None:
+def _write_frames(
+    path: Path, key: str, steps: list[int], frames: list[np.ndarray[Any, Any]], every: int
+) -> None:
     from mlvfx.io.atomic import write_bytes_atomic
 
     buf = io.BytesIO()
-    np.savez_compressed(buf, density=np.stack(dens), steps=np.array(steps), every=np.array(every))
+    np.savez_compressed(buf, **{key: np.stack(frames)}, steps=np.array(steps), every=np.array(every))
     write_bytes_atomic(path, buf.getvalue(), overwrite=True)
+
+
+def _fine_done(path: Path, recipe: SmokeRecipe) -> bool:
+    """Whether ``path`` holds a finished fine shot for ``recipe`` (its ``upres.every`` and length)."""
+    return _frames_done(path, recipe.upres.every, recipe.data.steps)
+
+
+def _write_fine(path: Path, steps: list[int], dens: list[np.ndarray[Any, Any]], every: int) -> None:
+    _write_frames(path, "density", steps, dens, every)
 
 
 def generate_fine(
@@ -453,14 +466,7 @@ def fine_velocity_seeds(recipe: SmokeRecipe) -> dict[str, list[int]]:
 
 def _fine_velocity_done(path: Path, recipe: SmokeRecipe) -> bool:
     """Whether ``path`` holds a finished fine-velocity shot for ``recipe`` (``vupres.every``, length)."""
-    if not path.exists():
-        return False
-    every, steps = recipe.vupres.every, recipe.data.steps
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return int(z["every"]) == every and int(z["steps"][-1]) == steps - steps % every
-    except (OSError, ValueError, KeyError, IndexError, EOFError, zipfile.BadZipFile):
-        return False  # a foreign, empty or damaged file is made again
+    return _frames_done(path, recipe.vupres.every, recipe.data.steps)
 
 
 def generate_fine_velocity(
@@ -499,11 +505,7 @@ def generate_fine_velocity(
 
 
 def _write_fine_velocity(path: Path, steps: list[int], vels: list[np.ndarray[Any, Any]], every: int) -> None:
-    from mlvfx.io.atomic import write_bytes_atomic
-
-    buf = io.BytesIO()
-    np.savez_compressed(buf, velocity=np.stack(vels), steps=np.array(steps), every=np.array(every))
-    write_bytes_atomic(path, buf.getvalue(), overwrite=True)
+    _write_frames(path, "velocity", steps, vels, every)
 
 
 def check_fine_velocity(root: Path, recipe: SmokeRecipe) -> None:
