@@ -354,6 +354,8 @@ def test_output_velocity_uses_the_velocity_upres_is_zero_in_obstacles_and_round_
         net.vupres = VelocityUpres(2, 4, width=4, depth=2, conditions=2).double()  # as the solver
         torch.nn.init.normal_(net.vupres.body[-1].weight, std=0.5)
         learned = surrogate.output_velocity(rho, vel, sources)
+        both = surrogate.outputs(rho, vel, sources)  # what the stepper calls: the same two outputs
+    assert torch.equal(both[1], learned) and torch.equal(both[0], surrogate.output_density(rho, vel, sources))
     fluid = ~solid
     # Without a velocity upres: the linear upsampling, zeroed inside the obstacle like the reference.
     assert torch.equal(plain[:, fluid], linear[:, fluid]) and float(linear[:, solid].abs().max()) > 0

@@ -287,7 +287,7 @@ def time_methods(net: Any, factor: int, spec: BenchSpec) -> dict[str, float]:
         methods["surrogate"] = method(
             lambda d, v: sur.advance(d, v, src),
             coarse.zeros(),
-            lambda d, v: (sur.output_density(d, v, src), sur.output_velocity(d, v, src)),
+            lambda d, v: sur.outputs(d, v, src),
         )
         if net.upres is not None:
             methods["surrogate_smooth"] = method(

@@ -672,19 +672,38 @@ class SurrogateSolver:
         channels += [torch.full_like(density, c) for c in self._conditions]
         return torch.stack(channels)[None]
 
-    def output_density(
+    def outputs(
         self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`output_density` and :meth:`output_velocity`, the nets' inputs built once."""
+        learned = self.net.upres is not None or self.net.vupres is not None
+        x = self.inputs(density, vel, sources) if learned else None
+        return self.output_density(density, vel, sources, x), self.output_velocity(density, vel, sources, x)
+
+    def output_density(
+        self,
+        density: torch.Tensor,
+        vel: Faces,
+        sources: Sequence[PreparedSource] = (),
+        x: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The density at output resolution: the learned upres if the model has one, else smooth."""
+        """The density at output resolution: the learned upres if the model has one, else smooth.
+
+        ``x``: the nets' inputs for this state (:meth:`inputs`), when the caller has them already.
+        """
         up = prolong_density(density, self.factor)
         upres = self.net.upres
         if upres is None:
             return up
-        out = upres.upsample(up, self.inputs(density, vel, sources))
+        out = upres.upsample(up, self.inputs(density, vel, sources) if x is None else x)
         return out if self.fine_solid is None else out.masked_fill(self.fine_solid, 0.0)
 
     def output_velocity(
-        self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
+        self,
+        density: torch.Tensor,
+        vel: Faces,
+        sources: Sequence[PreparedSource] = (),
+        x: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The cell-centred velocity ``(dims, *fine)`` at output resolution: the linear upsampling,
         plus the learned velocity upres's correction if the model has one; zero inside the fine
@@ -692,7 +711,7 @@ class SurrogateSolver:
         out = prolong_velocity(vel, self.factor)
         vupres = self.net.vupres
         if vupres is not None:
-            out = vupres.upsample(out, self.inputs(density, vel, sources))
+            out = vupres.upsample(out, self.inputs(density, vel, sources) if x is None else x)
         return out if self.fine_solid is None else out.masked_fill(self.fine_solid, 0.0)
 
     def mass_budget(
@@ -963,9 +982,8 @@ class SurrogateStepper(HostStepper):
     def _to_host(self, state: tuple[torch.Tensor, Faces]) -> tuple[Array, Array]:
         assert self._surrogate is not None
         rho, vel = state
-        out_rho = self._surrogate.output_density(rho, vel, self._sources).float().cpu().numpy()
-        fine_v = self._surrogate.output_velocity(rho, vel, self._sources)
-        return out_rho, fine_v.movedim(0, -1).float().cpu().numpy()
+        out_rho, fine_v = self._surrogate.outputs(rho, vel, self._sources)
+        return out_rho.float().cpu().numpy(), fine_v.movedim(0, -1).float().cpu().numpy()
 
     def _from_host(self, density: Array | None, velocity: Array | None) -> tuple[torch.Tensor, Faces]:
         """Validate fine inputs (as the reference Stepper does) and restrict them to the coarse grid."""
