@@ -80,6 +80,15 @@ def test_recipe_validation(tmp_path: Path) -> None:
         load_smoke_recipe(write_recipe(tmp_path / "b.json", data=bad_data))
     with pytest.raises(InputError, match="reserved for the benchmark"):
         load_smoke_recipe(write_recipe(tmp_path / "c.json", data=dict(TINY["data"], val_seed=5000)))  # type: ignore[arg-type]
+    # Not only seed 5000: the benchmark takes the first N held-out seeds.
+    with pytest.raises(InputError, match="5000-5999 are reserved for the benchmark"):
+        load_smoke_recipe(write_recipe(tmp_path / "c2.json", data=dict(TINY["data"], train_seed=5002)))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="vupres training seeds overlap"):
+        load_smoke_recipe(
+            write_recipe(
+                tmp_path / "c3.json", data=dict(TINY["data"], train_seed=4990), vupres={"iterations": 1}
+            )  # type: ignore[arg-type]
+        )
     with pytest.raises(InputError, match="multiple of factor"):
         load_smoke_recipe(write_recipe(tmp_path / "d.json", data=dict(TINY["data"], res=30)))  # type: ignore[arg-type]
     with pytest.raises(InputError, match="mass_weight must be >= 0"):

@@ -224,8 +224,10 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
     train_seeds = set(range(r.data.train_seed, r.data.train_seed + r.data.train_shots))
     if train_seeds & set(range(r.data.val_seed, r.data.val_seed + r.data.val_shots)):
         problems.append("training and validation seed ranges overlap")
-    if r.data.val_seed <= BENCH_SEED < r.data.val_seed + r.data.val_shots or BENCH_SEED in train_seeds:
-        problems.append(f"seed {BENCH_SEED} is reserved for the benchmark's held-out shots")
+    bench = set(range(BENCH_SEED, BENCH_SEED + BENCH_RESERVED))
+    if bench & (set(range(r.data.val_seed, r.data.val_seed + r.data.val_shots)) | train_seeds):
+        last = BENCH_SEED + BENCH_RESERVED - 1
+        problems.append(f"seeds {BENCH_SEED}-{last} are reserved for the benchmark's held-out shots")
     longest = max(u for _, u in r.train.curriculum) if r.train.curriculum else 0
     if not r.train.curriculum or longest >= r.data.steps:
         problems.append("the curriculum needs unroll lengths shorter than the shots")
@@ -246,10 +248,7 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
     if u.iterations < 0 or u.every < 1 or u.width < 2 or u.depth < 2 or u.batch < 1 or u.val_every < 1:
         problems.append("upres needs iterations >= 0, every, val_every, batch >= 1, width and depth >= 2")
     upres_seeds = set(range(r.data.train_seed, r.data.train_seed + upres_shots(r)))
-    if (
-        upres_seeds & set(range(r.data.val_seed, r.data.val_seed + r.data.val_shots))
-        or BENCH_SEED in upres_seeds
-    ):
+    if upres_seeds & set(range(r.data.val_seed, r.data.val_seed + r.data.val_shots)) or upres_seeds & bench:
         problems.append("upres training seeds overlap the validation or benchmark seeds")
     v = r.vupres
     if v.iterations < 0 or v.every < 1 or v.width < 2 or v.depth < 2 or v.batch < 1 or v.val_every < 1:
@@ -258,8 +257,7 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
         problems.append("vupres needs shots >= 1 and every <= data.steps")
     vupres_seeds = set(range(r.data.train_seed, r.data.train_seed + v.shots))
     if v.iterations > 0 and (
-        vupres_seeds & set(range(r.data.val_seed, r.data.val_seed + r.data.val_shots))
-        or BENCH_SEED in vupres_seeds
+        vupres_seeds & set(range(r.data.val_seed, r.data.val_seed + r.data.val_shots)) or vupres_seeds & bench
     ):
         problems.append("vupres training seeds overlap the validation or benchmark seeds")
     if problems:
@@ -267,7 +265,10 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
 
 
 BENCH_SEED = 5000
-"""First seed of the benchmark's held-out shots; recipes may not use it."""
+"""First seed of the benchmark's held-out shots."""
+BENCH_RESERVED = 1000
+"""Seeds ``BENCH_SEED`` to ``BENCH_SEED + BENCH_RESERVED - 1`` are the benchmark's: no recipe may use
+them (``mlvfx smoke bench --shots N`` takes the first N)."""
 
 
 # -- data -------------------------------------------------------------------------------------------
