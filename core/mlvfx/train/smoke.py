@@ -35,7 +35,7 @@ import os
 import random
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -947,6 +947,20 @@ def load_fine(root: Path, recipe: SmokeRecipe) -> dict[int, tuple[list[int], tor
     return out
 
 
+def _rollout(net: Any, scenario: Any, factor: int, steps: Collection[int]) -> Iterator[tuple[Any, ...]]:
+    """The frozen surrogate's rollout of ``scenario`` from the empty domain, as at inference:
+    ``(step, surrogate solver, density, velocity, prepared sources)`` at each of ``steps``."""
+    from mlvfx.fluids.surrogate import SurrogateSolver
+
+    sur = SurrogateSolver(scenario.config, net, scenario.obstacles, factor, dtype="float32")
+    src = sur.prepare_sources(scenario.sources)
+    rho, vel = sur.solver.zeros()
+    for i in range(1, max(steps, default=0) + 1):
+        rho, vel = sur.advance(rho, vel, src)
+        if i in steps:
+            yield i, sur, rho, vel, src
+
+
 def train_upres(
     recipe: SmokeRecipe,
     net: Any,
@@ -972,7 +986,7 @@ def train_upres(
     """
     from mlvfx.config import torch_device
     from mlvfx.fluids.bench import rel_l2
-    from mlvfx.fluids.surrogate import SurrogateSolver, UpresNet, prolong_density
+    from mlvfx.fluids.surrogate import UpresNet, prolong_density
 
     u, m = recipe.upres, recipe.model
     root, out = Path(data_dir), Path(out_dir)
@@ -998,29 +1012,18 @@ def train_upres(
     with torch.no_grad():
         for seed, (steps, dens) in fine.items():
             wanted = dict(zip(steps, dens, strict=True))
-            sc = shot_scenario(recipe, seed)
-            sur = SurrogateSolver(sc.config, net, sc.obstacles, m.factor, dtype="float32")
-            src = sur.prepare_sources(sc.sources)
-            rho, vel = sur.solver.zeros()
-            for i in range(1, max(steps) + 1):
-                rho, vel = sur.advance(rho, vel, src)
-                target = wanted.get(i)
-                if target is not None and float(target.float().pow(2).sum()) > 0:
+            for i, sur, rho, vel, src in _rollout(net, shot_scenario(recipe, seed), m.factor, wanted):
+                target = wanted[i]
+                if float(target.float().pow(2).sum()) > 0:
                     xs.append(sur.inputs(rho, vel, src)[0].clone())
                     smooth.append(prolong_density(rho, m.factor)[None].clone())
                     targets.append(target[None].float().to(dev))
         # The validation frames: the frozen correction's rollouts at the evaluation steps.
         val_frames: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
         for shot in val:
-            sc = shot.scenario
-            sur = SurrogateSolver(sc.config, net, sc.obstacles, m.factor, dtype="float32")
-            src = sur.prepare_sources(sc.sources)
-            rho, vel = sur.solver.zeros()
-            for i in range(1, max(shot.fine, default=0) + 1):
-                rho, vel = sur.advance(rho, vel, src)
-                if i in shot.fine:
-                    frame = (sur.inputs(rho, vel, src).clone(), prolong_density(rho, m.factor).clone())
-                    val_frames.append((*frame, shot.fine[i].float(), sur.fine_solid))
+            for i, sur, rho, vel, src in _rollout(net, shot.scenario, m.factor, shot.fine):
+                frame = (sur.inputs(rho, vel, src).clone(), prolong_density(rho, m.factor).clone())
+                val_frames.append((*frame, shot.fine[i].float(), sur.fine_solid))
     if not xs:
         raise InputError("no non-empty fine reference frames to train the upres on", path=root)
 
@@ -1042,7 +1045,7 @@ def train_upres(
         base = torch.stack([smooth[k] for k in idx])
         return upres.upsample(base, x), torch.stack([targets[k] for k in idx])
 
-    it, seconds, best = _fit_part(
+    summary = _fit_part(
         recipe,
         upres,
         u,
@@ -1057,14 +1060,7 @@ def train_upres(
         start_info={"frames": len(xs), "init": init_used},
     )
     net.upres = upres
-    return {
-        "iterations": it,
-        "best_iteration": best["iteration"],
-        "val_score": round(best["score"], 5),
-        "seconds": round(seconds, 1),
-        "frames": len(xs),
-        "params": sum(p.numel() for p in upres.parameters()),
-    }
+    return summary
 
 
 def correction_fingerprint(net: Any) -> str:
@@ -1093,9 +1089,10 @@ def _fit_part(
     emit: LogFn,
     start_info: dict[str, Any],
     correction: str,
-) -> tuple[int, float, dict[str, Any]]:
-    """The training loop an output part (upres, velocity upres) shares; returns ``(iterations,
-    seconds, best)`` with the best part loaded, in eval mode and frozen.
+) -> dict[str, Any]:
+    """The training loop an output part (upres, velocity upres) shares; returns its summary
+    (iterations, best iteration and validation score, seconds, frames, parameters) with the best
+    part loaded, in eval mode and frozen.
 
     ``batch(indices)`` gives ``(prediction, target)`` for frames drawn from ``start_info["frames"]``
     (batches depend only on ``(recipe.seed, salt, iteration)``). Loss: the relative squared error
@@ -1208,7 +1205,14 @@ def _fit_part(
     part.eval()
     for p in part.parameters():
         p.requires_grad_(False)
-    return it, seconds, best
+    return {
+        "iterations": it,
+        "best_iteration": best["iteration"],
+        "val_score": round(best["score"], 5),
+        "seconds": round(seconds, 1),
+        "frames": frames,
+        "params": sum(p.numel() for p in part.parameters()),
+    }
 
 
 VUPRES_CHECKPOINT = "vupres_checkpoint.pt"
@@ -1224,19 +1228,13 @@ def _velocity_frames(
     The fine velocity stays float16 on the CPU (64³ x 3 components is 1.5 MB a frame).
     """
     from mlvfx.fluids.grid import faces_to_centre
-    from mlvfx.fluids.surrogate import SurrogateSolver
 
     frames = []
     for seed, (steps, vels) in fine.items():
         wanted = dict(zip(steps, vels, strict=True))
-        sc = shot_scenario(recipe, seed)
-        sur = SurrogateSolver(sc.config, net, sc.obstacles, recipe.model.factor, dtype="float32")
-        src = sur.prepare_sources(sc.sources)
-        rho, vel = sur.solver.zeros()
-        for i in range(1, max(steps) + 1):
-            rho, vel = sur.advance(rho, vel, src)
-            target = wanted.get(i)
-            if target is not None and bool(target.any()):
+        for i, sur, rho, vel, src in _rollout(net, shot_scenario(recipe, seed), recipe.model.factor, wanted):
+            target = wanted[i]
+            if bool(target.any()):
                 x = sur.inputs(rho, vel, src)[0].float().to(device)
                 frames.append((x, torch.stack(faces_to_centre(vel)).float().to(device), target))
     return frames
@@ -1304,7 +1302,7 @@ def train_vupres(
         target = torch.stack([train[k][2] for k in idx]).to(dev).float()
         return base + vupres(x), target
 
-    it, seconds, best = _fit_part(
+    summary = _fit_part(
         recipe,
         vupres,
         v,
@@ -1319,15 +1317,7 @@ def train_vupres(
         start_info={"frames": len(train), "val_frames": len(val), "linear_score": round(linear, 5)},
     )
     net.vupres = vupres
-    return {
-        "iterations": it,
-        "best_iteration": best["iteration"],
-        "val_score": round(best["score"], 5),
-        "linear_val_score": round(linear, 5),
-        "seconds": round(seconds, 1),
-        "frames": len(train),
-        "params": sum(p.numel() for p in vupres.parameters()),
-    }
+    return {**summary, "linear_val_score": round(linear, 5)}
 
 
 @torch.no_grad()
