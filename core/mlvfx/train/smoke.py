@@ -428,27 +428,56 @@ def generate_fine(
     density (float16: display data, 4x smaller on disk). One ``fine_<seed>.npz`` per shot,
     written atomically; a rerun skips finished shots.
     """
+    d = recipe.data
+    seeds = list(range(d.train_seed, d.train_seed + upres_shots(recipe)))
+    return _generate_frames(
+        root,
+        recipe,
+        seeds,
+        recipe.upres.every,
+        label="fine",
+        path_of=_fine_path,
+        key="density",
+        frame_of=lambda rho, vel: rho.cpu().numpy().astype(np.float16),
+        progress=progress,
+    )
+
+
+def _generate_frames(
+    root: str | os.PathLike[str],
+    recipe: SmokeRecipe,
+    seeds: list[int],
+    every: int,
+    *,
+    label: str,
+    path_of: Callable[[Path, int], Path],
+    key: str,
+    frame_of: Callable[[torch.Tensor, Any], np.ndarray[Any, Any]],
+    progress: ProgressFn | None,
+) -> Path:
+    """Reference runs of ``seeds`` keeping ``frame_of(density, face velocity)`` every ``every`` steps.
+
+    One file per shot (``path_of(root, seed)``, the frames under ``key``), written atomically; a
+    finished file is skipped.
+    """
     from mlvfx.fluids.scenarios import simulate
 
     out = Path(root)
     out.mkdir(parents=True, exist_ok=True)
-    d, every = recipe.data, recipe.upres.every
-    seeds = list(range(d.train_seed, d.train_seed + upres_shots(recipe)))
     t0 = time.monotonic()
     for n, seed in enumerate(seeds):
-        path = _fine_path(out, seed)
-        report(progress, n / len(seeds), f"fine shot {seed}")
-        if _fine_done(path, recipe):
+        path = path_of(out, seed)
+        report(progress, n / len(seeds), f"{label} shot {seed}")
+        if _frames_done(path, every, recipe.data.steps):
             continue
-        sc = shot_scenario(recipe, seed)
-        steps, dens = [], []
-        for i, rho, _ in simulate(sc, d.steps, every=every):
+        steps, frames = [], []
+        for i, rho, vel in simulate(shot_scenario(recipe, seed), recipe.data.steps, every=every):
             steps.append(i)
-            dens.append(rho.cpu().numpy().astype(np.float16))
-        _write_fine(path, steps, dens, every)
+            frames.append(frame_of(rho, vel))
+        _write_frames(path, key, steps, frames, every)
         rate = (n + 1) / max(time.monotonic() - t0, 1e-6) * 60
-        report(progress, (n + 1) / len(seeds), f"fine shot {seed} ({rate:.1f} shots/min)")
-    report(progress, 1.0, "fine data ready")
+        report(progress, (n + 1) / len(seeds), f"{label} shot {seed} ({rate:.1f} shots/min)")
+    report(progress, 1.0, f"{label} data ready")
     return out
 
 
@@ -481,28 +510,19 @@ def generate_fine_velocity(
     finished shots.
     """
     from mlvfx.fluids.grid import faces_to_centre
-    from mlvfx.fluids.scenarios import simulate
 
-    out = Path(root)
-    out.mkdir(parents=True, exist_ok=True)
-    d, every = recipe.data, recipe.vupres.every
     seeds = [s for kind in ("train", "val") for s in fine_velocity_seeds(recipe)[kind]]
-    t0 = time.monotonic()
-    for n, seed in enumerate(seeds):
-        path = _fine_velocity_path(out, seed)
-        report(progress, n / len(seeds), f"fine velocity shot {seed}")
-        if _fine_velocity_done(path, recipe):
-            continue
-        sc = shot_scenario(recipe, seed)
-        steps, vels = [], []
-        for i, _, vel in simulate(sc, d.steps, every=every):
-            steps.append(i)
-            vels.append(torch.stack(faces_to_centre(vel)).cpu().numpy().astype(np.float16))
-        _write_fine_velocity(path, steps, vels, every)
-        rate = (n + 1) / max(time.monotonic() - t0, 1e-6) * 60
-        report(progress, (n + 1) / len(seeds), f"fine velocity shot {seed} ({rate:.1f} shots/min)")
-    report(progress, 1.0, "fine velocity data ready")
-    return out
+    return _generate_frames(
+        root,
+        recipe,
+        seeds,
+        recipe.vupres.every,
+        label="fine velocity",
+        path_of=_fine_velocity_path,
+        key="velocity",
+        frame_of=lambda rho, vel: torch.stack(faces_to_centre(vel)).cpu().numpy().astype(np.float16),
+        progress=progress,
+    )
 
 
 def _write_fine_velocity(path: Path, steps: list[int], vels: list[np.ndarray[Any, Any]], every: int) -> None:
