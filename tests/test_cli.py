@@ -201,3 +201,153 @@ class _Fixed:
     def parse_args(self, argv=None):  # type: ignore[no-untyped-def]
         self.args.func = self.func
         return self.args
+
+
+def _images(folder: Path, *names: str) -> None:
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        write_image(folder / name, rng.random((16, 16, 3), dtype=np.float32), kind="color")
+
+
+def test_batch_output_folders_never_collide_and_hidden_files_are_left_out(tmp_path: Path, capsys) -> None:
+    # rock.png and rock.jpg share a stem, so they get their full names; rock_png.jpg would then
+    # land in rock_png/ too and silently replace it (an audit found that) unless it is renamed.
+    _images(tmp_path / "in", "rock.png", "rock.jpg", "rock_png.jpg", "Slate.png", "slate.jpg")
+    (tmp_path / "in" / "._rock.jpg").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    _images(tmp_path / "in", ".hidden.png")
+    args = ["material", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--maps", "albedo", "--method"]
+    code, out, err = run(capsys, *args, "classical", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    folders = {Path(r["input"]).name: Path(r["output"]).name for r in doc["results"]}
+    assert folders == {
+        "Slate.png": "Slate",
+        "rock.jpg": "rock_jpg",
+        "rock.png": "rock_png",
+        "rock_png.jpg": "rock_png-2",
+        "slate.jpg": "slate-2",  # Slate/ and slate/ are one folder on macOS and Windows shares
+    }
+    for r in doc["results"]:
+        meta = json.loads((Path(r["output"]) / "material.json").read_text())
+        assert meta["source"] == r["input"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(folders.values())
+
+
+def test_batch_resumes_with_skip_existing(tmp_path: Path, capsys) -> None:
+    _images(tmp_path / "in", "a.png", "b.png", "c.png")
+    out_dir = tmp_path / "out"
+    base = ["material", str(tmp_path / "in"), "-o", str(out_dir), "--maps", "normal,height", "--method"]
+    # A batch stopped after one image: a.png is done.
+    assert (
+        run(
+            capsys,
+            "material",
+            str(tmp_path / "in" / "a.png"),
+            "-o",
+            str(out_dir / "a"),
+            "-q",
+            "--maps",
+            "normal,height",
+            "--method",
+            "classical",
+        )[0]
+        == 0
+    )
+    before = (out_dir / "a" / "normal.png").stat().st_mtime_ns
+    code, out, err = run(capsys, *base, "classical", "--skip-existing", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["skipped"] == 1 and doc["failed"] == 0
+    assert [r.get("skipped", False) for r in doc["results"]] == [True, False, False]
+    assert (out_dir / "a" / "normal.png").stat().st_mtime_ns == before  # left alone
+    assert all((out_dir / n / "height.exr").is_file() for n in "bc")
+    # A folder missing one of the requested maps is not finished: it is refused, not skipped
+    # (its other files exist and nothing is replaced without --overwrite).
+    (out_dir / "b" / "height16.png").unlink()
+    code, out, err = run(capsys, *base, "classical", "--skip-existing", "--json")
+    doc = json.loads(out)
+    assert code == 1 and doc["skipped"] == 2 and doc["failed"] == 1
+    assert doc["results"][1]["error_type"] == "OutputExistsError"
+    code, _, err = run(capsys, *base, "classical", "--skip-existing", "--overwrite")
+    assert code == 2 and "exclude each other" in err
+
+
+def test_batch_checks_its_options_once_before_any_work(tmp_path: Path, capsys) -> None:
+    _images(tmp_path / "in", "a.png", "b.png")
+    code, _, err = run(
+        capsys, "material", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--relief", "-1"
+    )
+    assert code == 2 and err.count("\n") == 1 and "relief" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_stops_when_the_model_cannot_be_had_and_json_says_what_finished(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlvfx.errors import DownloadError
+    from mlvfx.ops import material as material_op
+
+    _images(tmp_path / "in", "a.png", "b.png", "c.png")
+    calls: list[str] = []
+    real = material_op.material_from_file
+
+    def flaky(path, outdir, *args, **kwargs):
+        calls.append(Path(path).name)
+        if Path(path).name == "b.png":
+            raise DownloadError("material 0.8.0: gave up after 5 tries (HTTP 500)")
+        return real(path, outdir, *args, **kwargs)
+
+    monkeypatch.setattr(material_op, "material_from_file", flaky)
+    code, out, err = run(
+        capsys,
+        "material",
+        str(tmp_path / "in"),
+        "-o",
+        str(tmp_path / "out"),
+        "--maps",
+        "albedo",
+        "--method",
+        "classical",
+        "--json",
+    )
+    assert code == 1 and calls == ["a.png", "b.png"]  # c.png is not tried: it would fail the same way
+    assert err.strip().splitlines() == ["mlvfx: error: material 0.8.0: gave up after 5 tries (HTTP 500)"]
+    doc = json.loads(out)  # one document, with what finished before the stop
+    assert [Path(r["input"]).name for r in doc["results"]] == ["a.png"]
+    assert doc["stopped"]["error_type"] == "DownloadError"
+
+
+def test_json_errors_are_a_json_document_too(tmp_path: Path, capsys) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    code, out, err = run(capsys, "material", str(broken), "-o", str(tmp_path / "m"), "--json")
+    assert code == 1 and "broken.png" in err
+    doc = json.loads(out)
+    assert doc["exit_code"] == 1 and doc["error_type"] == "ImageReadError" and "broken.png" in doc["error"]
+
+
+def test_sigterm_cancels_like_ctrl_c(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    import mlvfx.io
+
+    def killed(path):
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM should have stopped the command")
+
+    monkeypatch.setattr(mlvfx.io, "describe", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    code, out, err = run(capsys, "info", str(tmp_path / "x.png"), "--json")
+    assert code == 143 and err.strip() == "mlvfx: terminated"
+    assert json.loads(out)["error_type"] == "Terminated"
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is only there while a command runs
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("mlvfx")
+    proc = subprocess.Popen([str(exe), "zoo", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # like `mlvfx zoo list | head -0`: the reader is gone before the first line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == b""

@@ -198,3 +198,29 @@ def test_serve_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert json.loads(capsys.readouterr().out)["url"].startswith("http://127.0.0.1:")
     with pytest.raises(InputError, match="not a folder"):
         run(["zoo", "serve", str(tmp_path / "nope")])
+
+
+def test_pull_all_goes_on_past_a_model_that_cannot_be_fetched(
+    zoo_env: ZooEnv, zoo_server: ZooServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Warming a farm's cache: a model whose file is gone (404) is reported, the next one is pulled.
+    gone, good = blob(10_000), blob(12_000, seed=2)
+    write_manifest(
+        zoo_env.manifest,
+        [
+            model_entry("gone", [file_entry("g.safetensors", gone, [zoo_server.file_url("g.safetensors")])]),
+            model_entry("good", [file_entry("o.safetensors", good, [zoo_server.add("o.safetensors", good)])]),
+        ],
+    )
+    assert run(["--json", "zoo", "pull", "--all"]) == 1
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert [p["id"] for p in doc["pulled"]] == ["good"]
+    assert [f["id"] for f in doc["failed"]] == ["gone"] and "404" in doc["failed"][0]["error"]
+    assert "1 of 2 models could not be pulled" in captured.err
+    assert blobs(zoo_env.cache) == [sha(good)]
+    # One named model that fails is an error of the command itself, as before.
+    from mlvfx.errors import ModelError
+
+    with pytest.raises(ModelError):
+        run(["zoo", "pull", "gone"])

@@ -25,6 +25,8 @@ from mlvfx.progress import ProgressFn
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a job killed by it
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 
 @contextmanager
@@ -67,67 +69,111 @@ def emit(args: argparse.Namespace, data: Any, text: str | None = None) -> None:
 
 
 def _material_jobs(source: Path, outdir: Path) -> list[tuple[Path, Path]]:
+    """``(image, output folder)`` per image: a file, or every image in a folder (hidden files and
+    macOS ``._`` resource forks left out), each in its own folder named after the image's stem.
+
+    Names are unique and depend only on the folder's file names, so a rerun maps every image to
+    the same folder: two files with the same stem (``rock.png``, ``rock.jpg``) get their full
+    names (``rock_png``, ``rock_jpg``), and a name that is still taken (``rock_png.jpg`` beside
+    them) gets ``-2``, ``-3``, ...
+    """
     from mlvfx.io import is_image_file
 
     if source.is_dir():
-        images = sorted(p for p in source.iterdir() if p.is_file() and is_image_file(p))
+        images = sorted(
+            p for p in source.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p)
+        )
         if not images:
             raise ImageReadError("folder holds no PNG, JPEG, TIFF or EXR images", source)
         stems = [p.stem for p in images]
-        # Two files with the same stem (rock.png, rock.jpg) get distinct folders.
-        return [
-            (p, outdir / (p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_"))) for p in images
-        ]
+        wanted = [p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in images]
+        taken: set[str] = set()
+        jobs = []
+        for image, name in zip(images, wanted, strict=True):
+            unique, n = name, 1
+            while unique.casefold() in taken:  # case-insensitive file systems (macOS, Windows shares)
+                n += 1
+                unique = f"{name}-{n}"
+            taken.add(unique.casefold())
+            jobs.append((image, outdir / unique))
+        return jobs
     if not source.exists():
         raise ImageReadError("no such file or folder", source)
     return [(source, outdir)]
 
 
+def _material_done(outdir: Path, maps: Sequence[str]) -> bool:
+    """Whether ``outdir`` already holds every file these maps write (a finished material folder:
+    :func:`~mlvfx.ops.material.write_material` places all of its files or none)."""
+    from mlvfx.ops.material import output_files
+
+    return all((outdir / name).is_file() for name in output_files(maps))
+
+
 def cmd_material(args: argparse.Namespace) -> int:
-    from mlvfx.ops.material import material_from_file, parse_maps
+    from mlvfx.errors import ModelError
+    from mlvfx.ops.material import check_options, material_from_file, parse_maps
 
     maps = parse_maps(args.maps)
+    check_options(args.method, args.normal_convention, args.relief, args.quality)  # once, not per image
+    if args.skip_existing and args.overwrite:
+        raise InputError("--skip-existing and --overwrite exclude each other")
     jobs = _material_jobs(Path(args.input), Path(args.output))
     results: list[dict[str, Any]] = []
-    failures = 0
-    for index, (image, outdir) in enumerate(jobs, start=1):
-        label = image.name if len(jobs) == 1 else f"[{index}/{len(jobs)}] {image.name}"
-        try:
-            with progress_bar(args, label) as progress:
-                written = material_from_file(
-                    image,
-                    outdir,
-                    maps,
-                    tileable=args.tileable,
-                    normal_convention=args.normal_convention,
-                    method=args.method,
-                    relief=args.relief,
-                    quality=args.quality,
-                    overwrite=args.overwrite,
-                    progress=progress,
-                )
-        except Cancelled:
-            raise
-        except (MlvfxError, MemoryError, RuntimeError) as exc:
-            if not isinstance(exc, MlvfxError):
-                if not out_of_memory(exc):
-                    raise
-                exc = OutOfMemoryError(
-                    "out of memory for this image (try a smaller image, or --method classical)", image
-                )
-            if len(jobs) == 1:
-                raise exc from None
-            failures += 1
-            results.append({"input": str(image), "error": str(exc)})
-            if not args.json:
-                print(f"mlvfx: error: {exc}", file=sys.stderr)
-            continue
-        files = {k: str(v) for k, v in written.items()}
-        results.append({"input": str(image), "output": str(outdir), "files": files})
-        if not args.json and not args.quiet:
-            print(f"{image} -> {outdir}/ ({', '.join(sorted(p.name for p in written.values()))})")
+    failures = skipped = 0
+    try:
+        for index, (image, outdir) in enumerate(jobs, start=1):
+            label = image.name if len(jobs) == 1 else f"[{index}/{len(jobs)}] {image.name}"
+            if args.skip_existing and _material_done(outdir, maps):
+                skipped += 1
+                results.append({"input": str(image), "output": str(outdir), "skipped": True})
+                if not args.json and not args.quiet:
+                    print(f"{image} -> {outdir}/ (done already, skipped)")
+                continue
+            try:
+                with progress_bar(args, label) as progress:
+                    written = material_from_file(
+                        image,
+                        outdir,
+                        maps,
+                        tileable=args.tileable,
+                        normal_convention=args.normal_convention,
+                        method=args.method,
+                        relief=args.relief,
+                        quality=args.quality,
+                        overwrite=args.overwrite,
+                        progress=progress,
+                    )
+            except (Cancelled, ModelError):
+                raise  # the model cannot be had: every other image would fail the same way
+            except (MlvfxError, MemoryError, RuntimeError) as exc:
+                if not isinstance(exc, MlvfxError):
+                    if not out_of_memory(exc):
+                        raise
+                    exc = OutOfMemoryError(
+                        "out of memory for this image (try a smaller image, or --method classical)", image
+                    )
+                if len(jobs) == 1:
+                    raise exc from None
+                failures += 1
+                results.append({"input": str(image), "error": str(exc), "error_type": type(exc).__name__})
+                if not args.json:
+                    print(f"mlvfx: error: {exc}", file=sys.stderr)
+                continue
+            files = {k: str(v) for k, v in written.items()}
+            results.append({"input": str(image), "output": str(outdir), "files": files})
+            if not args.json and not args.quiet:
+                print(f"{image} -> {outdir}/ ({', '.join(sorted(p.name for p in written.values()))})")
+    except BaseException as exc:
+        # Interrupted, or stopped by an error every image would hit: what is finished is on disk,
+        # and --json still says which images those are before the error line on stderr.
+        if args.json and len(jobs) > 1:
+            error = {"error": str(exc) or "interrupted", "error_type": type(exc).__name__}
+            emit(args, {"results": results, "failed": failures, "skipped": skipped, "stopped": error})
+            args.json_emitted = True
+        raise
     if args.json:
-        emit(args, {"results": results, "failed": failures})
+        emit(args, {"results": results, "failed": failures, "skipped": skipped})
     if failures:
         print(f"mlvfx: {failures} of {len(jobs)} images failed", file=sys.stderr)
         return EXIT_ERROR
@@ -296,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="relief depth as a fraction of the image size (default: 0.01)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave images whose output folder already holds every requested map (resume a batch)",
+    )
     p.set_defaults(func=cmd_material)
 
     p = sub.add_parser(
@@ -378,6 +429,35 @@ def _add_common_flags(parser: argparse.ArgumentParser) -> None:
                 _add_common_flags(child)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a farm scheduler or ``kill`` cancelling the job), raised like Ctrl-C so that the same
+    clean-up runs: temp files removed, nothing half written, finished results reported."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` (left alone if a host set a handler)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -386,47 +466,65 @@ def main(argv: Sequence[str] | None = None) -> int:
             setattr(args, flag, False)
     debug = args.debug or os.environ.get("MLVFX_DEBUG", "") == "1"
     try:
+        with _sigterm_as_interrupt():
+            return _run(args, debug)
+    except BrokenPipeError:
+        # stdout was closed early (``mlvfx zoo list | head``): stop quietly, as a shell tool does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
+    try:
         code: int = args.func(args)
         return code
+    except Terminated:
+        return _fail(args, "terminated", None, EXIT_TERMINATED)
     except KeyboardInterrupt:
-        print("mlvfx: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _fail(args, "interrupted", None, EXIT_INTERRUPTED)
     except Cancelled as exc:
-        print(f"mlvfx: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _fail(args, str(exc), exc, EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        raise
     except InputError as exc:
         if debug:
             traceback.print_exc()
-        print(f"mlvfx: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, f"error: {exc}", exc, EXIT_USAGE)
     except MlvfxError as exc:
         if debug:
             traceback.print_exc()
-        print(f"mlvfx: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return _fail(args, f"error: {exc}", exc, EXIT_ERROR)
     except (MemoryError, RuntimeError) as exc:
         if not out_of_memory(exc):
-            return _internal_error(exc, debug)
+            return _internal_error(args, exc, debug)
         if debug:
             traceback.print_exc()
-        print(
-            "mlvfx: error: out of memory (try a smaller image, size or resolution)",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
+        return _fail(args, "error: out of memory (try a smaller image, size or resolution)", exc, EXIT_ERROR)
     except Exception as exc:  # the last line of defence: one line, not a traceback
-        return _internal_error(exc, debug)
+        return _internal_error(args, exc, debug)
 
 
-def _internal_error(exc: BaseException, debug: bool) -> int:
+def _fail(args: argparse.Namespace, message: str, exc: BaseException | None, code: int) -> int:
+    """Print ``mlvfx: <message>`` on stderr; with ``--json`` also one JSON document on stdout
+    (``error``, ``error_type``, ``exit_code``), unless the command already printed its own."""
+    print(f"mlvfx: {message}", file=sys.stderr)
+    if args.json and not getattr(args, "json_emitted", False):
+        kind = type(exc).__name__ if exc is not None else message.capitalize()
+        text = message.removeprefix("error: ")
+        try:
+            print(json.dumps({"error": text, "error_type": kind, "exit_code": code}, indent=2))
+        except BrokenPipeError:
+            pass
+    return code
+
+
+def _internal_error(args: argparse.Namespace, exc: BaseException, debug: bool) -> int:
     if debug:
         traceback.print_exc()
     detail = str(exc).splitlines()[0] if str(exc) else ""
-    print(
-        f"mlvfx: internal error: {type(exc).__name__}: {detail} (run with --debug for details)",
-        file=sys.stderr,
-    )
-    return EXIT_ERROR
+    message = f"internal error: {type(exc).__name__}: {detail} (run with --debug for details)"
+    return _fail(args, message, exc, EXIT_ERROR)
 
 
 if __name__ == "__main__":

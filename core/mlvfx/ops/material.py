@@ -105,14 +105,7 @@ def material(
         ((64, 64, 3), (64, 64))
     """
     wanted = parse_maps(maps)
-    if method not in METHODS:
-        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if normal_convention not in ("opengl", "directx"):
-        raise InputError(f"normal convention must be 'opengl' or 'directx', got {normal_convention!r}")
-    if not 0 < relief <= 1:
-        raise InputError(f"relief must be in (0, 1], got {relief}")
-    if quality not in QUALITIES:
-        raise InputError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
+    check_options(method, normal_convention, relief, quality)
     img = check_image(image, "image")
     if method == "learned":
         return _learned(
@@ -314,6 +307,18 @@ def write_material(
     blobs.append((written["meta"], (json.dumps(meta, indent=2) + "\n").encode()))
     write_files_atomic(blobs, overwrite=overwrite)
     return written
+
+
+def check_options(method: str, normal_convention: str, relief: float, quality: str) -> None:
+    """Raise ``InputError`` for an option :func:`material` would refuse (a batch checks them once)."""
+    if method not in METHODS:
+        raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if normal_convention not in ("opengl", "directx"):
+        raise InputError(f"normal convention must be 'opengl' or 'directx', got {normal_convention!r}")
+    if not 0 < relief <= 1:
+        raise InputError(f"relief must be in (0, 1], got {relief}")
+    if quality not in QUALITIES:
+        raise InputError(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
 
 
 def material_from_file(

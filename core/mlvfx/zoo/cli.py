@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlvfx.errors import InputError, ManifestError
+from mlvfx.errors import InputError, ManifestError, ModelError
 from mlvfx.zoo.cache import BlobCache, default_caches, sha256_file
 from mlvfx.zoo.download import ByteProgressFn
 from mlvfx.zoo.manifest import Manifest, ModelEntry, ZooFile, check_url, load_manifest, version_key
@@ -177,13 +177,25 @@ def cmd_pull(args: argparse.Namespace) -> int:
         entries = [manifest.get(*_split_ref(ref)) for ref in args.models]
     else:
         raise InputError("name the models to pull, or pass --all")
-    pulled = []
+    pulled: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
     for entry in entries:
-        with _byte_bar(args, f"{entry.id} {entry.version}") as on_bytes:
-            paths = fetch_model(entry, on_bytes=on_bytes)
+        try:
+            with _byte_bar(args, f"{entry.id} {entry.version}") as on_bytes:
+                paths = fetch_model(entry, on_bytes=on_bytes)
+        except ModelError as exc:
+            if len(entries) == 1:
+                raise
+            # Warming a farm's cache: one unreachable model must not keep the others out.
+            failed.append({"id": entry.id, "version": entry.version, "error": str(exc)})
+            print(f"mlvfx: error: {exc}", file=sys.stderr)
+            continue
         pulled.append({"id": entry.id, "version": entry.version, "paths": [str(p) for p in paths]})
     lines = [] if args.quiet else [f"{p['id']} {p['version']}: {', '.join(p['paths'])}" for p in pulled]
-    _emit(args, {"pulled": pulled}, lines)
+    _emit(args, {"pulled": pulled, "failed": failed}, lines)
+    if failed:
+        print(f"mlvfx: {len(failed)} of {len(entries)} models could not be pulled", file=sys.stderr)
+        return 1
     return 0
 
 
