@@ -62,3 +62,42 @@ def test_non_safetensors_files_are_rejected(
         load_state_dict(path)
     assert str(path) in str(info.value) and "safetensors" in str(info.value)
     assert "unpickled!" not in capsys.readouterr().out
+
+
+def test_a_cached_blob_damaged_in_place_is_dropped_when_it_fails_to_load(
+    zoo_env: ZooEnv, zoo_server: ZooServer, tmp_path: Path
+) -> None:
+    import os
+
+    state = {"w": torch.randn(4, 4)}
+    local = tmp_path / "net.safetensors"
+    save_file(state, str(local))
+    data = local.read_bytes()
+    write_manifest(
+        zoo_env.manifest,
+        [
+            model_entry(
+                "net", [file_entry("net.safetensors", data, [zoo_server.add("net.safetensors", data)])]
+            )
+        ],
+    )
+    blob = fetch("net", options=FAST)
+    # A byte flipped in the header, the mtime put back: the verified stamp still matches, so the
+    # cache hands the file out without hashing it again.
+    st = blob.stat()
+    damaged = bytearray(blob.read_bytes())
+    damaged[9] ^= 0xFF
+    blob.write_bytes(bytes(damaged))
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert fetch("net", options=FAST) == blob
+    with pytest.raises(IntegrityError, match="damaged and is removed: run again") as err:
+        load_state_dict(blob)
+    assert str(blob) in str(err.value) and not blob.exists()
+    assert torch.equal(load_state_dict(fetch("net", options=FAST))["w"], state["w"])  # fetched again
+
+    # A file outside the cache that fails to load is left alone (not ours to delete).
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(bytes(damaged))
+    with pytest.raises(IntegrityError) as err:
+        load_state_dict(bad)
+    assert "removed" not in str(err.value) and bad.exists()

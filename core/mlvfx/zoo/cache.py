@@ -227,6 +227,21 @@ class BlobCache:
         return sorted(out)
 
 
+def drop_damaged_blob(path: str | os.PathLike[str]) -> bool:
+    """Remove ``path`` if it is a zoo cache blob whose bytes no longer hash to its name.
+
+    For a cached model that fails to load: the cache trusts a blob whose size and mtime match its
+    ``verified`` stamp without hashing it again, so a byte flipped in place (a disk fault, a tool
+    that restored the mtime) would otherwise fail every run. Hashed again here, a damaged blob is
+    removed with its stamp and the next run fetches it again. Returns whether it was removed.
+    """
+    blob = Path(path)
+    if not (is_sha256(blob.name) and blob.parent.name == "sha256" and blob.parent.parent.name == "zoo"):
+        return False
+    cache = BlobCache(blob.parent.parent.parent)
+    return not cache.verify(blob.name) and cache.discard(blob.name)
+
+
 def default_caches() -> list[BlobCache]:
     """The caches to look in, in order: ``config.cache_dir()``, then the per-user default.
 

@@ -61,11 +61,20 @@ def load_state_dict(
     from safetensors.torch import load_file
 
     file = Path(path)
-    _check_safetensors_header(file)
     try:
-        tensors: dict[str, torch.Tensor] = load_file(str(file), device=str(device))
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise IntegrityError(f"not a valid safetensors file ({exc})", path=file) from None
+        _check_safetensors_header(file)
+        try:
+            tensors: dict[str, torch.Tensor] = load_file(str(file), device=str(device))
+        except (SafetensorError, ValueError, RuntimeError) as exc:
+            raise IntegrityError(f"not a valid safetensors file ({exc})", path=file) from None
+    except IntegrityError as exc:
+        from mlvfx.zoo.cache import drop_damaged_blob
+
+        if drop_damaged_blob(file):
+            raise IntegrityError(
+                f"{exc.message}; the cached copy was damaged and is removed: run again to fetch it", path=file
+            ) from None
+        raise
     return tensors
 
 
