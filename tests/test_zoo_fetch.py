@@ -165,6 +165,24 @@ def test_slow_trickle_hits_the_read_timeout(zoo_env: ZooEnv, zoo_server: ZooServ
     assert [p.stat().st_size for p in parts(zoo_env)] == [len(ranges) * 100]
 
 
+def test_a_server_dripping_bytes_is_cut_and_given_up_on(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    # One byte every 20 ms never trips the read timeout; without a least rate the 200 KB file
+    # would take over an hour (an audit left such a server running). Each attempt is cut after one
+    # read-timeout window, resumes where the last one stopped, and max_attempts ends it.
+    data = blob(200_000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    zoo_server.state.sticky[NAME] = "drip"
+    opts = DownloadOptions(read_timeout=0.3, retries=1, max_attempts=3, backoff=0.01, backoff_max=0.02)
+    start = time.perf_counter()
+    with pytest.raises(DownloadError, match="too slow"):
+        fetch("m", options=opts)
+    assert time.perf_counter() - start < 8.0
+    ranges = [r[2] for r in zoo_server.state.gets(NAME)]
+    assert len(ranges) == 3 and ranges[0] is None and ranges[1].startswith("bytes=")  # resumed
+    blobs = zoo_env.cache / "zoo" / "sha256"
+    assert not blobs.exists() or not any(blobs.iterdir())  # nothing half-fetched was cached
+
+
 def test_zoo_timeout_from_the_environment(
     zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -41,7 +41,8 @@ class FaultState:
     fault applied to every request once the one-shot list is empty. Faults: ``"404"``, ``"500"``,
     ``"416"``, ``"drop:N"`` (send N body bytes, then cut the connection), ``"trickle"`` (a few
     bytes, then silence longer than any read timeout), ``"ignore-range"`` (always 200, whole file),
-    ``"slow"`` (the body in small pieces with pauses).
+    ``"slow"`` (the body in small pieces with pauses), ``"drip"`` (one byte every 20 ms: never a
+    read timeout, but far too slow).
     """
 
     faults: dict[str, list[str]] = field(default_factory=dict)
@@ -166,6 +167,12 @@ class FaultHandler(RangeRequestHandler):
                         break
                 full = False
                 self.close_connection = True
+            elif fault == "drip":
+                for i in range(len(data)):
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                    sent += 1
+                    time.sleep(0.02)
             elif fault == "slow":
                 step = max(1, length // 20)
                 for i in range(0, len(data), step):

@@ -66,6 +66,10 @@ class DownloadOptions:
         chunk_size: bytes per read from the socket and per write to disk.
         lock_poll: seconds between checks for cancel while waiting on another process's download.
         progress_interval: least seconds between two progress calls (the last call always happens).
+        min_rate: bytes per second an attempt must average over every ``read_timeout`` window;
+            a server that trickles a byte now and then never trips the read timeout, and would
+            otherwise hold the download (and a farm job) for hours. Slower attempts are cut and
+            retried (resuming), so the ``max_attempts`` limit ends the download.
     """
 
     connect_timeout: float = 10.0
@@ -77,6 +81,7 @@ class DownloadOptions:
     chunk_size: int = 1 << 20
     lock_poll: float = 0.25
     progress_interval: float = 0.1
+    min_rate: float = 1024.0
 
     @classmethod
     def from_env(cls) -> DownloadOptions:
@@ -385,6 +390,8 @@ class Downloader:
         """
         raw = response.raw
         chunk_size = self.options.chunk_size
+        window = self.options.read_timeout
+        window_start, window_bytes = time.monotonic(), 0
         while True:
             chunk = raw.read1(chunk_size, decode_content=True)
             if not chunk:
@@ -395,6 +402,15 @@ class Downloader:
                 raise IntegrityError(f"{url} sent more than the {part.size} bytes the manifest gives")
             part.append(out, chunk)
             reporter(part.have)
+            window_bytes += len(chunk)
+            elapsed = time.monotonic() - window_start
+            if elapsed >= window:
+                if window_bytes < self.options.min_rate * elapsed:
+                    raise _Retriable(
+                        f"too slow: {window_bytes} bytes in {elapsed:.1f} s "
+                        f"(at least {self.options.min_rate:g} bytes/s needed)"
+                    )
+                window_start, window_bytes = time.monotonic(), 0
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
