@@ -218,3 +218,53 @@ def test_outputs_and_inputs_are_checked_before_the_synthesis(
     with pytest.raises(MlvfxError) as info:
         run("texture", "tile", str(tiny), "-o", str(tmp_path / "t.png"))
     assert str(info.value).startswith(str(tiny)) and "1x1" in str(info.value)
+
+
+def test_float_images_stay_float(tmp_path: Path) -> None:
+    # A 32-bit float TIFF with values above 1 came back as 8-bit sRGB, clipped (an audit found it);
+    # grow keeps the source's extension, so the user never chose that.
+    hdr = noise_rgb(48, seed=6) * 4.0
+    src = tmp_path / "hdr.tif"
+    write_image(src, hdr, kind="color", bit_depth=32)
+    assert run("texture", "tile", str(src), "-o", str(tmp_path / "t.tif")) == 0
+    img, info = read_image(tmp_path / "t.tif")
+    assert info.sample == "float32" and img.max() > 1.5
+    assert run("texture", "grow", str(src), "--size", "64", "-o", str(tmp_path / "g")) == 0
+    assert read_image(tmp_path / "g" / "hdr_s0.tif")[1].sample == "float32"
+    half = tmp_path / "half.exr"
+    write_image(half, hdr, kind="color", bit_depth=16)
+    assert run("texture", "tile", str(half), "-o", str(tmp_path / "h.exr")) == 0
+    assert read_image(tmp_path / "h.exr")[1].sample == "float16"  # half stays half, not twice the size
+    assert run("texture", "tile", str(src), "-o", str(tmp_path / "t.png")) == 0
+    assert read_image(tmp_path / "t.png")[1].bit_depth == 16  # PNG: as deep as it can
+
+
+def test_half_float_exr_label_maps_hold_the_labels(tmp_path: Path, photo: Path) -> None:
+    lab = np.zeros((64, 64, 1), np.float32)
+    lab[32:] = 1.0
+    lab_exr = tmp_path / "ids.exr"
+    write_image(lab_exr, lab, kind="data", bit_depth=16)  # half float: 16 bits, but not /65535
+    out = tmp_path / "p.png"
+    args = ["texture", "paint", str(lab_exr), "--exemplar", f"0={photo}", "--exemplar", f"1={photo}"]
+    assert run(*args, "-o", str(out)) == 0
+
+
+def test_material_json_keeps_the_normal_convention_and_says_when_paint_tiles(
+    tmp_path: Path, material_dir: Path, photo: Path
+) -> None:
+    meta_file = material_dir / "material.json"
+    meta = json.loads(meta_file.read_text())
+    meta["normal_convention"] = "directx"
+    meta_file.write_text(json.dumps(meta))
+    assert run("texture", "tile", str(material_dir), "-o", str(tmp_path / "t")) == 0
+    assert json.loads((tmp_path / "t" / "material.json").read_text())["normal_convention"] == "directx"
+    lab = np.zeros((48, 48, 1), np.float32)
+    lab[24:] = 1 / 255.0
+    lab_png = tmp_path / "ids.png"
+    write_image(lab_png, lab, kind="data", bit_depth=8)
+    for flags, tiles in (([], False), (["--tileable"], True)):
+        out = tmp_path / f"p{len(flags)}"
+        args = ["texture", "paint", str(lab_png), "--exemplar", f"0={material_dir}"]
+        assert run(*args, "--exemplar", f"1={material_dir}", *flags, "-o", str(out)) == 0
+        meta = json.loads((out / "material.json").read_text())
+        assert meta["tileable"] is tiles and meta["normal_convention"] == "directx"

@@ -184,3 +184,28 @@ def test_progress_and_cancel() -> None:
     token.cancel()
     with pytest.raises(Cancelled):
         grow(ex, (64, 64), cancel=token)
+
+
+def test_paint_default_transition_keeps_thin_regions() -> None:
+    # With 128-px exemplars the old default transition (16 px) blurred a 10-px stripe away
+    # entirely; the default is now capped by the thinnest painted region.
+    rng = np.random.default_rng(0)
+    red = np.stack(
+        [0.6 + 0.2 * rng.random((128, 128)), 0.1 * rng.random((128, 128)), 0.1 * rng.random((128, 128))], -1
+    )
+    green = np.stack(
+        [0.1 * rng.random((128, 128)), 0.6 + 0.2 * rng.random((128, 128)), 0.1 * rng.random((128, 128))], -1
+    )
+    lab = np.zeros((96, 160), np.int64)
+    lab[:, 40:50] = 1  # a 10-px stripe
+    lab[:, 100:140] = 1  # a 40-px one
+    for transition, least in ((None, 0.6), (16.0, None)):
+        out = paint(
+            lab, {0: red.astype(np.float32), 1: green.astype(np.float32)}, seed=0, transition=transition
+        )
+        green_share = float((out[:, 40:50, 1] > out[:, 40:50, 0]).mean())
+        if least is not None:
+            assert green_share > least
+        else:  # an explicit transition is the caller's: as wide as asked, the thin stripe goes
+            assert green_share < 0.2
+    assert float((out[:, 100:140, 1] > out[:, 100:140, 0]).mean()) > 0.4

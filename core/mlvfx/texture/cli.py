@@ -40,6 +40,8 @@ class Source:
     path: Path
     is_folder: bool
     bit_depth: int = 8
+    sample: str = "uint8"  # "uint8", "uint16", "float16" or "float32" (an image file's samples)
+    normal_convention: str = "opengl"  # a material folder's, from its material.json
 
 
 # --- file I/O: the only place that touches files ------------------------------------------------
@@ -74,12 +76,42 @@ def read_maps(path: str | Path) -> tuple[Maps, Source]:
             known = ", ".join(v[0] for v in MATERIAL_FILES.values())
             raise ImageReadError(f"material folder holds none of {known}", p)
         check_maps(maps, str(p))  # too small, NaN, maps of different sizes: named after the folder
-        return maps, Source(p, True)
+        return maps, Source(p, True, normal_convention=_folder_convention(p))
     if not p.exists():
         raise ImageReadError("no such file or folder", p)
     img, info = read_image(p, kind="color")
     check_maps(img, str(p))
-    return img, Source(p, False, info.bit_depth)
+    return img, Source(p, False, info.bit_depth, info.sample)
+
+
+def _folder_convention(folder: Path) -> str:
+    """The normal convention a material folder's ``material.json`` records ("opengl" if it has none).
+
+    The synthesis copies normal pixels as they are, so a DirectX folder's results are DirectX too
+    and their ``material.json`` must say so.
+    """
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "opengl"
+    value = meta.get("normal_convention") if isinstance(meta, dict) else None
+    return value if value in ("opengl", "directx") else "opengl"
+
+
+def _image_depth(suffix: str, source: Source) -> int:
+    """Bit depth for an image written from ``source``: as deep as the source, as the format allows.
+
+    Float sources stay float in EXR (half stays half) and TIFF (32-bit float: values above 1 and
+    below 0 survive); PNG gets 16 bits for 16-bit and float sources; JPEG is always 8.
+    """
+    is_float = source.sample.startswith("float")
+    if suffix == ".exr":
+        return 16 if source.sample == "float16" else 32
+    if suffix in (".tif", ".tiff"):
+        return 32 if is_float else (16 if source.bit_depth == 16 else 8)
+    if suffix == ".png":
+        return 16 if is_float or source.bit_depth == 16 else 8
+    return 8
 
 
 def _file_spec(name: str) -> tuple[str, str, int]:
@@ -115,22 +147,21 @@ def output_targets(path: str | Path, maps: Maps, *, overwrite: bool) -> list[Pat
     return targets
 
 
-def write_maps(path: str | Path, maps: Maps, source: Source, *, overwrite: bool, note: str) -> list[Path]:
+def write_maps(
+    path: str | Path, maps: Maps, source: Source, *, overwrite: bool, note: str, tileable: bool = True
+) -> list[Path]:
     """Write maps like their source: an image file, or a material folder (map for map).
 
     Every target is checked before the first write, and a material folder is written all or
-    nothing, so a refused or failed overwrite changes nothing.
+    nothing, so a refused or failed overwrite changes nothing. ``tileable``: whether the maps wrap
+    around (recorded in a folder's ``material.json``).
     """
     from mlvfx.io import write_image
 
     out = Path(path)
     output_targets(out, maps, overwrite=overwrite)
     if not isinstance(maps, Mapping):
-        depth = (
-            32
-            if out.suffix.lower() in (".exr",)
-            else (16 if source.bit_depth == 16 and out.suffix.lower() in (".png", ".tif", ".tiff") else 8)
-        )
+        depth = _image_depth(out.suffix.lower(), source)
         return [write_image(out, maps, kind="color", bit_depth=depth, overwrite=overwrite)]
     files: list[tuple[Path, FloatArray, str, int]] = []
     for name, arr in maps.items():
@@ -161,8 +192,8 @@ def write_maps(path: str | Path, maps: Maps, source: Source, *, overwrite: bool,
     meta = {
         "source": str(source.path),
         "operation": note,
-        "tileable": note != "paint",
-        "normal_convention": "opengl",
+        "tileable": tileable,
+        "normal_convention": source.normal_convention,
         "width": int(any_map.shape[1]),
         "height": int(any_map.shape[0]),
         "maps": {p.stem: p.name for p in written},
@@ -196,7 +227,8 @@ def read_labels(path: str | Path, keys: list[str]) -> tuple[np.ndarray[Any, Any]
         return idx, list(range(len(keys)))
     if img.shape[2] not in (1, 2):
         raise InputError("integer labels need a single-channel label map (or key exemplars by #rrggbb)", path)
-    scale = 255.0 if info.bit_depth == 8 else (65535.0 if info.bit_depth == 16 else 1.0)
+    # Integer files hold labels / 255 or / 65535 once read; float files (EXR, half or full) the labels.
+    scale = {"uint8": 255.0, "uint16": 65535.0}.get(info.sample, 1.0)
     values = np.rint(img[:, :, 0].astype(np.float64) * scale).astype(np.int64)
     labels = [int(k) for k in keys]
     lut = {v: i for i, v in enumerate(labels)}
@@ -265,7 +297,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     t.add_argument(
         "-o", "--output", required=True, type=output_path, help="output image (or folder for a material)"
     )
-    t.add_argument("--band", type=float, default=0.15, help="re-synthesised band per side, fraction of size")
+    t.add_argument(
+        "--band",
+        type=float,
+        default=0.15,
+        help="re-synthesised band per side, fraction of size (default: 0.15)",
+    )
     common(t)
     t.set_defaults(func=_cmd_tile)
 
@@ -277,7 +314,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     g.add_argument("input", help="image file or material folder")
     g.add_argument("--size", required=True, help="output size WIDTHxHEIGHT (or one number)")
     g.add_argument("--count", type=int, default=1, help="number of variations (default 1)")
-    g.add_argument("--no-tileable", action="store_true", help="do not make the results wrap around")
+    g.add_argument(
+        "--no-tileable",
+        action="store_true",
+        help="has no effect: grown textures are synthesised on a torus and always wrap around "
+        "(an open border draws streaky copies of the exemplar's edge)",
+    )
     g.add_argument("-o", "--output", required=True, type=output_path, help="output folder")
     common(g)
     g.set_defaults(func=_cmd_grow)
@@ -301,7 +343,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--transition",
         type=float,
         default=None,
-        help="transition width at region borders in pixels (default: exemplar side / 8)",
+        help="transition width at region borders in pixels (default: exemplar side / 8, narrower "
+        "where a painted region is thin, so that no region is blurred away)",
     )
     p.add_argument("--tileable", action="store_true", help="make the result wrap around")
     p.add_argument(
@@ -421,7 +464,9 @@ def _cmd_paint(args: argparse.Namespace) -> int:
             device=args.device,
             progress=progress,
         )
-    written = write_maps(args.output, out, loaded[0][1], overwrite=args.overwrite, note="paint")
+    written = write_maps(
+        args.output, out, loaded[0][1], overwrite=args.overwrite, note="paint", tileable=args.tileable
+    )
     _emit(args, {"written": [str(p) for p in written]}, f"wrote {args.output}")
     return 0
 
