@@ -268,3 +268,47 @@ def test_material_json_keeps_the_normal_convention_and_says_when_paint_tiles(
         assert run(*args, "--exemplar", f"1={material_dir}", *flags, "-o", str(out)) == 0
         meta = json.loads((out / "material.json").read_text())
         assert meta["tileable"] is tiles and meta["normal_convention"] == "directx"
+
+
+def test_bad_outputs_and_sizes_fail_before_any_work(
+    tmp_path: Path, photo: Path, material_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlvfx.ops.texture as ops
+
+    def no_synthesis(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the synthesis ran before the check")
+
+    rgba = tmp_path / "rgba.png"
+    write_image(rgba, np.concatenate([noise_rgb(48, seed=7), np.ones((48, 48, 1), np.float32)], 2))
+    monkeypatch.setattr(ops, "_run", no_synthesis)
+    with pytest.raises(InputError, match="JPEG cannot store alpha"):
+        run("texture", "tile", str(rgba), "-o", str(tmp_path / "x.jpg"))
+    with pytest.raises(InputError, match=r"cannot write \.bmp"):
+        run("texture", "tile", str(photo), "-o", str(tmp_path / "x.bmp"))
+    grown = tmp_path / "grown"
+    with pytest.raises(InputError, match="larger than the output"):
+        run("texture", "grow", str(photo), "--size", "32", "-o", str(grown))
+    with pytest.raises(InputError, match="names that folder"):
+        run("texture", "grow", str(photo), "--size", "64", "-o", str(tmp_path / "out.png"))
+    monkeypatch.setenv("MLVFX_MAX_PIXELS", str(100 * 100))
+    with pytest.raises(InputError, match="MLVFX_MAX_PIXELS"):
+        run("texture", "grow", str(photo), "--size", "128", "-o", str(grown))
+    monkeypatch.delenv("MLVFX_MAX_PIXELS")
+    assert not grown.exists() and not (tmp_path / "out.png").exists()  # no empty folders left behind
+    # --count 3 into a folder where the second variation's albedo exists: refused before the first
+    (grown / "rock_mat_s1").mkdir(parents=True)
+    (grown / "rock_mat_s1" / "albedo.png").write_bytes(b"mine")
+    with pytest.raises(OutputExistsError):
+        run("texture", "grow", str(material_dir), "--size", "64", "--count", "3", "-o", str(grown))
+    assert sorted(p.name for p in grown.iterdir()) == ["rock_mat_s1"]
+    with pytest.raises(SystemExit) as stop:
+        _parser().parse_args(["texture", "grow", str(photo), "--seed", "99999999999999999999", "-o", "g"])
+    assert stop.value.code == 2
+
+
+def test_grow_names_a_folder_given_as_dot_after_the_folder(
+    tmp_path: Path, material_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(material_dir)
+    assert run("texture", "grow", ".", "--size", "64", "-o", str(tmp_path / "g")) == 0
+    assert [p.name for p in (tmp_path / "g").iterdir()] == ["rock_mat_s0"]

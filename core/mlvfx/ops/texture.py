@@ -52,6 +52,13 @@ def _check_size(size: Sequence[int], name: str = "size") -> tuple[int, int]:
         raise InputError(f"{name} must be at least 8x8, got {w}x{h}")
     if h > MAX_OUTPUT_SIDE or w > MAX_OUTPUT_SIDE:
         raise InputError(f"{name} {w}x{h} exceeds the largest supported side {MAX_OUTPUT_SIDE}")
+    from mlvfx.config import max_pixels
+
+    if h * w > max_pixels():
+        raise InputError(
+            f"{name} {w}x{h} is {h * w} pixels, more than MLVFX_MAX_PIXELS ({max_pixels()}); "
+            "raise it if this machine has the memory"
+        )
     return h, w
 
 
@@ -166,6 +173,18 @@ def make_tileable(
     return unstack(stack, out)
 
 
+def check_grow_size(maps: Maps, size: Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` if :func:`grow` can make ``maps`` at ``size``, else ``InputError`` (before any work)."""
+    out_size = _check_size(size)
+    stack = stack_maps(maps, "exemplar")
+    if stack.height > out_size[0] or stack.width > out_size[1]:
+        raise InputError(
+            f"exemplar {stack.width}x{stack.height} is larger than the output {out_size[1]}x{out_size[0]}; "
+            "grow makes textures at least as large as the exemplar (crop or downscale it first)"
+        )
+    return out_size
+
+
 def grow(
     maps: Maps,
     size: Sequence[int],
@@ -199,13 +218,8 @@ def grow(
         InputError: bad size, or an exemplar larger than the output (downscale it, or crop it).
         Cancelled: ``cancel`` was set.
     """
-    out_size = _check_size(size)
+    out_size = check_grow_size(maps, size)
     stack = stack_maps(maps, "exemplar")
-    if stack.height > out_size[0] or stack.width > out_size[1]:
-        raise InputError(
-            f"exemplar {stack.width}x{stack.height} is larger than the output {out_size[1]}x{out_size[0]}; "
-            "grow makes textures at least as large as the exemplar (crop or downscale it first)"
-        )
     del tileable  # always toroidal, see the docstring
     out = _run(
         [stack],

@@ -128,8 +128,13 @@ def output_targets(path: str | Path, maps: Maps, *, overwrite: bool) -> list[Pat
 
     out = Path(path)
     if not isinstance(maps, Mapping):
-        if out.suffix == "":
+        suffix = out.suffix.lower()
+        if not suffix:
             raise InputError("output must be an image file name with an extension (.png, .exr, ...)", out)
+        if suffix not in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
+            raise InputError(f"cannot write {suffix} images (use .png, .jpg, .tif or .exr)", out)
+        if suffix in (".jpg", ".jpeg") and maps.shape[2] in (2, 4):
+            raise InputError("JPEG cannot store alpha; write PNG, TIFF or EXR instead", out)
         check_writable(out, overwrite)
         return [out]
     if out.suffix.lower() in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
@@ -263,6 +268,17 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _seed(text: str) -> int:
+    """A ``--seed``: a whole number from 0 to 2**32 - 1 (argparse turns the error into exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed must be a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"a seed must be from 0 to {2**32 - 1}, got {value}")
+    return value
+
+
 def parse_exemplar(text: str) -> tuple[str, Path]:
     """``#ff0000=rock/`` or ``3=grass.png`` -> (key, path)."""
     key, sep, path = text.partition("=")
@@ -283,7 +299,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = tex.add_subparsers(dest="texture_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
         p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:1, mps (default: auto)")
         p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -383,7 +399,7 @@ def _cmd_tile(args: argparse.Namespace) -> int:
 
 
 def _cmd_grow(args: argparse.Namespace) -> int:
-    from mlvfx.ops.texture import grow
+    from mlvfx.ops.texture import check_grow_size, grow
     from mlvfx.progress import scaled
 
     size = parse_size(args.size)
@@ -393,7 +409,13 @@ def _cmd_grow(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise InputError("output must be a folder", outdir)
-    stem = source.path.name if source.is_folder else source.path.stem
+    if not outdir.exists() and outdir.suffix.lower() in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
+        raise InputError(
+            "grow writes a folder of variations: -o names that folder, not an image file", outdir
+        )
+    check_grow_size(maps, size)  # before any folder is made or any synthesis is run
+    named = source.path.resolve() if source.path.name in ("", ".", "..") else source.path
+    stem = named.name if source.is_folder else named.stem
     suffix = (
         ""
         if source.is_folder
@@ -404,11 +426,8 @@ def _cmd_grow(args: argparse.Namespace) -> int:
         )
     )
     targets = [outdir / f"{stem}_s{args.seed + i}{suffix}" for i in range(args.count)]
-    if not args.overwrite:
-        from mlvfx.io.atomic import check_writable
-
-        for t in targets:
-            check_writable(t if suffix else t / META_FILE, False)
+    for t in targets:  # every file of every variation, before the first synthesis
+        output_targets(t, maps, overwrite=args.overwrite)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
