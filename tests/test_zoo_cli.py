@@ -224,3 +224,32 @@ def test_pull_all_goes_on_past_a_model_that_cannot_be_fetched(
 
     with pytest.raises(ModelError):
         run(["zoo", "pull", "gone"])
+
+
+def test_prune_leaves_the_shared_per_user_cache_alone(
+    zoo_env: ZooEnv, two_models: tuple[bytes, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # With MLVFX_CACHE_DIR set, the per-user cache is shared with other installations (another
+    # version, the Blender add-on): a model only their manifests name must survive this prune.
+    theirs = zoo_env.user_cache / "zoo" / "sha256" / sha(b"another install's model")
+    theirs.parent.mkdir(parents=True)
+    theirs.write_bytes(b"another install's model")
+    assert run(["-q", "zoo", "pull", "--all"]) == 0
+    write_manifest(zoo_env.manifest, [])
+    assert run(["--json", "zoo", "prune"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert len(doc["removed"]) == 2 and all(str(zoo_env.cache) in p for p in doc["removed"])
+    assert theirs.exists() and blobs(zoo_env.cache) == []
+
+
+def test_manifest_option_after_the_subcommand(
+    zoo_env: ZooEnv, two_models: tuple[bytes, bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.json"
+    write_manifest(other, [])
+    assert run(["--json", "zoo", "list", "--manifest", str(other)]) == 0
+    assert json.loads(capsys.readouterr().out)["models"] == []
+    assert run(["--json", "zoo", "--manifest", str(other), "list"]) == 0
+    assert json.loads(capsys.readouterr().out)["models"] == []
+    assert run(["--json", "zoo", "list"]) == 0  # the environment's manifest when not given
+    assert len(json.loads(capsys.readouterr().out)["models"]) == 2

@@ -539,6 +539,30 @@ def test_read_only_cache_hit(zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch
             p.chmod(0o755)
 
 
+def test_errors_say_what_was_wrong_with_the_copies_found(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Offline, with a corrupt copy in the mirror: the message used to say only "not cached".
+    data = blob(5000)
+    mirror = zoo_env.tmp / "mirror"
+    mirror.mkdir()
+    (mirror / NAME).write_bytes(blob(5000, seed=9))
+    one_model(zoo_env, NAME, data, [zoo_server.file_url(NAME)])
+    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", str(mirror))
+    monkeypatch.setenv("MLVFX_OFFLINE", "1")
+    with pytest.raises(OfflineError) as info:
+        fetch("m", options=FAST)
+    assert "copies found but unusable" in str(info.value) and str(mirror / NAME) in str(info.value)
+    # A file:// URL of the wrong size: the message names the model, not only the file.
+    monkeypatch.delenv("MLVFX_OFFLINE")
+    monkeypatch.delenv("MLVFX_ZOO_MIRRORS")
+    wrong = zoo_env.tmp / "wrong.safetensors"
+    wrong.write_bytes(b"x" * 10)
+    one_model(zoo_env, NAME, data, [wrong.as_uri()])
+    with pytest.raises(IntegrityError, match=rf"^m 1\.0\.0: {NAME}: .*wrong\.safetensors: 10 bytes"):
+        fetch("m", options=FAST)
+
+
 def test_read_only_cache_miss_downloads_into_the_user_cache(
     zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

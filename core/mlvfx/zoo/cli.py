@@ -60,9 +60,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--format", choices=("safetensors", "onnx"), default=None, dest="fmt")
     p.set_defaults(func=cmd_path)
 
-    p = sub.add_parser("prune", help="remove cached blobs the manifest no longer names, and leftovers")
+    p = sub.add_parser(
+        "prune",
+        help="remove blobs the manifest no longer names, and leftovers, from the cache "
+        "(MLVFX_CACHE_DIR, else the per-user one)",
+        description="Remove cached blobs the manifest no longer names, and leftovers of interrupted "
+        "downloads, from the primary cache only: MLVFX_CACHE_DIR when set, else the per-user cache. "
+        "When MLVFX_CACHE_DIR is set, the per-user cache is left alone: other installations (another "
+        "mlvfx version, the Blender add-on) share it, and their manifests may name other models.",
+    )
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     p.set_defaults(func=cmd_prune)
+
+    for (
+        name,
+        child,
+    ) in sub.choices.items():  # `mlvfx zoo list --manifest X` as well as `zoo --manifest X list`
+        if name in ("list", "pull", "verify", "path", "prune"):
+            child.add_argument("--manifest", type=Path, default=argparse.SUPPRESS, help="manifest file")
 
     p = sub.add_parser("serve", help="serve a folder of zoo files over HTTP with Range support")
     p.add_argument("directory", type=Path, metavar="DIR")
@@ -246,7 +261,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     """``mlvfx zoo prune``: only writable caches are pruned."""
     known = _manifest(args).hashes()
     removed: list[str] = []
-    for cache in default_caches():
+    for cache in default_caches()[:1]:  # the primary cache only (see the command's description)
         if not cache.root.exists() or not cache.writable():
             continue
         doomed = [p for sha, p in cache.iter_blobs() if sha not in known] + cache.leftovers()

@@ -137,23 +137,29 @@ def fetch_file(
     remote_urls = [u for u in urls if u not in local_urls]
 
     drop_at = (target or caches[0]).blob_path(zfile.sha256)
+    # What went wrong with the copies found so far (a corrupt mirror file, a damaged cached blob
+    # that could not be removed): said in the error, or the user only hears "not cached".
+    seen = "; ".join(str(e) for e in errors[-2:])
+    seen = f" (copies found but unusable: {seen})" if seen else ""
     if config.offline():
         where = remote_urls[0] if remote_urls else "(the manifest gives no URL)"
         raise OfflineError(
             f"{label}: {zfile.name} is not cached and MLVFX_OFFLINE=1 forbids downloading it from "
-            f"{where}; download it yourself and save it as {drop_at}"
+            f"{where}; download it yourself and save it as {drop_at}{seen}"
         )
     if not remote_urls:
-        if errors:
-            raise errors[-1]
+        if errors:  # the error names the file; say which model it was for too
+            raise type(errors[-1])(f"{label}: {zfile.name}: {errors[-1]}") from None
         raise DownloadError(
             f"{label}: {zfile.name} is in no cache or mirror and the manifest gives no URL; "
             f"save it as {drop_at} or put it in a folder listed in MLVFX_ZOO_MIRRORS"
         )
     if target is None:
+        damaged = [c.blob_path(zfile.sha256) for c in caches if c.blob_path(zfile.sha256).exists()]
+        why = f"; the cached copy {damaged[0]} is damaged" if damaged else ""
         raise DownloadError(
             f"{label}: no writable cache to download {zfile.name} into "
-            f"({', '.join(str(c.base) for c in caches)} are read-only); set MLVFX_CACHE_DIR"
+            f"({', '.join(str(c.base) for c in caches)} are read-only){why}{seen}; set MLVFX_CACHE_DIR"
         )
 
     own = downloader is None or downloader.cache.base != target.base
