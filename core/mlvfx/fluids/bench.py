@@ -273,7 +273,7 @@ def time_methods(net: Any, factor: int, spec: BenchSpec) -> dict[str, float]:
 
         return run, run(state)  # the first call is the warm-up (builds caches)
 
-    with torch.no_grad():
+    with torch.inference_mode():  # as the hosts' steppers run (reference.HostStepper.step)
         for dtype in ("float64", "float32"):
             cfg = replace(sc.config, dtype=dtype)
             ref = ReferenceSolver(cfg, sc.obstacles)

@@ -978,7 +978,7 @@ class SurrogateStepper(HostStepper):
         self._sources = prepared
         return self._surrogate.advance(state[0], state[1], prepared)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _to_host(self, state: tuple[torch.Tensor, Faces]) -> tuple[Array, Array]:
         assert self._surrogate is not None
         rho, vel = state
