@@ -349,5 +349,6 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     proc = subprocess.Popen([str(exe), "zoo", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # like `mlvfx zoo list | head -0`: the reader is gone before the first line
-    err = proc.stderr.read()
+    with proc.stderr:
+        err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141 and err == b""
