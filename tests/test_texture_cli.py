@@ -312,3 +312,51 @@ def test_grow_names_a_folder_given_as_dot_after_the_folder(
     monkeypatch.chdir(material_dir)
     assert run("texture", "grow", ".", "--size", "64", "-o", str(tmp_path / "g")) == 0
     assert [p.name for p in (tmp_path / "g").iterdir()] == ["rock_mat_s0"]
+
+
+def test_material_folders_read_only_the_maps_their_material_json_lists(
+    tmp_path: Path, material_dir: Path
+) -> None:
+    # Overwriting a full set with a smaller one left the old normal/roughness files beside the new
+    # albedo and height; a later grow then mixed them into the set. material.json says what belongs.
+    out = tmp_path / "m"
+    assert run("texture", "tile", str(material_dir), "-o", str(out)) == 0
+    small = tmp_path / "small"
+    maps, _ = texture_cli.read_maps(material_dir)
+    texture_cli.write_maps(
+        small,
+        {k: maps[k] for k in ("albedo", "height")},
+        texture_cli.Source(small, True),
+        overwrite=False,
+        note="t",
+    )
+    assert run("texture", "tile", str(small), "-o", str(out), "--overwrite") == 0
+    assert (out / "normal.png").exists()  # the old file is still there (nothing is deleted) ...
+    maps, _ = texture_cli.read_maps(out)
+    assert sorted(maps) == ["albedo", "height"]  # ... but it is not part of the set any more
+
+
+def test_grey_albedo_and_a_readable_layout_message(tmp_path: Path, photo: Path) -> None:
+    grey = tmp_path / "grey_mat"
+    grey.mkdir()
+    write_image(grey / "albedo.png", noise_rgb(48, seed=8)[..., :1], kind="color")
+    maps, _ = texture_cli.read_maps(grey)
+    assert maps["albedo"].shape == (48, 48, 3)
+    g1 = tmp_path / "g1.png"
+    write_image(g1, noise_rgb(48, seed=9)[..., :1], kind="data")
+    lab = np.zeros((48, 48, 1), np.float32)
+    lab[24:] = 1 / 255.0
+    write_image(tmp_path / "ids.png", lab, kind="data", bit_depth=8)
+    args = [
+        "texture",
+        "paint",
+        str(tmp_path / "ids.png"),
+        "--exemplar",
+        f"0={photo}",
+        "--exemplar",
+        f"1={g1}",
+    ]
+    with pytest.raises(
+        InputError, match=r"holds an image of 1 channel but .*rock\.png holds an image of 3 channels"
+    ):
+        run(*args, "-o", str(tmp_path / "p.png"))

@@ -58,7 +58,10 @@ def read_maps(path: str | Path) -> tuple[Maps, Source]:
     p = Path(path)
     if p.is_dir():
         maps: dict[str, FloatArray] = {}
+        listed = _listed_maps(p)
         for name, (file, kind, _) in MATERIAL_FILES.items():
+            if listed is not None and name not in listed:
+                continue  # a stale file of an earlier set that this folder's material.json does not list
             f = p / file
             if name == "height" and not f.exists() and (p / HEIGHT_PNG).exists():
                 f = p / HEIGHT_PNG
@@ -70,7 +73,8 @@ def read_maps(path: str | Path) -> tuple[Maps, Source]:
             elif name in ("height", "roughness", "ao"):
                 arr = arr[:, :, :1]
             elif name == "albedo":
-                arr = arr[:, :, :3]
+                # a grey albedo is an albedo too: its grey in all three channels
+                arr = arr[:, :, :3] if arr.shape[2] >= 3 else np.repeat(arr[:, :, :1], 3, axis=2)
             maps[name] = np.ascontiguousarray(arr, dtype=np.float32)
         if not maps:
             known = ", ".join(v[0] for v in MATERIAL_FILES.values())
@@ -82,6 +86,26 @@ def read_maps(path: str | Path) -> tuple[Maps, Source]:
     img, info = read_image(p, kind="color")
     check_maps(img, str(p))
     return img, Source(p, False, info.bit_depth, info.sample)
+
+
+def _listed_maps(folder: Path) -> set[str] | None:
+    """The map names a material folder's ``material.json`` lists, or None without a usable list.
+
+    ``--overwrite`` of a folder with a smaller set (say albedo and height only) replaces those
+    files and leaves the earlier normal or roughness beside them; the new ``material.json`` lists
+    only what belongs together, so a later command does not mix old maps into the set.
+    """
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    listed = meta.get("maps") if isinstance(meta, dict) else None
+    if not isinstance(listed, dict) or not listed:
+        return None
+    names = {str(k) for k in listed}
+    if "height16" in names:  # texture commands list height16.png under its own stem
+        names.add("height")
+    return names
 
 
 def _folder_convention(folder: Path) -> str:
@@ -450,6 +474,18 @@ def _cmd_grow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_layout(layout: tuple[tuple[str, ...], tuple[int, ...], bool]) -> str:
+    """``3 channels`` for an image, ``albedo (3 channels), height (1 channel)`` for a material set."""
+    names, channels, is_set = layout
+
+    def count(n: int) -> str:
+        return f"{n} channel{'s' if n != 1 else ''}"
+
+    if not is_set:
+        return f"an image of {count(channels[0])}"
+    return "maps " + ", ".join(f"{name} ({count(n)})" for name, n in zip(names, channels, strict=True))
+
+
 def _cmd_paint(args: argparse.Namespace) -> int:
     from mlvfx.ops.texture import paint
 
@@ -467,8 +503,8 @@ def _cmd_paint(args: argparse.Namespace) -> int:
         other = check_maps(maps, str(src.path))
         if other != first:
             raise InputError(
-                f"has maps/channels {other[0]}/{other[1]} but {loaded[0][1].path} has "
-                f"{first[0]}/{first[1]}; all exemplars must be the same kind",
+                f"holds {_describe_layout(other)} but {loaded[0][1].path} holds {_describe_layout(first)}; "
+                "all exemplars must be the same kind",
                 src.path,
             )
     exemplars = {lab: maps for lab, (maps, _) in zip(labels, loaded, strict=True)}
