@@ -329,3 +329,40 @@ def test_composite_family_spans_its_primitives_and_stays_out_of_the_default_set(
     # Roughness levels span the range, unlike any single family's.
     mids = [(s.params["rough_lo"] + s.params["rough_hi"]) / 2 for s in specs]
     assert min(mids) < 0.25 and max(mids) > 0.8
+
+
+def test_render_guard_holds_signals_until_the_render_returns(capfd: pytest.CaptureFixture[str]) -> None:
+    # Blender catches an interrupt raised inside its render callbacks, prints a traceback and goes
+    # on; the guard notes the signal and raises once the render is done. Its log goes to stderr.
+    import os
+    import signal
+
+    from mlvfx.data import materials
+
+    reached = False
+    with pytest.raises(KeyboardInterrupt):
+        with materials._blender_render_guard():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.write(1, b"Saved: 'render.exr'\n")  # what Blender prints from C
+            reached = True
+    assert reached
+    out, err = capfd.readouterr()
+    assert "Saved: 'render.exr'" in err and "Saved" not in out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    class Stop(Exception):
+        pass
+
+    def cli_handler(signum: int, frame: object) -> None:
+        raise Stop(signum)
+
+    old = signal.signal(signal.SIGTERM, cli_handler)
+    try:
+        with pytest.raises(Stop):
+            with materials._blender_render_guard():
+                os.kill(os.getpid(), signal.SIGTERM)
+                reached = False
+        assert reached is False  # the body ran to its end first
+        assert signal.getsignal(signal.SIGTERM) is cli_handler
+    finally:
+        signal.signal(signal.SIGTERM, old)

@@ -73,6 +73,9 @@ def test_generate_writes_a_complete_sample(bpy_home: Any, tmp_path: Path) -> Non
     assert rep.rendered == [0]
     folder = tmp_path / "s000000"
     assert materials.is_complete(folder)
+    from mlvfx.io.atomic import DIR_MODE
+
+    assert folder.stat().st_mode & 0o777 == DIR_MODE  # not mkdtemp's 0700: others on a farm can read it
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["family"] == "cobblestones" and meta["seed"] == 11 and meta["size"] == 32
     s = load_sample(folder)

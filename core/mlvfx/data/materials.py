@@ -32,6 +32,7 @@ works without Blender (spec sampling and the file layout are pure Python).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
@@ -40,7 +41,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -525,6 +526,55 @@ class RenderedMaps:
     stats: dict[str, float] = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def _blender_render_guard() -> Iterator[None]:
+    """Around a Cycles render: Blender's log to stderr, and Ctrl-C / SIGTERM held until it returns.
+
+    Blender prints its render log (``Saved: '...'``) on stdout from C, which broke ``--json`` and
+    ``--quiet``; here file descriptor 1 points at stderr while it renders. And an interrupt raised
+    inside the render is caught by Blender's own callbacks (it printed a traceback and went on to
+    render every sample), so the signal is only noted here and raised once the render returns:
+    the command stops after the sample under way, with the usual exit code.
+    """
+    import signal
+    import threading
+
+    noted: list[int] = []
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[int(sig)] = signal.getsignal(sig)
+            signal.signal(sig, lambda num, frame: noted.append(num))
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                import ctypes
+
+                ctypes.CDLL(None).fflush(None)  # Blender's buffered C stdout, before fd 1 goes back
+            os.dup2(saved, 1)
+    finally:
+        os.close(saved)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if noted:
+        import signal
+
+        first = noted[0]
+        handler = previous.get(first)
+        if handler == signal.SIG_IGN:
+            return
+        if callable(handler):
+            handler(first, None)  # the command's own handling (Ctrl-C, or the CLI's SIGTERM)
+        if handler == signal.SIG_DFL and first == signal.SIGTERM:
+            os.kill(os.getpid(), first)  # what SIGTERM would have done: end the process
+        raise KeyboardInterrupt
+
+
 def render_maps(
     spec: SampleSpec, *, mesh_resolution: int | None = None, work_dir: str | os.PathLike[str] | None = None
 ) -> RenderedMaps:
@@ -545,7 +595,8 @@ def render_maps(
         exr = Path(tmp) / "render.exr"
         bpy.context.scene.render.filepath = str(exr)
         t0 = time.perf_counter()
-        bpy.ops.render.render(write_still=True)
+        with _blender_render_guard():
+            bpy.ops.render.render(write_still=True)
         render_s = time.perf_counter() - t0
         if not exr.is_file():
             raise MlvfxError("Cycles did not write the render result", exr)
@@ -643,7 +694,9 @@ def render_sample(
     """
     root = Path(out)
     final = root / spec.name
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{spec.name}-", dir=root))
+    from mlvfx.io.atomic import make_temp_dir
+
+    tmp = make_temp_dir(root, f".tmp-{spec.name}-")
     try:
         maps = render_maps(spec, mesh_resolution=mesh_resolution, work_dir=tmp)
         write_sample(tmp, spec, maps)

@@ -25,6 +25,19 @@ FILE_MODE = 0o666 & ~_read_umask()
 import). ``tempfile.mkstemp`` creates 0600 files, which other users of a shared farm could not read."""
 
 
+DIR_MODE = 0o777 & ~_read_umask()
+"""Mode of output folders made as temp folders and renamed into place (``tempfile.mkdtemp`` gives
+0700: a dataset rendered on a farm would be unreadable to everyone else)."""
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A temp folder in ``parent`` with the normal folder mode (to be renamed into place)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    with contextlib.suppress(OSError):
+        os.chmod(folder, DIR_MODE)
+    return folder
+
+
 def make_temp(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     """A temp file beside ``target`` (open descriptor and path) with the normal output mode."""
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
