@@ -234,25 +234,37 @@ def test_cli_trains_with_json_summary(
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--json", action="store_true")
     cli.register(parser.add_subparsers())
-    args = parser.parse_args(
-        [
-            "--json",
-            "train",
-            "material",
-            "--recipe",
-            str(path),
-            "--data",
-            str(dataset),
-            "--out",
-            str(tmp_path / "o"),
-            "--skip-render",
-            "--steps",
-            "1",
-        ]
-    )
+    args = parser.parse_args(_argv(path, dataset, tmp_path))
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["steps_done"] == 1 and Path(out["weights"]).is_file() and Path(out["onnx"]).is_file()
+    # The same command again would silently replace the finished run: refused, and --overwrite
+    # starts it again.
+    from mlvfx.errors import InputError
+
+    before = Path(out["weights"]).stat().st_mtime_ns
+    with pytest.raises(InputError, match="holds a run already"):
+        args.func(args)
+    assert Path(out["weights"]).stat().st_mtime_ns == before
+    again = parser.parse_args([*_argv(path, dataset, tmp_path), "--overwrite"])
+    assert again.func(again) == 0
+
+
+def _argv(recipe: Path, dataset: Path, tmp_path: Path) -> list[str]:
+    return [
+        "--json",
+        "train",
+        "material",
+        "--recipe",
+        str(recipe),
+        "--data",
+        str(dataset),
+        "--out",
+        str(tmp_path / "o"),
+        "--skip-render",
+        "--steps",
+        "1",
+    ]
 
 
 def test_train_spec_defaults_are_sane() -> None:

@@ -39,6 +39,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="CPU threads (default: the recipe's; fewer when the box is shared)",
     )
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export at the end")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in an OUT that holds a run (its files are replaced)",
+    )
     p.set_defaults(func=_material)
     for dims in (2, 3):
         q = sub.add_parser(
@@ -59,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         )
         q.add_argument("--threads", type=int, default=None, help="CPU threads (default: the recipe's)")
         q.add_argument("--skip-data", action="store_true", help="train on the shots already there")
+        q.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="start again in an OUT that holds a run (its files are replaced)",
+        )
         q.set_defaults(func=_smoke, dims=dims)
 
 
@@ -137,6 +147,9 @@ def _material(args: argparse.Namespace) -> int:
         other_recipe = load_recipe(Path(args.recipe).parent / f"{other[1:]}.json")
         extra.append((other_recipe, recipe_data_dir(None, other_recipe.data.dir, other_recipe.name)))
     out_dir = Path(args.out or Path("runs") / recipe.name)
+    from mlvfx.train.runlog import check_run_folder
+
+    check_run_folder(out_dir, resume=args.resume, overwrite=args.overwrite)  # before any rendering
     quiet = bool(getattr(args, "quiet", False)) or bool(getattr(args, "json", False))
     if not args.skip_render:
         _render_material_data(recipe, data_dir, quiet)
@@ -201,6 +214,9 @@ def _smoke(args: argparse.Namespace) -> int:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     data_dir = Path(args.data or recipe.data.dir or default_data_dir(recipe.name)).expanduser()
     out_dir = Path(args.out or Path("runs") / recipe.name)
+    from mlvfx.train.runlog import check_run_folder
+
+    check_run_folder(out_dir, resume=args.resume, overwrite=args.overwrite)  # before any reference shot
     quiet = bool(getattr(args, "quiet", False)) or bool(getattr(args, "json", False))
     if args.threads:
         import torch

@@ -32,7 +32,15 @@ from mlvfx.nets.material import MaterialNet, count_flops_per_pixel, count_parame
 from mlvfx.train import losses as L
 from mlvfx.train.dataset import MaterialDataset
 from mlvfx.train.recipe import LossSpec, Recipe, data_folder_index
-from mlvfx.train.runlog import CHECKPOINT, SUMMARY, LogFn, run_logger, save_checkpoint, save_safetensors
+from mlvfx.train.runlog import (
+    CHECKPOINT,
+    SUMMARY,
+    LogFn,
+    load_checkpoint,
+    run_logger,
+    save_checkpoint,
+    save_safetensors,
+)
 
 
 def compute_losses(
@@ -257,12 +265,16 @@ def train_material(
     ckpt = out / CHECKPOINT
     init_record: dict[str, Any] | None = None
     if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
-        net.load_state_dict(state["model"])
-        if light_head is not None:
-            light_head.load_state_dict(state["light_head"])
-        opt.load_state_dict(state["optimizer"])
-        start, prior_seconds = int(state["step"]), float(state["seconds"])
+        state = load_checkpoint(ckpt, recipe.to_dict(), dev)
+        try:
+            net.load_state_dict(state["model"])
+            if light_head is not None:
+                light_head.load_state_dict(state["light_head"])
+            opt.load_state_dict(state["optimizer"])
+            start, prior_seconds = int(state["step"]), float(state["seconds"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            detail = str(exc).splitlines()[0]
+            raise InputError(f"checkpoint does not match the recipe's model ({detail})", path=ckpt) from None
     elif t.init:
         init_record = init_weights(net, t.init)
 

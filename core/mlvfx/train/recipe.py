@@ -8,8 +8,10 @@ cannot silently fall back to a default.
 from __future__ import annotations
 
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+import re
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +149,7 @@ def recipe_section(cls: type[Any], raw: Any, where: str, path: Path | None) -> A
     if unknown:
         raise InputError(f"unknown key(s) in recipe section {where!r}: {', '.join(unknown)}", path)
     kw = {k: _tuples(v) for k, v in raw.items()}
+    _check_types(cls, kw, where, path)
     for key in ("families", "also", "first_data", "skip_metallic", "teacher_albedo_families"):
         if key in kw:
             if not isinstance(kw[key], tuple):
@@ -158,6 +161,50 @@ def recipe_section(cls: type[Any], raw: Any, where: str, path: Path | None) -> A
         return cls(**kw)
     except TypeError as exc:
         raise InputError(f"bad recipe section {where!r}: {exc}", path) from None
+
+
+def _check_types(cls: type[Any], kw: dict[str, Any], where: str, path: Path | None) -> None:
+    """Each value of the kind its field's default is: ``"10"`` for a step count, ``true`` for a
+    batch size or ``1.7`` for an integer became internal errors deep in training, or were silently
+    rounded (an audit, stop 22). Integers are fine where a float is expected; a field whose default
+    is None takes anything its own checks allow."""
+    for f in fields(cls):
+        if f.name not in kw:
+            continue
+        if f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING:
+            default = f.default_factory()
+        else:
+            continue
+        value = kw[f.name]
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            kind = "a number"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "a string"
+        elif isinstance(default, tuple):
+            ok, kind = isinstance(value, tuple), "a list"
+        else:
+            continue
+        if not ok:
+            raise InputError(f"recipe {where}.{f.name} must be {kind}, got {value!r}", path)
+
+
+def check_recipe_name(name: Any, path: Path | None) -> str:
+    """A recipe name: letters, digits, ``.``, ``_`` and ``-``, not starting with a dot. It names
+    the run folder, the weights file and the data folder, so ``../x`` must not get through."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}", name):
+        raise InputError(
+            "a recipe needs a 'name' of letters, digits, '.', '_' and '-' (not starting with '.'), "
+            f"got {name!r}",
+            path,
+        )
+    return name
 
 
 def _tuples(value: Any) -> Any:
@@ -187,7 +234,8 @@ def recipe_from_dict(d: dict[str, Any], path: Path | None = None) -> Recipe:
     unknown = sorted(set(d) - {"name", "seed", "data", "model", "train", "loss", "comment"})
     if unknown:
         raise InputError(f"unknown top-level recipe key(s): {', '.join(unknown)}", path)
-    if not isinstance(d.get("name"), str) or not isinstance(d.get("seed"), int):
+    check_recipe_name(d.get("name"), path)
+    if not isinstance(d.get("seed"), int) or isinstance(d.get("seed"), bool):
         raise InputError("a recipe needs a string 'name' and an integer 'seed'", path)
     recipe = Recipe(
         name=d["name"],

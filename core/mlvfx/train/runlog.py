@@ -40,6 +40,87 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+# Train settings a resumed run may change on the command line or in the recipe: how long it may
+# run, how often it writes, how many threads, and how far it goes. Everything else must match.
+RESUMABLE_CHANGES = frozenset(
+    {"budget_minutes", "checkpoint_minutes", "log_every", "threads", "steps", "iterations", "val_every"}
+)
+
+
+def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a run over a finished or running one, and to resume nothing.
+
+    Raises:
+        InputError: ``resume`` without ``out/checkpoint.pt``; or, without ``resume`` or
+            ``overwrite``, an ``out`` that already holds a run (its checkpoint, summary or log).
+    """
+    from mlvfx.errors import InputError
+
+    if resume and overwrite:
+        raise InputError("--resume and --overwrite exclude each other")
+    held = [name for name in (CHECKPOINT, SUMMARY, LOG) if (out / name).is_file()]
+    if resume:
+        if CHECKPOINT not in held:
+            raise InputError(
+                f"--resume: there is no {CHECKPOINT} to continue from; run without --resume", out
+            )
+        return
+    if held and not overwrite:
+        raise InputError(
+            f"holds a run already ({', '.join(held)}): pass --resume to continue it, or --overwrite to "
+            "start again (its files are then replaced)",
+            out,
+        )
+
+
+def load_checkpoint(path: Path, recipe: dict[str, Any], device: Any = "cpu") -> dict[str, Any]:
+    """The state in ``path``, checked against the recipe it is resumed with.
+
+    Raises:
+        InputError: the file is not a readable checkpoint, or another recipe wrote it (beyond the
+            settings in :data:`RESUMABLE_CHANGES`); the message names what differs.
+    """
+    from mlvfx.errors import InputError
+
+    try:
+        state: dict[str, Any] = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, pickle/zip errors, EOFError, ...
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(
+            f"not a readable checkpoint ({detail}); start again with --overwrite", path
+        ) from None
+    stored = state.get("recipe") if isinstance(state, dict) else None
+    if isinstance(stored, str):
+        stored = json.loads(stored)
+    if isinstance(stored, dict):
+        # both as JSON gives them (tuples are lists there), so only real differences count
+        differs = _differences(json.loads(json.dumps(stored)), json.loads(json.dumps(recipe)))
+        if differs:
+            raise InputError(
+                f"was written by another recipe (it differs in {', '.join(differs[:6])}); resume with "
+                "the recipe that wrote it, or start again with --overwrite",
+                path,
+            )
+    return state
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two recipe dicts, resumable train settings left out."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        name = f"{prefix}{key}"
+        if key in RESUMABLE_CHANGES and prefix in ("train.", "upres.", "vupres."):
+            continue
+        if name in ("comment", "data.dir"):  # words, and where the data lives (--data moves it too)
+            continue
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _differences(va, vb, f"{name}.")
+        elif va != vb:
+            out.append(name)
+    return out
+
+
 def save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> Path:
     """Write ``tensors`` (moved to the CPU, made contiguous) as safetensors, atomically, with the
     normal output mode (safetensors' own writer makes 0600 files, which a farm's other users

@@ -45,7 +45,15 @@ import torch
 
 from mlvfx.errors import InputError
 from mlvfx.progress import ProgressFn, report
-from mlvfx.train.runlog import CHECKPOINT, SUMMARY, LogFn, run_logger, save_checkpoint, save_safetensors
+from mlvfx.train.runlog import (
+    CHECKPOINT,
+    SUMMARY,
+    LogFn,
+    load_checkpoint,
+    run_logger,
+    save_checkpoint,
+    save_safetensors,
+)
 
 DATA_VERSION = 1
 
@@ -183,7 +191,7 @@ class SmokeRecipe:
 
 def load_smoke_recipe(path: str | os.PathLike[str]) -> SmokeRecipe:
     """Read and validate a smoke recipe JSON file (unknown keys are errors)."""
-    from mlvfx.train.recipe import read_recipe_json, recipe_section
+    from mlvfx.train.recipe import check_recipe_name, read_recipe_json, recipe_section
 
     raw, p = read_recipe_json(path)
     raw = dict(raw)
@@ -192,9 +200,12 @@ def load_smoke_recipe(path: str | os.PathLike[str]) -> SmokeRecipe:
     unknown = sorted(set(raw) - top)
     if unknown:
         raise InputError(f"recipe has unknown keys: {', '.join(unknown)}", path=p)
+    for key in ("dims", "seed"):
+        if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool)):
+            raise InputError(f"recipe {key} must be a whole number, got {raw[key]!r}", path=p)
     try:
         recipe = SmokeRecipe(
-            name=str(raw["name"]),
+            name=check_recipe_name(raw["name"], p),
             dims=int(raw["dims"]),
             seed=int(raw["seed"]),
             data=recipe_section(SmokeData, raw.get("data", {}), "data", p),
@@ -814,7 +825,7 @@ def train_surrogate(
     opt = torch.optim.Adam(net.parameters(), lr=t.lr)
     start, prior = 0, 0.0
     if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = load_checkpoint(ckpt, recipe.to_dict())
         try:
             net.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])

@@ -1,0 +1,106 @@
+"""Training run folders and recipes: no silent rerun over a run, resume checks, recipe value types."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlvfx.errors import InputError
+from mlvfx.train.recipe import load_recipe
+from mlvfx.train.runlog import check_run_folder, load_checkpoint, save_checkpoint
+from mlvfx.train.smoke import load_smoke_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "model_zoo" / "recipes"
+
+
+def test_a_run_folder_is_not_trained_over_and_resume_needs_a_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    check_run_folder(out, resume=False, overwrite=False)  # nothing there: fine
+    with pytest.raises(InputError, match=r"no checkpoint\.pt to continue from"):
+        check_run_folder(out, resume=True, overwrite=False)
+    out.mkdir()
+    (out / "summary.json").write_text("{}")
+    with pytest.raises(InputError, match=r"holds a run already \(summary.json\).*--resume.*--overwrite"):
+        check_run_folder(out, resume=False, overwrite=False)
+    check_run_folder(out, resume=False, overwrite=True)
+    with pytest.raises(InputError, match="exclude each other"):
+        check_run_folder(out, resume=True, overwrite=True)
+    (out / "checkpoint.pt").write_bytes(b"")
+    check_run_folder(out, resume=True, overwrite=False)
+
+
+def test_resume_refuses_a_checkpoint_of_another_recipe_or_a_broken_one(tmp_path: Path) -> None:
+    recipe = load_smoke_recipe(RECIPES / "smoke3d_v14.json").to_dict()
+    ckpt = tmp_path / "checkpoint.pt"
+    save_checkpoint(ckpt, {"model": {}, "recipe": recipe, "iteration": 3})
+    assert load_checkpoint(ckpt, recipe)["iteration"] == 3
+    # what a resumed run may change: its time budget, threads, how far it goes, the comment
+    later = json.loads(json.dumps(recipe))
+    later["train"]["budget_minutes"] = 999
+    later["train"]["threads"] = 1
+    later["vupres"]["iterations"] = 10
+    later["comment"] = "edited"
+    assert load_checkpoint(ckpt, later)["iteration"] == 3
+    other = json.loads(json.dumps(recipe))
+    other["seed"] += 1
+    other["train"]["lr"] = 0.5
+    with pytest.raises(InputError, match=r"another recipe \(it differs in seed, train.lr\)"):
+        load_checkpoint(ckpt, other)
+    ckpt.write_bytes(b"PK\x03\x04 not a checkpoint")
+    with pytest.raises(InputError, match="not a readable checkpoint"):
+        load_checkpoint(ckpt, recipe)
+    # the material trainer stores its recipe as a JSON string, tuples as lists: not a difference
+    material = load_recipe(RECIPES / "material_v14.json").to_dict()
+    save_checkpoint(ckpt, {"recipe": json.dumps(material), "step": 1})
+    assert load_checkpoint(ckpt, material)["step"] == 1
+    assert torch.load(ckpt, weights_only=True)["step"] == 1
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("train", "steps", "10", "train.steps must be a whole number"),
+        ("train", "lr", "fast", "train.lr must be a number"),
+        ("train", "batch", True, "train.batch must be a whole number"),
+        ("train", "steps", 2.5, "train.steps must be a whole number"),
+        ("data", "count", "six", "data.count must be a whole number"),
+    ],
+)
+def test_recipe_values_of_the_wrong_kind_are_named(
+    tmp_path: Path, section: str, key: str, value: object, message: str
+) -> None:
+    raw = json.loads((RECIPES / "material_v1.json").read_text())
+    raw[section][key] = value
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(InputError, match=message) as err:
+        load_recipe(path)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", ".hidden", "", None, 3])
+def test_recipe_names_cannot_leave_the_output_folders(tmp_path: Path, name: object) -> None:
+    for recipe in ("material_v1.json", "smoke3d_v2.json"):
+        raw = json.loads((RECIPES / recipe).read_text())
+        raw["name"] = name
+        path = tmp_path / recipe
+        path.write_text(json.dumps(raw))
+        loader = load_smoke_recipe if recipe.startswith("smoke") else load_recipe
+        with pytest.raises(InputError, match="'name' of letters, digits"):
+            loader(path)
+
+
+def test_smoke_recipe_top_level_numbers(tmp_path: Path) -> None:
+    raw = json.loads((RECIPES / "smoke3d_v2.json").read_text())
+    raw["dims"] = "two"
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(InputError, match="dims must be a whole number"):
+        load_smoke_recipe(path)
+    raw["dims"], raw["seed"], raw["model"]["factor"] = 3, 1.7, 4
+    path.write_text(json.dumps(raw))
+    with pytest.raises(InputError, match="seed must be a whole number"):
+        load_smoke_recipe(path)
