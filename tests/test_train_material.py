@@ -798,3 +798,17 @@ def test_cli_renders_missing_data_before_training(
     start = [json.loads(line) for line in (tmp_path / "o" / "log.jsonl").read_text().splitlines()]
     rec = next(r for r in start if r.get("event") == "start")
     assert rec["train_samples"] + rec["val_samples"] == 5
+
+
+def test_an_interrupt_keeps_the_steps_done(dataset: Path, tmp_path: Path) -> None:
+    recipe = _tiny_recipe(steps=3)
+
+    def stop_at_2(record: dict[str, object]) -> None:
+        if record.get("event") == "train" and record.get("step") == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_material(recipe, data_dir=dataset, out_dir=tmp_path / "cut", export_onnx=False, log=stop_at_2)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 2
+    done = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "cut", resume=True, export_onnx=False)
+    assert done.steps_done == 3

@@ -308,62 +308,75 @@ def train_material(
     stopped = "finished"
     last: dict[str, float] = {}
     net.train()
-    while step < total_steps:
-        if prior_seconds + time.monotonic() - t0 >= budget_s:
-            stopped = "budget"
-            break
-        if max_steps_this_run is not None and step - start >= max_steps_this_run:
-            stopped = "paused"
-            break
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(step, recipe, total_steps)
-        ctx = bool(recipe.model.context)
-        raw = data.batch(
-            recipe.seed,
-            step,
-            t.batch,
-            t.crop,
-            context=ctx,
-            illumination=t.illumination,
-            roots=first_roots if step < t.first_steps else None,
-        )
-        batch = {k: v.to(dev) for k, v in raw.items()}
-        target: torch.Tensor | None = None
-        if teacher is not None:
-            with torch.no_grad():
-                target = teacher(batch["lit"], batch.get("thumb"))
-        if light_head is None:
-            terms = compute_losses(net(batch["lit"], batch.get("thumb")), batch, recipe.loss, target)
-        else:
-            context = net.context_vector(batch["thumb"])
-            terms = compute_losses(net(batch["lit"], context=context), batch, recipe.loss, target)
-            terms["light"] = light_loss(light_head(context), batch["light"], batch["light_mask"])
-            terms["total"] = terms["total"] + recipe.loss.light * terms["light"]
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        step += 1
-        last = {k: float(v.detach()) for k, v in terms.items()}
-        if step % t.log_every == 0 or step == total_steps:
-            emit(
-                {
-                    "event": "train",
-                    "step": step,
-                    "lr": opt.param_groups[0]["lr"],
-                    "seconds": round(prior_seconds + time.monotonic() - t0, 1),
-                    **last,
-                }
+    updating = False
+    try:
+        while step < total_steps:
+            if prior_seconds + time.monotonic() - t0 >= budget_s:
+                stopped = "budget"
+                break
+            if max_steps_this_run is not None and step - start >= max_steps_this_run:
+                stopped = "paused"
+                break
+            for g in opt.param_groups:
+                g["lr"] = learning_rate(step, recipe, total_steps)
+            ctx = bool(recipe.model.context)
+            raw = data.batch(
+                recipe.seed,
+                step,
+                t.batch,
+                t.crop,
+                context=ctx,
+                illumination=t.illumination,
+                roots=first_roots if step < t.first_steps else None,
             )
-        if time.monotonic() - last_ckpt >= 60.0 * t.checkpoint_minutes:
+            batch = {k: v.to(dev) for k, v in raw.items()}
+            target: torch.Tensor | None = None
+            if teacher is not None:
+                with torch.no_grad():
+                    target = teacher(batch["lit"], batch.get("thumb"))
+            if light_head is None:
+                terms = compute_losses(net(batch["lit"], batch.get("thumb")), batch, recipe.loss, target)
+            else:
+                context = net.context_vector(batch["thumb"])
+                terms = compute_losses(net(batch["lit"], context=context), batch, recipe.loss, target)
+                terms["light"] = light_loss(light_head(context), batch["light"], batch["light_mask"])
+                terms["total"] = terms["total"] + recipe.loss.light * terms["light"]
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            updating = True  # the weights are half-updated until step counts it
+            opt.step()
+            step += 1
+            updating = False
+            last = {k: float(v.detach()) for k, v in terms.items()}
+            if step % t.log_every == 0 or step == total_steps:
+                emit(
+                    {
+                        "event": "train",
+                        "step": step,
+                        "lr": opt.param_groups[0]["lr"],
+                        "seconds": round(prior_seconds + time.monotonic() - t0, 1),
+                        **last,
+                    }
+                )
+            if time.monotonic() - last_ckpt >= 60.0 * t.checkpoint_minutes:
+                _save_checkpoint(
+                    ckpt, net, opt, step, prior_seconds + time.monotonic() - t0, recipe, light_head
+                )
+                last_ckpt = time.monotonic()
+                emit({"event": "val", "step": step, **validate(net, data, recipe, dev)})
+                # Pick up samples a concurrent render finished meanwhile.
+                added = data.refresh()
+                if added:
+                    emit({"event": "data", "step": step, "added": added, "train_samples": len(data.train)})
+                net.train()
+    except KeyboardInterrupt:
+        # Ctrl-C, or SIGTERM from a farm's scheduler (the CLI raises it as an interrupt): keep the
+        # steps done since the last periodic checkpoint, unless the weights were mid-update.
+        if step > start and not updating:
             _save_checkpoint(ckpt, net, opt, step, prior_seconds + time.monotonic() - t0, recipe, light_head)
-            last_ckpt = time.monotonic()
-            emit({"event": "val", "step": step, **validate(net, data, recipe, dev)})
-            # Pick up samples a concurrent render finished meanwhile.
-            added = data.refresh()
-            if added:
-                emit({"event": "data", "step": step, "added": added, "train_samples": len(data.train)})
-            net.train()
+            emit({"event": "interrupted", "step": step, "checkpoint": True})
+        raise
     seconds = prior_seconds + time.monotonic() - t0
     weights = onnx_path = None
     if step > start or resume:

@@ -868,60 +868,71 @@ def train_surrogate(
     running = None
     skipped = 0
     steps = recipe.data.steps
-    while it < t.iterations:
-        if prior + time.monotonic() - t0 >= budget:
-            stopped = "budget"
-            break
-        rng = random.Random(recipe.seed * 1_000_003 + it)  # noqa: S311 (batch sampling)
-        k = rng.randrange(len(train))
-        unroll = unroll_length(recipe, it)
-        if rng.random() < t.early_fraction:
-            s0 = rng.randrange(0, min(t.early_start_max, steps - unroll) + 1)
-        else:
-            s0 = rng.randrange(0, steps - unroll + 1)
-        shot = train[k]
-        gen = torch.Generator().manual_seed(recipe.seed * 7919 + it)
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(recipe, it)
-        loss = unrolled_loss(
-            solvers[k],
-            shot.density[s0],
-            [v[s0] for v in shot.vel],
-            list(shot.density[s0 + 1 : s0 + 1 + unroll]),
-            [[v[s0 + j] for v in shot.vel] for j in range(1, unroll + 1)],
-            sources[k],
-            noise=t.noise,
-            generator=gen,
-            velocity_weight=t.velocity_weight,
-            mass_weight=t.mass_weight,
-            energy_weight=t.energy_weight,
-        )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        if torch.isfinite(grad_norm):
-            opt.step()
-        else:  # one bad unroll must not poison the weights; it is logged and skipped
-            skipped += 1
-            emit({"event": "skipped", "iteration": it, "shot": shot.seed, "start": s0, "unroll": unroll})
-        it += 1
-        value = float(loss.detach())
-        running = value if running is None else 0.95 * running + 0.05 * value
-        if it % t.log_every == 0 or it == t.iterations:
-            emit(
-                {
-                    "event": "train",
-                    "iteration": it,
-                    "loss": round(running, 5),
-                    "unroll": unroll,
-                    "lr": learning_rate(recipe, it),
-                    "seconds": round(prior + time.monotonic() - t0, 1),
-                }
+    updating = False
+    try:
+        while it < t.iterations:
+            if prior + time.monotonic() - t0 >= budget:
+                stopped = "budget"
+                break
+            rng = random.Random(recipe.seed * 1_000_003 + it)  # noqa: S311 (batch sampling)
+            k = rng.randrange(len(train))
+            unroll = unroll_length(recipe, it)
+            if rng.random() < t.early_fraction:
+                s0 = rng.randrange(0, min(t.early_start_max, steps - unroll) + 1)
+            else:
+                s0 = rng.randrange(0, steps - unroll + 1)
+            shot = train[k]
+            gen = torch.Generator().manual_seed(recipe.seed * 7919 + it)
+            for g in opt.param_groups:
+                g["lr"] = learning_rate(recipe, it)
+            loss = unrolled_loss(
+                solvers[k],
+                shot.density[s0],
+                [v[s0] for v in shot.vel],
+                list(shot.density[s0 + 1 : s0 + 1 + unroll]),
+                [[v[s0 + j] for v in shot.vel] for j in range(1, unroll + 1)],
+                sources[k],
+                noise=t.noise,
+                generator=gen,
+                velocity_weight=t.velocity_weight,
+                mass_weight=t.mass_weight,
+                energy_weight=t.energy_weight,
             )
-        if time.monotonic() - last_ckpt >= 60.0 * t.checkpoint_minutes:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            if torch.isfinite(grad_norm):
+                updating = True  # the weights are half-updated until it counts it
+                opt.step()
+            else:  # one bad unroll must not poison the weights; it is logged and skipped
+                skipped += 1
+                emit({"event": "skipped", "iteration": it, "shot": shot.seed, "start": s0, "unroll": unroll})
+            it += 1
+            updating = False
+            value = float(loss.detach())
+            running = value if running is None else 0.95 * running + 0.05 * value
+            if it % t.log_every == 0 or it == t.iterations:
+                emit(
+                    {
+                        "event": "train",
+                        "iteration": it,
+                        "loss": round(running, 5),
+                        "unroll": unroll,
+                        "lr": learning_rate(recipe, it),
+                        "seconds": round(prior + time.monotonic() - t0, 1),
+                    }
+                )
+            if time.monotonic() - last_ckpt >= 60.0 * t.checkpoint_minutes:
+                save(it, prior + time.monotonic() - t0)
+                last_ckpt = time.monotonic()
+                emit({"event": "val", "iteration": it, **validate(net, val, recipe)})
+    except KeyboardInterrupt:
+        # Ctrl-C, or SIGTERM from a farm's scheduler (the CLI raises it as an interrupt): keep the
+        # iterations done since the last periodic checkpoint, unless the weights were mid-update.
+        if it > start and not updating:
             save(it, prior + time.monotonic() - t0)
-            last_ckpt = time.monotonic()
-            emit({"event": "val", "iteration": it, **validate(net, val, recipe)})
+            emit({"event": "interrupted", "iteration": it, "checkpoint": True})
+        raise
     seconds = prior + time.monotonic() - t0
     save(it, seconds)
     result = validate(net, val, recipe)
