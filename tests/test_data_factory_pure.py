@@ -366,3 +366,33 @@ def test_render_guard_holds_signals_until_the_render_returns(capfd: pytest.Captu
         assert signal.getsignal(signal.SIGTERM) is cli_handler
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_generate_checks_everything_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(materials, "render_maps", _fake_maps)
+    with pytest.raises(InputError, match="seed must be from 0"):
+        materials.generate(tmp_path / "neg", 1, size=16, seed=-1)
+    assert not (tmp_path / "neg").exists()  # no dataset.json recording the bad seed
+    with pytest.raises(InputError, match="number of shards must be at least 1, got 0"):
+        materials.generate(tmp_path / "s", 1, size=16, seed=1, num_shards=0)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="cannot create the output folder"):
+        materials.generate(tmp_path / "file" / "sub", 1, size=16, seed=1)
+
+
+def test_train_command_line_numbers_are_checked_by_the_parser() -> None:
+    import argparse
+
+    from mlvfx.train import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    for argv in (
+        ["train", "material", "--recipe", "r.json", "--steps", "-3"],
+        ["train", "material", "--recipe", "r.json", "--budget-minutes", "-1"],
+        ["train", "smoke3d", "--recipe", "r.json", "--iterations", "-1"],
+        ["train", "smoke2d", "--recipe", "r.json", "--budget-minutes", "nan"],
+    ):
+        with pytest.raises(SystemExit) as stop:
+            parser.parse_args(argv)
+        assert stop.value.code == 2

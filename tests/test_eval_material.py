@@ -187,3 +187,37 @@ def test_contact_sheet(tmp_path: Path) -> None:
 
     with pytest.raises(OutputExistsError):
         contact_sheet(tmp_path / "sheet.png", truth=truth)
+
+
+def test_a_partial_prediction_folder_is_named_not_hidden(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    truth, pred = tmp_path / "truth", tmp_path / "pred"
+    _truth(truth, n=3)
+    first = sorted(truth.iterdir())[0]
+    (pred / first.name).mkdir(parents=True)
+    (pred / first.name / "roughness.png").write_bytes((first / "roughness.png").read_bytes())
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+    eval_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["--json", "eval", "material", "--pred", str(pred), "--truth", str(truth)])
+    assert args.func(args) == 0
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["overall"]["count"] == 1 and len(doc["missing"]) == 2
+    assert "2 of 3 truth samples have no prediction" in captured.err
+
+
+def test_contact_sheet_checks_its_output_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlvfx.errors import OutputExistsError
+    from mlvfx.eval import sheet
+
+    truth = tmp_path / "truth"
+    _truth(truth, n=1)
+    monkeypatch.setattr(sheet, "sample_folders", lambda *a: pytest.fail("the sheet was built first"))
+    with pytest.raises(InputError, match=r"name a \.png"):
+        sheet.contact_sheet(tmp_path / "sheet.exr", truth=truth)
+    (tmp_path / "sheet.png").write_bytes(b"mine")
+    with pytest.raises(OutputExistsError):
+        sheet.contact_sheet(tmp_path / "sheet.png", truth=truth)

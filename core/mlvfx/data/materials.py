@@ -789,14 +789,21 @@ def generate(
         raise InputError(f"size must be in 16..4096, got {size}")
     if samples < 1:
         raise InputError(f"samples must be at least 1, got {samples}")
-    if num_shards < 1 or not 0 <= shard < num_shards:
+    if num_shards < 1:
+        raise InputError(f"the number of shards must be at least 1, got {num_shards}")
+    if not 0 <= shard < num_shards:
         raise InputError(f"shard must be in 0..{num_shards - 1}, got {shard}")
+    if not 0 <= seed < 2**32:  # checked before dataset.json records it
+        raise InputError(f"seed must be from 0 to {2**32 - 1}, got {seed}")
     fams = check_families(families)
     check_lighting(lighting)
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise InputError("output exists and is not a folder", root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder ({exc.strerror or exc})", root) from None
     _check_dataset(
         root,
         {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from mlvfx.eval.material import MAPS
 
@@ -45,6 +46,13 @@ def _material(args: argparse.Namespace) -> int:
     from mlvfx.eval.material import evaluate
 
     result = evaluate(args.pred, args.truth)
+    if result.missing:  # a partial prediction folder: the table covers fewer samples than the truth
+        total = len(result.samples) + len(result.missing)
+        print(
+            f"mlvfx: warning: {len(result.missing)} of {total} truth samples have no prediction in "
+            f"{args.pred} (first: {result.missing[0]}); the table scores the other {len(result.samples)}",
+            file=sys.stderr,
+        )
     if getattr(args, "json", False):
         print(json.dumps(result.to_dict(), indent=1))
         return 0

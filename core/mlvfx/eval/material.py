@@ -242,6 +242,8 @@ class EvalResult:
     """Per-sample results plus per-family and overall means."""
 
     samples: list[SampleResult]
+    missing: list[str] = field(default_factory=list)
+    """Truth samples with no prediction to score (a partial prediction folder)."""
 
     def groups(self) -> dict[str, list[SampleResult]]:
         out: dict[str, list[SampleResult]] = {}
@@ -284,6 +286,7 @@ class EvalResult:
             "by_split": self.by_split(),
             "per_family": self.per_family(),
             "samples": [{"name": s.name, "family": s.family, **s.metrics} for s in self.samples],
+            "missing": list(self.missing),
         }
 
     def to_markdown(self, title: str | None = None) -> str:
@@ -366,18 +369,22 @@ def evaluate(
         raise InputError("prediction folder not found", pred_root)
     single = len(truths) == 1 and Path(truth_dir) == truths[0]
     results: list[SampleResult] = []
+    missing: list[str] = []
     for t in truths:
         if names is not None and t.name not in names:
             continue
         p = pred_root if single and not (pred_root / t.name).is_dir() else pred_root / t.name
         if not p.is_dir():
+            missing.append(t.name)
             continue
         r = evaluate_sample(p, t)
         if r.metrics:
             results.append(r)
+        else:
+            missing.append(t.name)
     if not results:
         raise InputError(f"no predicted maps match the samples of {truth_dir}", pred_root)
-    return EvalResult(results)
+    return EvalResult(results, missing)
 
 
 def is_better(metric: str, a: float | None, b: float | None) -> bool:

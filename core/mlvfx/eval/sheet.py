@@ -89,7 +89,11 @@ def contact_sheet(
         The path written.
     """
     from mlvfx.io import write_image
+    from mlvfx.io.atomic import check_writable
 
+    if Path(out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+        raise InputError("a contact sheet is an 8-bit image: name a .png (or .jpg, .tif) file", out)
+    check_writable(Path(out), overwrite)  # before the sheet is built, not after
     bad = [m for m in maps if m not in MAPS]
     if bad:
         raise InputError(f"unknown maps {bad}; choose from {', '.join(MAPS)}")
