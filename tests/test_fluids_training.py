@@ -722,3 +722,26 @@ def test_an_interrupt_keeps_the_iterations_done_and_resume_goes_on(
     a = load_state_dict(tmp_path / "full" / "smoke2d_tiny.safetensors")
     b = load_state_dict(tmp_path / "cut" / "smoke2d_tiny.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_a_data_folder_made_for_another_factor_or_fewer_eval_steps_is_refused(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, data, _ = trained
+    spec_before = json.loads((data / "dataset.json").read_text())
+    assert spec_before["factor"] == 4 and spec_before["eval_steps"] == [5, 10]
+    factor2 = load_smoke_recipe(write_recipe(tmp_path / "f.json", model=dict(TINY["model"], factor=2)))  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="made with factor=4, the recipe wants 2"):
+        generate_data(data, factor2)
+    more = load_smoke_recipe(
+        write_recipe(tmp_path / "e.json", data=dict(TINY["data"], eval_steps=[5, 10, 12]))  # type: ignore[arg-type]
+    )
+    with pytest.raises(InputError, match=r"also wants \[12\]"):
+        generate_data(data, more)
+    fewer = load_smoke_recipe(write_recipe(tmp_path / "g.json", data=dict(TINY["data"], eval_steps=[10])))  # type: ignore[arg-type]
+    generate_data(data, fewer)  # a subset is there: fine, and the description keeps what the shots hold
+    assert json.loads((data / "dataset.json").read_text())["eval_steps"] == [5, 10]
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "dataset.json").write_text("{not json")
+    with pytest.raises(InputError, match="not a readable smoke dataset description"):
+        generate_data(tmp_path / "broken", fewer)

@@ -309,18 +309,41 @@ def generate_data(
     out = Path(root)
     out.mkdir(parents=True, exist_ok=True)
     d = recipe.data
-    spec = {"version": DATA_VERSION, "dims": recipe.dims, **json.loads(json.dumps(asdict(d)))}
+    spec = {
+        "version": DATA_VERSION,
+        "dims": recipe.dims,
+        "factor": recipe.model.factor,  # the shots are stored restricted by it
+        **json.loads(json.dumps(asdict(d))),
+    }
     spec.pop("dir")
     spec_path = out / "dataset.json"
     if spec_path.exists():
-        old = json.loads(spec_path.read_text())
-        for key in ("version", "dims", "res", "families", "steps"):
+        try:
+            old = json.loads(spec_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(
+                f"not a readable smoke dataset description ({exc}); use another --data folder", path=spec_path
+            ) from None
+        if not isinstance(old, dict):
+            raise InputError("not a smoke dataset description; use another --data folder", path=spec_path)
+        keys = ["version", "dims", "res", "families", "steps"]
+        keys += ["factor"] if "factor" in old else []  # folders made before it was recorded
+        for key in keys:
             if old.get(key) != spec.get(key):
                 raise InputError(
                     f"smoke data here was made with {key}={old.get(key)!r}, the recipe wants "
                     f"{spec.get(key)!r}; use another --data folder",
                     path=spec_path,
                 )
+        extra = sorted(set(d.eval_steps) - set(old.get("eval_steps", d.eval_steps)))
+        if extra:
+            raise InputError(
+                f"smoke data here keeps validation frames at steps {old.get('eval_steps')}, the recipe "
+                f"also wants {extra}; use another --data folder",
+                path=spec_path,
+            )
+        if "eval_steps" in old:  # what the shots hold, not what this recipe reads of them
+            spec["eval_steps"] = old["eval_steps"]
     write_bytes_atomic(spec_path, (json.dumps(spec, indent=1) + "\n").encode(), overwrite=True)
     # A recipe that keeps its init's correction (train.iterations 0) needs no training shots.
     train_shots = d.train_shots if recipe.train.iterations > 0 else 0
