@@ -812,3 +812,31 @@ def test_an_interrupt_keeps_the_steps_done(dataset: Path, tmp_path: Path) -> Non
     assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 2
     done = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "cut", resume=True, export_onnx=False)
     assert done.steps_done == 3
+
+
+def test_skip_render_still_checks_the_renders_are_the_recipes(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlvfx.data import materials, splits
+    from mlvfx.errors import InputError
+    from mlvfx.train import cli
+
+    recipe = _tiny_recipe()
+    other = materials.dataset_settings(
+        seed=recipe.data.seed + 4,
+        size=recipe.data.size,
+        samples=recipe.data.samples,
+        families=materials.check_families(splits.expand_families(["train"])),
+        lighting=recipe.data.lighting,
+    )
+    (dataset / "dataset.json").write_text(json.dumps(other))
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(recipe.to_dict()))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(_argv(path, dataset, tmp_path))
+    with pytest.raises(InputError, match=f"holds a dataset with seed={recipe.data.seed + 4}"):
+        args.func(args)
+    assert not (tmp_path / "o").exists()  # refused before any training

@@ -723,7 +723,24 @@ class GenerateReport:
         return 60.0 * len(self.rendered) / self.seconds if self.seconds > 0 else 0.0
 
 
-def _check_dataset(root: Path, settings: dict[str, Any]) -> None:
+def dataset_settings(
+    *, seed: int, size: int, samples: int, families: Sequence[str], lighting: str
+) -> dict[str, Any]:
+    """What ``dataset.json`` records about a dataset (and what a folder must match to be reused)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "factory_version": FACTORY_VERSION,
+        "seed": seed,
+        "size": size,
+        "samples": samples,
+        "families": list(families),
+        "lighting": lighting,
+    }
+
+
+def _check_dataset(root: Path, settings: dict[str, Any], *, write: bool = True) -> None:
+    """Raise ``InputError`` if ``root`` holds a dataset made with other settings; record the
+    settings in a folder that has none yet (unless ``write`` is false: only check)."""
     path = root / DATASET_FILE
     if path.is_file():
         try:
@@ -736,13 +753,35 @@ def _check_dataset(root: Path, settings: dict[str, Any]) -> None:
             if old.get(key) != settings[key]:
                 raise InputError(
                     f"this folder holds a dataset with {key}={old.get(key)!r}, not {settings[key]!r}; "
-                    "use another --out folder",
+                    "use another folder",
                     root,
                 )
+        return
+    if not write:
         return
     tmp = root / (DATASET_FILE + ".tmp")
     tmp.write_text(json.dumps(settings, indent=1))
     os.replace(tmp, path)
+
+
+def check_dataset(
+    root: str | os.PathLike[str],
+    *,
+    seed: int,
+    size: int,
+    samples: int,
+    families: Sequence[str] | None,
+    lighting: str = "studio",
+) -> None:
+    """Raise ``InputError`` if ``root`` holds a dataset made with other settings (reads only).
+
+    For training on renders already there (``--skip-render``): the renders must be the ones the
+    recipe describes, as :func:`generate` checks before it adds any.
+    """
+    settings = dataset_settings(
+        seed=seed, size=size, samples=samples, families=check_families(families), lighting=lighting
+    )
+    _check_dataset(Path(root), settings, write=False)
 
 
 def generate(
@@ -805,16 +844,7 @@ def generate(
     except OSError as exc:
         raise InputError(f"cannot create the output folder ({exc.strerror or exc})", root) from None
     _check_dataset(
-        root,
-        {
-            "format_version": FORMAT_VERSION,
-            "factory_version": FACTORY_VERSION,
-            "seed": seed,
-            "size": size,
-            "samples": samples,
-            "families": list(fams),
-            "lighting": lighting,
-        },
+        root, dataset_settings(seed=seed, size=size, samples=samples, families=fams, lighting=lighting)
     )
 
     mine = [i for i in range(start, start + count) if i % num_shards == shard]

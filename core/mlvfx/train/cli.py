@@ -185,6 +185,18 @@ def _material(args: argparse.Namespace) -> int:
         _render_material_data(recipe, data_dir, quiet)
         for other_recipe, other_dir in extra:
             _render_material_data(other_recipe, other_dir, quiet)
+    else:  # the renders already there must be the ones the recipes describe
+        from mlvfx.data import materials, splits
+
+        for r, folder in ((recipe, data_dir), *extra):
+            materials.check_dataset(
+                folder,
+                seed=r.data.seed,
+                size=r.data.size,
+                samples=r.data.samples,
+                families=splits.expand_families(list(r.data.families)),
+                lighting=r.data.lighting,
+            )
     total = args.steps or recipe.train.steps
     tbar = tqdm(total=total, unit="step", disable=quiet, file=sys.stderr, desc="train")
 
