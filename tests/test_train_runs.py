@@ -22,40 +22,57 @@ def test_a_run_folder_is_not_trained_over_and_resume_needs_a_checkpoint(tmp_path
     with pytest.raises(InputError, match=r"no checkpoint\.pt to continue from"):
         check_run_folder(out, resume=True, overwrite=False)
     out.mkdir()
-    (out / "summary.json").write_text("{}")
-    with pytest.raises(InputError, match=r"holds a run already \(summary.json\).*--resume.*--overwrite"):
+    (out / "log.jsonl").write_text("{}\n")  # a run that stopped before its first checkpoint
+    with pytest.raises(InputError, match="no checkpoint to continue from: pass --overwrite") as err:
         check_run_folder(out, resume=False, overwrite=False)
-    check_run_folder(out, resume=False, overwrite=True)
+    assert "--resume" not in str(err.value)  # it cannot be resumed: do not send the user round in a loop
+    (out / "checkpoint.pt").write_bytes(b"")
+    (out / "summary.json").write_text("{}")
+    with pytest.raises(
+        InputError, match=r"holds a run already \(checkpoint.pt, summary.json, log.jsonl\).*--resume"
+    ):
+        check_run_folder(out, resume=False, overwrite=False)
+    check_run_folder(out, resume=True, overwrite=False)
     with pytest.raises(InputError, match="exclude each other"):
         check_run_folder(out, resume=True, overwrite=True)
-    (out / "checkpoint.pt").write_bytes(b"")
-    check_run_folder(out, resume=True, overwrite=False)
+    # --overwrite clears the earlier run's files first: no old log, summary or weights beside the new
+    for name in ("upres_checkpoint.pt", "r.safetensors", "r.onnx", "notes.txt"):
+        (out / name).write_text("old")
+    check_run_folder(out, resume=False, overwrite=True, weights_name="r")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # the user's own file stays
 
 
 def test_resume_refuses_a_checkpoint_of_another_recipe_or_a_broken_one(tmp_path: Path) -> None:
     recipe = load_smoke_recipe(RECIPES / "smoke3d_v14.json").to_dict()
     ckpt = tmp_path / "checkpoint.pt"
     save_checkpoint(ckpt, {"model": {}, "recipe": recipe, "iteration": 3})
-    assert load_checkpoint(ckpt, recipe)["iteration"] == 3
+    assert load_checkpoint(ckpt, recipe)[0]["iteration"] == 3
     # what a resumed run may change: its time budget, threads, how far it goes, the comment
     later = json.loads(json.dumps(recipe))
     later["train"]["budget_minutes"] = 999
     later["train"]["threads"] = 1
     later["vupres"]["iterations"] = 10
     later["comment"] = "edited"
-    assert load_checkpoint(ckpt, later)["iteration"] == 3
+    assert load_checkpoint(ckpt, later) == (load_checkpoint(ckpt, recipe)[0], [])
     other = json.loads(json.dumps(recipe))
     other["seed"] += 1
     other["train"]["lr"] = 0.5
-    with pytest.raises(InputError, match=r"another recipe \(it differs in seed, train.lr\)"):
+    with pytest.raises(
+        InputError, match=r"another recipe \(it differs in seed, train.lr\).*--allow-recipe-change"
+    ):
         load_checkpoint(ckpt, other)
+    assert load_checkpoint(ckpt, other, allow_changes=True)[1] == ["seed", "train.lr"]
+    # a key an older checkpoint's recipe lacks is not a difference
+    newer = json.loads(json.dumps(recipe))
+    newer["train"]["a_setting_added_later"] = 1
+    assert load_checkpoint(ckpt, newer)[1] == []
     ckpt.write_bytes(b"PK\x03\x04 not a checkpoint")
     with pytest.raises(InputError, match="not a readable checkpoint"):
         load_checkpoint(ckpt, recipe)
     # the material trainer stores its recipe as a JSON string, tuples as lists: not a difference
     material = load_recipe(RECIPES / "material_v14.json").to_dict()
     save_checkpoint(ckpt, {"recipe": json.dumps(material), "step": 1})
-    assert load_checkpoint(ckpt, material)["step"] == 1
+    assert load_checkpoint(ckpt, material)[0]["step"] == 1
     assert torch.load(ckpt, weights_only=True)["step"] == 1
 
 
@@ -104,3 +121,15 @@ def test_smoke_recipe_top_level_numbers(tmp_path: Path) -> None:
     path.write_text(json.dumps(raw))
     with pytest.raises(InputError, match="seed must be a whole number"):
         load_smoke_recipe(path)
+
+
+def test_the_documented_v1_to_v2_continuation_needs_the_flag(tmp_path: Path) -> None:
+    # docs/BENCHMARKS.md run F: material_v1's checkpoint resumed with material_v2.json (larger crops)
+    v1 = load_recipe(RECIPES / "material_v1.json").to_dict()
+    v2 = load_recipe(RECIPES / "material_v2.json").to_dict()
+    ckpt = tmp_path / "checkpoint.pt"
+    save_checkpoint(ckpt, {"recipe": json.dumps(v1), "step": 12000})
+    with pytest.raises(InputError, match="--allow-recipe-change"):
+        load_checkpoint(ckpt, v2)
+    state, changes = load_checkpoint(ckpt, v2, allow_changes=True)
+    assert state["step"] == 12000 and "train.crop" in changes and "name" in changes

@@ -46,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="start again in an OUT that holds a run (its files are replaced)",
     )
+    p.add_argument(
+        "--allow-recipe-change",
+        action="store_true",
+        help="with --resume: continue a checkpoint another recipe wrote (say, on a new schedule)",
+    )
     p.set_defaults(func=_material)
     for dims in (2, 3):
         q = sub.add_parser(
@@ -70,6 +75,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--overwrite",
             action="store_true",
             help="start again in an OUT that holds a run (its files are replaced)",
+        )
+        q.add_argument(
+            "--allow-recipe-change",
+            action="store_true",
+            help="with --resume: continue a checkpoint another recipe wrote",
         )
         q.set_defaults(func=_smoke, dims=dims)
 
@@ -179,7 +189,8 @@ def _material(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or Path("runs") / recipe.name)
     from mlvfx.train.runlog import check_run_folder
 
-    check_run_folder(out_dir, resume=args.resume, overwrite=args.overwrite)  # before any rendering
+    # before any rendering; with --overwrite the earlier run's files go now
+    check_run_folder(out_dir, resume=args.resume, overwrite=args.overwrite, weights_name=recipe.name)
     quiet = bool(getattr(args, "quiet", False)) or bool(getattr(args, "json", False))
     if not args.skip_render:
         _render_material_data(recipe, data_dir, quiet)
@@ -216,6 +227,7 @@ def _material(args: argparse.Namespace) -> int:
             data_dir=[data_dir, *(d for _, d in extra)],
             out_dir=out_dir,
             resume=args.resume,
+            allow_recipe_change=args.allow_recipe_change,
             steps=args.steps,
             budget_minutes=args.budget_minutes,
             device=args.device,
@@ -258,7 +270,8 @@ def _smoke(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or Path("runs") / recipe.name)
     from mlvfx.train.runlog import check_run_folder
 
-    check_run_folder(out_dir, resume=args.resume, overwrite=args.overwrite)  # before any reference shot
+    # before any reference shot; with --overwrite the earlier run's files go now
+    check_run_folder(out_dir, resume=args.resume, overwrite=args.overwrite, weights_name=recipe.name)
     quiet = bool(getattr(args, "quiet", False)) or bool(getattr(args, "json", False))
     if args.threads:
         import torch
@@ -301,6 +314,7 @@ def _smoke(args: argparse.Namespace) -> int:
             data_dir=data_dir,
             out_dir=out_dir,
             resume=args.resume,
+            allow_recipe_change=args.allow_recipe_change,
             iterations=args.iterations,
             budget_minutes=args.budget_minutes,
             threads=args.threads,

@@ -202,6 +202,7 @@ def train_material(
     export_onnx: bool = True,
     max_steps_this_run: int | None = None,
     log: LogFn | None = None,
+    allow_recipe_change: bool = False,
 ) -> TrainResult:
     """Train :class:`MaterialNet` on a factory dataset.
 
@@ -210,6 +211,8 @@ def train_material(
         data_dir: factory dataset folder (training families only), or several, read in order.
         out_dir: where checkpoints, logs and final weights go.
         resume: continue from ``out_dir/checkpoint.pt`` if present.
+        allow_recipe_change: resume a checkpoint another recipe wrote (e.g. the same run on a new
+            schedule); the differing keys are logged. Refused otherwise.
         steps: override ``recipe.train.steps`` (the LR schedule follows it).
         budget_minutes: wall-clock budget over all resumed runs; default the recipe's.
         device: torch device name; default ``MLVFX_DEVICE`` / CUDA if available / CPU.
@@ -262,10 +265,13 @@ def train_material(
     params = list(net.parameters()) + (list(light_head.parameters()) if light_head is not None else [])
     opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=1e-4)
     start, prior_seconds = 0, 0.0
+    recipe_changes: list[str] = []
     ckpt = out / CHECKPOINT
     init_record: dict[str, Any] | None = None
     if resume and ckpt.is_file():
-        state = load_checkpoint(ckpt, recipe.to_dict(), dev)
+        state, recipe_changes = load_checkpoint(
+            ckpt, recipe.to_dict(), dev, allow_changes=allow_recipe_change
+        )
         try:
             net.load_state_dict(state["model"])
             if light_head is not None:
@@ -284,6 +290,8 @@ def train_material(
         teacher, teacher_record = load_teacher(recipe, dev)
 
     emit = run_logger(out, log)
+    if recipe_changes:
+        emit({"event": "resume_changes", "step": start, "keys": recipe_changes})
     if init_record is not None:
         emit(init_record)
     if teacher_record is not None:

@@ -47,8 +47,11 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 
-def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to start a run over a finished or running one, and to resume nothing.
+def check_run_folder(out: Path, *, resume: bool, overwrite: bool, weights_name: str = "") -> None:
+    """Refuse to start a run over an earlier one, and to resume nothing; with ``overwrite``, clear
+    the earlier run's files first (so a failed rerun never leaves a folder half old, half new).
+
+    ``weights_name``: the run's weights file stem (``<recipe name>``), removed with the rest.
 
     Raises:
         InputError: ``resume`` without ``out/checkpoint.pt``; or, without ``resume`` or
@@ -66,19 +69,34 @@ def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
             )
         return
     if held and not overwrite:
-        raise InputError(
-            f"holds a run already ({', '.join(held)}): pass --resume to continue it, or --overwrite to "
-            "start again (its files are then replaced)",
-            out,
+        hint = (
+            "pass --resume to continue it, or --overwrite to start again"
+            if CHECKPOINT in held
+            else "it has no checkpoint to continue from: pass --overwrite to start again"
         )
+        raise InputError(
+            f"holds a run already ({', '.join(held)}): {hint} (its files are then replaced)", out
+        )
+    if overwrite and out.is_dir():
+        stale = [out / n for n in (CHECKPOINT, SUMMARY, LOG)] + sorted(out.glob("*_checkpoint.pt"))
+        if weights_name:
+            stale += [out / f"{weights_name}.safetensors", out / f"{weights_name}.onnx"]
+        for path in stale:
+            path.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path, recipe: dict[str, Any], device: Any = "cpu") -> dict[str, Any]:
-    """The state in ``path``, checked against the recipe it is resumed with.
+def load_checkpoint(
+    path: Path, recipe: dict[str, Any], device: Any = "cpu", *, allow_changes: bool = False
+) -> tuple[dict[str, Any], list[str]]:
+    """The state in ``path`` and the recipe keys that differ from the one that wrote it.
+
+    A resume with another recipe is refused unless ``allow_changes`` (``--allow-recipe-change``:
+    continuing a run on a new schedule, say larger crops, is a real workflow); the differences are
+    returned so the run can log them. Budget, threads, length and logging settings may always
+    change, and a key the stored recipe lacks (an older checkpoint) is not a difference.
 
     Raises:
-        InputError: the file is not a readable checkpoint, or another recipe wrote it (beyond the
-            settings in :data:`RESUMABLE_CHANGES`); the message names what differs.
+        InputError: the file is not a readable checkpoint, or another recipe wrote it.
     """
     from mlvfx.errors import InputError
 
@@ -92,22 +110,27 @@ def load_checkpoint(path: Path, recipe: dict[str, Any], device: Any = "cpu") -> 
     stored = state.get("recipe") if isinstance(state, dict) else None
     if isinstance(stored, str):
         stored = json.loads(stored)
+    differs: list[str] = []
     if isinstance(stored, dict):
         # both as JSON gives them (tuples are lists there), so only real differences count
         differs = _differences(json.loads(json.dumps(stored)), json.loads(json.dumps(recipe)))
-        if differs:
+        if differs and not allow_changes:
             raise InputError(
                 f"was written by another recipe (it differs in {', '.join(differs[:6])}); resume with "
-                "the recipe that wrote it, or start again with --overwrite",
+                "the recipe that wrote it, pass --allow-recipe-change to continue it on this one, or "
+                "start again with --overwrite",
                 path,
             )
-    return state
+    return state, differs
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two recipe dicts, resumable train settings left out."""
+    """Dotted keys whose values differ between a stored (``a``) and a current (``b``) recipe dict,
+    resumable train settings left out."""
     out = []
-    for key in sorted(set(a) | set(b)):
+    for key in sorted(set(b)):  # keys the stored recipe (a) lacks predate it: not a difference
+        if key not in a:
+            continue
         name = f"{prefix}{key}"
         if key in RESUMABLE_CHANGES and prefix in ("train.", "upres.", "vupres."):
             continue

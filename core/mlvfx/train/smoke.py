@@ -769,8 +769,13 @@ def train_surrogate(
     budget_minutes: float | None = None,
     threads: int | None = None,
     log: LogFn | None = None,
+    allow_recipe_change: bool = False,
 ) -> SmokeTrainResult:
-    """Train the correction net on the shots under ``data_dir``; checkpoints and weights in ``out_dir``."""
+    """Train the correction net on the shots under ``data_dir``; checkpoints and weights in ``out_dir``.
+
+    ``allow_recipe_change``: resume a checkpoint another recipe wrote (the differing keys are
+    logged); refused otherwise.
+    """
     from mlvfx.fluids.surrogate import CorrectionNet, SurrogateSolver, surrogate_state, unrolled_loss
     from mlvfx.io.atomic import write_bytes_atomic
 
@@ -847,8 +852,9 @@ def train_surrogate(
         vupres_init, vupres_record = _vupres_from(recipe, recipe.vupres.init)
     opt = torch.optim.Adam(net.parameters(), lr=t.lr)
     start, prior = 0, 0.0
+    recipe_changes: list[str] = []
     if resume and ckpt.is_file():
-        state = load_checkpoint(ckpt, recipe.to_dict())
+        state, recipe_changes = load_checkpoint(ckpt, recipe.to_dict(), allow_changes=allow_recipe_change)
         try:
             net.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -858,6 +864,8 @@ def train_surrogate(
         start, prior = int(state["iteration"]), float(state["seconds"])
 
     emit = run_logger(out, log)
+    if recipe_changes:
+        emit({"event": "resume_changes", "iteration": start, "keys": recipe_changes})
 
     def save(iteration: int, seconds: float) -> None:
         state = {
