@@ -352,3 +352,16 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     with proc.stderr:
         err = proc.stderr.read()
     assert proc.wait(timeout=120) == 141 and err == b""
+
+
+def test_a_broken_pipe_elsewhere_is_an_error_not_a_quiet_exit(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlvfx.io
+
+    def broken(path):
+        raise BrokenPipeError(32, "Broken pipe")  # a subprocess or socket, not stdout
+
+    monkeypatch.setattr(mlvfx.io, "describe", broken)
+    code, _, err = run(capsys, "info", str(tmp_path / "x.png"))
+    assert code == 1 and "internal error: BrokenPipeError" in err

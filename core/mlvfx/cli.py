@@ -7,6 +7,8 @@ shows a tqdm bar on stderr unless ``--quiet``; ``--json`` prints one JSON docume
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -468,11 +470,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _sigterm_as_interrupt():
             return _run(args, debug)
-    except BrokenPipeError:
-        # stdout was closed early (``mlvfx zoo list | head``): stop quietly, as a shell tool does.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+    except BrokenPipeError as exc:
+        if not _stdout_closed():
+            return _internal_error(args, exc, debug)  # some other pipe: a real error
+        # stdout was closed early (``mlvfx zoo list | head``): stop quietly, as a shell tool does,
+        # and point fd 1 at /dev/null so the interpreter's own flush at exit does not complain.
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, sys.stdout.fileno())
+            finally:
+                os.close(devnull)
         return EXIT_BROKEN_PIPE
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader is gone (poll reports an error on it)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
+    if not hasattr(select, "poll"):  # Windows: cannot tell, and a closed stdout is the usual cause
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def _run(args: argparse.Namespace, debug: bool) -> int:

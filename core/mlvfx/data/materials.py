@@ -541,13 +541,13 @@ def _blender_render_guard() -> Iterator[None]:
 
     noted: list[int] = []
     previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[int(sig)] = signal.getsignal(sig)
-            signal.signal(sig, lambda num, frame: noted.append(num))
     sys.stdout.flush()
     saved = os.dup(1)
     try:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[int(sig)] = signal.getsignal(sig)
+                signal.signal(sig, lambda num, frame: noted.append(num))
         os.dup2(2, 1)
         try:
             yield
@@ -561,18 +561,21 @@ def _blender_render_guard() -> Iterator[None]:
         os.close(saved)
         for number, handler in previous.items():
             signal.signal(number, handler)
-    if noted:
-        import signal
+        if noted:  # delivered now, also when the render itself failed
+            _deliver(noted[0], previous.get(noted[0]))
 
-        first = noted[0]
-        handler = previous.get(first)
-        if handler == signal.SIG_IGN:
-            return
-        if callable(handler):
-            handler(first, None)  # the command's own handling (Ctrl-C, or the CLI's SIGTERM)
-        if handler == signal.SIG_DFL and first == signal.SIGTERM:
-            os.kill(os.getpid(), first)  # what SIGTERM would have done: end the process
-        raise KeyboardInterrupt
+
+def _deliver(signum: int, handler: Any) -> None:
+    """Act on a signal held back during a render as its handler would have."""
+    import signal
+
+    if handler == signal.SIG_IGN:
+        return
+    if callable(handler):
+        handler(signum, None)  # the command's own handling (Ctrl-C, or the CLI's SIGTERM)
+    if handler == signal.SIG_DFL and signum == signal.SIGTERM:
+        os.kill(os.getpid(), signum)  # what SIGTERM would have done: end the process
+    raise KeyboardInterrupt
 
 
 def render_maps(
