@@ -381,7 +381,7 @@ def paint(
             )
     if len(stacks) > 1:
         stacks = _common_match_scale(stacks)
-    sigma = transition if transition is not None else _default_transition(lab, stacks, tileable)
+    sigma = transition if transition is not None else _default_transition(lab, present, stacks, tileable)
     widest = max(lab.shape)
     if not (math.isfinite(sigma) and 0 <= sigma <= widest):
         raise InputError(
@@ -404,7 +404,9 @@ def paint(
     return unstack(stacks[0], out)
 
 
-def _default_transition(lab: npt.NDArray[np.int64], stacks: Sequence[Stack], tileable: bool) -> float:
+def _default_transition(
+    lab: npt.NDArray[np.int64], present: Sequence[int], stacks: Sequence[Stack], tileable: bool
+) -> float:
     """The default transition width: 1/8 of the smallest exemplar side, capped by the label map.
 
     The guide is warped and blurred at this scale, so a region much thinner than it loses the
@@ -413,27 +415,31 @@ def _default_transition(lab: npt.NDArray[np.int64], stacks: Sequence[Stack], til
     half-width of the thinnest region: over every connected region of at least 16 pixels, the
     largest distance from its inside to another label; at least 1 px. The map's own border is
     not a boundary (it wraps around when ``tileable``, else the regions go on beyond it).
+    Regions at least ``2 * sigma`` deep cannot lower the cap and are not measured further.
     """
     import cv2
-    from scipy import ndimage  # type: ignore[import-untyped]
 
     sigma = min(min(s.height, s.width) for s in stacks) / 8.0
-    pad = math.ceil(2 * sigma) + 1  # deeper than this never lowers the cap
+    deep_enough = 2.0 * sigma
+    pad = math.ceil(deep_enough) + 1
     thinnest = math.inf
-    for v in np.unique(lab):
+    for v in present:
         mask = lab == v
         if mask.all():
             continue
         grown = np.pad(mask, pad, mode="wrap" if tileable else "edge").astype(np.uint8)
-        comps, count = ndimage.label(grown)
+        count, comps, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=4)
         depth = cv2.distanceTransform(grown, cv2.DIST_L2, 3)
-        areas = np.bincount(comps.ravel(), minlength=count + 1)[1:]
-        deepest = np.asarray(ndimage.maximum(depth, comps, np.arange(1, count + 1)), dtype=np.float64)
-        inside = np.zeros(count + 1, bool)  # regions of the map itself, not only of its padding
-        inside[np.unique(comps[pad:-pad, pad:-pad])] = True
-        keep = (areas >= 16) & inside[1:]
-        if keep.any():
-            thinnest = min(thinnest, float(deepest[keep].min()))
+        keep = stats[:, cv2.CC_STAT_AREA] >= 16
+        keep &= np.bincount(comps[pad:-pad, pad:-pad].ravel(), minlength=count) > 0  # in the map itself
+        keep &= np.bincount(comps[depth >= deep_enough], minlength=count) == 0  # thin ones only
+        keep[0] = False  # the other labels
+        if not keep.any():
+            continue
+        thin = keep[comps]
+        deepest = np.zeros(count, np.float32)
+        np.maximum.at(deepest, comps[thin], depth[thin])
+        thinnest = min(thinnest, float(deepest[keep].min()))
     if math.isfinite(thinnest):
         sigma = min(sigma, max(1.0, thinnest / 2.0))
     return sigma
