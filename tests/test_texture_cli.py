@@ -360,3 +360,19 @@ def test_grey_albedo_and_a_readable_layout_message(tmp_path: Path, photo: Path) 
         InputError, match=r"holds an image of 1 channel but .*rock\.png holds an image of 3 channels"
     ):
         run(*args, "-o", str(tmp_path / "p.png"))
+
+
+def test_paint_refuses_exemplars_of_mixed_normal_conventions(tmp_path: Path, material_dir: Path) -> None:
+    import shutil
+
+    dx = tmp_path / "dx_mat"
+    shutil.copytree(material_dir, dx)
+    meta = json.loads((dx / "material.json").read_text())
+    meta["normal_convention"] = "directx"
+    (dx / "material.json").write_text(json.dumps(meta))
+    lab = np.zeros((48, 48, 1), np.float32)
+    lab[24:] = 1 / 255.0
+    write_image(tmp_path / "ids.png", lab, kind="data", bit_depth=8)
+    args = ["texture", "paint", str(tmp_path / "ids.png"), "--exemplar", f"0={material_dir}"]
+    with pytest.raises(InputError, match="mix normal conventions"):
+        run(*args, "--exemplar", f"1={dx}", "-o", str(tmp_path / "p"))

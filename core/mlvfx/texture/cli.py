@@ -498,6 +498,10 @@ def _cmd_paint(args: argparse.Namespace) -> int:
     kinds = {s.is_folder for _, s in loaded}
     if len(kinds) > 1:
         raise InputError("exemplars must be all images or all material folders")
+    conventions = {s.normal_convention for _, s in loaded}
+    if len(conventions) > 1:  # blending +Y-up and +Y-down normals would be wrong everywhere they mix
+        mixed = ", ".join(f"{s.path} ({s.normal_convention})" for _, s in loaded)
+        raise InputError(f"exemplar material folders mix normal conventions: {mixed}; convert them to one")
     first = check_maps(loaded[0][0], str(loaded[0][1].path))
     for maps, src in loaded[1:]:
         other = check_maps(maps, str(src.path))
