@@ -91,7 +91,7 @@ def contact_sheet(
     from mlvfx.io import write_image
     from mlvfx.io.atomic import check_writable
 
-    if Path(out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+    if Path(out).suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):  # 8-bit formats
         raise InputError("a contact sheet is an 8-bit image: name a .png (or .jpg, .tif) file", out)
     check_writable(Path(out), overwrite)  # before the sheet is built, not after
     bad = [m for m in maps if m not in MAPS]

@@ -175,6 +175,10 @@ def make_tileable(
 
 def check_grow_size(maps: Maps, size: Sequence[int]) -> tuple[int, int]:
     """``(H, W)`` if :func:`grow` can make ``maps`` at ``size``, else ``InputError`` (before any work)."""
+    return _grow_stack(maps, size)[0]
+
+
+def _grow_stack(maps: Maps, size: Sequence[int]) -> tuple[tuple[int, int], Stack]:
     out_size = _check_size(size)
     stack = stack_maps(maps, "exemplar")
     if stack.height > out_size[0] or stack.width > out_size[1]:
@@ -182,7 +186,7 @@ def check_grow_size(maps: Maps, size: Sequence[int]) -> tuple[int, int]:
             f"exemplar {stack.width}x{stack.height} is larger than the output {out_size[1]}x{out_size[0]}; "
             "grow makes textures at least as large as the exemplar (crop or downscale it first)"
         )
-    return out_size
+    return out_size, stack
 
 
 def grow(
@@ -218,8 +222,7 @@ def grow(
         InputError: bad size, or an exemplar larger than the output (downscale it, or crop it).
         Cancelled: ``cancel`` was set.
     """
-    out_size = check_grow_size(maps, size)
-    stack = stack_maps(maps, "exemplar")
+    out_size, stack = _grow_stack(maps, size)
     del tileable  # always toroidal, see the docstring
     out = _run(
         [stack],

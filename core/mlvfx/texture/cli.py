@@ -19,6 +19,7 @@ import numpy as np
 
 from mlvfx.errors import ImageReadError, ImageWriteError, InputError
 from mlvfx.io.atomic import output_path
+from mlvfx.io.probe import FORMATS
 from mlvfx.texture.maps import FloatArray, Maps, check_maps
 
 # name -> (file, kind, bit depth); the same layout as mlvfx.ops.material writes
@@ -88,6 +89,15 @@ def read_maps(path: str | Path) -> tuple[Maps, Source]:
     return img, Source(p, False, info.bit_depth, info.sample)
 
 
+def _folder_meta(folder: Path) -> dict[str, Any]:
+    """A material folder's ``material.json``, or ``{}`` when it has none or it cannot be read."""
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def _listed_maps(folder: Path) -> set[str] | None:
     """The map names a material folder's ``material.json`` lists, or None without a usable list.
 
@@ -95,11 +105,7 @@ def _listed_maps(folder: Path) -> set[str] | None:
     files and leaves the earlier normal or roughness beside them; the new ``material.json`` lists
     only what belongs together, so a later command does not mix old maps into the set.
     """
-    try:
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    listed = meta.get("maps") if isinstance(meta, dict) else None
+    listed = _folder_meta(folder).get("maps")
     if not isinstance(listed, dict) or not listed:
         return None
     names = {str(k) for k in listed}
@@ -114,11 +120,7 @@ def _folder_convention(folder: Path) -> str:
     The synthesis copies normal pixels as they are, so a DirectX folder's results are DirectX too
     and their ``material.json`` must say so.
     """
-    try:
-        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "opengl"
-    value = meta.get("normal_convention") if isinstance(meta, dict) else None
+    value = _folder_meta(folder).get("normal_convention")
     return value if value in ("opengl", "directx") else "opengl"
 
 
@@ -155,13 +157,13 @@ def output_targets(path: str | Path, maps: Maps, *, overwrite: bool) -> list[Pat
         suffix = out.suffix.lower()
         if not suffix:
             raise InputError("output must be an image file name with an extension (.png, .exr, ...)", out)
-        if suffix not in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
+        if suffix not in FORMATS:
             raise InputError(f"cannot write {suffix} images (use .png, .jpg, .tif or .exr)", out)
         if suffix in (".jpg", ".jpeg") and maps.shape[2] in (2, 4):
             raise InputError("JPEG cannot store alpha; write PNG, TIFF or EXR instead", out)
         check_writable(out, overwrite)
         return [out]
-    if out.suffix.lower() in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
+    if out.suffix.lower() in FORMATS:
         raise InputError("a material set is written to a folder, not an image file", out)
     if out.exists() and not out.is_dir():
         raise InputError("a material set is written to a folder, and this is a file", out)
@@ -433,7 +435,7 @@ def _cmd_grow(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise InputError("output must be a folder", outdir)
-    if not outdir.exists() and outdir.suffix.lower() in (".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff"):
+    if not outdir.exists() and outdir.suffix.lower() in FORMATS:
         raise InputError(
             "grow writes a folder of variations: -o names that folder, not an image file", outdir
         )
