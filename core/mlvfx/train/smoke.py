@@ -1231,47 +1231,56 @@ def _fit_part(
     t0 = last = time.monotonic()
     running = None
     it = start
-    while it < stage.iterations:
-        rng = random.Random(recipe.seed * salt + it)  # noqa: S311 (batch sampling)
-        idx = [rng.randrange(frames) for _ in range(stage.batch)]
-        cos = 0.5 * (1 + math.cos(math.pi * it / max(stage.iterations, 1)))
-        for g in opt.param_groups:
-            g["lr"] = stage.lr_min + (stage.lr - stage.lr_min) * cos
-        pred, target = batch(idx)
-        dims = tuple(range(1, pred.dim()))
-        loss = ((pred - target).pow(2).sum(dims) / target.pow(2).sum(dims).clamp(min=1e-12)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(part.parameters(), 1.0)
-        opt.step()
-        it += 1
-        value = float(loss.detach())
-        running = value if running is None else 0.95 * running + 0.05 * value
-        if it % recipe.train.log_every == 0 or it == stage.iterations:
-            emit(
-                {
-                    "event": name,
-                    "iteration": it,
-                    "loss": round(running, 5),
-                    "seconds": round(prior + time.monotonic() - t0, 1),
-                }
-            )
-        if it % stage.val_every == 0 or it == stage.iterations:
-            value = score()
-            if value < best["score"]:
-                best = {"score": value, "iteration": it, "model": copy.deepcopy(part.state_dict())}
-            emit(
-                {
-                    "event": f"{name}_val",
-                    "iteration": it,
-                    "score": round(value, 5),
-                    "best": round(best["score"], 5),
-                    "best_iteration": best["iteration"],
-                }
-            )
-        if time.monotonic() - last >= 60.0 * recipe.train.checkpoint_minutes:
+    updating = False
+    try:
+        while it < stage.iterations:
+            rng = random.Random(recipe.seed * salt + it)  # noqa: S311 (batch sampling)
+            idx = [rng.randrange(frames) for _ in range(stage.batch)]
+            cos = 0.5 * (1 + math.cos(math.pi * it / max(stage.iterations, 1)))
+            for g in opt.param_groups:
+                g["lr"] = stage.lr_min + (stage.lr - stage.lr_min) * cos
+            pred, target = batch(idx)
+            dims = tuple(range(1, pred.dim()))
+            loss = ((pred - target).pow(2).sum(dims) / target.pow(2).sum(dims).clamp(min=1e-12)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(part.parameters(), 1.0)
+            updating = True  # the weights are half-updated until it counts it
+            opt.step()
+            it += 1
+            updating = False
+            value = float(loss.detach())
+            running = value if running is None else 0.95 * running + 0.05 * value
+            if it % recipe.train.log_every == 0 or it == stage.iterations:
+                emit(
+                    {
+                        "event": name,
+                        "iteration": it,
+                        "loss": round(running, 5),
+                        "seconds": round(prior + time.monotonic() - t0, 1),
+                    }
+                )
+            if it % stage.val_every == 0 or it == stage.iterations:
+                value = score()
+                if value < best["score"]:
+                    best = {"score": value, "iteration": it, "model": copy.deepcopy(part.state_dict())}
+                emit(
+                    {
+                        "event": f"{name}_val",
+                        "iteration": it,
+                        "score": round(value, 5),
+                        "best": round(best["score"], 5),
+                        "best_iteration": best["iteration"],
+                    }
+                )
+            if time.monotonic() - last >= 60.0 * recipe.train.checkpoint_minutes:
+                save(it, prior + time.monotonic() - t0)
+                last = time.monotonic()
+    except KeyboardInterrupt:  # as the correction's loop: keep the iterations done
+        if it > start and not updating:
             save(it, prior + time.monotonic() - t0)
-            last = time.monotonic()
+            emit({"event": f"{name}_interrupted", "iteration": it, "checkpoint": True})
+        raise
     seconds = prior + time.monotonic() - t0
     save(it, seconds)
     part.load_state_dict(best["model"])
