@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from mlvfx import argtypes
 from mlvfx.errors import ImageReadError, ImageWriteError, InputError
 from mlvfx.io.atomic import output_path
 from mlvfx.io.probe import FORMATS
@@ -294,17 +295,6 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _seed(text: str) -> int:
-    """A ``--seed``: a whole number from 0 to 2**32 - 1 (argparse turns the error into exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a seed must be a whole number, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"a seed must be from 0 to {2**32 - 1}, got {value}")
-    return value
-
-
 def parse_exemplar(text: str) -> tuple[str, Path]:
     """``#ff0000=rock/`` or ``3=grass.png`` -> (key, path)."""
     key, sep, path = text.partition("=")
@@ -325,7 +315,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub = tex.add_subparsers(dest="texture_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
+        p.add_argument("--seed", type=argtypes.seed, default=0, help="random seed (default 0)")
         p.add_argument("--device", default=None, help="torch device: cpu, cuda, cuda:1, mps (default: auto)")
         p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 

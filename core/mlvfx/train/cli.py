@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mlvfx.argtypes import minutes, whole_number
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``train`` (with its ``material`` subcommand) to the ``mlvfx`` command."""
@@ -24,10 +26,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--data", default=None, help="dataset folder (default: the recipe's, else the cache)")
     p.add_argument("--out", default=None, help="output folder (default: runs/<recipe name>)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--steps", type=_positive_int, default=None, help="override the recipe's step count")
-    p.add_argument(
-        "--budget-minutes", type=_minutes, default=None, help="stop (with weights) after this long"
-    )
+    p.add_argument("--steps", type=whole_number(1), default=None, help="override the recipe's step count")
+    p.add_argument("--budget-minutes", type=minutes, default=None, help="stop (with weights) after this long")
     p.add_argument(
         "--skip-render",
         action="store_true",
@@ -65,9 +65,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         q.add_argument("--data", default=None, help="shot folder (default: the recipe's, else the cache)")
         q.add_argument("--out", default=None, help="output folder (default: runs/<recipe name>)")
         q.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-        q.add_argument("--iterations", type=_count, default=None, help="override the recipe's iterations")
         q.add_argument(
-            "--budget-minutes", type=_minutes, default=None, help="stop (with weights) after this long"
+            "--iterations", type=whole_number(0), default=None, help="override the recipe's iterations"
+        )
+        q.add_argument(
+            "--budget-minutes", type=minutes, default=None, help="stop (with weights) after this long"
         )
         q.add_argument("--threads", type=int, default=None, help="CPU threads (default: the recipe's)")
         q.add_argument("--skip-data", action="store_true", help="train on the shots already there")
@@ -82,34 +84,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             help="with --resume: continue a checkpoint another recipe wrote",
         )
         q.set_defaults(func=_smoke, dims=dims)
-
-
-def _positive_int(text: str) -> int:
-    value = _count(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    """A whole number >= 0 (argparse turns the error into exit 2, before any data is rendered)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
-
-
-def _minutes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of minutes, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number of minutes >= 0, got {text}")
-    return value
 
 
 def default_data_dir(name: str) -> Path:
