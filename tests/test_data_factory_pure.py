@@ -339,16 +339,26 @@ def test_render_guard_holds_signals_until_the_render_returns(capfd: pytest.Captu
 
     from mlvfx.data import materials
 
-    reached = False
-    with pytest.raises(KeyboardInterrupt):
-        with materials._blender_render_guard():
+    # Python's own Ctrl-C handler, whatever this test process inherited (a shell's background job
+    # starts with SIGINT ignored, and then the guard rightly ignores it too: checked below).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        reached = False
+        with pytest.raises(KeyboardInterrupt):
+            with materials._blender_render_guard():
+                os.kill(os.getpid(), signal.SIGINT)
+                os.write(1, b"Saved: 'render.exr'\n")  # what Blender prints from C
+                reached = True
+        assert reached
+        out, err = capfd.readouterr()
+        assert "Saved: 'render.exr'" in err and "Saved" not in out
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with materials._blender_render_guard():  # an ignored signal stays ignored
             os.kill(os.getpid(), signal.SIGINT)
-            os.write(1, b"Saved: 'render.exr'\n")  # what Blender prints from C
-            reached = True
-    assert reached
-    out, err = capfd.readouterr()
-    assert "Saved: 'render.exr'" in err and "Saved" not in out
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
     class Stop(Exception):
         pass

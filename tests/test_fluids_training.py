@@ -303,6 +303,7 @@ def test_upres_trains_on_the_surrogates_rollouts_and_ships_in_the_weights(tmp_pa
     stamp = (data / "fine_000000.npz").stat().st_mtime_ns
     generate_fine(data, recipe)  # a rerun skips finished shots
     assert (data / "fine_000000.npz").stat().st_mtime_ns == stamp
+
     # An interrupt in the upres stage keeps the stage's iterations done, as in the correction's loop.
     def stop_upres_at_2(record: dict[str, object]) -> None:
         if record.get("event") == "upres" and record.get("iteration") == 2:
