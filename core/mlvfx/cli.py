@@ -87,8 +87,10 @@ def _material_jobs(source: Path, outdir: Path) -> list[tuple[Path, Path]]:
         )
         if not images:
             raise ImageReadError("folder holds no PNG, JPEG, TIFF or EXR images", source)
-        stems = [p.stem for p in images]
-        wanted = [p.stem if stems.count(p.stem) == 1 else p.name.replace(".", "_") for p in images]
+        from collections import Counter
+
+        stems = Counter(p.stem for p in images)  # a farm folder may hold tens of thousands
+        wanted = [p.stem if stems[p.stem] == 1 else p.name.replace(".", "_") for p in images]
         taken: set[str] = set()
         jobs = []
         for image, name in zip(images, wanted, strict=True):
