@@ -840,3 +840,24 @@ def test_skip_render_still_checks_the_renders_are_the_recipes(
     with pytest.raises(InputError, match=f"holds a dataset with seed={recipe.data.seed + 4}"):
         args.func(args)
     assert not (tmp_path / "o").exists()  # refused before any training
+
+
+def test_an_interrupt_mid_update_leaves_the_last_checkpoint_alone(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Weights half-updated by the optimizer must not be saved as if the step had been taken.
+    calls = {"n": 0}
+    real_step = torch.optim.AdamW.step
+
+    def step_then_interrupt(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # inside the update of the second step
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_material(_tiny_recipe(steps=3), data_dir=dataset, out_dir=tmp_path / "cut", export_onnx=False)
+    assert not (tmp_path / "cut" / "checkpoint.pt").exists()
+    events = [json.loads(line) for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert not any(e["event"] == "interrupted" for e in events)
