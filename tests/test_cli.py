@@ -365,3 +365,20 @@ def test_a_broken_pipe_elsewhere_is_an_error_not_a_quiet_exit(
     monkeypatch.setattr(mlvfx.io, "describe", broken)
     code, _, err = run(capsys, "info", str(tmp_path / "x.png"))
     assert code == 1 and "internal error: BrokenPipeError" in err
+
+
+def test_progress_in_a_log_is_plain_lines(
+    photo: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # stderr here is not a terminal (a farm's log): no carriage-return redraws, plain lines, and
+    # only every LOG_PROGRESS_SECONDS (0 here, so every update shows).
+    import mlvfx.cli
+
+    monkeypatch.setattr(mlvfx.cli, "LOG_PROGRESS_SECONDS", 0.0)
+    code, _, err = run(capsys, "material", str(photo), "-o", str(tmp_path / "m"), "--method", "classical")
+    assert code == 0 and "\r" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) >= 2 and all(line.startswith("photo.jpg: ") and "%" in line for line in lines)
+    monkeypatch.setattr(mlvfx.cli, "LOG_PROGRESS_SECONDS", 30.0)  # the default: a short job writes none
+    code, _, err = run(capsys, "material", str(photo), "-o", str(tmp_path / "n"), "--method", "classical")
+    assert code == 0 and err == ""

@@ -33,9 +33,17 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 @contextmanager
 def progress_bar(args: argparse.Namespace, description: str) -> Iterator[ProgressFn | None]:
-    """A tqdm bar on stderr driven by a ``(fraction, message)`` callback; None when quiet or JSON."""
+    """A tqdm bar on stderr driven by a ``(fraction, message)`` callback; None when quiet or JSON.
+
+    When stderr is not a terminal (a farm's log file), a bar's carriage-return redraws would pile
+    up in the log; there a plain line is written instead, at most every
+    :data:`LOG_PROGRESS_SECONDS` (so short jobs write none).
+    """
     if args.quiet or args.json:
         yield None
+        return
+    if not _is_terminal(sys.stderr):
+        yield _progress_lines(description)
         return
     from tqdm import tqdm
 
@@ -57,6 +65,34 @@ def progress_bar(args: argparse.Namespace, description: str) -> Iterator[Progres
         yield update
     finally:
         bar.close()
+
+
+LOG_PROGRESS_SECONDS = 30.0
+"""How often :func:`progress_bar` writes a progress line into a log that is not a terminal."""
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _progress_lines(description: str) -> ProgressFn:
+    """``description: 42% message`` lines on stderr, one per :data:`LOG_PROGRESS_SECONDS` at most."""
+    import time
+
+    last = time.monotonic()
+
+    def update(fraction: float, message: str) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= LOG_PROGRESS_SECONDS:
+            last = now
+            tail = f" {message}" if message else ""
+            print(f"{description}: {100 * fraction:.0f}%{tail}", file=sys.stderr, flush=True)
+
+    return update
 
 
 def emit(args: argparse.Namespace, data: Any, text: str | None = None) -> None:
