@@ -382,3 +382,16 @@ def test_progress_in_a_log_is_plain_lines(
     monkeypatch.setattr(mlvfx.cli, "LOG_PROGRESS_SECONDS", 30.0)  # the default: a short job writes none
     code, _, err = run(capsys, "material", str(photo), "-o", str(tmp_path / "n"), "--method", "classical")
     assert code == 0 and err == ""
+
+
+def test_long_commands_bars_in_a_log_are_plain_lines(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlvfx.cli
+
+    monkeypatch.setattr(mlvfx.cli, "LOG_PROGRESS_SECONDS", 0.0)
+    with mlvfx.cli.make_bar(total=4, desc="render", disable=False, unit="render") as bar:
+        bar.n = 2
+        bar.set_postfix_str("s000001", refresh=False)
+        bar.refresh()
+        bar.update(1)
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["render: 2/4 s000001", "render: 3/4 s000001"] and "\r" not in err

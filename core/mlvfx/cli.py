@@ -95,6 +95,56 @@ def _progress_lines(description: str) -> ProgressFn:
     return update
 
 
+class _LineBar:
+    """The part of tqdm's interface the long commands use (``n``, ``update``, ``set_postfix_str``,
+    ``refresh``, ``close``, a context manager), as a plain line every :data:`LOG_PROGRESS_SECONDS`."""
+
+    def __init__(self, total: float, desc: str) -> None:
+        import time
+
+        self.n: float = 0
+        self.total = total
+        self.desc = desc
+        self.postfix = ""
+        self._clock = time.monotonic
+        self._last = time.monotonic()
+
+    def update(self, k: float = 1) -> None:
+        self.n += k
+        self.refresh()
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        self.postfix = s
+        if refresh:
+            self.refresh()
+
+    def refresh(self) -> None:
+        now = self._clock()
+        if now - self._last >= LOG_PROGRESS_SECONDS:
+            self._last = now
+            done = f"{self.n:g}/{self.total:g}" if self.total else f"{self.n:g}"
+            tail = f" {self.postfix}" if self.postfix else ""
+            print(f"{self.desc}: {done}{tail}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _LineBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_bar(*, total: float, desc: str, disable: bool, **tqdm_options: Any) -> Any:
+    """A tqdm bar on a terminal; in a log (stderr not a terminal) a :class:`_LineBar`."""
+    from tqdm import tqdm
+
+    if disable or _is_terminal(sys.stderr):
+        return tqdm(total=total, desc=desc, disable=disable, file=sys.stderr, **tqdm_options)
+    return _LineBar(total, desc)
+
+
 def emit(args: argparse.Namespace, data: Any, text: str | None = None) -> None:
     """Print a result: JSON with ``--json``, else ``text`` unless ``--quiet``."""
     if args.json:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from mlvfx.errors import InputError
 
@@ -50,8 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _materials(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from mlvfx.cli import make_bar
     from mlvfx.data import materials, splits
 
     families = splits.expand_families(args.families)
@@ -62,7 +60,7 @@ def _materials(args: argparse.Namespace) -> int:
     quiet = bool(getattr(args, "quiet", False)) or bool(getattr(args, "json", False))
     shards = max(args.num_shards, 1)
     mine = sum(1 for i in range(args.start, args.start + args.count) if i % shards == args.shard)
-    bar = tqdm(total=mine, unit="render", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+    bar = make_bar(total=mine, desc="render", disable=quiet, unit="render", dynamic_ncols=True)
 
     def progress(fraction: float, message: str) -> None:
         bar.n = round(fraction * mine)

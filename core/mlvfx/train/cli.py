@@ -112,15 +112,12 @@ def recipe_data_dir(given: str | None, recipe_dir: str, recipe_name: str) -> Pat
 
 def _render_material_data(recipe: Any, data_dir: Path, quiet: bool) -> None:
     """Render (or finish rendering) the factory dataset a recipe's ``data`` section describes."""
-    from tqdm import tqdm
-
+    from mlvfx.cli import make_bar
     from mlvfx.data import materials, splits
 
     families = splits.expand_families(list(recipe.data.families))
     splits.check_train_seed(recipe.data.seed)
-    bar = tqdm(
-        total=recipe.data.count, unit="render", disable=quiet, file=sys.stderr, desc=f"data {recipe.name}"
-    )
+    bar = make_bar(total=recipe.data.count, desc=f"data {recipe.name}", disable=quiet, unit="render")
 
     def render_progress(fraction: float, message: str) -> None:
         bar.n = round(fraction * recipe.data.count)
@@ -145,6 +142,7 @@ def _render_material_data(recipe: Any, data_dir: Path, quiet: bool) -> None:
 def _material(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from mlvfx.cli import make_bar
     from mlvfx.errors import InputError
     from mlvfx.train.material import train_material, with_overrides
     from mlvfx.train.recipe import load_recipe
@@ -183,7 +181,7 @@ def _material(args: argparse.Namespace) -> int:
                 lighting=r.data.lighting,
             )
     total = args.steps or recipe.train.steps
-    tbar = tqdm(total=total, unit="step", disable=quiet, file=sys.stderr, desc="train")
+    tbar = make_bar(total=total, desc="train", disable=quiet, unit="step")
 
     def log(record: dict[str, Any]) -> None:
         if record.get("event") == "start":
@@ -232,6 +230,7 @@ def _material(args: argparse.Namespace) -> int:
 def _smoke(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from mlvfx.cli import make_bar
     from mlvfx.errors import InputError
     from mlvfx.train.smoke import generate_data, load_smoke_recipe, train_surrogate
 
@@ -252,9 +251,7 @@ def _smoke(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     if not args.skip_data:
-        with tqdm(
-            total=1000, disable=quiet, file=sys.stderr, desc="shots", bar_format="{l_bar}{bar}| {postfix}"
-        ) as bar:
+        with make_bar(total=1000, desc="shots", disable=quiet, bar_format="{l_bar}{bar}| {postfix}") as bar:
 
             def progress(fraction: float, message: str) -> None:
                 bar.n = round(1000 * fraction)
@@ -271,7 +268,7 @@ def _smoke(args: argparse.Namespace) -> int:
 
                 generate_fine_velocity(data_dir, recipe, progress=progress)
     total = args.iterations or recipe.train.iterations
-    tbar = tqdm(total=total, unit="it", disable=quiet, file=sys.stderr, desc="train")
+    tbar = make_bar(total=total, desc="train", disable=quiet, unit="it")
 
     def log(record: dict[str, Any]) -> None:
         if record.get("event") in ("start", "train"):
