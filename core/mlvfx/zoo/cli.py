@@ -124,9 +124,11 @@ def _byte_bar(args: argparse.Namespace, label: str) -> Iterator[ByteProgressFn |
     if args.quiet or args.json:
         yield None
         return
-    from tqdm import tqdm
+    from mlvfx.cli import make_bar
 
-    bar = tqdm(desc=label, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False)
+    bar = make_bar(
+        total=0, desc=label, disable=False, unit="B", unit_scale=True, unit_divisor=1024, leave=False
+    )
 
     def on_bytes(done: int, total: int) -> None:
         bar.total = total
