@@ -183,6 +183,29 @@ def test_a_server_dripping_bytes_is_cut_and_given_up_on(zoo_env: ZooEnv, zoo_ser
     assert not blobs.exists() or not any(blobs.iterdir())  # nothing half-fetched was cached
 
 
+def test_zoo_min_rate_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A genuinely slow link can turn the least rate down, or off with 0.
+    assert DownloadOptions.from_env().min_rate == 1024.0
+    monkeypatch.setenv("MLVFX_ZOO_MIN_RATE", "0")
+    assert DownloadOptions.from_env().min_rate == 0.0
+    monkeypatch.setenv("MLVFX_ZOO_TIMEOUT", "5")
+    monkeypatch.setenv("MLVFX_ZOO_MIN_RATE", "100")
+    opts = DownloadOptions.from_env()
+    assert opts.min_rate == 100.0 and opts.read_timeout == 5.0
+    for bad in ("fast", "-1", "inf"):
+        monkeypatch.setenv("MLVFX_ZOO_MIN_RATE", bad)
+        with pytest.raises(InputError, match="MLVFX_ZOO_MIN_RATE"):
+            DownloadOptions.from_env()
+
+
+def test_a_least_rate_of_zero_lets_a_slow_server_finish(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    data = blob(200)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    zoo_server.state.sticky[NAME] = "drip"  # 200 bytes at 50 bytes/s: 4 s
+    opts = DownloadOptions(read_timeout=0.3, retries=1, max_attempts=2, backoff=0.01, min_rate=0.0)
+    assert fetch("m", options=opts).read_bytes() == data
+
+
 def test_zoo_timeout_from_the_environment(
     zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

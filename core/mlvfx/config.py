@@ -7,6 +7,8 @@
 ``MLVFX_OFFLINE``       "1" forbids all network access
 ``MLVFX_ZOO_TIMEOUT``   seconds a zoo download may wait for the next bytes before the attempt is
                         dropped (default 60); a URL is given up after 5 such attempts in a row
+``MLVFX_ZOO_MIN_RATE``  bytes per second a zoo download must average over each timeout window
+                        before the attempt is cut and resumed (default 1024; 0 turns it off)
 ``MLVFX_DEVICE``        "cpu", "cuda", "cuda:1", "mps" (default: CUDA when present, else CPU)
 ``MLVFX_THREADS``       torch intra-op threads (default: torch's own choice)
 ``MLVFX_MAX_PIXELS``    largest image accepted, in pixels (default 16384 * 16384)
@@ -85,6 +87,24 @@ def zoo_timeout() -> float | None:
         raise InputError(f"MLVFX_ZOO_TIMEOUT must be a number of seconds, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise InputError(f"MLVFX_ZOO_TIMEOUT must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def zoo_min_rate() -> float | None:
+    """``MLVFX_ZOO_MIN_RATE`` in bytes per second, or None when unset.
+
+    Raises:
+        InputError: not a finite number >= 0.
+    """
+    raw = os.environ.get("MLVFX_ZOO_MIN_RATE")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InputError(f"MLVFX_ZOO_MIN_RATE must be a number of bytes per second, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"MLVFX_ZOO_MIN_RATE must be a number of bytes per second >= 0, got {raw!r}")
     return value
 
 

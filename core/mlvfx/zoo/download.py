@@ -86,13 +86,22 @@ class DownloadOptions:
     @classmethod
     def from_env(cls) -> DownloadOptions:
         """The defaults, with ``MLVFX_ZOO_TIMEOUT`` as the read timeout (and as the connect
-        timeout when it is shorter than the default's)."""
-        from mlvfx.config import zoo_timeout
+        timeout when it is shorter than the default's) and ``MLVFX_ZOO_MIN_RATE`` as the least
+        rate (0: no least rate, for a genuinely slow link)."""
+        from dataclasses import replace
 
+        from mlvfx.config import zoo_min_rate, zoo_timeout
+
+        options = cls()
         timeout = zoo_timeout()
-        if timeout is None:
-            return cls()
-        return cls(connect_timeout=min(cls.connect_timeout, timeout), read_timeout=timeout)
+        if timeout is not None:
+            options = replace(
+                options, connect_timeout=min(cls.connect_timeout, timeout), read_timeout=timeout
+            )
+        rate = zoo_min_rate()
+        if rate is not None:
+            options = replace(options, min_rate=rate)
+        return options
 
 
 class Reporter:
@@ -405,7 +414,7 @@ class Downloader:
             window_bytes += len(chunk)
             elapsed = time.monotonic() - window_start
             if elapsed >= window:
-                if window_bytes < self.options.min_rate * elapsed:
+                if self.options.min_rate > 0 and window_bytes < self.options.min_rate * elapsed:
                     raise _Retriable(
                         f"too slow: {window_bytes} bytes in {elapsed:.1f} s "
                         f"(at least {self.options.min_rate:g} bytes/s needed)"
