@@ -1,17 +1,28 @@
-"""Where ``mlvfx texture tile`` leaves its seam: coherence of the copy next to the wrap.
+"""Where ``mlvfx texture tile`` leaves its seam, for both tiling methods in one run.
 
-``make_tileable`` keeps the interior and re-synthesises a band along the edges; every output pixel
-copies one exemplar pixel (a coordinate map). Between two neighbouring pixels the copy is
-*coherent* when the right one copies the pixel right of the left one's source. A straight seam is
-a column (or row) where most rows (columns) break coherence at once. ``mlvfx eval texture``'s
-seam score compares only the wrap pair itself and misses a seam one pixel inside it (an audit,
-stop 22), so this prints, per boundary near the wrap, the share of coherent pairs against the
-median boundary of the band in the same run, and the worst one.
+``make_tileable`` keeps the interior and rebuilds a band around the wrap; every output pixel
+copies one exemplar pixel (a coordinate map). Two measures per boundary (column j-1|j, row i-1|i)
+within the band around the wrap:
+
+* **coherence**: the share of neighbour pairs across the boundary whose copy is *coherent* (the
+  right one copies the pixel right of the left one's source). A straight seam is a boundary where
+  most pairs break at once; printed is the worst boundary and the band's median.
+* **gradient spike**: the mean colour step across the boundary over the median step of all the
+  image's boundaries. A visible straight seam is a boundary with a step well above the texture's
+  own; printed is the worst band boundary, and for scale the worst *interior* boundary (the
+  original's own pixels, untouched by tiling).
+* **band look**: ``mlvfx.texture.metrics.look_distance`` (sliced Wasserstein distance of patch
+  distributions, lower is better) of the two strips round the wrap (the output rolled by half,
+  its middle ``2 * band`` columns and rows) against the exemplar. For scale, the same strips of
+  the untouched exemplar, seam included, are printed once per exemplar.
+
+``mlvfx eval texture``'s seam score compares only the wrap pair itself and missed the synthesis
+method's seam one pixel inside it (an audit, stop 22).
 
 Exemplars: 256x256 crops of the bundled sample photo (a cracked-mud render: large cells, the hard
 case) and scikit-image's brick, grass and gravel photos.
 
-    .venv/bin/python bench/texture_tile_seam.py [--seeds 3] [--passes 0 1 1 4] [--coherence 2.0]
+    .venv/bin/python bench/texture_tile_seam.py [--seeds 3] [--methods stitch synthesis] [--band 0.15]
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mlvfx.ops.texture as ops
+from mlvfx.texture import metrics
 from mlvfx.texture.patchmatch import SynthesisConfig
 
 
@@ -51,10 +63,27 @@ def coherence(coords: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     return cols, rows
 
 
+def steps(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean colour step across every boundary (wrapping): ``cols[j]`` for (j - 1)|j, ``rows[i]``."""
+    cols = np.linalg.norm(image - np.roll(image, 1, 1), axis=2).mean(0)
+    rows = np.linalg.norm(image - np.roll(image, 1, 0), axis=2).mean(1)
+    return cols, rows
+
+
+def band_look(image: np.ndarray, exemplar: np.ndarray, by: int, bx: int) -> float:
+    """Mean look distance of the vertical and horizontal strips round the wrap against the exemplar."""
+    h, w = image.shape[:2]
+    rolled = np.roll(image, (h // 2, w // 2), (0, 1))
+    v = rolled[:, w // 2 - bx : w // 2 + bx]
+    hz = rolled[h // 2 - by : h // 2 + by, :]
+    return 0.5 * (metrics.look_distance(v, exemplar) + metrics.look_distance(hz, exemplar))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--band", type=float, default=0.15)
+    ap.add_argument("--methods", nargs="+", default=list(ops.TILE_METHODS), choices=ops.TILE_METHODS)
     ap.add_argument("--passes", type=int, nargs="+", default=None, help="SynthesisConfig.passes")
     ap.add_argument("--coherence", type=float, default=None, help="SynthesisConfig.coherence")
     ap.add_argument("--threads", type=int, default=1)
@@ -65,43 +94,94 @@ def main() -> None:
         cfg = SynthesisConfig(passes=tuple(args.passes), coherence=cfg.coherence)
     if args.coherence is not None:
         cfg = SynthesisConfig(passes=cfg.passes, coherence=args.coherence)
-    captured: dict[str, torch.Tensor] = {}
+    captured: dict[str, np.ndarray] = {}
     real_synthesize = ops.synthesize
+    real_tile_coords = ops.tile_coords
 
     def spy(*a: object, **k: object) -> torch.Tensor:
-        captured["coords"] = real_synthesize(*a, **k)  # type: ignore[arg-type]
-        return captured["coords"]
+        out = real_synthesize(*a, **k)  # type: ignore[arg-type]
+        captured["coords"] = out.cpu().numpy()
+        return out
+
+    def spy_tile(*a: object, **k: object) -> np.ndarray:
+        out = real_tile_coords(*a, **k)  # type: ignore[arg-type]
+        captured["coords"] = out
+        return out
 
     ops.synthesize = spy  # type: ignore[assignment]
-    print(f"config: passes {cfg.passes}, coherence {cfg.coherence}, band {args.band}\n")
+    ops.tile_coords = spy_tile  # type: ignore[assignment]
+    print(f"synthesis config: passes {cfg.passes}, coherence {cfg.coherence}; band {args.band}\n")
     print(
-        "| exemplar | seed | worst column boundary (share coherent) | worst row boundary | band median | s |"
+        "| exemplar | seed | method | worst coherence (boundary) | band median | "
+        "worst step (boundary) | interior worst step | band look | s |"
     )
-    print("|---|---:|---|---|---:|---:|")
-    worst_all: list[float] = []
-    medians: list[float] = []
+    print("|---|---:|---|---|---:|---|---:|---:|---:|")
+    summary: dict[str, dict[str, list[float]]] = {
+        m: {"coh": [], "median": [], "step": [], "interior": [], "look": [], "s": []} for m in args.methods
+    }
     for name, img in exemplars().items():
         h, w = img.shape[:2]
         bx, by = max(2, round(args.band * w)), max(2, round(args.band * h))
         near_c = [j % w for j in range(-bx, bx + 1)]  # boundaries within the band around the wrap
         near_r = [i % h for i in range(-by, by + 1)]
+        far_c = [j for j in range(w) if j not in set(near_c)]
+        far_r = [i for i in range(h) if i not in set(near_r)]
+        print(f"| {name} | - | untouched | - | - | - | - | {band_look(img, img, by, bx):.4f} | - |")
         for seed in range(args.seeds):
-            t = time.perf_counter()
-            ops.make_tileable(img, band=args.band, seed=seed, config=cfg)
-            seconds = time.perf_counter() - t
-            cols, rows = coherence(captured["coords"].cpu().numpy(), w)
-            jc = min(near_c, key=lambda j: cols[j])
-            jr = min(near_r, key=lambda i: rows[i])
-            median = float(np.median(np.concatenate([cols[near_c], rows[near_r]])))
-            worst_all.append(min(cols[jc], rows[jr]))
-            medians.append(median)
-            col = f"{(jc - 1) % w}|{jc}: {cols[jc]:.2f}"
-            row = f"{(jr - 1) % h}|{jr}: {rows[jr]:.2f}"
-            print(f"| {name} | {seed} | {col} | {row} | {median:.2f} | {seconds:.2f} |")
+            for method in args.methods:
+                t = time.perf_counter()
+                out = ops.make_tileable(img, band=args.band, seed=seed, method=method, config=cfg)
+                seconds = time.perf_counter() - t
+                assert isinstance(out, np.ndarray)
+                cols, rows = coherence(captured["coords"], w)
+                jc = min(near_c, key=lambda j: cols[j])
+                jr = min(near_r, key=lambda i: rows[i])
+                median = float(np.median(np.concatenate([cols[near_c], rows[near_r]])))
+                coh, where = (
+                    (cols[jc], f"col {(jc - 1) % w}|{jc}")
+                    if cols[jc] <= rows[jr]
+                    else (
+                        rows[jr],
+                        f"row {(jr - 1) % h}|{jr}",
+                    )
+                )
+                sc, sr = steps(out)
+                base = float(np.median(np.concatenate([sc, sr])))
+                kc = max(near_c, key=lambda j: sc[j])
+                kr = max(near_r, key=lambda i: sr[i])
+                spike, at = (
+                    (sc[kc], f"col {(kc - 1) % w}|{kc}")
+                    if sc[kc] >= sr[kr]
+                    else (
+                        sr[kr],
+                        f"row {(kr - 1) % h}|{kr}",
+                    )
+                )
+                interior = max(float(sc[far_c].max()), float(sr[far_r].max())) / base
+                rec = summary[method]
+                rec["coh"].append(float(coh))
+                rec["median"].append(median)
+                rec["step"].append(float(spike) / base)
+                rec["interior"].append(interior)
+                rec["s"].append(seconds)
+                look = band_look(out, img, by, bx)
+                rec["look"].append(look)
+                print(
+                    f"| {name} | {seed} | {method} | {coh:.2f} ({where}) | {median:.2f} | "
+                    f"{spike / base:.2f} ({at}) | {interior:.2f} | {look:.4f} | {seconds:.2f} |"
+                )
     print(
-        f"\nmean worst boundary {np.mean(worst_all):.2f} against a band median of {np.mean(medians):.2f} "
-        "(boundary 255|0 of a 256 px side is the wrap itself)"
+        "\n| method | mean worst coherence | band median | mean worst step | interior worst step "
+        "| band look | s per tile |"
     )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for method, rec in summary.items():
+        print(
+            f"| {method} | {np.mean(rec['coh']):.2f} | {np.mean(rec['median']):.2f} | "
+            f"{np.mean(rec['step']):.2f} | {np.mean(rec['interior']):.2f} | {np.mean(rec['look']):.4f} | "
+            f"{np.median(rec['s']):.2f} |"
+        )
+    print("(boundary 255|0 of a 256 px side is the wrap itself)")
 
 
 if __name__ == "__main__":

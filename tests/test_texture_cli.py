@@ -64,6 +64,13 @@ def test_tile_image(tmp_path: Path, photo: Path) -> None:
     with pytest.raises(OutputExistsError):
         run("texture", "tile", str(photo), "-o", str(out))
     assert run("texture", "tile", str(photo), "-o", str(out), "--overwrite") == 0
+    old = tmp_path / "synthesis.png"
+    assert run("texture", "tile", str(photo), "-o", str(old), "--method", "synthesis") == 0
+    other, _ = read_image(old)
+    assert other.shape == src.shape and metrics.seam_score(other) < metrics.seam_score(src)
+    assert np.any(other != img)  # the two methods rebuild the band differently
+    with pytest.raises(SystemExit):
+        run("texture", "tile", str(photo), "-o", str(tmp_path / "q.png"), "--method", "quilt")
 
 
 def test_grow_count_and_material_folder(tmp_path: Path, photo: Path, material_dir: Path) -> None:

@@ -31,10 +31,12 @@ from mlvfx.errors import InputError, InvalidImageDataError
 from mlvfx.progress import CancelToken, ProgressFn, report, scaled
 from mlvfx.texture.maps import FloatArray, Maps, Stack, stack_maps, unstack
 from mlvfx.texture.patchmatch import ExemplarAtlas, SynthesisConfig, level_count, synthesize
+from mlvfx.texture.tiling import band_fits, tile_coords
 
 __all__ = ["Maps", "SynthesisConfig", "grow", "labels_from_colors", "make_tileable", "paint"]
 
 MAX_OUTPUT_SIDE = 32768
+TILE_METHODS: tuple[str, ...] = ("stitch", "synthesis")
 
 
 def _device(device: str | None) -> object:
@@ -124,6 +126,7 @@ def make_tileable(
     *,
     band: float = 0.15,
     seed: int = 0,
+    method: str = "stitch",
     config: SynthesisConfig | None = None,
     device: str | None = None,
     progress: ProgressFn | None = None,
@@ -131,16 +134,27 @@ def make_tileable(
 ) -> Maps:
     """A seamless version of a texture at the same size, keeping as much of the original as possible.
 
-    The interior stays exactly as it was; a band along the four edges is re-synthesised from the
-    texture itself on a torus, so the right edge continues into the left and the bottom into the
-    top without a seam.
+    The interior stays exactly as it was; a band around the wrap (along the four edges) is rebuilt
+    from the texture itself, so the right edge continues into the left and the bottom into the top
+    without a seam.
+
+    * ``method="stitch"`` (default): the band is covered by blocks copied from the texture and
+      stitched to the original and to each other along minimum-error cuts
+      (:mod:`mlvfx.texture.tiling`), so where the original ends follows the texture's own
+      structure. Bands narrower than :data:`~mlvfx.texture.tiling.MIN_BAND` pixels are synthesised.
+    * ``method="synthesis"``: the band is synthesised pixel by pixel on a torus with the original
+      interior pinned (:mod:`mlvfx.texture.patchmatch`). Continuing the original costs it nothing,
+      so both sides' continuations tend to run on to the texture's edge and meet in a straight
+      line next to the wrap (``bench/texture_tile_seam.py`` measures it).
 
     Args:
         maps: float32 (H, W, C) texture (linear colour or data), or a material set (see module doc).
-        band: width of the re-synthesised band on each side, as a fraction of the size (0 < band < 0.5).
+        band: width of the rebuilt band on each side, as a fraction of the size (0 < band < 0.5).
         seed: random seed.
-        config: synthesis settings (default :class:`SynthesisConfig`).
-        device: torch device name (default: ``MLVFX_DEVICE``, else CUDA when present, else CPU).
+        method: ``"stitch"`` or ``"synthesis"`` (see above).
+        config: synthesis settings (default :class:`SynthesisConfig`; ``"synthesis"`` only).
+        device: torch device name (default: ``MLVFX_DEVICE``, else CUDA when present, else CPU;
+            ``"synthesis"`` only: stitching runs on the CPU).
         progress: called with (fraction, message).
         cancel: a :class:`~mlvfx.progress.CancelToken`.
 
@@ -149,14 +163,21 @@ def make_tileable(
 
     Raises:
         InvalidImageDataError: bad array (rank, channels, NaN, size).
-        InputError: bad ``band`` or material set.
+        InputError: bad ``band``, ``method`` or material set.
         Cancelled: ``cancel`` was set.
     """
     if not 0.0 < band < 0.5:
         raise InputError(f"band must be between 0 and 0.5 (a fraction of the size), got {band}")
+    if method not in TILE_METHODS:
+        raise InputError(f"unknown tiling method {method!r}; use one of {', '.join(TILE_METHODS)}")
     stack = stack_maps(maps)
     h, w = stack.height, stack.width
     by, bx = max(2, round(band * h)), max(2, round(band * w))
+    if method == "stitch" and band_fits((h, w), (by, bx)):
+        coords = tile_coords(stack.match, (by, bx), seed=seed, progress=progress, cancel=cancel)
+        channels = stack.values.shape[2]
+        values = stack.values.reshape(-1, channels)[coords.reshape(-1)].reshape(h, w, channels)
+        return unstack(stack, np.ascontiguousarray(values, dtype=np.float32))
     fixed = np.zeros((h, w), bool)
     fixed[by : h - by, bx : w - bx] = True
     out = _run(

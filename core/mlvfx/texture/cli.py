@@ -322,8 +322,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     t = sub.add_parser(
         "tile",
         help="make an image or material folder seamless (same size)",
-        description="Re-synthesise a band along the edges so the texture wraps without a seam; "
-        "the interior is kept exactly.",
+        description="Rebuild a band round the wrap (along the edges) from the texture itself, so it "
+        "wraps without a seam; the interior is kept exactly. The default method stitches blocks of "
+        "the texture in along minimum-error cuts; 'synthesis' re-synthesises the band pixel by pixel.",
     )
     t.add_argument("input", help="image file or material folder")
     t.add_argument(
@@ -333,7 +334,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--band",
         type=float,
         default=0.15,
-        help="re-synthesised band per side, fraction of size (default: 0.15)",
+        help="rebuilt band per side, fraction of size (default: 0.15)",
+    )
+    t.add_argument(
+        "--method",
+        choices=("stitch", "synthesis"),
+        default="stitch",
+        help="stitch: blocks cut in along minimum-error seams (default); synthesis: pixel-wise "
+        "PatchMatch synthesis (the earlier default; it can leave a straight seam next to the wrap)",
     )
     common(t)
     t.set_defaults(func=_cmd_tile)
@@ -408,7 +416,9 @@ def _cmd_tile(args: argparse.Namespace) -> int:
     maps, source = read_maps(args.input)
     output_targets(args.output, maps, overwrite=args.overwrite)  # before the synthesis, not after
     with _bar(args, "tile") as progress:
-        out = make_tileable(maps, band=args.band, seed=args.seed, device=args.device, progress=progress)
+        out = make_tileable(
+            maps, band=args.band, seed=args.seed, method=args.method, device=args.device, progress=progress
+        )
     written = write_maps(args.output, out, source, overwrite=args.overwrite, note="tile")
     _emit(args, {"written": [str(p) for p in written]}, f"wrote {args.output}")
     return 0

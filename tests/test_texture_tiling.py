@@ -1,0 +1,126 @@
+"""make_tileable's default "stitch" method (mlvfx.texture.tiling): blocks cut into a band round the wrap."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from test_texture_support import bricks, material
+
+import mlvfx.ops.texture as ops
+from mlvfx.errors import Cancelled, InputError
+from mlvfx.progress import CancelToken
+from mlvfx.texture import metrics
+from mlvfx.texture.tiling import MIN_BAND, band_fits, tile_coords
+
+
+def _worst_coherence(coords: npt.NDArray[np.int64], band: int) -> float:
+    """Least share of coherent copies over the boundaries within ``band`` of the wrap (both axes)."""
+    w = coords.shape[1]
+    y, x = coords // w, coords % w
+    cols = ((x == np.roll(x, 1, 1) + 1) & (y == np.roll(y, 1, 1))).mean(0)
+    rows = ((y == np.roll(y, 1, 0) + 1) & (x == np.roll(x, 1, 0))).mean(1)
+    near = [j % w for j in range(-band, band + 1)]
+    return float(min(cols[near].min(), rows[near].min()))
+
+
+def _coords_of(
+    monkeypatch: pytest.MonkeyPatch, method: str, ex: npt.NDArray[np.float32], seed: int
+) -> npt.NDArray[np.int64]:
+    captured: dict[str, npt.NDArray[np.int64]] = {}
+    real_tile, real_synth = ops.tile_coords, ops.synthesize
+
+    def tile(*a: object, **k: object) -> npt.NDArray[np.int64]:
+        captured["c"] = real_tile(*a, **k)  # type: ignore[arg-type]
+        return captured["c"]
+
+    def synth(*a: object, **k: object) -> object:
+        out = real_synth(*a, **k)  # type: ignore[arg-type]
+        captured["c"] = out.cpu().numpy()
+        return out
+
+    monkeypatch.setattr(ops, "tile_coords", tile)
+    monkeypatch.setattr(ops, "synthesize", synth)
+    ops.make_tileable(ex, seed=seed, method=method)
+    return captured["c"]
+
+
+def test_stitch_keeps_the_interior_tiles_and_copies_only_texture_pixels() -> None:
+    ex = bricks(96, seed=3)
+    assert metrics.seam_score(ex) > 1.5
+    out = ops.make_tileable(ex, seed=0)
+    assert isinstance(out, np.ndarray) and out.shape == ex.shape and out.dtype == np.float32
+    b = round(0.15 * 96)
+    np.testing.assert_array_equal(out[b:-b, b:-b], ex[b:-b, b:-b])
+    assert metrics.seam_score(out) < 1.3
+    assert np.mean(np.any(out != ex, axis=2)) > 0.05  # the band was rebuilt
+    pixels = {p.tobytes() for p in ex.reshape(-1, 3)}
+    assert all(p.tobytes() in pixels for p in out.reshape(-1, 3))
+
+
+def test_stitch_leaves_no_straight_seam_where_synthesis_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The synthesis method continues the kept interior from both sides until it meets the
+    # exemplar's edge, so one boundary next to the wrap breaks coherence in most rows at once.
+    b = round(0.15 * 96)
+    for seed in range(2):
+        ex = bricks(96, seed=seed)
+        stitch = _worst_coherence(_coords_of(monkeypatch, "stitch", ex, seed), b)
+        synthesis = _worst_coherence(_coords_of(monkeypatch, "synthesis", ex, seed), b)
+        assert stitch >= 0.6, (seed, stitch)
+        assert stitch > synthesis + 0.2, (seed, stitch, synthesis)
+
+
+def test_tile_coords_is_a_torus_copy_map_and_seeded() -> None:
+    ex = bricks(80, seed=5)
+    a = tile_coords(ex, (12, 12), seed=1)
+    assert a.shape == (80, 80) and a.dtype == np.int64
+    assert a.min() >= 0 and a.max() < 80 * 80
+    ident = np.arange(80 * 80).reshape(80, 80)
+    np.testing.assert_array_equal(a[12:-12, 12:-12], ident[12:-12, 12:-12])
+    np.testing.assert_array_equal(a, tile_coords(ex, (12, 12), seed=1))
+    assert np.any(a != tile_coords(ex, (12, 12), seed=2))
+
+
+def test_stitch_non_square_and_material_set_stay_aligned() -> None:
+    ex = np.ascontiguousarray(bricks(128, seed=2)[:72, :120])
+    out = ops.make_tileable(ex, seed=0)
+    assert isinstance(out, np.ndarray) and out.shape == (72, 120, 3)
+    assert metrics.seam_score(out) < 1.3
+    mat = material(96, seed=7)
+    res = ops.make_tileable(mat, seed=1)
+    assert isinstance(res, dict)
+    np.testing.assert_allclose(res["albedo"][:, :, 0], res["height"], atol=1e-6)
+    np.testing.assert_allclose(res["roughness"][:, :, 0], 1.0 - 0.5 * res["height"], atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(res["normal"], axis=2), 1.0, atol=1e-5)
+    assert metrics.seam_score(res["albedo"]) < 1.3
+
+
+def test_narrow_band_falls_back_to_synthesis(monkeypatch: pytest.MonkeyPatch) -> None:
+    ex = bricks(64, seed=1)
+    band = 0.05  # 3 px per side: no room for a cut
+    assert not band_fits((64, 64), (3, 3)) and MIN_BAND > 3
+    called: list[str] = []
+    real = ops.synthesize
+
+    def synth(*a: object, **k: object) -> object:
+        called.append("synthesis")
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ops, "synthesize", synth)
+    out = ops.make_tileable(ex, band=band, seed=0)
+    assert called == ["synthesis"]
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out[3:-3, 3:-3], ex[3:-3, 3:-3])
+
+
+def test_progress_cancel_and_bad_method() -> None:
+    ex = bricks(96, seed=4)
+    seen: list[float] = []
+    ops.make_tileable(ex, seed=0, progress=lambda f, m: seen.append(f))
+    assert seen and seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and len(seen) >= 6
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        ops.make_tileable(ex, seed=0, cancel=token)
+    with pytest.raises(InputError, match="unknown tiling method 'quilt'"):
+        ops.make_tileable(ex, method="quilt")
