@@ -290,8 +290,12 @@ def _fit(a: np.ndarray, side: int) -> np.ndarray:
 
 
 def write_doc_sheets(folder: str) -> None:
-    """texture_tile.png (original tiled 2x2 | make_tileable tiled 2x2), texture_paint.png (labels |
-    result) and texture_material.png (a material set grown jointly: albedo, normal, height, roughness)."""
+    """texture_tile.png, texture_paint.png (labels | result) and texture_material.png (a material set
+    grown jointly: albedo, normal, height, roughness).
+
+    texture_tile.png shows every texture rolled by half its size, so the wrap is the cross through
+    the middle, at full resolution: the original (its seam), ``make_tileable(method="synthesis")``
+    and ``make_tileable`` (the default, "stitch")."""
     from pathlib import Path
 
     from mlvfx.io import read_image, write_image
@@ -300,12 +304,20 @@ def write_doc_sheets(folder: str) -> None:
 
     out = Path(folder)
     ex = exemplars()
+    from mlvfx.samples import sample_photo
+
+    photo, _ = read_image(sample_photo(), kind="color")
+    tiles = {"sample": np.ascontiguousarray(photo[:256, :256, :3])}
+    tiles.update({k: ex[k] for k in ("brick", "gravel")})
     rows = []
-    for name in ("brick", "grass", "gravel"):
-        e = ex[name]
-        t = make_tileable(e, seed=0)
-        assert isinstance(t, np.ndarray)
-        rows.append(np.concatenate([_pad(_fit(np.tile(a, (2, 2, 1)), 256)) for a in (e, t)], 1))
+    for e in tiles.values():
+        h, w = e.shape[:2]
+        shown = [e]
+        for method in ("synthesis", "stitch"):
+            t = make_tileable(e, seed=0, method=method)
+            assert isinstance(t, np.ndarray)
+            shown.append(t)
+        rows.append(np.concatenate([_pad(np.roll(a, (h // 2, w // 2), (0, 1))) for a in shown], 1))
     write_image(out / "texture_tile.png", np.concatenate(rows, 0), kind="color", overwrite=True)
 
     small = exemplars(128)
@@ -323,9 +335,6 @@ def write_doc_sheets(folder: str) -> None:
         overwrite=True,
     )
 
-    from mlvfx.samples import sample_photo
-
-    photo, _ = read_image(sample_photo(), kind="color")
     photo = _fit(photo, 256)
     mat = material(photo, ("albedo", "normal", "height", "roughness")).maps
     grown = grow(mat, (512, 512), seed=0)

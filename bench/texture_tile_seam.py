@@ -23,11 +23,18 @@ Exemplars: 256x256 crops of the bundled sample photo (a cracked-mud render: larg
 case) and scikit-image's brick, grass and gravel photos.
 
     .venv/bin/python bench/texture_tile_seam.py [--seeds 3] [--methods stitch synthesis] [--band 0.15]
+    .venv/bin/python bench/texture_tile_seam.py --timing 1024 2048 4096   # seconds and peak memory
+
+``--timing`` tiles the bundled sample photo resized to each side, every method in its own child
+process (so each peak resident memory is its own), and prints the time ratio of the two methods.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -79,6 +86,36 @@ def band_look(image: np.ndarray, exemplar: np.ndarray, by: int, bx: int) -> floa
     return 0.5 * (metrics.look_distance(v, exemplar) + metrics.look_distance(hz, exemplar))
 
 
+def child_timing(side: int, method: str) -> None:
+    """Tile the sample photo at ``side`` with ``method``; print seconds and peak RSS as JSON."""
+    import cv2
+
+    from mlvfx.io import read_image
+    from mlvfx.samples import sample_photo
+
+    photo = read_image(sample_photo())[0][..., :3]
+    img = np.ascontiguousarray(cv2.resize(photo, (side, side), interpolation=cv2.INTER_CUBIC), np.float32)
+    t = time.perf_counter()
+    ops.make_tileable(img, seed=0, method=method)
+    seconds = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    print(json.dumps({"seconds": seconds, "peak_rss_bytes": rss}))
+
+
+def timing(sides: list[int], methods: list[str], threads: int) -> None:
+    print("| side | method | s | peak RSS GiB |")
+    print("|---:|---|---:|---:|")
+    for side in sides:
+        secs: dict[str, float] = {}
+        for method in methods:
+            cmd = [sys.executable, __file__, "--child-timing", str(side), method, "--threads", str(threads)]
+            res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+            secs[method] = res["seconds"]
+            print(f"| {side} | {method} | {res['seconds']:.2f} | {res['peak_rss_bytes'] / 2**30:.2f} |")
+        if "stitch" in secs and "synthesis" in secs:
+            print(f"| {side} | synthesis / stitch | {secs['synthesis'] / secs['stitch']:.1f}x | |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
@@ -87,8 +124,16 @@ def main() -> None:
     ap.add_argument("--passes", type=int, nargs="+", default=None, help="SynthesisConfig.passes")
     ap.add_argument("--coherence", type=float, default=None, help="SynthesisConfig.coherence")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--timing", type=int, nargs="+", default=None, metavar="SIDE")
+    ap.add_argument("--child-timing", nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.child_timing:
+        child_timing(int(args.child_timing[0]), args.child_timing[1])
+        return
+    if args.timing:
+        timing(args.timing, args.methods, args.threads)
+        return
     cfg = SynthesisConfig()
     if args.passes is not None:
         cfg = SynthesisConfig(passes=tuple(args.passes), coherence=cfg.coherence)

@@ -6,9 +6,12 @@ OpenGL vectors in [-1, 1], "height": (H, W), "roughness": (H, W)}``, and returns
 The maps of a set are synthesised jointly: every output pixel copies one exemplar pixel for all
 maps at once, so albedo, normal, height and roughness stay aligned; normals are renormalised.
 
-The method is multi-scale, patch-based synthesis of a coordinate map with PatchMatch search (see
-:mod:`mlvfx.texture.patchmatch`); a tileable result is synthesised on a torus, so it tiles by
-construction. :func:`mlvfx.texture.quilting.quilt` (Image Quilting) is the reference baseline.
+``grow`` and ``paint`` use multi-scale, patch-based synthesis of a coordinate map with PatchMatch
+search (see :mod:`mlvfx.texture.patchmatch`); a tileable result is synthesised on a torus, so it
+tiles by construction. ``make_tileable`` keeps the texture and, by default, stitches blocks of it
+into a band round the wrap along minimum-error cuts (:mod:`mlvfx.texture.tiling`), also as a
+coordinate map. :func:`mlvfx.texture.quilting.quilt` (Image Quilting) is the reference baseline
+for ``grow``.
 
 Example:
     >>> import numpy as np
