@@ -209,3 +209,26 @@ def test_paint_default_transition_keeps_thin_regions() -> None:
         else:  # an explicit transition is the caller's: as wide as asked, the thin stripe goes
             assert green_share < 0.2
     assert float((out[:, 100:140, 1] > out[:, 100:140, 0]).mean()) > 0.4
+
+
+def test_atlas_keeps_one_level_and_gives_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every level holds full-resolution features of the whole exemplar; holding them all at once
+    # doubled grow's peak memory with a 2048² exemplar (bench/texture_memory.py).
+    import torch
+
+    from mlvfx.texture import patchmatch
+
+    ex = bricks(64, seed=2)
+    cfg = patchmatch.SynthesisConfig()
+    atlas = patchmatch.ExemplarAtlas([torch.from_numpy(ex.transpose(2, 0, 1).copy())], 3, cfg, seed=0)
+    assert len(atlas.levels) == 3
+    second = atlas.levels[2]
+    assert atlas.levels[2] is second  # built once while it is the current level
+    atlas.levels[1]
+    assert atlas.levels._cached is not None and atlas.levels._cached[0] == 1 and not atlas.levels._all
+    with pytest.raises(IndexError):
+        atlas.levels[3]
+    lazy = grow(ex, (96, 96), seed=4)
+    monkeypatch.setattr(patchmatch._Levels, "keep_all", True)
+    eager = grow(ex, (96, 96), seed=4)
+    np.testing.assert_array_equal(lazy, eager)

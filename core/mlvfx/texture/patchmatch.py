@@ -132,8 +132,42 @@ class _Level:
     energy: float  # mean squared feature distance between random exemplar pixels
 
 
+class _Levels:
+    """The atlas's levels, built when first asked for; only the last one asked for is kept.
+
+    Every level holds full-resolution features of the whole exemplar (a stack, not a pyramid):
+    about ``pca_dims`` floats per exemplar pixel. Synthesis works one level at a time, coarse to
+    fine, so keeping them all would multiply the peak memory by the level count (a 2048² exemplar
+    held all ten at once).
+    """
+
+    keep_all = False
+    """Keep every level built (the behaviour before stop 23; ``bench/texture_memory.py`` compares)."""
+
+    def __init__(self, atlas: ExemplarAtlas, count: int) -> None:
+        self._atlas = atlas
+        self._count = count
+        self._cached: tuple[int, _Level] | None = None
+        self._all: dict[int, _Level] = {}
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, level: int) -> _Level:
+        if not 0 <= level < self._count:
+            raise IndexError(f"level {level} of {self._count}")
+        if self.keep_all:
+            if level not in self._all:
+                self._all[level] = self._atlas.build_level(level)
+            return self._all[level]
+        if self._cached is None or self._cached[0] != level:
+            self._cached = None  # release the previous level before building the next
+            self._cached = (level, self._atlas.build_level(level))
+        return self._cached[1]
+
+
 class ExemplarAtlas:
-    """One or more exemplars side by side, prepared for every synthesis level.
+    """One or more exemplars side by side; each synthesis level is prepared when it is reached.
 
     Args:
         exemplars: tensors (C, h_k, w_k), all with the same C, already scaled for matching.
@@ -163,29 +197,38 @@ class ExemplarAtlas:
         for k in range(self.count):
             ids[:, x0[k] : x0[k] + widths[k]] = k
         self.ids = ids.reshape(-1)
-        self.levels: list[_Level] = []
+        self._exemplars = list(exemplars)
+        self._config = config
+        self._seed = seed
+        self._x0 = x0
+        self.levels = _Levels(self, levels)
+
+    def build_level(self, level: int) -> _Level:
+        """Values and PCA neighbourhood features of the whole atlas at ``level``."""
+        config, seed = self._config, self._seed
+        heights = [int(e.shape[1]) for e in self._exemplars]
+        widths = [int(e.shape[2]) for e in self._exemplars]
         n = config.neighbourhood
-        for level in range(levels):
-            step = 2**level
-            stacks = [_box_stack(e, step) for e in exemplars]
-            filters = _pca_filters(stacks, n, step, config.pca_dims, seed + level)
-            d = filters.shape[0]
-            values = torch.zeros(self.channels, self.height, self.width, device=self.device)
-            feats = torch.zeros(d, self.height, self.width, device=self.device)
-            r = (n // 2) * step
-            for k, s in enumerate(stacks):
-                values[:, : heights[k], x0[k] : x0[k] + widths[k]] = s
-                padded = F.pad(s[None], (r, r, r, r), mode="replicate")
-                feats[:, : heights[k], x0[k] : x0[k] + widths[k]] = F.conv2d(padded, filters, dilation=step)[
-                    0
-                ]
-            flat = feats.reshape(d, -1)
-            gen = torch.Generator().manual_seed(seed)
-            valid = self.valid_flat_indices(level)
-            a = valid[torch.randint(0, valid.numel(), (4096,), generator=gen).to(self.device)]
-            b = valid[torch.randint(0, valid.numel(), (4096,), generator=gen).to(self.device)]
-            energy = float(((flat[:, a] - flat[:, b]) ** 2).sum(0).mean().clamp_min(1e-12))
-            self.levels.append(_Level(values.reshape(self.channels, -1), flat.contiguous(), filters, energy))
+        step = 2**level
+        stacks = [_box_stack(e, step) for e in self._exemplars]
+        filters = _pca_filters(stacks, n, step, config.pca_dims, seed + level)
+        d = filters.shape[0]
+        values = torch.zeros(self.channels, self.height, self.width, device=self.device)
+        feats = torch.zeros(d, self.height, self.width, device=self.device)
+        r = (n // 2) * step
+        for k, s in enumerate(stacks):
+            x0 = self._x0[k]
+            values[:, : heights[k], x0 : x0 + widths[k]] = s
+            padded = F.pad(s[None], (r, r, r, r), mode="replicate")
+            feats[:, : heights[k], x0 : x0 + widths[k]] = F.conv2d(padded, filters, dilation=step)[0]
+        del stacks
+        flat = feats.reshape(d, -1)
+        gen = torch.Generator().manual_seed(seed)
+        valid = self.valid_flat_indices(level)
+        a = valid[torch.randint(0, valid.numel(), (4096,), generator=gen).to(self.device)]
+        b = valid[torch.randint(0, valid.numel(), (4096,), generator=gen).to(self.device)]
+        energy = float(((flat[:, a] - flat[:, b]) ** 2).sum(0).mean().clamp_min(1e-12))
+        return _Level(values.reshape(self.channels, -1), flat.contiguous(), filters, energy)
 
     def valid_flat_indices(self, level: int) -> torch.Tensor:
         """Flat indices of every coordinate a level may copy from (blocks fully inside an exemplar)."""
