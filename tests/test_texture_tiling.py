@@ -81,6 +81,26 @@ def test_tile_coords_is_a_torus_copy_map_and_seeded() -> None:
     assert np.any(a != tile_coords(ex, (12, 12), seed=2))
 
 
+@pytest.mark.parametrize("shape", [(97, 83), (83, 97), (23, 81), (41, 41)])
+def test_stitch_keeps_the_interior_at_odd_sizes(shape: tuple[int, int]) -> None:
+    # the rings must sit on the wrap itself: rolled by half an odd size, texture column 0 is not
+    # at w // 2 unless the roll is chosen for it (a review found one interior column changed)
+    h, w = shape
+    ex = np.ascontiguousarray(bricks(100, seed=6)[:h, :w])
+    by, bx = max(2, round(0.3 * h)), max(2, round(0.3 * w))
+    assert band_fits((h, w), (by, bx))
+    out = ops.make_tileable(ex, band=0.3, seed=1)
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out[by : h - by, bx : w - bx], ex[by : h - by, bx : w - bx])
+    coords = tile_coords(ex, (by, bx), seed=1)
+    ident = np.arange(h * w).reshape(h, w)
+    np.testing.assert_array_equal(coords[by : h - by, bx : w - bx], ident[by : h - by, bx : w - bx])
+    changed = coords != ident
+    # both sides of the wrap are rebuilt, not one side twice
+    assert changed[:, :bx].any() and changed[:, w - bx :].any()
+    assert changed[:by].any() and changed[h - by :].any()
+
+
 def test_stitch_non_square_and_material_set_stay_aligned() -> None:
     ex = np.ascontiguousarray(bricks(128, seed=2)[:72, :120])
     out = ops.make_tileable(ex, seed=0)

@@ -142,7 +142,7 @@ class _Levels:
     """
 
     keep_all = False
-    """Keep every level built (the behaviour before stop 23; ``bench/texture_memory.py`` compares)."""
+    """Keep every level built (the earlier behaviour; ``bench/texture_memory.py`` compares)."""
 
     def __init__(self, atlas: ExemplarAtlas, count: int) -> None:
         self._atlas = atlas
@@ -388,6 +388,7 @@ def synthesize(
                 )
             done += work[level] / passes
             report(progress, done / total, f"synthesis level {level} pass {p + 1}/{passes}")
+        del lvl, gpen  # so the atlas can drop this level before it builds the next
     assert coords is not None
     if shift != (0, 0):
         coords = torch.roll(coords, (-shift[0], -shift[1]), (0, 1))

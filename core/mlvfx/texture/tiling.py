@@ -282,11 +282,12 @@ def tile_coords(
     ex = np.ascontiguousarray(match, dtype=np.float32)
     cy, cx = h // 2, w // 2
     # Rolled by half, the wrap is the cross through (cy, cx): pixel (y, x) of the canvas shows the
-    # texture's ((y + cy) % h, (x + cx) % w). ``src`` holds that (y, x) source per pixel.
+    # texture's ((y - cy) % h, (x - cx) % w), so texture row and column 0 sit exactly at cy and cx
+    # (also for odd sizes). ``src`` holds that (y, x) source per pixel.
     src = np.empty((h, w, 2), np.int32)
-    src[..., 0] = ((np.arange(h, dtype=np.int32) + cy) % h)[:, None]
-    src[..., 1] = ((np.arange(w, dtype=np.int32) + cx) % w)[None, :]
-    canvas = np.roll(ex, (-cy, -cx), (0, 1))
+    src[..., 0] = ((np.arange(h, dtype=np.int32) - cy) % h)[:, None]
+    src[..., 1] = ((np.arange(w, dtype=np.int32) - cx) % w)[None, :]
+    canvas = np.roll(ex, (cy, cx), (0, 1))
     side_x, side_y = max(2, bx // 2), max(2, by // 2)
     # the vertical ring starts in the middle of the horizontal one, which then covers its closure
     ring_v = scaled(progress, 0.0, 0.5)
@@ -326,5 +327,5 @@ def tile_coords(
     )
     coords = src_t[..., 1].astype(np.int64).T * w + src_t[..., 0].T
     report(progress, 1.0, "tiling: done")
-    out: IntArray = np.ascontiguousarray(np.roll(coords, (cy, cx), (0, 1)))
+    out: IntArray = np.ascontiguousarray(np.roll(coords, (-cy, -cx), (0, 1)))
     return out
