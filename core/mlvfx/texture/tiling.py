@@ -290,6 +290,7 @@ def tile_coords(
     canvas = np.roll(ex, (cy, cx), (0, 1))
     side_x, side_y = max(2, bx // 2), max(2, by // 2)
     # the vertical ring starts in the middle of the horizontal one, which then covers its closure
+    report(progress, 0.0, "tiling: vertical band")
     ring_v = scaled(progress, 0.0, 0.5)
     _ring(
         ex,
