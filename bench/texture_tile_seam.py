@@ -15,6 +15,9 @@ within the band around the wrap:
   distributions, lower is better) of the two strips round the wrap (the output rolled by half,
   its middle ``2 * band`` columns and rows) against the exemplar. For scale, the same strips of
   the untouched exemplar, seam included, are printed once per exemplar.
+* **seam score**: ``mlvfx eval texture``'s (gradient across the wrap pair over the interior
+  gradient; issue 6's target is at most 1.1). It sees only the wrap pair itself; **wrap
+  coherence** is the coherence of that pair (the lower of the column and the row wrap).
 
 ``mlvfx eval texture``'s seam score compares only the wrap pair itself and missed the synthesis
 method's seam one pixel inside it (an audit, stop 22).
@@ -158,11 +161,12 @@ def main() -> None:
     print(f"synthesis config: passes {cfg.passes}, coherence {cfg.coherence}; band {args.band}\n")
     print(
         "| exemplar | seed | method | worst coherence (boundary) | band median | "
-        "worst step (boundary) | interior worst step | band look | s |"
+        "worst step (boundary) | interior worst step | band look | seam score | wrap coherence | s |"
     )
-    print("|---|---:|---|---|---:|---|---:|---:|---:|")
+    print("|---|---:|---|---|---:|---|---:|---:|---:|---:|---:|")
     summary: dict[str, dict[str, list[float]]] = {
-        m: {"coh": [], "median": [], "step": [], "interior": [], "look": [], "s": []} for m in args.methods
+        m: {"coh": [], "median": [], "step": [], "interior": [], "look": [], "seam": [], "s": []}
+        for m in args.methods
     }
     for name, img in exemplars().items():
         h, w = img.shape[:2]
@@ -171,7 +175,8 @@ def main() -> None:
         near_r = [i % h for i in range(-by, by + 1)]
         far_c = [j for j in range(w) if j not in set(near_c)]
         far_r = [i for i in range(h) if i not in set(near_r)]
-        print(f"| {name} | - | untouched | - | - | - | - | {band_look(img, img, by, bx):.4f} | - |")
+        look0, seam0 = band_look(img, img, by, bx), metrics.seam_score(img)
+        print(f"| {name} | - | untouched | - | - | - | - | {look0:.4f} | {seam0:.2f} | - | - |")
         for seed in range(args.seeds):
             for method in args.methods:
                 t = time.perf_counter()
@@ -211,20 +216,23 @@ def main() -> None:
                 rec["s"].append(seconds)
                 look = band_look(out, img, by, bx)
                 rec["look"].append(look)
+                seam = metrics.seam_score(out)
+                rec["seam"].append(seam)
                 print(
                     f"| {name} | {seed} | {method} | {coh:.2f} ({where}) | {median:.2f} | "
-                    f"{spike / base:.2f} ({at}) | {interior:.2f} | {look:.4f} | {seconds:.2f} |"
+                    f"{spike / base:.2f} ({at}) | {interior:.2f} | {look:.4f} | {seam:.2f} | "
+                    f"{min(cols[0], rows[0]):.2f} | {seconds:.2f} |"
                 )
     print(
         "\n| method | mean worst coherence | band median | mean worst step | interior worst step "
-        "| band look | s per tile |"
+        "| band look | seam score mean (max) | s per tile |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for method, rec in summary.items():
         print(
             f"| {method} | {np.mean(rec['coh']):.2f} | {np.mean(rec['median']):.2f} | "
             f"{np.mean(rec['step']):.2f} | {np.mean(rec['interior']):.2f} | {np.mean(rec['look']):.4f} | "
-            f"{np.median(rec['s']):.2f} |"
+            f"{np.mean(rec['seam']):.2f} ({np.max(rec['seam']):.2f}) | {np.median(rec['s']):.2f} |"
         )
     print("(boundary 255|0 of a 256 px side is the wrap itself)")
 
