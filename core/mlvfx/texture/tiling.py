@@ -222,16 +222,17 @@ def _ring(
         if bh > eh:
             raise ValueError(f"block height {bh} exceeds the exemplar's {eh}")
         rows = np.arange(y0, y1) % h
-        sides = {"left": side_overlap, "right": side_overlap}
-        if k > 0:
-            sides["top"] = top
+        # Every block is cut in at its top, the first one too (against what the ring covers: the
+        # original or the other ring). A first block pasted with a hard top edge shows that edge
+        # wherever the last block's side cuts leave the first block's corner next to older content
+        # (a straight seam on the wrap, found at 2048² and 4096²).
+        sides = {"left": side_overlap, "right": side_overlap, "top": top}
         if k == count - 1:
             sides["bottom"] = top
         known = np.zeros((bh, bw), bool)
         known[:, :side_overlap] = True
         known[:, bw - side_overlap :] = True
-        if "top" in sides:
-            known[:top, :] = True
+        known[:top, :] = True
         if "bottom" in sides:
             known[bh - top :, :] = True
         old = canvas[rows, x0:x1]
