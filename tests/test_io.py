@@ -34,6 +34,22 @@ def test_srgb_round_trip_and_known_values() -> None:
     assert linear_to_srgb(np.float32(0.18)) == pytest.approx(0.46135, abs=1e-4)
 
 
+def test_colour_conversion_in_chunks_gives_the_same_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Large images convert a band of rows at a time (a 16384² photo needed ~10 GiB of temporaries).
+    import mlvfx.color as color
+
+    rng = np.random.default_rng(3)
+    img = (rng.random((37, 29, 4), dtype=np.float32) * 1.4 - 0.2).astype(np.float32)
+    whole = (color.decode_color(img), color.encode_color(img), srgb_to_linear(img), linear_to_srgb(img))
+    monkeypatch.setattr(color, "CHUNK_VALUES", 100)  # several rows per chunk, and a ragged last one
+    chunked = (color.decode_color(img), color.encode_color(img), srgb_to_linear(img), linear_to_srgb(img))
+    for a, b in zip(whole, chunked, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(chunked[0][..., 3], img[..., 3])  # alpha passes through
+    monkeypatch.setattr(color, "CHUNK_VALUES", 1)  # smaller than a row: one row at a time
+    np.testing.assert_array_equal(color.decode_color(img), whole[0])
+
+
 @pytest.mark.parametrize(
     ("suffix", "depth", "tol"),
     [

@@ -121,6 +121,22 @@ def test_integrated_height_reproduces_integrable_normals(tileable: bool) -> None
     assert err < (0.01 if tileable else 0.1) * np.ptp(h)
 
 
+@pytest.mark.parametrize("width", [4096, 8192])
+def test_integrated_height_on_a_long_side_is_finite_and_accurate(width: int) -> None:
+    # The Neumann solve's eigenvalues were 2 cos(kx) + 2 cos(ky) - 4 in float32: they cancel, so
+    # long sides lost the low frequencies (7 % RMS error at 4096) and from about 7430 px the
+    # first one rounded to 0 (an all-NaN height; a scale audit, stop 23).
+    x = np.arange(width, dtype=np.float64)
+    y = np.arange(16, dtype=np.float64)[:, None]
+    height = 30 * np.sin(2 * np.pi * x / width)[None, :] + 10 * np.cos(2 * np.pi * y / 16)
+    n = np.dstack([-np.gradient(height, axis=1), np.gradient(height, axis=0), np.ones_like(height)])
+    n /= np.linalg.norm(n, axis=2, keepdims=True)
+    out = integrate_normals(n.astype(np.float32))
+    assert np.isfinite(out).all()
+    ref = height - height.min()
+    assert np.sqrt(np.mean((out - ref) ** 2)) < 0.01 * np.ptp(ref)
+
+
 @pytest.mark.parametrize("tileable", [False, True])
 def test_predict_material_any_size_and_height_matches_normals(tileable: bool) -> None:
     net = _net(MaterialNetConfig(widths=(4, 8, 8)), seed=1)

@@ -6,6 +6,8 @@ Colour images (photo, albedo) are sRGB-encoded on disk and scene-linear in memor
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -13,6 +15,33 @@ FloatArray = npt.NDArray[np.float32]
 
 # Rec. 709 / sRGB primaries, applied to linear values.
 LUMA_WEIGHTS = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
+
+CHUNK_VALUES = 1 << 22
+"""Large arrays are converted this many values at a time: the piecewise curves need several
+temporaries of the input's size, which for a 16384² photo came to about 10 GiB (a scale audit)."""
+
+
+def _by_chunks(fn: Callable[[FloatArray], FloatArray], a: FloatArray) -> FloatArray:
+    """``fn`` (elementwise, float32 in and out) over ``a`` in slices of its first axis."""
+    if a.ndim == 0 or a.size <= CHUNK_VALUES:
+        return np.asarray(fn(a), dtype=np.float32)
+    out = np.empty(a.shape, np.float32)
+    step = max(1, CHUNK_VALUES // max(1, a.size // a.shape[0]))
+    for i in range(0, a.shape[0], step):
+        out[i : i + step] = fn(a[i : i + step])
+    return out
+
+
+def _decode(a: FloatArray) -> FloatArray:
+    mag = np.abs(a)
+    lin = np.where(mag <= 0.04045, mag / 12.92, ((mag + 0.055) / 1.055) ** 2.4)
+    return np.asarray(np.copysign(lin, a), dtype=np.float32)
+
+
+def _encode(a: FloatArray) -> FloatArray:
+    mag = np.abs(a)
+    enc = np.where(mag <= 0.0031308, mag * 12.92, 1.055 * np.power(mag, 1.0 / 2.4) - 0.055)
+    return np.asarray(np.copysign(enc, a), dtype=np.float32)
 
 
 def srgb_to_linear(encoded: npt.ArrayLike) -> FloatArray:
@@ -24,10 +53,7 @@ def srgb_to_linear(encoded: npt.ArrayLike) -> FloatArray:
     Returns:
         float32 array of the same shape.
     """
-    a = np.asarray(encoded, dtype=np.float32)
-    mag = np.abs(a)
-    lin = np.where(mag <= 0.04045, mag / 12.92, ((mag + 0.055) / 1.055) ** 2.4)
-    return np.asarray(np.copysign(lin, a), dtype=np.float32)
+    return _by_chunks(_decode, np.asarray(encoded, dtype=np.float32))
 
 
 def linear_to_srgb(linear: npt.ArrayLike) -> FloatArray:
@@ -39,10 +65,7 @@ def linear_to_srgb(linear: npt.ArrayLike) -> FloatArray:
     Returns:
         float32 array of the same shape.
     """
-    a = np.asarray(linear, dtype=np.float32)
-    mag = np.abs(a)
-    enc = np.where(mag <= 0.0031308, mag * 12.92, 1.055 * np.power(mag, 1.0 / 2.4) - 0.055)
-    return np.asarray(np.copysign(enc, a), dtype=np.float32)
+    return _by_chunks(_encode, np.asarray(linear, dtype=np.float32))
 
 
 def color_channels(channels: int) -> int:
@@ -54,7 +77,9 @@ def decode_color(image: FloatArray) -> FloatArray:
     """sRGB -> linear on the colour channels of an (H, W, C) image; alpha passes through."""
     out = image.astype(np.float32, copy=True)
     n = color_channels(image.shape[2])
-    out[..., :n] = srgb_to_linear(image[..., :n])
+    step = max(1, CHUNK_VALUES // max(1, image.shape[1] * image.shape[2]))
+    for i in range(0, out.shape[0], step):  # in place, a band of rows at a time
+        out[i : i + step, :, :n] = _decode(out[i : i + step, :, :n])
     return out
 
 
@@ -62,7 +87,9 @@ def encode_color(image: FloatArray) -> FloatArray:
     """linear -> sRGB on the colour channels of an (H, W, C) image; alpha passes through."""
     out = image.astype(np.float32, copy=True)
     n = color_channels(image.shape[2])
-    out[..., :n] = linear_to_srgb(image[..., :n])
+    step = max(1, CHUNK_VALUES // max(1, image.shape[1] * image.shape[2]))
+    for i in range(0, out.shape[0], step):  # in place, a band of rows at a time
+        out[i : i + step, :, :n] = _encode(out[i : i + step, :, :n])
     return out
 
 

@@ -59,9 +59,12 @@ def integrate_normals(normal: Float3D, *, tileable: bool = False) -> Float2D:
         del px, qy
         spec = sfft.dctn(div, type=2, norm="ortho", workers=workers)
         del div
-        ky = np.pi * np.arange(h, dtype=np.float32)[:, None] / h
-        kx = np.pi * np.arange(w, dtype=np.float32)[None, :] / w
-        denom = (2 * np.cos(kx) + 2 * np.cos(ky) - 4).astype(np.float32)
+        # 2 cos k - 2 = -4 sin^2(k / 2): the cosine form cancels in float32 (the lowest
+        # frequencies lost their precision from a few thousand pixels on, and from about 7430
+        # pixels a side the first one rounded to 0: an all-NaN height).
+        sy = (np.sin(0.5 * np.pi * np.arange(h) / h) ** 2)[:, None]
+        sx = (np.sin(0.5 * np.pi * np.arange(w) / w) ** 2)[None, :]
+        denom = (-4.0 * sy.astype(np.float32)) - 4.0 * sx.astype(np.float32)
         denom[0, 0] = 1.0
         spec /= denom
         spec[0, 0] = 0.0
