@@ -240,9 +240,7 @@ def cmd_material(args: argparse.Namespace) -> int:
                 if not isinstance(exc, MlvfxError):
                     if not out_of_memory(exc):
                         raise
-                    exc = OutOfMemoryError(
-                        "out of memory for this image (try a smaller image, or --method classical)", image
-                    )
+                    exc = OutOfMemoryError("out of memory for this image (try a smaller image)", image)
                 if len(jobs) == 1:
                     raise exc from None
                 failures += 1
