@@ -115,3 +115,22 @@ def test_quilting_channels_and_errors() -> None:
         quilt(g, (64, 64), block=16, overlap=16)
     with pytest.raises(InputError, match="positive"):
         quilt(g, (0, 64))
+
+
+def test_nearest_neighbour_field_and_eval_score_report_progress() -> None:
+    # `mlvfx eval texture` at 4096² spends minutes in this field; it now reports as it goes
+    from mlvfx.texture.cli import score
+
+    rng = np.random.default_rng(1)
+    ex = rng.random((40, 40, 3), dtype=np.float32)
+    out = rng.random((64, 48, 3), dtype=np.float32)
+    seen: list[float] = []
+    field = metrics.nearest_neighbour_field(out, ex, progress=lambda f, m: seen.append(f))
+    assert field.shape == (64, 48, 2)
+    assert len(seen) >= 4 and seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+    stages: list[tuple[float, str]] = []
+    r = score(out, ex, progress=lambda f, m: stages.append((f, m)))
+    assert set(r) == {"seam_score", "look_distance", "verbatim_share"}
+    fractions = [f for f, _ in stages]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert stages[0][1] == "look distance"

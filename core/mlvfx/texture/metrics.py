@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from mlvfx.errors import InputError, InvalidImageDataError
+from mlvfx.progress import ProgressFn, report
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -157,6 +158,7 @@ def nearest_neighbour_field(
     iterations: int = 2,
     seed: int = 0,
     device: torch.device | None = None,
+    progress: ProgressFn | None = None,
 ) -> npt.NDArray[np.int64]:
     """Approximate nearest-neighbour field of output patches in the exemplar (PatchMatch).
 
@@ -172,6 +174,7 @@ def nearest_neighbour_field(
         iterations: PatchMatch iterations.
         seed: random seed.
         device: torch device (default CPU).
+        progress: called with (fraction, message) after every propagation step.
 
     Returns:
         int64 (H, W, 2): for every output pixel the (y, x) centre of its best exemplar patch.
@@ -218,11 +221,13 @@ def nearest_neighbour_field(
         nx = torch.where(better, cx, nx)
         best = torch.where(better, c, best)
 
-    for _ in range(iterations):
-        for j in jumps:
+    steps = max(1, iterations * len(jumps))
+    for it in range(iterations):
+        for n, j in enumerate(jumps):
             # neighbour q = p - d proposes its match shifted by d (rolling wraps; costs decide)
             for dy, dx in ((j, 0), (-j, 0), (0, j), (0, -j)):
                 consider(torch.roll(ny, (dy, dx), (0, 1)) + dy, torch.roll(nx, (dy, dx), (0, 1)) + dx)
+            report(progress, (it * len(jumps) + n + 1) / steps, "nearest-neighbour field")
         radius = float(max(hb, wb)) / 2
         while radius >= 1:
             off = ((torch.rand(2, H, W, generator=gen) * 2 - 1) * radius).round().long().to(dev)
