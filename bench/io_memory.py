@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def child(path: str, chunked: bool) -> None:
     import mlvfx.color as color
@@ -52,7 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         photo = read_image(sample_photo())[0][..., :3]
         big = cv2.resize(photo, (args.side, args.side), interpolation=cv2.INTER_CUBIC)
-        srgb = (cv2.max(cv2.min(big, 1.0), 0.0) ** (1 / 2.2) * 255 + 0.5).astype("uint8")
+        srgb = (np.clip(big, 0.0, 1.0) ** (1 / 2.2) * 255 + 0.5).astype(np.uint8)
         path = str(Path(tmp) / "big.png")
         cv2.imwrite(path, srgb[..., ::-1])
         del photo, big, srgb

@@ -221,18 +221,19 @@ def nearest_neighbour_field(
         nx = torch.where(better, cx, nx)
         best = torch.where(better, c, best)
 
-    steps = max(1, iterations * len(jumps))
+    steps = max(1, iterations * (len(jumps) + 1))
     for it in range(iterations):
         for n, j in enumerate(jumps):
             # neighbour q = p - d proposes its match shifted by d (rolling wraps; costs decide)
             for dy, dx in ((j, 0), (-j, 0), (0, j), (0, -j)):
                 consider(torch.roll(ny, (dy, dx), (0, 1)) + dy, torch.roll(nx, (dy, dx), (0, 1)) + dx)
-            report(progress, (it * len(jumps) + n + 1) / steps, "nearest-neighbour field")
+            report(progress, (it * (len(jumps) + 1) + n + 1) / steps, "nearest-neighbour field")
         radius = float(max(hb, wb)) / 2
         while radius >= 1:
             off = ((torch.rand(2, H, W, generator=gen) * 2 - 1) * radius).round().long().to(dev)
             consider(ny + off[0], nx + off[1])
             radius /= 4
+        report(progress, (it + 1) * (len(jumps) + 1) / steps, "nearest-neighbour field")
     field = torch.stack([ny + r, nx + r], -1).cpu().numpy()
     return np.asarray(field, dtype=np.int64)
 

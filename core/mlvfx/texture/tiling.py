@@ -5,9 +5,10 @@ left edge (and bottom meets top). Working on the texture rolled by half its size
 are a cross through the middle. Each arm of the cross is a ring (it wraps around the torus) of
 width ``2 * band``; it is covered by blocks copied from the texture itself, as in Image Quilting
 (Efros & Freeman 2001): every block is the exemplar block whose overlap with what is already
-known (the original on both long sides, the previous block before it, and the first block after
-the last one) has the least squared error, and the block is stitched in along a minimum-error
-boundary cut through each overlap.
+there has the least squared error: the original on both long sides, and at its top what the ring
+covers (for the first block the original or the other ring, then the block before); the last
+block also overlaps the first. The block is stitched in along a minimum-error boundary cut
+through each overlap.
 
 So the seam between the kept original and the new band follows a path where the two agree, in
 the band, instead of the straight line where the original's continuation from both sides runs
@@ -200,9 +201,10 @@ def _ring(
     """Cover the vertical ring ``canvas[:, cols[0]:cols[1]]`` with blocks, in place.
 
     ``canvas`` (H, W, C) holds the values and ``src`` (H, W, 2) the exemplar (y, x) each pixel
-    copies. Blocks run down the ring from row ``start`` and wrap; the last one also overlaps the
-    first. The ring's own columns are overwritten; ``side_overlap`` columns on each side inside it
-    are where the cut against the original may run.
+    copies. Blocks run down the ring from row ``start`` and wrap. Every block, the first one too,
+    is cut in at its top against what is there; the last one also overlaps the first. The ring's
+    own columns are rebuilt; ``side_overlap`` columns on each side inside it are where the cut
+    against the original may run.
     """
     h = canvas.shape[0]
     x0, x1 = cols
