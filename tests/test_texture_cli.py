@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -383,3 +384,36 @@ def test_paint_refuses_exemplars_of_mixed_normal_conventions(tmp_path: Path, mat
     args = ["texture", "paint", str(tmp_path / "ids.png"), "--exemplar", f"0={material_dir}"]
     with pytest.raises(InputError, match="mix normal conventions"):
         run(*args, "--exemplar", f"1={dx}", "-o", str(tmp_path / "p"))
+
+
+def test_material_json_keeps_the_height_scale_and_lists_paint_sources(
+    tmp_path: Path, material_dir: Path
+) -> None:
+    # tile and grow copy pixels, so the source's height scale (height.exr x height_scale_px =
+    # pixels of relief) still holds; dropping it lost the way back to real relief (scale audit)
+    meta_file = material_dir / "material.json"
+    meta = json.loads(meta_file.read_text())
+    meta.update({"method": "learned", "model": "material@0.8.0", "height_scale_px": 12.5, "relief_px": 0.48})
+    meta_file.write_text(json.dumps(meta))
+    assert run("texture", "tile", str(material_dir), "-o", str(tmp_path / "t")) == 0
+    tiled = json.loads((tmp_path / "t" / "material.json").read_text())
+    assert tiled["operation"] == "tile" and tiled["source"] == str(material_dir)
+    assert tiled["height_scale_px"] == 12.5 and tiled["model"] == "material@0.8.0"
+    assert tiled["method"] == "learned" and "sources" not in tiled
+    other = tmp_path / "other_mat"
+    shutil.copytree(material_dir, other)
+    other_meta = json.loads((other / "material.json").read_text())
+    other_meta["height_scale_px"] = 30.0
+    (other / "material.json").write_text(json.dumps(other_meta))
+    lab = np.zeros((48, 48, 1), np.float32)
+    lab[24:] = 1 / 255.0
+    lab_png = tmp_path / "ids.png"
+    write_image(lab_png, lab, kind="data", bit_depth=8)
+    for second, scale in ((material_dir, 12.5), (other, None)):
+        out = tmp_path / f"paint_{second.name}"
+        args = ["texture", "paint", str(lab_png), "--exemplar", f"0={material_dir}", "--exemplar"]
+        assert run(*args, f"1={second}", "-o", str(out)) == 0
+        painted = json.loads((out / "material.json").read_text())
+        assert painted["sources"] == [str(material_dir), str(second)]
+        assert painted.get("height_scale_px") == scale  # kept only where the exemplars agree
+        assert painted["model"] == "material@0.8.0"

@@ -180,14 +180,28 @@ def output_targets(path: str | Path, maps: Maps, *, overwrite: bool) -> list[Pat
     return targets
 
 
+# How a material folder's maps were made and how its height converts back to pixels: a texture
+# operation copies pixels, so for a single source these still hold for its output.
+CARRIED_META = ("method", "model", "quality", "relief_px", "height_scale_px")
+
+
 def write_maps(
-    path: str | Path, maps: Maps, source: Source, *, overwrite: bool, note: str, tileable: bool = True
+    path: str | Path,
+    maps: Maps,
+    source: Source,
+    *,
+    overwrite: bool,
+    note: str,
+    tileable: bool = True,
+    sources: list[Source] | None = None,
 ) -> list[Path]:
     """Write maps like their source: an image file, or a material folder (map for map).
 
     Every target is checked before the first write, and a material folder is written all or
     nothing, so a refused or failed overwrite changes nothing. ``tileable``: whether the maps wrap
-    around (recorded in a folder's ``material.json``).
+    around (recorded in a folder's ``material.json``). ``sources``: every input (paint's
+    exemplars), recorded as ``sources``; :data:`CARRIED_META` fields of the source folders'
+    ``material.json`` are kept where all sources agree on them.
     """
     from mlvfx.io import write_image
 
@@ -222,7 +236,7 @@ def write_maps(
     ]
     written = [target for target, *_ in files]
     any_map = next(iter(maps.values()))
-    meta = {
+    meta: dict[str, Any] = {
         "source": str(source.path),
         "operation": note,
         "tileable": tileable,
@@ -231,6 +245,15 @@ def write_maps(
         "height": int(any_map.shape[0]),
         "maps": {p.stem: p.name for p in written},
     }
+    every = sources or [source]
+    if len(every) > 1:
+        meta["sources"] = [str(s.path) for s in every]
+    if all(s.is_folder for s in every):
+        metas = [_folder_meta(s.path) for s in every]
+        for key in CARRIED_META:
+            values = [m.get(key) for m in metas]
+            if values[0] is not None and all(v == values[0] for v in values):
+                meta[key] = values[0]
     blobs.append((out / META_FILE, (json.dumps(meta, indent=2) + "\n").encode()))
     write_files_atomic(blobs, overwrite=overwrite)  # all files or none: never a half-replaced set
     written.append(out / META_FILE)
@@ -527,7 +550,13 @@ def _cmd_paint(args: argparse.Namespace) -> int:
             progress=progress,
         )
     written = write_maps(
-        args.output, out, loaded[0][1], overwrite=args.overwrite, note="paint", tileable=args.tileable
+        args.output,
+        out,
+        loaded[0][1],
+        overwrite=args.overwrite,
+        note="paint",
+        tileable=args.tileable,
+        sources=[src for _, src in loaded],
     )
     _emit(args, {"written": [str(p) for p in written]}, f"wrote {args.output}")
     return 0
