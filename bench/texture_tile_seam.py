@@ -27,6 +27,7 @@ case) and scikit-image's brick, grass and gravel photos.
 
     .venv/bin/python bench/texture_tile_seam.py [--seeds 3] [--methods stitch synthesis] [--band 0.15]
     .venv/bin/python bench/texture_tile_seam.py --timing 1024 2048 4096   # seconds and peak memory
+    .venv/bin/python bench/texture_tile_seam.py --strips 4096x256 8192x512 10000x200   # long strips
 
 ``--timing`` tiles the bundled sample photo resized to each side, every method in its own child
 process (so each peak resident memory is its own), and prints the time ratio of the two methods,
@@ -137,6 +138,38 @@ def timing(sides: list[int], methods: list[str], threads: int) -> None:
             print(f"| {side} | synthesis / stitch | {secs['synthesis'] / secs['stitch']:.1f}x | | | |")
 
 
+def strips(sizes: list[str]) -> None:
+    """Stitch on long strips (trims) with the coarse search of small blocks as shipped and switched off."""
+    import cv2
+
+    import mlvfx.texture.tiling as tiling
+    from mlvfx.io import read_image
+    from mlvfx.samples import sample_photo
+    from mlvfx.texture.maps import stack_maps
+
+    photo = read_image(sample_photo())[0][..., :3]
+    shipped = tiling.MANY_POSITIONS
+    print("| strip | small blocks searched | s | seam score | wrap coherence |")
+    print("|---|---|---:|---:|---:|")
+    for size in sizes:
+        w, h = (int(v) for v in size.split("x"))
+        img = np.ascontiguousarray(cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA), np.float32)
+        st = stack_maps(img)
+        band = (max(2, round(0.15 * h)), max(2, round(0.15 * w)))
+        for label, many in (("coarse to fine (shipped)", shipped), ("at full resolution", 1 << 62)):
+            tiling.MANY_POSITIONS = many
+            t = time.perf_counter()
+            coords = tiling.tile_coords(st.match, band, seed=0)
+            seconds = time.perf_counter() - t
+            out = st.values.reshape(-1, 3)[coords.reshape(-1)].reshape(h, w, 3)
+            cols, rows = coherence(coords, w)
+            print(
+                f"| {w}x{h} | {label} | {seconds:.2f} | {metrics.seam_score(out):.2f} | "
+                f"{min(cols[0], rows[0]):.2f} |"
+            )
+    tiling.MANY_POSITIONS = shipped
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
@@ -147,6 +180,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--timing", type=int, nargs="+", default=None, metavar="SIDE")
     ap.add_argument("--child-timing", nargs=2, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--strips", nargs="+", default=None, metavar="WxH", help="time stitch on long strips")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.child_timing:
@@ -154,6 +188,9 @@ def main() -> None:
         return
     if args.timing:
         timing(args.timing, args.methods, args.threads)
+        return
+    if args.strips:
+        strips(args.strips)
         return
     cfg = SynthesisConfig()
     if args.passes is not None:

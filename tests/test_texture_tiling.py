@@ -170,3 +170,22 @@ def test_progress_cancel_and_bad_method() -> None:
         ops.make_tileable(ex, seed=0, cancel=token)
     with pytest.raises(InputError, match="unknown tiling method 'quilt'"):
         ops.make_tileable(ex, method="quilt")
+
+
+def test_small_blocks_in_a_long_ring_are_searched_coarse_to_fine() -> None:
+    # a 4096x256 trim: its long ring has 76 px blocks, each correlated with the whole exemplar
+    from mlvfx.texture.tiling import _Search
+
+    assert _Search(np.zeros((4096, 256, 3), np.float32), 0.5, 76).factor == 2
+    assert _Search(np.zeros((256, 256, 3), np.float32), 0.5, 76).factor == 1  # the bench's tiles
+    assert _Search(np.zeros((256, 256, 3), np.float32), 0.5, 40).factor == 1
+    assert _Search(np.zeros((4096, 4096, 3), np.float32), 0.5, 1228).factor == 12
+    # a 320x3200 strip: its horizontal ring's 96 px blocks take the coarse search
+    strip = np.ascontiguousarray(np.tile(bricks(320, seed=2), (1, 10, 1)))
+    h, w = strip.shape[:2]
+    by, bx = round(0.15 * h), round(0.15 * w)
+    assert _Search(np.zeros((w, h, 3), np.float32), 0.5, 2 * by).factor == 2
+    coords = tile_coords(strip, (by, bx), seed=0)
+    ident = np.arange(h * w).reshape(h, w)
+    np.testing.assert_array_equal(coords[by:-by, bx:-bx], ident[by:-by, bx:-bx])
+    assert _wrap_coherence(coords) >= 0.8

@@ -38,6 +38,10 @@ CoordArray = npt.NDArray[np.int32]
 COARSE_BLOCK = 192
 """Blocks this many pixels across or more are searched coarse to fine (see :class:`_Search`)."""
 
+MANY_POSITIONS = 64
+"""Blocks of 48 px or more are also searched coarse to fine when the exemplar holds this many
+times their area (a 4096x256 trim's long ring: 76 px blocks)."""
+
 MIN_BAND = 6
 """Narrower bands (pixels per side) leave no room for a cut; ``make_tileable`` synthesises them."""
 
@@ -92,7 +96,14 @@ class _Search:
         self.ex = ex
         self.ex_sq = np.ascontiguousarray((ex**2).sum(2, keepdims=True), dtype=np.float32)
         self.variance_weight = variance_weight
-        self.factor = max(1, block // (COARSE_BLOCK // 2)) if block >= COARSE_BLOCK else 1
+        if block >= COARSE_BLOCK:
+            self.factor = max(1, block // (COARSE_BLOCK // 2))
+        elif block >= 48 and ex.shape[0] * ex.shape[1] >= MANY_POSITIONS * block * block:
+            # small blocks in a big exemplar (a long ring: trims, strips): every block would
+            # correlate with the whole exemplar, so search it at half resolution
+            self.factor = 2
+        else:
+            self.factor = 1
         self.coarse: FloatArray | None = None
         self.coarse_sq: FloatArray | None = None
         if self.factor > 1:
