@@ -21,12 +21,18 @@ CHUNK_VALUES = 1 << 22
 temporaries of the input's size, which for a 16384² photo came to about 10 GiB (a scale audit)."""
 
 
+def _rows_per_chunk(a: npt.NDArray[np.generic]) -> int:
+    """How many slices of ``a``'s first axis make about :data:`CHUNK_VALUES` values (at least 1)."""
+    per_row = a.size // a.shape[0] if a.shape[0] else 1
+    return max(1, CHUNK_VALUES // max(1, per_row))
+
+
 def _by_chunks(fn: Callable[[FloatArray], FloatArray], a: FloatArray) -> FloatArray:
     """``fn`` (elementwise, float32 in and out) over ``a`` in slices of its first axis."""
     if a.ndim == 0 or a.size <= CHUNK_VALUES:
         return np.asarray(fn(a), dtype=np.float32)
     out = np.empty(a.shape, np.float32)
-    step = max(1, CHUNK_VALUES // max(1, a.size // a.shape[0]))
+    step = _rows_per_chunk(a)
     for i in range(0, a.shape[0], step):
         out[i : i + step] = fn(a[i : i + step])
     return out
@@ -73,24 +79,25 @@ def color_channels(channels: int) -> int:
     return {1: 1, 2: 1, 3: 3, 4: 3}[channels]
 
 
-def decode_color(image: FloatArray) -> FloatArray:
-    """sRGB -> linear on the colour channels of an (H, W, C) image; alpha passes through."""
+def _on_color_channels(image: FloatArray, fn: Callable[[FloatArray], FloatArray]) -> FloatArray:
+    """A float32 copy of an (H, W, C) image with ``fn`` applied to its colour channels, in place,
+    a band of rows at a time; alpha passes through."""
     out = image.astype(np.float32, copy=True)
     n = color_channels(image.shape[2])
-    step = max(1, CHUNK_VALUES // max(1, image.shape[1] * image.shape[2]))
-    for i in range(0, out.shape[0], step):  # in place, a band of rows at a time
-        out[i : i + step, :, :n] = _decode(out[i : i + step, :, :n])
+    step = _rows_per_chunk(out)
+    for i in range(0, out.shape[0], step):
+        out[i : i + step, :, :n] = fn(out[i : i + step, :, :n])
     return out
+
+
+def decode_color(image: FloatArray) -> FloatArray:
+    """sRGB -> linear on the colour channels of an (H, W, C) image; alpha passes through."""
+    return _on_color_channels(image, _decode)
 
 
 def encode_color(image: FloatArray) -> FloatArray:
     """linear -> sRGB on the colour channels of an (H, W, C) image; alpha passes through."""
-    out = image.astype(np.float32, copy=True)
-    n = color_channels(image.shape[2])
-    step = max(1, CHUNK_VALUES // max(1, image.shape[1] * image.shape[2]))
-    for i in range(0, out.shape[0], step):  # in place, a band of rows at a time
-        out[i : i + step, :, :n] = _encode(out[i : i + step, :, :n])
-    return out
+    return _on_color_channels(image, _encode)
 
 
 def luminance(linear_rgb: FloatArray) -> FloatArray:
