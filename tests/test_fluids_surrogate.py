@@ -351,11 +351,13 @@ def test_output_velocity_uses_the_velocity_upres_is_zero_in_obstacles_and_round_
             rho, vel = surrogate.advance(rho, vel, sources)
         plain = surrogate.output_velocity(rho, vel, sources)
         linear = prolong_velocity(vel, 4)
-        net.vupres = VelocityUpres(2, 4, width=4, depth=2, conditions=2).double()  # as the solver
+        vupres = VelocityUpres(2, 4, width=4, depth=2, conditions=2).double()  # as the solver
+        net.vupres = vupres.to(rho.device)  # CUDA when present
         torch.nn.init.normal_(net.vupres.body[-1].weight, std=0.5)
         learned = surrogate.output_velocity(rho, vel, sources)
         both = surrogate.outputs(rho, vel, sources)  # what the stepper calls: the same two outputs
     assert torch.equal(both[1], learned) and torch.equal(both[0], surrogate.output_density(rho, vel, sources))
+    plain, linear, learned = plain.cpu(), linear.cpu(), learned.cpu()
     fluid = ~solid
     # Without a velocity upres: the linear upsampling, zeroed inside the obstacle like the reference.
     assert torch.equal(plain[:, fluid], linear[:, fluid]) and float(linear[:, solid].abs().max()) > 0
@@ -363,7 +365,10 @@ def test_output_velocity_uses_the_velocity_upres_is_zero_in_obstacles_and_round_
     assert float((learned - plain)[:, fluid].abs().max()) > 1e-4  # the velocity upres is in use
     back, factor = surrogate_from_state(surrogate_state(net, 4))
     assert back.vupres is not None and back.upres is None and factor == 4
-    assert all(torch.equal(a, b.float()) for a, b in zip(back.vupres.parameters(), net.vupres.parameters()))
+    assert all(
+        torch.equal(a.cpu(), b.float().cpu())
+        for a, b in zip(back.vupres.parameters(), net.vupres.parameters())
+    )
     _, velocity = SurrogateStepper(sc.config, back, 4).step(None, None, sc.sources, sc.obstacles)
     assert velocity.shape == (64, 64, 2) and float(np.abs(velocity[solid.numpy()]).max()) == 0.0
 
