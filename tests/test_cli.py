@@ -395,3 +395,32 @@ def test_long_commands_bars_in_a_log_are_plain_lines(capsys, monkeypatch: pytest
         bar.update(1)
     err = capsys.readouterr().err
     assert err.splitlines() == ["render: 2/4 s000001", "render: 3/4 s000001"] and "\r" not in err
+
+
+def test_batch_names_the_files_it_does_not_read(tmp_path: Path, capsys) -> None:
+    # A phone dump holds HEIC and sidecar files: they used to vanish from the report unmentioned.
+    _images(tmp_path / "in", "a.png")
+    (tmp_path / "in" / "IMG_0001.HEIC").write_bytes(b"\x00")
+    (tmp_path / "in" / "a.xmp").write_text("<x/>")
+    (tmp_path / "in" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    base = ["material", str(tmp_path / "in"), "--maps", "normal", "--method", "classical"]
+    code, _, err = run(capsys, *base, "-o", str(tmp_path / "out"))
+    assert code == 0
+    assert (
+        "not read, 3 file(s)" in err and "IMG_0001.HEIC (.heic)" in err and "gone.jpg (a broken link)" in err
+    )
+    code, out, _ = run(capsys, *base, "-o", str(tmp_path / "out2"), "--json")
+    assert code == 0 and json.loads(out)["not_read"] == [
+        "IMG_0001.HEIC (.heic)",
+        "a.xmp (.xmp)",
+        "gone.jpg (a broken link)",
+    ]
+
+
+def test_info_describes_the_readable_files_when_one_is_bad(photo: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    code, out, err = run(capsys, "info", str(photo), str(tmp_path / "bad.png"))
+    assert code == 1 and "photo.jpg: JPEG 64x48" in out and "bad.png" in err and "1 of 2 files" in err
+    code, out, _ = run(capsys, "info", "--json", str(photo), str(tmp_path / "bad.png"))
+    entries = json.loads(out)
+    assert code == 1 and entries[0]["width"] == 64 and entries[1]["error_type"] == "ImageReadError"

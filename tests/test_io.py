@@ -363,3 +363,116 @@ def test_threads_setting_applies_and_unsetting_it_restores(monkeypatch: pytest.M
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# --- real-world photo files (stop 24's photo-input audit) ---------------------------------------
+
+
+def _exif(orientation: int) -> bytes:
+    """A minimal big-endian EXIF block (a TIFF structure) holding only the Orientation tag."""
+    entry = struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)
+    return b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 1) + entry + struct.pack(">I", 0)
+
+
+def _jpeg_with_exif(path: Path, image: np.ndarray, orientation: int) -> None:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 100])
+    assert ok
+    data = buf.tobytes()
+    app1 = b"Exif\x00\x00" + _exif(orientation)
+    path.write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:])
+
+
+def _png_with_exif(path: Path, image: np.ndarray, orientation: int) -> None:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
+    assert ok
+    data = buf.tobytes()
+    body = _exif(orientation)
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+    ihdr_end = 8 + 25  # signature + IHDR chunk
+    path.write_bytes(data[:ihdr_end] + chunk + data[ihdr_end:])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_a_viewer_shows_the_photo(tmp_path: Path, orientation: int) -> None:
+    # Phones store portrait photos turned and tag them: without the tag applied, the maps came out
+    # sideways next to the photo as every viewer shows it.
+    from mlvfx.io.image import apply_orientation
+
+    rng = np.random.default_rng(orientation)
+    stored = (rng.random((6, 10, 3)) * 255).astype(np.uint8)
+    _png_with_exif(tmp_path / "p.png", stored, orientation)
+    img, info = read_image(tmp_path / "p.png", kind="data")
+    assert info.orientation == orientation
+    np.testing.assert_array_equal(img, apply_orientation(stored, orientation).astype(np.float32) / 255)
+    assert (info.width, info.height) == (img.shape[1], img.shape[0])
+    _jpeg_with_exif(tmp_path / "p.jpg", stored, orientation)
+    jpg, jinfo = read_image(tmp_path / "p.jpg", kind="data")
+    assert jinfo.orientation == orientation and jpg.shape == img.shape
+
+
+def test_orientation_turns_the_way_the_tag_says(tmp_path: Path) -> None:
+    # A mark in the stored top-left corner: 6 (turn 90° clockwise) shows it top-right, 8
+    # bottom-left, 3 bottom-right, 2 (mirror) top-right of an unturned frame.
+    stored = np.zeros((4, 6, 3), np.uint8)
+    stored[0, 0] = 255
+    where = {1: (0, 0), 2: (0, 5), 3: (3, 5), 6: (0, 3), 8: (5, 0)}
+    for orientation, (y, x) in where.items():
+        _png_with_exif(tmp_path / f"o{orientation}.png", stored, orientation)
+        img, _ = read_image(tmp_path / f"o{orientation}.png", kind="data")
+        assert tuple(int(v) for v in np.argwhere(img[..., 0] > 0.5)[0]) == (y, x), orientation
+
+
+def test_tiff_orientation_is_applied_once(tmp_path: Path) -> None:
+    # OpenCV's TIFF decoder applies the tag itself (even with IMREAD_UNCHANGED): not a second time.
+    tifffile = pytest.importorskip("tifffile")
+    from mlvfx.io.image import apply_orientation
+
+    stored = (np.random.default_rng(1).random((6, 10, 3)) * 255).astype(np.uint8)
+    for orientation in (2, 6, 7):
+        path = tmp_path / f"o{orientation}.tif"
+        tifffile.imwrite(path, stored, photometric="rgb", extratags=[(274, 3, 1, orientation, True)])
+        img, info = read_image(path, kind="data")
+        assert info.orientation == orientation
+        np.testing.assert_array_equal(img, apply_orientation(stored, orientation).astype(np.float32) / 255)
+
+
+def test_jpeg_with_bytes_after_its_end_marker_reads(tmp_path: Path, ramp: np.ndarray) -> None:
+    # Motion photos (a video appended), Samsung's trailer, a stray newline: all decode fine and
+    # were refused as "truncated JPEG". A file cut short still is.
+    write_image(tmp_path / "a.jpg", ramp)
+    data = (tmp_path / "a.jpg").read_bytes()
+    for name, tail in (
+        ("motion", b"\x00\x00\x00\x18ftypmp42" + bytes(64)),
+        ("sefh", b"SEFHxxSEFT"),
+        ("nl", b"\n"),
+    ):
+        (tmp_path / f"{name}.jpg").write_bytes(data + tail)
+        img, _ = read_image(tmp_path / f"{name}.jpg")
+        assert img.shape == ramp.shape
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="truncated JPEG"):
+        read_image(tmp_path / "cut.jpg")
+
+
+def test_jfif_and_jpe_are_jpeg(tmp_path: Path, ramp: np.ndarray) -> None:
+    write_image(tmp_path / "a.jpg", ramp)
+    for suffix in (".jfif", ".jpe", ".JFIF"):
+        (tmp_path / f"b{suffix}").write_bytes((tmp_path / "a.jpg").read_bytes())
+        assert describe(tmp_path / f"b{suffix}").format == "jpeg"
+
+
+def test_cmyk_tiff_has_no_alpha_and_half_float_tiff_is_named(tmp_path: Path) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    cmyk = np.zeros((8, 8, 4), np.uint8)
+    cmyk[..., 0] = 255  # full cyan
+    tifffile.imwrite(tmp_path / "c.tif", cmyk, photometric="separated")
+    img, info = read_image(tmp_path / "c.tif", kind="data")
+    assert img.shape == (8, 8, 3) and not info.has_alpha
+    assert img[..., 0].max() < 0.1 and img[..., 1:].min() > 0.9  # cyan
+    tifffile.imwrite(tmp_path / "h.tif", np.zeros((8, 8, 3), np.float16), photometric="rgb")
+    with pytest.raises(ImageReadError, match="16-bit float TIFF is not supported"):
+        read_image(tmp_path / "h.tif")

@@ -232,3 +232,16 @@ def test_atlas_keeps_one_level_and_gives_the_same_result(monkeypatch: pytest.Mon
     monkeypatch.setattr(patchmatch._Levels, "keep_all", True)
     eager = grow(ex, (96, 96), seed=4)
     np.testing.assert_array_equal(lazy, eager)
+
+
+def test_colour_hidden_under_alpha_zero_does_not_steer_synthesis() -> None:
+    rng = np.random.default_rng(5)
+    a = np.ones((64, 64, 4), np.float32)
+    a[..., :3] = rng.random((64, 64, 3))
+    a[20:40, 20:40, 3] = 0.0
+    b = a.copy()
+    a[20:40, 20:40, :3] = (1.0, 0.0, 1.0)
+    b[20:40, 20:40, :3] = 0.0
+    for op in (lambda m: make_tileable(m, seed=1), lambda m: grow(m, (96, 96), seed=1)):
+        oa, ob = op(a), op(b)
+        np.testing.assert_array_equal(oa, ob)

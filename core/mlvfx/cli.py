@@ -155,10 +155,13 @@ def emit(args: argparse.Namespace, data: Any, text: str | None = None) -> None:
 
 # --- material ----------------------------------------------------------------------------------
 
+NAMES_LISTED = 5  # files named in the "not read" line of a folder batch (a photo folder's .xmp sidecars)
 
-def _material_jobs(source: Path, outdir: Path) -> list[tuple[Path, Path]]:
+
+def _material_jobs(source: Path, outdir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
     """``(image, output folder)`` per image: a file, or every image in a folder (hidden files and
-    macOS ``._`` resource forks left out), each in its own folder named after the image's stem.
+    macOS ``._`` resource forks left out), each in its own folder named after the image's stem;
+    and the folder's other files, which are not read (``name (why)``).
 
     Names are unique and depend only on the folder's file names, so a rerun maps every image to
     the same folder: two files with the same stem (``rock.png``, ``rock.jpg``) get their full
@@ -168,9 +171,16 @@ def _material_jobs(source: Path, outdir: Path) -> list[tuple[Path, Path]]:
     from mlvfx.io import is_image_file
 
     if source.is_dir():
-        images = sorted(
-            p for p in source.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p)
-        )
+        images, others = [], []
+        for p in sorted(source.iterdir()):
+            if p.name.startswith(".") or p.is_dir():
+                continue
+            if not p.is_file():
+                others.append(f"{p.name} (a broken link)" if p.is_symlink() else f"{p.name} (not a file)")
+            elif is_image_file(p):
+                images.append(p)
+            else:
+                others.append(f"{p.name} ({p.suffix.lower() or 'no extension'})")
         if not images:
             raise ImageReadError("folder holds no PNG, JPEG, TIFF or EXR images", source)
         from collections import Counter
@@ -186,10 +196,10 @@ def _material_jobs(source: Path, outdir: Path) -> list[tuple[Path, Path]]:
                 unique = f"{name}-{n}"
             taken.add(unique.casefold())
             jobs.append((image, outdir / unique))
-        return jobs
+        return jobs, others
     if not source.exists():
         raise ImageReadError("no such file or folder", source)
-    return [(source, outdir)]
+    return [(source, outdir)], []
 
 
 def _material_done(outdir: Path, maps: Sequence[str]) -> bool:
@@ -208,7 +218,13 @@ def cmd_material(args: argparse.Namespace) -> int:
     check_options(args.method, args.normal_convention, args.relief, args.quality)  # once, not per image
     if args.skip_existing and args.overwrite:
         raise InputError("--skip-existing and --overwrite exclude each other")
-    jobs = _material_jobs(Path(args.input), Path(args.output))
+    jobs, others = _material_jobs(Path(args.input), Path(args.output))
+    if others and not args.json:
+        listed = ", ".join(others[:NAMES_LISTED]) + (", ..." if len(others) > NAMES_LISTED else "")
+        print(
+            f"mlvfx: not read, {len(others)} file(s) that are not PNG, JPEG, TIFF or EXR images: {listed}",
+            file=sys.stderr,
+        )
     results: list[dict[str, Any]] = []
     failures = skipped = 0
     try:
@@ -257,11 +273,20 @@ def cmd_material(args: argparse.Namespace) -> int:
         # and --json still says which images those are before the error line on stderr.
         if args.json and len(jobs) > 1:
             error = {"error": str(exc) or "interrupted", "error_type": type(exc).__name__}
-            emit(args, {"results": results, "failed": failures, "skipped": skipped, "stopped": error})
+            emit(
+                args,
+                {
+                    "results": results,
+                    "failed": failures,
+                    "skipped": skipped,
+                    "not_read": others,
+                    "stopped": error,
+                },
+            )
             args.json_emitted = True
         raise
     if args.json:
-        emit(args, {"results": results, "failed": failures, "skipped": skipped})
+        emit(args, {"results": results, "failed": failures, "skipped": skipped, "not_read": others})
     if failures:
         print(f"mlvfx: {failures} of {len(jobs)} images failed", file=sys.stderr)
         return EXIT_ERROR
@@ -272,20 +297,40 @@ def cmd_material(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    """Describe each file; a file that cannot be read gets its error line and the rest still print."""
     from mlvfx.io import describe
+    from mlvfx.io.image import ORIENTATIONS
 
-    infos = [describe(p) for p in args.inputs]
+    if len(args.inputs) == 1:
+        info = describe(args.inputs[0])  # one file: its error is the command's error
+        entries: list[dict[str, Any]] = [info.as_dict()]
+    else:
+        entries = []
+        for path in args.inputs:
+            try:
+                entries.append(describe(path).as_dict())
+            except MlvfxError as exc:
+                entries.append({"path": str(path), "error": str(exc), "error_type": type(exc).__name__})
+    failures = sum("error" in e for e in entries)
     if args.json:
-        emit(args, [i.as_dict() for i in infos] if len(infos) > 1 else infos[0].as_dict())
-        return 0
-    for info in infos:
-        alpha = " (with alpha)" if info.has_alpha else ""  # alpha is one of the channels counted
-        emit(
-            args,
-            None,
-            f"{info.path}: {info.format.upper()} {info.width}x{info.height}, "
-            f"{info.channels} channel(s){alpha}, {info.bit_depth}-bit {info.sample}",
-        )
+        emit(args, entries if len(entries) > 1 else entries[0])
+    else:
+        for e in entries:
+            if "error" in e:
+                print(f"mlvfx: error: {e['error']}", file=sys.stderr)
+                continue
+            alpha = " (with alpha)" if e["has_alpha"] else ""  # alpha is one of the channels counted
+            turned = e["orientation"]
+            shown = f", orientation tag {turned} applied ({ORIENTATIONS[turned]})" if turned != 1 else ""
+            emit(
+                args,
+                None,
+                f"{e['path']}: {e['format'].upper()} {e['width']}x{e['height']}, "
+                f"{e['channels']} channel(s){alpha}, {e['bit_depth']}-bit {e['sample']}{shown}",
+            )
+    if failures:
+        print(f"mlvfx: {failures} of {len(entries)} files could not be read", file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 

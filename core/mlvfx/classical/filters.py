@@ -67,3 +67,52 @@ def normalize_range(a: Float2D, low_pct: float = 0.5, high_pct: float = 99.5) ->
     if hi - lo < 1e-12:
         return np.full_like(a, 0.5, dtype=np.float32)
     return np.asarray(np.clip((a - lo) / (hi - lo), 0.0, 1.0), dtype=np.float32)
+
+
+def fill_transparent(image: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """``image`` (H, W, 2 or 4: colour + straight alpha) with the colour of fully transparent pixels
+    replaced by a smooth extension of the visible colour; other images are returned as they are.
+
+    Straight-alpha files keep arbitrary colour under alpha 0 (black, white, a key colour), and
+    every filter that looks at neighbours would read it into the visible pixels beside it: two
+    files that look the same would give different maps, with a cliff along the alpha edge. A
+    push-pull fill (alpha-weighted averages down an image pyramid, then back up into the holes)
+    makes the result depend on the visible pixels only. Partly transparent pixels keep their
+    colour, and alpha is unchanged.
+    """
+    channels = image.shape[2] if image.ndim == 3 else 1
+    if channels not in (2, 4):
+        return image
+    alpha = image[..., -1]
+    hole = alpha <= 0.0
+    if not hole.any() or hole.all():
+        return image
+    colour = image[..., :-1]
+    weight = np.clip(alpha, 0.0, 1.0).astype(np.float32)
+    levels: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]] = []
+    c: npt.NDArray[np.float32] = colour * weight[..., None]
+    w = weight
+    while True:
+        levels.append((c, w))
+        h, wd = w.shape
+        if h == 1 and wd == 1:
+            break
+        size = (max(1, (wd + 1) // 2), max(1, (h + 1) // 2))
+        c = np.asarray(cv2.resize(c, size, interpolation=cv2.INTER_AREA), np.float32).reshape(
+            size[1], size[0], -1
+        )
+        w = np.asarray(cv2.resize(w, size, interpolation=cv2.INTER_AREA), np.float32).reshape(
+            size[1], size[0]
+        )
+    filled: npt.NDArray[np.float32] | None = None
+    for lc, lw in reversed(levels):
+        mean = lc / np.maximum(lw, 1e-12)[..., None]
+        if filled is not None:
+            up = np.asarray(cv2.resize(filled, (lw.shape[1], lw.shape[0]), interpolation=cv2.INTER_LINEAR))
+            up = up.reshape(lw.shape[0], lw.shape[1], -1)
+            mean = np.where((lw > 0)[..., None], mean, up)
+        filled = mean.astype(np.float32)
+    assert filled is not None
+    out = image.copy()
+    out[..., :-1] = np.where(hole[..., None], filled, colour)
+    return out

@@ -46,6 +46,8 @@ class ImageInfo:
         sample: "uint8", "uint16", "float16" or "float32".
         color_space: "srgb" (decoded to linear on read), "linear" (float colour file) or "data".
         has_alpha: True for 2- and 4-channel images.
+        orientation: the file's EXIF/TIFF orientation (1: none). It has been applied: ``width``,
+            ``height`` and the pixels are as an image viewer shows them, not as stored.
     """
 
     path: str
@@ -57,6 +59,7 @@ class ImageInfo:
     sample: str
     color_space: str
     has_alpha: bool
+    orientation: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +140,41 @@ def _decode_quietly(data: bytes) -> tuple[np.ndarray[Any, Any] | None, str]:
     return raw, said
 
 
+ORIENTATIONS = {
+    1: "as stored",
+    2: "mirrored left-right",
+    3: "turned 180°",
+    4: "mirrored top-bottom",
+    5: "mirrored and turned 90° anticlockwise",
+    6: "turned 90° clockwise",
+    7: "mirrored and turned 90° clockwise",
+    8: "turned 90° anticlockwise",
+}
+
+
+def apply_orientation(image: np.ndarray[Any, Any], orientation: int) -> np.ndarray[Any, Any]:
+    """``image`` (H, W[, C]) as shown for an EXIF/TIFF orientation tag (1-8; others: unchanged).
+
+    The tag says where the stored rows and columns go for display: 6 (a phone held upright) turns
+    the stored image 90° clockwise, 8 anticlockwise, 3 by 180°; 2, 4, 5 and 7 also mirror it.
+    """
+    if orientation == 2:
+        return image[:, ::-1]
+    if orientation == 3:
+        return image[::-1, ::-1]
+    if orientation == 4:
+        return image[::-1]
+    if orientation == 5:
+        return image.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(image, -1)
+    if orientation == 7:
+        return image[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(image, 1)
+    return image
+
+
 def read_image(
     path: str | os.PathLike[str],
     *,
@@ -146,9 +184,13 @@ def read_image(
     """Read an image file as float32 (H, W, C).
 
     Args:
-        path: a PNG (8/16-bit), JPEG, TIFF (8/16-bit, 16/32-bit float) or OpenEXR file.
+        path: a PNG (8/16-bit), JPEG, TIFF (8/16-bit, 32-bit float) or OpenEXR file.
         kind: "color" decodes sRGB to linear (integer files only); "data" returns values as stored,
             integers scaled to [0, 1].
+
+    An EXIF (JPEG, PNG) or TIFF orientation tag is applied, as image viewers do: a portrait phone
+    photo comes back upright (:attr:`ImageInfo.orientation` says which tag it had). CMYK TIFFs
+    are converted to RGB without an alpha channel.
         max_pixels: refuse images with more pixels (default ``MLVFX_MAX_PIXELS`` or 16384²).
 
     Returns:
@@ -191,11 +233,19 @@ def read_image(
     except cv2.error as exc:
         raise ImageReadError(f"cannot decode {header.format.upper()} data: {exc.err}", p) from None
     if raw is None:
+        if header.format == "tiff" and header.sample == "float16":  # OpenCV has no decoder for it
+            raise ImageReadError(
+                "16-bit float TIFF is not supported; save it as 32-bit float TIFF or OpenEXR", p
+            )
         raise ImageReadError(f"corrupt or truncated {header.format.upper()} data", p)
     if "premature end of data segment" in decoder_says:  # libjpeg fills the missing rows with grey
         raise ImageReadError("truncated JPEG data (premature end of data segment)", p)
     if raw.ndim == 2:
         raw = raw[:, :, None]
+    if header.photometric == 5 and header.channels == 4 and raw.shape[2] == 4:
+        raw = raw[..., :3]  # CMYK, which OpenCV turns into BGR plus a constant, meaningless alpha
+    if header.format != "tiff":  # OpenCV's TIFF decoder applies the tag itself, even with IMREAD_UNCHANGED
+        raw = apply_orientation(raw, header.orientation)
     channels = raw.shape[2]
     if channels > MAX_CHANNELS:
         raise InvalidImageDataError(f"{channels} channels; 1 to {MAX_CHANNELS} are supported", p)
@@ -234,6 +284,7 @@ def read_image(
         sample=sample,
         color_space=space,
         has_alpha=channels in (2, 4),
+        orientation=header.orientation,
     )
     return np.ascontiguousarray(img, dtype=np.float32), info
 

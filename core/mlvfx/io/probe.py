@@ -9,18 +9,34 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".exr": "exr"}
+FORMATS = {
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".jpe": "jpeg",
+    ".jfif": "jpeg",  # what browsers on Windows save JPEGs as
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".exr": "exr",
+}
 
 
 @dataclass(frozen=True)
 class Header:
-    """What a file's header says. ``sample`` is "uint8", "uint16", "float16", "float32" or "unknown"."""
+    """What a file's header says. ``sample`` is "uint8", "uint16", "float16", "float32" or "unknown".
+
+    ``width`` and ``height`` are as stored. ``orientation`` is the EXIF/TIFF orientation (1 = as
+    stored, 2-8 = mirrored and/or turned for display; see :func:`mlvfx.io.image.apply_orientation`).
+    ``photometric`` is a TIFF's PhotometricInterpretation (5 = CMYK), None for other formats.
+    """
 
     format: str
     width: int
     height: int
     channels: int | None
     sample: str
+    orientation: int = 1
+    photometric: int | None = None
 
 
 class HeaderError(ValueError):
@@ -59,6 +75,7 @@ def _probe_png(data: bytes) -> Header:
     width = height = 0
     channels: int | None = None
     sample = "unknown"
+    orientation = 1
     seen_iend = False
     while pos < len(data):
         if pos + 8 > len(data):
@@ -75,6 +92,8 @@ def _probe_png(data: bytes) -> Header:
             if channels is None:
                 raise HeaderError(f"corrupt PNG (unknown colour type {color_type})")
             sample = "uint16" if depth == 16 else "uint8"
+        elif ctype == b"eXIf":
+            orientation = _exif_orientation(data[pos + 8 : pos + 8 + length])
         elif ctype == b"IEND":
             seen_iend = True
             break
@@ -83,12 +102,13 @@ def _probe_png(data: bytes) -> Header:
         raise HeaderError("corrupt PNG (no IHDR chunk)")
     if not seen_iend:
         raise HeaderError("truncated PNG (no IEND chunk)")
-    return Header("png", width, height, channels, sample)
+    return Header("png", width, height, channels, sample, orientation)
 
 
 def _probe_jpeg(data: bytes) -> Header:
     pos = 2
     sof = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+    orientation = 1
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             raise HeaderError("corrupt JPEG (bad marker)")
@@ -100,42 +120,77 @@ def _probe_jpeg(data: bytes) -> Header:
             pos += 2
             continue
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
+            orientation = _exif_orientation(data[pos + 10 : pos + 2 + length])
         if marker in sof:
             if pos + 10 > len(data):
                 break
             precision, height, width, ncomp = struct.unpack(">BHHB", data[pos + 4 : pos + 10])
-            if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            # The image must end somewhere after its frame header. Bytes may follow the end marker:
+            # phones append a video (motion photos) or their own trailer, and some tools a newline.
+            if data.find(b"\xff\xd9", pos) < 0:
                 raise HeaderError("truncated JPEG (no end-of-image marker)")
-            return Header("jpeg", width, height, ncomp, "uint16" if precision > 8 else "uint8")
+            sample = "uint16" if precision > 8 else "uint8"
+            return Header("jpeg", width, height, ncomp, sample, orientation)
         pos += 2 + length
     raise HeaderError("truncated or corrupt JPEG (no frame header)")
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    """The Orientation tag (274) of an EXIF block (a TIFF structure); 1 when absent or unreadable.
+
+    A damaged EXIF block is no reason to refuse a photo whose pixels decode: it is read as
+    "no orientation".
+    """
+    if tiff[:4] not in (b"II*\x00", b"MM\x00*"):
+        return 1
+    try:
+        value = _tiff_tags(tiff, (274,)).get(274, 1)
+    except (struct.error, IndexError, ValueError):
+        return 1
+    return value if 1 <= value <= 8 else 1
 
 
 _TIFF_TYPES = {3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}
 
 
-def _probe_tiff(data: bytes) -> Header:
+def _tiff_tags(data: bytes, wanted: tuple[int, ...]) -> dict[int, int]:
+    """The first value of each ``wanted`` tag in a TIFF structure's first image directory.
+
+    A value that does not fit the entry's own field (BitsPerSample of an RGB image: three
+    numbers) is read where the field points.
+    """
     endian = "<" if data[:2] == b"II" else ">"
     big = data[2:4] in (b"+\x00", b"\x00+")
+    if big:
+        (ifd,) = struct.unpack(endian + "Q", data[8:16])
+        (count,) = struct.unpack(endian + "Q", data[ifd : ifd + 8])
+        entry_size, start, count_fmt, field = 20, ifd + 8, "Q", 8
+    else:
+        (ifd,) = struct.unpack(endian + "I", data[4:8])
+        (count,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
+        entry_size, start, count_fmt, field = 12, ifd + 2, "I", 4
+    tags: dict[int, int] = {}
+    for i in range(count):
+        off = start + i * entry_size
+        tag, typ = struct.unpack(endian + "HH", data[off : off + 4])
+        if typ not in _TIFF_TYPES or tag not in wanted:
+            continue
+        code, size = _TIFF_TYPES[typ]
+        (n,) = struct.unpack(endian + count_fmt, data[off + 4 : off + 4 + struct.calcsize(count_fmt)])
+        value_off = off + 4 + struct.calcsize(count_fmt)
+        if n * size > field:  # the field holds the offset of the values
+            (value_off,) = struct.unpack(endian + ("Q" if big else "I"), data[value_off : value_off + field])
+        raw = data[value_off : value_off + size]
+        if len(raw) < size:
+            raise struct.error("value beyond the end of the file")
+        (tags[tag],) = struct.unpack(endian + code, raw)
+    return tags
+
+
+def _probe_tiff(data: bytes) -> Header:
     try:
-        if big:
-            (ifd,) = struct.unpack(endian + "Q", data[8:16])
-            (count,) = struct.unpack(endian + "Q", data[ifd : ifd + 8])
-            entry_size, start, count_fmt = 20, ifd + 8, "Q"
-        else:
-            (ifd,) = struct.unpack(endian + "I", data[4:8])
-            (count,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
-            entry_size, start, count_fmt = 12, ifd + 2, "I"
-        tags: dict[int, int] = {}
-        for i in range(count):
-            off = start + i * entry_size
-            tag, typ = struct.unpack(endian + "HH", data[off : off + 4])
-            if typ not in _TIFF_TYPES or tag not in (256, 257, 258, 277, 339):
-                continue
-            code, size = _TIFF_TYPES[typ]
-            value_off = off + 4 + struct.calcsize(count_fmt)
-            (value,) = struct.unpack(endian + code, data[value_off : value_off + size])
-            tags[tag] = value
+        tags = _tiff_tags(data, (256, 257, 258, 262, 274, 277, 339))
     except struct.error:
         raise HeaderError("truncated or corrupt TIFF (cannot read the image directory)") from None
     if 256 not in tags or 257 not in tags:
@@ -144,7 +199,16 @@ def _probe_tiff(data: bytes) -> Header:
     fmt = tags.get(339, 1)
     samples = {(8, 1): "uint8", (16, 1): "uint16", (16, 3): "float16", (32, 3): "float32"}
     sample = samples.get((bits, fmt), "unknown")
-    return Header("tiff", tags[256], tags[257], tags.get(277), sample)
+    orientation = tags.get(274, 1)
+    return Header(
+        "tiff",
+        tags[256],
+        tags[257],
+        tags.get(277),
+        sample,
+        orientation if 1 <= orientation <= 8 else 1,
+        tags.get(262),
+    )
 
 
 def _probe_exr(data: bytes) -> Header:

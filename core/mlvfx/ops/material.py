@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlvfx import classical
+from mlvfx.classical.filters import fill_transparent
 from mlvfx.errors import InputError, ModelNotFound
 from mlvfx.io import check_image, read_image
 from mlvfx.io.atomic import check_writable
@@ -84,7 +85,8 @@ def material(
     """Compute material maps from one photo.
 
     Args:
-        image: float32 (H, W, C) linear colour, C in 1..4 (alpha is carried into the albedo).
+        image: float32 (H, W, C) linear colour, C in 1..4 (straight alpha is carried into the
+            albedo; the colour stored under fully transparent pixels is ignored).
         maps: which of "normal", "height", "albedo", "roughness", "ao" to compute.
         tileable: the photo wraps around; the maps then tile too.
         normal_convention: "opengl" (+Y up) or "directx" (+Y down).
@@ -106,7 +108,7 @@ def material(
     """
     wanted = parse_maps(maps)
     check_options(method, normal_convention, relief, quality)
-    img = check_image(image, "image")
+    img = fill_transparent(check_image(image, "image"))  # colour hidden under alpha 0 has no say
     if method == "learned":
         return _learned(
             img,
@@ -340,7 +342,7 @@ def material_from_file(
     folder = Path(outdir)
     for name in output_files(wanted):
         check_writable(folder / name, overwrite)
-    photo, _ = read_image(path, kind="color")
+    photo, info = read_image(path, kind="color")
     result = material(
         photo,
         wanted,
@@ -352,6 +354,8 @@ def material_from_file(
         progress=progress,
         cancel=cancel,
     )
+    if info.orientation != 1:  # the maps are upright as shown; the photo's pixels are stored turned
+        result.meta["source_orientation"] = info.orientation
     return write_material(result, folder, overwrite=overwrite, source=os.fspath(path))
 
 

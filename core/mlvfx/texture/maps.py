@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from mlvfx.classical.filters import fill_transparent
 from mlvfx.errors import InputError, InvalidImageDataError
 from mlvfx.io import check_image
 
@@ -98,8 +99,14 @@ def stack_maps(maps: Maps | npt.ArrayLike, name: str = "texture") -> Stack:
     Raises:
         InvalidImageDataError: wrong rank or channel count, zero or tiny size, NaN/inf.
         InputError: empty material set, or maps of different sizes.
+
+    The colour of fully transparent pixels (2- and 4-channel maps) is replaced by a fill from the
+    visible ones (:func:`mlvfx.classical.filters.fill_transparent`).
     """
     arrays, names, flats, is_set = _checked(maps, name)
+    # Colour under alpha 0 is whatever the file kept there: it must not steer the matching (nor
+    # come back under the output's alpha 0).
+    arrays = [fill_transparent(a) for a in arrays]
     match = []
     for key, arr in zip(names, arrays, strict=True):
         weight = MATCH_WEIGHTS.get(key, 0.5) if is_set else 1.0
