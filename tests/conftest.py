@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -17,3 +25,62 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def extension_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Blender extension built once per session with build_addon.py (the add-on test files share it)."""
+    pytest.importorskip("bpy")
+    out = tmp_path_factory.mktemp("dist")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "build_addon.py"),
+            "--core-only",
+            "--platforms",
+            "linux-x64",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    zips = sorted(out.glob("*.zip"))
+    assert len(zips) == 1, zips
+    return zips[0]
+
+
+@pytest.fixture
+def run_in_blender(extension_zip: Path, tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """Run ``tests/bpy_scripts/SCRIPT EXTENSION_ZIP WORKDIR [ARGS...]`` in a fresh bpy process.
+
+    HOME is a temporary folder (the extension installs under it, not into the user's Blender),
+    and so is the model cache. The script prints one ``RESULT {json}`` line; that is returned.
+    """
+
+    def run(script: str, *args: str, timeout: int = 600) -> dict[str, Any]:
+        home, work = tmp_path / "home", tmp_path / "work"
+        home.mkdir(exist_ok=True)
+        work.mkdir(exist_ok=True)
+        env = {**os.environ, "HOME": str(home), "MLVFX_CACHE_DIR": str(tmp_path / "cache")}
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "bpy_scripts" / script),
+                str(extension_zip),
+                str(work),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+        result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+        return result
+
+    return run

@@ -15,30 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.bpy
 
 
-@pytest.fixture(scope="module")
-def extension_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("bpy")
-    out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "build_addon.py"),
-            "--core-only",
-            "--platforms",
-            "linux-x64",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    zips = sorted(out.glob("*.zip"))
-    assert len(zips) == 1, zips
-    return zips[0]
-
-
 def test_zip_is_a_valid_extension_without_weights(extension_zip: Path) -> None:
     import tomllib
     import zipfile
