@@ -29,10 +29,19 @@ TAG = "mlvfx_map"  # custom property on nodes we create: the map they hold
 
 
 def _raw_pixels(image: bpy.types.Image, keep_alpha: bool = False) -> np.ndarray:
-    """Pixels exactly as Blender holds them: float32 (H, W, C), top row first.
+    """Pixels as float32 (H, W, C), top row first, with straight (not premultiplied) alpha.
 
+    Blender keeps the float buffer of a colour image with alpha premultiplied (16-bit PNG, EXR,
+    float TIFF; not Non-Color data, nor the alpha modes Channel Packed and None), while mlvfx
+    works with straight alpha, as byte images are held: such pixels are unpremultiplied here.
+    Reading them as they were darkened a half-transparent texture, and again on every re-run.
     An opaque alpha channel is dropped unless ``keep_alpha``.
     """
+    if image.source in ("SEQUENCE", "MOVIE"):
+        kind = "an image sequence" if image.source == "SEQUENCE" else "a movie"
+        raise InputError(
+            f"image {image.name!r} is {kind}; mlvfx works on still images (load one frame's file as an image)"
+        )
     width, height = image.size
     if width == 0 or height == 0 or (not image.has_data and not _try_load(image)):
         source = bpy.path.abspath(image.filepath) if image.filepath else image.name
@@ -40,26 +49,74 @@ def _raw_pixels(image: bpy.types.Image, keep_alpha: bool = False) -> np.ndarray:
     buffer = np.empty(width * height * image.channels, dtype=np.float32)
     image.pixels.foreach_get(buffer)
     pixels = buffer.reshape(height, width, image.channels)[::-1]
+    if image.channels == 4 and _premultiplied(image):
+        alpha = pixels[..., 3:4]
+        pixels = pixels.copy()
+        pixels[..., :3] = np.where(alpha > 0, pixels[..., :3] / np.maximum(alpha, 1e-12), pixels[..., :3])
     if not keep_alpha and image.channels == 4 and np.all(pixels[..., 3] == 1.0):
         pixels = pixels[..., :3]
     return np.ascontiguousarray(pixels)
 
 
-def image_to_array(image: bpy.types.Image) -> np.ndarray:
-    """An image datablock's pixels as float32 (H, W, C), top row first, colour linear.
+def _premultiplied(image: bpy.types.Image) -> bool:
+    """Whether Blender holds this image's pixels premultiplied by alpha (measured in Blender 5.0)."""
+    return bool(
+        image.is_float
+        and not image.colorspace_settings.is_data
+        and image.alpha_mode in ("STRAIGHT", "PREMUL")
+    )
 
-    Byte images in an sRGB colour space are decoded to linear; float images are already linear.
+
+def image_to_array(image: bpy.types.Image) -> np.ndarray:
+    """An image datablock's pixels as float32 (H, W, C), top row first, colour linear Rec.709.
+
+    Float images are already scene linear in Blender. Byte images hold the values of their colour
+    space (sRGB, Display P3, AgX Base sRGB, ...): they are converted with Blender's own colour
+    management (OpenColorIO), so a Display P3 photo is not read as if it were sRGB.
     """
     pixels = _raw_pixels(image)
-    if not image.is_float and image.colorspace_settings.name == "sRGB":
-        colour = min(3, pixels.shape[2])
+    name = image.colorspace_settings.name
+    if image.is_float or image.colorspace_settings.is_data or name in LINEAR_SPACES:
+        return pixels
+    colour = min(3, pixels.shape[2])
+    if name == "sRGB":
         pixels[..., :colour] = srgb_to_linear(pixels[..., :colour])
+        return pixels
+    if colour < 3:
+        raise InputError(f"image {image.name!r}: a grey image in colour space {name!r} cannot be converted")
+    rgb = np.ascontiguousarray(pixels[..., :3])
+    _colour_processor(name).applyRGB(rgb)
+    pixels[..., :3] = rgb
     return pixels
+
+
+LINEAR_SPACES = ("Linear Rec.709", "scene_linear")
 
 
 def data_array(image: bpy.types.Image) -> np.ndarray:
     """Pixels of a data (Non-Color) image as float32 (H, W, C), top row first, never colour-converted."""
     return _raw_pixels(image)
+
+
+def _colour_processor(name: str) -> Any:
+    """An OpenColorIO CPU processor from colour space ``name`` to linear Rec.709, with the config
+    Blender uses ($OCIO, else the one it ships)."""
+    expose = getattr(bpy.utils, "expose_bundled_modules", None)
+    if expose is not None:  # Blender as a Python module keeps its bundled modules aside
+        expose()
+    try:
+        import PyOpenColorIO as OCIO
+    except ImportError:
+        raise InputError(f"cannot convert colour space {name!r}: OpenColorIO is not available") from None
+    path = os.environ.get("OCIO") or os.path.join(
+        bpy.utils.resource_path("LOCAL"), "datafiles", "colormanagement", "config.ocio"
+    )
+    try:
+        config = OCIO.Config.CreateFromFile(path)
+        target = "Linear Rec.709" if config.getColorSpace("Linear Rec.709") is not None else "scene_linear"
+        return config.getProcessor(name, target).getDefaultCPUProcessor()
+    except Exception as exc:  # OCIO raises its own Exception type for unknown spaces and bad configs
+        raise InputError(f"cannot convert colour space {name!r} to linear: {exc}") from None
 
 
 def _try_load(image: bpy.types.Image) -> bool:
@@ -88,10 +145,11 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "material"
 
 
-def output_folder(base_name: str) -> tuple[Path, bool]:
+def output_folder(base_name: str, pack: bool = False) -> tuple[Path, bool]:
     """Where new maps go: ``//textures/mlvfx/<name>[-N]/`` next to a saved .blend (never an existing
-    folder), else a fresh temp folder whose images get packed. Returns (folder, must_pack)."""
-    if bpy.data.is_saved:
+    folder), else (an unsaved file, or ``pack``) a fresh temp folder whose images get packed and
+    which :func:`discard_folder` removes once they are. Returns (folder, must_pack)."""
+    if bpy.data.is_saved and not pack:
         root = Path(bpy.path.abspath("//textures/mlvfx"))
         folder = root / _safe(base_name)
         n = 1
@@ -100,6 +158,14 @@ def output_folder(base_name: str) -> tuple[Path, bool]:
             n += 1
         return folder, False
     return Path(tempfile.mkdtemp(prefix=f"mlvfx-{_safe(base_name)}-")), True
+
+
+def discard_folder(folder: Path, must_pack: bool) -> None:
+    """Remove a temp folder from :func:`output_folder` once its images are packed into the .blend."""
+    if must_pack:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _load_image(path: Path, name: str, colorspace: str, pack: bool) -> bpy.types.Image:
@@ -138,18 +204,26 @@ def _find_output(tree: bpy.types.NodeTree) -> bpy.types.Node:
     return node
 
 
-def _find_bsdf(tree: bpy.types.NodeTree, output: bpy.types.Node) -> bpy.types.Node:
+def _find_bsdf(tree: bpy.types.NodeTree, output: bpy.types.Node) -> tuple[bpy.types.Node, str]:
+    """The Principled BSDF to wire the maps into, and a note when it does not feed the output."""
     surface = output.inputs["Surface"]
     if surface.is_linked and surface.links[0].from_node.bl_idname == "ShaderNodeBsdfPrincipled":
-        return surface.links[0].from_node
+        return surface.links[0].from_node, ""
+    feeding = surface.links[0].from_node if surface.is_linked else None
+    note = (
+        f"the material's surface is {feeding.name!r}, not a Principled BSDF: the maps went into a "
+        "Principled BSDF that does not reach the output; connect it to use them"
+        if feeding is not None
+        else ""
+    )
     for node in tree.nodes:
         if node.bl_idname == "ShaderNodeBsdfPrincipled":
-            return node
+            return node, note
     bsdf = tree.nodes.new("ShaderNodeBsdfPrincipled")
     bsdf.location = (output.location.x - 300, output.location.y)
     if not surface.is_linked:
         tree.links.new(bsdf.outputs["BSDF"], surface)
-    return bsdf
+    return bsdf, note
 
 
 class Wiring:
@@ -187,13 +261,14 @@ def build_material_nodes(
 ) -> tuple[dict[str, bpy.types.Node], list[str]]:
     """Add image nodes for the maps and wire them into the Principled BSDF.
 
-    Returns the new nodes by role and the sockets whose existing links were kept.
+    Returns the new nodes by role and warnings: the sockets whose existing links were kept, and a
+    surface that is not a Principled BSDF.
     """
     if material.node_tree is None:
         material.use_nodes = True  # only for old files: new materials always have a node tree
     tree = material.node_tree
     output = _find_output(tree)
-    bsdf = _find_bsdf(tree, output)
+    bsdf, note = _find_bsdf(tree, output)
     wiring = Wiring(tree, source)
     frame = tree.nodes.new("NodeFrame")
     frame.label = label
@@ -265,7 +340,12 @@ def build_material_nodes(
                 material.displacement_method = "BOTH"
     if normal_out is not None:
         wiring.link(normal_out, bsdf.inputs["Normal"])
-    return created, wiring.kept
+    warnings = []
+    if wiring.kept:
+        warnings.append("kept existing links into " + ", ".join(wiring.kept) + "; new maps left unconnected")
+    if note:
+        warnings.append(note)
+    return created, warnings
 
 
 def active_image_node(context: bpy.types.Context) -> bpy.types.Node | None:
@@ -293,6 +373,12 @@ def resolve_image_node(
             raise InputError("open a material in the Shader Editor, or pass material= and node=")
     if material.node_tree is None:
         raise InputError(f"material {material.name!r} has no node tree")
+    if not material.is_editable:  # linked from another .blend: edits would be lost on reload
+        library = material.library.filepath if material.library is not None else "another file"
+        raise InputError(
+            f"material {material.name!r} is linked from {library}; make it local or add a "
+            "library override first"
+        )
     tree = material.node_tree
     node = tree.nodes.get(node_name) if node_name else tree.nodes.active
     if node is None:
@@ -332,7 +418,7 @@ def save_new_images(
     """
     from mlvfx.io import write_image
 
-    folder, must_pack = output_folder(folder_name)
+    folder, must_pack = output_folder(folder_name, pack)
     images: dict[str, bpy.types.Image] = {}
     for name, array in arrays.items():
         values = np.asarray(array)
@@ -344,9 +430,14 @@ def save_new_images(
             bit_depth=32 if exr else 16,
         )
         colorspace = ("Linear Rec.709" if exr else "sRGB") if kind == "color" else "Non-Color"
-        image = _load_image(path, name, colorspace, pack or must_pack)
+        image = _load_image(path, name, colorspace, must_pack)
+        if exr and values.ndim == 3 and values.shape[2] == 4:
+            image.alpha_mode = (
+                "STRAIGHT"  # mlvfx writes straight alpha; Blender's EXR default is premultiplied
+            )
         image.use_fake_user = True
         images[name] = image
+    discard_folder(folder, must_pack)
     return images
 
 

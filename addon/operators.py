@@ -181,13 +181,13 @@ class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.
             self.report({"ERROR"}, f"material {plan['material']!r} was removed while mlvfx worked")
             return {"CANCELLED"}
         source = material.node_tree.nodes.get(plan["node"])
-        pack = plan["pack"]
-        folder, must_pack = bridge.output_folder(f"{material.name}_{plan['label']}")
-        files = write_material(result, folder, source=plan["label"])
-        images = bridge.load_map_images(
-            {k: Path(v) for k, v in files.items()}, plan["label"], pack=must_pack or pack
-        )
-        _, kept = bridge.build_material_nodes(
+        folder, must_pack = bridge.output_folder(f"{material.name}_{plan['label']}", plan["pack"])
+        try:
+            files = write_material(result, folder, source=plan["label"])
+            images = bridge.load_map_images({k: Path(v) for k, v in files.items()}, plan["label"], must_pack)
+        finally:
+            bridge.discard_folder(folder, must_pack)  # packed (or failed): the temp files are not needed
+        _, warnings = bridge.build_material_nodes(
             material,
             images,
             source=source,
@@ -196,11 +196,9 @@ class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.
             relief=0.02,
             label=f"mlvfx: {plan['label']}",
         )
-        if kept:
-            self.report(
-                {"WARNING"}, "kept existing links into " + ", ".join(kept) + "; new maps left unconnected"
-            )
-        where = "packed into the .blend" if (must_pack or pack) else str(folder)
+        for warning in warnings:
+            self.report({"WARNING"}, warning)
+        where = "packed into the .blend" if must_pack else str(folder)
         self.report({"INFO"}, f"mlvfx: {len(images)} maps for {material.name!r} ({where})")
         return {"FINISHED"}
 

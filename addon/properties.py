@@ -83,13 +83,17 @@ class MLVFX_PG_texture(bpy.types.PropertyGroup):
     )
     width: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Width",
-        description="Width of grown or painted textures (pixels)",
+        description="Width of grown textures (pixels; a painted texture has its label image's size)",
         default=1024,
         min=16,
         max=16384,
     )
     height: bpy.props.IntProperty(  # type: ignore[valid-type]
-        name="Height", description="Height of grown textures (pixels)", default=1024, min=16, max=16384
+        name="Height",
+        description="Height of grown textures (pixels; a painted texture has its label image's size)",
+        default=1024,
+        min=16,
+        max=16384,
     )
     seed: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Seed", description="Random seed; another seed gives another variation", default=0, min=0

@@ -14,16 +14,20 @@ class SourceImageMixin(SelectedImageMixin):
     """Reads the selected image for the texture tools and places their results beside it."""
 
     def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
+        from mlvfx.texture.maps import check_maps
+
         preferences.apply_environment(context)
         material, node = bridge.resolve_image_node(context, self.material, self.node)
         kind = bridge.image_kind(node.image)
         read = bridge.image_to_array if kind == "color" else bridge.data_array
+        pixels = read(node.image)
+        check_maps(pixels, name=node.image.name)  # a too-small image is named in the error
         return {
             "material": material.name,
             "node": node.name,
             "label": bridge.source_label(node.image),
             "kind": kind,
-            "pixels": read(node.image),
+            "pixels": pixels,
             "float": bool(node.image.is_float),
             "settings": _settings(context),
         }
@@ -102,6 +106,7 @@ class MLVFX_OT_paint_texture(BackgroundJobOperator, bpy.types.Operator):
 
     def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
         from mlvfx.errors import InputError
+        from mlvfx.texture.maps import check_maps
 
         preferences.apply_environment(context)
         s = context.scene.mlvfx_texture
@@ -115,11 +120,14 @@ class MLVFX_OT_paint_texture(BackgroundJobOperator, bpy.types.Operator):
             raise InputError("exemplars mix colour and Non-Color images; use one kind")
         kind = kinds.pop()
         read = bridge.image_to_array if kind == "color" else bridge.data_array
+        exemplars = [read(slot.image) for slot in slots]
+        for slot, pixels in zip(slots, exemplars, strict=True):
+            check_maps(pixels, name=slot.image.name)
         return {
             "label": bridge.source_label(s.label_image),
             "labels": bridge.label_array(s.label_image),
             "colors": [tuple(round(c * 255) for c in slot.color) for slot in slots],
-            "exemplars": [read(slot.image) for slot in slots],
+            "exemplars": exemplars,
             "float": any(bool(slot.image.is_float) for slot in slots),
             "kind": kind,
             "settings": _settings(context),
@@ -170,6 +178,9 @@ class MLVFX_OT_exemplar_remove(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         s = context.scene.mlvfx_texture
+        if not 0 <= s.active_exemplar < len(s.exemplars):
+            self.report({"ERROR"}, f"no exemplar slot {s.active_exemplar + 1} (there are {len(s.exemplars)})")
+            return {"CANCELLED"}
         s.exemplars.remove(s.active_exemplar)
         s.active_exemplar = max(0, min(s.active_exemplar, len(s.exemplars) - 1))
         return {"FINISHED"}

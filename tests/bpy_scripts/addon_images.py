@@ -1,0 +1,167 @@
+"""The add-on's image and material handling on awkward inputs (stop 24's Blender audit).
+
+Run by tests/test_addon_images.py in a subprocess with HOME pointing at a temporary folder:
+    python addon_images.py EXTENSION_ZIP WORKDIR
+Prints one JSON document with what it observed; every check is also asserted here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+zip_path, work = Path(sys.argv[1]), Path(sys.argv[2])
+observed: dict[str, object] = {}
+MODULE = "bl_ext.user_default.mlvfx"
+result = bpy.ops.extensions.package_install_files(
+    filepath=str(zip_path), repo="user_default", enable_on_install=True
+)
+assert result == {"FINISHED"}, result
+bridge = importlib.import_module(MODULE + ".bridge")
+
+from mlvfx.io import read_image, write_image  # noqa: E402  (the wheel the extension installed)
+
+
+def error_of(op: object, **kwargs: object) -> str:
+    """The one-line error an operator reports (bpy raises it as RuntimeError in background mode)."""
+    try:
+        op(**kwargs)  # type: ignore[operator]
+    except RuntimeError as exc:
+        return str(exc).strip()
+    raise AssertionError(f"{op} did not fail")
+
+
+def temp_folders() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("mlvfx-*")}
+
+
+def material_with_image(name: str, image: bpy.types.Image) -> bpy.types.Material:
+    mat = bpy.data.materials.new(name)
+    node = mat.node_tree.nodes.new("ShaderNodeTexImage")
+    node.name = "Photo"
+    node.image = image
+    return mat
+
+
+rng = np.random.default_rng(0)
+photo = (0.3 + 0.4 * rng.random((48, 64, 3))).astype(np.float32)
+photo_path = write_image(work / "photo.png", photo, kind="color")
+
+# -- a material linked from another .blend is refused: the edits would vanish on reload ------------
+bpy.ops.wm.read_homefile(use_empty=True)
+material_with_image("Shared", bpy.data.images.load(str(photo_path))).use_fake_user = True  # saved unused
+bpy.ops.wm.save_as_mainfile(filepath=str(work / "library.blend"))
+bpy.ops.wm.read_homefile(use_empty=True)
+bpy.ops.wm.save_as_mainfile(filepath=str(work / "shot.blend"))
+with bpy.data.libraries.load(str(work / "library.blend"), link=True) as (src, dst):
+    dst.materials = ["Shared"]
+linked = bpy.data.materials["Shared"]
+assert linked.library is not None
+observed["linked"] = error_of(bpy.ops.mlvfx.generate_material, material="Shared", node="Photo")
+assert "is linked from" in observed["linked"], observed["linked"]
+assert error_of(bpy.ops.mlvfx.make_seamless, material="Shared", node="Photo") == observed["linked"]
+
+# -- half-transparent 16-bit decal: not darkened (Blender premultiplies float buffers) -------------
+rgba = np.concatenate([np.full((64, 64, 3), 0.5, np.float32), np.full((64, 64, 1), 0.5, np.float32)], axis=2)
+decal = bpy.data.images.load(str(write_image(work / "decal16.png", rgba, kind="color", bit_depth=16)))
+mat = material_with_image("Decal", decal)
+assert bpy.ops.mlvfx.make_seamless(material="Decal", node="Photo") == {"FINISHED"}
+first = bpy.data.images["decal16_seamless"]
+values, _ = read_image(bpy.path.abspath(first.filepath))
+mat.node_tree.nodes["Photo"].image = first
+assert bpy.ops.mlvfx.make_seamless(material="Decal", node="Photo") == {"FINISHED"}
+again, _ = read_image(bpy.path.abspath(bpy.data.images["decal16_seamless_seamless"].filepath))
+observed["decal_rgb"] = [round(float(values[..., :3].mean()), 4), round(float(again[..., :3].mean()), 4)]
+assert all(abs(v - 0.5) < 2e-3 for v in observed["decal_rgb"]), observed["decal_rgb"]  # was 0.25, 0.125
+assert abs(float(values[..., 3].mean()) - 0.5) < 2e-3
+
+# -- a float image with alpha written as EXR comes back with the same straight colour --------------
+hdr = rgba.copy()
+hdr[..., :3] = 2.0  # over 1: written as linear EXR
+src_hdr = bpy.data.images.load(str(write_image(work / "hdr.exr", hdr, kind="color")))
+src_hdr.alpha_mode = "STRAIGHT"  # our own straight-alpha EXR
+arrays = {"hdr_copy": bridge.image_to_array(src_hdr)}
+made = bridge.save_new_images(arrays, "hdr_copy", "color", hdr=True)["hdr_copy"]
+observed["hdr_round_trip"] = round(float(bridge.image_to_array(made)[..., :3].mean()), 4)
+assert abs(observed["hdr_round_trip"] - 2.0) < 1e-3, observed["hdr_round_trip"]
+
+# -- Pack Images with a saved .blend: nothing written beside it, no temp folder left ---------------
+bpy.context.scene.mlvfx_material.pack = True
+bpy.context.scene.mlvfx_material.method = "classical"
+material_with_image("Packed", bpy.data.images.load(str(photo_path)))
+before = temp_folders()
+assert bpy.ops.mlvfx.generate_material(material="Packed", node="Photo") == {"FINISHED"}
+beside = work / "textures" / "mlvfx"
+observed["pack_wrote_beside_blend"] = sorted(p.name for p in beside.iterdir()) if beside.exists() else []
+assert not any(name.startswith("Packed") for name in observed["pack_wrote_beside_blend"])
+assert temp_folders() == before, temp_folders() - before
+packed = [img for img in bpy.data.images if img.name.startswith("photo_") and img.packed_file is not None]
+observed["packed_maps"] = len(packed)
+assert observed["packed_maps"] >= 4
+assert all(float(bridge.data_array(img).std()) > 0 for img in packed)  # the packed data is there
+
+# -- an unsaved .blend: the maps are packed and the temp folder is removed --------------------------
+bpy.ops.wm.read_homefile(use_empty=True)
+bpy.context.scene.mlvfx_material.method = "classical"
+material_with_image("Unsaved", bpy.data.images.load(str(photo_path)))
+before = temp_folders()
+assert bpy.ops.mlvfx.generate_material(material="Unsaved", node="Photo") == {"FINISHED"}
+assert temp_folders() == before, temp_folders() - before
+assert bpy.ops.mlvfx.make_seamless(material="Unsaved", node="Photo") == {"FINISHED"}
+assert temp_folders() == before, temp_folders() - before
+observed["unsaved_temp_folders_left"] = 0
+
+# -- a surface that is not a Principled BSDF is reported -----------------------------------------
+glow = material_with_image("Glow", bpy.data.images.load(str(photo_path)))
+tree = glow.node_tree
+tree.nodes.remove(tree.nodes["Principled BSDF"])
+emission = tree.nodes.new("ShaderNodeEmission")
+tree.links.new(emission.outputs["Emission"], tree.nodes["Material Output"].inputs["Surface"])
+_, warnings = bridge.build_material_nodes(
+    glow, {}, source=None, normal_strength=1.0, height_mode="NONE", relief=0.02, label="test"
+)
+observed["non_principled_warning"] = warnings
+assert any("not a Principled BSDF" in w for w in warnings), warnings
+
+# -- byte images in other colour spaces are converted with Blender's colour management ------------
+red = np.zeros((8, 8, 3), np.float32)
+red[..., 0] = 1.0
+p3 = bpy.data.images.load(str(write_image(work / "red.png", red, kind="data")))
+p3.colorspace_settings.name = "Display P3"
+converted = bridge.image_to_array(p3)[0, 0]
+observed["display_p3_red"] = [round(float(v), 3) for v in converted]
+assert converted[0] > 1.15 and converted[1] < -0.02, observed["display_p3_red"]  # P3 red is outside sRGB
+srgb = bpy.data.images.load(
+    str(write_image(work / "grey.png", np.full((8, 8, 3), 0.5, np.float32), kind="data"))
+)
+assert abs(float(bridge.image_to_array(srgb)[0, 0, 0]) - 0.214) < 2e-3  # sRGB as before
+
+# -- an image sequence is named as such, not as a missing file ------------------------------------
+for i in (1, 2):
+    write_image(work / f"seq_{i:04d}.png", photo, kind="color")
+seq = bpy.data.images.load(str(work / "seq_0001.png"))
+seq.source = "SEQUENCE"
+material_with_image("Seq", seq)
+observed["sequence"] = error_of(bpy.ops.mlvfx.generate_material, material="Seq", node="Photo")
+assert "image sequence" in observed["sequence"], observed["sequence"]
+
+# -- a texture too small for the texture tools: the error names the image -------------------------
+tiny = bpy.data.images.load(str(write_image(work / "tiny.png", photo[:4, :4], kind="color")))
+material_with_image("Tiny", tiny)
+observed["tiny"] = error_of(bpy.ops.mlvfx.make_seamless, material="Tiny", node="Photo")
+assert "tiny.png" in observed["tiny"] and "at least" in observed["tiny"], observed["tiny"]
+
+# -- Remove Exemplar with a stale active index fails instead of reporting success ----------------
+settings = bpy.context.scene.mlvfx_texture
+settings.exemplars.add()
+settings.active_exemplar = 5
+observed["exemplar_remove"] = error_of(bpy.ops.mlvfx.exemplar_remove)
+assert "no exemplar slot" in observed["exemplar_remove"] and len(settings.exemplars) == 1
+
+print("RESULT " + json.dumps(observed))
