@@ -650,3 +650,23 @@ def test_checkout_model_zoo_is_a_mirror(zoo_env: ZooEnv, monkeypatch: pytest.Mon
     monkeypatch.setenv("MLVFX_OFFLINE", "1")
     one_model(zoo_env, NAME, data, ["https://example.com/zoo/" + NAME])
     assert fetch("m", options=FAST) == blob_path(zoo_env, data)
+
+
+def test_errors_name_mirrors_and_file_urls_that_are_not_there(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A mistyped mirror folder or a file:// zoo URL used to go unmentioned: the message blamed the
+    # manifest ("gives no URL") or said only "not cached".
+    one_model(zoo_env, NAME, blob(5000), [zoo_server.file_url(NAME)])
+    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", str(zoo_env.tmp / "no_mirror"))
+    monkeypatch.setenv("MLVFX_ZOO_URL", (zoo_env.tmp / "no_zoo").as_uri())
+    with pytest.raises(DownloadError) as info:
+        fetch("m", options=FAST)
+    message = str(info.value)
+    assert "MLVFX_ZOO_URL gives only a local copy" in message and "the manifest gives no URL" not in message
+    assert f"{(zoo_env.tmp / 'no_zoo').as_uri()}/{NAME} does not exist" in message
+    assert f"mirror folder {zoo_env.tmp / 'no_mirror'} does not exist" in message
+    monkeypatch.delenv("MLVFX_ZOO_URL")
+    monkeypatch.setenv("MLVFX_OFFLINE", "1")
+    with pytest.raises(OfflineError, match=r"mirror folder .*no_mirror does not exist"):
+        fetch("m", options=FAST)

@@ -128,19 +128,26 @@ def fetch_file(
 
     urls = file_urls(zfile)
     local_urls = [u for u in urls if u.lower().startswith("file:")]
+    missing: list[str] = []
     for url in local_urls:
         source = file_url_path(url)
         if source.is_file():
             result = _from_local(source, zfile, target, reporter, cancel, errors)
             if result is not None:
                 return result
+        else:
+            missing.append(f"{url} does not exist")
     remote_urls = [u for u in urls if u not in local_urls]
+    missing += [f"mirror folder {d} does not exist" for d in config.zoo_mirrors() if not d.is_dir()]
+    missing += [f"cache {c.base} is not a folder" for c in caches if c.base.exists() and not c.base.is_dir()]
 
     drop_at = (target or caches[0]).blob_path(zfile.sha256)
     # What went wrong with the copies found so far (a corrupt mirror file, a damaged cached blob
-    # that could not be removed): said in the error, or the user only hears "not cached".
-    seen = "; ".join(str(e) for e in errors[-2:])
-    seen = f" (copies found but unusable: {seen})" if seen else ""
+    # that could not be removed), and places set up that are not there (a mistyped mirror or
+    # file:// URL): said in the error, or the user only hears "not cached".
+    unusable = "; ".join(str(e) for e in errors[-2:])
+    notes = ([f"copies found but unusable: {unusable}"] if unusable else []) + missing
+    seen = f" ({'; '.join(notes)})" if notes else ""
     if config.offline():
         where = remote_urls[0] if remote_urls else "(the manifest gives no URL)"
         raise OfflineError(
@@ -150,8 +157,9 @@ def fetch_file(
     if not remote_urls:
         if errors:  # the error names the file; say which model it was for too
             raise type(errors[-1])(f"{label}: {zfile.name}: {errors[-1]}") from None
+        no_url = "MLVFX_ZOO_URL gives only a local copy" if config.zoo_url() else "the manifest gives no URL"
         raise DownloadError(
-            f"{label}: {zfile.name} is in no cache or mirror and the manifest gives no URL; "
+            f"{label}: {zfile.name} is in no cache or mirror and {no_url}{seen}; "
             f"save it as {drop_at} or put it in a folder listed in MLVFX_ZOO_MIRRORS"
         )
     if target is None:
