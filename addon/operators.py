@@ -43,7 +43,7 @@ class BackgroundJobOperator:
         if isinstance(exc, Cancelled):
             self.report({"WARNING"}, "mlvfx: cancelled; nothing was changed")
         elif isinstance(exc, MlvfxError):
-            self.report({"ERROR"}, str(exc))
+            self.report({"ERROR"}, _in_blender_terms(exc))
         else:
             self.report({"ERROR"}, f"mlvfx internal error: {type(exc).__name__}: {exc}")
         return {"CANCELLED"}
@@ -108,6 +108,25 @@ class BackgroundJobOperator:
         if self._job is not None:
             self._job.cancel()
         self._finish(context)
+
+
+def _in_blender_terms(exc: BaseException) -> str:
+    """A core error as an artist in Blender reads it: offline mode is said to come from Blender's
+    online access or the Offline preference, which set it, not from an environment variable."""
+    from mlvfx.errors import OfflineError
+
+    message = str(exc)
+    if isinstance(exc, OfflineError):
+        why = []
+        if not bpy.app.online_access:
+            why.append("Blender's online access is off (Preferences > System > Network)")
+        prefs = preferences.get()
+        if prefs is not None and prefs.offline:
+            why.append("the mlvfx Offline preference is on")
+        message = message.replace("MLVFX_OFFLINE=1 forbids", "offline mode forbids")
+        if why:
+            message += "; offline because " + " and ".join(why)
+    return message
 
 
 class SelectedImageMixin:

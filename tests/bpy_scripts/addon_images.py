@@ -164,4 +164,15 @@ settings.active_exemplar = 5
 observed["exemplar_remove"] = error_of(bpy.ops.mlvfx.exemplar_remove)
 assert "no exemplar slot" in observed["exemplar_remove"] and len(settings.exemplars) == 1
 
+# -- an offline error says what made Blender offline, not which variable the add-on set -----------
+from mlvfx.errors import OfflineError  # noqa: E402
+
+operators = importlib.import_module(MODULE + ".operators")
+bpy.context.preferences.addons[MODULE].preferences.offline = True
+message = operators._in_blender_terms(
+    OfflineError("m 1.0: m.safetensors is not cached and MLVFX_OFFLINE=1 forbids downloading it")
+)
+observed["offline_message"] = message
+assert "MLVFX_OFFLINE" not in message and "the mlvfx Offline preference is on" in message, message
+
 print("RESULT " + json.dumps(observed))
