@@ -476,3 +476,85 @@ def test_cmyk_tiff_has_no_alpha_and_half_float_tiff_is_named(tmp_path: Path) -> 
     tifffile.imwrite(tmp_path / "h.tif", np.zeros((8, 8, 3), np.float16), photometric="rgb")
     with pytest.raises(ImageReadError, match="16-bit float TIFF is not supported"):
         read_image(tmp_path / "h.tif")
+
+
+# Display P3's primaries in the D50 connection space (as its ICC profiles hold them).
+P3_D50 = ((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841))
+
+
+def _icc_profile(primaries: tuple[tuple[float, ...], ...], gamma: float | None, name: str) -> bytes:
+    """A minimal ICC v2 matrix/TRC RGB profile: gamma ``None`` gives the sRGB tone curve (para type 3)."""
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+
+    if gamma is None:
+        trc = b"para\x00\x00\x00\x00" + struct.pack(">HH", 3, 0)
+        trc += b"".join(s15(v) for v in (2.4, 1 / 1.055, 0.055 / 1.055, 1 / 12.92, 0.04045))
+    else:
+        trc = b"curv\x00\x00\x00\x00" + struct.pack(">IH", 1, round(gamma * 256)) + b"\x00\x00"
+    tags = [
+        (b"desc", b"desc\x00\x00\x00\x00" + struct.pack(">I", len(name) + 1) + name.encode() + b"\x00" * 80)
+    ]
+    for sig, xyz in zip((b"rXYZ", b"gXYZ", b"bXYZ"), primaries, strict=True):
+        tags.append((sig, b"XYZ \x00\x00\x00\x00" + b"".join(s15(v) for v in xyz)))
+    tags += [(b"rTRC", trc), (b"gTRC", trc), (b"bTRC", trc)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for sig, data in tags:
+        data += b"\x00" * (-len(data) % 4)
+        table += struct.pack(">4sII", sig, offset + len(body), len(data))
+        body += data
+    size = offset + len(body)
+    header = (
+        struct.pack(">I", size) + b"none" + b"\x02\x10\x00\x00" + b"mntrRGB XYZ " + b"\x00" * 12 + b"acsp"
+    )
+    header += b"\x00" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def _png_with_icc(path: Path, image: np.ndarray, profile: bytes) -> None:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
+    assert ok
+    data = buf.tobytes()
+    body = b"P3\x00\x00" + zlib.compress(profile)
+    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
+    path.write_bytes(data[:33] + chunk + data[33:])
+
+
+def test_an_embedded_display_p3_profile_is_applied(tmp_path: Path) -> None:
+    # A P3 photo read as sRGB loses saturation and has the wrong primaries in linear.
+    px = np.zeros((2, 2, 3), np.uint8)
+    px[0, 0] = (255, 0, 0)
+    px[0, 1] = (128, 128, 128)
+    px[1, 0] = (0, 255, 0)
+    _png_with_icc(tmp_path / "p3.png", px, _icc_profile(P3_D50, None, "Display P3"))
+    img, info = read_image(tmp_path / "p3.png")
+    assert info.color_space == "icc" and info.icc_profile == "Display P3"
+    # P3 red in linear sRGB is (1.2249, -0.0421, -0.0197): the negative parts are clipped at 0.
+    np.testing.assert_allclose(img[0, 0], [1.2249, 0.0, 0.0], atol=2e-3)
+    np.testing.assert_allclose(img[0, 1], srgb_to_linear(np.float32(128 / 255)), atol=2e-3)  # grey stays grey
+    np.testing.assert_allclose(img[1, 0], [0.0, 1.0421, 0.0], atol=2e-3)
+    data, dinfo = read_image(tmp_path / "p3.png", kind="data")  # data maps are never converted
+    assert dinfo.color_space == "data" and data[0, 0, 0] == 1.0
+
+
+def test_srgb_and_unusable_profiles_decode_as_before(tmp_path: Path) -> None:
+    px = (np.random.default_rng(2).random((4, 4, 3)) * 255).astype(np.uint8)
+    srgb_d50 = ((0.4361, 0.2225, 0.0139), (0.3851, 0.7169, 0.0971), (0.1431, 0.0606, 0.7142))
+    _png_with_icc(tmp_path / "s.png", px, _icc_profile(srgb_d50, None, "sRGB IEC61966-2.1"))
+    img, info = read_image(tmp_path / "s.png")
+    assert info.color_space == "srgb" and info.icc_profile == "sRGB IEC61966-2.1"
+    np.testing.assert_array_equal(img, srgb_to_linear(px.astype(np.float32) / 255))
+    _png_with_icc(tmp_path / "bad.png", px, b"not a profile" * 20)
+    img, info = read_image(tmp_path / "bad.png")
+    assert info.color_space == "srgb" and info.icc_profile is not None and "not applied" in info.icc_profile
+    # A gamma 2.2 Adobe-RGB-like profile is applied too: mid grey decodes with its own curve.
+    adobe_d50 = ((0.6097, 0.3111, 0.0195), (0.2053, 0.6257, 0.0609), (0.1492, 0.0632, 0.7446))
+    grey = np.full((2, 2, 3), 128, np.uint8)
+    _png_with_icc(tmp_path / "a.png", grey, _icc_profile(adobe_d50, 2.2, "Adobe RGB (1998)"))
+    img, info = read_image(tmp_path / "a.png")
+    assert info.color_space == "icc"
+    np.testing.assert_allclose(img[0, 0], (128 / 255) ** (563 / 256), atol=3e-3)  # u8Fixed8 gamma 2.199

@@ -322,6 +322,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             alpha = " (with alpha)" if e["has_alpha"] else ""  # alpha is one of the channels counted
             turned = e["orientation"]
             shown = f", orientation tag {turned} applied ({ORIENTATIONS[turned]})" if turned != 1 else ""
+            if e.get("icc_profile"):
+                shown += f", ICC profile {e['icc_profile']}"
             emit(
                 args,
                 None,

@@ -26,6 +26,7 @@ import numpy.typing as npt
 from mlvfx import config
 from mlvfx.color import decode_color, encode_color
 from mlvfx.errors import ImageReadError, ImageTooLargeError, ImageWriteError, InvalidImageDataError
+from mlvfx.io import icc
 from mlvfx.io.atomic import check_writable, write_bytes_atomic
 from mlvfx.io.probe import FORMATS, HeaderError, probe
 
@@ -44,10 +45,14 @@ class ImageInfo:
         width, height, channels: the decoded image's size.
         bit_depth: 8, 16 or 32 (16 also for half-float EXR/TIFF).
         sample: "uint8", "uint16", "float16" or "float32".
-        color_space: "srgb" (decoded to linear on read), "linear" (float colour file) or "data".
+        color_space: "srgb" (decoded to linear on read), "icc" (decoded to linear sRGB with its
+            embedded profile), "linear" (float colour file) or "data".
         has_alpha: True for 2- and 4-channel images.
         orientation: the file's EXIF/TIFF orientation (1: none). It has been applied: ``width``,
             ``height`` and the pixels are as an image viewer shows them, not as stored.
+        icc_profile: the name of an embedded ICC profile (None: none). A matrix/TRC RGB profile
+            (Display P3, Adobe RGB, ...) is applied when colour is read (``color_space`` "icc");
+            otherwise the name says why not.
     """
 
     path: str
@@ -60,6 +65,7 @@ class ImageInfo:
     color_space: str
     has_alpha: bool
     orientation: int = 1
+    icc_profile: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -267,7 +273,15 @@ def read_image(
     else:
         raise ImageReadError(f"unsupported sample type {raw.dtype}", p)
     is_float = bit_depth == 32 or sample == "float16"
-    if kind == "color" and not is_float:
+    profile = icc.parse_profile(header.icc) if header.icc else None
+    converts = (
+        profile is not None and profile.usable and not profile.is_srgb and not is_float and channels >= 3
+    )
+    if kind == "color" and converts:
+        assert profile is not None
+        img = icc.decode(raw, profile)  # its tone curves and primaries, to linear sRGB
+        space = "icc"
+    elif kind == "color" and not is_float:
         img = decode_color(img)
         space = "srgb"
     elif kind == "color":
@@ -285,8 +299,21 @@ def read_image(
         color_space=space,
         has_alpha=channels in (2, 4),
         orientation=header.orientation,
+        icc_profile=_profile_note(profile, channels, is_float),
     )
     return np.ascontiguousarray(img, dtype=np.float32), info
+
+
+def _profile_note(profile: icc.Profile | None, channels: int, is_float: bool) -> str | None:
+    """The embedded profile's name, and why it is not applied when it is not."""
+    if profile is None:
+        return None
+    why = profile.reason
+    if profile.usable and is_float:
+        why = "float pixels are taken as linear"
+    elif profile.usable and channels < 3:
+        why = "a grey image"
+    return f"{profile.description} (not applied: {why})" if why else profile.description
 
 
 def describe(path: str | os.PathLike[str]) -> ImageInfo:

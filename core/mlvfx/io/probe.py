@@ -28,6 +28,7 @@ class Header:
     ``width`` and ``height`` are as stored. ``orientation`` is the EXIF/TIFF orientation (1 = as
     stored, 2-8 = mirrored and/or turned for display; see :func:`mlvfx.io.image.apply_orientation`).
     ``photometric`` is a TIFF's PhotometricInterpretation (5 = CMYK), None for other formats.
+    ``icc`` is an embedded ICC colour profile (see :mod:`mlvfx.io.icc`), None when there is none.
     """
 
     format: str
@@ -37,6 +38,7 @@ class Header:
     sample: str
     orientation: int = 1
     photometric: int | None = None
+    icc: bytes | None = None
 
 
 class HeaderError(ValueError):
@@ -76,6 +78,7 @@ def _probe_png(data: bytes) -> Header:
     channels: int | None = None
     sample = "unknown"
     orientation = 1
+    icc: bytes | None = None
     seen_iend = False
     while pos < len(data):
         if pos + 8 > len(data):
@@ -94,6 +97,8 @@ def _probe_png(data: bytes) -> Header:
             sample = "uint16" if depth == 16 else "uint8"
         elif ctype == b"eXIf":
             orientation = _exif_orientation(data[pos + 8 : pos + 8 + length])
+        elif ctype == b"iCCP":
+            icc = _png_icc(data[pos + 8 : pos + 8 + length])
         elif ctype == b"IEND":
             seen_iend = True
             break
@@ -102,13 +107,14 @@ def _probe_png(data: bytes) -> Header:
         raise HeaderError("corrupt PNG (no IHDR chunk)")
     if not seen_iend:
         raise HeaderError("truncated PNG (no IEND chunk)")
-    return Header("png", width, height, channels, sample, orientation)
+    return Header("png", width, height, channels, sample, orientation, icc=icc)
 
 
 def _probe_jpeg(data: bytes) -> Header:
     pos = 2
     sof = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
     orientation = 1
+    icc_chunks: dict[int, bytes] = {}
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             raise HeaderError("corrupt JPEG (bad marker)")
@@ -122,6 +128,8 @@ def _probe_jpeg(data: bytes) -> Header:
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         if marker == 0xE1 and data[pos + 4 : pos + 10] == b"Exif\x00\x00":
             orientation = _exif_orientation(data[pos + 10 : pos + 2 + length])
+        if marker == 0xE2 and data[pos + 4 : pos + 16] == b"ICC_PROFILE\x00" and length > 16:
+            icc_chunks[data[pos + 16]] = data[pos + 18 : pos + 2 + length]  # sequence number, then data
         if marker in sof:
             if pos + 10 > len(data):
                 break
@@ -131,7 +139,8 @@ def _probe_jpeg(data: bytes) -> Header:
             if data.find(b"\xff\xd9", pos) < 0:
                 raise HeaderError("truncated JPEG (no end-of-image marker)")
             sample = "uint16" if precision > 8 else "uint8"
-            return Header("jpeg", width, height, ncomp, sample, orientation)
+            icc = b"".join(icc_chunks[k] for k in sorted(icc_chunks)) or None
+            return Header("jpeg", width, height, ncomp, sample, orientation, icc=icc)
         pos += 2 + length
     raise HeaderError("truncated or corrupt JPEG (no frame header)")
 
@@ -152,6 +161,7 @@ def _exif_orientation(tiff: bytes) -> int:
 
 
 _TIFF_TYPES = {3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}
+MAX_ICC_BYTES = 4 << 20  # real profiles are a few KB; a bigger one is not read (nor inflated)
 
 
 def _tiff_tags(data: bytes, wanted: tuple[int, ...]) -> dict[int, int]:
@@ -208,7 +218,52 @@ def _probe_tiff(data: bytes) -> Header:
         sample,
         orientation if 1 <= orientation <= 8 else 1,
         tags.get(262),
+        _tiff_icc(data),
     )
+
+
+def _png_icc(chunk: bytes) -> bytes | None:
+    """An iCCP chunk's profile: a name, a 0 byte, the method (0) and the zlib-compressed profile."""
+    import zlib
+
+    name_end = chunk.find(b"\x00")
+    if name_end < 0 or name_end + 2 > len(chunk):
+        return None
+    inflater = zlib.decompressobj()
+    try:
+        profile = inflater.decompress(chunk[name_end + 2 :], MAX_ICC_BYTES)
+    except zlib.error:
+        return None  # a damaged profile is read as "no profile", as a damaged EXIF block is
+    return profile or None
+
+
+def _tiff_icc(data: bytes) -> bytes | None:
+    """The InterColorProfile tag (34675) of a TIFF's first image directory."""
+    try:
+        endian = "<" if data[:2] == b"II" else ">"
+        big = data[2:4] in (b"+\x00", b"\x00+")
+        if big:
+            (ifd,) = struct.unpack(endian + "Q", data[8:16])
+            (count,) = struct.unpack(endian + "Q", data[ifd : ifd + 8])
+            entry, start, fmt = 20, ifd + 8, "Q"
+        else:
+            (ifd,) = struct.unpack(endian + "I", data[4:8])
+            (count,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
+            entry, start, fmt = 12, ifd + 2, "I"
+        for i in range(count):
+            off = start + i * entry
+            (tag,) = struct.unpack(endian + "H", data[off : off + 2])
+            if tag != 34675:
+                continue
+            size = struct.calcsize(fmt)
+            (n,) = struct.unpack(endian + fmt, data[off + 4 : off + 4 + size])
+            (where,) = struct.unpack(endian + fmt, data[off + 4 + size : off + 4 + 2 * size])
+            if n > MAX_ICC_BYTES or where + n > len(data):
+                return None
+            return data[where : where + n] if n > size else None
+    except struct.error:
+        return None
+    return None
 
 
 def _probe_exr(data: bytes) -> Header:

@@ -356,6 +356,8 @@ def material_from_file(
     )
     if info.orientation != 1:  # the maps are upright as shown; the photo's pixels are stored turned
         result.meta["source_orientation"] = info.orientation
+    if info.icc_profile:  # the photo's colours were read through it (or why not)
+        result.meta["source_icc_profile"] = info.icc_profile
     return write_material(result, folder, overwrite=overwrite, source=os.fspath(path))
 
 
