@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import bridge
+from . import bridge, smoke
 
 
 class ShaderEditorPanel:
@@ -113,6 +113,9 @@ class MLVFX_PT_smoke(bpy.types.Panel):
         col.prop(s, "vorticity")
         col.prop(s, "emission")
         col.prop(s, "cache")
+        conflict = smoke.cache_conflict(obj)
+        if conflict is not None:
+            col.label(text=f"Cache folder also used by {conflict[0]!r}", icon="ERROR")
         layout.operator("mlvfx.bake_smoke", icon="RENDER_ANIMATION")
 
 

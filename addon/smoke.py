@@ -1,15 +1,22 @@
 """Learned smoke in Blender: turn a mesh into an emitter in a new domain, bake to an OpenVDB sequence,
 and play it back on a Volume object.
 
-The bake runs the core stepper in a worker thread and writes each frame with the core's OpenVDB
-writer (through the openvdb module bundled with Blender). It bakes into a fresh folder and swaps it
-in only when every frame is written, so a cancelled or failed rebake leaves the previous cache as it was.
+The bake voxelizes the emitter on the main thread (once per frame whose evaluated emitter differs,
+so an animated emitter moves), runs the core stepper in a worker thread and writes each frame with
+the core's OpenVDB writer (through the openvdb module bundled with Blender). It bakes into a fresh
+folder and swaps it in only when every frame is written, so a cancelled or failed rebake leaves the
+previous cache as it was.
+
+A cache folder belongs to one domain: the one whose Volume object plays it. That Volume object
+records its domain (``mlvfx_smoke.domain``, a pointer, so renaming either keeps the link), and a
+bake into a folder that another domain also uses is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
-import tempfile
 import uuid
 import zlib
 from pathlib import Path
@@ -36,6 +43,11 @@ def model_number(model_id: str) -> int:
     """The enum number of a zoo smoke model: fixed per id, so a .blend keeps its choice whatever
     the manifest adds (new models, new versions) or reorders."""
     return _FIXED_NUMBERS.get(model_id) or 2000 + zlib.crc32(model_id.encode()) % 1_000_000
+
+
+def _emitter_poll(self: Any, obj: bpy.types.Object) -> bool:
+    """The Emitter picker offers meshes, never a smoke domain."""
+    return obj.type == "MESH" and not obj.mlvfx_smoke.is_domain
 
 
 def _model_items(self: Any, context: bpy.types.Context) -> list[tuple[str, str, str, str, int]]:
@@ -90,7 +102,7 @@ class MLVFX_PG_smoke(bpy.types.PropertyGroup):
 
     is_domain: bpy.props.BoolProperty(default=False)  # type: ignore[valid-type]
     emitter: bpy.props.PointerProperty(  # type: ignore[valid-type]
-        name="Emitter", type=bpy.types.Object, description="Mesh that emits smoke"
+        name="Emitter", type=bpy.types.Object, description="Mesh that emits smoke", poll=_emitter_poll
     )
     model: bpy.props.EnumProperty(name="Model", items=_model_items)  # type: ignore[valid-type]
     resolution: bpy.props.IntProperty(  # type: ignore[valid-type]
@@ -118,6 +130,11 @@ class MLVFX_PG_smoke(bpy.types.PropertyGroup):
         subtype="DIR_PATH",
         options={"PATH_SUPPORTS_BLEND_RELATIVE"},
     )
+    domain: bpy.props.PointerProperty(  # type: ignore[valid-type]
+        name="Smoke Domain",
+        type=bpy.types.Object,
+        description="On a Volume object made by Bake Smoke: the domain whose bake it plays",
+    )
 
 
 def _world_bounds(obj: bpy.types.Object) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +155,12 @@ class MLVFX_OT_add_smoke(bpy.types.Operator):
         obj = bpy.data.objects.get(self.emitter) if self.emitter else context.active_object
         if obj is None or obj.type != "MESH":
             self.report({"ERROR"}, "select a mesh object to emit smoke")
+            return {"CANCELLED"}
+        if obj.mlvfx_smoke.is_domain:
+            self.report(
+                {"ERROR"},
+                f"{obj.name!r} is an mlvfx smoke domain, not an emitter: select the mesh to emit smoke",
+            )
             return {"CANCELLED"}
         if obj.mode != "OBJECT":  # edit-mode changes reach the mesh (and its bounds) only in object mode
             bpy.ops.object.mode_set(mode="OBJECT")
@@ -171,7 +194,7 @@ class MLVFX_OT_add_smoke(bpy.types.Operator):
         settings.emitter = obj
         settings.frame_start = context.scene.frame_start
         settings.frame_end = context.scene.frame_end
-        settings.cache = f"//mlvfx_smoke/{domain.name}"
+        settings.cache = _free_cache_path(domain)
         if any(item[0] == AUTO for item in _model_items(settings, context)):
             settings.model = AUTO  # learned smoke by default, the model picked by resolution at bake time
         self.report({"INFO"}, f"mlvfx: smoke domain {domain.name!r} emits from {obj.name!r}")
@@ -188,16 +211,138 @@ def _resolve_model(model: str, cells: int) -> str:
     return default_model(3, cells)
 
 
+# -- which domain a cache folder and a Volume object belong to ------------------------------------
+
+
+def _resolved(path: str) -> Path:
+    normal = Path(os.path.normpath(path))
+    try:
+        return normal.resolve()
+    except (OSError, RuntimeError):  # a symlink loop or an unreadable parent: compare as written
+        return normal
+
+
+def cache_path(domain: bpy.types.Object) -> Path | None:
+    """The domain's cache folder as an absolute, normalised path (None while Cache is blank)."""
+    cache = domain.mlvfx_smoke.cache
+    if not cache.strip():
+        return None
+    return _resolved(bpy.path.abspath(cache, library=domain.library))
+
+
+def _plays(volume_obj: bpy.types.Object, cache: Path) -> bool:
+    """Whether the Volume object plays a file of the folder ``cache``."""
+    filepath = volume_obj.data.filepath
+    if not filepath:
+        return False
+    return _resolved(bpy.path.abspath(filepath, library=volume_obj.data.library)).parent == cache
+
+
+def domain_volume(domain: bpy.types.Object) -> bpy.types.Object | None:
+    """The Volume object that plays the domain's bake: the one whose ``mlvfx_smoke.domain`` is the
+    domain (whatever either is called; a duplicate of the domain is not its owner). A Volume baked
+    before that link existed (no domain recorded) is adopted when it plays the domain's cache folder."""
+    owned = [o for o in bpy.data.objects if o.type == "VOLUME" and o.mlvfx_smoke.domain == domain]
+    if owned:
+        return next((o for o in owned if o.users_scene), owned[0])
+    cache = cache_path(domain)
+    if cache is None:
+        return None
+    legacy = [
+        o
+        for o in bpy.data.objects
+        if o.type == "VOLUME" and o.mlvfx_smoke.domain is None and o.users_scene and _plays(o, cache)
+    ]
+    return next((o for o in legacy if o.name == f"{domain.name}_volume"), legacy[0] if legacy else None)
+
+
+def _other_domains(domain: bpy.types.Object) -> list[bpy.types.Object]:
+    """The smoke domains in a scene other than ``domain`` (a deleted one may linger in bpy.data)."""
+    return [o for o in bpy.data.objects if o != domain and o.mlvfx_smoke.is_domain and o.users_scene]
+
+
+def cache_conflict(domain: bpy.types.Object, cache: Path | None = None) -> tuple[str, str] | None:
+    """Why ``domain`` must not bake into ``cache`` (default: its own Cache folder): another domain
+    uses the same folder. ``(other domain's name, one-line message)``, or None when it may.
+
+    The domain whose Volume plays the folder owns it and may rebake it; any other domain with that
+    folder is refused (a Shift+D copy of a baked domain, say). Two domains that share a folder that
+    neither has baked are both refused, so a bake never silently replaces another domain's smoke."""
+    cache = cache_path(domain) if cache is None else cache
+    if cache is None:
+        return None
+    others = [o for o in _other_domains(domain) if cache_path(o) == cache]
+    if not others:
+        return None
+    shown = domain.mlvfx_smoke.cache
+    fix = f"choose another Cache folder for {domain.name!r}"
+    for other in others:
+        theirs = domain_volume(other)
+        if theirs is not None and _plays(theirs, cache):
+            return other.name, f"the cache folder {shown} holds the smoke of domain {other.name!r}: {fix}"
+    mine = domain_volume(domain)
+    if mine is not None and _plays(mine, cache):
+        return None
+    return others[0].name, f"smoke domain {others[0].name!r} uses the same cache folder {shown}: {fix}"
+
+
+def _free_cache_path(domain: bpy.types.Object) -> str:
+    """``//mlvfx_smoke/<domain>``, numbered when another domain already uses that folder."""
+    taken = {cache_path(o) for o in _other_domains(domain)}
+    base = f"//mlvfx_smoke/{domain.name}"
+    candidate, number = base, 1
+    while _resolved(bpy.path.abspath(candidate)) in taken:
+        number += 1
+        candidate = f"{base}_{number}"
+    return candidate
+
+
+# -- the emitter on the domain's grid, per frame --------------------------------------------------
+
+PackedMask = tuple[tuple[int, int, int], tuple[int, int, int], np.ndarray]
+"""A {0, 1} mask kept small: the start and shape of the box around its covered cells, and that
+box's cells as bits (``np.packbits``). An emitter covers a small part of the domain, so a moving
+emitter costs a few kilobytes per frame, not a full grid."""
+
+
+def pack_mask(mask: np.ndarray) -> PackedMask:
+    covered = mask > 0
+    if not covered.any():
+        return (0, 0, 0), (0, 0, 0), np.zeros(0, np.uint8)
+    spans = [np.flatnonzero(covered.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    lo = (int(spans[0][0]), int(spans[1][0]), int(spans[2][0]))
+    hi = (int(spans[0][-1]) + 1, int(spans[1][-1]) + 1, int(spans[2][-1]) + 1)
+    box = covered[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    return lo, (box.shape[0], box.shape[1], box.shape[2]), np.packbits(box, axis=None)
+
+
+def unpack_mask(packed: PackedMask, shape: tuple[int, ...]) -> np.ndarray:
+    """The full float32 mask of ``shape`` that :func:`pack_mask` packed."""
+    lo, box, bits = packed
+    mask = np.zeros(shape, np.float32)
+    if 0 not in box:
+        cells = np.unpackbits(bits, count=box[0] * box[1] * box[2]).reshape(box)
+        mask[lo[0] : lo[0] + box[0], lo[1] : lo[1] + box[1], lo[2] : lo[2] + box[2]] = cells
+    return mask
+
+
 def _voxelize(
-    obj: bpy.types.Object, origin: np.ndarray, voxel: float, dims: tuple[int, int, int]
+    obj: bpy.types.Object,
+    origin: np.ndarray,
+    voxel: float,
+    dims: tuple[int, int, int],
+    depsgraph: bpy.types.Depsgraph | None = None,
 ) -> np.ndarray:
-    """Inside-mask of a mesh on a Blender-axis grid (X, Y, Z), voxel centres at origin + (i + 0.5) * voxel."""
+    """Inside-mask of a mesh on a Blender-axis grid (X, Y, Z), voxel centres at origin + (i + 0.5) * voxel.
+
+    The mesh is the evaluated one (modifiers, shape keys, animation) at the depsgraph's frame."""
     from mathutils.bvhtree import BVHTree
 
-    depsgraph = bpy.context.evaluated_depsgraph_get()
+    depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
+    evaluated = obj.evaluated_get(depsgraph)
     tree = BVHTree.FromObject(obj, depsgraph)
-    inv = obj.matrix_world.inverted()
-    low, high = _world_bounds(obj)
+    inv = evaluated.matrix_world.inverted()
+    low, high = _world_bounds(evaluated)
     lo = np.maximum(np.floor((low - origin) / voxel).astype(int), 0)
     hi = np.minimum(np.ceil((high - origin) / voxel).astype(int) + 1, np.array(dims))
     mask = np.zeros(dims, np.float32)
@@ -212,6 +357,58 @@ def _voxelize(
                 if (p - location).dot(normal) < 0 or dist < 0.5 * voxel:
                     mask[i, j, k] = 1.0
     return mask
+
+
+def _emitter_key(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> bytes:
+    """A digest of the evaluated emitter (world matrix, vertex positions, faces): equal on two
+    frames exactly when the emitter is the same there, whatever animates it (keys, parents,
+    constraints, drivers, modifiers)."""
+    evaluated = obj.evaluated_get(depsgraph)
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(np.array(evaluated.matrix_world, np.float64).tobytes())
+    mesh = evaluated.to_mesh()
+    try:
+        co = np.empty(len(mesh.vertices) * 3, np.float32)
+        mesh.vertices.foreach_get("co", co)
+        loops = np.empty(len(mesh.loops), np.int32)
+        mesh.loops.foreach_get("vertex_index", loops)
+        digest.update(co.tobytes())
+        digest.update(loops.tobytes())
+    finally:
+        evaluated.to_mesh_clear()
+    return digest.digest()
+
+
+def _emitter_masks(
+    context: bpy.types.Context,
+    obj: bpy.types.Object,
+    frames: list[int],
+    origin: np.ndarray,
+    voxel: float,
+    dims: tuple[int, int, int],
+) -> tuple[list[PackedMask], list[int]]:
+    """The emitter voxelized at every frame of the bake (main thread), in the solver's axis order.
+
+    Returns the distinct masks and, per frame, the index of its mask: a still emitter is voxelized
+    once, a moving one once per frame where it differs. The scene's current frame is restored."""
+    scene = context.scene
+    current, subframe = scene.frame_current, scene.frame_subframe
+    masks: list[PackedMask] = []
+    index_of: dict[bytes, int] = {}
+    per_frame: list[int] = []
+    try:
+        for frame in frames:
+            scene.frame_set(frame)
+            depsgraph = context.evaluated_depsgraph_get()
+            key = _emitter_key(obj, depsgraph)
+            if key not in index_of:
+                mask = _voxelize(obj, origin, voxel, dims, depsgraph)
+                index_of[key] = len(masks)
+                masks.append(pack_mask(np.transpose(mask, (1, 2, 0))))  # (Z_solver = Y, Y_solver = Z up, X)
+            per_frame.append(index_of[key])
+    finally:
+        scene.frame_set(current, subframe=subframe)
+    return masks, per_frame
 
 
 class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
@@ -233,34 +430,48 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         s = domain.mlvfx_smoke
         if s.emitter is None:
             raise InputError(f"smoke domain {domain.name!r} has no emitter")
+        if s.emitter.type != "MESH" or s.emitter.mlvfx_smoke.is_domain:
+            raise InputError(
+                f"the emitter of smoke domain {domain.name!r} must be a mesh that is not a smoke domain, "
+                f"and {s.emitter.name!r} is not"
+            )
         if s.frame_end < s.frame_start:
             raise InputError(f"frame range {s.frame_start}-{s.frame_end} is empty")
+        if s.frame_start < 0:
+            raise InputError(f"frame range {s.frame_start}-{s.frame_end} starts before frame 0")
         if not s.cache.strip():
             raise InputError(f"smoke domain {domain.name!r} has no cache folder: set Cache first")
         if not bpy.data.is_saved and s.cache.startswith("//"):
             raise InputError("save the .blend first: the smoke cache is written next to it")
-        check_cache_folder(Path(bpy.path.abspath(s.cache)))
+        cache = Path(bpy.path.abspath(s.cache))
+        check_cache_folder(cache)
+        conflict = cache_conflict(domain)
+        if conflict is not None:
+            raise InputError(conflict[1])
         low, high = _world_bounds(domain)
         extent = high - low
         voxel = float(extent.max()) / s.resolution
+        dims: tuple[int, int, int]
         if s.model == "reference":
-            dims = tuple(max(8, round(float(e) / voxel)) for e in extent)  # Blender X, Y, Z
+            dims = tuple(max(8, round(float(e) / voxel)) for e in extent)
         else:  # a surrogate runs 4x coarser: every axis a multiple of 4, and at least 4 coarse cells
             dims = tuple(max(16, 4 * round(float(e) / voxel / 4)) for e in extent)
-        mask = _voxelize(s.emitter, low, voxel, dims)
-        if not mask.any():
+        frames = list(range(s.frame_start, s.frame_end + 1))
+        masks, emitter_of_frame = _emitter_masks(context, s.emitter, frames, low, voxel, dims)
+        if all(0 in box for _, box, _ in masks):
             raise InputError(f"emitter {s.emitter.name!r} covers no voxel of the domain at this resolution")
-        solver_mask = np.transpose(mask, (1, 2, 0))  # (Z_solver = Y, Y_solver = Z up, X)
         fps = context.scene.render.fps / context.scene.render.fps_base
         return {
             "domain": domain.name,
-            "cache": Path(bpy.path.abspath(s.cache)),
+            "domain_uid": domain.session_uid,
+            "cache": cache,
             "model": _resolve_model(s.model, max(dims)),  # the grid as rounded for a surrogate
-            "shape": solver_mask.shape,
-            "mask": solver_mask,
+            "shape": (dims[1], dims[2], dims[0]),  # solver order (Z = Blender Y, Y = Blender Z up, X)
+            "emitters": masks,
+            "emitter_of_frame": emitter_of_frame,
             "voxel": voxel,
             "origin": tuple(float(v) for v in low + 0.5 * voxel),
-            "frames": list(range(s.frame_start, s.frame_end + 1)),
+            "frames": frames,
             "dt": 1.0 / fps / s.substeps,
             "substeps": s.substeps,
             "buoyancy": s.buoyancy,
@@ -271,39 +482,61 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
 
     @staticmethod
     def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
+        from mlvfx.errors import ImageWriteError
         from mlvfx.fluids.reference import SmokeConfig, Source, Stepper
         from mlvfx.fluids.surrogate import INFERENCE_OPEN_INFLOW
+        from mlvfx.io.atomic import make_temp_dir
         from mlvfx.io.volume import write_vdb
         from mlvfx.progress import check_cancel, report
 
         shape = plan["shape"]
-        config = SmokeConfig(
-            shape=shape,
-            dt=plan["dt"],
-            domain_width=plan["voxel"] * shape[2],
-            buoyancy=plan["buoyancy"],
-            density_dissipation=plan["dissipation"],
-            vorticity=plan["vorticity"],
-            boundary="open_top",
-            open_inflow=INFERENCE_OPEN_INFLOW,  # smoke-free air through the open top, as the surrogate
-            dtype="float32",
-        )
-        stepper: Any
-        if plan["model"] == "reference":
-            stepper = Stepper(config)
-        else:  # the zoo's learned surrogate (downloaded on first use when online access is allowed)
-            from mlvfx.fluids.surrogate import load_stepper
+        frames = plan["frames"]
+        if "emitters" in plan:  # per frame, as _prepare makes it
 
-            report(progress, 0.0, f"loading smoke model {plan['model']}")
-            stepper = load_stepper(plan["model"], config)
-        sources = [Source(plan["mask"], rate=plan["emission"])]
+            def emitter_mask(i: int) -> np.ndarray:
+                return unpack_mask(plan["emitters"][i], shape)
+
+            emitter_of_frame: list[int] = plan["emitter_of_frame"]
+        else:  # one full [0, 1] mask for every frame (a plan written by hand)
+
+            def emitter_mask(i: int) -> np.ndarray:
+                return np.asarray(plan["mask"], np.float32)
+
+            emitter_of_frame = [0] * len(frames)
         cache: Path = plan["cache"]
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{cache.name}.baking-", dir=cache.parent))
+        try:  # the folder first: an unwritable project fails before any model or simulation work
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            staging = make_temp_dir(cache.parent, f".{cache.name}.baking-")
+        except OSError as exc:
+            raise ImageWriteError(f"cannot create output: {exc.strerror or exc}", cache.parent) from None
         try:
+            config = SmokeConfig(
+                shape=shape,
+                dt=plan["dt"],
+                domain_width=plan["voxel"] * shape[2],
+                buoyancy=plan["buoyancy"],
+                density_dissipation=plan["dissipation"],
+                vorticity=plan["vorticity"],
+                boundary="open_top",
+                open_inflow=INFERENCE_OPEN_INFLOW,  # smoke-free air through the open top, as the surrogate
+                dtype="float32",
+            )
+            stepper: Any
+            if plan["model"] == "reference":
+                stepper = Stepper(config)
+            else:  # the zoo's learned surrogate (downloaded on first use when online access is allowed)
+                from mlvfx.fluids.surrogate import load_stepper
+
+                report(progress, 0.0, f"loading smoke model {plan['model']}")
+                stepper = load_stepper(plan["model"], config)
             density = velocity = None
-            frames = plan["frames"]
+            sources: list[Any] = []
+            shown = -1
             for index, frame in enumerate(frames):
+                if emitter_of_frame[index] != shown:  # the emitter moved (or this is the first frame)
+                    shown = emitter_of_frame[index]
+                    mask = emitter_mask(shown)
+                    sources = [Source(mask, rate=plan["emission"])] if mask.any() else []
                 for _ in range(plan["substeps"]):
                     check_cancel(cancel)
                     density, velocity = stepper.step(density, velocity, sources)
@@ -322,16 +555,30 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         return staging
 
     def _apply(self, context: bpy.types.Context, plan: dict[str, Any], result: Any) -> set[str]:
+        from mlvfx.errors import InputError
+
         staging: Path = result
         cache: Path = plan["cache"]
         try:
+            uid = plan.get("domain_uid")  # the domain may have been renamed while the bake ran
+            domain = next((o for o in bpy.data.objects if o.session_uid == uid), None)
+            if domain is None:
+                domain = bpy.data.objects.get(plan["domain"])
+            if domain is None or not domain.mlvfx_smoke.is_domain:
+                raise InputError(
+                    f"smoke domain {plan['domain']!r} was deleted during the bake; nothing was changed"
+                )
+            conflict = cache_conflict(
+                domain, _resolved(str(cache))
+            )  # another domain may have baked there since
+            if conflict is not None:
+                raise InputError(conflict[1])
             swap_in(staging, cache)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        domain = bpy.data.objects.get(plan["domain"])
         first = cache / f"density_{plan['frames'][0]:04d}.vdb"
-        volume_obj = _volume_object(domain.name if domain else plan["domain"], first, plan["frames"])
+        volume_obj = _volume_object(context, domain, first, plan["frames"])
         self.report({"INFO"}, f"mlvfx: baked {len(plan['frames'])} frames into {cache} ({volume_obj.name})")
         return {"FINISHED"}
 
@@ -346,7 +593,7 @@ def check_cache_folder(cache: Path) -> None:
     .blend's own folder) is the usual mistake.
 
     Raises:
-        InputError: naming the path and the first foreign entry.
+        InputError: naming the path and the first foreign entry, or why the folder cannot be read.
     """
     from mlvfx.errors import InputError
 
@@ -354,7 +601,11 @@ def check_cache_folder(cache: Path) -> None:
         raise InputError("the smoke cache must be a folder, and this is a file", cache)
     if not cache.is_dir():
         return
-    for entry in sorted(cache.iterdir()):
+    try:
+        entries = sorted(cache.iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot read the smoke cache folder: {exc.strerror or exc}", cache) from None
+    for entry in entries:
         if entry.name in _FOLDER_LITTER and entry.is_file():
             continue
         if not (entry.is_file() and entry.name.startswith("density_") and entry.suffix == ".vdb"):
@@ -369,30 +620,53 @@ def swap_in(staging: Path, cache: Path) -> None:
     """Replace ``cache`` by the finished ``staging`` folder; the old cache is removed only afterwards.
 
     The old cache is checked again first (:func:`check_cache_folder`): it may have changed since
-    the bake started."""
+    the bake started. If the new folder cannot be moved in, the old one is put back.
+
+    Raises:
+        ImageWriteError: the folder cannot be replaced (permissions, say).
+    """
+    from mlvfx.errors import ImageWriteError
+
     check_cache_folder(cache)
     old = None
-    if cache.exists():
-        old = cache.with_name(f".{cache.name}.old-{uuid.uuid4().hex[:8]}")
-        cache.rename(old)
-    staging.rename(cache)
+    try:
+        if cache.exists():
+            old = cache.with_name(f".{cache.name}.old-{uuid.uuid4().hex[:8]}")
+            cache.rename(old)
+        staging.rename(cache)
+    except OSError as exc:
+        if old is not None and not cache.exists():
+            old.rename(cache)
+        raise ImageWriteError(f"cannot replace the smoke cache: {exc.strerror or exc}", cache) from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _volume_object(domain_name: str, first: Path, frames: list[int]) -> bpy.types.Object:
-    name = f"{domain_name}_volume"
-    obj = bpy.data.objects.get(name)
-    if obj is None or obj.type != "VOLUME":
-        volume = bpy.data.volumes.new(name)
-        obj = bpy.data.objects.new(name, volume)
-        bpy.context.scene.collection.objects.link(obj)
+def _volume_object(
+    context: bpy.types.Context, domain: bpy.types.Object, first: Path, frames: list[int]
+) -> bpy.types.Object:
+    """The domain's Volume object (:func:`domain_volume`; a new one for a domain that has none),
+    set to play the sequence ``density_<frame>.vdb`` of ``frames`` at those scene frames and
+    nothing outside them."""
+    obj = domain_volume(domain)
+    if obj is None:
+        name = f"{domain.name}_volume"
+        obj = bpy.data.objects.new(name, bpy.data.volumes.new(name))
+    if not obj.users_scene:  # new, or left in bpy.data without a scene
+        context.scene.collection.objects.link(obj)
+    obj.mlvfx_smoke.domain = domain
     volume = obj.data
     volume.filepath = bpy.path.relpath(str(first)) if bpy.data.is_saved else str(first)
-    volume.is_sequence = len(frames) > 1
+    # Blender numbers a sequence from 1: at scene frame f it loads file number
+    # f - frame_start + 1 + frame_offset, so the offset frame_start - 1 loads density_<f>.vdb at f.
+    # A single frame is a sequence too, else it would show on every frame of the shot; "CLIP" shows
+    # nothing before the first baked frame (no smoke yet) and after the last (nothing baked there).
+    volume.is_sequence = True
     volume.frame_start = frames[0]
+    volume.frame_offset = frames[0] - 1
     volume.frame_duration = len(frames)
     volume.sequence_mode = "CLIP"
+    context.evaluated_depsgraph_get()  # the scene's frame reaches the volume (else it loads file 0)
     volume.grids.load()
     if not volume.materials:
         volume.materials.append(_smoke_material())

@@ -1,0 +1,236 @@
+"""Learned smoke in the built extension: the Volume's frames, an animated emitter, cache ownership,
+unwritable folders and small cases. Run by tests/test_addon_smoke.py in a fresh bpy process:
+    python addon_smoke.py EXTENSION_ZIP WORKDIR
+Prints one ``RESULT {json}`` line with what it observed; every check is also asserted here.
+Tiny grids (16-24 voxels) and a few frames keep it fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+
+zip_path, work = Path(sys.argv[1]), Path(sys.argv[2])
+observed: dict[str, Any] = {}
+MODULE = "bl_ext.user_default.mlvfx"
+
+result = bpy.ops.extensions.package_install_files(
+    filepath=str(zip_path), repo="user_default", enable_on_install=True
+)
+assert result == {"FINISHED"}, result
+smoke = sys.modules[MODULE + ".smoke"]
+
+bpy.ops.wm.read_homefile(use_empty=True)
+bpy.ops.wm.save_as_mainfile(filepath=str(work / "shot.blend"))
+scene = bpy.context.scene
+
+
+def error_of(op: Any, **kwargs: Any) -> str:
+    """The one-line error an operator reports (it must fail)."""
+    try:
+        op(**kwargs)
+    except RuntimeError as exc:
+        return str(exc).strip()
+    raise AssertionError(f"{op} succeeded with {kwargs}")
+
+
+def new_domain(location: tuple[float, float, float], frames: tuple[int, int], resolution: int = 16) -> Any:
+    bpy.ops.mesh.primitive_ico_sphere_add(radius=0.2, location=location)
+    assert bpy.ops.mlvfx.add_smoke() == {"FINISHED"}
+    domain = bpy.context.active_object
+    s = domain.mlvfx_smoke
+    s.model, s.resolution, (s.frame_start, s.frame_end) = "reference", resolution, frames
+    return domain
+
+
+def cache_of(domain: Any) -> Path:
+    return Path(bpy.path.abspath(domain.mlvfx_smoke.cache))
+
+
+def grids_at(volume_obj: Any, frame: int) -> tuple[int, str]:
+    """Grids the Volume object shows at a scene frame, and the file they came from."""
+    scene.frame_set(frame)
+    grids = volume_obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data.grids
+    grids.load()
+    return len(grids), Path(grids.frame_filepath).name if len(grids) else ""
+
+
+def smoke_x(path: Path) -> float:
+    """World x of the density's centroid in a baked frame."""
+    import openvdb  # bundled with Blender; a bake has made it importable
+
+    grid = openvdb.read(str(path), "density")
+    lo, hi = grid.evalActiveVoxelBoundingBox()
+    a = np.zeros([h - lo_ + 1 for lo_, h in zip(lo, hi, strict=True)], np.float32)
+    grid.copyToArray(a, ijk=lo)
+    xc = float((a.sum(axis=(1, 2)) * (np.arange(a.shape[0]) + lo[0])).sum() / a.sum())
+    return float(grid.transform.indexToWorld((xc, 0, 0))[0])
+
+
+def volumes_of(domain: Any) -> list[str]:
+    return [o.name for o in bpy.data.objects if o.type == "VOLUME" and o.mlvfx_smoke.domain == domain]
+
+
+# -- 1. a shot that starts at 1001: the Volume shows density_<f>.vdb at frame f, nothing outside ----
+shot = new_domain((0.0, 0.0, 0.3), (1001, 1003))
+scene.frame_set(1)
+assert bpy.ops.mlvfx.bake_smoke(domain=shot.name) == {"FINISHED"}
+assert sorted(p.name for p in cache_of(shot).iterdir()) == [f"density_{f}.vdb" for f in (1001, 1002, 1003)]
+shot_volume = smoke.domain_volume(shot)
+v = shot_volume.data
+observed["sequence"] = [v.is_sequence, v.frame_start, v.frame_offset, v.frame_duration, v.sequence_mode]
+assert observed["sequence"] == [True, 1001, 1000, 3, "CLIP"], observed["sequence"]
+shown = {f: grids_at(shot_volume, f) for f in (1, 1000, 1001, 1002, 1003, 1004)}
+observed["shot_frames"] = {str(f): list(g) for f, g in shown.items()}
+for f in (1001, 1002, 1003):
+    assert shown[f] == (1, f"density_{f}.vdb"), (f, shown[f])
+for f in (1, 1000, 1004):
+    assert shown[f][0] == 0, (f, shown[f])
+
+# -- 5b. one baked frame is a one-frame sequence: smoke at that frame only -------------------------
+single = new_domain((3.0, 0.0, 0.3), (10, 10))
+assert bpy.ops.mlvfx.bake_smoke(domain=single.name) == {"FINISHED"}
+single_volume = smoke.domain_volume(single)
+observed["single_frame"] = {str(f): grids_at(single_volume, f)[0] for f in (1, 9, 10, 11, 200)}
+assert observed["single_frame"] == {"1": 0, "9": 0, "10": 1, "11": 0, "200": 0}, observed["single_frame"]
+
+# -- 5c. a domain is no emitter -------------------------------------------------------------------
+message = error_of(bpy.ops.mlvfx.add_smoke, emitter=single.name)
+assert "is an mlvfx smoke domain" in message and not single.mlvfx_smoke.emitter.mlvfx_smoke.is_domain, message
+assert sum(o.mlvfx_smoke.is_domain for o in bpy.data.objects) == 2
+emitter_before = single.mlvfx_smoke.emitter
+single.mlvfx_smoke.emitter = shot  # a script or an old file can still set it: the bake refuses
+message_bake = error_of(bpy.ops.mlvfx.bake_smoke, domain=single.name)
+assert "not a smoke domain" in message_bake, message_bake
+single.mlvfx_smoke.emitter = emitter_before
+observed["domain_as_emitter"] = [message, message_bake]
+
+# -- 2. an animated emitter is voxelized at every frame; the user's frame comes back ---------------
+moving = new_domain((0.0, 6.0, 0.3), (1, 6), resolution=24)
+emitter = moving.mlvfx_smoke.emitter
+emitter.scale = (0.6, 0.6, 0.6)
+emitter.location.x = -0.5
+emitter.keyframe_insert("location", frame=1)
+emitter.location.x = 0.5
+emitter.keyframe_insert("location", frame=6)
+scene.frame_set(4)
+assert bpy.ops.mlvfx.bake_smoke(domain=moving.name) == {"FINISHED"}
+assert scene.frame_current == 4, scene.frame_current
+xs = [round(smoke_x(cache_of(moving) / f"density_{f:04d}.vdb"), 3) for f in range(1, 7)]
+observed["moving_smoke_x"] = xs
+assert xs[0] < -0.3 and xs[-1] > xs[0] + 0.25 and all(b > a for a, b in itertools.pairwise(xs)), xs
+low, high = smoke._world_bounds(moving)
+voxel = float((high - low).max()) / 24
+dims = tuple(max(8, round(float(e) / voxel)) for e in high - low)
+masks, per_frame = smoke._emitter_masks(bpy.context, emitter, list(range(1, 7)), low, voxel, dims)
+assert len(masks) == 6 and per_frame == list(range(6)), per_frame
+starts = [m[0][2] for m in masks]  # solver X = Blender X: the box moves along +x
+assert starts == sorted(starts) and starts[-1] > starts[0], starts
+assert scene.frame_current == 4
+# A still emitter (keys removed) is voxelized once; a packed mask unpacks to the same grid.
+emitter.animation_data_clear()
+masks, per_frame = smoke._emitter_masks(bpy.context, emitter, list(range(1, 7)), low, voxel, dims)
+assert len(masks) == 1 and per_frame == [0] * 6, per_frame
+full = np.transpose(smoke._voxelize(emitter, low, voxel, dims), (1, 2, 0))
+assert np.array_equal(smoke.unpack_mask(masks[0], full.shape), full) and full.any()
+observed["packed_mask_bytes"] = int(masks[0][2].nbytes)
+assert masks[0][2].nbytes * 8 < full.size  # a box of bits, not a full grid
+observed["animated_emitter"] = "voxelized per frame"
+
+# -- 3. a duplicated domain does not take over the original's cache; the Volume follows its domain -
+first_inode = (cache_of(shot) / "density_1001.vdb").stat().st_ino
+bpy.ops.object.select_all(action="DESELECT")
+shot.select_set(True)
+bpy.context.view_layer.objects.active = shot
+assert bpy.ops.object.duplicate() == {"FINISHED"}  # Shift+D
+copy = bpy.context.active_object
+assert copy != shot and copy.mlvfx_smoke.cache == shot.mlvfx_smoke.cache
+message = error_of(bpy.ops.mlvfx.bake_smoke, domain=copy.name)
+assert repr(shot.name) in message and "choose another Cache folder" in message, message
+assert "\n" not in message
+observed["duplicate_refused"] = message
+assert (cache_of(shot) / "density_1001.vdb").stat().st_ino == first_inode  # untouched
+assert smoke.cache_conflict(copy) is not None and smoke.cache_conflict(shot) is None
+assert bpy.ops.mlvfx.bake_smoke(domain=shot.name) == {"FINISHED"}  # the owner may rebake
+assert smoke.domain_volume(shot) == shot_volume and smoke.domain_volume(copy) is None
+copy.mlvfx_smoke.cache = "//mlvfx_smoke/copy"
+assert bpy.ops.mlvfx.bake_smoke(domain=copy.name) == {"FINISHED"}
+copy_volume = smoke.domain_volume(copy)
+assert copy_volume is not None and copy_volume != shot_volume
+assert Path(bpy.path.abspath(copy_volume.data.filepath)).parent == cache_of(copy)
+assert Path(bpy.path.abspath(shot_volume.data.filepath)).parent == cache_of(shot)
+# Renamed, the domain keeps its Volume: a rebake adds none.
+volume_count = sum(o.type == "VOLUME" for o in bpy.data.objects)
+shot.name = "Renamed"
+assert bpy.ops.mlvfx.bake_smoke(domain="Renamed") == {"FINISHED"}
+assert sum(o.type == "VOLUME" for o in bpy.data.objects) == volume_count
+assert volumes_of(shot) == [shot_volume.name], volumes_of(shot)
+# Two domains that share a folder neither has baked are both refused.
+copy.mlvfx_smoke.cache = single.mlvfx_smoke.cache = "//mlvfx_smoke/shared"
+assert repr(single.name) in error_of(bpy.ops.mlvfx.bake_smoke, domain=copy.name)
+assert repr(copy.name) in error_of(bpy.ops.mlvfx.bake_smoke, domain=single.name)
+copy.mlvfx_smoke.cache = "//mlvfx_smoke/copy"
+single.mlvfx_smoke.cache = f"//mlvfx_smoke/{single.name}"
+# A Volume baked before it recorded its domain is adopted by cache folder, not name.
+shot_volume.mlvfx_smoke.domain = None
+assert smoke.domain_volume(shot) == shot_volume
+# A new domain's default cache folder is one no other domain uses.
+bpy.ops.mesh.primitive_cube_add(size=0.3, location=(0.0, -6.0, 0.3))
+later_emitter = bpy.context.active_object
+copy.mlvfx_smoke.cache = f"//mlvfx_smoke/{later_emitter.name}_smoke_domain"
+assert bpy.ops.mlvfx.add_smoke() == {"FINISHED"}
+later = bpy.context.active_object
+observed["new_default_cache"] = later.mlvfx_smoke.cache
+assert later.mlvfx_smoke.cache == f"//mlvfx_smoke/{later.name}_2", later.mlvfx_smoke.cache
+observed["volume_owner"] = "pointer"
+
+# -- 4. an unwritable project folder: a one-line error, no traceback, the old cache kept ----------
+atomic = sys.modules["mlvfx.io.atomic"]
+single_files = {p.name: p.stat().st_ino for p in cache_of(single).iterdir()}
+if os.getuid() != 0:  # a real read-only folder (root ignores the permission bits)
+    os.chmod(cache_of(single).parent, 0o555)
+    try:
+        message = error_of(bpy.ops.mlvfx.bake_smoke, domain=single.name)
+    finally:
+        os.chmod(cache_of(single).parent, 0o755)
+else:
+    real_make_temp_dir = atomic.make_temp_dir
+
+    def refuse(parent: Path, prefix: str) -> Path:
+        raise PermissionError(13, "Permission denied", str(parent))
+
+    atomic.make_temp_dir = refuse
+    try:
+        message = error_of(bpy.ops.mlvfx.bake_smoke, domain=single.name)
+    finally:
+        atomic.make_temp_dir = real_make_temp_dir
+observed["read_only"] = message
+assert "cannot create output: Permission denied" in message and "internal error" not in message, message
+# The finished bake cannot be moved in (a rename refused): the same kind of error, old cache back.
+real_rename = Path.rename
+
+
+def rename_refused(self: Path, target: Any) -> Any:
+    if ".baking-" in self.name:
+        raise PermissionError(13, "Permission denied")
+    return real_rename(self, target)
+
+
+Path.rename = rename_refused  # type: ignore[method-assign]
+try:
+    message = error_of(bpy.ops.mlvfx.bake_smoke, domain=single.name)
+finally:
+    Path.rename = real_rename  # type: ignore[method-assign]
+observed["swap_refused"] = message
+assert "cannot replace the smoke cache: Permission denied" in message and "internal error" not in message
+assert {p.name: p.stat().st_ino for p in cache_of(single).iterdir()} == single_files
+assert sorted(p.name for p in cache_of(single).parent.iterdir() if p.name.startswith(".")) == []
+
+print("RESULT " + json.dumps(observed))
