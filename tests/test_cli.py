@@ -424,3 +424,12 @@ def test_info_describes_the_readable_files_when_one_is_bad(photo: Path, tmp_path
     code, out, _ = run(capsys, "info", "--json", str(photo), str(tmp_path / "bad.png"))
     entries = json.loads(out)
     assert code == 1 and entries[0]["width"] == 64 and entries[1]["error_type"] == "ImageReadError"
+
+
+def test_a_refused_overwrite_names_the_flag_not_the_python_argument(
+    photo: Path, tmp_path: Path, capsys
+) -> None:
+    code, _, err = run(capsys, "texture", "tile", str(photo), "-o", str(photo))
+    assert (
+        code == 1 and "already exists (use --overwrite to replace it)" in err and "overwrite=True" not in err
+    )

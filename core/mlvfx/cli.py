@@ -260,9 +260,11 @@ def cmd_material(args: argparse.Namespace) -> int:
                 if len(jobs) == 1:
                     raise exc from None
                 failures += 1
-                results.append({"input": str(image), "error": str(exc), "error_type": type(exc).__name__})
+                results.append(
+                    {"input": str(image), "error": cli_text(exc), "error_type": type(exc).__name__}
+                )
                 if not args.json:
-                    print(f"mlvfx: error: {exc}", file=sys.stderr)
+                    print(f"mlvfx: error: {cli_text(exc)}", file=sys.stderr)
                 continue
             files = {k: str(v) for k, v in written.items()}
             results.append({"input": str(image), "output": str(outdir), "files": files})
@@ -647,11 +649,11 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
     except InputError as exc:
         if debug:
             traceback.print_exc()
-        return _fail(args, f"error: {exc}", exc, EXIT_USAGE)
+        return _fail(args, f"error: {cli_text(exc)}", exc, EXIT_USAGE)
     except MlvfxError as exc:
         if debug:
             traceback.print_exc()
-        return _fail(args, f"error: {exc}", exc, EXIT_ERROR)
+        return _fail(args, f"error: {cli_text(exc)}", exc, EXIT_ERROR)
     except (MemoryError, RuntimeError) as exc:
         if not out_of_memory(exc):
             return _internal_error(args, exc, debug)
@@ -660,6 +662,11 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
         return _fail(args, "error: out of memory (try a smaller image, size or resolution)", exc, EXIT_ERROR)
     except Exception as exc:  # the last line of defence: one line, not a traceback
         return _internal_error(args, exc, debug)
+
+
+def cli_text(exc: BaseException) -> str:
+    """An error as a command-line user reads it: the Python API's ``overwrite=True`` left out."""
+    return str(exc).replace("pass overwrite=True or --overwrite", "use --overwrite")
 
 
 def _fail(args: argparse.Namespace, message: str, exc: BaseException | None, code: int) -> int:
