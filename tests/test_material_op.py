@@ -246,3 +246,14 @@ def test_colour_hidden_under_alpha_zero_changes_no_map(method: str) -> None:
     for name in ma:
         np.testing.assert_array_equal(ma[name], mb[name], err_msg=name)
     np.testing.assert_array_equal(ma["albedo"][..., 3], a[..., 3])  # alpha itself is kept
+
+
+def test_a_grey_photo_gives_an_rgb_albedo_with_either_method() -> None:
+    # The classical method wrote a one-channel albedo and the learned one three: a pipeline got a
+    # different file layout depending on the method.
+    grey = np.random.default_rng(4).random((32, 32, 1)).astype(np.float32) * 0.5 + 0.25
+    with_alpha = np.concatenate([grey, np.full_like(grey, 0.5)], axis=2)
+    for method in ("classical", "learned"):
+        albedo = material(grey, "albedo", method=method).maps["albedo"]  # type: ignore[arg-type]
+        assert albedo.shape == (32, 32, 3) and np.array_equal(albedo[..., 0], albedo[..., 2]), method
+        assert material(with_alpha, "albedo", method=method).maps["albedo"].shape == (32, 32, 4)  # type: ignore[arg-type]

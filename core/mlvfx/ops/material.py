@@ -146,7 +146,10 @@ def material(
         )
     if "albedo" in wanted:
         step("albedo")
-        out["albedo"] = classical.delight_blur_divide(img, tileable=tileable)
+        albedo = classical.delight_blur_divide(img, tileable=tileable)
+        if albedo.shape[2] in (1, 2):  # a grey photo: an RGB(A) albedo, as the learned method gives
+            albedo = np.concatenate([np.repeat(albedo[..., :1], 3, axis=2), albedo[..., 1:]], axis=2)
+        out["albedo"] = albedo
     if "roughness" in wanted:
         step("roughness")
         out["roughness"] = classical.roughness_heuristic(img, tileable=tileable)
@@ -223,6 +226,8 @@ def _learned(
         out["height"] = maps.height_px / np.float32(scale_px) if scale_px > 0 else maps.height_px
     if "albedo" in wanted:
         albedo = np.ascontiguousarray(maps.albedo)
+        if img.shape[2] in (1, 2):  # a grey photo holds no colour: the net's tint is not evidence
+            albedo = np.repeat(albedo.mean(axis=2, keepdims=True), 3, axis=2)
         if img.shape[2] in (2, 4):  # alpha rides along
             albedo = np.concatenate([albedo, img[..., -1:]], axis=2)
         out["albedo"] = albedo
