@@ -149,3 +149,27 @@ def test_roughness_is_higher_on_busy_texture() -> None:
     rough = roughness_heuristic(img)
     assert rough.min() >= 0 and rough.max() <= 1
     assert rough[:, 80:120].mean() > rough[:, 8:48].mean() + 0.2
+
+
+def test_fill_transparent_extends_the_visible_colour_and_wraps_when_tileable() -> None:
+    from mlvfx.classical.filters import fill_transparent
+
+    # A tileable ramp 0.2 -> 0.8 with its first 16 columns transparent: beside the wrap the fill
+    # should lean towards the far edge's 0.8 when tileable, not only towards the near 0.39.
+    x = np.linspace(0.2, 0.8, 64, dtype=np.float32)
+    ramp = np.zeros((32, 64, 2), np.float32)
+    ramp[..., 0] = x[None, :]
+    ramp[..., 1] = 1.0
+    ramp[:, :16, 1] = 0.0
+    ramp[:, :16, 0] = 7.0  # garbage under alpha 0
+    plain, wrapped = fill_transparent(ramp), fill_transparent(ramp, tileable=True)
+    for filled in (plain, wrapped):
+        np.testing.assert_array_equal(filled[:, 16:], ramp[:, 16:])  # visible pixels and alpha untouched
+        assert 0.35 <= filled[..., 0].min() and filled[..., 0].max() <= 0.8 + 1e-6  # only visible colours
+    assert wrapped[0, 0, 0] > 0.6 > plain[0, 0, 0]
+    # Odd sizes, 4 channels, a hole in the middle: a flat colour is filled flat.
+    odd = np.full((37, 29, 4), 0.5, np.float32)
+    odd[..., 3] = 1.0
+    odd[10:20, 5:9] = (9.0, 9.0, 9.0, 0.0)
+    for tileable in (False, True):
+        np.testing.assert_allclose(fill_transparent(odd, tileable)[..., :3], 0.5, atol=1e-6)

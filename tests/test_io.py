@@ -377,7 +377,13 @@ def _exif(orientation: int) -> bytes:
 def _jpeg_with_exif(path: Path, image: np.ndarray, orientation: int) -> None:
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 100])
+    params = [
+        cv2.IMWRITE_JPEG_QUALITY,
+        100,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+    ]
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), params)
     assert ok
     data = buf.tobytes()
     app1 = b"Exif\x00\x00" + _exif(orientation)
@@ -403,7 +409,8 @@ def test_exif_orientation_is_applied_as_a_viewer_shows_the_photo(tmp_path: Path,
     from mlvfx.io.image import apply_orientation
 
     rng = np.random.default_rng(orientation)
-    stored = (rng.random((6, 10, 3)) * 255).astype(np.uint8)
+    # Flat 8x8 blocks: JPEG keeps them almost exactly, so its pixels can be compared too.
+    stored = np.kron(rng.integers(0, 256, (3, 5, 3)), np.ones((8, 8, 1))).astype(np.uint8)
     _png_with_exif(tmp_path / "p.png", stored, orientation)
     img, info = read_image(tmp_path / "p.png", kind="data")
     assert info.orientation == orientation
@@ -411,7 +418,8 @@ def test_exif_orientation_is_applied_as_a_viewer_shows_the_photo(tmp_path: Path,
     assert (info.width, info.height) == (img.shape[1], img.shape[0])
     _jpeg_with_exif(tmp_path / "p.jpg", stored, orientation)
     jpg, jinfo = read_image(tmp_path / "p.jpg", kind="data")
-    assert jinfo.orientation == orientation and jpg.shape == img.shape
+    assert jinfo.orientation == orientation
+    np.testing.assert_allclose(jpg, img, atol=0.06)  # turned once, the same way as the PNG
 
 
 def test_orientation_turns_the_way_the_tag_says(tmp_path: Path) -> None:
@@ -558,3 +566,35 @@ def test_srgb_and_unusable_profiles_decode_as_before(tmp_path: Path) -> None:
     img, info = read_image(tmp_path / "a.png")
     assert info.color_space == "icc"
     np.testing.assert_allclose(img[0, 0], (128 / 255) ** (563 / 256), atol=3e-3)  # u8Fixed8 gamma 2.199
+
+
+def test_a_damaged_profile_is_named_and_not_applied(tmp_path: Path) -> None:
+    # A gamma of 0 turned the photo white and all-zero primaries black, silently; a negative
+    # parametric gamma gave inf and a NaN error that did not name the file.
+    px = (np.random.default_rng(5).random((4, 4, 3)) * 255).astype(np.uint8)
+    for name, profile in (
+        ("gamma0", _icc_profile(P3_D50, 0.0, "Broken gamma")),
+        ("black", _icc_profile(((0.0, 0.0, 0.0),) * 3, None, "Zero primaries")),
+    ):
+        _png_with_icc(tmp_path / f"{name}.png", px, profile)
+        img, info = read_image(tmp_path / f"{name}.png")
+        assert info.color_space == "srgb" and "not applied" in (info.icc_profile or ""), name
+        np.testing.assert_array_equal(img, srgb_to_linear(px.astype(np.float32) / 255))
+
+
+def test_rgba_tiff_alpha_comes_back_straight(tmp_path: Path) -> None:
+    # OpenCV premultiplies 8-bit straight-alpha TIFFs (172 at alpha 191 read 129), and returns
+    # premultiplied files as stored: colour is divided out again, whatever the file said.
+    tifffile = pytest.importorskip("tifffile")
+    for dtype, top in ((np.uint8, 255), (np.uint16, 65535)):
+        straight = np.zeros((4, 4, 4), dtype)
+        straight[..., :3] = round(top * 0.675)
+        straight[..., 3] = round(top * 0.75)
+        premul = straight.copy()
+        premul[..., :3] = np.rint(straight[..., :3].astype(np.float64) * 0.75).astype(dtype)
+        for name, data, extra in (("u", straight, "unassalpha"), ("a", premul, "assocalpha")):
+            tifffile.imwrite(tmp_path / f"{name}.tif", data, photometric="rgb", extrasamples=[extra])
+            img, _ = read_image(tmp_path / f"{name}.tif", kind="data")
+            np.testing.assert_allclose(
+                img[0, 0], [0.675, 0.675, 0.675, 0.75], atol=3 / 255, err_msg=f"{dtype} {extra}"
+            )

@@ -69,16 +69,17 @@ def normalize_range(a: Float2D, low_pct: float = 0.5, high_pct: float = 99.5) ->
     return np.asarray(np.clip((a - lo) / (hi - lo), 0.0, 1.0), dtype=np.float32)
 
 
-def fill_transparent(image: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+def fill_transparent(image: npt.NDArray[np.float32], tileable: bool = False) -> npt.NDArray[np.float32]:
     """``image`` (H, W, 2 or 4: colour + straight alpha) with the colour of fully transparent pixels
     replaced by a smooth extension of the visible colour; other images are returned as they are.
 
     Straight-alpha files keep arbitrary colour under alpha 0 (black, white, a key colour), and
     every filter that looks at neighbours would read it into the visible pixels beside it: two
     files that look the same would give different maps, with a cliff along the alpha edge. A
-    push-pull fill (alpha-weighted averages down an image pyramid, then back up into the holes)
-    makes the result depend on the visible pixels only. Partly transparent pixels keep their
-    colour, and alpha is unchanged.
+    push-pull fill (alpha-weighted 2x2 averages down a pyramid, then bilinear back up into the
+    holes; across the edges when ``tileable``) makes the result depend on the visible pixels
+    only. Partly transparent pixels keep their colour, and alpha is unchanged. Beyond the copy it
+    returns, it needs about a third of the image's size (the pyramid) and works in bands of rows.
     """
     channels = image.shape[2] if image.ndim == 3 else 1
     if channels not in (2, 4):
@@ -87,32 +88,86 @@ def fill_transparent(image: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     hole = alpha <= 0.0
     if not hole.any() or hole.all():
         return image
-    colour = image[..., :-1]
-    weight = np.clip(alpha, 0.0, 1.0).astype(np.float32)
-    levels: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]] = []
-    c: npt.NDArray[np.float32] = colour * weight[..., None]
-    w = weight
-    while True:
-        levels.append((c, w))
-        h, wd = w.shape
-        if h == 1 and wd == 1:
-            break
-        size = (max(1, (wd + 1) // 2), max(1, (h + 1) // 2))
-        c = np.asarray(cv2.resize(c, size, interpolation=cv2.INTER_AREA), np.float32).reshape(
-            size[1], size[0], -1
-        )
-        w = np.asarray(cv2.resize(w, size, interpolation=cv2.INTER_AREA), np.float32).reshape(
-            size[1], size[0]
-        )
+    height, width = alpha.shape
+    # Level 1 straight from the image, a band of rows at a time (no full-size temporaries).
+    sums, weights = [], []
+    for r0 in range(0, height, FILL_BAND):
+        rows = image[r0 : r0 + FILL_BAND]
+        w = np.clip(rows[..., -1], 0.0, 1.0)
+        c, w = _pad_even(rows[..., :-1] * w[..., None], w, tileable, image[:2] if tileable else None)
+        sums.append(_block_sum(c))
+        weights.append(_block_sum(w[..., None])[..., 0])
+    levels = [(np.concatenate(sums), np.concatenate(weights))]
+    while levels[-1][1].size > 1:
+        c, w = _pad_even(*levels[-1], tileable)
+        levels.append((_block_sum(c), _block_sum(w[..., None])[..., 0]))
     filled: npt.NDArray[np.float32] | None = None
-    for lc, lw in reversed(levels):
-        mean = lc / np.maximum(lw, 1e-12)[..., None]
+    for c, w in reversed(levels):
+        mean = c / np.maximum(w, 1e-12)[..., None]
         if filled is not None:
-            up = np.asarray(cv2.resize(filled, (lw.shape[1], lw.shape[0]), interpolation=cv2.INTER_LINEAR))
-            up = up.reshape(lw.shape[0], lw.shape[1], -1)
-            mean = np.where((lw > 0)[..., None], mean, up)
-        filled = mean.astype(np.float32)
+            up = _upsample(filled, np.arange(w.shape[0]), w.shape[1], tileable)
+            mean = np.where((w > 0)[..., None], mean, up)
+        filled = mean.astype(np.float32, copy=False)
     assert filled is not None
     out = image.copy()
-    out[..., :-1] = np.where(hole[..., None], filled, colour)
+    for r0 in range(0, height, FILL_BAND):
+        band_hole = hole[r0 : r0 + FILL_BAND]
+        if band_hole.any():
+            up = _upsample(filled, np.arange(r0, min(r0 + FILL_BAND, height)), width, tileable)
+            out[r0 : r0 + FILL_BAND, :, :-1][band_hole] = up[band_hole]
     return out
+
+
+FILL_BAND = 256  # rows per band of fill_transparent's full-resolution passes (even)
+
+
+def _pad_even(
+    c: npt.NDArray[np.float32],
+    w: npt.NDArray[np.float32],
+    tileable: bool,
+    first_rows: npt.NDArray[np.float32] | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Pad colour sums and weights to even height and width: wrapped when ``tileable``, else with
+    zero weight (so the padding adds nothing). ``first_rows``: the image's top rows, when ``c`` is
+    a band of it whose odd last row must wrap to the image's first (level 1, tileable)."""
+    if c.shape[0] % 2:
+        if tileable:
+            top = (
+                c[:1]
+                if first_rows is None
+                else first_rows[:1, :, :-1] * np.clip(first_rows[:1, :, -1:], 0, 1)
+            )
+            wtop = w[:1] if first_rows is None else np.clip(first_rows[:1, :, -1], 0, 1)
+            c, w = np.concatenate([c, top]), np.concatenate([w, wtop])
+        else:
+            c = np.concatenate([c, np.zeros_like(c[:1])])
+            w = np.concatenate([w, np.zeros_like(w[:1])])
+    if c.shape[1] % 2:
+        if tileable:
+            c, w = np.concatenate([c, c[:, :1]], axis=1), np.concatenate([w, w[:, :1]], axis=1)
+        else:
+            c = np.concatenate([c, np.zeros_like(c[:, :1])], axis=1)
+            w = np.concatenate([w, np.zeros_like(w[:, :1])], axis=1)
+    return c, w
+
+
+def _block_sum(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Sums of 2x2 blocks of an (even H, even W, C) array."""
+    return np.asarray(a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2], np.float32)
+
+
+def _upsample(
+    coarse: npt.NDArray[np.float32], rows: npt.NDArray[np.int64], width: int, tileable: bool
+) -> npt.NDArray[np.float32]:
+    """Rows ``rows`` of ``coarse`` (Hc, Wc, C) brought up 2x bilinearly, ``width`` columns wide;
+    neighbours beyond an edge wrap when ``tileable``, else repeat the edge."""
+
+    def taps(fine: npt.NDArray[np.int64], n: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        i = np.minimum(fine // 2, n - 1)
+        j = np.where(fine % 2 == 0, i - 1, i + 1)
+        return i, (j % n if tileable else np.clip(j, 0, n - 1))
+
+    i, j = taps(rows, coarse.shape[0])
+    band = 0.75 * coarse[i] + 0.25 * coarse[j]
+    i, j = taps(np.arange(width), coarse.shape[1])
+    return np.asarray(0.75 * band[:, i] + 0.25 * band[:, j], np.float32)

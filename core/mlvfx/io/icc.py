@@ -102,6 +102,29 @@ def _curve(icc: bytes, off: int) -> npt.NDArray[np.float64]:
     raise ValueError(f"unknown tone curve type {kind!r}")
 
 
+D50_WHITE = np.array([0.9642, 1.0, 0.8249])
+
+
+def _implausible(to_xyz: npt.NDArray[np.float64], curves: tuple[npt.NDArray[np.float64], ...]) -> str:
+    """Why a profile's primaries or curves cannot be a photo's (empty when they can).
+
+    A damaged profile (a gamma of 0, all-zero primaries) would otherwise turn the photo white,
+    black or NaN without a word; an old v2 profile with unadapted primaries would tint it.
+    """
+    white = to_xyz @ np.ones(3)
+    if not np.all(np.isfinite(white)) or np.abs(white - D50_WHITE).max() > 0.02:
+        return "its primaries do not add up to the D50 white"
+    for c in curves:
+        if (
+            not np.all(np.isfinite(c))
+            or np.any(np.diff(c) < -1e-6)
+            or not 0.9 < c[-1] < 1.1
+            or abs(c[0]) > 0.1
+        ):
+            return "a tone curve is not an increasing curve from 0 to 1"
+    return ""
+
+
 def parse_profile(icc: bytes) -> Profile:
     """Read an ICC profile's description, primaries and tone curves (never raises)."""
     try:
@@ -127,9 +150,13 @@ def parse_profile(icc: bytes) -> Profile:
             off = tags[t][0]
             columns.append([_s15(icc, off + 8 + 4 * k) for k in range(3)])
         to_xyz = np.array(columns, dtype=np.float64).T  # columns: the primaries' XYZ
-        curves = tuple(_curve(icc, tags[t][0]) for t in needed[3:])
+        with np.errstate(all="ignore"):  # a damaged curve is caught by _implausible, not warned about
+            curves = tuple(_curve(icc, tags[t][0]) for t in needed[3:])
     except (struct.error, ValueError, IndexError) as exc:
         return Profile("unreadable profile", False, f"damaged ({exc})")
+    bad = _implausible(to_xyz, curves)
+    if bad:
+        return Profile(name, False, bad)
     matrix = np.linalg.solve(SRGB_D50, to_xyz)  # encoded-linear RGB -> linear sRGB
     from mlvfx.color import srgb_to_linear
 

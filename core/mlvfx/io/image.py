@@ -28,7 +28,7 @@ from mlvfx.color import decode_color, encode_color
 from mlvfx.errors import ImageReadError, ImageTooLargeError, ImageWriteError, InvalidImageDataError
 from mlvfx.io import icc
 from mlvfx.io.atomic import check_writable, write_bytes_atomic
-from mlvfx.io.probe import FORMATS, HeaderError, probe
+from mlvfx.io.probe import FORMATS, Header, HeaderError, probe
 
 Kind = Literal["color", "data"]
 FloatImage = npt.NDArray[np.float32]
@@ -189,14 +189,15 @@ def read_image(
 ) -> tuple[FloatImage, ImageInfo]:
     """Read an image file as float32 (H, W, C).
 
+    An EXIF (JPEG, PNG) or TIFF orientation tag is applied, as image viewers do: a portrait phone
+    photo comes back upright (:attr:`ImageInfo.orientation` says which tag it had). An embedded
+    matrix/TRC ICC profile decodes colour (:mod:`mlvfx.io.icc`). CMYK TIFFs are converted to RGB
+    without an alpha channel, and alpha is always straight (premultiplied TIFFs are divided out).
+
     Args:
         path: a PNG (8/16-bit), JPEG, TIFF (8/16-bit, 32-bit float) or OpenEXR file.
-        kind: "color" decodes sRGB to linear (integer files only); "data" returns values as stored,
-            integers scaled to [0, 1].
-
-    An EXIF (JPEG, PNG) or TIFF orientation tag is applied, as image viewers do: a portrait phone
-    photo comes back upright (:attr:`ImageInfo.orientation` says which tag it had). CMYK TIFFs
-    are converted to RGB without an alpha channel.
+        kind: "color" decodes sRGB (or the embedded profile) to linear (integer files only);
+            "data" returns values as stored, integers scaled to [0, 1].
         max_pixels: refuse images with more pixels (default ``MLVFX_MAX_PIXELS`` or 16384²).
 
     Returns:
@@ -243,6 +244,8 @@ def read_image(
             raise ImageReadError(
                 "16-bit float TIFF is not supported; save it as 32-bit float TIFF or OpenEXR", p
             )
+        if header.format == "tiff" and header.photometric == 5:
+            raise ImageReadError(f"{header.sample} CMYK TIFF is not supported; save it as RGB", p)
         raise ImageReadError(f"corrupt or truncated {header.format.upper()} data", p)
     if "premature end of data segment" in decoder_says:  # libjpeg fills the missing rows with grey
         raise ImageReadError("truncated JPEG data (premature end of data segment)", p)
@@ -257,7 +260,20 @@ def read_image(
         raise InvalidImageDataError(f"{channels} channels; 1 to {MAX_CHANNELS} are supported", p)
     if channels >= 3:
         raw = raw[..., [2, 1, 0, 3][:channels]]
-    if raw.dtype == np.uint8:
+    profile = icc.parse_profile(header.icc) if header.icc else None
+    converts = (
+        kind == "color"
+        and profile is not None
+        and profile.usable
+        and not profile.is_srgb
+        and raw.dtype in (np.uint8, np.uint16)
+        and channels >= 3
+    )
+    if converts:
+        assert profile is not None
+        img = icc.decode(raw, profile)  # its tone curves and primaries, to linear sRGB
+        bit_depth, sample = (8, "uint8") if raw.dtype == np.uint8 else (16, "uint16")
+    elif raw.dtype == np.uint8:
         img = raw.astype(np.float32) / 255.0
         bit_depth, sample = 8, "uint8"
     elif raw.dtype == np.uint16:
@@ -273,13 +289,12 @@ def read_image(
     else:
         raise ImageReadError(f"unsupported sample type {raw.dtype}", p)
     is_float = bit_depth == 32 or sample == "float16"
-    profile = icc.parse_profile(header.icc) if header.icc else None
-    converts = (
-        profile is not None and profile.usable and not profile.is_srgb and not is_float and channels >= 3
-    )
-    if kind == "color" and converts:
-        assert profile is not None
-        img = icc.decode(raw, profile)  # its tone curves and primaries, to linear sRGB
+    if header.format == "tiff" and channels == 4 and not converts and _tiff_premultiplied(header, raw):
+        colour = img[..., :3]
+        np.divide(colour, img[..., 3:], out=colour, where=img[..., 3:] > 0)
+        if not is_float:  # 8-bit rounding can put a value a hair over 1
+            np.minimum(colour, 1.0, out=colour)
+    if converts:
         space = "icc"
     elif kind == "color" and not is_float:
         img = decode_color(img)
@@ -302,6 +317,16 @@ def read_image(
         icc_profile=_profile_note(profile, channels, is_float),
     )
     return np.ascontiguousarray(img, dtype=np.float32), info
+
+
+def _tiff_premultiplied(header: Header, raw: np.ndarray[Any, Any]) -> bool:
+    """Whether OpenCV hands over this RGBA TIFF's colour premultiplied by alpha (mlvfx's is straight).
+
+    Measured with OpenCV 4.11: an 8-bit TIFF with straight alpha (ExtraSamples 2) comes back
+    premultiplied (libtiff's RGBA reader), and a premultiplied file (ExtraSamples 1) as stored at
+    any depth; 16-bit straight alpha and unspecified extra samples come back as stored.
+    """
+    return header.extra_samples == 1 or (header.extra_samples == 2 and raw.dtype == np.uint8)
 
 
 def _profile_note(profile: icc.Profile | None, channels: int, is_float: bool) -> str | None:

@@ -29,6 +29,7 @@ class Header:
     stored, 2-8 = mirrored and/or turned for display; see :func:`mlvfx.io.image.apply_orientation`).
     ``photometric`` is a TIFF's PhotometricInterpretation (5 = CMYK), None for other formats.
     ``icc`` is an embedded ICC colour profile (see :mod:`mlvfx.io.icc`), None when there is none.
+    ``extra_samples`` is a TIFF's ExtraSamples (1: premultiplied alpha, 2: straight alpha).
     """
 
     format: str
@@ -39,6 +40,7 @@ class Header:
     orientation: int = 1
     photometric: int | None = None
     icc: bytes | None = None
+    extra_samples: int | None = None
 
 
 class HeaderError(ValueError):
@@ -200,7 +202,7 @@ def _tiff_tags(data: bytes, wanted: tuple[int, ...]) -> dict[int, int]:
 
 def _probe_tiff(data: bytes) -> Header:
     try:
-        tags = _tiff_tags(data, (256, 257, 258, 262, 274, 277, 339))
+        tags = _tiff_tags(data, (256, 257, 258, 262, 274, 277, 338, 339))
     except struct.error:
         raise HeaderError("truncated or corrupt TIFF (cannot read the image directory)") from None
     if 256 not in tags or 257 not in tags:
@@ -219,6 +221,7 @@ def _probe_tiff(data: bytes) -> Header:
         orientation if 1 <= orientation <= 8 else 1,
         tags.get(262),
         _tiff_icc(data),
+        tags.get(338),
     )
 
 

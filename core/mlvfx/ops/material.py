@@ -108,7 +108,7 @@ def material(
     """
     wanted = parse_maps(maps)
     check_options(method, normal_convention, relief, quality)
-    img = fill_transparent(check_image(image, "image"))  # colour hidden under alpha 0 has no say
+    img = fill_transparent(check_image(image, "image"), tileable)  # colour hidden under alpha 0 has no say
     if method == "learned":
         return _learned(
             img,
