@@ -7,6 +7,7 @@ gigabytes, and walking a PNG's chunks catches truncation before libpng prints to
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 FORMATS = {
@@ -166,34 +167,43 @@ _TIFF_TYPES = {3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}
 MAX_ICC_BYTES = 4 << 20  # real profiles are a few KB; a bigger one is not read (nor inflated)
 
 
-def _tiff_tags(data: bytes, wanted: tuple[int, ...]) -> dict[int, int]:
-    """The first value of each ``wanted`` tag in a TIFF structure's first image directory.
-
-    A value that does not fit the entry's own field (BitsPerSample of an RGB image: three
-    numbers) is read where the field points.
-    """
+def _tiff_entries(data: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """``(tag, type, count, where the values are)`` of each entry of a TIFF structure's first
+    image directory. Values that do not fit the entry's own field (BitsPerSample of an RGB image:
+    three numbers; an ICC profile) are where the field points."""
     endian = "<" if data[:2] == b"II" else ">"
     big = data[2:4] in (b"+\x00", b"\x00+")
     if big:
         (ifd,) = struct.unpack(endian + "Q", data[8:16])
         (count,) = struct.unpack(endian + "Q", data[ifd : ifd + 8])
-        entry_size, start, count_fmt, field = 20, ifd + 8, "Q", 8
+        entry_size, start, count_fmt = 20, ifd + 8, "Q"
     else:
         (ifd,) = struct.unpack(endian + "I", data[4:8])
         (count,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
-        entry_size, start, count_fmt, field = 12, ifd + 2, "I", 4
-    tags: dict[int, int] = {}
+        entry_size, start, count_fmt = 12, ifd + 2, "I"
+    field = struct.calcsize(count_fmt)
     for i in range(count):
         off = start + i * entry_size
         tag, typ = struct.unpack(endian + "HH", data[off : off + 4])
+        (n,) = struct.unpack(endian + count_fmt, data[off + 4 : off + 4 + field])
+        value_off = off + 4 + field
+        if n * _TIFF_SIZES.get(typ, 1) > field:
+            (value_off,) = struct.unpack(endian + count_fmt, data[value_off : value_off + field])
+        yield tag, typ, n, value_off
+
+
+_TIFF_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 7: 1, 16: 8}  # BYTE, ASCII, SHORT, LONG, UNDEFINED, LONG8
+
+
+def _tiff_tags(data: bytes, wanted: tuple[int, ...]) -> dict[int, int]:
+    """The first value of each ``wanted`` (integer) tag in a TIFF structure's first image directory."""
+    endian = "<" if data[:2] == b"II" else ">"
+    tags: dict[int, int] = {}
+    for tag, typ, _, where in _tiff_entries(data):
         if typ not in _TIFF_TYPES or tag not in wanted:
             continue
         code, size = _TIFF_TYPES[typ]
-        (n,) = struct.unpack(endian + count_fmt, data[off + 4 : off + 4 + struct.calcsize(count_fmt)])
-        value_off = off + 4 + struct.calcsize(count_fmt)
-        if n * size > field:  # the field holds the offset of the values
-            (value_off,) = struct.unpack(endian + ("Q" if big else "I"), data[value_off : value_off + field])
-        raw = data[value_off : value_off + size]
+        raw = data[where : where + size]
         if len(raw) < size:
             raise struct.error("value beyond the end of the file")
         (tags[tag],) = struct.unpack(endian + code, raw)
@@ -243,27 +253,10 @@ def _png_icc(chunk: bytes) -> bytes | None:
 def _tiff_icc(data: bytes) -> bytes | None:
     """The InterColorProfile tag (34675) of a TIFF's first image directory."""
     try:
-        endian = "<" if data[:2] == b"II" else ">"
-        big = data[2:4] in (b"+\x00", b"\x00+")
-        if big:
-            (ifd,) = struct.unpack(endian + "Q", data[8:16])
-            (count,) = struct.unpack(endian + "Q", data[ifd : ifd + 8])
-            entry, start, fmt = 20, ifd + 8, "Q"
-        else:
-            (ifd,) = struct.unpack(endian + "I", data[4:8])
-            (count,) = struct.unpack(endian + "H", data[ifd : ifd + 2])
-            entry, start, fmt = 12, ifd + 2, "I"
-        for i in range(count):
-            off = start + i * entry
-            (tag,) = struct.unpack(endian + "H", data[off : off + 2])
-            if tag != 34675:
-                continue
-            size = struct.calcsize(fmt)
-            (n,) = struct.unpack(endian + fmt, data[off + 4 : off + 4 + size])
-            (where,) = struct.unpack(endian + fmt, data[off + 4 + size : off + 4 + 2 * size])
-            if n > MAX_ICC_BYTES or where + n > len(data):
-                return None
-            return data[where : where + n] if n > size else None
+        for tag, _, n, where in _tiff_entries(data):
+            if tag == 34675:
+                fits = n <= MAX_ICC_BYTES and where + n <= len(data)
+                return data[where : where + n] if fits else None
     except struct.error:
         return None
     return None
