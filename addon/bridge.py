@@ -49,10 +49,9 @@ def _raw_pixels(image: bpy.types.Image, keep_alpha: bool = False) -> np.ndarray:
     buffer = np.empty(width * height * image.channels, dtype=np.float32)
     image.pixels.foreach_get(buffer)
     pixels = buffer.reshape(height, width, image.channels)[::-1]
-    if image.channels == 4 and _premultiplied(image):
-        alpha = pixels[..., 3:4]
-        pixels = pixels.copy()
-        pixels[..., :3] = np.where(alpha > 0, pixels[..., :3] / np.maximum(alpha, 1e-12), pixels[..., :3])
+    if image.channels == 4 and _premultiplied(image):  # in place: ``buffer`` is ours
+        colour, alpha = pixels[..., :3], pixels[..., 3:]
+        np.divide(colour, alpha, out=colour, where=alpha > 0)
     if not keep_alpha and image.channels == 4 and np.all(pixels[..., 3] == 1.0):
         pixels = pixels[..., :3]
     return np.ascontiguousarray(pixels)
@@ -70,13 +69,24 @@ def _premultiplied(image: bpy.types.Image) -> bool:
 def image_to_array(image: bpy.types.Image) -> np.ndarray:
     """An image datablock's pixels as float32 (H, W, C), top row first, colour linear Rec.709.
 
-    Float images are already scene linear in Blender. Byte images hold the values of their colour
-    space (sRGB, Display P3, AgX Base sRGB, ...): they are converted with Blender's own colour
-    management (OpenColorIO), so a Display P3 photo is not read as if it were sRGB.
+    Float images are held in Blender's working space (Linear Rec.709 unless a file sets ACEScg or
+    Linear Rec.2020). Byte images hold the values of their colour space (sRGB, Display P3, AgX Base
+    sRGB, ...). Both are converted with Blender's own colour management (OpenColorIO), so a
+    Display P3 photo is not read as if it were sRGB.
     """
     pixels = _raw_pixels(image)
     name = image.colorspace_settings.name
-    if image.is_float or image.colorspace_settings.is_data or name in LINEAR_SPACES:
+    if image.colorspace_settings.is_data:
+        return pixels
+    if image.is_float:  # Blender holds float images in its working space
+        working = _working_space()
+        if working in LINEAR_SPACES or pixels.shape[2] < 3:
+            return pixels
+        rgb = np.ascontiguousarray(pixels[..., :3])
+        _colour_processor(working).applyRGB(rgb)
+        pixels[..., :3] = rgb
+        return pixels
+    if name in LINEAR_SPACES:
         return pixels
     colour = min(3, pixels.shape[2])
     if name == "sRGB":
@@ -90,7 +100,13 @@ def image_to_array(image: bpy.types.Image) -> np.ndarray:
     return pixels
 
 
-LINEAR_SPACES = ("Linear Rec.709", "scene_linear")
+LINEAR_SPACES = ("Linear Rec.709",)
+
+
+def _working_space() -> str:
+    """The .blend's working colour space (Blender 5.0 lets a file choose it; older: Rec.709)."""
+    space = getattr(getattr(bpy.data, "colorspace", None), "working_space", "") or "Linear Rec.709"
+    return str(space)
 
 
 def data_array(image: bpy.types.Image) -> np.ndarray:
@@ -108,9 +124,11 @@ def _colour_processor(name: str) -> Any:
         import PyOpenColorIO as OCIO
     except ImportError:
         raise InputError(f"cannot convert colour space {name!r}: OpenColorIO is not available") from None
-    path = os.environ.get("OCIO") or os.path.join(
-        bpy.utils.resource_path("LOCAL"), "datafiles", "colormanagement", "config.ocio"
-    )
+    path = (
+        os.environ.get("OCIO")
+        or bpy.utils.system_resource("DATAFILES", path="colormanagement/config.ocio")
+        or os.path.join(bpy.utils.resource_path("LOCAL"), "datafiles", "colormanagement", "config.ocio")
+    )  # system_resource finds a distribution's shared data folder; the bpy module needs LOCAL
     try:
         config = OCIO.Config.CreateFromFile(path)
         target = "Linear Rec.709" if config.getColorSpace("Linear Rec.709") is not None else "scene_linear"
@@ -205,15 +223,20 @@ def _find_output(tree: bpy.types.NodeTree) -> bpy.types.Node:
 
 
 def _find_bsdf(tree: bpy.types.NodeTree, output: bpy.types.Node) -> tuple[bpy.types.Node, str]:
-    """The Principled BSDF to wire the maps into, and a note when it does not feed the output."""
+    """The Principled BSDF to wire the maps into, and a note when it does not feed the output.
+
+    The first Principled BSDF upstream of the output's Surface (through Mix Shaders and the like:
+    a decal's Principled + Transparent mix), else any in the tree, else a new one.
+    """
     surface = output.inputs["Surface"]
-    if surface.is_linked and surface.links[0].from_node.bl_idname == "ShaderNodeBsdfPrincipled":
-        return surface.links[0].from_node, ""
-    feeding = surface.links[0].from_node if surface.is_linked else None
+    feeding = _upstream_principled(surface)
+    if feeding is not None:
+        return feeding, ""
+    first = surface.links[0].from_node if surface.is_linked else None
     note = (
-        f"the material's surface is {feeding.name!r}, not a Principled BSDF: the maps went into a "
-        "Principled BSDF that does not reach the output; connect it to use them"
-        if feeding is not None
+        f"the material's surface is {first.name!r}, with no Principled BSDF behind it: the maps went "
+        "into a Principled BSDF that does not reach the output; connect it to use them"
+        if first is not None
         else ""
     )
     for node in tree.nodes:
@@ -224,6 +247,23 @@ def _find_bsdf(tree: bpy.types.NodeTree, output: bpy.types.Node) -> tuple[bpy.ty
     if not surface.is_linked:
         tree.links.new(bsdf.outputs["BSDF"], surface)
     return bsdf, note
+
+
+def _upstream_principled(socket: bpy.types.NodeSocket) -> bpy.types.Node | None:
+    """The nearest Principled BSDF feeding ``socket`` (breadth first through shader inputs)."""
+    seen: set[str] = set()
+    queue = [link.from_node for link in socket.links if link.is_valid]
+    while queue:
+        node = queue.pop(0)
+        if node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.bl_idname == "ShaderNodeBsdfPrincipled":
+            return node
+        for inp in node.inputs:
+            if inp.type == "SHADER":
+                queue.extend(link.from_node for link in inp.links if link.is_valid)
+    return None
 
 
 class Wiring:
@@ -416,10 +456,30 @@ def save_new_images(
     image no node uses yet (a painted texture) would otherwise be dropped when the file is saved.
     Files go to a fresh folder under //textures/mlvfx/ (or a temp folder, packed, for unsaved files).
     """
-    from mlvfx.io import write_image
 
     folder, must_pack = output_folder(folder_name, pack)
     images: dict[str, bpy.types.Image] = {}
+    try:
+        _save_and_load(arrays, folder, kind, hdr, must_pack, images)
+    except BaseException:
+        for image in images.values():  # loaded but (if packed) about to lose its file: no half result
+            bpy.data.images.remove(image)
+        raise
+    finally:
+        discard_folder(folder, must_pack)
+    return images
+
+
+def _save_and_load(
+    arrays: dict[str, np.ndarray],
+    folder: Path,
+    kind: str,
+    hdr: bool,
+    must_pack: bool,
+    images: dict[str, bpy.types.Image],
+) -> None:
+    from mlvfx.io import write_image
+
     for name, array in arrays.items():
         values = np.asarray(array)
         exr = hdr and bool(np.any(values > 1.0) or np.any(values < 0.0))
@@ -437,8 +497,6 @@ def save_new_images(
             )
         image.use_fake_user = True
         images[name] = image
-    discard_folder(folder, must_pack)
-    return images
 
 
 def add_image_nodes(

@@ -113,7 +113,7 @@ class MLVFX_PT_smoke(bpy.types.Panel):
         col.prop(s, "vorticity")
         col.prop(s, "emission")
         col.prop(s, "cache")
-        conflict = smoke.cache_conflict(obj)
+        conflict = smoke.shown_conflict(obj)
         if conflict is not None:
             col.label(text=f"Cache folder also used by {conflict[0]!r}", icon="ERROR")
         layout.operator("mlvfx.bake_smoke", icon="RENDER_ANIMATION")

@@ -286,6 +286,32 @@ def cache_conflict(domain: bpy.types.Object, cache: Path | None = None) -> tuple
     return others[0].name, f"smoke domain {others[0].name!r} uses the same cache folder {shown}: {fix}"
 
 
+_shown_conflict: dict[tuple[Any, ...], tuple[str, str] | None] = {}
+
+
+def shown_conflict(domain: bpy.types.Object) -> tuple[str, str] | None:
+    """:func:`cache_conflict` for the panel, which redraws often: recomputed (with its path
+    resolution on disk) only when a domain's cache, a volume's file or their links change."""
+    key = (
+        domain.name,
+        bpy.data.filepath,
+        tuple(
+            (
+                o.name,
+                o.mlvfx_smoke.cache,
+                o.data.filepath if o.type == "VOLUME" else "",
+                o.mlvfx_smoke.domain.name if o.mlvfx_smoke.domain is not None else "",
+            )
+            for o in bpy.data.objects
+            if o.mlvfx_smoke.is_domain or o.type == "VOLUME"
+        ),
+    )
+    if key not in _shown_conflict:
+        _shown_conflict.clear()
+        _shown_conflict[key] = cache_conflict(domain)
+    return _shown_conflict[key]
+
+
 def _free_cache_path(domain: bpy.types.Object) -> str:
     """``//mlvfx_smoke/<domain>``, numbered when another domain already uses that folder."""
     taken = {cache_path(o) for o in _other_domains(domain)}
@@ -379,6 +405,28 @@ def _emitter_key(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> bytes
     return digest.digest()
 
 
+def _may_move(obj: bpy.types.Object) -> bool:
+    """Whether anything can change the evaluated emitter from frame to frame: animation or drivers
+    on it, its mesh or shape keys, or on a parent; constraints; modifiers (some follow time)."""
+    chain = []
+    node: bpy.types.Object | None = obj
+    while node is not None:
+        chain.append(node)
+        node = node.parent
+    for o in chain:
+        if o.constraints or (
+            o.animation_data is not None and (o.animation_data.action or o.animation_data.drivers)
+        ):
+            return True
+    data = obj.data
+    keys = getattr(data, "shape_keys", None)
+    for block in (data, keys):
+        anim = getattr(block, "animation_data", None)
+        if anim is not None and (anim.action or anim.drivers):
+            return True
+    return bool(obj.modifiers)
+
+
 def _emitter_masks(
     context: bpy.types.Context,
     obj: bpy.types.Object,
@@ -391,6 +439,9 @@ def _emitter_masks(
 
     Returns the distinct masks and, per frame, the index of its mask: a still emitter is voxelized
     once, a moving one once per frame where it differs. The scene's current frame is restored."""
+    if not _may_move(obj):  # no frame stepping: it would run every frame handler and simulation cache
+        mask = _voxelize(obj, origin, voxel, dims)
+        return [pack_mask(np.transpose(mask, (1, 2, 0)))], [0] * len(frames)
     scene = context.scene
     current, subframe = scene.frame_current, scene.frame_subframe
     masks: list[PackedMask] = []

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
+pytestmark = pytest.mark.bpy
+
 
 def test_smoke_in_blender(run_in_blender: Callable[..., dict[str, Any]]) -> None:
     observed = run_in_blender("addon_smoke.py", timeout=300)

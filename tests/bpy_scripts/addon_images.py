@@ -127,7 +127,28 @@ _, warnings = bridge.build_material_nodes(
     glow, {}, source=None, normal_strength=1.0, height_mode="NONE", relief=0.02, label="test"
 )
 observed["non_principled_warning"] = warnings
-assert any("not a Principled BSDF" in w for w in warnings), warnings
+assert any("no Principled BSDF behind it" in w for w in warnings), warnings
+# A decal's usual surface: Principled and Transparent mixed. Its Principled is used, no warning.
+decal_mat = material_with_image("DecalMix", bpy.data.images.load(str(photo_path)))
+tree = decal_mat.node_tree
+principled = tree.nodes["Principled BSDF"]
+mix = tree.nodes.new("ShaderNodeMixShader")
+clear = tree.nodes.new("ShaderNodeBsdfTransparent")
+tree.links.new(clear.outputs[0], mix.inputs[1])
+tree.links.new(principled.outputs[0], mix.inputs[2])
+tree.links.new(mix.outputs[0], tree.nodes["Material Output"].inputs["Surface"])
+albedo_img = bpy.data.images.load(str(photo_path))
+_, warnings = bridge.build_material_nodes(
+    decal_mat,
+    {"albedo": albedo_img},
+    source=None,
+    normal_strength=1.0,
+    height_mode="NONE",
+    relief=0.02,
+    label="t",
+)
+assert warnings == [] and principled.inputs["Base Color"].is_linked, warnings
+observed["mix_shader_principled_used"] = True
 
 # -- byte images in other colour spaces are converted with Blender's colour management ------------
 red = np.zeros((8, 8, 3), np.float32)
@@ -141,6 +162,19 @@ srgb = bpy.data.images.load(
     str(write_image(work / "grey.png", np.full((8, 8, 3), 0.5, np.float32), kind="data"))
 )
 assert abs(float(bridge.image_to_array(srgb)[0, 0, 0]) - 0.214) < 2e-3  # sRGB as before
+
+# -- float pixels are converted from the file's working space (Blender 5.0: ACEScg, Rec.2020) -------
+red_exr = write_image(work / "red.exr", red, kind="color")  # linear Rec.709 red
+try:
+    bpy.ops.wm.set_working_color_space(working_space="ACEScg")
+except (AttributeError, RuntimeError, TypeError):
+    pass  # a Blender without per-file working spaces: nothing to convert
+observed["working_space"] = bridge._working_space()
+got = bridge.image_to_array(bpy.data.images.load(str(red_exr)))[0, 0]
+observed["working_space_red"] = [round(float(v), 3) for v in got]
+assert np.abs(got - (1.0, 0.0, 0.0)).max() < 5e-3, (observed["working_space"], observed["working_space_red"])
+if observed["working_space"] != "Linear Rec.709":
+    bpy.ops.wm.set_working_color_space(working_space="Linear Rec.709")
 
 # -- an image sequence is named as such, not as a missing file ------------------------------------
 for i in (1, 2):
