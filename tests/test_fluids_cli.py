@@ -122,3 +122,39 @@ def test_bench_script_runs_the_cli_benchmark(capsys: pytest.CaptureFixture[str])
     mod = load_bench("smoke")
     assert mod.surrogate(["--shots", "1", "--stability-shots", "2"]) != 0
     assert "--stability-shots cannot exceed --shots" in capsys.readouterr().err
+
+
+def test_overwrite_leaves_no_frames_of_the_earlier_shot(tmp_path: Path) -> None:
+    # A shorter rerun kept the earlier shot's last frames, and --vdb off kept its .vdb files beside
+    # the new .npz: one folder held two shots. Other files in the folder are left alone.
+    out = tmp_path / "shot"
+    argv = ["smoke", "run", "--dims", "2", "--res", "16", "--reference", "--vdb", "off", "-o", str(out)]
+    assert _run([*argv, "--scenario", "plume", "--frames", "3"]) == 0
+    (out / "frame_0002.vdb").write_bytes(b"an earlier run's VDB")
+    (out / "notes.txt").write_text("mine")
+    assert _run([*argv, "--scenario", "wind", "--frames", "2", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["frame_0001.npz", "frame_0002.npz", "notes.txt"]
+
+
+def test_bench_refuses_existing_outputs_before_any_work_and_times_with_shots_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "v.json").write_text("important")
+    with pytest.raises(OutputExistsError):
+        _run(["smoke", "bench", "--res", "32", "--out-json", str(tmp_path / "v.json")])
+    assert (tmp_path / "v.json").read_text() == "important"
+    with pytest.raises(InputError, match="--res must be >= 1"):
+        _run(["smoke", "bench", "--res", "0"])
+    # "--shots 0 = timing only" was refused: --stability-shots defaulted to 1 > 0 shots.
+    import mlvfx.fluids.bench as bench
+
+    seen = []
+
+    def fake_bench(net: object, factor: int, spec: object, progress: object = None) -> dict[str, object]:
+        seen.append(spec)
+        raise KeyboardInterrupt  # the spec is all this test needs
+
+    monkeypatch.setattr(bench, "run_bench", fake_bench)
+    with pytest.raises(KeyboardInterrupt):
+        _run(["smoke", "bench", "--res", "32", "--shots", "0"])
+    assert seen[0].shots == 0 and seen[0].stability_shots == 0  # type: ignore[attr-defined]

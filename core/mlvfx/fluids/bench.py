@@ -307,7 +307,7 @@ def time_methods(net: Any, factor: int, spec: BenchSpec) -> dict[str, float]:
     return {name: 1e3 * float(np.median(times[name])) for name in names}
 
 
-def plot_curves(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
+def plot_curves(result: dict[str, Any], path: str | os.PathLike[str], *, overwrite: bool = False) -> None:
     """Error-over-time curves as a PNG (drawn with OpenCV; no plotting library needed)."""
     import cv2
 
@@ -358,7 +358,7 @@ def plot_curves(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
     ok, buf = cv2.imencode(".png", img)
     if not ok:
         raise InputError("could not encode the plot")
-    write_bytes_atomic(path, buf.tobytes(), overwrite=True)
+    write_bytes_atomic(path, buf.tobytes(), overwrite=overwrite)
 
 
 def format_table(result: dict[str, Any]) -> str:

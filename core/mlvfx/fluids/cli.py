@@ -113,7 +113,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="long rollout for the stability check (default: 4x the training shots: 400 in 3D, 640 in 2D)",
     )
-    b.add_argument("--stability-shots", type=int, default=1, help="shots for the stability check (default 1)")
+    b.add_argument(
+        "--stability-shots",
+        type=int,
+        default=None,
+        help="shots for the stability check (default 1; 0 with --shots 0)",
+    )
     b.add_argument("--timing-steps", type=int, default=20, help="timed steps per method (default: 20)")
     b.add_argument(
         "--open-inflow",
@@ -124,6 +129,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     b.add_argument("--plot", type=Path, default=None, help="write the error curves as a PNG")
     b.add_argument("--out-json", type=Path, default=None, help="write the full result as JSON")
+    b.add_argument("--overwrite", action="store_true", help="replace existing --plot / --out-json files")
     b.set_defaults(func=cmd_bench)
 
 
@@ -177,6 +183,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress=progress,
         )
     elapsed = time.perf_counter() - start
+    stale = _stale_frames(outdir, written) if args.overwrite else []
+    for path in stale:  # an earlier, longer shot's frames, or .vdb beside a run with --vdb off
+        path.unlink(missing_ok=True)
     steps = args.frames * args.steps_per_frame
     emit(
         args,
@@ -189,12 +198,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             "model": model,
             "ms_per_step": 1e3 * solving / steps,
             "seconds_total": elapsed,
+            "removed_stale": [str(p) for p in stale],
             "params": scenario.params,
         },
         f"wrote {args.frames} frames to {outdir} in {elapsed:.1f} s ({1e3 * solving / steps:.1f} ms per "
         f"solver step{', with OpenVDB' if vdb else ''}; {model or 'reference solver'})",
     )
     return 0
+
+
+def _stale_frames(outdir: Path, written: list[str]) -> list[Path]:
+    """Frame files in ``outdir`` (``frame_NNNN.npz`` / ``.vdb``) that this run did not write.
+
+    With ``--overwrite`` they are an earlier shot's: left in place, a folder would hold frames of
+    two shots (a longer earlier run's tail, or .vdb files beside a run with ``--vdb off``).
+    Removed only after every frame of the new shot is written.
+    """
+    import re
+
+    keep = {Path(p).name for p in written}
+    pattern = re.compile(r"frame_\d{4,}\.(npz|vdb)")
+    return sorted(
+        p for p in outdir.iterdir() if pattern.fullmatch(p.name) and p.name not in keep and p.is_file()
+    )
 
 
 def write_shot(
@@ -274,13 +300,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from mlvfx.cli import emit, progress_bar
     from mlvfx.fluids.bench import BenchSpec, format_table, plot_curves, run_bench
-    from mlvfx.io.atomic import write_bytes_atomic
+    from mlvfx.io.atomic import check_writable, write_bytes_atomic
 
+    if args.res is not None and args.res < 1:
+        raise InputError(f"--res must be >= 1, got {args.res}")
     res = args.res or (256 if args.dims == 2 else 128)
-    if args.shots < 0 or args.stability_shots < 0 or args.timing_steps < 1 or min(args.steps) < 1:
+    stability_shots = min(1, args.shots) if args.stability_shots is None else args.stability_shots
+    if args.shots < 0 or stability_shots < 0 or args.timing_steps < 1 or min(args.steps) < 1:
         raise InputError("--timing-steps and --steps must be >= 1, --shots and --stability-shots >= 0")
-    if args.stability_shots > args.shots:
+    if stability_shots > args.shots:
         raise InputError("--stability-shots cannot exceed --shots")
+    for out in (args.plot, args.out_json):  # before the bench's minutes of work, not after
+        if out is not None:
+            check_writable(out, args.overwrite)
     if args.plot is not None and args.shots > 0 and max(args.steps) < 10:
         raise InputError(
             "--plot needs an evaluation step of 10 or more (the curves are sampled every 10 steps)"
@@ -297,7 +329,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         shots=args.shots,
         eval_steps=tuple(sorted(set(args.steps))),
         stability_steps=stability_steps,
-        stability_shots=args.stability_shots,
+        stability_shots=stability_shots,
         timing_steps=args.timing_steps,
         open_inflow=args.open_inflow,
     )
@@ -305,9 +337,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = run_bench(net, factor, spec, progress=progress)
     result["model"] = name
     if args.plot is not None and result["curves"]:
-        plot_curves(result, args.plot)
+        plot_curves(result, args.plot, overwrite=args.overwrite)
     if args.out_json is not None:
-        write_bytes_atomic(args.out_json, (json.dumps(result, indent=1) + "\n").encode(), overwrite=True)
+        data = (json.dumps(result, indent=1) + "\n").encode()
+        write_bytes_atomic(args.out_json, data, overwrite=args.overwrite)
     stab = "; ".join(
         f"{s['scenario']} {s['steps']} steps: {'finite' if s['finite'] else 'NaN'}, total density "
         f"{100 * (s['total_density_ratio'] - 1):+.1f}% vs reference ({'ok' if s['ok'] else 'FAIL'}; "
