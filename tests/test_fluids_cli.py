@@ -158,3 +158,44 @@ def test_bench_refuses_existing_outputs_before_any_work_and_times_with_shots_0(
     with pytest.raises(KeyboardInterrupt):
         _run(["smoke", "bench", "--res", "32", "--shots", "0"])
     assert seen[0].shots == 0 and seen[0].stability_shots == 0  # type: ignore[attr-defined]
+
+
+def test_the_stepper_api_takes_what_a_host_passes_and_names_what_it_refuses() -> None:
+    # An audit of the Python API hosts call: flipped arrays crashed inside torch, a single Source
+    # (not in a list) raised TypeError, a negative rate made negative density that the next call
+    # refused, a surrogate named source shapes at the coarse grid's size, and a material model
+    # name gave a cryptic error after fetching its weights.
+    from mlvfx.fluids.reference import SmokeConfig, Source, Stepper
+    from mlvfx.fluids.scenarios import make_scenario
+    from mlvfx.fluids.surrogate import load_stepper
+
+    sc = make_scenario("plume", 3, 16)
+    src = sc.sources[0]
+    plain = Stepper(sc.config).step(None, None, [src])
+    flipped = Stepper(sc.config).step(None, None, Source(np.flip(np.flip(src.mask, 0), 0), src.rate))
+    np.testing.assert_array_equal(flipped[0], plain[0])  # a view with negative strides, one Source
+    d, v = plain
+    again = Stepper(sc.config).step(np.flip(d, 2)[:, :, ::-1], v, [src])
+    assert np.isfinite(again[0]).all()
+    with pytest.raises(InputError, match="rate must be finite and >= 0"):
+        Stepper(sc.config).step(None, None, [Source(src.mask, rate=-5.0)])
+    with pytest.raises(InputError, match="must be a real numeric array"):
+        Stepper(sc.config).step(d.astype(np.complex64), v, [src])
+    with pytest.raises(InputError, match="must be a tuple"):
+        SmokeConfig(shape=32)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="whole numbers"):
+        SmokeConfig(shape=(32.0, 32.0, 32.0))  # type: ignore[arg-type]
+    big = make_scenario("plume", 3, 32)
+    surrogate = load_stepper("smoke3d", big.config)
+    with pytest.raises(InputError, match=r"source 0 mask has shape \(16, 16, 16\), expected \(32, 32, 32\)"):
+        surrogate.step(None, None, [Source(np.ones((16, 16, 16), np.float32))])
+    with pytest.raises(InputError, match=r"is a material\.pbr model, not a smoke surrogate"):
+        load_stepper("material", big.config)
+
+
+def test_unsupported_devices_are_named() -> None:
+    from mlvfx.config import torch_device
+
+    for name in ("meta", "xpu"):
+        with pytest.raises(InputError, match=r"unsupported device|unknown device"):
+            torch_device(name)

@@ -190,6 +190,7 @@ def test_load_stepper_from_the_zoo(zoo_env: ZooEnv, trained: tuple[Path, Path, P
     weights = run / "smoke2d_tiny.safetensors"
     data = weights.read_bytes()
     entry = model_entry("smoke2d", [file_entry("smoke2d.safetensors", data, [weights.as_uri()])])
+    entry["task"] = "smoke.surrogate2d"  # load_stepper refuses other tasks before fetching
     write_manifest(zoo_env.manifest, [entry])
     stepper = load_stepper("smoke2d", SmokeConfig(shape=(32, 32)))
     density, _ = stepper.step(None, None, make_scenario("plume", 2, 32).sources)

@@ -147,6 +147,8 @@ def torch_device(requested: str | None = None) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise InputError(f"unknown device {name!r} (use cpu, cuda, cuda:N or mps)") from None
+    if device.type not in ("cpu", "cuda", "mps"):  # xpu, meta, vulkan...: nothing mlvfx runs on
+        raise InputError(f"unsupported device {name!r} (use cpu, cuda, cuda:N or mps)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {name!r} requested but CUDA is not available")
     if device.type == "mps" and not torch.backends.mps.is_available():

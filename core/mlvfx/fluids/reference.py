@@ -148,7 +148,11 @@ class SmokeConfig:
     max_cells: int = MAX_CELLS
 
     def __post_init__(self) -> None:
+        if not isinstance(self.shape, Sequence | np.ndarray) or isinstance(self.shape, str):
+            raise InputError(f"smoke grid shape must be a tuple such as (64, 64, 64), got {self.shape!r}")
         shape = tuple(self.shape)
+        if any(not isinstance(n, int | np.integer) for n in shape):
+            raise InputError(f"smoke grid shape must hold whole numbers of cells, got {shape}")
         if len(shape) not in (2, 3):
             raise InputError(f"smoke grid must be 2D (Y, X) or 3D (Z, Y, X), got shape {shape}")
         if any(not isinstance(n, int | np.integer) or n < MIN_CELLS_PER_AXIS for n in shape):
@@ -375,8 +379,8 @@ class ReferenceSolver:
             mask = _as_grid(src.mask, shape, f"source {i} mask")
             if mask.min() < 0 or mask.max() > 1:
                 raise InputError(f"source {i} mask must lie in [0, 1]")
-            if not math.isfinite(src.rate):
-                raise InputError(f"source {i} rate must be finite, got {src.rate}")
+            if not math.isfinite(src.rate) or src.rate < 0:
+                raise InputError(f"source {i} rate must be finite and >= 0 (no smoke sinks), got {src.rate}")
             if src.velocity and (
                 len(src.velocity) != self.config.dims or not all(math.isfinite(v) for v in src.velocity)
             ):
@@ -623,15 +627,15 @@ def _as_grid(array: Array, shape: tuple[int, ...], what: str) -> Array:
     a = np.asarray(array)
     if a.dtype == bool:
         a = a.astype(np.float32)
-    if not np.issubdtype(a.dtype, np.number):
-        raise InputError(f"{what} must be a numeric array, got dtype {a.dtype}")
+    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise InputError(f"{what} must be a real numeric array, got dtype {a.dtype}")
     if len(shape) == 2 and a.ndim == 3 and a.shape[0] == 1:
         a = a[0]
     if a.shape != shape:
         raise InputError(f"{what} has shape {a.shape}, expected {shape}")
     if not np.isfinite(a).all():
         raise InputError(f"{what} contains NaN or infinite values")
-    return a
+    return np.ascontiguousarray(a)  # a flipped or strided view: torch takes no negative strides
 
 
 class HostStepper:
@@ -687,6 +691,8 @@ class HostStepper:
             (density is not None and np.asarray(density).ndim == 3)
             or (velocity is not None and np.asarray(velocity).ndim == 4)
         )
+        if isinstance(sources, Source):  # one source, not in a list
+            sources = [sources]
         prepared = self._prepare(list(sources or []), obstacles)
         if (
             self._state is not None
@@ -787,7 +793,7 @@ def state_from_arrays(
         rho = _as_grid(density, shape, "density")
         if rho.min() < 0:
             raise InputError("density must be >= 0")
-        rho_t = torch.as_tensor(rho, dtype=dtype, device=device)
+        rho_t = torch.as_tensor(np.ascontiguousarray(rho), dtype=dtype, device=device)  # a flipped view too
     if velocity is not None:
         v = np.asarray(velocity)
         if ndim == 2 and v.ndim == 4 and v.shape[0] == 1 and v.shape[-1] == 3:

@@ -650,13 +650,22 @@ class SurrogateSolver:
         its cells may be less than half solid, and the coarse grid would then emit smoke from
         inside the obstacle.
         """
+        from mlvfx.fluids.reference import _as_grid
+
+        # The fine masks are checked here, where shapes and values are the user's, not the
+        # coarse grid's (a wrong shape was reported at a quarter of its size).
+        masks = [_as_grid(s.mask, self.fine_config.shape, f"source {i} mask") for i, s in enumerate(sources)]
+        for i, mask in enumerate(masks):
+            if mask.min() < 0 or mask.max() > 1:
+                raise InputError(f"source {i} mask must lie in [0, 1]")
         if self.fine_solid is not None:
             solid = self.fine_solid.cpu().numpy()
-            for i, s in enumerate(sources):
-                mask = np.asarray(s.mask)
-                if mask.size == solid.size:  # a 2D mask may come as (1, Y, X)
-                    check_source_outside(i, mask.reshape(solid.shape), solid)
-        coarse = [Source(restrict_mask(s.mask, self.factor), s.rate, s.velocity) for s in sources]
+            for i, mask in enumerate(masks):
+                check_source_outside(i, mask, solid)
+        coarse = [
+            Source(restrict_mask(m, self.factor), s.rate, s.velocity)
+            for m, s in zip(masks, sources, strict=True)
+        ]
         return self.solver.prepare_sources(coarse)
 
     def inputs(
@@ -1025,13 +1034,20 @@ def load_surrogate(model_id: str) -> tuple[CorrectionNet, int, str]:
     """
     from mlvfx import zoo
 
+    manifest = zoo.load_manifest()
     try:
-        entry = zoo.load_manifest().get(model_id)
+        entry = manifest.get(model_id)
     except ModelNotFound:
         raise ModelNotFound(
             f"smoke surrogate {model_id!r} is not in the model zoo (`mlvfx zoo list` shows what is); "
             "run the reference solver instead (`smoke run --reference`) or pass local weights (--weights)"
         ) from None
+    if not entry.task.startswith("smoke."):  # before fetching megabytes of the wrong model
+        smoke = [m for m in manifest.ids() if manifest.get(m).task.startswith("smoke.")]
+        raise InputError(
+            f"model {model_id!r} is a {entry.task} model, not a smoke surrogate "
+            f"(smoke models: {', '.join(smoke) or 'none'})"
+        )
     path = zoo.fetch(model_id, entry.version, fmt="safetensors")
     net, factor = surrogate_from_state(zoo.load_state_dict(path), source=str(path))
     return net, factor, entry.version
