@@ -512,18 +512,25 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         if all(0 in box for _, box, _ in masks):
             raise InputError(f"emitter {s.emitter.name!r} covers no voxel of the domain at this resolution")
         fps = context.scene.render.fps / context.scene.render.fps_base
+        model = _resolve_model(s.model, max(dims))  # the grid as rounded for a surrogate
+        dt = 1.0 / fps / s.substeps
+        if model != "reference" and abs(dt * 24.0 - 1.0) > 0.01:
+            from mlvfx.fluids.reference import SmokeConfig
+            from mlvfx.fluids.surrogate import dt_warning
+
+            self.report({"WARNING"}, f"mlvfx: {dt_warning(SmokeConfig(shape=(16, 16, 16), dt=dt))}")
         return {
             "domain": domain.name,
             "domain_uid": domain.session_uid,
             "cache": cache,
-            "model": _resolve_model(s.model, max(dims)),  # the grid as rounded for a surrogate
+            "model": model,
             "shape": (dims[1], dims[2], dims[0]),  # solver order (Z = Blender Y, Y = Blender Z up, X)
             "emitters": masks,
             "emitter_of_frame": emitter_of_frame,
             "voxel": voxel,
             "origin": tuple(float(v) for v in low + 0.5 * voxel),
             "frames": frames,
-            "dt": 1.0 / fps / s.substeps,
+            "dt": dt,
             "substeps": s.substeps,
             "buoyancy": s.buoyancy,
             "dissipation": s.dissipation,

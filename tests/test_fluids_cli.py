@@ -199,3 +199,12 @@ def test_unsupported_devices_are_named() -> None:
     for name in ("meta", "xpu"):
         with pytest.raises(InputError, match=r"unsupported device|unknown device"):
             torch_device(name)
+
+
+def test_a_time_step_the_surrogates_were_not_trained_with_is_warned_about() -> None:
+    from mlvfx.fluids.reference import SmokeConfig
+    from mlvfx.fluids.surrogate import dt_warning
+
+    assert dt_warning(SmokeConfig(shape=(16, 16, 16))) is None  # 1/24 s, as trained
+    message = dt_warning(SmokeConfig(shape=(16, 16, 16), dt=1.0 / 96.0))
+    assert message is not None and "1/96 s" in message and "outside their training" in message

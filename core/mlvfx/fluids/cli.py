@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -168,7 +169,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.reference:
         stepper = Stepper(replace(scenario.config, open_inflow=args.open_inflow))
     else:
+        from mlvfx.fluids.surrogate import dt_warning
+
         stepper, model = _surrogate_stepper(args, scenario.config)
+        warning = dt_warning(scenario.config)
+        if warning is not None and not args.quiet:
+            print(f"mlvfx: warning: {warning}", file=sys.stderr)
     start = time.perf_counter()
     with progress_bar(args, f"smoke {args.scenario}") as progress:
         written, solving = write_shot(
