@@ -45,6 +45,9 @@ def model_number(model_id: str) -> int:
     return _FIXED_NUMBERS.get(model_id) or 2000 + zlib.crc32(model_id.encode()) % 1_000_000
 
 
+VELOCITY_FLOOR = 1e-4  # density below which a baked voxel's velocity is not stored
+
+
 def _emitter_poll(self: Any, obj: bpy.types.Object) -> bool:
     """The Emitter picker offers meshes, never a smoke domain."""
     return obj.type == "MESH" and not obj.mlvfx_smoke.is_domain
@@ -598,10 +601,13 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
                 for _ in range(plan["substeps"]):
                     check_cancel(cancel)
                     density, velocity = stepper.step(density, velocity, sources)
-                assert density is not None
+                assert density is not None and velocity is not None
+                # Velocity (Blender units per second) for motion blur, kept only where there is
+                # smoke: a dense vector grid would make the cache several times larger.
+                vel = np.where((density > VELOCITY_FLOOR)[..., None], velocity, 0.0).astype(np.float32)
                 write_vdb(
                     staging / f"density_{frame:04d}.vdb",
-                    {"density": density},
+                    {"density": density, "vel": vel},
                     voxel_size=plan["voxel"],
                     origin=plan["origin"],
                     up="z",
@@ -724,6 +730,8 @@ def _volume_object(
     volume.frame_offset = frames[0] - 1
     volume.frame_duration = len(frames)
     volume.sequence_mode = "CLIP"
+    volume.velocity_grid = "vel"  # motion blur reads it (Render > Motion Blur)
+    volume.velocity_unit = "SECOND"
     context.evaluated_depsgraph_get()  # the scene's frame reaches the volume (else it loads file 0)
     volume.grids.load()
     if not volume.materials:

@@ -220,6 +220,12 @@ import openvdb  # noqa: E402  (bundled with Blender; the bake made it importable
 grid = openvdb.read(str(cache / "density_0004.vdb"), "density")
 observed["smoke_active_voxels"] = int(grid.activeVoxelCount())
 assert grid.activeVoxelCount() > 0
+# Velocity for motion blur, stored only where there is smoke, and named on the Volume.
+vel = openvdb.read(str(cache / "density_0004.vdb"), "vel")
+observed["vel_active_voxels"] = int(vel.activeVoxelCount())
+assert 0 < vel.activeVoxelCount() <= grid.activeVoxelCount(), observed
+assert "vel" in observed["volume_grids"] and volume_obj.data.velocity_grid == "vel"
+assert volume_obj.data.velocity_unit == "SECOND"
 # Rebaking replaces the cache safely: same file names, new contents, no leftovers beside it.
 first_inode = (cache / "density_0001.vdb").stat().st_ino
 settings.frame_end = 3

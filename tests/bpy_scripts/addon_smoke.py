@@ -55,11 +55,12 @@ def cache_of(domain: Any) -> Path:
 
 
 def grids_at(volume_obj: Any, frame: int) -> tuple[int, str]:
-    """Grids the Volume object shows at a scene frame, and the file they came from."""
+    """Density grids the Volume object shows at a scene frame (0 or 1), and the file they came from."""
     scene.frame_set(frame)
     grids = volume_obj.evaluated_get(bpy.context.evaluated_depsgraph_get()).data.grids
     grids.load()
-    return len(grids), Path(grids.frame_filepath).name if len(grids) else ""
+    density = sum(g.name == "density" for g in grids)
+    return density, Path(grids.frame_filepath).name if density else ""
 
 
 def smoke_x(path: Path) -> float:
