@@ -597,3 +597,23 @@ def test_smoke_does_not_leak_into_a_region_the_obstacles_seal_off(fixed: bool) -
     above = float(rho[9:].sum())
     assert (above == 0.0) if fixed else (above > 1.0), above
     assert float(rho[:8].sum()) == pytest.approx(128.0)  # below, nothing taken away
+
+
+def test_no_benchmark_or_training_shot_has_a_sealed_region() -> None:
+    # _no_leaks acts only where obstacles seal a region off; if a data or benchmark scenario had
+    # one, the published models' numbers would no longer be the ones their cards give.
+    from scipy import ndimage  # type: ignore[import-untyped]
+
+    from mlvfx.fluids.surrogate import restrict_mask
+
+    checked = 0
+    for dims, res in ((2, 256), (3, 64)):
+        for seed in [*range(5000, 5008), *range(0, 16)]:  # held-out benchmark shots, training seeds
+            for family in ("plume", "obstacle", "two_sources", "wind"):
+                sc = make_scenario(family, dims, res, seed=seed)
+                if sc.obstacles is None:
+                    continue
+                coarse = restrict_mask(np.asarray(sc.obstacles, float), 4) >= 0.5
+                assert ndimage.label(~coarse)[1] == 1, (family, dims, seed)
+                checked += 1
+    assert checked >= 40
