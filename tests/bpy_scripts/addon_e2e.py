@@ -14,17 +14,11 @@ from pathlib import Path
 
 import bpy
 import numpy as np
-
-zip_path, work = Path(sys.argv[1]), Path(sys.argv[2])
-observed: dict[str, object] = {}
-MODULE = "bl_ext.user_default.mlvfx"
+from _extension import MODULE, install
 
 # -- install and enable the extension exactly as a user would -------------------------------------
-result = bpy.ops.extensions.package_install_files(
-    filepath=str(zip_path), repo="user_default", enable_on_install=True
-)
-assert result == {"FINISHED"}, result
-assert MODULE in bpy.context.preferences.addons, list(bpy.context.preferences.addons.keys())
+zip_path, work = install()
+observed: dict[str, object] = {}
 assert hasattr(bpy.types.Scene, "mlvfx_material")
 observed["installed"] = True
 

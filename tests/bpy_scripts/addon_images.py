@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import bpy
 import numpy as np
+from _extension import MODULE, install
 
-zip_path, work = Path(sys.argv[1]), Path(sys.argv[2])
+zip_path, work = install()
 observed: dict[str, object] = {}
-MODULE = "bl_ext.user_default.mlvfx"
-result = bpy.ops.extensions.package_install_files(
-    filepath=str(zip_path), repo="user_default", enable_on_install=True
-)
-assert result == {"FINISHED"}, result
 bridge = importlib.import_module(MODULE + ".bridge")
 
 from mlvfx.io import read_image, write_image  # noqa: E402  (the wheel the extension installed)

@@ -16,15 +16,10 @@ from typing import Any
 
 import bpy
 import numpy as np
+from _extension import MODULE, install
 
-zip_path, work = Path(sys.argv[1]), Path(sys.argv[2])
+zip_path, work = install()
 observed: dict[str, Any] = {}
-MODULE = "bl_ext.user_default.mlvfx"
-
-result = bpy.ops.extensions.package_install_files(
-    filepath=str(zip_path), repo="user_default", enable_on_install=True
-)
-assert result == {"FINISHED"}, result
 smoke = sys.modules[MODULE + ".smoke"]
 
 bpy.ops.wm.read_homefile(use_empty=True)

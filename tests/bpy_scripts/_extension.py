@@ -1,0 +1,26 @@
+"""What every add-on test script does first: install and enable the built extension as a user would.
+
+from _extension import MODULE, install
+zip_path, work = install()  # from sys.argv: EXTENSION_ZIP WORKDIR
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import bpy
+
+MODULE = "bl_ext.user_default.mlvfx"
+
+
+def install() -> tuple[Path, Path]:
+    """Install ``sys.argv[1]`` (the extension zip) into the user repository under $HOME and enable it;
+    returns ``(zip, work folder)`` from the command line."""
+    zip_path, work = Path(sys.argv[1]), Path(sys.argv[2])
+    result = bpy.ops.extensions.package_install_files(
+        filepath=str(zip_path), repo="user_default", enable_on_install=True
+    )
+    assert result == {"FINISHED"}, result
+    assert MODULE in bpy.context.preferences.addons, list(bpy.context.preferences.addons.keys())
+    return zip_path, work
