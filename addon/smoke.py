@@ -328,6 +328,17 @@ def _free_cache_path(domain: bpy.types.Object) -> str:
 
 # -- the emitter on the domain's grid, per frame --------------------------------------------------
 
+
+def to_solver(grid: np.ndarray) -> np.ndarray:
+    """A Blender-axis grid (X, Y, Z) in the solver's layout (Z, Y, X) with +Y up.
+
+    The inverse of the core's Z-up VDB writing (``mlvfx.io.volume.to_vdb_index``), a rotation:
+    solver y (up) is Blender Z, solver z is Blender -Y (so Blender's Y runs backwards), solver x
+    is Blender X. A bake thus round-trips to where its emitter was.
+    """
+    return np.transpose(grid[:, ::-1, :], (1, 2, 0))
+
+
 PackedMask = tuple[tuple[int, int, int], tuple[int, int, int], np.ndarray]
 """A {0, 1} mask kept small: the start and shape of the box around its covered cells, and that
 box's cells as bits (``np.packbits``). An emitter covers a small part of the domain, so a moving
@@ -444,7 +455,7 @@ def _emitter_masks(
     once, a moving one once per frame where it differs. The scene's current frame is restored."""
     if not _may_move(obj):  # no frame stepping: it would run every frame handler and simulation cache
         mask = _voxelize(obj, origin, voxel, dims)
-        return [pack_mask(np.transpose(mask, (1, 2, 0)))], [0] * len(frames)
+        return [pack_mask(to_solver(mask))], [0] * len(frames)
     scene = context.scene
     current, subframe = scene.frame_current, scene.frame_subframe
     masks: list[PackedMask] = []
@@ -458,7 +469,7 @@ def _emitter_masks(
             if key not in index_of:
                 mask = _voxelize(obj, origin, voxel, dims, depsgraph)
                 index_of[key] = len(masks)
-                masks.append(pack_mask(np.transpose(mask, (1, 2, 0))))  # (Z_solver = Y, Y_solver = Z up, X)
+                masks.append(pack_mask(to_solver(mask)))
             per_frame.append(index_of[key])
     finally:
         scene.frame_set(current, subframe=subframe)
@@ -527,7 +538,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
             "domain_uid": domain.session_uid,
             "cache": cache,
             "model": model,
-            "shape": (dims[1], dims[2], dims[0]),  # solver order (Z = Blender Y, Y = Blender Z up, X)
+            "shape": (dims[1], dims[2], dims[0]),  # solver order (Z = Blender -Y, Y = Blender Z up, X)
             "emitters": masks,
             "emitter_of_frame": emitter_of_frame,
             "voxel": voxel,

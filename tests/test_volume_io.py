@@ -40,10 +40,17 @@ def test_vdb_axis_orders() -> None:
     a = np.zeros((2, 3, 4), np.float32)  # (Z, Y, X)
     a[1, 2, 3] = 1.0  # z=1, y=2 (up), x=3
     assert np.argwhere(to_vdb_index(a, "y")).tolist() == [[3, 2, 1]]  # [x][y][z]
-    assert np.argwhere(to_vdb_index(a, "z")).tolist() == [[3, 1, 2]]  # Blender: [x][y=z][z=up]
+    # Blender, the Y-up to Z-up rotation: [x][Y = -z][Z = up]; z = 1 of 0..1 is Blender Y index 0.
+    assert np.argwhere(to_vdb_index(a, "z")).tolist() == [[3, 0, 2]]
     v = np.zeros((2, 3, 4, 3), np.float32)
     v[1, 2, 3] = (10.0, 20.0, 30.0)  # (vx, vy up, vz)
-    assert to_vdb_index(v, "z")[3, 1, 2].tolist() == [10.0, 30.0, 20.0]
+    assert to_vdb_index(v, "z")[3, 0, 2].tolist() == [10.0, -30.0, 20.0]
+    # A rotation keeps handedness (a mirror, as written up to stop 24, flips it): x cross y = z
+    # in the solver must come out as X cross Y = Z in Blender.
+    ex, ey, ez = (np.zeros((2, 3, 4, 3), np.float32) for _ in range(3))
+    ex[1, 2, 3, 0] = ey[1, 2, 3, 1] = ez[1, 2, 3, 2] = 1.0
+    bx, by, bz = (to_vdb_index(e, "z")[3, 0, 2] for e in (ex, ey, ez))
+    np.testing.assert_array_equal(np.cross(bx, by), bz)
 
 
 def test_vdb_write_and_read_back(tmp_path: Path, fields) -> None:

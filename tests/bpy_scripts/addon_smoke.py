@@ -58,8 +58,8 @@ def grids_at(volume_obj: Any, frame: int) -> tuple[int, str]:
     return density, Path(grids.frame_filepath).name if density else ""
 
 
-def smoke_x(path: Path) -> float:
-    """World x of the density's centroid in a baked frame."""
+def smoke_xy(path: Path) -> tuple[float, float]:
+    """World x and y of the density's centroid in a baked frame."""
     import openvdb  # bundled with Blender; a bake has made it importable
 
     grid = openvdb.read(str(path), "density")
@@ -67,7 +67,9 @@ def smoke_x(path: Path) -> float:
     a = np.zeros([h - lo_ + 1 for lo_, h in zip(lo, hi, strict=True)], np.float32)
     grid.copyToArray(a, ijk=lo)
     xc = float((a.sum(axis=(1, 2)) * (np.arange(a.shape[0]) + lo[0])).sum() / a.sum())
-    return float(grid.transform.indexToWorld((xc, 0, 0))[0])
+    yc = float((a.sum(axis=(0, 2)) * (np.arange(a.shape[1]) + lo[1])).sum() / a.sum())
+    world = grid.transform.indexToWorld((xc, yc, 0))
+    return float(world[0]), float(world[1])
 
 
 def volumes_of(domain: Any) -> list[str]:
@@ -112,16 +114,20 @@ observed["domain_as_emitter"] = [message, message_bake]
 moving = new_domain((0.0, 6.0, 0.3), (1, 6), resolution=24)
 emitter = moving.mlvfx_smoke.emitter
 emitter.scale = (0.6, 0.6, 0.6)
-emitter.location.x = -0.5
+emitter.location.x, emitter.location.y = -0.5, 6.3
 emitter.keyframe_insert("location", frame=1)
-emitter.location.x = 0.5
+emitter.location.x, emitter.location.y = 0.5, 5.7
 emitter.keyframe_insert("location", frame=6)
 scene.frame_set(4)
 assert bpy.ops.mlvfx.bake_smoke(domain=moving.name) == {"FINISHED"}
 assert scene.frame_current == 4, scene.frame_current
-xs = [round(smoke_x(cache_of(moving) / f"density_{f:04d}.vdb"), 3) for f in range(1, 7)]
-observed["moving_smoke_x"] = xs
+centres = [smoke_xy(cache_of(moving) / f"density_{f:04d}.vdb") for f in range(1, 7)]
+xs = [round(c[0], 3) for c in centres]
+ys = [round(c[1], 3) for c in centres]
+observed["moving_smoke_x"], observed["moving_smoke_y"] = xs, ys
 assert xs[0] < -0.3 and xs[-1] > xs[0] + 0.25 and all(b > a for a, b in itertools.pairwise(xs)), xs
+# Blender's Y round-trips through the solver (whose z is Blender -Y) to where the emitter was.
+assert ys[0] > 6.1 and ys[-1] < ys[0] - 0.15 and all(b < a for a, b in itertools.pairwise(ys)), ys
 low, high = smoke._world_bounds(moving)
 voxel = float((high - low).max()) / 24
 dims = tuple(max(8, round(float(e) / voxel)) for e in high - low)
@@ -134,7 +140,7 @@ assert scene.frame_current == 4
 emitter.animation_data_clear()
 masks, per_frame = smoke._emitter_masks(bpy.context, emitter, list(range(1, 7)), low, voxel, dims)
 assert len(masks) == 1 and per_frame == [0] * 6, per_frame
-full = np.transpose(smoke._voxelize(emitter, low, voxel, dims), (1, 2, 0))
+full = smoke.to_solver(smoke._voxelize(emitter, low, voxel, dims))
 assert np.array_equal(smoke.unpack_mask(masks[0], full.shape), full) and full.any()
 observed["packed_mask_bytes"] = int(masks[0][2].nbytes)
 assert masks[0][2].nbytes * 8 < full.size  # a box of bits, not a full grid

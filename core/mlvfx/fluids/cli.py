@@ -79,7 +79,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--device", default=None, help="torch device (default: MLVFX_DEVICE, else CUDA if present)"
     )
     p.add_argument(
-        "--up", choices=("y", "z"), default="y", help="VDB up axis: y (Houdini, default) or z (Blender)"
+        "--up",
+        choices=("y", "z"),
+        default="y",
+        help="VDB up axis: y (Houdini, default) or z (Blender: the shot turned +90 degrees about X)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing frame files")
     p.add_argument("-o", "--output", required=True, type=output_path, help="output folder")

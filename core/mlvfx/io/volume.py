@@ -2,7 +2,10 @@
 
 Arrays at this edge are numpy ``(Z, Y, X)`` with x fastest and +Y up (the solver's and Houdini's
 convention); velocity is cell-centred ``(Z, Y, X, 3)`` with components (x, y, z). OpenVDB files can be
-written Y-up (Houdini) or Z-up (Blender: solver Y becomes Blender Z and solver Z becomes Blender Y).
+written Y-up (Houdini) or Z-up (Blender). Z-up is the usual Y-up to Z-up rotation (a +90° turn
+about X, as Blender's importers do): solver x stays Blender X, solver y (up) becomes Blender Z and
+solver z becomes Blender -Y. Up to stop 24 it was a mirror (solver z became +Y): a shot written
+Z-up was the mirror image of the same shot in Houdini.
 """
 
 from __future__ import annotations
@@ -94,10 +97,10 @@ def to_vdb_index(array: Array, up: UpAxis) -> Array:
     """Reorder a (Z, Y, X[, 3]) solver array into OpenVDB's [x][y][z] index order for ``up``."""
     if up == "y":
         out = np.transpose(array, (2, 1, 0, 3) if array.ndim == 4 else (2, 1, 0))
-    else:  # Blender: solver x -> X, solver z -> Y, solver y (up) -> Z
-        out = np.transpose(array, (2, 0, 1, 3) if array.ndim == 4 else (2, 0, 1))
+    else:  # Blender, a rotation: solver x -> X, solver z -> -Y, solver y (up) -> Z
+        out = np.transpose(array, (2, 0, 1, 3) if array.ndim == 4 else (2, 0, 1))[:, ::-1]
         if array.ndim == 4:
-            out = out[..., [0, 2, 1]]
+            out = out[..., [0, 2, 1]] * np.array([1.0, -1.0, 1.0], dtype=out.dtype)
     return np.ascontiguousarray(out)
 
 
