@@ -259,6 +259,9 @@ class SopNode(OpNode):
     def cook(self, force=False):
         self.cooked += 1
 
+    def addWarning(self, message=None):
+        self.warnings = [*getattr(self, "warnings", []), message]
+
 
 class Cop2Node(OpNode):
     def __init__(self, parms):
@@ -593,6 +596,16 @@ def test_domain_from_parms_makes_cubic_voxels():
     assert d.bounds.centre == pytest.approx((0, 1, 0))
     with pytest.raises(InputError, match="divisions"):
         domain_from_parms((0, 0, 0), (1, 1, 1), 2)
+
+
+def test_a_learned_model_off_its_training_step_is_warned_about():
+    from mlvfx_houdini.smoke import SmokeParms, domain_from_parms, dt_note
+
+    d = domain_from_parms((0, 1, 0), (1.0, 1.0, 1.0), 16)
+    assert dt_note(SmokeParms(model="auto"), d, 24.0) is None  # 1/24 s, as trained
+    assert dt_note(SmokeParms(model="reference", substeps=4), d, 24.0) is None
+    note = dt_note(SmokeParms(model="auto", substeps=2), d, 24.0)
+    assert note is not None and "1/48 s" in note
 
 
 def test_model_menu_lists_reference_first():

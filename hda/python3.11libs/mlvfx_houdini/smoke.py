@@ -366,6 +366,15 @@ def smoke_config(parms: SmokeParms, domain: Domain, fps: float) -> SmokeConfig:
     )
 
 
+def dt_note(parms: SmokeParms, domain: Domain, fps: float) -> str | None:
+    """A warning for the node when a learned model runs at a step it was not trained for."""
+    if parms.model == REFERENCE:
+        return None
+    from mlvfx.fluids.surrogate import dt_warning
+
+    return dt_warning(smoke_config(parms, domain, fps))
+
+
 def model_menu() -> list[str]:
     """The model menu as Houdini wants it: ``[token, label, token, label, ...]``.
 
@@ -812,6 +821,9 @@ def cook(node: hou.Node) -> None:
         state_vols = _volumes(input_geo(0, parms.start_frame if standalone else None))
         domain = _domain(state_vols, parms)
         initial = _state(state_vols, domain)
+        note = dt_note(parms, domain, fps)
+        if note is not None:
+            node.addWarning(f"mlvfx: {note}")
 
         def inputs_at(frame: int | None) -> FrameInputs:
             emitter = input_geo(1, frame)
