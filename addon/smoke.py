@@ -420,25 +420,40 @@ def _emitter_key(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> bytes
 
 
 def _may_move(obj: bpy.types.Object) -> bool:
-    """Whether anything can change the evaluated emitter from frame to frame: animation or drivers
-    on it, its mesh or shape keys, or on a parent; constraints; modifiers (some follow time)."""
+    """Whether anything can change the evaluated emitter from frame to frame: animation (actions,
+    NLA strips, drivers) on it, a parent, or their data or shape keys; constraints (pose bones'
+    too); modifiers (some follow time); a rigid body. Conservative: when in doubt, it may move."""
     chain = []
     node: bpy.types.Object | None = obj
     while node is not None:
         chain.append(node)
         node = node.parent
     for o in chain:
-        if o.constraints or (
-            o.animation_data is not None and (o.animation_data.action or o.animation_data.drivers)
-        ):
+        if o.constraints or o.modifiers or getattr(o, "rigid_body", None) is not None:
             return True
-    data = obj.data
-    keys = getattr(data, "shape_keys", None)
-    for block in (data, keys):
-        anim = getattr(block, "animation_data", None)
-        if anim is not None and (anim.action or anim.drivers):
+        pose = getattr(o, "pose", None)
+        if pose is not None and any(bone.constraints for bone in pose.bones):
             return True
-    return bool(obj.modifiers)
+        for block in (o, o.data, getattr(o.data, "shape_keys", None)):
+            anim = getattr(block, "animation_data", None)
+            if anim is not None and (anim.action or anim.drivers or anim.nla_tracks):
+                return True
+    return False
+
+
+def _same_at(context: bpy.types.Context, obj: bpy.types.Object, frames: list[int]) -> bool:
+    """Whether the evaluated emitter is the same at these frames (a check behind :func:`_may_move`
+    for what it cannot see); the scene's frame is restored."""
+    scene = context.scene
+    current, subframe = scene.frame_current, scene.frame_subframe
+    try:
+        keys = set()
+        for frame in frames:
+            scene.frame_set(frame)
+            keys.add(_emitter_key(obj, context.evaluated_depsgraph_get()))
+        return len(keys) == 1
+    finally:
+        scene.frame_set(current, subframe=subframe)
 
 
 def _emitter_masks(
@@ -453,7 +468,8 @@ def _emitter_masks(
 
     Returns the distinct masks and, per frame, the index of its mask: a still emitter is voxelized
     once, a moving one once per frame where it differs. The scene's current frame is restored."""
-    if not _may_move(obj):  # no frame stepping: it would run every frame handler and simulation cache
+    if not _may_move(obj) and _same_at(context, obj, [frames[0], frames[len(frames) // 2], frames[-1]]):
+        # Still: no stepping through every frame (it runs every frame handler and simulation cache).
         mask = _voxelize(obj, origin, voxel, dims)
         return [pack_mask(to_solver(mask))], [0] * len(frames)
     scene = context.scene

@@ -173,3 +173,9 @@ def test_fill_transparent_extends_the_visible_colour_and_wraps_when_tileable() -
     odd[10:20, 5:9] = (9.0, 9.0, 9.0, 0.0)
     for tileable in (False, True):
         np.testing.assert_allclose(fill_transparent(odd, tileable)[..., :3], 0.5, atol=1e-6)
+    # Taller than one band of rows (FILL_BAND) and odd: the banded passes meet without a seam.
+    tall = np.full((515, 33, 2), 0.25, np.float32)
+    tall[..., 1] = 1.0
+    tall[200:400, 10:20] = (5.0, 0.0)
+    for tileable in (False, True):
+        np.testing.assert_allclose(fill_transparent(tall, tileable)[..., 0], 0.25, atol=1e-6)

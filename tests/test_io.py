@@ -598,3 +598,21 @@ def test_rgba_tiff_alpha_comes_back_straight(tmp_path: Path) -> None:
             np.testing.assert_allclose(
                 img[0, 0], [0.675, 0.675, 0.675, 0.75], atol=3 / 255, err_msg=f"{dtype} {extra}"
             )
+
+
+def test_a_premultiplied_rgba_tiff_with_a_profile_comes_back_straight(tmp_path: Path) -> None:
+    # With an ICC profile applied, the TIFF's premultiplied colour was decoded as it came
+    # (172 at alpha 191 read as 129, then through the profile): the alpha is divided out first.
+    tifffile = pytest.importorskip("tifffile")
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = 172
+    rgba[..., 3] = 191
+    profile = _icc_profile(P3_D50, 2.2, "P3 gamma 2.2")
+    tifffile.imwrite(
+        tmp_path / "p.tif", rgba, photometric="rgb", extrasamples=["unassalpha"], iccprofile=profile
+    )
+    img, info = read_image(tmp_path / "p.tif")
+    assert info.color_space == "icc"
+    # A grey stays grey through the profile: (172/255)^2.2 with the u8Fixed8 gamma.
+    np.testing.assert_allclose(img[0, 0, :3], (172 / 255) ** (563 / 256), atol=0.01)
+    assert img[0, 0, 3] == pytest.approx(191 / 255)

@@ -144,6 +144,18 @@ full = smoke.to_solver(smoke._voxelize(emitter, low, voxel, dims))
 assert np.array_equal(smoke.unpack_mask(masks[0], full.shape), full) and full.any()
 observed["packed_mask_bytes"] = int(masks[0][2].nbytes)
 assert masks[0][2].nbytes * 8 < full.size  # a box of bits, not a full grid
+# Animation pushed to an NLA strip (no active action) moves the emitter too.
+emitter.location.x = -0.5
+emitter.keyframe_insert("location", frame=1)
+emitter.location.x = 0.5
+emitter.keyframe_insert("location", frame=6)
+anim = emitter.animation_data
+track = anim.nla_tracks.new()
+track.strips.new("move", 1, anim.action)
+anim.action = None
+masks, per_frame = smoke._emitter_masks(bpy.context, emitter, list(range(1, 7)), low, voxel, dims)
+assert len(masks) == 6, per_frame
+emitter.animation_data_clear()
 observed["animated_emitter"] = "voxelized per frame"
 
 # -- 3. a duplicated domain does not take over the original's cache; the Volume follows its domain -

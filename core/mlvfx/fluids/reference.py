@@ -148,7 +148,11 @@ class SmokeConfig:
     max_cells: int = MAX_CELLS
 
     def __post_init__(self) -> None:
-        if not isinstance(self.shape, Sequence | np.ndarray) or isinstance(self.shape, str):
+        if (
+            not isinstance(self.shape, Sequence | np.ndarray)
+            or isinstance(self.shape, str | bytes)
+            or np.ndim(self.shape) != 1
+        ):
             raise InputError(f"smoke grid shape must be a tuple such as (64, 64, 64), got {self.shape!r}")
         shape = tuple(self.shape)
         if any(not isinstance(n, int | np.integer) for n in shape):

@@ -645,14 +645,17 @@ class SurrogateSolver:
         # Fluid regions the obstacles seal off from each other (labels, 0 = solid), when there are
         # several: smoke must not cross between them (see _no_leaks).
         self._regions: torch.Tensor | None = None
-        self._region_count = 0
+        self._members: torch.Tensor | None = None  # (regions + 1, cells) one-hot: totals as a matmul
         if obstacles is not None:
             from scipy import ndimage  # type: ignore[import-untyped]
 
             labels, count = ndimage.label(~self.solver.solid.cpu().numpy())
             if count > 1:
                 self._regions = torch.as_tensor(labels.astype(np.int64), device=self.solver.device)
-                self._region_count = int(count)
+                # A matmul, not bincount: deterministic on CUDA (no atomics) and in the solver's
+                # dtype (MPS has no float64).
+                one_hot = torch.nn.functional.one_hot(self._regions.reshape(-1), int(count) + 1)
+                self._members = one_hot.T.to(self.solver.dtype).contiguous()
 
     def prepare_sources(self, sources: Sequence[Source]) -> list[PreparedSource]:
         """Restrict fine-grid sources to the coarse grid and validate them there.
@@ -802,10 +805,9 @@ class SurrogateSolver:
         return self._no_leaks(density, before, sources), vel
 
     def _region_totals(self, density: torch.Tensor) -> torch.Tensor | None:
-        if self._regions is None:
+        if self._members is None:
             return None
-        flat = density.detach().reshape(-1).to(torch.float64)
-        return torch.bincount(self._regions.reshape(-1), weights=flat, minlength=self._region_count + 1)
+        return self._members @ density.detach().reshape(-1).to(self._members.dtype)
 
     def _no_leaks(
         self, density: torch.Tensor, before: torch.Tensor | None, sources: Sequence[PreparedSource]
@@ -820,16 +822,16 @@ class SurrogateSolver:
         the regions with sources lost what leaked: it is given back to them, in proportion to
         their smoke. Smoke a host put in such a region keeps moving in it.
         """
-        if before is None or self._regions is None:
+        if before is None or self._regions is None or self._members is None:
             return density
-        labels = self._regions.reshape(-1)
         after = self._region_totals(density)
         assert after is not None
         fed = torch.zeros_like(after, dtype=torch.bool)
         for src in sources:
-            covered = (src.mask.reshape(-1) > 0).to(torch.float64)
-            fed |= torch.bincount(labels, weights=covered, minlength=self._region_count + 1) > 0
-        gained = ~fed & (after > before * (1.0 + 1e-9) + 1e-12)
+            if src.rate > 0:  # a source that emits nothing feeds no region
+                fed |= (self._members @ (src.mask.reshape(-1) > 0).to(self._members.dtype)) > 0
+        tolerance = 1e-5 if after.dtype == torch.float32 else 1e-9
+        gained = ~fed & (after > before * (1.0 + tolerance) + 1e-12)
         gained[0] = False  # the obstacles
         if not bool(gained.any()):
             return density

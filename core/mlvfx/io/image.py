@@ -271,7 +271,8 @@ def read_image(
     )
     if converts:
         assert profile is not None
-        img = icc.decode(raw, profile)  # its tone curves and primaries, to linear sRGB
+        premultiplied = header.format == "tiff" and channels == 4 and _tiff_premultiplied(header, raw)
+        img = icc.decode(raw, profile, premultiplied=premultiplied)  # to linear sRGB
         bit_depth, sample = (8, "uint8") if raw.dtype == np.uint8 else (16, "uint16")
     elif raw.dtype == np.uint8:
         img = raw.astype(np.float32) / 255.0
