@@ -5,6 +5,8 @@ Everything here runs on the main thread.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import re
 import tempfile
@@ -114,23 +116,29 @@ def data_array(image: bpy.types.Image) -> np.ndarray:
     return _raw_pixels(image)
 
 
+@functools.lru_cache(maxsize=4)
+def _ocio_config(path: str) -> Any:
+    """An OpenColorIO config, parsed once per file (a studio config can be large)."""
+    import PyOpenColorIO as OCIO
+
+    return OCIO.Config.CreateFromFile(path)
+
+
 def _colour_processor(name: str) -> Any:
     """An OpenColorIO CPU processor from colour space ``name`` to linear Rec.709, with the config
     Blender uses ($OCIO, else the one it ships)."""
     expose = getattr(bpy.utils, "expose_bundled_modules", None)
     if expose is not None:  # Blender as a Python module keeps its bundled modules aside
         expose()
-    try:
-        import PyOpenColorIO as OCIO
-    except ImportError:
-        raise InputError(f"cannot convert colour space {name!r}: OpenColorIO is not available") from None
+    if importlib.util.find_spec("PyOpenColorIO") is None:
+        raise InputError(f"cannot convert colour space {name!r}: OpenColorIO is not available")
     path = (
         os.environ.get("OCIO")
         or bpy.utils.system_resource("DATAFILES", path="colormanagement/config.ocio")
         or os.path.join(bpy.utils.resource_path("LOCAL"), "datafiles", "colormanagement", "config.ocio")
     )  # system_resource finds a distribution's shared data folder; the bpy module needs LOCAL
     try:
-        config = OCIO.Config.CreateFromFile(path)
+        config = _ocio_config(path)
         target = "Linear Rec.709" if config.getColorSpace("Linear Rec.709") is not None else "scene_linear"
         return config.getProcessor(name, target).getDefaultCPUProcessor()
     except Exception as exc:  # OCIO raises its own Exception type for unknown spaces and bad configs

@@ -14,11 +14,13 @@ bake into a folder that another domain also uses is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import uuid
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -441,19 +443,25 @@ def _may_move(obj: bpy.types.Object) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _frame_kept(scene: bpy.types.Scene) -> Iterator[None]:
+    """Step the scene's frame freely inside; the user's frame (and subframe) comes back after."""
+    current, subframe = scene.frame_current, scene.frame_subframe
+    try:
+        yield
+    finally:
+        scene.frame_set(current, subframe=subframe)
+
+
 def _same_at(context: bpy.types.Context, obj: bpy.types.Object, frames: list[int]) -> bool:
     """Whether the evaluated emitter is the same at these frames (a check behind :func:`_may_move`
     for what it cannot see); the scene's frame is restored."""
-    scene = context.scene
-    current, subframe = scene.frame_current, scene.frame_subframe
-    try:
-        keys = set()
+    keys = set()
+    with _frame_kept(context.scene):
         for frame in frames:
-            scene.frame_set(frame)
+            context.scene.frame_set(frame)
             keys.add(_emitter_key(obj, context.evaluated_depsgraph_get()))
-        return len(keys) == 1
-    finally:
-        scene.frame_set(current, subframe=subframe)
+    return len(keys) == 1
 
 
 def _emitter_masks(
@@ -473,11 +481,10 @@ def _emitter_masks(
         mask = _voxelize(obj, origin, voxel, dims)
         return [pack_mask(to_solver(mask))], [0] * len(frames)
     scene = context.scene
-    current, subframe = scene.frame_current, scene.frame_subframe
     masks: list[PackedMask] = []
     index_of: dict[bytes, int] = {}
     per_frame: list[int] = []
-    try:
+    with _frame_kept(scene):
         for frame in frames:
             scene.frame_set(frame)
             depsgraph = context.evaluated_depsgraph_get()
@@ -487,8 +494,6 @@ def _emitter_masks(
                 index_of[key] = len(masks)
                 masks.append(pack_mask(to_solver(mask)))
             per_frame.append(index_of[key])
-    finally:
-        scene.frame_set(current, subframe=subframe)
     return masks, per_frame
 
 
@@ -544,11 +549,12 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         fps = context.scene.render.fps / context.scene.render.fps_base
         model = _resolve_model(s.model, max(dims))  # the grid as rounded for a surrogate
         dt = 1.0 / fps / s.substeps
-        if model != "reference" and abs(dt * 24.0 - 1.0) > 0.01:
-            from mlvfx.fluids.reference import SmokeConfig
+        if model != "reference":
             from mlvfx.fluids.surrogate import dt_warning
 
-            self.report({"WARNING"}, f"mlvfx: {dt_warning(SmokeConfig(shape=(16, 16, 16), dt=dt))}")
+            warning = dt_warning(dt)
+            if warning is not None:
+                self.report({"WARNING"}, f"mlvfx: {warning}")
         return {
             "domain": domain.name,
             "domain_uid": domain.session_uid,

@@ -207,6 +207,6 @@ def test_a_time_step_the_surrogates_were_not_trained_with_is_warned_about() -> N
     from mlvfx.fluids.reference import SmokeConfig
     from mlvfx.fluids.surrogate import dt_warning
 
-    assert dt_warning(SmokeConfig(shape=(16, 16, 16))) is None  # 1/24 s, as trained
-    message = dt_warning(SmokeConfig(shape=(16, 16, 16), dt=1.0 / 96.0))
+    assert dt_warning(SmokeConfig(shape=(16, 16, 16)).dt) is None  # the default 1/24 s, as trained
+    message = dt_warning(1.0 / 96.0)
     assert message is not None and "1/96 s" in message and "outside their training" in message

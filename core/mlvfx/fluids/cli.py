@@ -175,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from mlvfx.fluids.surrogate import dt_warning
 
         stepper, model = _surrogate_stepper(args, scenario.config)
-        warning = dt_warning(scenario.config)
+        warning = dt_warning(scenario.config.dt)
         if warning is not None and not args.quiet:
             print(f"mlvfx: warning: {warning}", file=sys.stderr)
     start = time.perf_counter()

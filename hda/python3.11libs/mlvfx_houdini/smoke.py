@@ -372,7 +372,7 @@ def dt_note(parms: SmokeParms, domain: Domain, fps: float) -> str | None:
         return None
     from mlvfx.fluids.surrogate import dt_warning
 
-    return dt_warning(smoke_config(parms, domain, fps))
+    return dt_warning(smoke_config(parms, domain, fps).dt)
 
 
 def model_menu() -> list[str]:
