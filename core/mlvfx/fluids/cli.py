@@ -8,7 +8,7 @@ available (see :mod:`mlvfx.io.volume`), ``frame_0001.vdb`` ... with grids ``dens
 Y-up (Houdini) or, with ``--up z``, Z-up (Blender). Without ``--reference`` the learned
 surrogate is used (the zoo's ``smoke<dims>d``, or ``--weights``); a model the zoo lacks is a clear
 ``ModelNotFound`` error. ``mlvfx smoke bench`` compares a surrogate with the reference, coarse-only
-and coarse+bicubic on held-out shots.
+and coarse + smooth upsampling (bicubic in 2D, trilinear in 3D) on held-out shots.
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     b = sub.add_parser(
         "bench",
-        help="surrogate vs reference, coarse-only and coarse+bicubic on held-out shots",
+        help="surrogate vs reference, coarse-only and coarse + smooth upsampling (bicubic in 2D, trilinear "
+        "in 3D) on held-out shots",
         description="Density error against the reference at several steps, divergence, long-run "
         "stability and time per step, all in one run on held-out shots (seeds from 5000).",
     )
