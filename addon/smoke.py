@@ -377,10 +377,31 @@ def _voxelize(
 ) -> np.ndarray:
     """Inside-mask of a mesh on a Blender-axis grid (X, Y, Z), voxel centres at origin + (i + 0.5) * voxel.
 
-    The mesh is the evaluated one (modifiers, shape keys, animation) at the depsgraph's frame."""
+    The mesh is the evaluated one (modifiers, shape keys, animation) at the depsgraph's frame. A
+    closed mesh (the usual emitter) is voxelized in numpy (:func:`_voxelize_closed`), an open one
+    (a plane) through Blender's BVH tree, a voxel at a time (:func:`_voxelize_bvh`)."""
+    depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
+    evaluated = obj.evaluated_get(depsgraph)
+    closed = _closed_triangles(evaluated)
+    if closed is not None:
+        mask = _voxelize_closed(*closed, origin, voxel, dims)
+        if mask is not None:
+            return mask
+    return _voxelize_bvh(obj, origin, voxel, dims, depsgraph)
+
+
+def _voxelize_bvh(
+    obj: bpy.types.Object,
+    origin: np.ndarray,
+    voxel: float,
+    dims: tuple[int, int, int],
+    depsgraph: bpy.types.Depsgraph,
+) -> np.ndarray:
+    """:func:`_voxelize` by nearest-surface queries: a voxel is in when its centre is behind the
+    nearest surface point's normal or within half a voxel of the surface (any mesh, but a Python
+    call per voxel: about a second for 128³ on a quarter of the domain)."""
     from mathutils.bvhtree import BVHTree
 
-    depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
     evaluated = obj.evaluated_get(depsgraph)
     tree = BVHTree.FromObject(obj, depsgraph)
     inv = evaluated.matrix_world.inverted()
@@ -398,6 +419,84 @@ def _voxelize(
                     continue
                 if (p - location).dot(normal) < 0 or dist < 0.5 * voxel:
                     mask[i, j, k] = 1.0
+    return mask
+
+
+def _closed_triangles(evaluated: bpy.types.Object) -> tuple[np.ndarray, np.ndarray] | None:
+    """World-space vertices and triangles of a closed mesh (every edge shared by exactly two
+    triangles), or None for an open one (a plane emitter), which the BVH path handles."""
+    mesh = evaluated.to_mesh()
+    try:
+        mesh.calc_loop_triangles()
+        if len(mesh.loop_triangles) == 0:
+            return None
+        co = np.empty(len(mesh.vertices) * 3, np.float64)
+        mesh.vertices.foreach_get("co", co)
+        tris = np.empty(len(mesh.loop_triangles) * 3, np.int64)
+        mesh.loop_triangles.foreach_get("vertices", tris)
+    finally:
+        evaluated.to_mesh_clear()
+    tris = tris.reshape(-1, 3)
+    edges = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    if not np.all(counts == 2):
+        return None
+    m = np.array(evaluated.matrix_world, np.float64)
+    verts = co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]
+    return verts, tris
+
+
+MAX_PAIRS = 50_000_000  # triangle-column pairs the vectorized voxelizer takes on at once
+
+
+def _voxelize_closed(
+    verts: np.ndarray, tris: np.ndarray, origin: np.ndarray, voxel: float, dims: tuple[int, int, int]
+) -> np.ndarray | None:
+    """Inside-mask of a closed mesh by ray parity along Z through every voxel column, in numpy.
+
+    Each column's crossings with the triangles are counted below each voxel centre (odd: inside),
+    and the voxels the surface crosses are added, as the BVH path's half-voxel band does, so a
+    thin emitter still covers voxels. The rays are nudged by an irrational fraction of a voxel so
+    that none runs exactly through an edge or a vertex. None when the pairs would be too many.
+    """
+    a, b, c = (verts[tris[:, k]] for k in range(3))
+    nudge = voxel * np.array([1e-4 * np.sqrt(2.0), 1e-4 * np.sqrt(3.0)])
+    lo_xy = (np.minimum(np.minimum(a, b), c)[:, :2] - origin[:2] - nudge) / voxel - 0.5
+    hi_xy = (np.maximum(np.maximum(a, b), c)[:, :2] - origin[:2] - nudge) / voxel - 0.5
+    i0 = np.clip(np.ceil(lo_xy[:, 0]).astype(np.int64), 0, dims[0])
+    i1 = np.clip(np.floor(hi_xy[:, 0]).astype(np.int64), -1, dims[0] - 1)
+    j0 = np.clip(np.ceil(lo_xy[:, 1]).astype(np.int64), 0, dims[1])
+    j1 = np.clip(np.floor(hi_xy[:, 1]).astype(np.int64), -1, dims[1] - 1)
+    width = np.maximum(i1 - i0 + 1, 0)
+    counts = width * np.maximum(j1 - j0 + 1, 0)
+    total = int(counts.sum())
+    if total > MAX_PAIRS:
+        return None
+    tri = np.repeat(np.arange(len(tris)), counts)
+    r = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    ii = i0[tri] + r % np.maximum(width[tri], 1)
+    jj = j0[tri] + r // np.maximum(width[tri], 1)
+    px = origin[0] + (ii + 0.5) * voxel + nudge[0]
+    py = origin[1] + (jj + 0.5) * voxel + nudge[1]
+    ta, tb, tc = a[tri], b[tri], c[tri]
+    e1, e2 = tb - ta, tc - ta
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    ok = np.abs(det) > 1e-18
+    det = np.where(ok, det, 1.0)
+    dx, dy = px - ta[:, 0], py - ta[:, 1]
+    u = (dx * e2[:, 1] - dy * e2[:, 0]) / det
+    v = (e1[:, 0] * dy - e1[:, 1] * dx) / det
+    hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1)
+    z = ta[hit, 2] + u[hit] * e1[hit, 2] + v[hit] * e2[hit, 2]
+    ii, jj = ii[hit], jj[hit]
+    nz = dims[2]
+    crossings = np.zeros((dims[0], dims[1], nz + 1), np.int32)
+    first_above = np.clip(np.ceil((z - origin[2]) / voxel - 0.5), 0, nz).astype(np.int64)
+    np.add.at(crossings, (ii, jj, first_above), 1)
+    mask = (np.cumsum(crossings, axis=2)[..., :nz] % 2).astype(np.float32)
+    cell = np.floor((z - origin[2]) / voxel).astype(np.int64)
+    on = (cell >= 0) & (cell < nz)
+    mask[ii[on], jj[on], cell[on]] = 1.0
     return mask
 
 

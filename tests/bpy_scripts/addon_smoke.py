@@ -157,6 +157,22 @@ masks, per_frame = smoke._emitter_masks(bpy.context, emitter, list(range(1, 7)),
 assert len(masks) == 6, per_frame
 emitter.animation_data_clear()
 observed["animated_emitter"] = "voxelized per frame"
+# A closed emitter is voxelized in numpy (ray parity), an open one through the BVH tree: the two
+# agree on a sphere up to the surface band (bench/addon_voxelize.py has the timings).
+bpy.ops.mesh.primitive_ico_sphere_add(radius=0.5, location=(0.03, -0.02, 0.01))
+ball = bpy.context.active_object
+box_origin, box_dims = np.array([-1.0, -1.0, -1.0]), (32, 32, 32)
+fast = smoke._voxelize(ball, box_origin, 1 / 16, box_dims)
+slow = smoke._voxelize_bvh(ball, box_origin, 1 / 16, box_dims, bpy.context.evaluated_depsgraph_get())
+iou = float((fast * slow).sum() / np.maximum(fast, slow).sum())
+observed["voxelize_iou"] = round(iou, 3)
+assert smoke._closed_triangles(ball.evaluated_get(bpy.context.evaluated_depsgraph_get())) is not None
+assert iou > 0.85 and abs(fast.sum() / slow.sum() - 1) < 0.15, (iou, fast.sum(), slow.sum())
+bpy.ops.mesh.primitive_plane_add(size=0.8)
+plane = bpy.context.active_object
+assert smoke._closed_triangles(plane.evaluated_get(bpy.context.evaluated_depsgraph_get())) is None
+bpy.data.objects.remove(ball)
+bpy.data.objects.remove(plane)
 
 # -- 3. a duplicated domain does not take over the original's cache; the Volume follows its domain -
 first_inode = (cache_of(shot) / "density_1001.vdb").stat().st_ino
