@@ -31,6 +31,10 @@ def test_run_writes_npz_frames(tmp_path: Path) -> None:
         assert frame["density"].shape == (1, 16, 16) and frame["density"].dtype == np.float32
         assert frame["velocity"].shape == (1, 16, 16, 3)
         assert frame["density"].max() > 0 and np.isfinite(frame["velocity"]).all()
+        # The frame stands alone: where its voxels are and when it is (1/16 domain, 24 fps).
+        assert float(frame["voxel_size"]) == pytest.approx(1 / 16)
+        assert frame["origin"].tolist() == pytest.approx([1 / 32] * 3)
+        assert int(frame["frame"]) == 3 and float(frame["frame_seconds"]) == pytest.approx(1 / 24)
     with pytest.raises(OutputExistsError):
         _run([*argv, "--reference", "--vdb", "off", "-o", str(out)])
     assert _run([*argv, "--reference", "--vdb", "off", "--overwrite", "-o", str(out)]) == 0

@@ -3,7 +3,8 @@
     mlvfx smoke run --scenario plume --dims 3 --res 64 --frames 48 --reference -o shots/plume
 
 writes ``frame_0001.npz`` ... (arrays ``density`` (Z, Y, X) and ``velocity`` (Z, Y, X, 3),
-components (x, y, z), float32; 2D shots are one voxel deep) and, where an ``openvdb`` module is
+components (x, y, z), float32; 2D shots are one voxel deep; and ``voxel_size``, ``origin`` (voxel
+(0, 0, 0)'s centre, x y z), ``frame`` and ``frame_seconds``) and, where an ``openvdb`` module is
 available (see :mod:`mlvfx.io.volume`), ``frame_0001.vdb`` ... with grids ``density`` and ``vel``,
 Y-up (Houdini) or, with ``--up z``, Z-up (Blender). Without ``--reference`` the learned
 surrogate is used (the zoo's ``smoke<dims>d``, or ``--weights``); a model the zoo lacks is a clear
@@ -263,7 +264,19 @@ def write_shot(
         solving += time.perf_counter() - tick
         assert density is not None and velocity is not None
         vol_d, vol_v = _volume(density, velocity)
-        written.append(str(write_volume_npz(outdir / f"{name}.npz", vol_d, vol_v, overwrite=overwrite)))
+        # Where the voxels are and when the frame is, so the .npz stands alone as the VDB does:
+        # voxel (0, 0, 0)'s centre at ``origin`` (x, y, z; +Y up), one frame every ``frame_seconds``.
+        path = write_volume_npz(
+            outdir / f"{name}.npz",
+            vol_d,
+            vol_v,
+            overwrite=overwrite,
+            voxel_size=np.array(dx),
+            origin=np.full(3, 0.5 * dx),
+            frame=np.array(index + 1),
+            frame_seconds=np.array(steps_per_frame * scenario.config.dt),
+        )
+        written.append(str(path))
         if vdb:
             path = write_vdb(
                 outdir / f"{name}.vdb",
