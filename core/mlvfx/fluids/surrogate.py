@@ -33,6 +33,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -642,12 +643,23 @@ class SurrogateSolver:
         if self.fine_solid is not None:
             self.fine_solid = self.fine_solid.to(self.solver.device)
         self._conditions = condition_values(fine_config)[: net.conditions]
+        # The same on the fine grid, where a thin obstacle may seal what the coarse grid does not:
+        # the output shows smoke only in fine regions a source feeds or the host put smoke in.
+        self._fine_regions: npt.NDArray[np.int32] | None = None
+        self._fine_allowed: npt.NDArray[np.bool_] | None = None
+        if self.fine_solid is not None:
+            from scipy import ndimage  # type: ignore[import-untyped]
+
+            fine_labels, fine_count = ndimage.label(~self.fine_solid.cpu().numpy())
+            if fine_count > 1:
+                self._fine_regions = fine_labels
+                self._fine_allowed = np.zeros(int(fine_count) + 1, bool)
         # Fluid regions the obstacles seal off from each other (labels, 0 = solid), when there are
         # several: smoke must not cross between them (see _no_leaks).
         self._regions: torch.Tensor | None = None
         self._members: torch.Tensor | None = None  # (regions + 1, cells) one-hot: totals as a matmul
         if obstacles is not None:
-            from scipy import ndimage  # type: ignore[import-untyped]
+            from scipy import ndimage
 
             labels, count = ndimage.label(~self.solver.solid.cpu().numpy())
             if count > 1:
@@ -676,11 +688,28 @@ class SurrogateSolver:
             solid = self.fine_solid.cpu().numpy()
             for i, mask in enumerate(masks):
                 check_source_outside(i, mask, solid)
+        if self._fine_allowed is not None and self._fine_regions is not None:
+            for m, s in zip(masks, sources, strict=True):
+                if s.rate > 0:  # a region a source feeds may show smoke from now on
+                    self._fine_allowed[np.unique(self._fine_regions[m > 0])] = True
         coarse = [
             Source(restrict_mask(m, self.factor), s.rate, s.velocity)
             for m, s in zip(masks, sources, strict=True)
         ]
         return self.solver.prepare_sources(coarse)
+
+    def allow_smoke_where(self, fine_density: Array) -> None:
+        """Fine regions that hold smoke a host put there may show it (see :meth:`output_density`)."""
+        if self._fine_allowed is not None and self._fine_regions is not None:
+            self._fine_allowed[np.unique(self._fine_regions[np.asarray(fine_density) > 0])] = True
+
+    def _sealed_off(self, out: torch.Tensor) -> torch.Tensor:
+        """``out`` (fine) with zero in the fine regions no source feeds and no host seeded: a wall
+        thinner than half a coarse cell is not on the coarse grid, and the coarse smoke crosses it."""
+        if self._fine_allowed is None or self._fine_regions is None:
+            return out
+        allowed = torch.as_tensor(self._fine_allowed[self._fine_regions], device=out.device)
+        return out * allowed.to(out.dtype)
 
     def inputs(
         self, density: torch.Tensor, vel: Faces, sources: Sequence[PreparedSource] = ()
@@ -717,9 +746,10 @@ class SurrogateSolver:
         up = prolong_density(density, self.factor)
         upres = self.net.upres
         if upres is None:
-            return up
+            return self._sealed_off(up)
         out = upres.upsample(up, self.inputs(density, vel, sources) if x is None else x)
-        return out if self.fine_solid is None else out.masked_fill(self.fine_solid, 0.0)
+        out = out if self.fine_solid is None else out.masked_fill(self.fine_solid, 0.0)
+        return self._sealed_off(out)
 
     def output_velocity(
         self,
@@ -1057,6 +1087,8 @@ class SurrogateStepper(HostStepper):
         assert self._surrogate is not None
         coarse = self._surrogate.solver
         rho_f, vel_f = state_from_arrays(density, velocity, self.config.shape, coarse.dtype, coarse.device)
+        if density is not None:
+            self._surrogate.allow_smoke_where(rho_f.cpu().numpy())
         rho = restrict_density(rho_f, self.factor).masked_fill(coarse.solid, 0.0)
         vel = restrict_faces(vel_f, self.factor)
         vel = [v.masked_fill(m, 0.0) for v, m in zip(vel, coarse.projection.fixed, strict=True)]
