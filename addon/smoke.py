@@ -384,9 +384,7 @@ def _voxelize(
     evaluated = obj.evaluated_get(depsgraph)
     closed = _closed_triangles(evaluated)
     if closed is not None:
-        mask = _voxelize_closed(*closed, origin, voxel, dims)
-        if mask is not None:
-            return mask
+        return _voxelize_closed(*closed, origin, voxel, dims)
     return _voxelize_bvh(obj, origin, voxel, dims, depsgraph)
 
 
@@ -422,9 +420,10 @@ def _voxelize_bvh(
     return mask
 
 
-def _closed_triangles(evaluated: bpy.types.Object) -> tuple[np.ndarray, np.ndarray] | None:
+def _closed_triangles(evaluated: bpy.types.Object) -> tuple[np.ndarray, np.ndarray, bool] | None:
     """World-space vertices and triangles of a closed mesh (every edge shared by exactly two
-    triangles), or None for an open one (a plane emitter), which the BVH path handles."""
+    triangles), and whether its faces are consistently oriented (every directed edge once); None
+    for an open mesh (a plane emitter), which the BVH path handles."""
     mesh = evaluated.to_mesh()
     try:
         mesh.calc_loop_triangles()
@@ -437,67 +436,101 @@ def _closed_triangles(evaluated: bpy.types.Object) -> tuple[np.ndarray, np.ndarr
     finally:
         evaluated.to_mesh_clear()
     tris = tris.reshape(-1, 3)
-    edges = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
-    _, counts = np.unique(edges, axis=0, return_counts=True)
+    n = len(co) // 3
+    directed = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]])
+    undirected = np.sort(directed, axis=1)
+    _, counts = np.unique(undirected[:, 0] * n + undirected[:, 1], return_counts=True)  # 1-D keys: fast
     if not np.all(counts == 2):
         return None
+    oriented = len(np.unique(directed[:, 0] * n + directed[:, 1])) == len(directed)
     m = np.array(evaluated.matrix_world, np.float64)
     verts = co.reshape(-1, 3) @ m[:3, :3].T + m[:3, 3]
-    return verts, tris
+    return verts, tris, oriented
 
 
-MAX_PAIRS = 50_000_000  # triangle-column pairs the vectorized voxelizer takes on at once
+CHUNK_PAIRS = 2_000_000  # triangle-column pairs the vectorized voxelizer handles at once (~0.5 GB)
+
+
+def _ray_hits(
+    a: np.ndarray, b: np.ndarray, c: np.ndarray, origin: np.ndarray, voxel: float, dims: tuple[int, ...]
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Where rays along the third axis, one through every voxel column's centre, cross the
+    triangles ``(a, b, c)`` (each (T, 3), the ray axis last): ``(i, j, position, side)`` in chunks,
+    ``side`` the sign of the triangle's facing along the ray (for winding numbers).
+
+    The rays are nudged by an irrational fraction of a voxel, so that none runs exactly through an
+    edge or a vertex of a mesh built on round numbers.
+    """
+    nudge = voxel * np.array([1e-4 * np.sqrt(2.0), 1e-4 * np.sqrt(3.0)])
+    lo = (np.minimum(np.minimum(a, b), c)[:, :2] - origin[:2] - nudge) / voxel - 0.5
+    hi = (np.maximum(np.maximum(a, b), c)[:, :2] - origin[:2] - nudge) / voxel - 0.5
+    i0 = np.clip(np.ceil(lo[:, 0]).astype(np.int64), 0, dims[0])
+    i1 = np.clip(np.floor(hi[:, 0]).astype(np.int64), -1, dims[0] - 1)
+    j0 = np.clip(np.ceil(lo[:, 1]).astype(np.int64), 0, dims[1])
+    j1 = np.clip(np.floor(hi[:, 1]).astype(np.int64), -1, dims[1] - 1)
+    width = np.maximum(i1 - i0 + 1, 0)
+    counts = width * np.maximum(j1 - j0 + 1, 0)
+    ends = np.cumsum(counts)
+    start = 0
+    while start < len(counts):  # chunks of about CHUNK_PAIRS pairs (a long diagonal triangle has many)
+        done = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, done + CHUNK_PAIRS, "right")))
+        part = np.arange(start, stop)
+        per = counts[part]
+        tri = np.repeat(part, per)
+        r = np.arange(len(tri)) - np.repeat(np.cumsum(per) - per, per)
+        w = np.maximum(width[tri], 1)
+        ii, jj = i0[tri] + r % w, j0[tri] + r // w
+        px = origin[0] + (ii + 0.5) * voxel + nudge[0]
+        py = origin[1] + (jj + 0.5) * voxel + nudge[1]
+        ta, e1, e2 = a[tri], b[tri] - a[tri], c[tri] - a[tri]
+        det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        ok = np.abs(det) > 1e-18
+        safe = np.where(ok, det, 1.0)
+        dx, dy = px - ta[:, 0], py - ta[:, 1]
+        u = (dx * e2[:, 1] - dy * e2[:, 0]) / safe
+        v = (e1[:, 0] * dy - e1[:, 1] * dx) / safe
+        hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1)
+        along = ta[hit, 2] + u[hit] * e1[hit, 2] + v[hit] * e2[hit, 2]
+        yield ii[hit], jj[hit], along, np.sign(det[hit]).astype(np.int32)
+        start = stop
 
 
 def _voxelize_closed(
-    verts: np.ndarray, tris: np.ndarray, origin: np.ndarray, voxel: float, dims: tuple[int, int, int]
-) -> np.ndarray | None:
-    """Inside-mask of a closed mesh by ray parity along Z through every voxel column, in numpy.
+    verts: np.ndarray,
+    tris: np.ndarray,
+    oriented: bool,
+    origin: np.ndarray,
+    voxel: float,
+    dims: tuple[int, int, int],
+) -> np.ndarray:
+    """Inside-mask of a closed mesh by counting crossings along Z through every voxel column.
 
-    Each column's crossings with the triangles are counted below each voxel centre (odd: inside),
-    and the voxels the surface crosses are added, as the BVH path's half-voxel band does, so a
-    thin emitter still covers voxels. The rays are nudged by an irrational fraction of a voxel so
-    that none runs exactly through an edge or a vertex. None when the pairs would be too many.
+    With consistently oriented faces the count is a winding number (inside where it is not 0), so
+    overlapping shells joined into one mesh stay filled; otherwise parity (odd: inside). The voxels
+    the surface passes through are added from rays along all three axes, as the BVH path's
+    half-voxel band does, so an emitter thin along any axis still covers voxels.
     """
-    a, b, c = (verts[tris[:, k]] for k in range(3))
-    nudge = voxel * np.array([1e-4 * np.sqrt(2.0), 1e-4 * np.sqrt(3.0)])
-    lo_xy = (np.minimum(np.minimum(a, b), c)[:, :2] - origin[:2] - nudge) / voxel - 0.5
-    hi_xy = (np.maximum(np.maximum(a, b), c)[:, :2] - origin[:2] - nudge) / voxel - 0.5
-    i0 = np.clip(np.ceil(lo_xy[:, 0]).astype(np.int64), 0, dims[0])
-    i1 = np.clip(np.floor(hi_xy[:, 0]).astype(np.int64), -1, dims[0] - 1)
-    j0 = np.clip(np.ceil(lo_xy[:, 1]).astype(np.int64), 0, dims[1])
-    j1 = np.clip(np.floor(hi_xy[:, 1]).astype(np.int64), -1, dims[1] - 1)
-    width = np.maximum(i1 - i0 + 1, 0)
-    counts = width * np.maximum(j1 - j0 + 1, 0)
-    total = int(counts.sum())
-    if total > MAX_PAIRS:
-        return None
-    tri = np.repeat(np.arange(len(tris)), counts)
-    r = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-    ii = i0[tri] + r % np.maximum(width[tri], 1)
-    jj = j0[tri] + r // np.maximum(width[tri], 1)
-    px = origin[0] + (ii + 0.5) * voxel + nudge[0]
-    py = origin[1] + (jj + 0.5) * voxel + nudge[1]
-    ta, tb, tc = a[tri], b[tri], c[tri]
-    e1, e2 = tb - ta, tc - ta
-    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    ok = np.abs(det) > 1e-18
-    det = np.where(ok, det, 1.0)
-    dx, dy = px - ta[:, 0], py - ta[:, 1]
-    u = (dx * e2[:, 1] - dy * e2[:, 0]) / det
-    v = (e1[:, 0] * dy - e1[:, 1] * dx) / det
-    hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1)
-    z = ta[hit, 2] + u[hit] * e1[hit, 2] + v[hit] * e2[hit, 2]
-    ii, jj = ii[hit], jj[hit]
     nz = dims[2]
     crossings = np.zeros((dims[0], dims[1], nz + 1), np.int32)
-    first_above = np.clip(np.ceil((z - origin[2]) / voxel - 0.5), 0, nz).astype(np.int64)
-    np.add.at(crossings, (ii, jj, first_above), 1)
-    mask = (np.cumsum(crossings, axis=2)[..., :nz] % 2).astype(np.float32)
-    cell = np.floor((z - origin[2]) / voxel).astype(np.int64)
-    on = (cell >= 0) & (cell < nz)
-    mask[ii[on], jj[on], cell[on]] = 1.0
-    return mask
+    band = np.zeros(dims, bool)
+    a, b, c = (verts[tris[:, k]] for k in range(3))
+    for axis in (2, 0, 1):  # rays along Z count crossings; all three mark the surface's voxels
+        order = [k for k in range(3) if k != axis] + [axis]
+        shape = tuple(dims[k] for k in order)
+        o = origin[order]
+        for ii, jj, t, side in _ray_hits(a[:, order], b[:, order], c[:, order], o, voxel, shape):
+            if axis == 2:
+                first_above = np.clip(np.ceil((t - o[2]) / voxel - 0.5), 0, nz).astype(np.int64)
+                np.add.at(crossings, (ii, jj, first_above), side if oriented else 1)
+            cell = np.floor((t - o[2]) / voxel).astype(np.int64)
+            keep = (cell >= 0) & (cell < shape[2])
+            index: list[np.ndarray] = [np.empty(0, np.int64)] * 3
+            index[order[0]], index[order[1]], index[order[2]] = ii[keep], jj[keep], cell[keep]
+            band[tuple(index)] = True
+    count = np.cumsum(crossings, axis=2)[..., :nz]
+    inside = (count != 0) if oriented else (count % 2 == 1)
+    return (inside | band).astype(np.float32)
 
 
 def _emitter_key(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> bytes:
@@ -577,7 +610,9 @@ def _emitter_masks(
     once, a moving one once per frame where it differs. The scene's current frame is restored."""
     if not _may_move(obj) and _same_at(context, obj, [frames[0], frames[len(frames) // 2], frames[-1]]):
         # Still: no stepping through every frame (it runs every frame handler and simulation cache).
-        mask = _voxelize(obj, origin, voxel, dims)
+        with _frame_kept(context.scene):
+            context.scene.frame_set(frames[0])  # the bake's own frame, not wherever the user is
+            mask = _voxelize(obj, origin, voxel, dims, context.evaluated_depsgraph_get())
         return [pack_mask(to_solver(mask))], [0] * len(frames)
     scene = context.scene
     masks: list[PackedMask] = []

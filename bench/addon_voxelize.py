@@ -2,8 +2,9 @@
 BVH path (a Python call per voxel), on the same meshes in one run.
 
 Builds the extension, installs it into bpy under a temporary HOME and voxelizes a sphere, a turned
-cube, a torus, a thin slab (a cube scaled to 2 % in Z) and an open plane at 32³, 64³ and 128³ of a
-2-unit domain: voxels in, seconds, and the overlap of the two masks (intersection over union).
+cube, a torus, slabs thin in Z and in X (a cube scaled to 2 %), a thin cylinder, two overlapping
+cubes joined into one mesh and an open plane at 32³, 64³ and 128³ of a 2-unit domain: voxels in,
+seconds, and the overlap of the two masks (intersection over union).
 
     .venv/bin/python bench/addon_voxelize.py
 """
@@ -40,6 +41,21 @@ def child(zip_path: str) -> None:
     shapes["torus"] = bpy.context.active_object
     bpy.ops.mesh.primitive_cube_add(size=0.7, scale=(1.0, 1.0, 0.02))
     shapes["thin slab"] = bpy.context.active_object
+    bpy.ops.mesh.primitive_cube_add(size=0.7, scale=(0.02, 1.0, 1.0), location=(0.021, 0.0, 0.0))
+    shapes["slab thin in X"] = bpy.context.active_object
+    bpy.ops.mesh.primitive_cylinder_add(radius=0.02, depth=0.8, location=(0.031, 0.031, 0.0))
+    shapes["thin cylinder"] = bpy.context.active_object
+    bpy.ops.mesh.primitive_cube_add(size=0.8, location=(-0.2, 0.0, 0.0))
+    left = bpy.context.active_object
+    bpy.ops.mesh.primitive_cube_add(size=0.8, location=(0.2, 0.0, 0.0))
+    right = bpy.context.active_object
+    bpy.ops.object.select_all(action="DESELECT")
+    left.select_set(True)
+    right.select_set(True)
+    bpy.context.view_layer.objects.active = left
+    with bpy.context.temp_override(active_object=left, selected_editable_objects=[left, right]):
+        bpy.ops.object.join()
+    shapes["two cubes joined (overlap)"] = left
     bpy.ops.mesh.primitive_plane_add(size=0.8, location=(0, 0, -0.3))
     shapes["plane (open)"] = bpy.context.active_object
     depsgraph = bpy.context.evaluated_depsgraph_get()

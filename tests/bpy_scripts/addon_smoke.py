@@ -162,17 +162,41 @@ observed["animated_emitter"] = "voxelized per frame"
 bpy.ops.mesh.primitive_ico_sphere_add(radius=0.5, location=(0.03, -0.02, 0.01))
 ball = bpy.context.active_object
 box_origin, box_dims = np.array([-1.0, -1.0, -1.0]), (32, 32, 32)
-fast = smoke._voxelize(ball, box_origin, 1 / 16, box_dims)
+
+
+def closed_mask(obj: Any) -> np.ndarray:
+    """The numpy path itself (not _voxelize, which could fall back to the BVH path unnoticed)."""
+    closed = smoke._closed_triangles(obj.evaluated_get(bpy.context.evaluated_depsgraph_get()))
+    assert closed is not None
+    return smoke._voxelize_closed(*closed, box_origin, 1 / 16, box_dims)
+
+
+fast = closed_mask(ball)
 slow = smoke._voxelize_bvh(ball, box_origin, 1 / 16, box_dims, bpy.context.evaluated_depsgraph_get())
 iou = float((fast * slow).sum() / np.maximum(fast, slow).sum())
 observed["voxelize_iou"] = round(iou, 3)
-assert smoke._closed_triangles(ball.evaluated_get(bpy.context.evaluated_depsgraph_get())) is not None
-assert iou > 0.85 and abs(fast.sum() / slow.sum() - 1) < 0.15, (iou, fast.sum(), slow.sum())
+assert iou > 0.9 and abs(fast.sum() / slow.sum() - 1) < 0.1, (iou, fast.sum(), slow.sum())
+assert np.array_equal(smoke._voxelize(ball, box_origin, 1 / 16, box_dims), fast)  # the path taken
+# Thin along X (a wall parallel to the Z rays) still covers voxels; two overlapping cubes joined
+# into one mesh are filled where they overlap (parity would call the overlap outside).
+bpy.ops.mesh.primitive_cube_add(size=0.7, scale=(0.02, 1.0, 1.0), location=(0.021, 0.0, 0.0))
+wall = bpy.context.active_object
+assert closed_mask(wall).sum() > 0
+bpy.ops.mesh.primitive_cube_add(size=0.8, location=(-0.2, 0.0, 0.0))
+left = bpy.context.active_object
+bpy.ops.mesh.primitive_cube_add(size=0.8, location=(0.2, 0.0, 0.0))
+right = bpy.context.active_object
+with bpy.context.temp_override(active_object=left, selected_editable_objects=[left, right]):
+    bpy.ops.object.join()
+joined = closed_mask(left)
+assert joined[14:18, 14:18, 14:18].all()  # the overlap, around the domain's centre
+observed["joined_voxels"] = int(joined.sum())  # 1.2 x 0.8 x 0.8 units = 3146 voxels, plus the band
+assert 3146 <= joined.sum() < 3146 * 1.5, joined.sum()
 bpy.ops.mesh.primitive_plane_add(size=0.8)
 plane = bpy.context.active_object
 assert smoke._closed_triangles(plane.evaluated_get(bpy.context.evaluated_depsgraph_get())) is None
-bpy.data.objects.remove(ball)
-bpy.data.objects.remove(plane)
+for obj in (ball, wall, left, plane):
+    bpy.data.objects.remove(obj)
 
 # -- 3. a duplicated domain does not take over the original's cache; the Volume follows its domain -
 first_inode = (cache_of(shot) / "density_1001.vdb").stat().st_ino

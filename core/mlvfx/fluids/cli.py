@@ -83,7 +83,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--up",
         choices=("y", "z"),
         default="y",
-        help="VDB up axis: y (Houdini, default) or z (Blender: the shot turned +90 degrees about X)",
+        help="VDB up axis: y (Houdini, default) or z (Blender: the shot turned +90 degrees about X and "
+        "moved back into the positive octant, so Blender Y = depth - z)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing frame files")
     p.add_argument("-o", "--output", required=True, type=output_path, help="output folder")

@@ -656,18 +656,18 @@ class SurrogateSolver:
                 self._fine_allowed = np.zeros(int(fine_count) + 1, bool)
         # Fluid regions the obstacles seal off from each other (labels, 0 = solid), when there are
         # several: smoke must not cross between them (see _no_leaks).
-        self._regions: torch.Tensor | None = None
-        self._members: torch.Tensor | None = None  # (regions + 1, cells) one-hot: totals as a matmul
+        # Region sums go through numpy's bincount on the CPU: exact, deterministic (CUDA's adds
+        # are atomic), float64 everywhere (MPS has none), and linear in the cells however many
+        # pockets a collider has. The coarse grid is small, so the copy is cheap.
+        self._regions: npt.NDArray[np.intp] | None = None
+        self._region_count = 0
         if obstacles is not None:
             from scipy import ndimage
 
             labels, count = ndimage.label(~self.solver.solid.cpu().numpy())
             if count > 1:
-                self._regions = torch.as_tensor(labels.astype(np.int64), device=self.solver.device)
-                # A matmul, not bincount: deterministic on CUDA (no atomics) and in the solver's
-                # dtype (MPS has no float64).
-                one_hot = torch.nn.functional.one_hot(self._regions.reshape(-1), int(count) + 1)
-                self._members = one_hot.T.to(self.solver.dtype).contiguous()
+                self._regions = labels.reshape(-1).astype(np.intp)
+                self._region_count = int(count)
 
     def prepare_sources(self, sources: Sequence[Source]) -> list[PreparedSource]:
         """Restrict fine-grid sources to the coarse grid and validate them there.
@@ -834,13 +834,15 @@ class SurrogateSolver:
         density, vel = self.correct(density, vel, sources, budget)
         return self._no_leaks(density, before, sources), vel
 
-    def _region_totals(self, density: torch.Tensor) -> torch.Tensor | None:
-        if self._members is None:
+    def _region_totals(self, density: torch.Tensor) -> npt.NDArray[np.float64] | None:
+        if self._regions is None:
             return None
-        return self._members @ density.detach().reshape(-1).to(self._members.dtype)
+        flat = density.detach().reshape(-1).cpu().double().numpy()
+        totals = np.bincount(self._regions, weights=flat, minlength=self._region_count + 1)
+        return np.asarray(totals, np.float64)  # weighted: float64 already (the stubs say int)
 
     def _no_leaks(
-        self, density: torch.Tensor, before: torch.Tensor | None, sources: Sequence[PreparedSource]
+        self, density: torch.Tensor, before: npt.NDArray[np.float64] | None, sources: Sequence[PreparedSource]
     ) -> torch.Tensor:
         """Smoke that crossed into a sealed-off region without a source, taken out again.
 
@@ -852,27 +854,28 @@ class SurrogateSolver:
         the regions with sources lost what leaked: it is given back to them, in proportion to
         their smoke. Smoke a host put in such a region keeps moving in it.
         """
-        if before is None or self._regions is None or self._members is None:
+        if before is None or self._regions is None:
             return density
         after = self._region_totals(density)
         assert after is not None
-        fed = torch.zeros_like(after, dtype=torch.bool)
+        fed = np.zeros(len(after), bool)
         for src in sources:
             if src.rate > 0:  # a source that emits nothing feeds no region
-                fed |= (self._members @ (src.mask.reshape(-1) > 0).to(self._members.dtype)) > 0
-        tolerance = 1e-5 if after.dtype == torch.float32 else 1e-9
-        gained = ~fed & (after > before * (1.0 + tolerance) + 1e-12)
+                covered = (src.mask.reshape(-1) > 0).cpu().numpy().astype(np.float64)
+                fed |= np.bincount(self._regions, weights=covered, minlength=len(after)) > 0
+        gained = ~fed & (after > before * (1.0 + 1e-9) + 1e-12)
         gained[0] = False  # the obstacles
-        if not bool(gained.any()):
+        if not gained.any():
             return density
-        scale = torch.ones_like(after)
+        scale = np.ones_like(after)
         scale[gained] = before[gained] / after[gained]
         removed = (after - before)[gained].sum()
         fed[0] = False
         fed_total = after[fed].sum()
-        if self.net.conserve_mass and bool(fed_total > 0):
+        if self.net.conserve_mass and fed_total > 0:
             scale[fed] = 1.0 + removed / fed_total
-        return density * scale[self._regions].to(density.dtype)
+        factor = torch.as_tensor(scale[self._regions].reshape(density.shape), device=density.device)
+        return density * factor.to(density.dtype)
 
 
 def unrolled_loss(
