@@ -423,6 +423,13 @@ def test_smoke_sop_matches_its_python(assets):
     cook = one_line_calls(a.sections["PythonCook"].read_text(), "smoke PythonCook")
     assert cook == [("mlvfx_houdini.smoke", "cook")]
     assert "hou.pwd()" in a.sections["PythonCook"].read_text()
+    # Deleting the node frees its frames in memory (event handler, Python).
+    deleted = one_line_calls(a.sections["OnDeleted"].read_text(), "smoke OnDeleted")
+    assert deleted == [("mlvfx_houdini.smoke", "on_deleted")]
+    options = json.loads(a.sections["ExtraFileOptions"].read_text())
+    for section in ("PythonCook", "OnDeleted"):
+        assert options[f"{section}/IsPython"]["value"] is True
+        assert options[f"{section}/IsScript"]["value"] is True
     parms = {str(p.value("name")): p for p in a.dialog.parms()}
     assert set(smoke.PARM_NAMES) <= set(parms)
     assert literal_parm_reads("mlvfx_houdini.smoke") <= set(smoke.PARM_NAMES)
@@ -495,6 +502,11 @@ def test_top_contents_wrap_a_python_processor_calling_mlvfx_houdini(assets, type
         assert _menu_tokens(outer["operation"]) == list(tops.TEXTURE_OPS)
     else:
         assert _menu_tokens(outer["method"]) == ["learned", "classical"]
+        # Presets of the comma-separated maps list replace the field: a toggle menu would add
+        # "normal,height,albedo,roughness,ao" to the default with a space, giving an unknown map.
+        assert "menureplace" in outer["maps"].fields and "menutoggle" not in outer["maps"].fields
+        for preset in outer["maps"].fields["menureplace"][0][0::2]:
+            tops.material_jobs(["a.png"], "/out", maps=str(preset))
 
 
 def test_package_file():

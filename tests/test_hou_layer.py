@@ -155,6 +155,15 @@ class Volume(Prim):
         return self.flat.reshape(self.res[2], self.res[1], self.res[0])
 
 
+class VDB(Prim):
+    """A VDB primitive: a sibling of hou.Volume, not a subclass."""
+
+    def __init__(self, name=""):
+        super().__init__()
+        if name:
+            self.attribs["name"] = name
+
+
 class Point:
     def __init__(self, pos, pscale=None):
         self.pos = pos
@@ -288,6 +297,7 @@ def make_fake_hou(frame=1, fps=24.0):
         BoundingBox,
         Prim,
         Volume,
+        VDB,
         Geometry,
         Node,
         OpNode,
@@ -804,7 +814,9 @@ class Holder:
 @pytest.fixture()
 def pdg(monkeypatch):
     fake = types.ModuleType("pdg")
-    fake.workItemCookType = types.SimpleNamespace(InProcess="inprocess", Generate="generate")
+    fake.workItemCookType = types.SimpleNamespace(
+        InProcess="inprocess", Generate="generate", OutOfProcess="outofprocess"
+    )
     monkeypatch.setitem(sys.modules, "pdg", fake)
     return fake
 
@@ -849,7 +861,8 @@ def test_material_generate_makes_farm_commands(pdg, tmp_path):
     first = holder.items[0]
     assert first.attribs["mlvfx_input"].endswith("a.png")
     assert first.attribs["mlvfx_output"] == str(tmp_path / "out dir" / "a")
-    assert first.kwargs == {"cookType": "generate"}
+    # Out of process: a scheduler runs the command (a "Generate" item would be marked cooked unrun).
+    assert first.kwargs == {"cookType": "outofprocess"}
     cmd = first.command
     assert cmd.startswith("__PDG_PYTHON__ -m mlvfx.cli material --quiet ")
     assert f'"{photos / "a.png"}"' in cmd  # a path with a space is quoted
@@ -917,6 +930,83 @@ def test_pdg_shows_mlvfx_errors_as_cook_errors(pdg, tmp_path):
     tops.cook_task(node, holder.items[0])
     with pytest.raises(CookError, match="exists"):
         tops.cook_task(node, holder.items[0])
+
+
+def test_generate_uses_expected_outputs_of_uncooked_upstream_items(pdg, tmp_path):
+    # A ROP or an mlvfx TOP upstream has only expected outputs when this node generates statically.
+    from mlvfx_houdini import tops
+
+    rendered = WorkItem()
+    rendered.outputFiles = []
+    rendered.expectedOutputFiles = [File("/renders/plate.0001.exr", "file/image/exr")]
+    node = PdgNode(material_parms(source="0", outdir=str(tmp_path)))
+    holder = Holder()
+    tops.generate(node, holder, [rendered], "material")
+    assert [i.attribs["mlvfx_input"] for i in holder.items] == ["/renders/plate.0001.exr"]
+    assert holder.items[0].kwargs["parent"] is rendered  # so PDG cooks it after the render
+    # Upstream items without any image output: said on the node, not zero work items in silence.
+    text_only = WorkItem()
+    text_only.outputFiles = [File("/x/notes.json", "file/json")]
+    with pytest.raises(InputError, match=r"1 upstream work item\(s\) have no image output files tagged 'file/image'"):
+        tops.generate(node, Holder(), [text_only], "material")
+    custom_empty = PdgNode(material_parms(source="1", files=""))
+    with pytest.raises(InputError, match="Files is empty"):
+        tops.generate(custom_empty, Holder(), [], "material")
+
+
+def test_a_missing_core_is_one_line_on_the_node(monkeypatch):
+    # The usual install mistake: the package file's venv has no mlvfx (or no torch).
+    from mlvfx_houdini import _core
+
+    monkeypatch.setenv("MLVFX_VENV", "/opt/mlvfx/venv")
+    monkeypatch.setitem(sys.modules, "mlvfx", None)  # import mlvfx -> ImportError
+    fake_hou = types.ModuleType("hou")
+    fake_hou.NodeError = NodeError
+    monkeypatch.setitem(sys.modules, "hou", fake_hou)
+    with pytest.raises(NodeError, match=r"^mlvfx is not importable .*MLVFX_VENV is /opt/mlvfx/venv") as info:
+        _core.require_core("hou")
+    assert info.value.__suppress_context__
+    fake_pdg = types.ModuleType("pdg")
+
+    class CookError(Exception):
+        pass
+
+    fake_pdg.CookError = CookError
+    monkeypatch.setitem(sys.modules, "pdg", fake_pdg)
+    with pytest.raises(CookError, match="mlvfx is not importable"):
+        _core.require_core("pdg")
+    monkeypatch.setitem(sys.modules, "pdg", None)  # outside Houdini: a plain ImportError, same words
+    with pytest.raises(ImportError, match="mlvfx is not importable"):
+        _core.require_core("pdg")
+    monkeypatch.delitem(sys.modules, "mlvfx")
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real_find_spec(n, *a))
+    with pytest.raises(NodeError, match="No module named 'torch'"):
+        _core.require_core("hou")
+
+
+def test_a_vdb_input_is_named_not_ignored(hou):
+    from mlvfx_houdini import smoke
+
+    emitter = Geometry([VDB("source")])
+    node = SopNode(smoke_parms(), [None, emitter, None])
+    with pytest.raises(NodeError, match=r"^'source' is a VDB; convert it to a Houdini volume first"):
+        smoke.cook(node)
+
+
+def test_deleting_the_node_frees_its_frames(hou):
+    from mlvfx_houdini import smoke
+
+    emitter = Geometry(points=[Point((0.5, 0.25, 0.5))])
+    node = SopNode(smoke_parms(mode=1), [None, emitter, None])
+    hou.state["frame"] = 3
+    smoke.cook(node)
+    assert str(node.sid) in smoke._sessions
+    smoke.on_deleted({"node": node})
+    assert str(node.sid) not in smoke._sessions
+    smoke.on_deleted({"node": node})  # twice (undo, redo) is harmless
 
 
 def test_material_jobs_validate_parameters(tmp_path):

@@ -23,6 +23,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from mlvfx_houdini._core import require_core
+
+require_core("hou")  # one line on the node, not a traceback, when the venv is missing
+
 from mlvfx.errors import InputError
 
 if TYPE_CHECKING:

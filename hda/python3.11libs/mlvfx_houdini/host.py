@@ -15,6 +15,10 @@ from contextlib import contextmanager
 
 import hou
 
+from mlvfx_houdini._core import require_core
+
+require_core("hou")  # one line on the node, not a traceback, when the venv is missing
+
 from mlvfx.errors import MlvfxError
 from mlvfx.progress import CancelToken, ProgressFn
 

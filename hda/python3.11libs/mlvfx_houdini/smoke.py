@@ -43,6 +43,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from mlvfx_houdini._core import require_core
+
+require_core("hou")  # one line on the node, not a traceback, when the venv is missing
+
 from mlvfx.errors import InputError, ModelNotFound
 from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report, scaled
 from mlvfx_houdini.volumes import (
@@ -73,6 +77,7 @@ __all__ = [
     "emitter_mask",
     "make_stepper",
     "model_menu",
+    "on_deleted",
     "reset",
 ]
 
@@ -712,6 +717,12 @@ def _volumes(geo: hou.Geometry | None) -> dict[str, tuple[FloatGrid, Bounds, boo
         return out
     has_name = geo.findPrimAttrib("name") is not None
     for index, prim in enumerate(geo.prims()):
+        if isinstance(prim, hou.VDB):  # not a hou.Volume: without this it would be ignored silently
+            vdb_name = (str(prim.attribValue("name")) if has_name else "") or f"primitive {index}"
+            raise InputError(
+                f"{vdb_name!r} is a VDB; convert it to a Houdini volume first "
+                "(Convert VDB, Convert To: Volume)"
+            )
         if not isinstance(prim, hou.Volume):
             continue
         name = str(prim.attribValue("name")) if has_name else ""
@@ -853,6 +864,19 @@ def cook(node: hou.Node) -> None:
                     cancel,
                 )
         _write(geo, domain, state)
+
+
+def on_deleted(kwargs: Mapping[str, Any]) -> None:
+    """OnDeleted event of the asset: ``mlvfx_houdini.smoke.on_deleted(kwargs)``.
+
+    Frees the node's frames held in memory (up to ``MEMORY_BUDGET``) and its stepper, which would
+    otherwise stay until Houdini exits. Frames in ``cache_dir`` stay on disk: undoing the delete
+    finds them again."""
+    import hou
+
+    node = kwargs.get("node")
+    if isinstance(node, hou.Node):
+        forget(_node_key(node))
 
 
 def reset(kwargs: Mapping[str, Any]) -> None:

@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from mlvfx_houdini._core import require_core
+
+require_core("pdg")  # one line on the node, not a traceback, when the venv is missing
+
 from mlvfx.errors import InputError, MlvfxError
 
 __all__ = [
@@ -323,11 +327,20 @@ def jobs_from_parms(value: Callable[[str], str], kind: str, inputs: Sequence[str
 
 
 def _upstream_files(item: Any) -> list[tuple[str, str]]:
-    files = getattr(item, "outputFiles", None)
-    if files is None:  # Houdini < 20 called them result data
-        files = getattr(item, "resultData", None) or ()
-    typed: Iterable[_File] = files
-    return [(str(f.path), str(f.tag)) for f in typed]
+    """``(path, tag)`` of an upstream item's output files, or of the files it is expected to write
+    when it has not cooked yet (a ROP or an mlvfx TOP upstream, generated statically): the item
+    made here is its child, so PDG cooks it after them."""
+    for names in (("outputFiles", "resultData"), ("expectedOutputFiles", "expectedResultData")):
+        files = None
+        for name in names:  # Houdini < 20 called them result data
+            files = getattr(item, name, None)
+            if files is not None:
+                break
+        typed: Iterable[_File] = files or ()
+        found = [(str(f.path), str(f.tag)) for f in typed]
+        if found:
+            return found
+    return []
 
 
 @contextlib.contextmanager
@@ -375,6 +388,15 @@ def _generate(node: _Node, item_holder: _Holder, upstream_items: Sequence[Any], 
         raise InputError(
             "connect a node that outputs images (e.g. File Pattern), or set Source to Custom Files"
         )
+    if not any(inputs for _, inputs in batches):
+        tag = value("tag")
+        if _int(value, "source") == 1:
+            raise InputError("Source is Custom Files and Files is empty: set an image or a folder of images")
+        raise InputError(
+            f"the {len(batches)} upstream work item(s) have no image output files"
+            + (f" tagged {tag!r}" if tag else "")
+            + ": check the upstream node's outputs or clear the Tag filter"
+        )
     for parent, inputs in batches:
         for job in jobs_from_parms(value, kind, inputs):
             item = _add_item(item_holder, parent, in_process)
@@ -390,7 +412,7 @@ def _generate(node: _Node, item_holder: _Holder, upstream_items: Sequence[Any], 
 def _add_item(holder: _Holder, parent: Any, in_process: bool) -> Any:
     pdg: Any = importlib.import_module("pdg")  # only inside Houdini/PDG; no type stubs exist
 
-    cook_type = pdg.workItemCookType.InProcess if in_process else pdg.workItemCookType.Generate
+    cook_type = pdg.workItemCookType.InProcess if in_process else pdg.workItemCookType.OutOfProcess
     if parent is None:
         return holder.addWorkItem(cookType=cook_type)
     return holder.addWorkItem(parent=parent, cookType=cook_type)
