@@ -947,7 +947,9 @@ def test_generate_uses_expected_outputs_of_uncooked_upstream_items(pdg, tmp_path
     # Upstream items without any image output: said on the node, not zero work items in silence.
     text_only = WorkItem()
     text_only.outputFiles = [File("/x/notes.json", "file/json")]
-    with pytest.raises(InputError, match=r"1 upstream work item\(s\) have no image output files tagged 'file/image'"):
+    with pytest.raises(
+        InputError, match=r"1 upstream work item\(s\) have no image output files tagged 'file/image'"
+    ):
         tops.generate(node, Holder(), [text_only], "material")
     custom_empty = PdgNode(material_parms(source="1", files=""))
     with pytest.raises(InputError, match="Files is empty"):
@@ -982,7 +984,9 @@ def test_a_missing_core_is_one_line_on_the_node(monkeypatch):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real_find_spec(n, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "torch" else real_find_spec(n, *a)
+    )
     with pytest.raises(NodeError, match="No module named 'torch'"):
         _core.require_core("hou")
 
@@ -1159,6 +1163,10 @@ def test_cop_cook_writes_the_chosen_map_flipped_for_cop2(hou, tmp_path):
     request, _ = cop._request(node)
     height = cop.compute(request).maps["height"]
     assert np.allclose(pixels[..., 0], height)  # rows in core order; Houdini flips on write
+    # A proxy resolution (the viewer at half size) gets the map resampled, not an error.
+    cop.cook(node, "C", (8, 4))
+    proxy = np.frombuffer(node.written[0], np.float32).reshape(4, 8, 3)
+    assert np.allclose(proxy[..., 0].mean(), height.mean(), atol=1e-5)
     node.parms["image"] = str(tmp_path / "missing.png")
     with pytest.raises(NodeError, match="cannot read"):
         cop.cook(node, "C", (16, 16))

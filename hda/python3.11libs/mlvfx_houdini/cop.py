@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from mlvfx.ops.material import Convention, MaterialResult
     from mlvfx.progress import CancelToken, ProgressFn
 
-__all__ = ["PARM_NAMES", "cook", "map_to_rgb", "output_planes_to_cook", "resolution"]
+__all__ = ["PARM_NAMES", "cook", "fit_resolution", "map_to_rgb", "output_planes_to_cook", "resolution"]
 
 MAPS = ("normal", "height", "albedo", "roughness", "ao")
 PARM_NAMES = ("image", "map", "tileable", "normal_convention", "relief")
@@ -170,6 +170,20 @@ def cook(cop_node: hou.Cop2Node, plane: str, resolution: tuple[int, int]) -> Non
         request, name = _request(cop_node)
         with interruptible("mlvfx material maps") as (progress, cancel):
             rgb = map_to_rgb(compute(request, progress, cancel).maps, name)
-        if (rgb.shape[1], rgb.shape[0]) != tuple(resolution):
-            raise InputError(f"map is {rgb.shape[1]}x{rgb.shape[0]}, COP asked for {resolution}")
+        rgb = fit_resolution(rgb, resolution)
         cop_node.setPixelsOfCookingPlaneFromString(rgb.tobytes(), flip_vertically=True)
+
+
+def fit_resolution(rgb: npt.NDArray[np.float32], resolution: tuple[int, int]) -> npt.NDArray[np.float32]:
+    """``rgb`` at the (width, height) COP2 cooks: the map's own size, or a proxy size the viewer
+    asks for (area-averaged down, linear up)."""
+    import cv2
+
+    width, height = (int(v) for v in resolution)
+    if width < 1 or height < 1:
+        raise InputError(f"COP asked for a {width}x{height} image")
+    if (rgb.shape[1], rgb.shape[0]) == (width, height):
+        return rgb
+    shrink = width < rgb.shape[1] and height < rgb.shape[0]
+    out = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(out.reshape(height, width, -1), dtype=np.float32)
