@@ -13,5 +13,6 @@ def register() -> None:
 
 
 def unregister() -> None:
+    operators.stop_all_jobs()  # first: every module's jobs and their UI, while the operators exist
     for module in reversed(_modules):
         module.unregister()

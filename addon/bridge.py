@@ -28,6 +28,8 @@ MAP_LABELS = {
     "ao": ("Ambient Occlusion", "Non-Color"),
 }
 TAG = "mlvfx_map"  # custom property on nodes we create: the map they hold
+SOURCE_KEY = "mlvfx_source"  # on a Generate Material frame: the Image Texture node it was made from
+DISPLACEMENT_KEY = "mlvfx_displacement_method"  # on a material: its method before mlvfx set "BOTH"
 
 
 def _raw_pixels(image: bpy.types.Image, keep_alpha: bool = False) -> np.ndarray:
@@ -309,6 +311,10 @@ def build_material_nodes(
 ) -> tuple[dict[str, bpy.types.Node], list[str]]:
     """Add image nodes for the maps and wire them into the Principled BSDF.
 
+    The frame records ``source`` so that a later run can replace these maps
+    (:func:`remove_earlier_maps`). A run without displacement disconnects an earlier mlvfx
+    displacement and restores the material's displacement method.
+
     Returns the new nodes by role and warnings: the sockets whose existing links were kept, and a
     surface that is not a Principled BSDF.
     """
@@ -321,6 +327,8 @@ def build_material_nodes(
     frame = tree.nodes.new("NodeFrame")
     frame.label = label
     frame[TAG] = "frame"
+    if source is not None:
+        frame[SOURCE_KEY] = source.name  # what a later run from the same node replaces
     created: dict[str, bpy.types.Node] = {"frame": frame}
     x0, y0 = bsdf.location.x - 900, bsdf.location.y + 300
 
@@ -385,15 +393,55 @@ def build_material_nodes(
             if wiring.link(disp.outputs["Displacement"], output.inputs["Displacement"]) and hasattr(
                 material, "displacement_method"
             ):
+                if DISPLACEMENT_KEY not in material:  # the artist's own setting, given back later
+                    material[DISPLACEMENT_KEY] = material.displacement_method
                 material.displacement_method = "BOTH"
     if normal_out is not None:
         wiring.link(normal_out, bsdf.inputs["Normal"])
+    if "displacement" not in created:  # an earlier run's displacement must not keep driving the render
+        _unlink_our_displacement(material, output)
     warnings = []
     if wiring.kept:
         warnings.append("kept existing links into " + ", ".join(wiring.kept) + "; new maps left unconnected")
     if note:
         warnings.append(note)
     return created, warnings
+
+
+def remove_earlier_maps(material: bpy.types.Material, source: bpy.types.Node) -> int:
+    """Remove the frames (and their nodes) that earlier runs made from ``source``; images no
+    longer used by anything go too (their files stay on disk, so Undo brings everything back).
+    Returns how many nodes were removed, frames not counted."""
+    tree = material.node_tree
+    frames = [n for n in tree.nodes if n.get(TAG) == "frame" and n.get(SOURCE_KEY) == source.name]
+    removed = 0
+    images: list[bpy.types.Image] = []
+    for frame in frames:
+        for node in [n for n in tree.nodes if n.parent == frame and TAG in n]:
+            image = getattr(node, "image", None)
+            if image is not None:
+                images.append(image)
+            tree.nodes.remove(node)
+            removed += 1
+        tree.nodes.remove(frame)
+    for image in images:
+        if image.name in bpy.data.images and image.users == 0:
+            bpy.data.images.remove(image)
+    return removed
+
+
+def _unlink_our_displacement(material: bpy.types.Material, output: bpy.types.Node) -> None:
+    """Disconnect an mlvfx Displacement node from the output and give the material back the
+    displacement method it had before mlvfx set "BOTH" (also after its node was removed)."""
+    socket = output.inputs["Displacement"]
+    for link in list(socket.links):
+        if TAG in link.from_node:
+            material.node_tree.links.remove(link)
+    ours_left = any(TAG in link.from_node for link in socket.links)
+    if not ours_left and DISPLACEMENT_KEY in material:
+        if hasattr(material, "displacement_method"):
+            material.displacement_method = material[DISPLACEMENT_KEY]
+        del material[DISPLACEMENT_KEY]
 
 
 def active_image_node(context: bpy.types.Context) -> bpy.types.Node | None:
@@ -416,9 +464,18 @@ def resolve_image_node(
     else:
         space = getattr(context, "space_data", None)
         tree = getattr(space, "edit_tree", None)
-        material = getattr(getattr(context, "object", None), "active_material", None)
-        if tree is None or material is None or material.node_tree != tree:
+        shown = getattr(space, "id", None)  # the material the editor shows, pinned or not
+        if isinstance(shown, bpy.types.Material):
+            material = shown
+        else:
+            material = getattr(getattr(context, "object", None), "active_material", None)
+        if tree is None or material is None or material.node_tree is None:
             raise InputError("open a material in the Shader Editor, or pass material= and node=")
+        if material.node_tree != tree:
+            raise InputError(
+                f"the Shader Editor is inside node group {tree.name!r}: exit it (Tab) and select "
+                f"the Image Texture node in material {material.name!r}"
+            )
     if material.node_tree is None:
         raise InputError(f"material {material.name!r} has no node tree")
     if not material.is_editable:  # linked from another .blend: edits would be lost on reload

@@ -48,6 +48,11 @@ class Job:
             self._events.put(("done", self._work(progress, self.cancel_token)))
         except BaseException as exc:  # every failure must reach the main thread
             self._events.put(("error", exc))
+        finally:
+            # Gone from the running set when the worker ends, polled or not: an operator Blender
+            # cancelled (a file loaded mid-job) never polls again, and the plan's pixels must go.
+            self._work = _finished_work
+            _running.discard(self)
 
     def cancel(self) -> None:
         self.cancel_token.cancel()
@@ -73,6 +78,10 @@ class Job:
         self._thread.join(timeout)
         self.poll()
         return self.finished
+
+
+def _finished_work(progress: ProgressFn, cancel: CancelToken) -> Any:
+    raise RuntimeError("this job has already run")
 
 
 def cancel_all(timeout: float = 5.0) -> None:

@@ -3,6 +3,7 @@ on the main thread, before the job starts and after it ends."""
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,11 @@ import bpy
 from . import bridge, jobs, preferences
 
 _MAPS_ORDER = ("normal", "height", "albedo", "roughness", "ao")
+
+# The window-manager state of each running modal job (timer, progress cursor, status text), kept
+# outside the operator: Blender frees a modal operator whose class is unregistered without calling
+# its cancel(), so unregister() releases these itself (release_all_ui).
+_ui_state: dict[int, tuple[Any, Any, Any]] = {}
 
 
 class BackgroundJobOperator:
@@ -44,8 +50,11 @@ class BackgroundJobOperator:
             self.report({"WARNING"}, "mlvfx: cancelled; nothing was changed")
         elif isinstance(exc, MlvfxError):
             self.report({"ERROR"}, _in_blender_terms(exc))
-        else:
-            self.report({"ERROR"}, f"mlvfx internal error: {type(exc).__name__}: {exc}")
+        else:  # a bug: the console gets the traceback to report, the artist one line
+            traceback.print_exception(exc)
+            self.report(
+                {"ERROR"}, f"mlvfx internal error: {type(exc).__name__}: {exc} (traceback in the console)"
+            )
         return {"CANCELLED"}
 
     def execute(self, context: bpy.types.Context) -> set[str]:
@@ -71,6 +80,7 @@ class BackgroundJobOperator:
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.modal_handler_add(self)
         wm.progress_begin(0, 100)
+        _ui_state[id(self._job)] = (wm, self._timer, context.workspace)
         return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: Any) -> set[str]:
@@ -96,6 +106,8 @@ class BackgroundJobOperator:
             return self._fail(exc)
 
     def _finish(self, context: bpy.types.Context) -> None:
+        if self._job is not None:
+            _ui_state.pop(id(self._job), None)
         wm = context.window_manager
         if self._timer is not None:
             wm.event_timer_remove(self._timer)
@@ -176,6 +188,7 @@ class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.
             "normal_strength": settings.normal_strength,
             "height_mode": settings.height_mode,
             "pack": settings.pack,
+            "replace": settings.replace,
         }
 
     @staticmethod
@@ -206,6 +219,13 @@ class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.
             images = bridge.load_map_images({k: Path(v) for k, v in files.items()}, plan["label"], must_pack)
         finally:
             bridge.discard_folder(folder, must_pack)  # packed (or failed): the temp files are not needed
+        replaced = 0
+        if plan.get("replace", True) and source is not None:
+            replaced = bridge.remove_earlier_maps(material, source)
+            for role, image in images.items():  # the names the replaced images held are free again
+                want = f"{plan['label']}_{role}"
+                if image.name != want and want not in bpy.data.images:
+                    image.name = want
         _, warnings = bridge.build_material_nodes(
             material,
             images,
@@ -218,7 +238,8 @@ class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.
         for warning in warnings:
             self.report({"WARNING"}, warning)
         where = "packed into the .blend" if must_pack else str(folder)
-        self.report({"INFO"}, f"mlvfx: {len(images)} maps for {material.name!r} ({where})")
+        again = f"; replaced the earlier run's {replaced} nodes" if replaced else ""
+        self.report({"INFO"}, f"mlvfx: {len(images)} maps for {material.name!r} ({where}){again}")
         return {"FINISHED"}
 
 
@@ -264,6 +285,26 @@ def register() -> None:
     _register()
 
 
-def unregister() -> None:
+def release_all_ui() -> None:
+    """Remove every running job's timer, progress cursor and status text (on unregister: Blender
+    does not call cancel() on the modal operators it frees)."""
+    for wm, timer, workspace in list(_ui_state.values()):
+        try:
+            wm.event_timer_remove(timer)
+            wm.progress_end()
+            if workspace is not None:
+                workspace.status_text_set(None)
+        except (ReferenceError, RuntimeError):  # the window or workspace is gone already
+            pass
+    _ui_state.clear()
+
+
+def stop_all_jobs() -> None:
+    """Cancel every background job, wait for the workers and release their UI state."""
     jobs.cancel_all()
+    release_all_ui()
+
+
+def unregister() -> None:
+    stop_all_jobs()
     _unregister()

@@ -2,9 +2,40 @@
 
 from __future__ import annotations
 
+import time
+
 import bpy
 
-from . import bridge, smoke
+from . import bridge, preferences, smoke
+
+_OFFLINE_CHECK_SECONDS = 3.0
+_model_note: dict[str, tuple[float, str | None]] = {}
+
+
+def learned_model_note(context: bpy.types.Context) -> str | None:
+    """Why the learned method cannot run now, said before the artist clicks: mlvfx is offline
+    (Blender's online access, or the Offline preference) and the model is neither cached nor in a
+    mirror. None when it can run. Checked at most every few seconds (panels redraw often)."""
+    prefs = preferences.get(context)
+    if bpy.app.online_access and not (prefs is not None and prefs.offline):
+        return None
+    now = time.monotonic()
+    hit = _model_note.get("material")
+    if hit is not None and now - hit[0] < _OFFLINE_CHECK_SECONDS:
+        return hit[1]
+    note: str | None = None
+    try:
+        from mlvfx import zoo
+        from mlvfx.ops.material import LEARNED_MODEL
+
+        preferences.apply_environment(context)
+        entry = zoo.load_manifest().get(LEARNED_MODEL)
+        if not zoo.available_locally(entry.file(None, "safetensors")):
+            note = f"Offline, and the {LEARNED_MODEL} {entry.version} model is not downloaded"
+    except Exception:  # noqa: S110 - a hint only: Generate Material reports the real error
+        pass
+    _model_note["material"] = (now, note)
+    return note
 
 
 class ShaderEditorPanel:
@@ -31,6 +62,11 @@ class MLVFX_PT_material(ShaderEditorPanel, bpy.types.Panel):
             layout.label(text="Select an Image Texture node with a photo", icon="INFO")
         col = layout.column()
         col.prop(settings, "method")
+        note = learned_model_note(context) if settings.method == "learned" else None
+        if note is not None:
+            box = col.box()
+            box.label(text=note, icon="ERROR")
+            box.label(text="Allow online access (Preferences > System), set a mirror, or use Classical")
         row = col.row()
         row.enabled = settings.method == "learned"
         row.prop(settings, "quality")
@@ -40,6 +76,7 @@ class MLVFX_PT_material(ShaderEditorPanel, bpy.types.Panel):
         col.prop(settings, "ao")
         col.prop(settings, "max_resolution")
         col.prop(settings, "pack")
+        col.prop(settings, "replace")
         layout.operator("mlvfx.generate_material", icon="MATERIAL")
 
 

@@ -56,6 +56,14 @@ class MLVFX_PG_material(bpy.types.PropertyGroup):
         description="Pack the maps into the .blend instead of saving them next to it",
         default=False,
     )
+    replace: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Replace Previous Maps",
+        description=(
+            "Remove the map nodes an earlier Generate Material made from the same Image Texture node "
+            "(their files stay on disk; Undo brings them back)"
+        ),
+        default=True,
+    )
 
 
 class MLVFX_PG_exemplar(bpy.types.PropertyGroup):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import bpy
+import numpy as np
 
 from . import bridge, preferences
 from .operators import BackgroundJobOperator, SelectedImageMixin
@@ -97,6 +98,23 @@ class MLVFX_OT_grow_variations(SourceImageMixin, BackgroundJobOperator, bpy.type
         return {"FINISHED"}
 
 
+def same_channels(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Exemplars brought to one channel layout: grey ones repeated to RGB when any is colour, and an
+    opaque alpha added when any has alpha (an RGB slot beside an RGBA one is not an error)."""
+    colour = any(a.shape[2] >= 3 for a in arrays)
+    alpha = any(a.shape[2] in (2, 4) for a in arrays)
+    out = []
+    for a in arrays:
+        has_alpha = a.shape[2] in (2, 4)
+        body = a[..., : a.shape[2] - 1] if has_alpha else a
+        if colour and body.shape[2] == 1:
+            body = np.repeat(body, 3, axis=2)
+        if alpha:
+            body = np.concatenate([body, a[..., -1:] if has_alpha else np.ones_like(a[..., :1])], axis=2)
+        out.append(np.ascontiguousarray(body, dtype=np.float32))
+    return out
+
+
 class MLVFX_OT_paint_texture(BackgroundJobOperator, bpy.types.Operator):
     """Fill each colour region of the label image with texture from its exemplar slot"""
 
@@ -112,15 +130,30 @@ class MLVFX_OT_paint_texture(BackgroundJobOperator, bpy.types.Operator):
         s = context.scene.mlvfx_texture
         if s.label_image is None:
             raise InputError("choose a label image first")
-        slots = [slot for slot in s.exemplars if slot.image is not None]
-        if not slots:
+        if not len(s.exemplars):
             raise InputError("add at least one exemplar slot with an image")
+        seen: dict[tuple[int, ...], int] = {}
+        for number, slot in enumerate(s.exemplars, start=1):  # slots as the list shows them, from 1
+            colour = tuple(round(c * 255) for c in slot.color)
+            hex_colour = "#" + "".join(f"{c:02x}" for c in colour)
+            if slot.image is None:
+                raise InputError(
+                    f"exemplar slot {number} ({hex_colour}) has no image; choose one or remove the slot"
+                )
+            if colour in seen:
+                raise InputError(
+                    f"exemplar slots {seen[colour]} and {number} both use label colour {hex_colour}; "
+                    "give each colour of the label image one slot"
+                )
+            seen[colour] = number
+        slots = list(s.exemplars)
         kinds = {bridge.image_kind(slot.image) for slot in slots}
         if len(kinds) > 1:
             raise InputError("exemplars mix colour and Non-Color images; use one kind")
         kind = kinds.pop()
         read = bridge.image_to_array if kind == "color" else bridge.data_array
         exemplars = [read(slot.image) for slot in slots]
+        exemplars = same_channels(exemplars)
         for slot, pixels in zip(slots, exemplars, strict=True):
             check_maps(pixels, name=slot.image.name)
         return {

@@ -22,7 +22,7 @@ from mlvfx.zoo.manifest import (
     load_manifest,
     parse_manifest,
 )
-from mlvfx.zoo.resolve import cached_path, fetch, fetch_file, fetch_model, mirror_dirs
+from mlvfx.zoo.resolve import available_locally, cached_path, fetch, fetch_file, fetch_model, mirror_dirs
 from mlvfx.zoo.weights import load_state_dict, load_weights
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "ModelEntry",
     "TensorSpec",
     "ZooFile",
+    "available_locally",
     "cached_path",
     "default_caches",
     "default_manifest_path",

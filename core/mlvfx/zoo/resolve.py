@@ -70,6 +70,12 @@ def cached_path(zfile: ZooFile, caches: Sequence[BlobCache] | None = None) -> Pa
     return None
 
 
+def available_locally(zfile: ZooFile, caches: Sequence[BlobCache] | None = None) -> bool:
+    """Whether ``zfile`` can be had without the network: verified in a cache, or present in a local
+    mirror (a mirror copy is verified when it is fetched). For hosts that say so before a job."""
+    return cached_path(zfile, caches) is not None or next(_mirror_candidates(zfile), None) is not None
+
+
 def _mirror_candidates(zfile: ZooFile) -> Iterator[Path]:
     for folder in mirror_dirs():
         for candidate in (folder / zfile.name, folder / "weights" / zfile.name):

@@ -1,0 +1,200 @@
+"""Generate Material run again, Paint from Labels slots, and the job machinery (stop 25's audit).
+
+Run by tests/test_addon_rerun.py in a subprocess with HOME pointing at a temporary folder:
+    python addon_rerun.py EXTENSION_ZIP WORKDIR
+Prints one JSON document with what it observed; every check is also asserted here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import threading
+import types
+from pathlib import Path
+
+import bpy
+import numpy as np
+from _extension import MODULE, install
+
+zip_path, work = install()
+observed: dict[str, object] = {}
+bridge = importlib.import_module(MODULE + ".bridge")
+operators = importlib.import_module(MODULE + ".operators")
+jobs = importlib.import_module(MODULE + ".jobs")
+panels = importlib.import_module(MODULE + ".panels")
+
+from mlvfx.io import write_image  # noqa: E402
+
+
+def error_of(op: object, **kwargs: object) -> str:
+    """The one-line error an operator reports (bpy raises it as RuntimeError in background mode)."""
+    try:
+        op(**kwargs)  # type: ignore[operator]
+    except RuntimeError as exc:
+        return str(exc).strip()
+    raise AssertionError(f"{op} did not fail")
+
+
+rng = np.random.default_rng(0)
+photo_path = write_image(work / "rock.png", (0.3 + 0.4 * rng.random((40, 40, 3))).astype(np.float32))
+other_path = write_image(work / "moss.png", (0.2 + 0.3 * rng.random((40, 40, 3))).astype(np.float32))
+
+bpy.ops.wm.read_homefile(use_empty=True)
+bpy.ops.wm.save_as_mainfile(filepath=str(work / "shot.blend"))
+mat = bpy.data.materials.new("Rock")
+photo = mat.node_tree.nodes.new("ShaderNodeTexImage")
+photo.name = "Photo"
+photo.image = bpy.data.images.load(str(photo_path))
+settings = bpy.context.scene.mlvfx_material
+settings.method = "classical"
+original_method = mat.displacement_method
+output = next(n for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeOutputMaterial")
+disp_socket = output.inputs["Displacement"]
+
+
+def ours() -> list[bpy.types.Node]:
+    return [n for n in mat.node_tree.nodes if bridge.TAG in n]
+
+
+def frames() -> int:
+    return sum(1 for n in ours() if n.get(bridge.TAG) == "frame")
+
+
+# -- a second run replaces the first: no pile of frames, nodes and images ----------------------------
+settings.height_mode = "DISPLACEMENT"
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
+one_run = len(ours())
+assert disp_socket.is_linked and mat.displacement_method == "BOTH"
+images_before = len(bpy.data.images)
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
+observed["nodes_after_two_runs"] = [one_run, len(ours()), frames()]
+assert len(ours()) == one_run and frames() == 1, observed["nodes_after_two_runs"]
+assert len(bpy.data.images) == images_before, "the replaced run's images stay behind"
+names = sorted(i.name for i in bpy.data.images if i.name.startswith("rock_"))
+observed["image_names"] = names
+assert all("." not in n for n in names), names  # rock_normal, not rock_normal.001
+
+# -- a run without displacement: the earlier run's displacement no longer drives the render ---------
+photo.image = bpy.data.images.load(str(other_path))
+settings.height_mode = "NONE"
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
+observed["displacement_after_none"] = [disp_socket.is_linked, mat.displacement_method, original_method]
+assert not disp_socket.is_linked and mat.displacement_method == original_method
+assert bridge.DISPLACEMENT_KEY not in mat
+
+# -- and without replacing (the option off), an earlier displacement is still unlinked for Bump -----
+settings.height_mode = "DISPLACEMENT"
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
+settings.replace = False
+settings.height_mode = "BUMP"
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
+observed["kept_frames"] = frames()
+assert frames() == 2 and not disp_socket.is_linked and mat.displacement_method == original_method
+settings.replace = True
+
+# -- the editor's material: pinned, and inside a node group ------------------------------------------
+group = bpy.data.node_groups.new("Detail", "ShaderNodeTree")
+inside = types.SimpleNamespace(space_data=types.SimpleNamespace(edit_tree=group, id=mat), object=None)
+try:
+    bridge.resolve_image_node(inside, "", "")
+except Exception as exc:
+    observed["node_group"] = str(exc)
+assert "inside node group 'Detail'" in str(observed.get("node_group")), observed.get("node_group")
+mat.node_tree.nodes.active = photo
+pinned = types.SimpleNamespace(space_data=types.SimpleNamespace(edit_tree=mat.node_tree, id=mat), object=None)
+found_mat, found_node = bridge.resolve_image_node(pinned, "", "")  # no object: the pinned material
+assert found_mat == mat and found_node == photo
+
+# -- Paint from Labels: bad slots named, RGB beside RGBA accepted ------------------------------------
+labels = np.zeros((32, 32, 3), np.float32)
+labels[:, :16] = (1.0, 0.0, 0.0)
+labels[:, 16:] = (0.0, 0.0, 1.0)
+label_path = write_image(work / "labels.png", labels, kind="data", bit_depth=8)
+tex = bpy.context.scene.mlvfx_texture
+tex.label_image = bpy.data.images.load(str(label_path))
+tex.label_image.colorspace_settings.name = "Non-Color"
+rgb = bpy.data.images.load(str(photo_path))
+rgba_path = write_image(work / "leaf.png", np.dstack([0.5 * rng.random((40, 40, 3)), np.ones((40, 40))]))
+rgba = bpy.data.images.load(str(rgba_path))
+red = tex.exemplars.add()
+red.color = (1.0, 0.0, 0.0)
+blue = tex.exemplars.add()  # a new slot is red too, and has no image yet
+observed["empty_slot"] = error_of(bpy.ops.mlvfx.paint_texture)
+assert "exemplar slot 1 (#ff0000) has no image" in observed["empty_slot"], observed["empty_slot"]
+red.image, blue.image = rgb, rgba
+observed["same_colour"] = error_of(bpy.ops.mlvfx.paint_texture)
+assert "exemplar slots 1 and 2 both use label colour #ff0000" in observed["same_colour"]
+tex.exemplars[1].color = (0.0, 0.0, 1.0)
+assert bpy.ops.mlvfx.paint_texture() == {"FINISHED"}
+painted = bpy.data.images["labels_painted"]
+observed["painted_channels"] = painted.channels
+assert painted.channels == 4
+
+# -- a bug in the add-on: one line for the artist, the traceback in the console ----------------------
+real = operators.MLVFX_OT_generate_material._compute
+
+
+def broken(plan: object, progress: object, cancel: object) -> object:
+    raise KeyError("albedo")
+
+
+operators.MLVFX_OT_generate_material._compute = staticmethod(broken)
+console = io.StringIO()
+with contextlib.redirect_stderr(console):
+    observed["internal_error"] = error_of(bpy.ops.mlvfx.generate_material, material="Rock", node="Photo")
+operators.MLVFX_OT_generate_material._compute = real
+assert "internal error: KeyError" in observed["internal_error"]
+assert "Traceback" in console.getvalue() and "broken" in console.getvalue()
+
+# -- a job nobody polls (its operator was cancelled by a file load) leaves the running set -----------
+release = threading.Event()
+job = jobs.Job("test", lambda progress, cancel: release.wait(5) and np.zeros(10**6)).start()
+assert job in jobs._running
+job.cancel()  # what Blender's cancel() does; then nothing polls it again
+release.set()
+job._thread.join(5)
+observed["job_left_running"] = job in jobs._running
+assert job not in jobs._running
+
+
+# -- unregistering mid-job releases the timer, the progress cursor and the status text ---------------
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def event_timer_remove(self, timer: object) -> None:
+        self.calls.append("timer")
+
+    def progress_end(self) -> None:
+        self.calls.append("progress")
+
+    def status_text_set(self, text: object) -> None:
+        self.calls.append(f"status {text}")
+
+
+wm = Recorder()
+operators._ui_state[1] = (wm, object(), wm)
+operators.release_all_ui()
+observed["released"] = wm.calls
+assert wm.calls == ["timer", "progress", "status None"] and not operators._ui_state
+
+# -- offline with the model nowhere: the panel says so before the click -------------------------------
+resolve = importlib.import_module("mlvfx.zoo.resolve")
+bpy.context.preferences.addons[MODULE].preferences.offline = True
+panels._model_note.clear()
+real_checkout = resolve.checkout_zoo_dir
+resolve.checkout_zoo_dir = lambda: None  # this test runs from a checkout, whose model_zoo is a mirror
+observed["offline_note"] = panels.learned_model_note(bpy.context)
+resolve.checkout_zoo_dir = real_checkout
+assert "Offline, and the material" in str(observed["offline_note"]), observed["offline_note"]
+panels._model_note.clear()
+prefs = bpy.context.preferences.addons[MODULE].preferences
+prefs.mirrors = str(Path(__file__).resolve().parents[2] / "model_zoo")  # a mirror that has it
+assert panels.learned_model_note(bpy.context) is None
+prefs.mirrors = ""
+bpy.context.preferences.addons[MODULE].preferences.offline = False
+
+print("RESULT " + json.dumps(observed))
