@@ -145,6 +145,32 @@ def test_demo_writes_a_material_and_a_seamless_tile_and_never_overwrites(tmp_pat
     assert code == 0 and Path(json.loads(out)["output"]) == (tmp_path / "demo-1").resolve()
 
 
+def test_demos_started_together_get_a_folder_each(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlvfx.cli import _fresh_folder
+
+    with ThreadPoolExecutor(4) as pool:
+        folders = list(pool.map(lambda _: _fresh_folder(tmp_path / "demo"), range(8)))
+    assert len(set(folders)) == 8 and all(f.is_dir() for f in folders)
+
+
+def test_ctrl_c_while_the_command_is_still_importing_is_one_line(monkeypatch, capsys) -> None:
+    import types
+
+    from mlvfx import entry
+
+    slow = types.ModuleType("mlvfx.cli")
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    slow.main = interrupted  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mlvfx.cli", slow)
+    assert entry.main() == 130
+    assert capsys.readouterr().err == "mlvfx: interrupted\n"
+
+
 def test_quality_high_is_recorded_in_the_material_file(photo: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "m"
     args = ["material", str(photo), "-o", str(out), "--maps", "normal", "--quality", "high"]

@@ -203,6 +203,21 @@ def test_generate_refuses_mixing_datasets(tmp_path: Path, monkeypatch: pytest.Mo
         materials.generate(tmp_path, 1, size=16, seed=3)
 
 
+def test_shards_starting_together_agree_on_the_dataset_description(tmp_path: Path) -> None:
+    # Six shards of one dataset started at once on a new folder: all pass, one description.
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = materials.dataset_settings(
+        seed=2, size=16, samples=12, families=materials.check_families(None), lighting="studio"
+    )
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda _: materials._check_dataset(tmp_path, settings), range(24)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [materials.DATASET_FILE]
+    other = {**settings, "seed": 3}
+    with pytest.raises(InputError, match="seed=2"):
+        materials._check_dataset(tmp_path, other)
+
+
 def test_crash_during_render_leaves_no_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(spec: materials.SampleSpec, **kw: object) -> materials.RenderedMaps:
         raise RuntimeError("render crashed")

@@ -339,6 +339,61 @@ def test_a_file_set_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: 
     assert contents() == {"a.bin": b"new a", "b.bin": b"new b", "c.bin": b"new c"}
 
 
+def test_two_writers_replacing_one_set_take_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two --overwrite runs into one material folder (farm retries): one set at a time, so the folder
+    # ends up wholly one run's, never one's albedo beside the other's height.
+    import threading
+
+    import filelock
+
+    import mlvfx.io.atomic as atomic
+
+    folder = tmp_path / "rock"
+    atomic.write_files_atomic([(folder / "a.bin", b"old a"), (folder / "b.bin", b"old b")])
+    moved: list[str] = []
+    real_place = atomic._place
+
+    def slow_place(staged: list[tuple[Path, Path]], overwrite: bool) -> None:
+        moved.append(staged[0][1].read_bytes().decode())
+        real_place(staged, overwrite)
+
+    monkeypatch.setattr(atomic, "_place", slow_place)
+    key = __import__("hashlib").sha256(str(folder.resolve()).encode()).hexdigest()[:24]
+    held = filelock.FileLock(str(Path(atomic.tempfile.gettempdir()) / "mlvfx-locks" / f"{key}.lock"))
+    held.acquire()  # another writer is mid-way
+    writer = threading.Thread(
+        target=atomic.write_files_atomic,
+        args=([(folder / "a.bin", b"new a"), (folder / "b.bin", b"new b")],),
+        kwargs={"overwrite": True},
+    )
+    writer.start()
+    writer.join(0.5)
+    assert writer.is_alive() and moved == []  # waits for the lock before touching the folder
+    held.release()
+    writer.join(10)
+    assert moved == ["old a"] and (folder / "a.bin").read_bytes() == b"new a"
+    assert sorted(p.name for p in folder.iterdir()) == ["a.bin", "b.bin"]  # no lock file in the folder
+    monkeypatch.setattr(atomic, "LOCK_TIMEOUT", 0.2)
+    held.acquire()
+    with pytest.raises(ImageWriteError, match="another mlvfx process has been replacing files here"):
+        atomic.write_files_atomic([(folder / "a.bin", b"x")], overwrite=True)
+    held.release()
+
+
+def test_an_interrupted_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import mlvfx.io.atomic as atomic
+
+    def interrupted(fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.write_bytes_atomic(tmp_path / "x.png", b"data")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_threads_setting_applies_and_unsetting_it_restores(monkeypatch: pytest.MonkeyPatch) -> None:
     # MLVFX_THREADS (the Blender/Houdini preference) applies; back at 0 ("automatic"), the count
     # torch had before returns. A count someone else set is left alone.

@@ -342,13 +342,17 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _fresh_folder(base: Path) -> Path:
-    """``base`` if it does not exist yet, else ``base-1``, ``base-2``, ... (nothing is overwritten)."""
-    if not base.exists():
-        return base
-    n = 1
-    while base.with_name(f"{base.name}-{n}").exists():
-        n += 1
-    return base.with_name(f"{base.name}-{n}")
+    """``base`` if it does not exist yet, else ``base-1``, ``base-2``, ..., created here so that
+    two demos started together get a folder each (nothing is overwritten)."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = base, 0
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

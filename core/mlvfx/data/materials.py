@@ -762,9 +762,13 @@ def _check_dataset(root: Path, settings: dict[str, Any], *, write: bool = True) 
         return
     if not write:
         return
-    tmp = root / (DATASET_FILE + ".tmp")
-    tmp.write_text(json.dumps(settings, indent=1))
-    os.replace(tmp, path)
+    from mlvfx.errors import OutputExistsError
+    from mlvfx.io.atomic import write_bytes_atomic
+
+    try:  # shards started together: the first one's description wins, the others check against it
+        write_bytes_atomic(path, json.dumps(settings, indent=1).encode(), overwrite=False)
+    except OutputExistsError:
+        _check_dataset(root, settings, write=False)
 
 
 def check_dataset(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from mlvfx.errors import ImageWriteError, OutputExistsError
@@ -84,40 +85,84 @@ def write_files_atomic(files: list[tuple[Path, bytes]], *, overwrite: bool = Fal
     try:
         for target, data in zip(targets, (d for _, d in files), strict=True):
             staged.append((_write_temp(target, data), target))
-        placed: list[tuple[Path, Path | None]] = []  # (target, backup of the file it replaced)
-        try:
-            for tmp, target in staged:
-                backup: Path | None = None
-                if overwrite and target.exists():
-                    backup = target.with_name(f".{target.name}.{os.getpid()}.bak")
-                    os.replace(target, backup)
-                try:
-                    commit(tmp, target, overwrite=overwrite)
-                except BaseException:
-                    if backup is not None:
-                        os.replace(backup, target)
-                    raise
-                placed.append((target, backup))
-        except BaseException as exc:
-            for target, backup in reversed(placed):
-                with contextlib.suppress(OSError):
-                    os.unlink(target)
-                    if backup is not None:
-                        os.replace(backup, target)
-            if isinstance(exc, OSError):
-                raise ImageWriteError(
-                    f"cannot write: {exc.strerror or exc}", staged[len(placed)][1]
-                ) from None
-            raise
-        for _, backup in placed:
-            if backup is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(backup)
+        with _set_lock(targets, overwrite):
+            _place(staged, overwrite)
     finally:
         for tmp, _ in staged:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
     return targets
+
+
+@contextlib.contextmanager
+def _set_lock(targets: list[Path], overwrite: bool) -> Iterator[None]:
+    """With ``overwrite``, one process at a time replaces a set of files in a folder (two farm
+    retries of one job on a machine): moving each file aside and back is not atomic across
+    processes, and two interleaved writers could leave one's albedo beside the other's height.
+    The lock file lives in the temp folder, keyed by the folder's path, so outputs stay clean.
+    Without ``overwrite`` no lock is needed: a hard link never replaces another writer's file."""
+    if not overwrite or not targets:
+        yield
+        return
+    import hashlib
+
+    import filelock
+
+    folder = str(targets[0].parent.resolve())
+    key = hashlib.sha256(folder.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    lock_dir = Path(tempfile.gettempdir()) / "mlvfx-locks"
+    try:
+        lock_dir.mkdir(exist_ok=True)
+        lock = filelock.FileLock(str(lock_dir / f"{key}.lock"))
+        lock.acquire(timeout=LOCK_TIMEOUT)
+    except filelock.Timeout:
+        raise ImageWriteError(
+            f"another mlvfx process has been replacing files here for {LOCK_TIMEOUT:.0f} s", targets[0].parent
+        ) from None
+    except OSError:  # no lock can be made (another user's lock folder): write without one, as before
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+LOCK_TIMEOUT = 600.0
+
+
+def _place(staged: list[tuple[Path, Path]], overwrite: bool) -> None:
+    """Move staged temp files to their targets; on failure put every replaced file back."""
+    placed: list[tuple[Path, Path | None]] = []  # (target, backup of the file it replaced)
+    try:
+        for tmp, target in staged:
+            backup: Path | None = None
+            if overwrite and target.exists():
+                backup = target.with_name(f".{target.name}.{os.getpid()}.bak")
+                try:
+                    os.replace(target, backup)
+                except FileNotFoundError:  # removed since: nothing to put back
+                    backup = None
+            try:
+                commit(tmp, target, overwrite=overwrite)
+            except BaseException:
+                if backup is not None:
+                    os.replace(backup, target)
+                raise
+            placed.append((target, backup))
+    except BaseException as exc:
+        for target, backup in reversed(placed):
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+                if backup is not None:
+                    os.replace(backup, target)
+        if isinstance(exc, OSError):
+            raise ImageWriteError(f"cannot write: {exc.strerror or exc}", staged[len(placed)][1]) from None
+        raise
+    for _, backup in placed:
+        if backup is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
@@ -157,10 +202,12 @@ def _write_temp(target: Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-    except OSError as exc:
+    except BaseException as exc:  # Ctrl-C too: no hidden temp file is left behind
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise ImageWriteError(f"cannot write: {exc.strerror or exc}", target) from None
+        if isinstance(exc, OSError):
+            raise ImageWriteError(f"cannot write: {exc.strerror or exc}", target) from None
+        raise
     return tmp
 
 

@@ -6,6 +6,7 @@ Shared by the material and smoke trainers, so their run folders look alike:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -36,8 +37,16 @@ def run_logger(out: Path, log: LogFn | None = None) -> LogFn:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())  # on disk before the rename: a power cut keeps the old checkpoint
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C or a full disk: no temp file left beside the run
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
 
 
 # Train settings a resumed run may change on the command line or in the recipe: how long it may
