@@ -140,6 +140,38 @@ def test_overwrite_leaves_no_frames_of_the_earlier_shot(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["frame_0001.npz", "frame_0002.npz", "notes.txt"]
 
 
+def test_an_interrupted_overwrite_leaves_the_earlier_shot_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C (or a farm's SIGTERM) half way through replacing a shot: the folder held the new
+    # shot's first frames and the earlier shot's tail. Now the new shot is moved in only when done.
+    out = tmp_path / "shot"
+    argv = ["smoke", "run", "--dims", "2", "--res", "16", "--reference", "--vdb", "off", "-o", str(out)]
+    assert _run([*argv, "--scenario", "plume", "--frames", "4"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    import mlvfx.io.volume as volume  # write_shot imports its writer from here at each call
+
+    real = volume.write_volume_npz
+    calls = []
+
+    def interrupted(path: Path, *a: object, **k: object) -> Path:
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(path, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(volume, "write_volume_npz", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run([*argv, "--scenario", "wind", "--frames", "4", "--overwrite"])
+    assert calls[0].parent != out  # written beside the folder, not in it
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shot"]  # no staging folder left
+    monkeypatch.setattr(volume, "write_volume_npz", real)
+    assert _run([*argv, "--scenario", "wind", "--frames", "4", "--overwrite"]) == 0
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(after) == sorted(before) and all(after[n] != before[n] for n in after)
+
+
 def test_bench_refuses_existing_outputs_before_any_work_and_times_with_shots_0(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -182,18 +184,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         if warning is not None and not args.quiet:
             print(f"mlvfx: warning: {warning}", file=sys.stderr)
     start = time.perf_counter()
-    with progress_bar(args, f"smoke {args.scenario}") as progress:
-        written, solving = write_shot(
-            stepper,
-            scenario,
-            names,
-            outdir,
-            steps_per_frame=args.steps_per_frame,
-            vdb=vdb,
-            up=args.up,
-            overwrite=args.overwrite,
-            progress=progress,
-        )
+    # Replacing an earlier shot: the new one is written beside it and moved in once complete, so an
+    # interrupted run leaves the earlier shot whole, not its tail behind the new shot's first frames.
+    earlier = args.overwrite and outdir.is_dir() and bool(_stale_frames(outdir, []))
+    staging = _staging_folder(outdir) if earlier else None
+    try:
+        with progress_bar(args, f"smoke {args.scenario}") as progress:
+            written, solving = write_shot(
+                stepper,
+                scenario,
+                names,
+                staging or outdir,
+                steps_per_frame=args.steps_per_frame,
+                vdb=vdb,
+                up=args.up,
+                overwrite=args.overwrite and staging is None,
+                progress=progress,
+            )
+        if staging is not None:
+            written = _move_in(staging, outdir, written)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     elapsed = time.perf_counter() - start
     stale = _stale_frames(outdir, written) if args.overwrite else []
     for path in stale:  # an earlier, longer shot's frames, or .vdb beside a run with --vdb off
@@ -217,6 +229,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"solver step{', with OpenVDB' if vdb else ''}; {model or 'reference solver'})",
     )
     return 0
+
+
+def _staging_folder(outdir: Path) -> Path:
+    """A hidden folder beside ``outdir`` (same filesystem, so moving frames in is a rename)."""
+    from mlvfx.errors import ImageWriteError
+    from mlvfx.io.atomic import make_temp_dir
+
+    try:
+        return make_temp_dir(outdir.parent, f".{outdir.name}.smoke-")
+    except OSError as exc:
+        raise ImageWriteError(f"cannot create output: {exc.strerror or exc}", outdir.parent) from None
+
+
+def _move_in(staging: Path, outdir: Path, written: list[str]) -> list[str]:
+    """Move a finished shot's frames from ``staging`` into ``outdir``, replacing the earlier ones."""
+    moved = []
+    for name in written:
+        target = outdir / Path(name).name
+        os.replace(name, target)
+        moved.append(str(target))
+    return moved
 
 
 def _stale_frames(outdir: Path, written: list[str]) -> list[Path]:

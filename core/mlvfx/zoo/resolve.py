@@ -127,10 +127,22 @@ def fetch_file(
     target = next((c for c in caches if c.writable()), None)
 
     errors: list[ModelError] = []
-    for candidate in _mirror_candidates(zfile):
-        result = _from_local(candidate, zfile, target, reporter, cancel, errors)
-        if result is not None:
-            return result
+    candidates = list(_mirror_candidates(zfile))
+    if candidates:
+        # A farm's nodes starting together copy from the (network) mirror once, not once each: the
+        # per-blob lock as for downloads, then the cache again.
+        lock = (
+            _blob_lock(target, zfile.sha256, opts, cancel) if target is not None else contextlib.nullcontext()
+        )
+        with lock:
+            found = target.lookup(zfile.sha256, zfile.size) if target is not None else None
+            if found is not None:
+                reporter(zfile.size, force=True)
+                return found
+            for candidate in candidates:
+                result = _from_local(candidate, zfile, target, reporter, cancel, errors)
+                if result is not None:
+                    return result
 
     urls = file_urls(zfile)
     local_urls = [u for u in urls if u.lower().startswith("file:")]
@@ -193,11 +205,19 @@ def fetch_file(
     finally:
         if own:
             dl.close()
+    # No network (a farm node, a laptop on a plane): say how to work without it.
+    offline_hint = "" if all(isinstance(e, IntegrityError) for e in errors) else OFFLINE_HINT
     if len(errors) == 1:  # the error names the URL or file; say which model it was for too
-        raise type(errors[0])(f"{label}: {zfile.name}: {errors[0]}") from None
+        raise type(errors[0])(f"{label}: {zfile.name}: {errors[0]}{offline_hint}") from None
     summary = "; ".join(str(e) for e in errors)
     kind = IntegrityError if all(isinstance(e, IntegrityError) for e in errors) else DownloadError
-    raise kind(f"{label}: {zfile.name} could not be fetched from any source: {summary}")
+    raise kind(f"{label}: {zfile.name} could not be fetched from any source: {summary}{offline_hint}")
+
+
+OFFLINE_HINT = (
+    "; without network access, copy the zoo's files into a folder and name it in MLVFX_ZOO_MIRRORS "
+    "(model_zoo/README.md), or use a classical method where there is one"
+)
 
 
 def _from_local(
