@@ -415,17 +415,18 @@ def remove_earlier_maps(material: bpy.types.Material, source: bpy.types.Node) ->
     tree = material.node_tree
     frames = [n for n in tree.nodes if n.get(TAG) == "frame" and n.get(SOURCE_KEY) == source.name]
     removed = 0
-    images: list[bpy.types.Image] = []
+    images: dict[str, bpy.types.Image] = {}  # by name: one image can sit in two of our nodes
     for frame in frames:
         for node in [n for n in tree.nodes if n.parent == frame and TAG in n]:
             image = getattr(node, "image", None)
             if image is not None:
-                images.append(image)
+                images[image.name] = image
             tree.nodes.remove(node)
             removed += 1
         tree.nodes.remove(frame)
-    for image in images:
-        if image.name in bpy.data.images and image.users == 0:
+    for name in images:
+        image = bpy.data.images.get(name)
+        if image is not None and image.users == 0:
             bpy.data.images.remove(image)
     return removed
 
@@ -437,9 +438,10 @@ def _unlink_our_displacement(material: bpy.types.Material, output: bpy.types.Nod
     for link in list(socket.links):
         if TAG in link.from_node:
             material.node_tree.links.remove(link)
-    ours_left = any(TAG in link.from_node for link in socket.links)
-    if not ours_left and DISPLACEMENT_KEY in material:
-        if hasattr(material, "displacement_method"):
+    if DISPLACEMENT_KEY in material and not socket.is_linked:
+        # Only the setting mlvfx made, and only when nothing displaces any more: a method the
+        # artist chose since, or their own Displacement node, stays as it is.
+        if getattr(material, "displacement_method", None) == "BOTH":
             material.displacement_method = material[DISPLACEMENT_KEY]
         del material[DISPLACEMENT_KEY]
 
@@ -464,14 +466,15 @@ def resolve_image_node(
     else:
         space = getattr(context, "space_data", None)
         tree = getattr(space, "edit_tree", None)
-        shown = getattr(space, "id", None)  # the material the editor shows, pinned or not
-        if isinstance(shown, bpy.types.Material):
-            material = shown
-        else:
-            material = getattr(getattr(context, "object", None), "active_material", None)
+        shown = getattr(space, "id", None)  # what the editor shows, pinned or not: a World too
+        if shown is not None and not isinstance(shown, bpy.types.Material):
+            raise InputError(
+                "open a material in the Shader Editor (not a world or light), or pass material= and node="
+            )
+        material = shown or getattr(getattr(context, "object", None), "active_material", None)
         if tree is None or material is None or material.node_tree is None:
             raise InputError("open a material in the Shader Editor, or pass material= and node=")
-        if material.node_tree != tree:
+        if tree != getattr(space, "node_tree", material.node_tree) or material.node_tree != tree:
             raise InputError(
                 f"the Shader Editor is inside node group {tree.name!r}: exit it (Tab) and select "
                 f"the Image Texture node in material {material.name!r}"

@@ -73,6 +73,10 @@ class BackgroundJobOperator:
             plan = self._prepare(context)
         except Exception as exc:
             return self._fail(exc)
+        return self._start_modal(context, plan)
+
+    def _start_modal(self, context: bpy.types.Context, plan: dict[str, Any]) -> set[str]:
+        """Start the worker, the timer and the progress cursor (recorded for unregister)."""
         self._plan = plan
         compute = self._compute
         self._job = jobs.Job(self.job_name, lambda p, c: compute(plan, p, c)).start()

@@ -21,5 +21,6 @@ def test_rerun_slots_and_jobs(run_in_blender: Callable[..., dict[str, Any]]) -> 
     assert "exemplar slot 1 (#ff0000) has no image" in observed["empty_slot"]
     assert observed["painted_channels"] == 4  # RGB beside RGBA exemplars
     assert observed["job_left_running"] is False
-    assert observed["released"] == ["timer", "progress", "status None"]
+    assert observed["released"] == ["remove timer", "progress end", "status None"]  # unregister mid-job
+    assert observed["artist_method_kept"] == "DISPLACEMENT"
     assert "not downloaded" in observed["offline_note"]

@@ -1008,9 +1008,21 @@ def test_deleting_the_node_frees_its_frames(hou):
     hou.state["frame"] = 3
     smoke.cook(node)
     assert str(node.sid) in smoke._sessions
-    smoke.on_deleted({"node": node})
+    from mlvfx_houdini import events
+
+    events.smoke_deleted({"node": node})  # what the asset's OnDeleted section calls
     assert str(node.sid) not in smoke._sessions
     smoke.on_deleted({"node": node})  # twice (undo, redo) is harmless
+
+
+def test_deleting_a_node_needs_no_core(monkeypatch):
+    # A Houdini without the mlvfx venv: deleting the SOP (or File > New) must not raise.
+    from mlvfx_houdini import events
+
+    monkeypatch.delitem(sys.modules, "mlvfx_houdini.smoke", raising=False)
+    monkeypatch.setitem(sys.modules, "mlvfx", None)
+    events.smoke_deleted({"node": object()})
+    assert "mlvfx_houdini.smoke" not in sys.modules
 
 
 def test_material_jobs_validate_parameters(tmp_path):

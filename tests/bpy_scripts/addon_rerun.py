@@ -12,6 +12,7 @@ import importlib
 import io
 import json
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -95,6 +96,24 @@ observed["kept_frames"] = frames()
 assert frames() == 2 and not disp_socket.is_linked and mat.displacement_method == original_method
 settings.replace = True
 
+# -- a displacement method the artist chose after our run is theirs: not "restored" over ------------
+settings.replace = True
+settings.height_mode = "DISPLACEMENT"
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
+mat.displacement_method = "DISPLACEMENT"  # the artist's choice
+settings.height_mode = "NONE"
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
+observed["artist_method_kept"] = mat.displacement_method
+assert mat.displacement_method == "DISPLACEMENT" and bridge.DISPLACEMENT_KEY not in mat
+mat.displacement_method = original_method
+
+# -- one image in two of our nodes (the artist reused the albedo for roughness): replaced cleanly ----
+albedo_node = next(n for n in ours() if n.get(bridge.TAG) == "albedo")
+rough_node = next(n for n in ours() if n.get(bridge.TAG) == "roughness")
+rough_node.image = albedo_node.image
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
+assert frames() == 1
+
 # -- the editor's material: pinned, and inside a node group ------------------------------------------
 group = bpy.data.node_groups.new("Detail", "ShaderNodeTree")
 inside = types.SimpleNamespace(space_data=types.SimpleNamespace(edit_tree=group, id=mat), object=None)
@@ -107,6 +126,14 @@ mat.node_tree.nodes.active = photo
 pinned = types.SimpleNamespace(space_data=types.SimpleNamespace(edit_tree=mat.node_tree, id=mat), object=None)
 found_mat, found_node = bridge.resolve_image_node(pinned, "", "")  # no object: the pinned material
 assert found_mat == mat and found_node == photo
+world = bpy.data.worlds.new("Sky")
+world_space = types.SimpleNamespace(edit_tree=world.node_tree, node_tree=world.node_tree, id=world)
+world_editor = types.SimpleNamespace(space_data=world_space, object=None)
+try:
+    bridge.resolve_image_node(world_editor, "", "")
+except Exception as exc:
+    observed["world_editor"] = str(exc)
+assert "not a world or light" in str(observed.get("world_editor")), observed.get("world_editor")
 
 # -- Paint from Labels: bad slots named, RGB beside RGBA accepted ------------------------------------
 labels = np.zeros((32, 32, 3), np.float32)
@@ -160,27 +187,6 @@ observed["job_left_running"] = job in jobs._running
 assert job not in jobs._running
 
 
-# -- unregistering mid-job releases the timer, the progress cursor and the status text ---------------
-class Recorder:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def event_timer_remove(self, timer: object) -> None:
-        self.calls.append("timer")
-
-    def progress_end(self) -> None:
-        self.calls.append("progress")
-
-    def status_text_set(self, text: object) -> None:
-        self.calls.append(f"status {text}")
-
-
-wm = Recorder()
-operators._ui_state[1] = (wm, object(), wm)
-operators.release_all_ui()
-observed["released"] = wm.calls
-assert wm.calls == ["timer", "progress", "status None"] and not operators._ui_state
-
 # -- offline with the model nowhere: the panel says so before the click -------------------------------
 resolve = importlib.import_module("mlvfx.zoo.resolve")
 bpy.context.preferences.addons[MODULE].preferences.offline = True
@@ -196,5 +202,50 @@ prefs.mirrors = str(Path(__file__).resolve().parents[2] / "model_zoo")  # a mirr
 assert panels.learned_model_note(bpy.context) is None
 prefs.mirrors = ""
 bpy.context.preferences.addons[MODULE].preferences.offline = False
+
+
+# -- unregistering mid-job (disabling the add-on) cancels the job and releases its timer, progress
+# cursor and status text: Blender frees the modal operator without calling its cancel() ------------
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def event_timer_add(self, step: float, window: object = None) -> str:
+        return "timer"
+
+    def modal_handler_add(self, op: object) -> None:
+        pass
+
+    def progress_begin(self, low: int, high: int) -> None:
+        pass
+
+    def event_timer_remove(self, timer: object) -> None:
+        self.calls.append(f"remove {timer}")
+
+    def progress_end(self) -> None:
+        self.calls.append("progress end")
+
+    def status_text_set(self, text: object) -> None:
+        self.calls.append(f"status {text}")
+
+
+class Endless(operators.BackgroundJobOperator):
+    job_name = "endless"
+
+    @staticmethod
+    def _compute(plan: object, progress: object, cancel: object) -> object:
+        while not cancel.cancelled:  # type: ignore[attr-defined]
+            time.sleep(0.01)
+        raise RuntimeError("cancelled")
+
+
+wm = Recorder()
+running = Endless()
+running._start_modal(types.SimpleNamespace(window_manager=wm, window=None, workspace=wm), {})
+assert running._job in jobs._running
+importlib.import_module(MODULE).unregister()
+observed["released"] = wm.calls
+assert wm.calls == ["remove timer", "progress end", "status None"], wm.calls
+assert running._job not in jobs._running and not operators._ui_state
 
 print("RESULT " + json.dumps(observed))
