@@ -306,6 +306,35 @@ def test_decoder_chatter_stays_off_stderr_and_a_cut_jpeg_is_refused(
     assert out == "" and err == ""
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_grey_alpha_tiff_keeps_its_alpha_and_depth(tmp_path: Path, dtype: type) -> None:
+    # OpenCV dropped the alpha of a grey + alpha TIFF, read 16 bits as 8, and could not read float.
+    tifffile = pytest.importorskip("tifffile")
+    top = np.iinfo(dtype).max if np.issubdtype(dtype, np.integer) else 1.0
+    grey = np.linspace(0.1, 0.9, 6 * 4).reshape(6, 4)
+    alpha = np.ones((6, 4))
+    alpha[:, :2] = 0.5
+    straight = np.dstack([grey, alpha])
+    tifffile.imwrite(tmp_path / "s.tif", (straight * top).astype(dtype), extrasamples=["unassalpha"])
+    premultiplied = np.dstack([grey * alpha, alpha])
+    tifffile.imwrite(tmp_path / "p.tif", (premultiplied * top).astype(dtype), extrasamples=["assocalpha"])
+    # Orientation 6 (a phone held upright): turned 90 degrees clockwise on reading, as viewers show it.
+    tifffile.imwrite(
+        tmp_path / "o.tif",
+        (straight * top).astype(dtype),
+        extrasamples=["unassalpha"],
+        extratags=[(274, "H", 1, 6, False)],
+    )
+    tol = 2.0 / top if np.issubdtype(dtype, np.integer) else 1e-6
+    for name in ("s.tif", "p.tif"):
+        img, info = read_image(tmp_path / name, kind="data")
+        assert img.shape == (6, 4, 2) and info.has_alpha and info.channels == 2
+        assert info.bit_depth == {np.uint8: 8, np.uint16: 16, np.float32: 32}[dtype]
+        assert np.allclose(img, straight, atol=tol), name  # straight alpha, premultiplied divided out
+    img, info = read_image(tmp_path / "o.tif", kind="data")
+    assert info.orientation == 6 and np.allclose(img, np.rot90(straight, -1), atol=tol)
+
+
 def test_a_file_set_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlvfx.io.atomic as atomic
 

@@ -8,6 +8,7 @@ already linear. Data maps (``kind="data"``) are never converted. Alpha is carrie
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -235,10 +236,17 @@ def read_image(
         )
     if header.channels is not None and header.channels > MAX_CHANNELS:
         raise InvalidImageDataError(f"{header.channels} channels; 1 to {MAX_CHANNELS} are supported", p)
-    try:
-        raw, decoder_says = _decode_quietly(data)
-    except cv2.error as exc:
-        raise ImageReadError(f"cannot decode {header.format.upper()} data: {exc.err}", p) from None
+    as_stored = False  # decoded by tifffile: alpha as the file stores it, orientation applied here
+    raw: np.ndarray[Any, Any] | None
+    if header.format == "tiff" and header.channels == 2:
+        # Grey + alpha: OpenCV drops the alpha, reads 16 bits as 8 and cannot read float at all.
+        raw, decoder_says, as_stored = _decode_tiff_grey_alpha(data, p), "", True
+        raw = apply_orientation(raw, header.orientation)
+    else:
+        try:
+            raw, decoder_says = _decode_quietly(data)
+        except cv2.error as exc:
+            raise ImageReadError(f"cannot decode {header.format.upper()} data: {exc.err}", p) from None
     if raw is None:
         if header.format == "tiff" and header.sample == "float16":  # OpenCV has no decoder for it
             raise ImageReadError(
@@ -290,6 +298,11 @@ def read_image(
     else:
         raise ImageReadError(f"unsupported sample type {raw.dtype}", p)
     is_float = bit_depth == 32 or sample == "float16"
+    if header.format == "tiff" and as_stored and header.extra_samples == 1:  # premultiplied grey + alpha
+        grey = img[..., :1]
+        np.divide(grey, img[..., 1:], out=grey, where=img[..., 1:] > 0)
+        if not is_float:
+            np.minimum(grey, 1.0, out=grey)
     if header.format == "tiff" and channels == 4 and not converts and _tiff_premultiplied(header, raw):
         colour = img[..., :3]
         np.divide(colour, img[..., 3:], out=colour, where=img[..., 3:] > 0)
@@ -318,6 +331,32 @@ def read_image(
         icc_profile=_profile_note(profile, channels, is_float),
     )
     return np.ascontiguousarray(img, dtype=np.float32), info
+
+
+def _decode_tiff_grey_alpha(data: bytes, path: Path) -> np.ndarray[Any, Any]:
+    """A grey + alpha TIFF as (H, W, 2), samples as stored (tifffile, which scikit-image brings).
+
+    Raises:
+        ImageReadError: the file cannot be decoded (or tifffile is missing).
+    """
+    try:
+        import tifffile
+    except ImportError:
+        raise ImageReadError("grey + alpha TIFF needs the tifffile package; save it as PNG", path) from None
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            raw = np.asarray(page.asarray())
+            axes = str(page.axes)
+    except Exception as exc:  # tifffile raises many types on damaged files
+        raise ImageReadError(f"corrupt or unsupported grey + alpha TIFF data ({exc})", path) from None
+    if "S" in axes and raw.ndim == 3:
+        raw = np.moveaxis(raw, axes.index("S"), -1)
+    if raw.ndim != 3 or raw.shape[2] != 2:
+        raise ImageReadError(f"grey + alpha TIFF decoded as shape {raw.shape}", path)
+    if raw.dtype not in (np.uint8, np.uint16, np.float16, np.float32):
+        raise ImageReadError(f"unsupported sample type {raw.dtype} in a grey + alpha TIFF", path)
+    return raw
 
 
 def _tiff_premultiplied(header: Header, raw: np.ndarray[Any, Any]) -> bool:
