@@ -257,3 +257,10 @@ def test_a_grey_photo_gives_an_rgb_albedo_with_either_method() -> None:
         albedo = material(grey, "albedo", method=method).maps["albedo"]  # type: ignore[arg-type]
         assert albedo.shape == (32, 32, 3) and np.array_equal(albedo[..., 0], albedo[..., 2]), method
         assert material(with_alpha, "albedo", method=method).maps["albedo"].shape == (32, 32, 4)  # type: ignore[arg-type]
+
+
+def test_a_photo_without_relief_gives_a_mid_grey_height_either_way() -> None:
+    # A 1x1 photo: the classical height was 0.5 (the displacement's rest level), the learned 0.0.
+    pixel = np.full((1, 1, 3), 0.5, np.float32)
+    for method in ("classical", "learned"):
+        assert material(pixel, ["height"], method=method).maps["height"].ravel().tolist() == [0.5], method

@@ -223,7 +223,10 @@ def _learned(
         out["normal"] = normal
     scale_px = float(maps.height_px.max())
     if "height" in wanted:
-        out["height"] = maps.height_px / np.float32(scale_px) if scale_px > 0 else maps.height_px
+        if scale_px > 0:
+            out["height"] = maps.height_px / np.float32(scale_px)
+        else:  # no relief at all (a 1x1 photo, a flat one): mid-grey, the displacement's rest level,
+            out["height"] = np.full_like(maps.height_px, 0.5)  # as the classical path gives
     if "albedo" in wanted:
         albedo = np.ascontiguousarray(maps.albedo)
         if img.shape[2] in (1, 2):  # a grey photo holds no colour: the net's tint is not evidence
