@@ -335,6 +335,46 @@ def test_grey_alpha_tiff_keeps_its_alpha_and_depth(tmp_path: Path, dtype: type) 
     assert info.orientation == 6 and np.allclose(img, np.rot90(straight, -1), atol=tol)
 
 
+def test_reading_images_does_not_swallow_other_threads_stderr(tmp_path: Path, capfd) -> None:
+    # The decoders' own chatter is kept off the terminal by pointing fd 2 at a sink while decoding;
+    # a host's log line written by another thread in that moment was lost with it.
+    import os
+    import threading
+
+    write_image(tmp_path / "a.exr", np.random.default_rng(0).random((256, 256, 3), np.float32))
+    stop = threading.Event()
+    sent = []
+
+    def host_log() -> None:
+        n = 0
+        while not stop.is_set():
+            line = f"host line {n}\n"
+            os.write(2, line.encode())
+            sent.append(line)
+            n += 1
+
+    thread = threading.Thread(target=host_log)
+    thread.start()
+    for _ in range(30):
+        read_image(tmp_path / "a.exr")
+    stop.set()
+    thread.join()
+    got = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("host line")]
+    assert len(sent) > 30 and sorted(got) == sorted(ln.strip() for ln in sent)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_integer_pixels_are_refused_with_how_to_convert(dtype: type) -> None:
+    # A uint8 photo from cv2.imread was taken as linear 0-255: white maps, no error.
+    from mlvfx.ops.material import material
+
+    pixels = np.full((8, 8, 3), 200, dtype)
+    with pytest.raises(InvalidImageDataError, match=r"pixels up to 200: .*srgb_to_linear\(pixels / 255\)"):
+        material(pixels, ["normal"], method="classical")
+    mask = np.ones((8, 8), dtype)  # a 0/1 integer mask is unambiguous
+    assert check_image(mask).max() == 1.0
+
+
 def test_a_file_set_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mlvfx.io.atomic as atomic
 
@@ -444,6 +484,31 @@ def test_threads_setting_applies_and_unsetting_it_restores(monkeypatch: pytest.M
         assert torch.get_num_threads() == 3
         torch.set_num_threads(2)  # set by a script, not through MLVFX_THREADS
         torch_device("cpu")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_worker_thread_does_not_undo_the_main_threads_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch's count is per thread (OpenMP). The setting applied on the main thread was "restored"
+    # by whichever thread made the next call, leaving the main thread at 1 for the session.
+    import threading
+
+    import torch
+
+    from mlvfx.config import torch_device
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("MLVFX_THREADS", "1")
+        torch_device("cpu")
+        assert torch.get_num_threads() == 1
+        monkeypatch.delenv("MLVFX_THREADS")
+        worker = threading.Thread(target=torch_device, args=("cpu",))
+        worker.start()
+        worker.join()
+        torch_device("cpu")  # the main thread's next call gives the main thread its count back
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -121,8 +122,13 @@ def threads() -> int | None:
     return value
 
 
-_threads_before_env: list[int | None] = [None]
-"""torch's thread count before ``MLVFX_THREADS`` was first applied (None: not applied)."""
+class _ThreadCount(threading.local):
+    before: int | None = None
+
+
+_threads_before_env = _ThreadCount()
+"""Per calling thread (torch's count is per thread under OpenMP: a host's main thread and its
+worker threads each have one): the count before ``MLVFX_THREADS`` was applied (None: not applied)."""
 
 
 def torch_device(requested: str | None = None) -> torch.device:
@@ -130,16 +136,17 @@ def torch_device(requested: str | None = None) -> torch.device:
     import torch
 
     n = threads()
+    mine = _threads_before_env
     if n is not None:
-        if _threads_before_env[0] is None:
-            _threads_before_env[0] = torch.get_num_threads()
+        if mine.before is None:
+            mine.before = torch.get_num_threads()
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
-    elif _threads_before_env[0] is not None:
-        # MLVFX_THREADS was set earlier in this process (a host preference) and is unset now:
-        # back to the count torch had before we changed it. Counts set by others stay alone.
-        torch.set_num_threads(_threads_before_env[0])
-        _threads_before_env[0] = None
+    elif mine.before is not None:
+        # MLVFX_THREADS was set earlier in this thread (a host preference) and is unset now: back
+        # to the count this thread had before we changed it. Counts set by others stay alone.
+        torch.set_num_threads(mine.before)
+        mine.before = None
     name = requested or os.environ.get("MLVFX_DEVICE") or ""
     if not name:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -797,7 +797,10 @@ def state_from_arrays(
         rho = _as_grid(density, shape, "density")
         if rho.min() < 0:
             raise InputError("density must be >= 0")
-        rho_t = torch.as_tensor(np.ascontiguousarray(rho), dtype=dtype, device=device)  # a flipped view too
+        rho_c = np.ascontiguousarray(rho)  # a flipped view too
+        if not rho_c.flags.writeable:  # a host's read-only array: torch warns on sharing it
+            rho_c = rho_c.copy()
+        rho_t = torch.as_tensor(rho_c, dtype=dtype, device=device)
     if velocity is not None:
         v = np.asarray(velocity)
         if ndim == 2 and v.ndim == 4 and v.shape[0] == 1 and v.shape[-1] == 3:
@@ -806,7 +809,10 @@ def state_from_arrays(
             raise InputError(f"velocity has shape {np.asarray(velocity).shape}, expected {(*shape, ndim)}")
         if not np.isfinite(v).all():
             raise InputError("velocity contains NaN or infinite values")
-        t = torch.as_tensor(np.ascontiguousarray(v), dtype=dtype, device=device)
+        v = np.ascontiguousarray(v)
+        if not v.flags.writeable:
+            v = v.copy()
+        t = torch.as_tensor(v, dtype=dtype, device=device)
         vel_t = centre_to_faces([t[..., c] for c in range(ndim)])
     return rho_t, vel_t
 

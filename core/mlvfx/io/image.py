@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -99,6 +100,8 @@ def check_image(array: npt.ArrayLike, name: str = "image", *, allow_nonfinite: b
     Raises:
         InvalidImageDataError: wrong rank, zero size, more than 4 channels, or NaN/inf values.
     """
+    if hasattr(array, "detach") and hasattr(array, "cpu"):  # a torch tensor, perhaps needing grad
+        array = array.detach().cpu().numpy()
     a = np.asarray(array)
     if a.ndim == 2:
         a = a[:, :, None]
@@ -110,6 +113,15 @@ def check_image(array: npt.ArrayLike, name: str = "image", *, allow_nonfinite: b
         raise InvalidImageDataError(f"{a.shape[2]} channels; 1 to {MAX_CHANNELS} are supported", name)
     if a.dtype.kind not in "fui" and a.dtype != np.bool_:
         raise InvalidImageDataError(f"unsupported dtype {a.dtype}", name)
+    if a.dtype.kind in "ui" and a.size and int(a.max()) > 1:
+        # An 8/16-bit array straight from cv2.imread or PIL was taken as linear 0-255: maps of
+        # white. Scaling it is not enough either (its values are sRGB-encoded), so say how.
+        raise InvalidImageDataError(
+            f"{a.dtype} pixels up to {int(a.max())}: mlvfx takes float images in [0, 1], colour "
+            "linear; for an 8-bit photo pass mlvfx.color.srgb_to_linear(pixels / 255), or read the "
+            "file with mlvfx.io.read_image",
+            name,
+        )
     out = a.astype(np.float32, copy=False)
     if not allow_nonfinite and not np.isfinite(out).all():
         bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
@@ -143,8 +155,21 @@ def _decode_quietly(data: bytes) -> tuple[np.ndarray[Any, Any] | None, str]:
                 os.dup2(saved, 2)
                 os.close(saved)
             sink.seek(0)
-            said = sink.read(65536).decode("utf-8", "replace")
+            said = sink.read().decode("utf-8", "replace")
+    others = [line for line in said.splitlines(keepends=True) if not _DECODER_LINE.search(line)]
+    if others:  # another thread's output (a host's log) in the same moment: passed on, not lost
+        with contextlib.suppress(Exception):
+            sys.stderr.write("".join(others))
+            sys.stderr.flush()
     return raw, said
+
+
+# What the C decoders and OpenCV write on stderr (libpng, libjpeg, libtiff, OpenCV's log); any other
+# line written while fd 2 points at the sink comes from elsewhere in the process.
+_DECODER_LINE = re.compile(
+    r"libpng|JPEG|jpeg|TIFF|tiff|OpenEXR|\[ ?(WARN|ERROR|INFO)|imdecode|imread|cv::|"
+    r"[Pp]remature end|[Cc]orrupt|Invalid SOS|[Uu]nknown field|^\s*>|^\s*where\b|sample_format"
+)
 
 
 ORIENTATIONS = {

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlvfx.nets.integrate import integrate_normals
-from mlvfx.progress import CancelToken, ProgressFn, report, scaled
+from mlvfx.progress import CancelToken, ProgressFn, check_cancel, report, scaled
 
 FloatImage = npt.NDArray[np.float32]
 
@@ -152,6 +152,8 @@ def predict_material(
     assert isinstance(net, MaterialNet)
     rgb = photo[..., :3] if photo.shape[2] >= 3 else np.repeat(photo[..., :1], 3, axis=2)
     rgb = np.ascontiguousarray(rgb, dtype=np.float32)
+    if not rgb.flags.writeable:  # a caller's read-only array: torch.from_numpy warns on it
+        rgb = rgb.copy()
     device = next(net.parameters()).device
     variants = DIHEDRAL if dihedral else ((0, False),)
     contexts: list[torch.Tensor | None] = [None] * len(variants)
@@ -167,6 +169,7 @@ def predict_material(
             x = torch.from_numpy(np.ascontiguousarray(tiles.transpose(0, 3, 1, 2))).to(device)
             acc = None
             for (k, f), context in zip(variants, contexts, strict=True):
+                check_cancel(cancel)  # with ``dihedral`` a batch is 8 passes: seconds on a CPU
                 y = _unturn_maps(net(_turn(x, k, f), context=context).float(), k, f)
                 acc = y if acc is None else acc + y
             assert acc is not None
@@ -197,5 +200,5 @@ def predict_material(
     if integrate:
         report(progress, 0.9, "integrating normals")
         height = integrate_normals(normal, tileable=tileable)
-    report(progress, 1.0, "done")
+    report(progress, 1.0, "maps predicted")  # a caller's scaled share, not the end of its job
     return LearnedMaps(normal, height, maps[..., 4:7], maps[..., 7])

@@ -6,7 +6,7 @@ no I/O and imports neither torch nor requests.
 
 Example:
     >>> from mlvfx import zoo
-    >>> path = zoo.fetch("material-normal")          # doctest: +SKIP
+    >>> path = zoo.fetch("material")                 # doctest: +SKIP
     >>> state = zoo.load_state_dict(path)            # doctest: +SKIP
 """
 

@@ -1,6 +1,6 @@
 """Resolving a model to a verified local file: cache, then local mirrors, then the network.
 
-``fetch("material-normal")`` returns the path of the model's weights, trying in order:
+``fetch("material")`` returns the path of the model's weights, trying in order:
 
 1. the caches: ``MLVFX_CACHE_DIR`` (which may be read-only, pre-filled by a studio), and the
    per-user cache when ``MLVFX_CACHE_DIR`` points elsewhere;
@@ -317,7 +317,7 @@ def fetch(
         OfflineError, DownloadError, IntegrityError, Cancelled: see :func:`fetch_file`.
 
     Example:
-        >>> path = fetch("material-normal")  # doctest: +SKIP
+        >>> path = fetch("material")  # doctest: +SKIP
     """
     entry = resolve_manifest(manifest).get(model_id, version)
     zfile = entry.file(filename, fmt)
