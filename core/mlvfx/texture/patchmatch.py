@@ -377,6 +377,18 @@ def synthesize(
             sq = (guide_l**2).sum(0, keepdim=True)
             gpen = (sq - 2 * guide_l + 1) * (config.guide_weight * lvl.energy)
         passes = _passes(level, levels, config)
+        if passes == 0 and level < levels - 1 and tileable:
+            # An odd size here is the coarser grid doubled and cropped by a row (or column): on the
+            # torus that row meets row 0 without being coherent with it, a straight seam through
+            # the whole texture that a level without passes would keep. Re-match a band across it.
+            lh_up, lw_up = math.ceil(out_h / 2 ** (level + 1)) * 2, math.ceil(out_w / 2 ** (level + 1)) * 2
+            occ = _occurrence_penalty(coords, atlas, level, config) if config.occurrence > 0 else None
+            extras = (fixed_l, gpen, label_l, occ)
+            for axis, cropped in ((0, lh_up != lh), (1, lw_up != lw)):
+                if cropped:
+                    coords = _repair_wrap_band(
+                        coords, atlas, level, r, config, gen, extras, axis=axis, cancel=cancel
+                    )
         if passes == 0:
             report(progress, done / total, f"synthesis level {level}")
         for p in range(passes):
@@ -393,6 +405,64 @@ def synthesize(
     if shift != (0, 0):
         coords = torch.roll(coords, (-shift[0], -shift[1]), (0, 1))
     return coords.to(dev)
+
+
+SEAM_SWEEPS = 4
+"""Correction sweeps (4 sub-passes each) over the band across a cropped wrap line."""
+
+
+def _repair_wrap_band(
+    coords: torch.Tensor,
+    atlas: ExemplarAtlas,
+    level: int,
+    r: int,
+    config: SynthesisConfig,
+    gen: torch.Generator,
+    extras: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None],
+    *,
+    axis: int,
+    cancel: CancelToken | None,
+) -> torch.Tensor:
+    """Re-match the cells within a few neighbourhoods of the wrap line along ``axis`` (0: the line
+    between the last row and row 0; 1: between the last column and column 0) of a torus.
+
+    The torus is rolled so the line lies mid-band; the band is corrected as a torus of its own, so
+    its far edges wrap onto each other and see wrong neighbourhoods: only cells within ``keep`` of
+    the line, whose neighbourhoods lie inside the band, are written back.
+    """
+    fixed, gpen, label, occ = extras
+    size = coords.shape[axis]
+    keep = 2 * r + 2  # cells each side of the line that are re-matched
+    half = 2 * keep + r  # band half-height: every kept cell's neighbourhood, and its propagation
+    half += half % 2  # the band starts on an even cell, so parities match the full grid's
+    if 2 * half >= size:  # a small texture: the band would be all of it; one full sweep instead
+        half = 0
+    mid = size // 2
+    mid -= mid % 2
+    roll = mid  # cell 0 moves to mid, the last cell to mid - 1: the line lies mid-band
+
+    def spatial(x: torch.Tensor | None, dim: int) -> torch.Tensor | None:
+        if x is None:
+            return None
+        x = torch.roll(x, roll, dim)
+        return x if half == 0 else x.narrow(dim, mid - half, 2 * half)
+
+    band = spatial(coords, axis)
+    assert band is not None
+    f_b = spatial(fixed, axis)
+    g_b = spatial(gpen, axis + 1)
+    l_b = spatial(label, axis)
+    for _ in range(SEAM_SWEEPS):
+        for parity in ((0, 0), (1, 1), (0, 1), (1, 0)):
+            check_cancel(cancel)
+            band = _correct(band, atlas, level, parity, r, True, config, gen, f_b, g_b, l_b, occ)
+    out = torch.roll(coords, roll, axis)
+    if half == 0:
+        out = band
+    else:
+        lo = mid - keep
+        out.narrow(axis, lo, 2 * keep).copy_(band.narrow(axis, half - keep, 2 * keep))
+    return torch.roll(out, -roll, axis)
 
 
 def _occurrence_penalty(
