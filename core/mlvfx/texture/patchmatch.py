@@ -79,7 +79,7 @@ class SynthesisConfig:
     coherence: float = 2.0
     coherence_coarse: float | None = None
     jitter: tuple[float, ...] = (0.0, 0.0, 0.0, 0.5)
-    guide_weight: float = 1.0
+    guide_weight: float = 2.0  # 1.0 until stop 25, when the occurrence penalty stopped inflating
     propagation: int = 4
     occurrence: float = 1.0
 
@@ -130,6 +130,7 @@ class _Level:
     features: torch.Tensor  # (d, Ha*Wa) PCA neighbourhood features of the atlas
     filters: torch.Tensor  # (d, C, n, n)
     energy: float  # mean squared feature distance between random exemplar pixels
+    energies: torch.Tensor  # (count,) the same within each exemplar (pairs from one exemplar)
 
 
 class _Levels:
@@ -228,7 +229,18 @@ class ExemplarAtlas:
         a = valid[torch.randint(0, valid.numel(), (4096,), generator=gen).to(self.device)]
         b = valid[torch.randint(0, valid.numel(), (4096,), generator=gen).to(self.device)]
         energy = float(((flat[:, a] - flat[:, b]) ** 2).sum(0).mean().clamp_min(1e-12))
-        return _Level(values.reshape(self.channels, -1), flat.contiguous(), filters, energy)
+        energies = torch.full((self.count,), energy, device=self.device)
+        if self.count > 1:
+            # Pairs across two unlike exemplars (brick and grass) inflate the atlas-wide energy; the
+            # occurrence penalty scaled by it outweighed matching within an exemplar and broke a
+            # structured one into speckle. Each exemplar's own energy scales its own penalty.
+            ids = self.ids[valid]
+            for k in range(self.count):
+                own = valid[ids == k]
+                a = own[torch.randint(0, own.numel(), (4096,), generator=gen).to(self.device)]
+                b = own[torch.randint(0, own.numel(), (4096,), generator=gen).to(self.device)]
+                energies[k] = ((flat[:, a] - flat[:, b]) ** 2).sum(0).mean().clamp_min(1e-12)
+        return _Level(values.reshape(self.channels, -1), flat.contiguous(), filters, energy, energies)
 
     def valid_flat_indices(self, level: int) -> torch.Tensor:
         """Flat indices of every coordinate a level may copy from (blocks fully inside an exemplar)."""
@@ -495,7 +507,10 @@ def _occurrence_penalty(
         used = torch.bincount(atlas.ids[coords.reshape(-1)], minlength=atlas.count).to(torch.float32)
         area = torch.bincount(atlas.ids, weights=valid, minlength=atlas.count).clamp_min(1.0)
         ratio = local / (used / area).clamp_min(1e-6)[atlas.ids]
-    return (ratio - 1.0).clamp_min(0.0) * (config.occurrence * atlas.levels[level].energy)
+    if atlas.count == 1:
+        return (ratio - 1.0).clamp_min(0.0) * (config.occurrence * atlas.levels[level].energy)
+    scale = atlas.levels[level].energies[atlas.ids] * config.occurrence  # each exemplar's own
+    return (ratio - 1.0).clamp_min(0.0) * scale
 
 
 def _passes(level: int, levels: int, config: SynthesisConfig) -> int:
