@@ -124,12 +124,52 @@ def _run(
     return out
 
 
+EQUALIZE_RADIUS = 0.125
+"""Scale of the lighting ``equalize_lighting`` divides out: the blur's sigma over the longer side."""
+
+COLOUR_MAPS = ("albedo", "basecolor", "color", "diffuse")
+"""Names of the colour maps of a material set that ``equalize`` flattens (data maps are left)."""
+
+
+def equalize_lighting(image: FloatArray, radius: float = EQUALIZE_RADIUS) -> FloatArray:
+    """``image`` with its large-scale brightness variation divided out (lighting falloff,
+    vignetting, a shadow across the frame), keeping its mean brightness and its colour.
+
+    A photo lit from one side is brighter on that side, and a seamless version of it shows that as
+    a bright-dark step where the two sides meet (at the wrap, or wherever the tiler hides it). The
+    luminance blurred at ``radius`` x the longer side is taken as the lighting; every colour channel
+    is multiplied by its mean over it. Alpha passes through.
+
+    Raises:
+        InvalidImageDataError: bad array.
+        InputError: ``radius`` not in (0, 1].
+    """
+    import cv2
+
+    from mlvfx.color import luminance
+    from mlvfx.io.image import check_image
+
+    if not 0.0 < radius <= 1.0:
+        raise InputError(f"radius must be in (0, 1] (a fraction of the size), got {radius}")
+    img = check_image(image, "texture")
+    colour = img.shape[2] if img.shape[2] in (1, 3) else img.shape[2] - 1
+    lum = luminance(img[..., : max(1, colour)]) if colour >= 3 else img[..., 0]
+    sigma = radius * max(img.shape[:2])
+    low = cv2.GaussianBlur(np.ascontiguousarray(lum), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+    floor = max(1e-4, 0.01 * float(low.mean()))
+    gain = (float(low.mean()) / np.maximum(low, floor)).astype(np.float32)
+    out = img.copy()
+    out[..., :colour] *= gain[..., None]
+    return out
+
+
 def make_tileable(
     maps: Maps,
     *,
     band: float = 0.15,
     seed: int = 0,
     method: str = "stitch",
+    equalize: bool = False,
     config: SynthesisConfig | None = None,
     device: str | None = None,
     progress: ProgressFn | None = None,
@@ -155,6 +195,9 @@ def make_tileable(
         band: width of the rebuilt band on each side, as a fraction of the size (0 < band < 0.5).
         seed: random seed.
         method: ``"stitch"`` or ``"synthesis"`` (see above).
+        equalize: first divide out large-scale lighting (:func:`equalize_lighting`) from the
+            texture, or from a material set's colour map (``albedo``); the interior then keeps its
+            detail but not its falloff. Off by default: the interior is kept exactly.
         config: synthesis settings (default :class:`SynthesisConfig`; ``"synthesis"`` only).
         device: torch device name (default: ``MLVFX_DEVICE``, else CUDA when present, else CPU;
             ``"synthesis"`` only: stitching runs on the CPU).
@@ -173,6 +216,16 @@ def make_tileable(
         raise InputError(f"band must be between 0 and 0.5 (a fraction of the size), got {band}")
     if method not in TILE_METHODS:
         raise InputError(f"unknown tiling method {method!r}; use one of {', '.join(TILE_METHODS)}")
+    if equalize:
+        if isinstance(maps, Mapping):
+            colour = [k for k in maps if str(k).lower() in COLOUR_MAPS]
+            if not colour:
+                raise InputError(
+                    f"equalize flattens the colour map, and this set has none ({', '.join(map(str, maps))})"
+                )
+            maps = {k: equalize_lighting(v) if k in colour else v for k, v in maps.items()}
+        else:
+            maps = equalize_lighting(maps)
     stack = stack_maps(maps)
     h, w = stack.height, stack.width
     by, bx = max(2, round(band * h)), max(2, round(band * w))

@@ -355,6 +355,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-o", "--output", required=True, type=output_path, help="output image (or folder for a material)"
     )
     t.add_argument(
+        "--equalize",
+        action="store_true",
+        help="first divide out large-scale lighting (falloff, vignetting) from the image or the "
+        "folder's albedo, so the tile shows no bright-dark step; the interior then changes too",
+    )
+    t.add_argument(
         "--band",
         type=float,
         default=0.15,
@@ -441,7 +447,13 @@ def _cmd_tile(args: argparse.Namespace) -> int:
     output_targets(args.output, maps, overwrite=args.overwrite)  # before the synthesis, not after
     with _bar(args, "tile") as progress:
         out = make_tileable(
-            maps, band=args.band, seed=args.seed, method=args.method, device=args.device, progress=progress
+            maps,
+            band=args.band,
+            seed=args.seed,
+            method=args.method,
+            equalize=args.equalize,
+            device=args.device,
+            progress=progress,
         )
     written = write_maps(args.output, out, source, overwrite=args.overwrite, note="tile")
     _emit(args, {"written": [str(p) for p in written]}, f"wrote {args.output}")
