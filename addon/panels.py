@@ -99,6 +99,7 @@ class MLVFX_PT_texture(ShaderEditorPanel, bpy.types.Panel):
         layout = self.layout
         settings = context.scene.mlvfx_texture
         col = layout.column(align=True)
+        col.prop(settings, "equalize")
         col.operator("mlvfx.make_seamless", icon="MOD_ARRAY")
         col.separator()
         row = col.row(align=True)

@@ -86,6 +86,15 @@ class MLVFX_PG_exemplar(bpy.types.PropertyGroup):
 class MLVFX_PG_texture(bpy.types.PropertyGroup):
     """Options of the texture tools."""
 
+    equalize: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Equalize Lighting",
+        description=(
+            "Make Seamless first divides out large-scale lighting (falloff, vignetting) so the tile "
+            "shows no bright-dark step; colour images only, and the whole image changes"
+        ),
+        default=False,
+    )
+
     count: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Variations", description="How many variations to grow", default=4, min=1, max=64
     )

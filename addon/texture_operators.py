@@ -44,7 +44,13 @@ class SourceImageMixin(SelectedImageMixin):
 
 def _settings(context: bpy.types.Context) -> dict[str, Any]:
     s = context.scene.mlvfx_texture
-    return {"count": s.count, "size": (s.height, s.width), "seed": s.seed, "tileable": s.tileable}
+    return {
+        "count": s.count,
+        "size": (s.height, s.width),
+        "seed": s.seed,
+        "tileable": s.tileable,
+        "equalize": s.equalize,
+    }
 
 
 class MLVFX_OT_make_seamless(SourceImageMixin, BackgroundJobOperator, bpy.types.Operator):
@@ -58,7 +64,12 @@ class MLVFX_OT_make_seamless(SourceImageMixin, BackgroundJobOperator, bpy.types.
     def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
         from mlvfx.ops.texture import make_tileable
 
-        return make_tileable(plan["pixels"], seed=plan["settings"]["seed"], progress=progress, cancel=cancel)
+        settings = plan["settings"]
+        # Lighting is a colour image's: a Non-Color height or roughness map is tiled as it is.
+        equalize = bool(settings.get("equalize")) and plan["kind"] == "color"
+        return make_tileable(
+            plan["pixels"], seed=settings["seed"], equalize=equalize, progress=progress, cancel=cancel
+        )
 
     def _apply(self, context: bpy.types.Context, plan: dict[str, Any], result: Any) -> set[str]:
         self._place(plan, {f"{plan['label']}_seamless": result}, "seamless")

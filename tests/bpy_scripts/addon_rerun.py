@@ -160,6 +160,19 @@ painted = bpy.data.images["labels_painted"]
 observed["painted_channels"] = painted.channels
 assert painted.channels == 4
 
+# -- Make Seamless with Equalize Lighting: a photo lit from one side comes out evenly lit -----------
+ramp = np.linspace(0.3, 1.0, 64, dtype=np.float32)[None, :, None]
+lit_path = write_image(work / "lit.png", (0.3 + 0.4 * rng.random((64, 64, 3), np.float32)) * ramp)
+photo.image = bpy.data.images.load(str(lit_path))
+tex.equalize = True
+assert bpy.ops.mlvfx.make_seamless(material="Rock", node="Photo") == {"FINISHED"}
+seamless = bpy.data.images["lit_seamless"]
+px = np.array(seamless.pixels[:], np.float32).reshape(64, 64, 4)[..., :3]
+observed["equalized_sides"] = [float(px[:, 16:24].mean()), float(px[:, 40:48].mean())]
+left, right = observed["equalized_sides"]
+assert 0.8 < left / right < 1.25, observed["equalized_sides"]  # 0.3 to 1.0 lit before
+tex.equalize = False
+
 # -- a bug in the add-on: one line for the artist, the traceback in the console ----------------------
 real = operators.MLVFX_OT_generate_material._compute
 
