@@ -363,6 +363,31 @@ def test_reading_images_does_not_swallow_other_threads_stderr(tmp_path: Path, ca
     assert len(sent) > 30 and sorted(got) == sorted(ln.strip() for ln in sent)
 
 
+def test_only_the_decoders_lines_are_kept_off_the_terminal() -> None:
+    from mlvfx.io.image import _not_decoders
+
+    said = (
+        "libpng warning: iCCP: known incorrect sRGB profile\n"
+        "[INFO] frame 12 written\n"
+        "[ WARN:0@0.057] global loadsave.cpp:466 imread_ can't read header: OpenCV(4.11.0) error\n"
+        "> :\n>     'sample_format == SAMPLEFORMAT_UINT'\n> where\n>     '(int)sample_format' is 3\n"
+        "[ERROR] license server unreachable\n"
+        "Loaded /show/tex/brick.jpeg\n"
+        "> node /obj/geo1\n"
+        "Corrupt JPEG data: 3 extraneous bytes before marker 0xd9\n"
+        "Warning: unknown JFIF revision number 2.01\n"
+        "TIFFReadDirectory: Warning, Unknown field with tag 42016 (0xa420) encountered.\n"
+        "Saved corrupt-check report\n"
+    )
+    assert _not_decoders(said) == [
+        "[INFO] frame 12 written\n",
+        "[ERROR] license server unreachable\n",
+        "Loaded /show/tex/brick.jpeg\n",
+        "> node /obj/geo1\n",
+        "Saved corrupt-check report\n",
+    ]
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_integer_pixels_are_refused_with_how_to_convert(dtype: type) -> None:
     # A uint8 photo from cv2.imread was taken as linear 0-255: white maps, no error.
@@ -411,6 +436,7 @@ def test_a_file_set_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: 
 def test_two_writers_replacing_one_set_take_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Two --overwrite runs into one material folder (farm retries): one set at a time, so the folder
     # ends up wholly one run's, never one's albedo beside the other's height.
+    import os
     import threading
 
     import filelock
@@ -428,7 +454,8 @@ def test_two_writers_replacing_one_set_take_turns(tmp_path: Path, monkeypatch: p
 
     monkeypatch.setattr(atomic, "_place", slow_place)
     key = __import__("hashlib").sha256(str(folder.resolve()).encode()).hexdigest()[:24]
-    held = filelock.FileLock(str(Path(atomic.tempfile.gettempdir()) / "mlvfx-locks" / f"{key}.lock"))
+    locks = Path(atomic.tempfile.gettempdir()) / f"mlvfx-locks-{os.getuid()}"
+    held = filelock.FileLock(str(locks / f"{key}.lock"))
     held.acquire()  # another writer is mid-way
     writer = threading.Thread(
         target=atomic.write_files_atomic,
@@ -468,8 +495,10 @@ def test_threads_setting_applies_and_unsetting_it_restores(monkeypatch: pytest.M
     # torch had before returns. A count someone else set is left alone.
     import torch
 
+    from mlvfx import config
     from mlvfx.config import torch_device
 
+    monkeypatch.setattr(config, "_thread_counts", {"original": None, "applied": None})  # a fresh process
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(3)  # whatever torch had before the preference was set
@@ -496,8 +525,10 @@ def test_a_worker_thread_does_not_undo_the_main_threads_count(monkeypatch: pytes
 
     import torch
 
+    from mlvfx import config
     from mlvfx.config import torch_device
 
+    monkeypatch.setattr(config, "_thread_counts", {"original": None, "applied": None})  # a fresh process
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -510,6 +541,22 @@ def test_a_worker_thread_does_not_undo_the_main_threads_count(monkeypatch: pytes
         worker.join()
         torch_device("cpu")  # the main thread's next call gives the main thread its count back
         assert torch.get_num_threads() == 2
+        # A host's next job in a fresh thread (Blender starts one per job) starts with it too.
+        monkeypatch.setenv("MLVFX_THREADS", "1")
+        worker = threading.Thread(target=torch_device, args=("cpu",))
+        worker.start()
+        worker.join()
+        monkeypatch.delenv("MLVFX_THREADS")
+        seen = []
+
+        def next_job() -> None:
+            torch_device("cpu")
+            seen.append(torch.get_num_threads())
+
+        worker = threading.Thread(target=next_job)
+        worker.start()
+        worker.join()
+        assert seen == [2]
     finally:
         torch.set_num_threads(before)
 
@@ -765,3 +812,13 @@ def test_a_premultiplied_rgba_tiff_with_a_profile_comes_back_straight(tmp_path: 
     # A grey stays grey through the profile: (172/255)^2.2 with the u8Fixed8 gamma.
     np.testing.assert_allclose(img[0, 0, :3], (172 / 255) ** (563 / 256), atol=0.01)
     assert img[0, 0, 3] == pytest.approx(191 / 255)
+
+
+def test_compressed_grey_alpha_tiff_still_reads_its_grey(tmp_path: Path) -> None:
+    # LZW needs the optional imagecodecs package in tifffile: OpenCV reads the grey, as before.
+    pil = pytest.importorskip("PIL.Image")
+    a = np.zeros((8, 8, 2), np.uint8)
+    a[..., 0], a[..., 1] = 100, 255
+    pil.fromarray(a, "LA").save(tmp_path / "lzw.tif", compression="tiff_lzw")
+    img, _ = read_image(tmp_path / "lzw.tif", kind="data")
+    assert np.allclose(img[..., 0], 100 / 255)

@@ -122,13 +122,10 @@ def threads() -> int | None:
     return value
 
 
-class _ThreadCount(threading.local):
-    before: int | None = None
-
-
-_threads_before_env = _ThreadCount()
-"""Per calling thread (torch's count is per thread under OpenMP: a host's main thread and its
-worker threads each have one): the count before ``MLVFX_THREADS`` was applied (None: not applied)."""
+_thread_counts: dict[str, int | None] = {"original": None, "applied": None}
+"""torch's thread count before ``MLVFX_THREADS`` was first applied in this process, and the count
+applied since (None: never applied)."""
+_thread_lock = threading.Lock()
 
 
 def torch_device(requested: str | None = None) -> torch.device:
@@ -136,17 +133,19 @@ def torch_device(requested: str | None = None) -> torch.device:
     import torch
 
     n = threads()
-    mine = _threads_before_env
-    if n is not None:
-        if mine.before is None:
-            mine.before = torch.get_num_threads()
-        if torch.get_num_threads() != n:
-            torch.set_num_threads(n)
-    elif mine.before is not None:
-        # MLVFX_THREADS was set earlier in this thread (a host preference) and is unset now: back
-        # to the count this thread had before we changed it. Counts set by others stay alone.
-        torch.set_num_threads(mine.before)
-        mine.before = None
+    with _thread_lock:
+        # torch's count is per thread, and a thread starts with the last count set anywhere. So
+        # the count before MLVFX_THREADS is kept for the process, and a thread still at the
+        # applied count gets it back once the setting is cleared (a host preference set to
+        # automatic again), whichever thread applied it. Counts set by others stay alone.
+        if n is not None:
+            if _thread_counts["original"] is None:
+                _thread_counts["original"] = torch.get_num_threads()
+            _thread_counts["applied"] = n
+            if torch.get_num_threads() != n:
+                torch.set_num_threads(n)
+        elif _thread_counts["original"] is not None and torch.get_num_threads() == _thread_counts["applied"]:
+            torch.set_num_threads(_thread_counts["original"])
     name = requested or os.environ.get("MLVFX_DEVICE") or ""
     if not name:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -15,11 +15,13 @@ and coarse + smooth upsampling (bicubic in 2D, trilinear in 3D) on held-out shot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -201,15 +203,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite and staging is None,
                 progress=progress,
             )
-        if staging is not None:
-            written = _move_in(staging, outdir, written)
+        with _signals_held():  # once the new shot goes in, it goes in whole, tail removed too
+            if staging is not None:
+                written = _move_in(staging, outdir, written)
+            stale = _stale_frames(outdir, written) if args.overwrite else []
+            for path in stale:  # an earlier, longer shot's frames, or .vdb beside a run with --vdb off
+                path.unlink(missing_ok=True)
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
     elapsed = time.perf_counter() - start
-    stale = _stale_frames(outdir, written) if args.overwrite else []
-    for path in stale:  # an earlier, longer shot's frames, or .vdb beside a run with --vdb off
-        path.unlink(missing_ok=True)
     steps = args.frames * args.steps_per_frame
     emit(
         args,
@@ -232,14 +235,33 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _staging_folder(outdir: Path) -> Path:
-    """A hidden folder beside ``outdir`` (same filesystem, so moving frames in is a rename)."""
+    """A hidden folder inside ``outdir``: the same filesystem as the frames (moving them in is a
+    rename, also when ``outdir`` is a link to another disk), and no write access to its parent
+    needed. Frame files are matched by name, so it is never taken for one."""
     from mlvfx.errors import ImageWriteError
     from mlvfx.io.atomic import make_temp_dir
 
     try:
-        return make_temp_dir(outdir.parent, f".{outdir.name}.smoke-")
+        return make_temp_dir(outdir, ".smoke-staging-")
     except OSError as exc:
-        raise ImageWriteError(f"cannot create output: {exc.strerror or exc}", outdir.parent) from None
+        raise ImageWriteError(f"cannot create output: {exc.strerror or exc}", outdir) from None
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block is done (a few renames), where the platform allows."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):  # Windows, or not the main thread's business
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _move_in(staging: Path, outdir: Path, written: list[str]) -> list[str]:

@@ -96,11 +96,12 @@ def write_files_atomic(files: list[tuple[Path, bytes]], *, overwrite: bool = Fal
 
 @contextlib.contextmanager
 def _set_lock(targets: list[Path], overwrite: bool) -> Iterator[None]:
-    """With ``overwrite``, one process at a time replaces a set of files in a folder (two farm
-    retries of one job on a machine): moving each file aside and back is not atomic across
-    processes, and two interleaved writers could leave one's albedo beside the other's height.
-    The lock file lives in the temp folder, keyed by the folder's path, so outputs stay clean.
-    Without ``overwrite`` no lock is needed: a hard link never replaces another writer's file."""
+    """With ``overwrite``, one process at a time replaces a set of files in a folder (two runs of
+    one job on a machine): moving each file aside and back is not atomic across processes, and two
+    interleaved writers could leave one's albedo beside the other's height. The lock file lives in
+    the machine's temp folder, keyed by the folder's path, so outputs stay clean; it serialises
+    processes on one machine only, not farm nodes writing to one network folder. Without
+    ``overwrite`` no lock is needed: a hard link never replaces another writer's file."""
     if not overwrite or not targets:
         yield
         return
@@ -110,16 +111,21 @@ def _set_lock(targets: list[Path], overwrite: bool) -> Iterator[None]:
 
     folder = str(targets[0].parent.resolve())
     key = hashlib.sha256(folder.encode("utf-8", "surrogateescape")).hexdigest()[:24]
-    lock_dir = Path(tempfile.gettempdir()) / "mlvfx-locks"
+    # One folder per user, private: a folder shared by all would let another user plant a link
+    # under a lock's (predictable) name, and opening the lock would truncate what it points at.
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    lock_dir = Path(tempfile.gettempdir()) / f"mlvfx-locks-{user}"
     try:
-        lock_dir.mkdir(exist_ok=True)
+        lock_dir.mkdir(mode=0o700, exist_ok=True)
+        if lock_dir.is_symlink() or (hasattr(os, "getuid") and lock_dir.stat().st_uid != os.getuid()):
+            raise OSError("the lock folder is not this user's")
         lock = filelock.FileLock(str(lock_dir / f"{key}.lock"))
         lock.acquire(timeout=LOCK_TIMEOUT)
     except filelock.Timeout:
         raise ImageWriteError(
             f"another mlvfx process has been replacing files here for {LOCK_TIMEOUT:.0f} s", targets[0].parent
         ) from None
-    except OSError:  # no lock can be made (another user's lock folder): write without one, as before
+    except (OSError, NotImplementedError):  # no lock can be made here: write without one, as before
         yield
         return
     try:

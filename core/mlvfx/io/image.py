@@ -156,7 +156,7 @@ def _decode_quietly(data: bytes) -> tuple[np.ndarray[Any, Any] | None, str]:
                 os.close(saved)
             sink.seek(0)
             said = sink.read().decode("utf-8", "replace")
-    others = [line for line in said.splitlines(keepends=True) if not _DECODER_LINE.search(line)]
+    others = _not_decoders(said)
     if others:  # another thread's output (a host's log) in the same moment: passed on, not lost
         with contextlib.suppress(Exception):
             sys.stderr.write("".join(others))
@@ -164,12 +164,34 @@ def _decode_quietly(data: bytes) -> tuple[np.ndarray[Any, Any] | None, str]:
     return raw, said
 
 
-# What the C decoders and OpenCV write on stderr (libpng, libjpeg, libtiff, OpenCV's log); any other
-# line written while fd 2 points at the sink comes from elsewhere in the process.
+# How the C decoders' and OpenCV's messages begin (libpng, libjpeg, libtiff, OpenCV's log); any
+# other line written while fd 2 points at the sink comes from elsewhere in the process.
 _DECODER_LINE = re.compile(
-    r"libpng|JPEG|jpeg|TIFF|tiff|OpenEXR|\[ ?(WARN|ERROR|INFO)|imdecode|imread|cv::|"
-    r"[Pp]remature end|[Cc]orrupt|Invalid SOS|[Uu]nknown field|^\s*>|^\s*where\b|sample_format"
+    r"^(libpng (warning|error)|\[ ?(WARN|ERROR|INFO|DEBUG):\d|OpenCV\b|"
+    r"Corrupt JPEG data|Premature end of JPEG|Warning: unknown JFIF|Unknown Adobe|Inconsistent progression|"
+    r"Application transferred|Invalid SOS|Invalid JPEG|Bogus (marker|DQT|DHT|Huffman)|Unsupported marker|"
+    r"Quantization table|Huffman table|JPEG datastream|Not a JPEG|Improper call|"
+    r"TIFF\w*:|_TIFF\w*:|\w+: (Warning|Error), )"
 )
+# OpenCV's exception text runs over several lines ("> ...", "where", "    '...' is 3") after its
+# [ERROR] line; they belong to the decoder only right after such a line.
+_CONTINUATION = re.compile(r"^(>|\s+\S|where$)")
+
+
+def _not_decoders(said: str) -> list[str]:
+    """The lines of ``said`` that no decoder wrote (another thread's output), in order."""
+    others: list[str] = []
+    inside = False
+    for line in said.splitlines(keepends=True):
+        text = line.rstrip("\n")
+        if _DECODER_LINE.match(text):
+            inside = True
+        elif inside and _CONTINUATION.match(text):
+            pass
+        else:
+            inside = False
+            others.append(line)
+    return others
 
 
 ORIENTATIONS = {
@@ -263,10 +285,12 @@ def read_image(
         raise InvalidImageDataError(f"{header.channels} channels; 1 to {MAX_CHANNELS} are supported", p)
     as_stored = False  # decoded by tifffile: alpha as the file stores it, orientation applied here
     raw: np.ndarray[Any, Any] | None
+    grey_alpha = None
     if header.format == "tiff" and header.channels == 2:
+        grey_alpha = _decode_tiff_grey_alpha(data, p)
+    if grey_alpha is not None:
         # Grey + alpha: OpenCV drops the alpha, reads 16 bits as 8 and cannot read float at all.
-        raw, decoder_says, as_stored = _decode_tiff_grey_alpha(data, p), "", True
-        raw = apply_orientation(raw, header.orientation)
+        raw, decoder_says, as_stored = apply_orientation(grey_alpha, header.orientation), "", True
     else:
         try:
             raw, decoder_says = _decode_quietly(data)
@@ -358,23 +382,25 @@ def read_image(
     return np.ascontiguousarray(img, dtype=np.float32), info
 
 
-def _decode_tiff_grey_alpha(data: bytes, path: Path) -> np.ndarray[Any, Any]:
-    """A grey + alpha TIFF as (H, W, 2), samples as stored (tifffile, which scikit-image brings).
+def _decode_tiff_grey_alpha(data: bytes, path: Path) -> np.ndarray[Any, Any] | None:
+    """A grey + alpha TIFF as (H, W, 2), samples as stored (tifffile, which scikit-image brings),
+    or None where tifffile cannot decode it (LZW, JPEG or ZSTD compression need the optional
+    imagecodecs package): OpenCV then reads the grey channel, as before.
 
     Raises:
-        ImageReadError: the file cannot be decoded (or tifffile is missing).
+        ImageReadError: tifffile decoded something that is not grey + alpha.
     """
     try:
         import tifffile
     except ImportError:
-        raise ImageReadError("grey + alpha TIFF needs the tifffile package; save it as PNG", path) from None
+        return None
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             page = tif.pages[0]
             raw = np.asarray(page.asarray())
             axes = str(page.axes)
-    except Exception as exc:  # tifffile raises many types on damaged files
-        raise ImageReadError(f"corrupt or unsupported grey + alpha TIFF data ({exc})", path) from None
+    except Exception:  # tifffile raises many types; OpenCV gets its turn
+        return None
     if "S" in axes and raw.ndim == 3:
         raw = np.moveaxis(raw, axes.index("S"), -1)
     if raw.ndim != 3 or raw.shape[2] != 2:
