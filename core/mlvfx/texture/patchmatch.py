@@ -440,11 +440,14 @@ def _repair_wrap_band(
 
     The torus is rolled so the line lies mid-band; the band is corrected as a torus of its own, so
     its far edges wrap onto each other and see wrong neighbourhoods: only cells within ``keep`` of
-    the line, whose neighbourhoods lie inside the band, are written back.
+    the line, whose neighbourhoods lie inside the band, are written back. Where the written-back
+    part ends, the re-matched cells meet cells that were not; a straight edge there would be two
+    weaker lines for the one removed, so each edge wanders (a random walk across the texture).
     """
     fixed, gpen, label, occ = extras
     size = coords.shape[axis]
-    keep = 2 * r + 2  # cells each side of the line that are re-matched
+    keep_min = r + 1
+    keep = 2 * r + 2  # at most this many cells each side of the line are written back
     half = 2 * keep + r  # band half-height: every kept cell's neighbourhood, and its propagation
     half += half % 2  # the band starts on an even cell, so parities match the full grid's
     if 2 * half >= size:  # a small texture: the band would be all of it; one full sweep instead
@@ -472,8 +475,20 @@ def _repair_wrap_band(
     if half == 0:
         out = band
     else:
-        lo = mid - keep
-        out.narrow(axis, lo, 2 * keep).copy_(band.narrow(axis, half - keep, 2 * keep))
+        length = coords.shape[1 - axis]
+
+        def edge() -> torch.Tensor:  # cells kept on one side, per cell along the line
+            walk = torch.randint(-1, 2, (length,), generator=gen).cumsum(0) + (keep_min + keep) // 2
+            return walk.clamp(keep_min, keep).to(coords.device)
+
+        before, after = edge(), edge()
+        across = torch.arange(2 * half, device=coords.device)
+        if axis == 0:
+            take = (across[:, None] >= half - before[None, :]) & (across[:, None] < half + after[None, :])
+        else:
+            take = (across[None, :] >= half - before[:, None]) & (across[None, :] < half + after[:, None])
+        region = out.narrow(axis, mid - half, 2 * half)
+        region.copy_(torch.where(take, band, region))
     return torch.roll(out, -roll, axis)
 
 
