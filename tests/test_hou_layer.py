@@ -1106,13 +1106,19 @@ def test_texture_generate_reads_only_declared_parms(pdg, tmp_path):
         "seed": "2",
         "count": "2",
         "exemplars": "",
+        "equalize": "1",
     }
     node = PdgNode(parms)
     holder = Holder()
     tops.generate(node, holder, [], "texture")
     assert len(holder.items) == 2
     assert "--size 64x32 --seed 3" in holder.items[1].command
+    assert "--equalize" not in holder.items[1].command  # Make Seamless only
     assert node.read <= set(tops.TEXTURE_PARMS)
+    node = PdgNode({**parms, "operation": "tile"})
+    holder = Holder()
+    tops.generate(node, holder, [], "texture")
+    assert "texture tile --quiet " in holder.items[0].command and " --equalize -o " in holder.items[0].command
 
 
 def test_command_line_quoting_is_safe():

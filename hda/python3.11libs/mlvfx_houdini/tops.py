@@ -59,7 +59,7 @@ ARG_SEP = "\x1f"  # unit separator: joins argv into one string attribute without
 # HDA's own parameters). tests/test_hou_hda.py checks they exist in both places.
 COMMON_PARMS = ("source", "files", "tag", "outdir", "overwrite", "inprocess")
 MATERIAL_PARMS = (*COMMON_PARMS, "maps", "method", "quality", "tileable", "normal_convention", "relief")
-TEXTURE_PARMS = (*COMMON_PARMS, "operation", "width", "height", "seed", "count", "exemplars")
+TEXTURE_PARMS = (*COMMON_PARMS, "operation", "width", "height", "seed", "count", "exemplars", "equalize")
 
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 
@@ -203,8 +203,11 @@ def texture_jobs(
     count: int = 1,
     exemplars: str = "",
     overwrite: bool = False,
+    equalize: bool = False,
 ) -> list[Job]:
     """``mlvfx texture`` jobs: tile one file per input, grow ``count`` variations, or paint.
+
+    ``equalize`` (tile only) divides out large-scale lighting first (``texture tile --equalize``).
 
     For ``paint`` each input is a label map and ``exemplars`` gives its ``LABEL=PATH`` slots.
     Output names: ``<stem>_tile.png``, ``<stem>_grow_<seed>/`` and ``<stem>_paint.png``.
@@ -228,7 +231,8 @@ def texture_jobs(
         extra = ["--overwrite"] if overwrite else []
         if operation == "tile":
             out = os.path.join(outdir, f"{stem}_tile.png")
-            jobs.append(Job(("texture", "tile", image, "-o", out, *extra), image, out, False))
+            flat = ["--equalize"] if equalize else []
+            jobs.append(Job(("texture", "tile", image, *flat, "-o", out, *extra), image, out, False))
         elif operation == "grow":
             for variation in range(count):
                 s = seed + variation
@@ -323,6 +327,7 @@ def jobs_from_parms(value: Callable[[str], str], kind: str, inputs: Sequence[str
         count=_int(value, "count"),
         exemplars=value("exemplars"),
         overwrite=overwrite,
+        equalize=_int(value, "equalize") != 0,
     )
 
 
