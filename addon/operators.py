@@ -148,11 +148,18 @@ def _in_blender_terms(exc: BaseException) -> str:
 class SelectedImageMixin:
     """Targets the editor's active Image Texture node, or explicit material and node names."""
 
+    # SKIP_SAVE: a name a script passed must not become the default of the next click in the UI.
     material: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Material", description="Material holding the node (empty: the Shader Editor's)", default=""
+        name="Material",
+        description="Material holding the node (empty: the Shader Editor's)",
+        default="",
+        options={"SKIP_SAVE"},
     )
     node: bpy.props.StringProperty(  # type: ignore[valid-type]
-        name="Node", description="Image Texture node (empty: the active node)", default=""
+        name="Node",
+        description="Image Texture node (empty: the active node)",
+        default="",
+        options={"SKIP_SAVE"},
     )
 
     @classmethod

@@ -154,7 +154,9 @@ class MLVFX_OT_add_smoke(bpy.types.Operator):
     bl_label = "Add Learned Smoke"
     bl_options = {"REGISTER", "UNDO"}
 
-    emitter: bpy.props.StringProperty(name="Emitter", description="Mesh object (empty: the active object)")  # type: ignore[valid-type]
+    emitter: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Emitter", description="Mesh object (empty: the active object)", options={"SKIP_SAVE"}
+    )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         obj = bpy.data.objects.get(self.emitter) if self.emitter else context.active_object
@@ -638,7 +640,9 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
     bl_label = "Bake Smoke"
     job_name = "bake smoke"
 
-    domain: bpy.props.StringProperty(name="Domain", description="Domain object (empty: the active object)")  # type: ignore[valid-type]
+    domain: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Domain", description="Domain object (empty: the active object)", options={"SKIP_SAVE"}
+    )
 
     def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
         from mlvfx.errors import InputError
