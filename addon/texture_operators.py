@@ -167,10 +167,23 @@ class MLVFX_OT_paint_texture(BackgroundJobOperator, bpy.types.Operator):
         exemplars = same_channels(exemplars)
         for slot, pixels in zip(slots, exemplars, strict=True):
             check_maps(pixels, name=slot.image.name)
+        from mlvfx.ops.texture import THIN_LABEL_PX, labels_from_colors, thin_labels
+
+        label_rgb = bridge.label_array(s.label_image)
+        colours = [tuple(round(c * 255) for c in slot.color) for slot in slots]
+        index = labels_from_colors(label_rgb, colours, name=s.label_image.name)  # errors before the job
+        thin = thin_labels(index, tileable=s.tileable)
+        if thin:
+            names = ", ".join(f"slot {v + 1}" for v in thin)
+            self.report(
+                {"WARNING"},
+                f"mlvfx: {names} of {s.label_image.name!r} have no region {THIN_LABEL_PX} px wide; "
+                "regions this thin may take their neighbours' texture",
+            )
         return {
             "label": bridge.source_label(s.label_image),
-            "labels": bridge.label_array(s.label_image),
-            "colors": [tuple(round(c * 255) for c in slot.color) for slot in slots],
+            "labels": label_rgb,
+            "colors": colours,
             "exemplars": exemplars,
             "float": any(bool(slot.image.is_float) for slot in slots),
             "kind": kind,

@@ -311,3 +311,22 @@ def test_equalize_takes_the_lighting_falloff_out_of_a_tile() -> None:
     assert np.array_equal(mat["height"][40:88, 40:88], tex[40:88, 40:88, 0])  # data maps untouched
     with pytest.raises(InputError, match="colour map"):
         make_tileable({"height": tex[..., 0]}, equalize=True)
+
+
+def test_labels_too_thin_to_draw_are_found() -> None:
+    # A 1-px line and 2x2 dots come out with the neighbours' texture; the hosts warn about them.
+    from mlvfx.ops.texture import thin_labels
+
+    lab = np.zeros((40, 40), np.int64)
+    lab[5, :] = 1  # a 1-px line
+    lab[20:22, 20:22] = 2  # a 2x2 dot
+    lab[30:36, 30:36] = 3  # a 6x6 square
+    assert thin_labels(lab) == [1, 2]
+    edge = np.zeros((12, 12), np.int64)
+    edge[:, 0] = 1  # 1 px at the border: thin either way
+    assert thin_labels(edge) == [1] and thin_labels(edge, tileable=True) == [1]
+    edge[:, -2:] = 1  # 3 px wide across the wrap; without it the region goes on beyond the border
+    assert thin_labels(edge, tileable=True) == [] and thin_labels(edge) == []
+    middle = np.zeros((12, 12), np.int64)
+    middle[:, 5:7] = 1  # 2 px, nowhere near a border
+    assert thin_labels(middle) == [1] and thin_labels(middle, tileable=True) == [1]

@@ -484,6 +484,39 @@ def paint(
     return unstack(stacks[0], out)
 
 
+THIN_LABEL_PX = 3
+"""A label none of whose regions holds a block this many pixels on a side is reported as thin."""
+
+
+def thin_labels(labels: npt.ArrayLike, tileable: bool = False) -> list[int]:
+    """Labels of an (H, W) label map none of whose regions is :data:`THIN_LABEL_PX` pixels wide
+    anywhere: lines and dots thinner than the synthesis can draw, which come out with the
+    neighbours' texture (an audit painted a 1-px line and 2x2 dots: none of their texture came
+    through). Hosts warn about them; :func:`paint` itself paints them as well as it can.
+    """
+    import cv2
+
+    lab = np.asarray(labels)
+    if lab.ndim != 2:
+        raise InputError(f"labels must be an (H, W) map, got shape {lab.shape}")
+    thin = []
+    kernel = np.ones((THIN_LABEL_PX, THIN_LABEL_PX), np.uint8)
+    border = cv2.BORDER_WRAP if tileable else cv2.BORDER_REPLICATE
+    for value in np.unique(lab):
+        mask = (lab == value).astype(np.uint8)
+        if mask.all():
+            continue
+        if tileable:  # erode on the torus: pad by wrapping, then crop
+            pad = THIN_LABEL_PX
+            padded = cv2.copyMakeBorder(mask, pad, pad, pad, pad, border)
+            core = cv2.erode(padded, kernel, borderType=cv2.BORDER_REPLICATE)[pad:-pad, pad:-pad]
+        else:
+            core = cv2.erode(mask, kernel, borderType=border)
+        if not core.any():
+            thin.append(int(value))
+    return thin
+
+
 def _default_transition(
     lab: npt.NDArray[np.int64], present: Sequence[int], stacks: Sequence[Stack], tileable: bool
 ) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -525,7 +526,7 @@ def _describe_layout(layout: tuple[tuple[str, ...], tuple[int, ...], bool]) -> s
 
 
 def _cmd_paint(args: argparse.Namespace) -> int:
-    from mlvfx.ops.texture import paint
+    from mlvfx.ops.texture import THIN_LABEL_PX, paint, thin_labels
 
     specs = [parse_exemplar(e) for e in args.exemplar]
     keys = [k for k, _ in specs]
@@ -551,6 +552,14 @@ def _cmd_paint(args: argparse.Namespace) -> int:
             )
     exemplars = {lab: maps for lab, (maps, _) in zip(labels, loaded, strict=True)}
     output_targets(args.output, loaded[0][0], overwrite=args.overwrite)
+    thin = thin_labels(idx, tileable=args.tileable)
+    if thin and not args.quiet:
+        names = ", ".join(keys[v] if 0 <= v < len(keys) else str(v) for v in thin)
+        print(
+            f"mlvfx: warning: {args.labels}: label(s) {names} have no region {THIN_LABEL_PX} px wide; "
+            "regions this thin may take their neighbours' texture",
+            file=sys.stderr,
+        )
     with _bar(args, "paint") as progress:
         out = paint(
             idx,
