@@ -143,8 +143,14 @@ def test_labels_from_colors() -> None:
     assert idx[0, 0] == 0 and idx[0, 3] == 1 and idx[3, 4] == 2
     # floats read from an 8-bit PNG are matched exactly too
     np.testing.assert_array_equal(labels_from_colors(img / 255.0, [(0, 0, 0), (255, 0, 0), (0, 255, 0)]), idx)
-    with pytest.raises(InputError, match="#00ff00"):
+    with pytest.raises(InputError, match="#00ff00.*add an exemplar for each"):  # one slot forgotten
         labels_from_colors(img, [(0, 0, 0), (255, 0, 0)], "labels.png")
+    noisy = img.copy()
+    noisy[0, :3] = ((1, 0, 0), (0, 1, 0), (0, 0, 1))  # what JPEG compression does to flat colours
+    with pytest.raises(InputError, match="JPEG compression changes colours: save the label map as PNG"):
+        labels_from_colors(noisy, [(0, 0, 0), (255, 0, 0), (0, 255, 0)], "labels.jpg")
+    with pytest.raises(InputError, match="flat colours only"):
+        labels_from_colors(noisy, [(0, 0, 0), (255, 0, 0), (0, 255, 0)], "labels.png")
 
 
 @pytest.mark.parametrize(

@@ -348,9 +348,15 @@ def labels_from_colors(
     if missing:
         shown = ", ".join(f"#{m:06x}" for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
         given = ", ".join(f"#{(r << 16) | (g << 8) | b:06x}" for r, g, b in colors) or "none"
+        if len(missing) <= 2:  # a slot forgotten, most likely: anti-aliasing leaves many colours
+            why = "add an exemplar for each of them"
+        elif str(name).lower().endswith((".jpg", ".jpeg", ".jfif", ".jpe")):
+            why = "JPEG compression changes colours: save the label map as PNG, with flat colours"
+        else:
+            why = "label maps must use flat colours only (no anti-aliasing)"
         raise InputError(
             f"{len(missing)} colour(s) in the label image have no exemplar: {shown} (exemplars given for: "
-            f"{given}); label maps must use flat colours only (no anti-aliasing)",
+            f"{given}); {why}",
             name,
         )
     lut = np.array([table[int(u)] for u in uniq], dtype=np.int64)
