@@ -97,6 +97,20 @@ def test_pull_path_and_all(
     assert Path(capsys.readouterr().out.strip()).read_bytes() == a
 
 
+def test_pull_fills_the_studio_cache_with_what_the_user_cache_has(
+    zoo_env: ZooEnv, two_models: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Filling a studio cache (MLVFX_CACHE_DIR) on a machine whose own cache had a model: pull said
+    # "pulled" and pointed at the user's cache, and the studio cache lacked it.
+    a, b = two_models
+    monkeypatch.setenv("MLVFX_CACHE_DIR", str(zoo_env.user_cache))  # the user's own cache first
+    assert run(["-q", "zoo", "pull", "alpha"]) == 0
+    monkeypatch.setenv("MLVFX_CACHE_DIR", str(zoo_env.cache))  # now the studio cache
+    monkeypatch.setenv("MLVFX_OFFLINE", "1")  # no network needed for what the user cache holds
+    assert run(["-q", "zoo", "pull", "alpha"]) == 0
+    assert blobs(zoo_env.cache) == [sha(a)]
+
+
 def test_verify_rehashes_and_removes_corrupt_blobs(
     zoo_env: ZooEnv, two_models: tuple[bytes, bytes], capsys: pytest.CaptureFixture[str]
 ) -> None:

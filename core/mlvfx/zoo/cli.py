@@ -200,6 +200,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         try:
             with _byte_bar(args, f"{entry.id} {entry.version}") as on_bytes:
                 paths = fetch_model(entry, on_bytes=on_bytes)
+                paths = _into_primary(entry, paths, on_bytes)
         except ModelError as exc:
             if len(entries) == 1:
                 raise
@@ -214,6 +215,23 @@ def cmd_pull(args: argparse.Namespace) -> int:
         print(f"mlvfx: {len(failed)} of {len(entries)} models could not be pulled", file=sys.stderr)
         return 1
     return 0
+
+
+def _into_primary(entry: ModelEntry, paths: list[Path], on_bytes: ByteProgressFn | None) -> list[Path]:
+    """Files found only in the per-user cache, copied (verified) into ``MLVFX_CACHE_DIR``: pulling
+    is how a studio cache is filled, and a model the user had already was left out of it."""
+    from mlvfx.zoo.download import Reporter, copy_verified
+
+    primary = default_caches()[0]
+    if not primary.writable():
+        return paths
+    out = []
+    for zfile, path in zip(entry.files, paths, strict=True):
+        if primary.lookup(zfile.sha256, zfile.size) is None:
+            reporter = Reporter(f"{entry.id} {entry.version}", zfile.size, None, on_bytes)
+            path = copy_verified(path, primary, zfile.sha256, zfile.size, reporter, None)
+        out.append(path)
+    return out
 
 
 def cmd_path(args: argparse.Namespace) -> int:
