@@ -1077,9 +1077,17 @@ def test_texture_jobs_for_each_operation():
     (tile,) = texture_jobs(["/e/moss.png"], "/o", operation="tile")
     assert tile.output == "/o/moss_tile.png" and not tile.output_is_dir
     (paint,) = texture_jobs(
-        ["/l/labels.png"], "/o", operation="paint", exemplars="#ff0000=rock/\n #00ff00 = grass.png ;"
+        ["/l/labels.png"], "/o", operation="paint", exemplars="#ff0000=rock.png\n #00ff00 = grass.png ;"
     )
-    assert paint.args[3:7] == ("--exemplar", "#ff0000=rock/", "--exemplar", "#00ff00=grass.png")
+    assert paint.args[3:7] == ("--exemplar", "#ff0000=rock.png", "--exemplar", "#00ff00=grass.png")
+    assert paint.output == "/o/labels_paint.png" and not paint.output_is_dir
+    # Material folders paint every map into a folder (an image name was refused by the CLI).
+    (folders,) = texture_jobs(
+        ["/l/labels.png"], "/o", operation="paint", exemplars="#ff0000=rock/;#00ff00=grass/"
+    )
+    assert folders.output == "/o/labels_paint" and folders.output_is_dir
+    with pytest.raises(InputError, match="all images or all material folders"):
+        texture_jobs(["/l/labels.png"], "/o", operation="paint", exemplars="#ff0000=rock/;#00ff00=g.png")
     with pytest.raises(InputError, match="LABEL=PATH"):
         texture_jobs(["/l/x.png"], "/o", operation="paint", exemplars="rock.png")
     with pytest.raises(InputError, match="at least one exemplar"):
@@ -1179,6 +1187,7 @@ def test_cop_cook_writes_the_chosen_map_flipped_for_cop2(hou, tmp_path):
     assert flip is True
     pixels = np.frombuffer(data, np.float32).reshape(16, 16, 3)
     request, _ = cop._request(node)
+    assert cop.compute(request).method == "classical"  # as its help says: live, no model needed
     height = cop.compute(request).maps["height"]
     assert np.allclose(pixels[..., 0], height)  # rows in core order; Houdini flips on write
     # A proxy resolution (the viewer at half size) gets the map resampled, not an error.

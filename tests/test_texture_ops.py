@@ -143,7 +143,7 @@ def test_labels_from_colors() -> None:
     assert idx[0, 0] == 0 and idx[0, 3] == 1 and idx[3, 4] == 2
     # floats read from an 8-bit PNG are matched exactly too
     np.testing.assert_array_equal(labels_from_colors(img / 255.0, [(0, 0, 0), (255, 0, 0), (0, 255, 0)]), idx)
-    with pytest.raises(InputError, match="#00ff00.*add an exemplar for each"):  # one slot forgotten
+    with pytest.raises(InputError, match=r"#00ff00.*add an exemplar for each"):  # one slot forgotten
         labels_from_colors(img, [(0, 0, 0), (255, 0, 0)], "labels.png")
     noisy = img.copy()
     noisy[0, :3] = ((1, 0, 0), (0, 1, 0), (0, 0, 1))  # what JPEG compression does to flat colours

@@ -102,7 +102,7 @@ def test_pull_fills_the_studio_cache_with_what_the_user_cache_has(
 ) -> None:
     # Filling a studio cache (MLVFX_CACHE_DIR) on a machine whose own cache had a model: pull said
     # "pulled" and pointed at the user's cache, and the studio cache lacked it.
-    a, b = two_models
+    a, _ = two_models
     monkeypatch.setenv("MLVFX_CACHE_DIR", str(zoo_env.user_cache))  # the user's own cache first
     assert run(["-q", "zoo", "pull", "alpha"]) == 0
     monkeypatch.setenv("MLVFX_CACHE_DIR", str(zoo_env.cache))  # now the studio cache

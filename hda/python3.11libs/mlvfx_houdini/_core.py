@@ -23,7 +23,7 @@ def missing_core_message(exc: ImportError) -> str:
     where = f"MLVFX_VENV is {venv}" if venv else "MLVFX_VENV is not set: is the mlvfx package file loaded?"
     return (
         f"mlvfx is not importable from Houdini's Python ({exc}); {where}. "
-        "Install mlvfx into that venv with Python 3.11 (see hda/README.md)"
+        "Install mlvfx into that venv with Python 3.11 (docs/houdini.md, Install)"
     )
 
 

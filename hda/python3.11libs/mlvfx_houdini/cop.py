@@ -101,6 +101,7 @@ def compute(
     result = material(
         photo,
         MAPS,
+        method="classical",  # live in a network: fast, no model; the TOP runs the learned model
         tileable=request.tileable,
         normal_convention=convention,
         relief=request.relief,

@@ -210,7 +210,8 @@ def texture_jobs(
     ``equalize`` (tile only) divides out large-scale lighting first (``texture tile --equalize``).
 
     For ``paint`` each input is a label map and ``exemplars`` gives its ``LABEL=PATH`` slots.
-    Output names: ``<stem>_tile.png``, ``<stem>_grow_<seed>/`` and ``<stem>_paint.png``.
+    Output names: ``<stem>_tile.png``, ``<stem>_grow_<seed>/`` and ``<stem>_paint.png`` (a folder,
+    ``<stem>_paint/``, when the exemplars are material folders).
     """
     if operation not in TEXTURE_OPS:
         raise InputError(f"operation must be one of {', '.join(TEXTURE_OPS)}, got {operation!r}")
@@ -240,10 +241,15 @@ def texture_jobs(
                 grow = ("texture", "grow", image, "--size", f"{width}x{height}", "--seed", str(s))
                 jobs.append(Job((*grow, "-o", out, *extra), image, out, True))
         else:
-            out = os.path.join(outdir, f"{stem}_paint.png")
+            # Material folders as exemplars paint every map into a folder; images, one image.
+            folders = [os.path.isdir(path) or path.endswith(("/", os.sep)) for _, path in pairs]
+            if any(folders) and not all(folders):
+                raise InputError("paint exemplars must be all images or all material folders")
+            as_folder = all(folders)
+            out = os.path.join(outdir, f"{stem}_paint" if as_folder else f"{stem}_paint.png")
             slots = [a for label, path in pairs for a in ("--exemplar", f"{label}={path}")]
             args = ("texture", "paint", image, *slots, "--seed", str(seed), "-o", out, *extra)
-            jobs.append(Job(args, image, out, False))
+            jobs.append(Job(args, image, out, as_folder))
     return jobs
 
 
