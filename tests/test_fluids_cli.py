@@ -182,6 +182,12 @@ def test_bench_refuses_existing_outputs_before_any_work_and_times_with_shots_0(
     assert (tmp_path / "v.json").read_text() == "important"
     with pytest.raises(InputError, match="--res must be >= 1"):
         _run(["smoke", "bench", "--res", "0"])
+    with pytest.raises(InputError, match="--shots 0 times the methods only"):  # exited 0 with no plot
+        _run(["smoke", "bench", "--shots", "0", "--plot", str(tmp_path / "c.png")])
+    from mlvfx.fluids.bench import method_label
+
+    assert method_label("coarse_bicubic", 3) == "coarse + trilinear"
+    assert method_label("coarse_bicubic", 2) == "coarse + bicubic"
     # "--shots 0 = timing only" was refused: --stability-shots defaulted to 1 > 0 shots.
     import mlvfx.fluids.bench as bench
 

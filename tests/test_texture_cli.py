@@ -55,6 +55,18 @@ def material_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def test_tile_equalize_is_for_colour_photos(tmp_path: Path, photo: Path, material_dir: Path) -> None:
+    assert run("texture", "tile", str(photo), "--equalize", "-o", str(tmp_path / "eq.png")) == 0
+    # A normal map's vectors would lose their length: refused, by its name.
+    with pytest.raises(InputError, match="looks like a data map"):
+        run("texture", "tile", str(material_dir / "normal.png"), "--equalize", "-o", str(tmp_path / "n.png"))
+    out = tmp_path / "eq_mat"
+    assert run("texture", "tile", str(material_dir), "--equalize", "-o", str(out)) == 0  # its albedo only
+    normal, _ = read_image(out / "normal.png", kind="data")
+    length = np.linalg.norm(normal * 2 - 1, axis=2)
+    assert abs(float(length.mean()) - 1.0) < 0.02
+
+
 def test_tile_image(tmp_path: Path, photo: Path) -> None:
     out = tmp_path / "tiled.png"
     assert run("texture", "tile", str(photo), "-o", str(out)) == 0

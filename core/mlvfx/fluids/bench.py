@@ -343,7 +343,7 @@ def plot_curves(result: dict[str, Any], path: str | os.PathLike[str], *, overwri
         cv2.polylines(img, [pts], False, colours.get(name, (0, 0, 0)), 2, cv2.LINE_AA)
         cv2.putText(
             img,
-            name.replace("_", " "),
+            method_label(name, result["spec"].get("dims")),
             (w - right + 15, top + 20 + 22 * n),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.5,
@@ -359,6 +359,13 @@ def plot_curves(result: dict[str, Any], path: str | os.PathLike[str], *, overwri
     if not ok:
         raise InputError("could not encode the plot")
     write_bytes_atomic(path, buf.tobytes(), overwrite=overwrite)
+
+
+def method_label(name: str, dims: int | None) -> str:
+    """How a method is shown: ``coarse_bicubic`` is trilinear upsampling in 3D."""
+    if name == "coarse_bicubic":
+        return {3: "coarse + trilinear", 2: "coarse + bicubic"}.get(dims or 0, "coarse + smooth")
+    return name.replace("_", " ")
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -378,7 +385,7 @@ def format_table(result: dict[str, Any]) -> str:
             else:
                 errs.append(f"{v:.3f}")
         lines.append(
-            f"| {m.replace('_', ' ')} | "
+            f"| {method_label(m, result['spec'].get('dims'))} | "
             + " | ".join(errs)
             + f" | {row['divergence']:.1e} | {row['ms_per_step']:.1f} | {row['speedup']:.1f}x |"
         )

@@ -392,6 +392,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for out in (args.plot, args.out_json):  # before the bench's minutes of work, not after
         if out is not None:
             check_writable(out, args.overwrite)
+    if args.plot is not None and args.shots == 0:
+        raise InputError("--plot draws the error curves of the shots; --shots 0 times the methods only")
     if args.plot is not None and args.shots > 0 and max(args.steps) < 10:
         raise InputError(
             "--plot needs an evaluation step of 10 or more (the curves are sampled every 10 steps)"

@@ -358,7 +358,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     t.add_argument(
         "--equalize",
         action="store_true",
-        help="first divide out large-scale lighting (falloff, vignetting) from the image or the "
+        help="first divide out large-scale lighting (falloff, vignetting) from a colour photo or a "
         "folder's albedo, so the tile shows no bright-dark step; the interior then changes too",
     )
     t.add_argument(
@@ -441,10 +441,22 @@ def _bar(args: argparse.Namespace, description: str) -> Any:
     return progress_bar(args, description)
 
 
+DATA_MAP_NAMES = frozenset(
+    ("normal", "height", "height16", "roughness", "ao", "metallic", "displacement", "bump", "specular")
+)
+"""File names (stems) of data maps, which ``tile --equalize`` refuses: it is for colour photos."""
+
+
 def _cmd_tile(args: argparse.Namespace) -> int:
     from mlvfx.ops.texture import make_tileable
 
     maps, source = read_maps(args.input)
+    if args.equalize and not source.is_folder and Path(args.input).stem.lower() in DATA_MAP_NAMES:
+        raise InputError(
+            "--equalize divides lighting out of a colour photo; this looks like a data map "
+            "(normals would lose their length): tile it without --equalize, or tile its material folder",
+            args.input,
+        )
     output_targets(args.output, maps, overwrite=args.overwrite)  # before the synthesis, not after
     with _bar(args, "tile") as progress:
         out = make_tileable(
