@@ -171,18 +171,21 @@ class MLVFX_OT_paint_texture(BackgroundJobOperator, bpy.types.Operator):
 
         label_rgb = bridge.label_array(s.label_image)
         colours = [tuple(round(c * 255) for c in slot.color) for slot in slots]
-        index = labels_from_colors(label_rgb, colours, name=s.label_image.name)  # errors before the job
+        # The file's path names it in errors (and tells a JPEG, whose compression breaks flat colours).
+        where = bpy.path.abspath(s.label_image.filepath) if s.label_image.filepath else s.label_image.name
+        index = labels_from_colors(label_rgb, colours, name=where)  # errors before the job starts
         thin = thin_labels(index, tileable=s.tileable)
         if thin:
             names = ", ".join(f"slot {v + 1}" for v in thin)
             self.report(
                 {"WARNING"},
-                f"mlvfx: {names} of {s.label_image.name!r} have no region {THIN_LABEL_PX} px wide; "
-                "regions this thin may take their neighbours' texture",
+                f"mlvfx: the label colour of {names} in {s.label_image.name!r} has no region "
+                f"{THIN_LABEL_PX} px wide; regions this thin may take their neighbours' texture",
             )
         return {
             "label": bridge.source_label(s.label_image),
             "labels": label_rgb,
+            "index": index,
             "colors": colours,
             "exemplars": exemplars,
             "float": any(bool(slot.image.is_float) for slot in slots),
@@ -194,7 +197,10 @@ class MLVFX_OT_paint_texture(BackgroundJobOperator, bpy.types.Operator):
     def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
         from mlvfx.ops.texture import labels_from_colors, paint
 
-        labels = labels_from_colors(plan["labels"], plan["colors"], name=plan["label"])
+        if "index" in plan:  # matched on the main thread already, where its errors are reported
+            labels = plan["index"]
+        else:
+            labels = labels_from_colors(plan["labels"], plan["colors"], name=plan["label"])
         exemplars = dict(enumerate(plan["exemplars"]))
         s = plan["settings"]
         return paint(

@@ -60,6 +60,10 @@ def test_tile_equalize_is_for_colour_photos(tmp_path: Path, photo: Path, materia
     # A normal map's vectors would lose their length: refused, by its name.
     with pytest.raises(InputError, match="looks like a data map"):
         run("texture", "tile", str(material_dir / "normal.png"), "--equalize", "-o", str(tmp_path / "n.png"))
+    from mlvfx.texture.cli import _data_map_name
+
+    assert all(_data_map_name(n) for n in ("Rock030_2K_NormalGL", "bricks_rough", "RockAO"))
+    assert not _data_map_name("metal_plate") and not _data_map_name("wall_photo")
     out = tmp_path / "eq_mat"
     assert run("texture", "tile", str(material_dir), "--equalize", "-o", str(out)) == 0  # its albedo only
     normal, _ = read_image(out / "normal.png", kind="data")

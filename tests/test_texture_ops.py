@@ -151,6 +151,8 @@ def test_labels_from_colors() -> None:
         labels_from_colors(noisy, [(0, 0, 0), (255, 0, 0), (0, 255, 0)], "labels.jpg")
     with pytest.raises(InputError, match="flat colours only"):
         labels_from_colors(noisy, [(0, 0, 0), (255, 0, 0), (0, 255, 0)], "labels.png")
+    with pytest.raises(InputError, match="within 3 levels of a given colour"):  # #fe0000 vs #ff0000
+        labels_from_colors(img, [(0, 0, 0), (254, 0, 0), (0, 255, 0)], "labels.png")
 
 
 @pytest.mark.parametrize(
@@ -299,20 +301,20 @@ def test_paint_keeps_a_structured_exemplar_whole_beside_an_unlike_one() -> None:
 def test_equalize_takes_the_lighting_falloff_out_of_a_tile() -> None:
     # A photo lit from one side: a plain tile moves the bright-dark step from the wrap to the inner
     # edge of its band (audit: 7x the median slope). Equalized, the brightness runs flat.
-    import cv2
+    from scipy.ndimage import gaussian_filter1d
 
     tex = noise_rgb(128, seed=3, tint=(0.7, 0.6, 0.5)) + 0.2
     lit = (tex * np.linspace(0.35, 1.0, 128, dtype=np.float32)[None, :, None]).astype(np.float32)
 
     def worst_step(img: npt.NDArray[np.float32]) -> float:
-        cols = cv2.GaussianBlur(img.mean(axis=2), (0, 0), 3).mean(axis=0)
-        steps = np.abs(np.diff(np.concatenate([cols, cols[:1]])))  # across the wrap too
-        return float(steps.max())
+        """The largest step of the brightness profile across the columns, smoothed on the torus."""
+        cols = gaussian_filter1d(img.mean(axis=(0, 2)).astype(np.float64), 4, mode="wrap")
+        return float(np.abs(np.diff(np.concatenate([cols, cols[:1]]))).max())
 
     plain = make_tileable(lit, seed=0)
     flat = make_tileable(lit, seed=0, equalize=True)
-    assert worst_step(flat) < 0.5 * worst_step(plain)
-    assert abs(float(flat.mean()) - float(lit.mean())) < 0.05 * float(lit.mean())  # brightness kept
+    assert worst_step(flat) < 0.3 * worst_step(plain)  # 0.0012 against 0.0100
+    assert abs(float(flat.mean()) - float(lit.mean())) < 0.1 * float(lit.mean())  # brightness kept
     mat = make_tileable({"albedo": lit, "height": tex[..., 0]}, seed=0, equalize=True)
     assert np.array_equal(mat["height"][40:88, 40:88], tex[40:88, 40:88, 0])  # data maps untouched
     with pytest.raises(InputError, match="colour map"):
@@ -331,8 +333,8 @@ def test_labels_too_thin_to_draw_are_found() -> None:
     edge = np.zeros((12, 12), np.int64)
     edge[:, 0] = 1  # 1 px at the border: thin either way
     assert thin_labels(edge) == [1] and thin_labels(edge, tileable=True) == [1]
-    edge[:, -2:] = 1  # 3 px wide across the wrap; without it the region goes on beyond the border
-    assert thin_labels(edge, tileable=True) == [] and thin_labels(edge) == []
+    edge[:, -2:] = 1  # 3 px wide across the wrap; without the wrap, 1 and 2 px at the image's edges
+    assert thin_labels(edge, tileable=True) == [] and thin_labels(edge) == [1]
     middle = np.zeros((12, 12), np.int64)
     middle[:, 5:7] = 1  # 2 px, nowhere near a border
     assert thin_labels(middle) == [1] and thin_labels(middle, tileable=True) == [1]

@@ -109,6 +109,15 @@ def test_pull_fills_the_studio_cache_with_what_the_user_cache_has(
     monkeypatch.setenv("MLVFX_OFFLINE", "1")  # no network needed for what the user cache holds
     assert run(["-q", "zoo", "pull", "alpha"]) == 0
     assert blobs(zoo_env.cache) == [sha(a)]
+    # A full or locked studio cache: a warning, and the model is still usable from the user's.
+    import mlvfx.zoo.download as download
+
+    def full(*args: object, **kwargs: object) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(download, "copy_verified", full)
+    monkeypatch.setenv("MLVFX_CACHE_DIR", str(zoo_env.tmp / "studio2"))
+    assert run(["-q", "zoo", "pull", "alpha"]) == 0
 
 
 def test_verify_rehashes_and_removes_corrupt_blobs(

@@ -131,14 +131,21 @@ COLOUR_MAPS = ("albedo", "basecolor", "color", "diffuse")
 """Names of the colour maps of a material set that ``equalize`` flattens (data maps are left)."""
 
 
+EQUALIZE_WORK_SIDE = 256
+"""The lighting is estimated on the luminance shrunk to this longer side (it is smooth at 1/8 of
+the size, so nothing is lost, and a 4096² blur at full size took 51 s)."""
+
+
 def equalize_lighting(image: FloatArray, radius: float = EQUALIZE_RADIUS) -> FloatArray:
     """``image`` with its large-scale brightness variation divided out (lighting falloff,
-    vignetting, a shadow across the frame), keeping its mean brightness and its colour.
+    vignetting, a shadow across the frame), keeping its overall brightness and its colour.
 
     A photo lit from one side is brighter on that side, and a seamless version of it shows that as
     a bright-dark step where the two sides meet (at the wrap, or wherever the tiler hides it). The
-    luminance blurred at ``radius`` x the longer side is taken as the lighting; every colour channel
-    is multiplied by its mean over it. Alpha passes through.
+    log-luminance blurred at ``radius`` x the longer side is taken as the lighting (in the log, a
+    few highlights do not brighten everything else), weighted by alpha so that transparent pixels
+    do not count; every colour channel is multiplied by ``exp(mean - lighting)``. Alpha passes
+    through, and an (H, W) image comes back (H, W).
 
     Raises:
         InvalidImageDataError: bad array.
@@ -151,16 +158,42 @@ def equalize_lighting(image: FloatArray, radius: float = EQUALIZE_RADIUS) -> Flo
 
     if not 0.0 < radius <= 1.0:
         raise InputError(f"radius must be in (0, 1] (a fraction of the size), got {radius}")
+    flat = np.asarray(image).ndim == 2
     img = check_image(image, "texture")
-    colour = img.shape[2] if img.shape[2] in (1, 3) else img.shape[2] - 1
-    lum = luminance(img[..., : max(1, colour)]) if colour >= 3 else img[..., 0]
-    sigma = radius * max(img.shape[:2])
-    low = cv2.GaussianBlur(np.ascontiguousarray(lum), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    floor = max(1e-4, 0.01 * float(low.mean()))
-    gain = (float(low.mean()) / np.maximum(low, floor)).astype(np.float32)
+    h, w, c = img.shape
+    colour = c if c in (1, 3) else c - 1
+    lum = luminance(img[..., :colour]) if colour >= 3 else img[..., 0]
+    weight = img[..., -1] if c in (2, 4) else np.ones((h, w), np.float32)
+    floor = max(1e-6, 1e-3 * float(np.average(np.abs(lum), weights=weight + 1e-12)))
+    log = np.log(np.maximum(lum, floor)).astype(np.float32)
+    scale = min(1.0, EQUALIZE_WORK_SIDE / max(h, w))
+    small = (max(1, round(w * scale)), max(1, round(h * scale)))
+
+    def shrink(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        out = cv2.resize(a, small, interpolation=cv2.INTER_AREA) if scale < 1.0 else a
+        return np.asarray(out, np.float32)
+
+    def blur(a: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        sigma = radius * max(a.shape[:2])
+        return np.asarray(cv2.GaussianBlur(a, (0, 0), sigma, borderType=cv2.BORDER_REFLECT), np.float32)
+
+    log_s, weight_s = shrink(log), shrink(weight)
+    # The lighting's plane first (a least-squares fit, weighted): a blur alone bends a gradient at
+    # the borders, where the reflected image runs the other way; what is left is blurred.
+    yy, xx = np.mgrid[0 : log_s.shape[0], 0 : log_s.shape[1]].astype(np.float64)
+    basis = np.stack([np.ones_like(xx), xx / xx.shape[1], yy / yy.shape[0]], -1).reshape(-1, 3)
+    root_w = np.sqrt(weight_s.reshape(-1).astype(np.float64))
+    coef, *_ = np.linalg.lstsq(basis * root_w[:, None], log_s.reshape(-1) * root_w, rcond=None)
+    plane = (basis @ coef).reshape(log_s.shape).astype(np.float32)
+    w_low = blur(weight_s)
+    low = plane + blur((log_s - plane) * weight_s) / np.maximum(w_low, 1e-6)
+    mean = float(np.sum(low * weight_s) / max(float(weight_s.sum()), 1e-12))
+    gain = np.exp(mean - low).astype(np.float32)
+    if scale < 1.0:
+        gain = cv2.resize(gain, (w, h), interpolation=cv2.INTER_LINEAR)
     out = img.copy()
-    out[..., :colour] *= gain[..., None]
-    return out
+    out[..., :colour] *= gain.reshape(h, w, 1)
+    return out[..., 0] if flat else out
 
 
 def make_tileable(
@@ -348,7 +381,16 @@ def labels_from_colors(
     if missing:
         shown = ", ".join(f"#{m:06x}" for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
         given = ", ".join(f"#{(r << 16) | (g << 8) | b:06x}" for r, g, b in colors) or "none"
-        if len(missing) <= 2:  # a slot forgotten, most likely: anti-aliasing leaves many colours
+        given_rgb = np.array(colors, np.int64).reshape(-1, 3)
+        near = [
+            m
+            for m in missing
+            if given_rgb.size
+            and int(np.abs(given_rgb - [(m >> 16) & 255, (m >> 8) & 255, m & 255]).max(axis=1).min()) <= 3
+        ]
+        if near and len(missing) <= 2:  # #fe0000 in the map, #ff0000 in the slot
+            why = "they are within 3 levels of a given colour: the slot's colour must match the map's exactly"
+        elif len(missing) <= 2:  # a slot forgotten, most likely: anti-aliasing leaves many colours
             why = "add an exemplar for each of them"
         elif str(name).lower().endswith((".jpg", ".jpeg", ".jfif", ".jpe")):
             why = "JPEG compression changes colours: save the label map as PNG, with flat colours"
@@ -507,17 +549,20 @@ def thin_labels(labels: npt.ArrayLike, tileable: bool = False) -> list[int]:
         raise InputError(f"labels must be an (H, W) map, got shape {lab.shape}")
     thin = []
     kernel = np.ones((THIN_LABEL_PX, THIN_LABEL_PX), np.uint8)
-    border = cv2.BORDER_WRAP if tileable else cv2.BORDER_REPLICATE
-    for value in np.unique(lab):
+    if np.issubdtype(lab.dtype, np.integer) and lab.size and int(lab.min()) >= 0:
+        values = np.flatnonzero(np.bincount(lab.ravel()))  # np.unique sorts: seconds at 4096²
+    else:
+        values = np.unique(lab)
+    for value in values:
         mask = (lab == value).astype(np.uint8)
         if mask.all():
             continue
         if tileable:  # erode on the torus: pad by wrapping, then crop
             pad = THIN_LABEL_PX
-            padded = cv2.copyMakeBorder(mask, pad, pad, pad, pad, border)
+            padded = cv2.copyMakeBorder(mask, pad, pad, pad, pad, cv2.BORDER_WRAP)
             core = cv2.erode(padded, kernel, borderType=cv2.BORDER_REPLICATE)[pad:-pad, pad:-pad]
-        else:
-            core = cv2.erode(mask, kernel, borderType=border)
+        else:  # the image's edge is an edge: a 2-px strip along it is as thin as anywhere
+            core = cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=(0,))
         if not core.any():
             thin.append(int(value))
     return thin

@@ -8,6 +8,7 @@ optionally ``ao.png``); a material folder gives a material folder back, aligned 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import sys
@@ -441,17 +442,30 @@ def _bar(args: argparse.Namespace, description: str) -> Any:
     return progress_bar(args, description)
 
 
-DATA_MAP_NAMES = frozenset(
-    ("normal", "height", "height16", "roughness", "ao", "metallic", "displacement", "bump", "specular")
-)
-"""File names (stems) of data maps, which ``tile --equalize`` refuses: it is for colour photos."""
+DATA_MAP_WORDS = frozenset(
+    (
+        "normal", "normalgl", "normaldx", "nrm", "nor", "height", "height16", "disp", "displacement",
+        "bump", "rough", "roughness", "gloss", "glossiness", "ao", "occlusion", "ambientocclusion",
+        "metallic", "metalness", "specular", "spec",
+    )
+)  # fmt: skip
+"""Words of data map file names (``rock_normal``, ``Rock030_2K_NormalGL``), which ``tile
+--equalize`` refuses: it divides lighting out of colour photos."""
+
+
+def _data_map_name(stem: str) -> bool:
+    """Whether a file name says it holds a data map: any of its words (split at separators and
+    lower-to-upper case changes) is one of :data:`DATA_MAP_WORDS`."""
+    words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", stem).lower())
+    joined = {a + b for a, b in itertools.pairwise(words)}  # "Normal" "GL" -> "normalgl"
+    return bool((set(words) | joined) & DATA_MAP_WORDS)
 
 
 def _cmd_tile(args: argparse.Namespace) -> int:
     from mlvfx.ops.texture import make_tileable
 
     maps, source = read_maps(args.input)
-    if args.equalize and not source.is_folder and Path(args.input).stem.lower() in DATA_MAP_NAMES:
+    if args.equalize and not source.is_folder and _data_map_name(Path(args.input).stem):
         raise InputError(
             "--equalize divides lighting out of a colour photo; this looks like a data map "
             "(normals would lose their length): tile it without --equalize, or tile its material folder",

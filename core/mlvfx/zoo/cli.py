@@ -229,7 +229,14 @@ def _into_primary(entry: ModelEntry, paths: list[Path], on_bytes: ByteProgressFn
     for zfile, path in zip(entry.files, paths, strict=True):
         if primary.lookup(zfile.sha256, zfile.size) is None:
             reporter = Reporter(f"{entry.id} {entry.version}", zfile.size, None, on_bytes)
-            path = copy_verified(path, primary, zfile.sha256, zfile.size, reporter, None)
+            try:
+                path = copy_verified(path, primary, zfile.sha256, zfile.size, reporter, None)
+            except OSError as exc:  # a full or locked studio cache: the model is still usable here
+                print(
+                    f"mlvfx: warning: {entry.id} {entry.version}: not copied into {primary.base} "
+                    f"({exc.strerror or exc}); it stays in {path.parent}",
+                    file=sys.stderr,
+                )
         out.append(path)
     return out
 
