@@ -10,6 +10,7 @@ is x fastest, ``indexToPos`` gives voxel centres, ``updateProgress`` raises
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 import types
 from pathlib import Path
@@ -1147,12 +1148,32 @@ def test_texture_job_failure_is_an_mlvfx_error(tmp_path):
 
 
 def test_job_from_attribs_requires_a_job():
-    from mlvfx_houdini.tops import ARG_SEP, job_from_attribs
+    import json
+
+    from mlvfx_houdini.tops import job_from_attribs
 
     with pytest.raises(InputError, match="no mlvfx job"):
         job_from_attribs({})
-    job = job_from_attribs({"mlvfx_args": ARG_SEP.join(["texture", "grow", "a b.png"]), "mlvfx_output": "/o"})
+    job = job_from_attribs({"mlvfx_args": json.dumps(["texture", "grow", "a b.png"]), "mlvfx_output": "/o"})
     assert job.args == ("texture", "grow", "a b.png") and job.output_is_dir
+    with pytest.raises(InputError, match="damaged"):
+        job_from_attribs({"mlvfx_args": "texture\x1fgrow", "mlvfx_output": "/o"})
+
+
+def test_a_file_name_cannot_add_flags_to_an_in_process_job(pdg, tmp_path):
+    # Arguments were joined with the unit separator, which a POSIX file name may hold: a plate named
+    # "p.png<US>--overwrite<US>-ovictim.png" cooked in process with --overwrite and another output.
+    from mlvfx_houdini import tops
+
+    name = "p.png\x1f--overwrite\x1f-ovictim.png"
+    node = PdgNode(material_parms(files=str(tmp_path / name), outdir=str(tmp_path / "out"), inprocess="1"))
+    (tmp_path / name).write_bytes(b"x")
+    holder = Holder()
+    tops.generate(node, holder, [], "material")
+    job = tops.job_from_attribs(holder.items[0].attribs)
+    assert str(tmp_path / name) in job.args and "--overwrite" not in job.args
+    (tile,) = tops.texture_jobs(["-o.png"], "/o", operation="tile")
+    assert tile.args[2] == os.path.join(".", "-o.png")  # an input, not the -o option
 
 
 # --------------------------------------------------------------------------------------------
