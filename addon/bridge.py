@@ -169,8 +169,12 @@ def downscale(pixels: np.ndarray, limit: int) -> np.ndarray:
     return np.asarray(out.reshape(size[1], size[0], -1), dtype=np.float32)
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "material"
+def safe_name(name: str, default: str = "material") -> str:
+    """``name`` as one file-name component: no separators, no leading dots (``..`` cannot climb)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or default
+
+
+_safe = safe_name
 
 
 def output_folder(base_name: str, pack: bool = False) -> tuple[Path, bool]:

@@ -28,7 +28,7 @@ import bpy
 import numpy as np
 from mathutils import Vector
 
-from . import preferences
+from . import bridge, preferences
 from .operators import BackgroundJobOperator
 
 DOMAIN_TAG = "mlvfx_smoke_domain"
@@ -322,7 +322,7 @@ def shown_conflict(domain: bpy.types.Object) -> tuple[str, str] | None:
 def _free_cache_path(domain: bpy.types.Object) -> str:
     """``//mlvfx_smoke/<domain>``, numbered when another domain already uses that folder."""
     taken = {cache_path(o) for o in _other_domains(domain)}
-    base = f"//mlvfx_smoke/{domain.name}"
+    base = f"//mlvfx_smoke/{bridge.safe_name(domain.name, 'domain')}"  # "../../x" stays inside
     candidate, number = base, 1
     while _resolved(bpy.path.abspath(candidate)) in taken:
         number += 1

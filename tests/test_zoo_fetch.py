@@ -670,3 +670,32 @@ def test_errors_name_mirrors_and_file_urls_that_are_not_there(
     monkeypatch.setenv("MLVFX_OFFLINE", "1")
     with pytest.raises(OfflineError, match=r"mirror folder .*no_mirror does not exist"):
         fetch("m", options=FAST)
+
+
+def test_links_planted_in_a_shared_cache_are_not_followed(tmp_path: Path) -> None:
+    # A writable studio cache: another user's link under a part's or a blob's name would have the
+    # next download written through it (truncating the target), or the target taken for the blob.
+    import os
+
+    from mlvfx.zoo.cache import BlobCache
+    from mlvfx.zoo.download import Downloader, DownloadOptions
+
+    cache = BlobCache(tmp_path / "cache")
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"an artist's file\n" * 40)
+    data = b"weights" * 10
+    digest = sha(data)
+    cache.tmp.mkdir(parents=True, exist_ok=True)
+    os.symlink(victim, cache.resumable_part(digest))
+    dl = Downloader(cache, DownloadOptions.from_env())
+    try:
+        part = dl._claim_part(digest)
+    finally:
+        dl.close()
+    assert not part.is_symlink() and part.stat().st_size == 0
+    assert victim.read_bytes() == b"an artist's file\n" * 40
+    blob_target = tmp_path / "weights.bin"
+    blob_target.write_bytes(data)
+    cache.blobs.mkdir(parents=True, exist_ok=True)
+    os.symlink(blob_target, cache.blob_path(digest))
+    assert cache.lookup(digest, len(data)) is None  # a link is not a blob this cache wrote

@@ -173,6 +173,12 @@ left, right = observed["equalized_sides"]
 assert 0.8 < left / right < 1.25, observed["equalized_sides"]  # 0.3 to 1.0 lit before
 tex.equalize = False
 
+# -- a smoke domain named like a path keeps its default cache inside the project ------------------
+smoke_mod = importlib.import_module(MODULE + ".smoke")
+sneaky = bpy.data.objects.new("../../../../escaped/x", None)
+observed["sneaky_cache"] = smoke_mod._free_cache_path(sneaky)
+assert observed["sneaky_cache"].startswith("//mlvfx_smoke/") and ".." not in observed["sneaky_cache"]
+
 # -- a bug in the add-on: one line for the artist, the traceback in the console ----------------------
 real = operators.MLVFX_OT_generate_material._compute
 

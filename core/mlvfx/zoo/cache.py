@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -126,8 +127,10 @@ class BlobCache:
         """
         path = self.blobs / sha256
         try:
-            st = path.stat()
+            st = path.lstat()
         except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode):  # a link planted in a shared cache is not a blob we wrote
             return None
         if st.st_size == size and self._stamp_matches(sha256, st.st_size, st.st_mtime_ns):
             return path
@@ -170,6 +173,8 @@ class BlobCache:
     def install(self, src: Path, sha256: str) -> Path:
         """Atomically move a verified file into the cache (``os.replace``) and stamp it."""
         self.blobs.mkdir(parents=True, exist_ok=True)
+        if not stat.S_ISREG(os.lstat(src).st_mode):
+            raise OSError(f"{src} is not a regular file")
         dest = self.blobs / sha256
         os.replace(src, dest)
         self._write_stamp(sha256, dest)

@@ -27,6 +27,7 @@ import os
 import queue
 import random
 import re
+import stat
 import threading
 import time
 import urllib.parse
@@ -251,9 +252,13 @@ class Downloader:
         for src in candidates:
             try:
                 os.rename(src, mine)  # atomic: of two racing processes, one wins
-                return mine
             except OSError:
                 continue
+            # A link planted in a shared cache would have the download written through it.
+            if stat.S_ISREG(os.lstat(mine).st_mode):
+                return mine
+            with contextlib.suppress(OSError):
+                os.unlink(mine)
         with open(mine, "xb"):
             pass
         return mine
