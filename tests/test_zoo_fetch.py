@@ -699,3 +699,38 @@ def test_links_planted_in_a_shared_cache_are_not_followed(tmp_path: Path) -> Non
     cache.blobs.mkdir(parents=True, exist_ok=True)
     os.symlink(blob_target, cache.blob_path(digest))
     assert cache.lookup(digest, len(data)) is None  # a link is not a blob this cache wrote
+
+
+def test_a_redirect_may_only_go_where_the_manifest_may_point(tmp_path: Path) -> None:
+    # requests followed a redirect to plain http on another host, which the manifest may not name.
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from mlvfx.errors import DownloadError
+    from mlvfx.zoo.cache import BlobCache
+    from mlvfx.zoo.download import Downloader, DownloadOptions, Reporter
+    from mlvfx.zoo.manifest import check_url
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "http://10.255.255.1/w.safetensors")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    dl = Downloader(BlobCache(tmp_path / "cache"), DownloadOptions.from_env())
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/w.safetensors"
+        with pytest.raises(DownloadError, match=r"redirects to http://10\.255\.255\.1/w"):
+            dl.download(url, sha(b"x"), 1, Reporter("w", 1, None, None))
+    finally:
+        dl.close()
+        server.shutdown()
+        server.server_close()
+    assert check_url("file:////fileserver/share/w.safetensors") is not None  # Windows would go to SMB
+    assert check_url("file:///opt/zoo/w.safetensors") is None

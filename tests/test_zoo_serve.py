@@ -62,6 +62,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
     root = tmp_path / "mirror"
     (root / "weights").mkdir(parents=True)
     (root / "w.safetensors").write_bytes(blob(1000))
+    (root / "notes.txt").write_text("outside: a note beside the weights")
+    (root / ".hidden.safetensors").write_text("outside: hidden")
     (root / "weights" / "v.onnx").write_bytes(blob(10, seed=1))
     (tmp_path / "secret.txt").write_text("outside")
     os.symlink(tmp_path / "secret.txt", root / "link.safetensors")
@@ -95,6 +97,9 @@ def test_ranges(served: Served) -> None:
     assert status == 206 and body == data[-10:]
     status, headers, body = served.request("GET", "/w.safetensors", {"Range": "bytes=1000-"})
     assert status == 416 and headers["content-range"] == "bytes */1000" and body == b""
+    # A 5000-digit number raised inside int() and printed a traceback; now the header is ignored.
+    status, _, body = served.request("GET", "/w.safetensors", {"Range": "bytes=" + "9" * 5000 + "-"})
+    assert status == 200 and body == data
 
 
 @pytest.mark.parametrize(
@@ -108,6 +113,8 @@ def test_ranges(served: Served) -> None:
         "/",
         "/missing.safetensors",
         "/..%5csecret.txt",
+        "/notes.txt",  # not a zoo file
+        "/.hidden.safetensors",  # hidden
     ],
 )
 def test_nothing_outside_the_folder(served: Served, path: str) -> None:

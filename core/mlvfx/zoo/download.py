@@ -154,7 +154,23 @@ def new_session() -> requests.Session:
 
     session = requests.Session()
     session.headers.update({"User-Agent": f"mlvfx/{__version__}", "Accept-Encoding": "identity"})
+    session.hooks["response"].append(_check_redirect)
     return session
+
+
+def _check_redirect(response: requests.Response, *args: object, **kwargs: object) -> None:
+    """A redirect may only lead where the manifest itself may point (https, or http to loopback):
+    requests would follow one to plain http on another host."""
+    from mlvfx.zoo.manifest import check_url
+
+    if response.is_redirect:
+        target = urllib.parse.urljoin(response.url, response.headers.get("Location", ""))
+        problem = check_url(target)
+        if problem is not None or target.lower().startswith("file:"):
+            raise DownloadError(
+                f"{response.url} redirects to {target}, which the zoo does not follow: "
+                f"{problem or 'a local file'}"
+            )
 
 
 def file_url_path(url: str) -> Path:

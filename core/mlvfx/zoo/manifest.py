@@ -208,7 +208,11 @@ def check_url(url: str) -> str | None:
     if scheme == "https":
         return None if host else f"{url!r} has no host"
     if scheme == "file":
-        return None if parts.path and host in (None, "", "localhost") else f"{url!r} is not a local file URL"
+        if not parts.path or host not in (None, "", "localhost"):
+            return f"{url!r} is not a local file URL"
+        if parts.path.startswith("//"):  # file:////server/share: Windows would connect to it over SMB
+            return f"{url!r} names a network share; mount it and use its local path"
+        return None
     if scheme == "http":
         if host is None:
             return f"{url!r} has no host"

@@ -1,6 +1,7 @@
 """A small HTTP file server with Range support, for a studio's zoo mirror (``mlvfx zoo serve``).
 
-It serves the files of one folder (``model_zoo/weights`` or a flat folder of zoo files) read-only,
+It serves the zoo files (``.safetensors``, ``.onnx``; not hidden ones) of one folder
+(``model_zoo/weights`` or a flat folder of zoo files) read-only,
 with ``GET``/``HEAD``, single byte ranges (``206``/``416``), keep-alive and ``sendfile``. It lists no
 folders and never serves anything outside its folder. Point clients at it with
 ``MLVFX_ZOO_URL=http://127.0.0.1:PORT``. It binds to 127.0.0.1 unless told otherwise; it has no
@@ -18,7 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any, ClassVar, Literal
 
-_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+SERVED_SUFFIXES = (".safetensors", ".onnx")
+"""The zoo's file types (the manifest allows no others); nothing else in the folder is served."""
+
+_RANGE_RE = re.compile(r"^bytes=(\d{0,20})-(\d{0,20})$")  # longer numbers: not a range of any file
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | Literal[False] | None:
@@ -56,6 +60,7 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "mlvfx-zoo"
     quiet: ClassVar[bool] = False
+    timeout = 60  # seconds a connection may sit idle: idle sockets each held a thread for ever
 
     def log_message(self, format: str, *args: Any) -> None:
         if not self.quiet:
@@ -73,6 +78,10 @@ class RangeRequestHandler(BaseHTTPRequestHandler):
         raw = urllib.parse.urlsplit(self.path).path
         parts = [p for p in urllib.parse.unquote(raw).split("/") if p]
         if not parts or any(p in (".", "..") or "\\" in p or "\0" in p for p in parts):
+            return None
+        if any(p.startswith(".") for p in parts):  # hidden files (.git, .env, temp files) are not served
+            return None
+        if not parts[-1].endswith(SERVED_SUFFIXES):  # only zoo files: not notes, keys or scripts beside them
             return None
         candidate = root.joinpath(*parts)
         try:
