@@ -1087,6 +1087,14 @@ def test_texture_jobs_for_each_operation():
         ["/l/labels.png"], "/o", operation="paint", exemplars="#ff0000=rock/;#00ff00=grass/"
     )
     assert folders.output == "/o/labels_paint" and folders.output_is_dir
+    import json
+
+    from mlvfx_houdini.tops import job_from_attribs
+
+    rebuilt = job_from_attribs({"mlvfx_args": json.dumps(folders.args), "mlvfx_output": folders.output})
+    assert rebuilt.output_is_dir  # an in-process cook reports the folder's files
+    image_job = job_from_attribs({"mlvfx_args": json.dumps(paint.args), "mlvfx_output": paint.output})
+    assert not image_job.output_is_dir
     with pytest.raises(InputError, match="all images or all material folders"):
         texture_jobs(["/l/labels.png"], "/o", operation="paint", exemplars="#ff0000=rock/;#00ff00=g.png")
     with pytest.raises(InputError, match="LABEL=PATH"):
@@ -1156,8 +1164,10 @@ def test_job_from_attribs_requires_a_job():
         job_from_attribs({})
     job = job_from_attribs({"mlvfx_args": json.dumps(["texture", "grow", "a b.png"]), "mlvfx_output": "/o"})
     assert job.args == ("texture", "grow", "a b.png") and job.output_is_dir
-    with pytest.raises(InputError, match="damaged"):
+    with pytest.raises(InputError, match="made by an earlier mlvfx: regenerate"):  # the old format
         job_from_attribs({"mlvfx_args": "texture\x1fgrow", "mlvfx_output": "/o"})
+    with pytest.raises(InputError, match="damaged"):
+        job_from_attribs({"mlvfx_args": '{"not": "a list"}', "mlvfx_output": "/o"})
 
 
 def test_a_file_name_cannot_add_flags_to_an_in_process_job(pdg, tmp_path):

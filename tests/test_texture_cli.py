@@ -62,8 +62,9 @@ def test_tile_equalize_is_for_colour_photos(tmp_path: Path, photo: Path, materia
         run("texture", "tile", str(material_dir / "normal.png"), "--equalize", "-o", str(tmp_path / "n.png"))
     from mlvfx.texture.cli import _data_map_name
 
-    assert all(_data_map_name(n) for n in ("Rock030_2K_NormalGL", "bricks_rough", "RockAO"))
-    assert not _data_map_name("metal_plate") and not _data_map_name("wall_photo")
+    maps = ("Rock030_2K_NormalGL", "bricks_rough", "RockAO", "RoughnessMap", "rock_DISP16", "stone_heightmap")
+    photos = ("metal_plate", "wall_photo", "rough_concrete", "metallic_car_paint", "normal_exposure")
+    assert all(_data_map_name(n) for n in maps) and not any(_data_map_name(n) for n in photos)
     out = tmp_path / "eq_mat"
     assert run("texture", "tile", str(material_dir), "--equalize", "-o", str(out)) == 0  # its albedo only
     normal, _ = read_image(out / "normal.png", kind="data")

@@ -158,12 +158,13 @@ def equalize_lighting(image: FloatArray, radius: float = EQUALIZE_RADIUS) -> Flo
 
     if not 0.0 < radius <= 1.0:
         raise InputError(f"radius must be in (0, 1] (a fraction of the size), got {radius}")
-    flat = np.asarray(image).ndim == 2
+    flat = np.ndim(image) == 2  # np.ndim: a torch tensor that needs grad has no __array__ to call
     img = check_image(image, "texture")
     h, w, c = img.shape
     colour = c if c in (1, 3) else c - 1
     lum = luminance(img[..., :colour]) if colour >= 3 else img[..., 0]
-    weight = img[..., -1] if c in (2, 4) else np.ones((h, w), np.float32)
+    # Alpha weighs the estimate; a float file's alpha can dip a hair below 0 (or above 1).
+    weight = np.clip(img[..., -1], 0.0, 1.0) if c in (2, 4) else np.ones((h, w), np.float32)
     floor = max(1e-6, 1e-3 * float(np.average(np.abs(lum), weights=weight + 1e-12)))
     log = np.log(np.maximum(lum, floor)).astype(np.float32)
     scale = min(1.0, EQUALIZE_WORK_SIDE / max(h, w))
@@ -177,7 +178,8 @@ def equalize_lighting(image: FloatArray, radius: float = EQUALIZE_RADIUS) -> Flo
         sigma = radius * max(a.shape[:2])
         return np.asarray(cv2.GaussianBlur(a, (0, 0), sigma, borderType=cv2.BORDER_REFLECT), np.float32)
 
-    log_s, weight_s = shrink(log), shrink(weight)
+    weight_s = shrink(weight)
+    log_s = shrink(log * weight) / np.maximum(weight_s, 1e-6)  # transparent pixels do not count
     # The lighting's plane first (a least-squares fit, weighted): a blur alone bends a gradient at
     # the borders, where the reflected image runs the other way; what is left is blurred.
     yy, xx = np.mgrid[0 : log_s.shape[0], 0 : log_s.shape[1]].astype(np.float64)
@@ -191,6 +193,13 @@ def equalize_lighting(image: FloatArray, radius: float = EQUALIZE_RADIUS) -> Flo
     gain = np.exp(mean - low).astype(np.float32)
     if scale < 1.0:
         gain = cv2.resize(gain, (w, h), interpolation=cv2.INTER_LINEAR)
+    # Back to the image's own (alpha-weighted) mean brightness: the log's mean is a geometric one.
+    total = float(np.sum(weight))
+    if total > 0:
+        before = float(np.sum(lum * weight)) / total
+        after = float(np.sum(lum * gain * weight)) / total
+        if before > 0 and after > 0:
+            gain *= np.float32(before / after)
     out = img.copy()
     out[..., :colour] *= gain.reshape(h, w, 1)
     return out[..., 0] if flat else out
@@ -549,7 +558,7 @@ def thin_labels(labels: npt.ArrayLike, tileable: bool = False) -> list[int]:
         raise InputError(f"labels must be an (H, W) map, got shape {lab.shape}")
     thin = []
     kernel = np.ones((THIN_LABEL_PX, THIN_LABEL_PX), np.uint8)
-    if np.issubdtype(lab.dtype, np.integer) and lab.size and int(lab.min()) >= 0:
+    if np.issubdtype(lab.dtype, np.integer) and lab.size and 0 <= int(lab.min()) and int(lab.max()) < 1 << 24:
         values = np.flatnonzero(np.bincount(lab.ravel()))  # np.unique sorts: seconds at 4096²
     else:
         values = np.unique(lab)

@@ -8,7 +8,6 @@ optionally ``ao.png``); a material folder gives a material folder back, aligned 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import re
 import sys
@@ -446,7 +445,7 @@ DATA_MAP_WORDS = frozenset(
     (
         "normal", "normalgl", "normaldx", "nrm", "nor", "height", "height16", "disp", "displacement",
         "bump", "rough", "roughness", "gloss", "glossiness", "ao", "occlusion", "ambientocclusion",
-        "metallic", "metalness", "specular", "spec",
+        "metallic", "metalness", "specular", "spec", "norm",
     )
 )  # fmt: skip
 """Words of data map file names (``rock_normal``, ``Rock030_2K_NormalGL``), which ``tile
@@ -454,11 +453,15 @@ DATA_MAP_WORDS = frozenset(
 
 
 def _data_map_name(stem: str) -> bool:
-    """Whether a file name says it holds a data map: any of its words (split at separators and
-    lower-to-upper case changes) is one of :data:`DATA_MAP_WORDS`."""
+    """Whether a file name says it holds a data map: its last word (or last two joined), split at
+    separators and lower-to-upper case changes, without resolution words (``2K``, ``4096``),
+    trailing digits or a trailing ``map``, is one of :data:`DATA_MAP_WORDS`. Only the end counts:
+    ``rock_normal`` and ``Rock030_2K_NormalGL`` are maps, ``rough_concrete`` is a photo."""
     words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", stem).lower())
-    joined = {a + b for a, b in itertools.pairwise(words)}  # "Normal" "GL" -> "normalgl"
-    return bool((set(words) | joined) & DATA_MAP_WORDS)
+    words = [w for w in words if w and w != "map" and not re.fullmatch(r"\d+k?|\d+x\d+", w)]
+    words = [re.sub(r"(map)?\d*$", "", w) or w for w in words]
+    tail = set(words[-1:]) | {"".join(words[-2:])}
+    return bool(tail & DATA_MAP_WORDS)
 
 
 def _cmd_tile(args: argparse.Namespace) -> int:

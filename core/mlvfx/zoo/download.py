@@ -164,9 +164,12 @@ def _check_redirect(response: requests.Response, *args: object, **kwargs: object
     from mlvfx.zoo.manifest import check_url
 
     if response.is_redirect:
-        target = urllib.parse.urljoin(response.url, response.headers.get("Location", ""))
+        from requests.utils import requote_uri
+
+        target = requote_uri(urllib.parse.urljoin(response.url, response.headers.get("Location", "")))
         problem = check_url(target)
         if problem is not None or target.lower().startswith("file:"):
+            response.close()  # its pooled connection goes back; a blocking pool would hang on it
             raise DownloadError(
                 f"{response.url} redirects to {target}, which the zoo does not follow: "
                 f"{problem or 'a local file'}"
@@ -273,8 +276,10 @@ class Downloader:
             # A link planted in a shared cache would have the download written through it.
             if stat.S_ISREG(os.lstat(mine).st_mode):
                 return mine
-            with contextlib.suppress(OSError):
+            try:
                 os.unlink(mine)
+            except OSError:  # a folder under that name: leave it, take another name
+                mine = self.cache.unique_temp(sha256)
         with open(mine, "xb"):
             pass
         return mine

@@ -210,7 +210,8 @@ def check_url(url: str) -> str | None:
     if scheme == "file":
         if not parts.path or host not in (None, "", "localhost"):
             return f"{url!r} is not a local file URL"
-        if parts.path.startswith("//"):  # file:////server/share: Windows would connect to it over SMB
+        decoded = urllib.parse.unquote(parts.path).replace("\\", "/")
+        if decoded.startswith("//"):  # file:////server/share (or %2F%2F): Windows would go to SMB
             return f"{url!r} names a network share; mount it and use its local path"
         return None
     if scheme == "http":
