@@ -27,7 +27,9 @@ class BackgroundJobOperator:
     background mode and from scripts ``execute`` runs the three steps synchronously.
     """
 
-    bl_options = {"REGISTER", "UNDO"}
+    # UNDO without REGISTER: no Adjust Last Operation panel and no Repeat Last, which run
+    # ``execute`` synchronously (minutes of a frozen UI with no progress and no Esc).
+    bl_options = {"UNDO"}
     job_name = "mlvfx"
     _job: jobs.Job | None = None
     _timer: Any = None
@@ -259,7 +261,7 @@ class MLVFX_OT_download_models(BackgroundJobOperator, bpy.types.Operator):
 
     bl_idname = "mlvfx.download_models"
     bl_label = "Download Models Now"
-    bl_options = {"REGISTER"}
+    bl_options: set[str] = set()  # nothing to undo; not repeated from the redo panel either
     job_name = "download models"
 
     def _prepare(self, context: bpy.types.Context) -> dict[str, Any]:
