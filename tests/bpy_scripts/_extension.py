@@ -24,3 +24,13 @@ def install() -> tuple[Path, Path]:
     assert result == {"FINISHED"}, result
     assert MODULE in bpy.context.preferences.addons, list(bpy.context.preferences.addons.keys())
     return zip_path, work
+
+
+def error_of(op: object, **kwargs: object) -> str:
+    """The one-line error an operator reports (bpy raises it as RuntimeError in background mode);
+    the operator must fail."""
+    try:
+        op(**kwargs)  # type: ignore[operator]
+    except RuntimeError as exc:
+        return str(exc).strip()
+    raise AssertionError(f"{op} succeeded with {kwargs}")

@@ -14,22 +14,13 @@ from pathlib import Path
 
 import bpy
 import numpy as np
-from _extension import MODULE, install
+from _extension import MODULE, error_of, install
 
 zip_path, work = install()
 observed: dict[str, object] = {}
 bridge = importlib.import_module(MODULE + ".bridge")
 
 from mlvfx.io import read_image, write_image  # noqa: E402  (the wheel the extension installed)
-
-
-def error_of(op: object, **kwargs: object) -> str:
-    """The one-line error an operator reports (bpy raises it as RuntimeError in background mode)."""
-    try:
-        op(**kwargs)  # type: ignore[operator]
-    except RuntimeError as exc:
-        return str(exc).strip()
-    raise AssertionError(f"{op} did not fail")
 
 
 def temp_folders() -> set[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import bpy
 import numpy as np
-from _extension import MODULE, install
+from _extension import MODULE, error_of, install
 
 zip_path, work = install()
 observed: dict[str, object] = {}
@@ -28,16 +28,6 @@ jobs = importlib.import_module(MODULE + ".jobs")
 panels = importlib.import_module(MODULE + ".panels")
 
 from mlvfx.io import write_image  # noqa: E402
-
-
-def error_of(op: object, **kwargs: object) -> str:
-    """The one-line error an operator reports (bpy raises it as RuntimeError in background mode)."""
-    try:
-        op(**kwargs)  # type: ignore[operator]
-    except RuntimeError as exc:
-        return str(exc).strip()
-    raise AssertionError(f"{op} did not fail")
-
 
 rng = np.random.default_rng(0)
 photo_path = write_image(work / "rock.png", (0.3 + 0.4 * rng.random((40, 40, 3))).astype(np.float32))

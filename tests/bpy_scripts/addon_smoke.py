@@ -16,7 +16,7 @@ from typing import Any
 
 import bpy
 import numpy as np
-from _extension import MODULE, install
+from _extension import MODULE, error_of, install
 
 zip_path, work = install()
 observed: dict[str, Any] = {}
@@ -25,15 +25,6 @@ smoke = sys.modules[MODULE + ".smoke"]
 bpy.ops.wm.read_homefile(use_empty=True)
 bpy.ops.wm.save_as_mainfile(filepath=str(work / "shot.blend"))
 scene = bpy.context.scene
-
-
-def error_of(op: Any, **kwargs: Any) -> str:
-    """The one-line error an operator reports (it must fail)."""
-    try:
-        op(**kwargs)
-    except RuntimeError as exc:
-        return str(exc).strip()
-    raise AssertionError(f"{op} succeeded with {kwargs}")
 
 
 def new_domain(location: tuple[float, float, float], frames: tuple[int, int], resolution: int = 16) -> Any:
