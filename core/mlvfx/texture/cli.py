@@ -505,7 +505,12 @@ def _cmd_grow(args: argparse.Namespace) -> int:
         raise InputError(
             "grow writes a folder of variations: -o names that folder, not an image file", outdir
         )
-    check_grow_size(maps, size)  # before any folder is made or any synthesis is run
+    try:
+        check_grow_size(maps, size)  # before any folder is made or any synthesis is run
+    except InputError as exc:
+        if not str(exc).startswith("exemplar"):
+            raise
+        raise InputError(str(exc), args.input) from None  # which exemplar, in a farm's log
     named = source.path.resolve() if source.path.name in ("", ".", "..") else source.path
     stem = named.name if source.is_folder else named.stem
     suffix = (
