@@ -29,6 +29,7 @@ MAP_LABELS = {
 }
 TAG = "mlvfx_map"  # custom property on nodes we create: the map they hold
 SOURCE_KEY = "mlvfx_source"  # on a Generate Material frame: the Image Texture node it was made from
+SOURCE_ID = "mlvfx_source_id"  # on that node and the frame: survives the node being renamed
 DISPLACEMENT_KEY = "mlvfx_displacement_method"  # on a material: its method before mlvfx set "BOTH"
 
 
@@ -333,6 +334,7 @@ def build_material_nodes(
     frame[TAG] = "frame"
     if source is not None:
         frame[SOURCE_KEY] = source.name  # what a later run from the same node replaces
+        frame[SOURCE_ID] = source_id(source)
     created: dict[str, bpy.types.Node] = {"frame": frame}
     x0, y0 = bsdf.location.x - 900, bsdf.location.y + 300
 
@@ -412,12 +414,34 @@ def build_material_nodes(
     return created, warnings
 
 
+def source_id(node: bpy.types.Node) -> str:
+    """A stable id of an Image Texture node, kept on the node (a rename keeps it)."""
+    if not node.get(SOURCE_ID):
+        import uuid
+
+        node[SOURCE_ID] = uuid.uuid4().hex
+    return str(node[SOURCE_ID])
+
+
+def _made_from(frame: bpy.types.Node, source: bpy.types.Node, tree: bpy.types.NodeTree) -> bool:
+    """Whether an mlvfx frame holds maps made from ``source``: recorded under its name, or under
+    its id with the recorded name gone (the node was renamed). A Shift+D copy carries the id too,
+    so a frame whose recorded node still exists under its name belongs to that node."""
+    name = frame.get(SOURCE_KEY)
+    if name == source.name:
+        return True
+    recorded = frame.get(SOURCE_ID)
+    if not recorded or recorded != source.get(SOURCE_ID):
+        return False
+    return tree.nodes.get(str(name)) is None
+
+
 def remove_earlier_maps(material: bpy.types.Material, source: bpy.types.Node) -> int:
     """Remove the frames (and their nodes) that earlier runs made from ``source``; images no
     longer used by anything go too (their files stay on disk, so Undo brings everything back).
     Returns how many nodes were removed, frames not counted."""
     tree = material.node_tree
-    frames = [n for n in tree.nodes if n.get(TAG) == "frame" and n.get(SOURCE_KEY) == source.name]
+    frames = [n for n in tree.nodes if n.get(TAG) == "frame" and _made_from(n, source, tree)]
     removed = 0
     images: dict[str, bpy.types.Image] = {}  # by name: one image can sit in two of our nodes
     for frame in frames:

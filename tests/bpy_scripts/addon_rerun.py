@@ -104,6 +104,24 @@ rough_node.image = albedo_node.image
 assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
 assert frames() == 1
 
+# -- renaming the photo node keeps the replace; a copy of it (Shift+D copies the id) does not ------
+photo.name = "Rock photo"
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Rock photo") == {"FINISHED"}
+observed["frames_after_rename"] = frames()
+assert frames() == 1, frames()
+copy = mat.node_tree.nodes.new("ShaderNodeTexImage")
+copy.name, copy.image = "Rock photo copy", photo.image
+copy[bridge.SOURCE_ID] = photo[bridge.SOURCE_ID]  # what Shift+D does with custom properties
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Rock photo copy") == {"FINISHED"}
+assert frames() == 2  # the original's maps stay
+mat.node_tree.nodes.remove(copy)
+copied = "Rock photo copy"
+for node in [n for n in ours() if n.get(bridge.TAG) == "frame" and n.get(bridge.SOURCE_KEY) == copied]:
+    for child in [c for c in mat.node_tree.nodes if c.parent == node]:
+        mat.node_tree.nodes.remove(child)
+    mat.node_tree.nodes.remove(node)
+photo.name = "Photo"
+
 # -- the editor's material: pinned, and inside a node group ------------------------------------------
 group = bpy.data.node_groups.new("Detail", "ShaderNodeTree")
 inside = types.SimpleNamespace(space_data=types.SimpleNamespace(edit_tree=group, id=mat), object=None)
