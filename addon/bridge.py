@@ -175,22 +175,19 @@ def safe_name(name: str, default: str = "material") -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or default
 
 
-_safe = safe_name
-
-
 def output_folder(base_name: str, pack: bool = False) -> tuple[Path, bool]:
     """Where new maps go: ``//textures/mlvfx/<name>[-N]/`` next to a saved .blend (never an existing
     folder), else (an unsaved file, or ``pack``) a fresh temp folder whose images get packed and
     which :func:`discard_folder` removes once they are. Returns (folder, must_pack)."""
     if bpy.data.is_saved and not pack:
         root = Path(bpy.path.abspath("//textures/mlvfx"))
-        folder = root / _safe(base_name)
+        folder = root / safe_name(base_name)
         n = 1
         while folder.exists():
-            folder = root / f"{_safe(base_name)}-{n}"
+            folder = root / f"{safe_name(base_name)}-{n}"
             n += 1
         return folder, False
-    return Path(tempfile.mkdtemp(prefix=f"mlvfx-{_safe(base_name)}-")), True
+    return Path(tempfile.mkdtemp(prefix=f"mlvfx-{safe_name(base_name)}-")), True
 
 
 def discard_folder(folder: Path, must_pack: bool) -> None:
@@ -580,7 +577,7 @@ def _save_and_load(
         values = np.asarray(array)
         exr = hdr and bool(np.any(values > 1.0) or np.any(values < 0.0))
         path = write_image(
-            folder / f"{_safe(name)}.{'exr' if exr else 'png'}",
+            folder / f"{safe_name(name)}.{'exr' if exr else 'png'}",
             array,
             kind="color" if kind == "color" else "data",
             bit_depth=32 if exr else 16,

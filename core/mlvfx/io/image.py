@@ -347,7 +347,7 @@ def read_image(
     else:
         raise ImageReadError(f"unsupported sample type {raw.dtype}", p)
     is_float = bit_depth == 32 or sample == "float16"
-    if header.format == "tiff" and as_stored and header.extra_samples == 1:  # premultiplied grey + alpha
+    if as_stored and header.extra_samples == 1:  # a premultiplied grey + alpha TIFF
         grey = img[..., :1]
         np.divide(grey, img[..., 1:], out=grey, where=img[..., 1:] > 0)
         if not is_float:
