@@ -434,3 +434,45 @@ def test_material_json_keeps_the_height_scale_and_lists_paint_sources(
         assert painted["sources"] == [str(material_dir), str(second)]
         assert painted.get("height_scale_px") == scale  # kept only where the exemplars agree
         assert painted["model"] == "material@0.8.0"
+
+
+def test_grow_skip_existing_resumes_an_interrupted_count_run(
+    tmp_path: Path, photo: Path, material_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = tmp_path / "full"
+    assert run("texture", "grow", str(material_dir), "--size", "48", "--count", "3", "-o", str(full)) == 0
+    # A farm job killed after the first variation: its folder is complete, the rest are not there.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(full / "rock_mat_s0", resumed / "rock_mat_s0")
+    mine = (resumed / "rock_mat_s0" / "albedo.png").stat().st_mtime_ns
+    with pytest.raises(OutputExistsError):  # without the flag: refused, as before
+        run("texture", "grow", str(material_dir), "--size", "48", "--count", "3", "-o", str(resumed))
+    out = run_json(
+        capsys, "texture", "grow", str(material_dir), "--size", "48", "--count", "3",
+        "--skip-existing", "-o", str(resumed),
+    )  # fmt: skip
+    assert out["skipped"] == [str(resumed / "rock_mat_s0")]
+    assert len(out["written"]) == 2 * len(list((full / "rock_mat_s0").iterdir()))  # type: ignore[arg-type]
+    assert (resumed / "rock_mat_s0" / "albedo.png").stat().st_mtime_ns == mine  # left alone
+    for seed in (1, 2):  # the same variations as the uninterrupted run: each depends on its seed only
+        for f in (full / f"rock_mat_s{seed}").iterdir():
+            if f.suffix == ".png":
+                a, _ = read_image(f)
+                b, _ = read_image(resumed / f"rock_mat_s{seed}" / f.name)
+                assert np.array_equal(a, b), f.name
+    # A half-written variation (a file missing) is not taken for done: it is refused, naming the file.
+    (resumed / "rock_mat_s2" / "material.json").unlink()
+    with pytest.raises(OutputExistsError):
+        run(
+            "texture", "grow", str(material_dir), "--size", "48", "--count", "3",
+            "--skip-existing", "-o", str(resumed),
+        )  # fmt: skip
+    # Single images too, and the flag excludes --overwrite.
+    single = tmp_path / "single"
+    assert run("texture", "grow", str(photo), "--size", "48", "--count", "2", "-o", str(single)) == 0
+    (single / "rock_s1.png").unlink()
+    again = ("texture", "grow", str(photo), "--size", "48", "--count", "2", "-o", str(single))
+    assert run(*again, "--skip-existing") == 0
+    assert sorted(p.name for p in single.iterdir()) == ["rock_s0.png", "rock_s1.png"]
+    with pytest.raises(InputError, match="exclude"):
+        run(*again, "--skip-existing", "--overwrite")

@@ -170,15 +170,20 @@ def output_targets(path: str | Path, maps: Maps, *, overwrite: bool) -> list[Pat
         raise InputError("a material set is written to a folder, not an image file", out)
     if out.exists() and not out.is_dir():
         raise InputError("a material set is written to a folder, and this is a file", out)
-    targets = []
-    for name in maps:
-        targets.append(out / _file_spec(name)[0])
-        if name == "height":
-            targets.append(out / HEIGHT_PNG)
-    targets.append(out / META_FILE)
+    targets = _set_files(out, maps)
     for target in targets:
         check_writable(target, overwrite)
     return targets
+
+
+def _set_files(out: Path, maps: Mapping[str, Any]) -> list[Path]:
+    """Every file of a material folder :func:`write_maps` writes, ``material.json`` last."""
+    files = []
+    for name in maps:
+        files.append(out / _file_spec(name)[0])
+        if name == "height":
+            files.append(out / HEIGHT_PNG)
+    return [*files, out / META_FILE]
 
 
 # How a material folder's maps were made and how its height converts back to pixels: a texture
@@ -392,6 +397,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(an open border draws streaky copies of the exemplar's edge)",
     )
     g.add_argument("-o", "--output", required=True, type=output_path, help="output folder")
+    g.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="leave variations whose files are all there already (resume an interrupted --count run; "
+        "each variation depends only on its seed)",
+    )
     common(g)
     g.set_defaults(func=_cmd_grow)
 
@@ -522,29 +533,45 @@ def _cmd_grow(args: argparse.Namespace) -> int:
             else ".png"
         )
     )
+    if args.skip_existing and args.overwrite:
+        raise InputError("--skip-existing and --overwrite exclude each other")
     targets = [outdir / f"{stem}_s{args.seed + i}{suffix}" for i in range(args.count)]
+    done = [t for t in targets if args.skip_existing and _variation_done(t, maps)]
     for t in targets:  # every file of every variation, before the first synthesis
-        output_targets(t, maps, overwrite=args.overwrite)
+        if t not in done:
+            output_targets(t, maps, overwrite=args.overwrite)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ImageWriteError(f"cannot create the output folder: {exc.strerror or exc}", outdir) from None
     written: list[str] = []
+    todo = [(i, t) for i, t in enumerate(targets) if t not in done]
     with _bar(args, "grow") as progress:
-        for i, target in enumerate(targets):
+        for n, (i, target) in enumerate(todo):
             out = grow(
                 maps,
                 size,
                 seed=args.seed + i,
                 tileable=not args.no_tileable,
                 device=args.device,
-                progress=scaled(progress, i / args.count, (i + 1) / args.count),
+                progress=scaled(progress, n / len(todo), (n + 1) / len(todo)),
             )
             written += [
                 str(p) for p in write_maps(target, out, source, overwrite=args.overwrite, note="grow")
             ]
-    _emit(args, {"written": written}, f"wrote {len(targets)} variation(s) to {outdir}")
+    text = f"wrote {len(todo)} variation(s) to {outdir}"
+    if done:
+        text += f" ({len(done)} done already, skipped)"
+    _emit(args, {"written": written, "skipped": [str(t) for t in done]}, text)
     return 0
+
+
+def _variation_done(target: Path, maps: Maps) -> bool:
+    """Whether every file of one variation is there (a material folder is written all or nothing,
+    its ``material.json`` among them; an image file is written atomically)."""
+    if not isinstance(maps, Mapping):
+        return target.is_file()
+    return all(f.is_file() for f in _set_files(target, maps))
 
 
 def _describe_layout(layout: tuple[tuple[str, ...], tuple[int, ...], bool]) -> str:
