@@ -85,6 +85,9 @@ def version() -> str:
 
 
 def build_core_wheel(dest: Path) -> Path:
+    # setuptools reuses build/lib: a module deleted from core/ would still ship in the wheel.
+    for stale in (ROOT / "build" / "lib", *(ROOT / "build").glob("bdist.*")):
+        shutil.rmtree(stale, ignore_errors=True)
     run(
         [
             sys.executable,

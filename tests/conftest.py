@@ -15,6 +15,33 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def shipped_extension_run(
+    script: str, *args: str, env: dict[str, str], timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tests/bpy_scripts/SCRIPT ARGS...`` in a fresh bpy process that sees the extension as an
+    artist's Blender would: ``python -S`` runs no ``.pth`` file, so this checkout's editable core is
+    not importable, and ``mlvfx`` comes from the wheel inside the extension zip. The venv's
+    packages (bpy, torch, ...) come in through PYTHONPATH. The model zoo is reached the way a studio
+    reaches it offline: the checkout's ``model_zoo/`` as a mirror.
+    """
+    import sysconfig
+
+    site = sysconfig.get_paths()["purelib"]
+    env = {
+        **env,
+        "PYTHONPATH": site,
+        "MLVFX_ZOO_MIRRORS": str(ROOT / "model_zoo"),
+        "MLVFX_SHIPPED_ONLY": "1",  # _extension.install() checks where mlvfx was imported from
+    }
+    return subprocess.run(
+        [sys.executable, "-S", str(ROOT / "tests" / "bpy_scripts" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread() -> Iterator[None]:
     """Run a module's tests with one torch thread: on tiny grids, on a shared 2-core CI box, one
@@ -65,19 +92,7 @@ def run_in_blender(extension_zip: Path, tmp_path: Path) -> Callable[..., dict[st
         home.mkdir(exist_ok=True)
         work.mkdir(exist_ok=True)
         env = {**os.environ, "HOME": str(home), "MLVFX_CACHE_DIR": str(tmp_path / "cache")}
-        proc = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "tests" / "bpy_scripts" / script),
-                str(extension_zip),
-                str(work),
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-        )
+        proc = shipped_extension_run(script, str(extension_zip), str(work), *args, env=env, timeout=timeout)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
         result: dict[str, Any] = json.loads(line[len("RESULT ") :])

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import shipped_extension_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +22,9 @@ def test_zip_is_a_valid_extension_without_weights(extension_zip: Path) -> None:
         names = zf.namelist()
         manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())
     assert manifest["id"] == "mlvfx" and manifest["blender_version_min"] == "4.2.0"
+    # cp311 wheels: a Blender with another Python must refuse the zip, not fail on import.
+    assert manifest["blender_version_max"] == "5.1.0"
+    assert all("cp311" in w or "py3-none" in w for w in manifest["wheels"]), manifest["wheels"]
     assert set(manifest["permissions"]) == {"files", "network"}
     assert all(f"{w[2:]}" in names for w in manifest["wheels"])
     assert any(n.startswith("wheels/mlvfx-") for n in names)
@@ -38,13 +40,7 @@ def test_extension_end_to_end_in_blender(extension_zip: Path, tmp_path: Path) ->
     home.mkdir()
     work.mkdir()
     env = {**os.environ, "HOME": str(home), "MLVFX_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "bpy_scripts" / "addon_e2e.py"), str(extension_zip), str(work)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    proc = shipped_extension_run("addon_e2e.py", str(extension_zip), str(work), env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
     observed = json.loads(line[len("RESULT ") :])

@@ -110,9 +110,11 @@ def test_help_everywhere(capsys) -> None:
         assert out.startswith("usage: mlvfx") and "--json" in out, path
 
 
-def test_console_script_runs_as_a_real_process(photo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_console_script_runs_as_a_real_process(photo: Path, tmp_path: Path, how: str) -> None:
+    # ``python -m mlvfx`` (what the Houdini TOP nodes' farm commands run) is the console script.
     exe = Path(sys.executable).with_name("mlvfx")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "mlvfx.cli"]
+    cmd = [str(exe)] if exe.exists() and how == "script" else [sys.executable, "-m", "mlvfx"]
     env = {**os.environ, "MLVFX_MAX_PIXELS": "100"}
     proc = subprocess.run([*cmd, "info", str(photo)], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1
@@ -459,3 +461,35 @@ def test_a_refused_overwrite_names_the_flag_not_the_python_argument(
     assert (
         code == 1 and "already exists (use --overwrite to replace it)" in err and "overwrite=True" not in err
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "-o", ""],
+        ["data", "materials", "-o", " "],
+        ["train", "material", "--recipe", "r.json", "-o", ""],
+        ["eval", "sheet", "--truth", "t", "-o", ""],
+        ["smoke", "bench", "--plot", ""],
+    ],
+)
+def test_an_empty_output_path_is_a_usage_error_everywhere(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert "the output path is empty" in capsys.readouterr().err
+
+
+def test_usage_errors_give_the_json_error_document_too(capsys) -> None:
+    # A farm parsing stdout got nothing for argparse's own errors (a bad choice, a missing -o).
+    for argv in (["material", "a.png", "--method", "bogus", "--json"], ["--json", "texture", "grow", "x"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        captured = capsys.readouterr()
+        doc = json.loads(captured.out)
+        assert doc["error_type"] == "UsageError" and doc["exit_code"] == 2
+        assert doc["error"] in captured.err  # the same message as on stderr
+    with pytest.raises(SystemExit):
+        main(["material", "a.png", "--method", "bogus"])
+    assert capsys.readouterr().out == ""  # without --json stdout stays empty

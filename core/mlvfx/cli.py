@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from mlvfx import __version__
 from mlvfx.errors import Cancelled, ImageReadError, InputError, MlvfxError, OutOfMemoryError, out_of_memory
@@ -419,6 +419,17 @@ def _demo_smoke(outdir: Path, progress: ProgressFn | None) -> tuple[list[str], s
 # --- parser ------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (its subcommands' parsers are of the same class) that remembers its usage
+    error, so that ``--json`` gets its error document for those too."""
+
+    usage_error: str | None = None
+
+    def error(self, message: str) -> NoReturn:
+        _Parser.usage_error = message
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -433,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
     )
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="mlvfx",
         description="Machine-learning operators for VFX and texture artists.",
         parents=[common],
@@ -480,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--relief",
         type=float,
         default=0.01,
-        help="relief depth as a fraction of the image size (default: 0.01)",
+        help="classical: relief depth as a fraction of the image size (default: 0.01); learned: the "
+        "network predicts the relief, and this only scales the AO radius",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument(
@@ -510,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         default="mlvfx-demo",
+        type=output_path,
         help="output folder (a numbered sibling is used if it exists; default: ./mlvfx-demo)",
     )
     p.add_argument(
@@ -602,7 +615,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    _Parser.usage_error = None
+    try:
+        args = parser.parse_args(words)
+    except SystemExit as stop:  # argparse has printed usage and message on stderr
+        if stop.code == EXIT_USAGE and _Parser.usage_error and "--json" in words[: _end_of_options(words)]:
+            error = {"error": _Parser.usage_error, "error_type": "UsageError", "exit_code": EXIT_USAGE}
+            print(json.dumps(error, indent=2))
+        raise
     for flag in ("quiet", "json", "debug"):
         if not hasattr(args, flag):
             setattr(args, flag, False)
@@ -622,6 +643,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 os.close(devnull)
         return EXIT_BROKEN_PIPE
+
+
+def _end_of_options(words: list[str]) -> int:
+    return words.index("--") if "--" in words else len(words)
 
 
 def _stdout_closed() -> bool:

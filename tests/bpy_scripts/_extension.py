@@ -6,6 +6,7 @@ zip_path, work = install()  # from sys.argv: EXTENSION_ZIP WORKDIR
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,11 @@ def install() -> tuple[Path, Path]:
     )
     assert result == {"FINISHED"}, result
     assert MODULE in bpy.context.preferences.addons, list(bpy.context.preferences.addons.keys())
+    if os.environ.get("MLVFX_SHIPPED_ONLY"):  # the core under test is the wheel the zip carries
+        import mlvfx
+
+        where = Path(mlvfx.__file__).resolve()
+        assert "extensions" in where.parts and ".local" in where.parts, f"mlvfx imported from {where}"
     return zip_path, work
 
 

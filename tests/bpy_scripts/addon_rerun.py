@@ -219,9 +219,13 @@ resolve = importlib.import_module("mlvfx.zoo.resolve")
 bpy.context.preferences.addons[MODULE].preferences.offline = True
 panels._model_note.clear()
 real_checkout = resolve.checkout_zoo_dir
-resolve.checkout_zoo_dir = lambda: None  # this test runs from a checkout, whose model_zoo is a mirror
+resolve.checkout_zoo_dir = lambda: None  # run from a checkout, its model_zoo would be a mirror
+startup_env = importlib.import_module(MODULE + ".preferences")._startup_env
+studio_mirror = startup_env.pop("MLVFX_ZOO_MIRRORS", None)  # the tests' stand-in for a studio mirror
 observed["offline_note"] = panels.learned_model_note(bpy.context)
 resolve.checkout_zoo_dir = real_checkout
+if studio_mirror is not None:
+    startup_env["MLVFX_ZOO_MIRRORS"] = studio_mirror
 assert "Offline, and the material" in str(observed["offline_note"]), observed["offline_note"]
 panels._model_note.clear()
 prefs = bpy.context.preferences.addons[MODULE].preferences

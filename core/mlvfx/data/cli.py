@@ -6,6 +6,7 @@ import argparse
 import json
 
 from mlvfx.errors import InputError
+from mlvfx.io.atomic import output_path
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--count", type=int, required=True, help="number of sample indices to cover")
     p.add_argument("--size", type=int, default=256, help="square resolution in pixels (default 256)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "-o", "--out", "--output", dest="out", type=output_path, required=True, help="output folder"
+    )
     p.add_argument(
         "--families",
         nargs="+",

@@ -7,6 +7,7 @@ import json
 import sys
 
 from mlvfx.eval.material import MAPS
+from mlvfx.io.atomic import output_path
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     s.add_argument("--truth", required=True, help="sample folders with lit.png (+ truth maps if any)")
     s.add_argument("--pred", default=None, help="prediction folder mirroring --truth")
-    s.add_argument("--out", required=True, help="output PNG")
+    s.add_argument("-o", "--out", "--output", dest="out", type=output_path, required=True, help="output PNG")
     s.add_argument("--maps", nargs="+", default=list(MAPS), choices=list(MAPS), help="maps to show")
     s.add_argument("--tile", type=int, default=160, help="tile size in pixels (default 160)")
     s.add_argument("--limit", type=int, default=None, help="at most this many rows")

@@ -136,10 +136,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=("clean", "border"),
         default="clean",
         help="what air enters the surrogate's coarse grid through open walls (default: clean, as "
-        "hosts and `smoke run` use; border: the reference's convention, used up to stop 14)",
+        "hosts and `smoke run` use; border: the reference's convention, as in older benchmark runs)",
     )
-    b.add_argument("--plot", type=Path, default=None, help="write the error curves as a PNG")
-    b.add_argument("--out-json", type=Path, default=None, help="write the full result as JSON")
+    b.add_argument("--plot", type=output_path, default=None, help="write the error curves as a PNG")
+    b.add_argument("--out-json", type=output_path, default=None, help="write the full result as JSON")
     b.add_argument("--overwrite", action="store_true", help="replace existing --plot / --out-json files")
     b.set_defaults(func=cmd_bench)
 
