@@ -10,6 +10,7 @@ import importlib.util
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -308,10 +309,17 @@ def build_material_nodes(
     source: bpy.types.Node | None,
     normal_strength: float,
     height_mode: str,
-    relief: float,
+    relief: Relief,
     label: str,
 ) -> tuple[dict[str, bpy.types.Node], list[str]]:
     """Add image nodes for the maps and wire them into the Principled BSDF.
+
+    The normal map and the height carry the same relief, so only one of them shades the surface:
+    ``height_mode`` "NONE" links the normal map; "DISPLACEMENT" links the height to the Material
+    Output's displacement with method "Displacement and Bump", and leaves the normal map in the
+    frame unlinked (linked as well, the relief showed twice in EEVEE and on subdivided meshes in
+    Cycles); "BUMP" links a Bump node fed by the height instead of the normal map. Where an
+    artist's own link keeps our displacement out, the normal map is linked after all.
 
     The frame records ``source`` so that a later run can replace these maps
     (:func:`remove_earlier_maps`). A run without displacement disconnects an earlier mlvfx
@@ -382,23 +390,23 @@ def build_material_nodes(
         height = image_node("height", row)
         if height_mode == "BUMP":
             bump = add("ShaderNodeBump", "bump", 560, row + 140, "Bump")
-            bump.inputs["Distance"].default_value = relief
+            bump.inputs["Distance"].default_value = relief.bump_distance
             tree.links.new(height.outputs["Color"], bump.inputs["Height"])
-            if normal_out is not None:
-                tree.links.new(normal_out, bump.inputs["Normal"])
+            _set_aside(created.get("normal_map"), "the Bump carries this relief")
             normal_out = bump.outputs["Normal"]
         else:
             disp = add("ShaderNodeDisplacement", "displacement", 320, row, "Displacement")
             disp.inputs["Midlevel"].default_value = 0.5
-            disp.inputs["Scale"].default_value = relief
+            disp.inputs["Scale"].default_value = relief.displacement_scale
             tree.links.new(height.outputs["Color"], disp.inputs["Height"])
             # The render setting changes only when our displacement is the one connected.
-            if wiring.link(disp.outputs["Displacement"], output.inputs["Displacement"]) and hasattr(
-                material, "displacement_method"
-            ):
-                if DISPLACEMENT_KEY not in material:  # the artist's own setting, given back later
-                    material[DISPLACEMENT_KEY] = material.displacement_method
-                material.displacement_method = "BOTH"
+            if wiring.link(disp.outputs["Displacement"], output.inputs["Displacement"]):
+                if hasattr(material, "displacement_method"):
+                    if DISPLACEMENT_KEY not in material:  # the artist's own setting, given back later
+                        material[DISPLACEMENT_KEY] = material.displacement_method
+                    material.displacement_method = "BOTH"
+                _set_aside(created.get("normal_map"), "the displacement carries this relief")
+                normal_out = None
     if normal_out is not None:
         wiring.link(normal_out, bsdf.inputs["Normal"])
     if "displacement" not in created:  # an earlier run's displacement must not keep driving the render
@@ -409,6 +417,54 @@ def build_material_nodes(
     if note:
         warnings.append(note)
     return created, warnings
+
+
+def _set_aside(node: bpy.types.Node | None, why: str) -> None:
+    """Leave our Normal Map node in the frame, unlinked, saying why (an artist may link it instead)."""
+    if node is not None:
+        node.label = f"Normal Map (unlinked: {why})"
+
+
+@dataclass(frozen=True)
+class Relief:
+    """How deep the height map's [0, 1] range is on the surface: the Displacement node's Scale (object
+    space) and the Bump node's Distance (world space)."""
+
+    displacement_scale: float
+    bump_distance: float
+    note: str
+
+
+# Blender's default plane and cube are 2 units across: the size assumed for one texture repeat when
+# no selected object uses the material.
+DEFAULT_REPEAT = 2.0
+
+
+def relief_for(depth_fraction: float, obj: bpy.types.Object | None, material: bpy.types.Material) -> Relief:
+    """The relief on the surface for a height map whose full range is ``depth_fraction`` of the
+    image's larger side (what the normal map was made with). One texture repeat is taken to span
+    ``obj``'s largest extent when ``obj`` is a mesh using ``material`` (UVs from 0 to 1, as a new
+    plane or an unwrapped panel has), else :data:`DEFAULT_REPEAT` units."""
+    uses = (
+        obj is not None
+        and obj.type == "MESH"
+        and any(slot.material == material for slot in obj.material_slots)
+    )
+    if not uses:
+        depth = depth_fraction * DEFAULT_REPEAT
+        assumed = f"a texture repeat assumed {DEFAULT_REPEAT:g} units"
+        return Relief(depth, depth, f"relief {depth:.4g} units ({assumed})")
+    assert obj is not None
+    world = max(obj.dimensions)
+    scale = max(abs(v) for v in obj.scale) or 1.0
+    local = world / scale
+    if world <= 0:
+        depth = depth_fraction * DEFAULT_REPEAT
+        return Relief(depth, depth, f"relief {depth:.4g} units ({obj.name!r} has no size)")
+    over = f"one texture repeat over {obj.name!r}, {world:.4g} units"
+    return Relief(
+        depth_fraction * local, depth_fraction * world, f"relief {depth_fraction * world:.4g} units ({over})"
+    )
 
 
 def source_id(node: bpy.types.Node) -> str:

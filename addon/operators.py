@@ -202,6 +202,7 @@ class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.
             "height_mode": settings.height_mode,
             "pack": settings.pack,
             "replace": settings.replace,
+            "object": context.object.name if getattr(context, "object", None) is not None else "",
         }
 
     @staticmethod
@@ -239,20 +240,24 @@ class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.
                 want = f"{plan['label']}_{role}"
                 if image.name != want and want not in bpy.data.images:
                     image.name = want
+        height, width = next(iter(result.maps.values())).shape[:2]
+        on = bpy.data.objects.get(plan.get("object", ""))
+        relief = bridge.relief_for(result.height_scale_px / max(height, width), on, material)
         _, warnings = bridge.build_material_nodes(
             material,
             images,
             source=source,
             normal_strength=plan["normal_strength"],
             height_mode=plan["height_mode"],
-            relief=0.02,
+            relief=relief,
             label=f"mlvfx: {plan['label']}",
         )
         for warning in warnings:
             self.report({"WARNING"}, warning)
         where = "packed into the .blend" if must_pack else str(folder)
         again = f"; replaced the earlier run's {replaced} nodes" if replaced else ""
-        self.report({"INFO"}, f"mlvfx: {len(images)} maps for {material.name!r} ({where}){again}")
+        depth = f"; {relief.note}" if "height" in images and plan["height_mode"] != "NONE" else ""
+        self.report({"INFO"}, f"mlvfx: {len(images)} maps for {material.name!r} ({where}){again}{depth}")
         return {"FINISHED"}
 
 

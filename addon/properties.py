@@ -33,9 +33,18 @@ class MLVFX_PG_material(bpy.types.PropertyGroup):
     height_mode: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Height",
         items=(
-            ("DISPLACEMENT", "Displacement", "Height drives the Material Output's Displacement"),
-            ("BUMP", "Bump", "Height drives a Bump node on top of the normal map"),
-            ("NONE", "None", "Don't use the height map"),
+            (
+                "DISPLACEMENT",
+                "Displacement",
+                "Height drives the Material Output's Displacement (Displacement and Bump); the normal "
+                "map stays in the frame unlinked, as both carry the same relief",
+            ),
+            (
+                "BUMP",
+                "Bump",
+                "Height drives a Bump node in place of the normal map (which stays in the frame unlinked)",
+            ),
+            ("NONE", "None", "The normal map alone shades the relief; no height map is made"),
         ),
         default="DISPLACEMENT",
     )

@@ -61,7 +61,10 @@ tagged = {n.get("mlvfx_map"): n for n in tree.nodes if n.get("mlvfx_map")}
 observed["new_nodes"] = sorted(tagged)
 albedo, normal_img, height_img, rough_img = (tagged[k] for k in ("albedo", "normal", "height", "roughness"))
 assert source_of(bsdf.inputs["Base Color"]) == albedo
-assert source_of(bsdf.inputs["Normal"]) == tagged["normal_map"]
+# The displacement carries the relief, so the normal map made from the same relief is set aside
+# (both linked, the relief showed twice), ready in the frame for an artist who prefers it.
+assert not bsdf.inputs["Normal"].is_linked and not tagged["normal_map"].outputs["Normal"].is_linked
+assert "unlinked" in tagged["normal_map"].label
 assert source_of(tagged["normal_map"].inputs["Color"]) == normal_img
 output = next(n for n in tree.nodes if n.bl_idname == "ShaderNodeOutputMaterial")
 assert source_of(output.inputs["Displacement"]) == tagged["displacement"]
@@ -88,8 +91,14 @@ for key in ("albedo", "normal", "height", "roughness"):
     assert tagged[key].image != photo.image
 observed["files"] = sorted(p.name for p in (work / "textures" / "mlvfx").rglob("*") if p.is_file())
 (meta_file,) = (work / "textures" / "mlvfx").rglob("material.json")
-observed["quality"] = json.loads(meta_file.read_text())["quality"]
+meta = json.loads(meta_file.read_text())
+observed["quality"] = meta["quality"]
 assert observed["quality"] == "high", observed["quality"]
+# No object uses the material: one texture repeat is taken as 2 units (Blender's default plane), and
+# the displacement is as deep as the relief the normal map was made with.
+depth = meta["height_scale_px"] / max(meta["width"], meta["height"]) * 2.0
+observed["displacement_scale"] = [tagged["displacement"].inputs["Scale"].default_value, depth]
+assert abs(tagged["displacement"].inputs["Scale"].default_value - depth) < 1e-6 * max(depth, 1), observed
 
 
 def pixels(image: bpy.types.Image) -> np.ndarray:

@@ -110,7 +110,13 @@ tree.nodes.remove(tree.nodes["Principled BSDF"])
 emission = tree.nodes.new("ShaderNodeEmission")
 tree.links.new(emission.outputs["Emission"], tree.nodes["Material Output"].inputs["Surface"])
 _, warnings = bridge.build_material_nodes(
-    glow, {}, source=None, normal_strength=1.0, height_mode="NONE", relief=0.02, label="test"
+    glow,
+    {},
+    source=None,
+    normal_strength=1.0,
+    height_mode="NONE",
+    relief=bridge.Relief(0.02, 0.02, ""),
+    label="t",
 )
 observed["non_principled_warning"] = warnings
 assert any("no Principled BSDF behind it" in w for w in warnings), warnings
@@ -130,7 +136,7 @@ _, warnings = bridge.build_material_nodes(
     source=None,
     normal_strength=1.0,
     height_mode="NONE",
-    relief=0.02,
+    relief=bridge.Relief(0.02, 0.02, ""),
     label="t",
 )
 assert warnings == [] and principled.inputs["Base Color"].is_linked, warnings

@@ -84,7 +84,28 @@ settings.height_mode = "BUMP"
 assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
 observed["kept_frames"] = frames()
 assert frames() == 2 and not disp_socket.is_linked and mat.displacement_method == original_method
+# Bump in place of the normal map (both from one relief: stacked, the relief showed twice).
+bsdf_normal = mat.node_tree.nodes["Principled BSDF"].inputs["Normal"]
+bump = bsdf_normal.links[0].from_node
+assert bump.bl_idname == "ShaderNodeBump" and bump.inputs["Height"].is_linked
+assert not bump.inputs["Normal"].is_linked
 settings.replace = True
+
+# -- the relief follows the object the material is on: one texture repeat over its largest side -----
+plane_mesh = bpy.data.meshes.new("Slab")
+plane_mesh.from_pydata([(-3, -2, 0), (3, -2, 0), (3, 2, 0), (-3, 2, 0)], [], [(0, 1, 2, 3)])
+slab = bpy.data.objects.new("Slab", plane_mesh)
+bpy.context.scene.collection.objects.link(slab)
+slab.data.materials.append(mat)
+slab.scale = (2.0, 2.0, 2.0)
+bpy.context.view_layer.update()
+relief = bridge.relief_for(0.01, slab, mat)
+observed["slab_relief"] = [relief.displacement_scale, relief.bump_distance]
+assert abs(relief.displacement_scale - 0.06) < 1e-6 and abs(relief.bump_distance - 0.12) < 1e-6, relief
+other = bpy.data.materials.new("Other")
+assert bridge.relief_for(0.01, slab, other).displacement_scale == 0.01 * bridge.DEFAULT_REPEAT
+bpy.data.objects.remove(slab)
+bpy.data.materials.remove(other)
 
 # -- a displacement method the artist chose after our run is theirs: not "restored" over ------------
 settings.replace = True

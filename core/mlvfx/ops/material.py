@@ -57,6 +57,12 @@ class MaterialResult:
     relief_px: float
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def height_scale_px(self) -> float:
+        """Pixels of relief per unit of the height map: ``height * height_scale_px`` is the surface
+        the normal map shows, in pixels (both methods; 0 for a flat result)."""
+        return float(self.meta.get("height_scale_px", self.relief_px))
+
 
 def parse_maps(maps: str | Iterable[str]) -> tuple[str, ...]:
     """Validate map names (a comma-separated string or an iterable) and return them in canonical order."""
@@ -166,6 +172,7 @@ def material(
         normal_convention=normal_convention,
         tileable=tileable,
         relief_px=relief_px,
+        meta={"height_scale_px": relief_px},
     )
 
 
