@@ -311,6 +311,7 @@ def build_material_nodes(
     height_mode: str,
     relief: Relief,
     label: str,
+    albedo_alpha: bool = False,
 ) -> tuple[dict[str, bpy.types.Node], list[str]]:
     """Add image nodes for the maps and wire them into the Principled BSDF.
 
@@ -320,6 +321,9 @@ def build_material_nodes(
     frame unlinked (linked as well, the relief showed twice in EEVEE and on subdivided meshes in
     Cycles); "BUMP" links a Bump node fed by the height instead of the normal map. Where an
     artist's own link keeps our displacement out, the normal map is linked after all.
+
+    ``albedo_alpha``: the albedo carries the photo's alpha (a decal, a cut-out leaf); it drives the
+    BSDF's Alpha.
 
     The frame records ``source`` so that a later run can replace these maps
     (:func:`remove_earlier_maps`). A run without displacement disconnects an earlier mlvfx
@@ -372,6 +376,8 @@ def build_material_nodes(
             colour = mix.outputs[2]
             row -= 280
         wiring.link(colour, bsdf.inputs["Base Color"])
+        if albedo_alpha and "Alpha" in bsdf.inputs:
+            wiring.link(albedo.outputs["Alpha"], bsdf.inputs["Alpha"])
         row -= 280
     if "roughness" in images:
         rough = image_node("roughness", row)

@@ -251,6 +251,7 @@ class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.
             height_mode=plan["height_mode"],
             relief=relief,
             label=f"mlvfx: {plan['label']}",
+            albedo_alpha="albedo" in result.maps and result.maps["albedo"].shape[2] == 4,
         )
         for warning in warnings:
             self.report({"WARNING"}, warning)

@@ -286,3 +286,27 @@ def test_quality_high_stops_within_a_pass_when_cancelled(monkeypatch) -> None:
     with pytest.raises(Cancelled):
         material(relief_photo(64), ["normal"], method="learned", quality="high", cancel=token)
     assert len(calls) == 2
+
+
+def test_material_json_tells_an_importer_how_to_read_each_file(tmp_path) -> None:
+    # A pipeline reading the folder needs the colour space of each file (Blender's default for a
+    # 16-bit PNG is sRGB, wrong for normals) and one height scale that means the same for both methods.
+    import json
+
+    from mlvfx.ops.material import material, write_material
+
+    rng = np.random.default_rng(1)
+    result = material(
+        rng.random((32, 40, 3), dtype=np.float32), "normal,height,albedo,roughness", method="classical"
+    )
+    write_material(result, tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "material.json").read_text())
+    assert meta["colorspaces"] == {
+        "normal.png": "Non-Color",
+        "height.exr": "Non-Color",
+        "height16.png": "Non-Color",
+        "albedo.png": "sRGB",
+        "roughness.png": "Non-Color",
+    }
+    assert meta["normal_encoding"].startswith("rgb = n * 0.5 + 0.5")
+    assert meta["height_scale_px"] == result.height_scale_px == result.relief_px == 0.01 * 40

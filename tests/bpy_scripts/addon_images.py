@@ -66,6 +66,13 @@ again, _ = read_image(bpy.path.abspath(bpy.data.images["decal16_seamless_seamles
 observed["decal_rgb"] = [round(float(values[..., :3].mean()), 4), round(float(again[..., :3].mean()), 4)]
 assert all(abs(v - 0.5) < 2e-3 for v in observed["decal_rgb"]), observed["decal_rgb"]  # was 0.25, 0.125
 assert abs(float(values[..., 3].mean()) - 0.5) < 2e-3
+# Its material: the albedo keeps the alpha and drives the BSDF's Alpha (the decal stays a decal).
+mat.node_tree.nodes["Photo"].image = decal
+bpy.context.scene.mlvfx_material.method = "classical"
+assert bpy.ops.mlvfx.generate_material(material="Decal", node="Photo") == {"FINISHED"}
+alpha_in = mat.node_tree.nodes["Principled BSDF"].inputs["Alpha"]
+observed["decal_alpha_from"] = alpha_in.links[0].from_node.get(bridge.TAG) if alpha_in.is_linked else None
+assert observed["decal_alpha_from"] == "albedo", observed["decal_alpha_from"]
 
 # -- a float image with alpha written as EXR comes back with the same straight colour --------------
 hdr = rgba.copy()

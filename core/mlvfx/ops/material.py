@@ -260,6 +260,20 @@ def _learned(
     )
 
 
+# How a host must read each file: colour maps are sRGB-encoded, data maps raw (Blender's names;
+# Houdini: gamma 1 / Raw).
+COLORSPACE_NAMES = {"color": "sRGB", "data": "Non-Color"}
+NORMAL_ENCODING = "rgb = n * 0.5 + 0.5, tangent space (see normal_convention)"
+
+
+def file_notes(colorspaces: dict[str, str], has_normal: bool) -> dict[str, Any]:
+    """``material.json``'s notes for importers: each file's colour space and the encodings."""
+    notes: dict[str, Any] = {"colorspaces": colorspaces}
+    if has_normal:
+        notes["normal_encoding"] = NORMAL_ENCODING
+    return notes
+
+
 def output_files(maps: Iterable[str]) -> list[str]:
     """File names that :func:`write_material` writes for these maps (the metadata file included)."""
     files = []
@@ -297,10 +311,13 @@ def write_material(
     written: dict[str, Path] = {}
     blobs: list[tuple[Path, bytes]] = []
 
+    colorspaces: dict[str, str] = {}
+
     def add(key: str, file: str, data: npt.ArrayLike, kind: Kind, depth: int) -> None:
         path = folder / file
         blobs.append((path, encode_image(data, path.suffix, kind=kind, bit_depth=depth, name=str(path))))
         written[key] = path
+        colorspaces[file] = COLORSPACE_NAMES[kind]
 
     for name, array in result.maps.items():
         file, kind, depth = MAP_FILES[name]
@@ -318,6 +335,7 @@ def write_material(
         "width": int(any_map.shape[1]),
         "height": int(any_map.shape[0]),
         "maps": {k: v.name for k, v in written.items()},
+        **file_notes(colorspaces, "normal" in result.maps),
         **result.meta,
     }
     written["meta"] = folder / META_FILE

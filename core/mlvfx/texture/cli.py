@@ -226,6 +226,7 @@ def write_maps(
             files.append((out / HEIGHT_PNG, (arr - lo) / max(hi - lo, 1e-12), "data", 16))
     from mlvfx.io.atomic import write_files_atomic
     from mlvfx.io.image import encode_image
+    from mlvfx.ops.material import COLORSPACE_NAMES, file_notes
 
     blobs = [
         (
@@ -250,6 +251,10 @@ def write_maps(
         "width": int(any_map.shape[1]),
         "height": int(any_map.shape[0]),
         "maps": {p.stem: p.name for p in written},
+        **file_notes(
+            {t.name: COLORSPACE_NAMES["color" if kind == "color" else "data"] for t, _, kind, _ in files},
+            "normal" in maps,
+        ),
     }
     every = sources or [source]
     if len(every) > 1:
