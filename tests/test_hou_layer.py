@@ -284,6 +284,7 @@ class Cop2Node(OpNode):
     def setPixelsOfCookingPlaneFromString(
         self, values, component=None, interleaved=True, depth=None, flip_vertically=False
     ):
+        assert depth == "float32", depth  # float32 bytes, whatever the plane's own depth
         self.written = (values, flip_vertically)
 
 
@@ -307,6 +308,7 @@ def make_fake_hou(frame=1, fps=24.0):
     ):
         setattr(hou, obj.__name__, obj)
     hou.attribType = types.SimpleNamespace(Prim="prim", Point="point")
+    hou.imageDepth = types.SimpleNamespace(Float32="float32", Int8="int8")
     hou.state = {"frame": frame}
     hou.fps = lambda: fps
     hou.intFrame = lambda: hou.state["frame"]

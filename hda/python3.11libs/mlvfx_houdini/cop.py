@@ -172,7 +172,12 @@ def cook(cop_node: hou.Cop2Node, plane: str, resolution: tuple[int, int]) -> Non
         with interruptible("mlvfx material maps") as (progress, cancel):
             rgb = map_to_rgb(compute(request, progress, cancel).maps, name)
         rgb = fit_resolution(rgb, resolution)
-        cop_node.setPixelsOfCookingPlaneFromString(rgb.tobytes(), flip_vertically=True)
+        import hou
+
+        # The bytes are float32: said explicitly, as the plane's own depth may be 8 or 16 bits.
+        cop_node.setPixelsOfCookingPlaneFromString(
+            rgb.tobytes(), depth=hou.imageDepth.Float32, flip_vertically=True
+        )
 
 
 def fit_resolution(rgb: npt.NDArray[np.float32], resolution: tuple[int, int]) -> npt.NDArray[np.float32]:
