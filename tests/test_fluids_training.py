@@ -69,6 +69,32 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
     return recipe_path, data, tmp / "run"
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("model", "factor", 0, "factor must be >= 1"),
+        ("train", "curriculum", [[0]], "curriculum must be a list"),
+        ("train", "curriculum", [["a", 2]], "curriculum must be a list"),
+        ("train", "log_every", 0, "log_every >= 1"),
+        ("train", "lr", -1.0, "lr >= 0"),
+        ("data", "eval_steps", [], "eval_steps must be a non-empty list"),
+        (None, "seed", 2**70, "0..2\\*\\*32-1"),
+        ("data", "train_seed", -5, "0..2\\*\\*32-1"),
+    ],
+)
+def test_recipe_values_training_cannot_use_are_refused_up_front(
+    tmp_path: Path, section: str | None, key: str, value: object, message: str
+) -> None:
+    # Each passed validation and failed later as an internal error, after the shots were made (audit).
+    recipe = json.loads(json.dumps(TINY))
+    (recipe if section is None else recipe[section])[key] = value
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(recipe))
+    with pytest.raises(InputError, match=message) as err:
+        load_smoke_recipe(path)
+    assert err.value.path == str(path)
+
+
 def test_recipe_validation(tmp_path: Path) -> None:
     recipe = load_smoke_recipe(write_recipe(tmp_path / "ok.json"))
     assert recipe.data.families == ("plume", "obstacle") and recipe.train.curriculum == ((0, 2), (0.5, 3))

@@ -861,3 +861,66 @@ def test_an_interrupt_mid_update_leaves_the_last_checkpoint_alone(
     assert not (tmp_path / "cut" / "checkpoint.pt").exists()
     events = [json.loads(line) for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
     assert not any(e["event"] == "interrupted" for e in events)
+
+
+def test_an_interrupt_inside_the_forward_pass_resumes_to_the_uninterrupted_weights(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The forward pass had already moved BatchNorm's running statistics when Ctrl-C came: the
+    # checkpoint held step t-1's weights with step t's statistics, and the resume differed (audit).
+    from safetensors.torch import load_file
+
+    from mlvfx.train import material as trainer
+
+    recipe = _tiny_recipe(steps=3)
+    full = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "full", export_onnx=False)
+    calls = {"n": 0}
+    real = trainer.compute_losses
+
+    def interrupt_the_third(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:  # step 3's forward pass has run, its loss not yet
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "compute_losses", interrupt_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        train_material(recipe, data_dir=dataset, out_dir=tmp_path / "cut", export_onnx=False)
+    monkeypatch.setattr(trainer, "compute_losses", real)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 2
+    done = train_material(recipe, data_dir=dataset, out_dir=tmp_path / "cut", resume=True, export_onnx=False)
+    assert full.weights is not None and done.weights is not None
+    a, b = load_file(str(full.weights)), load_file(str(done.weights))
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "message"),
+    [
+        ("train", "log_every", 0, "log_every >= 1"),
+        ("model", "widths", [], "widths must be a list"),
+        ("model", "widths", [0, 8], "widths must be a list"),
+        ("model", "widths", ["a"], "widths must be a list"),
+        ("model", "blocks", 0, "blocks >= 1"),
+        ("model", "context", -4, "context >= 0"),
+        ("train", "crop", 33, "multiple of 16"),
+        (None, "seed", -1, "0..2\\*\\*32-1"),
+        (None, "seed", 2**70, "0..2\\*\\*32-1"),
+        ("data", "seed", -3, "0..2\\*\\*32-1"),
+        ("train", "lr_min", -1, "lr_min >= 0"),
+        ("train", "budget_minutes", -1, "budget_minutes > 0"),
+        ("loss", "normal", -1.0, "loss weights must be >= 0: normal"),
+    ],
+)
+def test_recipe_values_training_cannot_use_are_refused_up_front(
+    tmp_path: Path, section: str | None, key: str, value: object, message: str
+) -> None:
+    # Each was accepted and failed later as an internal error (after rendering, and after
+    # --overwrite had removed the earlier run), or trained nothing and exited 0 (audit).
+    d = load_recipe(ROOT / "model_zoo/recipes/material_v1.json").to_dict()
+    (d if section is None else d[section])[key] = value
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(d))
+    with pytest.raises(InputError, match=message) as err:
+        load_recipe(path)
+    assert err.value.path == str(path)

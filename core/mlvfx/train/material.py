@@ -317,6 +317,7 @@ def train_material(
     last: dict[str, float] = {}
     net.train()
     updating = False
+    counted_buffers: dict[str, torch.Tensor] | None = None
     try:
         while step < total_steps:
             if prior_seconds + time.monotonic() - t0 >= budget_s:
@@ -338,6 +339,9 @@ def train_material(
                 roots=first_roots if step < t.first_steps else None,
             )
             batch = {k: v.to(dev) for k, v in raw.items()}
+            # The forward pass updates BatchNorm's running statistics before the step counts: an
+            # interrupt from here on saves the statistics the counted steps left.
+            counted_buffers = {k: b.clone() for k, b in net.named_buffers()}
             target: torch.Tensor | None = None
             if teacher is not None:
                 with torch.no_grad():
@@ -356,6 +360,7 @@ def train_material(
             opt.step()
             step += 1
             updating = False
+            counted_buffers = None
             last = {k: float(v.detach()) for k, v in terms.items()}
             if step % t.log_every == 0 or step == total_steps:
                 emit(
@@ -382,6 +387,10 @@ def train_material(
         # Ctrl-C, or SIGTERM from a farm's scheduler (the CLI raises it as an interrupt): keep the
         # steps done since the last periodic checkpoint, unless the weights were mid-update.
         if step > start and not updating:
+            if counted_buffers is not None:  # mid-step: a resume reruns this step from the start
+                with torch.no_grad():
+                    for name, buffer in net.named_buffers():
+                        buffer.copy_(counted_buffers[name])
             _save_checkpoint(ckpt, net, opt, step, prior_seconds + time.monotonic() - t0, recipe, light_head)
             emit({"event": "interrupted", "step": step, "checkpoint": True})
         raise

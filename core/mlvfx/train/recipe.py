@@ -156,11 +156,19 @@ def recipe_section(cls: type[Any], raw: Any, where: str, path: Path | None) -> A
                 raise InputError(f"recipe section {where!r}: {key!r} must be a list", path)
             kw[key] = tuple(str(f) for f in kw[key])
     if "widths" in kw:
-        kw["widths"] = tuple(int(w) for w in kw["widths"])
+        widths = kw["widths"]
+        if not isinstance(widths, tuple) or not widths or not all(_whole(w) and w >= 1 for w in widths):
+            raise InputError(
+                f"recipe {where}.widths must be a list of whole numbers >= 1, got {widths!r}", path
+            )
     try:
         return cls(**kw)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise InputError(f"bad recipe section {where!r}: {exc}", path) from None
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_types(cls: type[Any], kw: dict[str, Any], where: str, path: Path | None) -> None:
@@ -235,8 +243,10 @@ def recipe_from_dict(d: dict[str, Any], path: Path | None = None) -> Recipe:
     if unknown:
         raise InputError(f"unknown top-level recipe key(s): {', '.join(unknown)}", path)
     check_recipe_name(d.get("name"), path)
-    if not isinstance(d.get("seed"), int) or isinstance(d.get("seed"), bool):
+    if not _whole(d.get("seed")):
         raise InputError("a recipe needs a string 'name' and an integer 'seed'", path)
+    if not 0 <= d["seed"] < 2**32:
+        raise InputError(f"recipe seed must be in 0..2**32-1, got {d['seed']}", path)
     recipe = Recipe(
         name=d["name"],
         seed=d["seed"],
@@ -262,7 +272,28 @@ def recipe_from_dict(d: dict[str, Any], path: Path | None = None) -> Recipe:
         name = other[1:]
         if not other.startswith("@") or not name or any(c in name for c in "/\\") or name in (".", ".."):
             raise InputError(f"recipe data.also entries must be '@<recipe name>', got {other!r}", path)
+    m = recipe.model
+    if m.blocks < 1 or m.context < 0 or m.detail < 0:
+        raise InputError("recipe 'model' needs blocks >= 1, context >= 0 and detail >= 0", path)
+    if not 0 <= recipe.data.seed < 2**32:
+        raise InputError(f"recipe data.seed must be in 0..2**32-1, got {recipe.data.seed}", path)
     t = recipe.train
+    multiple = 2 ** (len(m.widths) - 1)
+    if t.crop % multiple:
+        raise InputError(
+            f"recipe train.crop must be a multiple of {multiple} (the model's {len(m.widths) - 1} "
+            f"downsamplings), got {t.crop}",
+            path,
+        )
+    if t.log_every < 1 or t.val_samples < 0 or t.warmup < 0:
+        raise InputError("recipe 'train' needs log_every >= 1, val_samples >= 0 and warmup >= 0", path)
+    if t.lr_min < 0 or t.budget_minutes <= 0 or t.checkpoint_minutes < 0:
+        raise InputError(
+            "recipe 'train' needs lr_min >= 0, budget_minutes > 0 and checkpoint_minutes >= 0", path
+        )
+    negative = [f.name for f in fields(LossSpec) if getattr(recipe.loss, f.name) < 0]
+    if negative:
+        raise InputError(f"recipe loss weights must be >= 0: {', '.join(negative)}", path)
     if not 0.0 <= t.illumination <= 2.0:
         raise InputError(f"recipe train.illumination must be in 0..2, got {t.illumination}", path)
     if t.steps < 1 or t.batch < 1 or t.crop < 16 or t.lr <= 0 or t.threads < 1:

@@ -226,10 +226,38 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
     problems = []
     if r.dims not in (2, 3):
         problems.append(f"dims must be 2 or 3, got {r.dims}")
+    if not all(0 <= seed < 2**32 for seed in (r.seed, r.data.train_seed, r.data.val_seed)):
+        problems.append("seed, data.train_seed and data.val_seed must be in 0..2**32-1")
     if any(f not in SCENARIO_NAMES for f in r.data.families) or not r.data.families:
         problems.append(f"families must be among {', '.join(SCENARIO_NAMES)}")
-    if r.data.res % r.model.factor or r.data.res // r.model.factor < 8:
+    if r.model.factor < 1:
+        problems.append(f"model.factor must be >= 1, got {r.model.factor}")
+    elif r.data.res % r.model.factor or r.data.res // r.model.factor < 8:
         problems.append(f"res {r.data.res} must be a multiple of factor {r.model.factor}, >= 8 coarse cells")
+    if not r.data.eval_steps or not all(_whole(s) and s >= 1 for s in r.data.eval_steps):
+        problems.append("data.eval_steps must be a non-empty list of whole numbers >= 1")
+    pairs = r.train.curriculum
+    if not all(
+        isinstance(pair, tuple)
+        and len(pair) == 2
+        and isinstance(pair[0], (int, float))
+        and not isinstance(pair[0], bool)
+        and 0 <= pair[0] <= 1
+        and _whole(pair[1])
+        and pair[1] >= 1
+        for pair in pairs
+    ):
+        raise InputError(
+            "train.curriculum must be a list of [fraction of iterations in 0..1, unroll >= 1] pairs",
+            path=path,
+        )
+    t = r.train
+    if t.log_every < 1 or t.lr < 0 or t.lr_min < 0 or t.budget_minutes <= 0 or t.checkpoint_minutes < 0:
+        problems.append(
+            "train needs log_every >= 1, lr >= 0, lr_min >= 0, budget_minutes > 0 and checkpoint_minutes >= 0"
+        )
+    if min(r.upres.lr, r.vupres.lr, r.upres.lr_min, r.vupres.lr_min) < 0:
+        problems.append("upres and vupres need lr and lr_min >= 0")
     if r.data.train_shots < 1 or r.data.val_shots < 1:
         problems.append("train_shots and val_shots must be >= 1")
     train_seeds = set(range(r.data.train_seed, r.data.train_seed + r.data.train_shots))
@@ -273,6 +301,10 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
         problems.append("vupres training seeds overlap the validation or benchmark seeds")
     if problems:
         raise InputError("; ".join(problems), path=path)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 BENCH_SEED = 5000
