@@ -355,21 +355,29 @@ def test_json_errors_are_a_json_document_too(tmp_path: Path, capsys) -> None:
     assert doc["exit_code"] == 1 and doc["error_type"] == "ImageReadError" and "broken.png" in doc["error"]
 
 
-def test_sigterm_cancels_like_ctrl_c(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("name", "code", "said"), [("SIGTERM", 143, "terminated"), ("SIGHUP", 129, "hung up")]
+)
+def test_sigterm_and_sighup_cancel_like_ctrl_c(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, name: str, code: int, said: str
+) -> None:
+    # SIGHUP (an SSH session closing on a training run) killed the process without its checkpoint.
     import signal
 
     import mlvfx.io
 
+    sig = getattr(signal, name)
+
     def killed(path):
-        os.kill(os.getpid(), signal.SIGTERM)
-        raise AssertionError("SIGTERM should have stopped the command")
+        os.kill(os.getpid(), sig)
+        raise AssertionError(f"{name} should have stopped the command")
 
     monkeypatch.setattr(mlvfx.io, "describe", killed)
-    before = signal.getsignal(signal.SIGTERM)
-    code, out, err = run(capsys, "info", str(tmp_path / "x.png"), "--json")
-    assert code == 143 and err.strip() == "mlvfx: terminated"
+    before = signal.getsignal(sig)
+    got, out, err = run(capsys, "info", str(tmp_path / "x.png"), "--json")
+    assert got == code and err.strip().startswith(f"mlvfx: {said}")
     assert json.loads(out)["error_type"] == "Terminated"
-    assert signal.getsignal(signal.SIGTERM) == before  # the handler is only there while a command runs
+    assert signal.getsignal(sig) == before  # the handler is only there while a command runs
 
 
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:

@@ -924,3 +924,34 @@ def test_recipe_values_training_cannot_use_are_refused_up_front(
     with pytest.raises(InputError, match=message) as err:
         load_recipe(path)
     assert err.value.path == str(path)
+
+
+def test_a_run_stopped_early_says_how_to_resume(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlvfx.train import cli
+    from mlvfx.train import material as trainer
+
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_tiny_recipe(steps=3).to_dict()))
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    cli.register(parser.add_subparsers())
+    argv = [*[a for a in _argv(path, dataset, tmp_path) if a != "--json"][:-1], "3"]  # --steps 3
+    real = trainer.compute_losses
+    calls = {"n": 0}
+
+    def interrupt_the_second(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "compute_losses", interrupt_the_second)
+    args = parser.parse_args(argv)
+    with pytest.raises(KeyboardInterrupt):
+        args.func(args)
+    err = capsys.readouterr().err
+    assert f"resume with: mlvfx train material --recipe {path} --resume -o {tmp_path / 'o'}" in err
+    assert f"--data {dataset}" in err

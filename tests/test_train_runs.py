@@ -74,6 +74,27 @@ def test_resume_refuses_a_checkpoint_of_another_recipe_or_a_broken_one(tmp_path:
     save_checkpoint(ckpt, {"recipe": json.dumps(material), "step": 1})
     assert load_checkpoint(ckpt, material)[0]["step"] == 1
     assert torch.load(ckpt, weights_only=True)["step"] == 1
+    # foreign files torch can read were internal errors (a list, a step that is a list, a recipe
+    # string that is not JSON): one line naming the file now
+    for state in ([1, 2], {"step": [1]}, {"iteration": -2}, {"seconds": "x"}, {"recipe": "{not json"}):
+        save_checkpoint(ckpt, state)  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="not an mlvfx checkpoint") as err:
+            load_checkpoint(ckpt, material)
+        assert err.value.path == str(ckpt)
+
+
+def test_temp_files_of_a_killed_checkpoint_write_are_cleared_on_resume_and_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    save_checkpoint(out / "checkpoint.pt", {"step": 1})
+    for name in (".checkpoint.pt.4242.tmp", ".upres_checkpoint.pt.17.tmp"):  # kill -9 mid-write
+        (out / name).write_bytes(b"half")
+    (out / ".notes.tmp").write_text("mine")
+    check_run_folder(out, resume=True, overwrite=False)
+    assert sorted(p.name for p in out.iterdir()) == [".notes.tmp", "checkpoint.pt"]
+    (out / ".checkpoint.pt.4242.tmp").write_bytes(b"half")
+    check_run_folder(out, resume=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [".notes.tmp"]
 
 
 @pytest.mark.parametrize(

@@ -585,32 +585,38 @@ def _add_common_flags(parser: argparse.ArgumentParser) -> None:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a farm scheduler or ``kill`` cancelling the job), raised like Ctrl-C so that the same
-    clean-up runs: temp files removed, nothing half written, finished results reported."""
+    """SIGTERM (a farm scheduler or ``kill`` cancelling the job) or SIGHUP (the terminal or SSH
+    session closing), raised like Ctrl-C so that the same clean-up runs: temp files removed,
+    nothing half written, finished results reported, a training run checkpointed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
+    raise Terminated(signum)
 
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """While the command runs, SIGTERM raises :class:`Terminated` (left alone if a host set a handler)."""
+    """While the command runs, SIGTERM and SIGHUP raise :class:`Terminated` (each left alone if a
+    host set a handler, or ``nohup`` ignores it)."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_DFL:
-        yield
-        return
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    wanted = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    taken = {sig: signal.getsignal(sig) for sig in wanted if signal.getsignal(sig) is signal.SIG_DFL}
+    for sig in taken:
+        signal.signal(sig, _raise_terminated)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, previous in taken.items():
+            signal.signal(sig, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -668,8 +674,12 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
         code: int = args.func(args)
         return code
-    except Terminated:
-        return _fail(args, "terminated", None, EXIT_TERMINATED)
+    except Terminated as stop:
+        import signal
+
+        if stop.signum == signal.SIGTERM:
+            return _fail(args, "terminated", None, EXIT_TERMINATED)
+        return _fail(args, "hung up (the terminal closed)", stop, 128 + stop.signum)
     except KeyboardInterrupt:
         return _fail(args, "interrupted", None, EXIT_INTERRUPTED)
     except Cancelled as exc:

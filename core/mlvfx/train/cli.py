@@ -36,7 +36,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--steps", type=whole_number(1), default=None, help="override the recipe's step count")
-    p.add_argument("--budget-minutes", type=minutes, default=None, help="stop (with weights) after this long")
+    p.add_argument(
+        "--budget-minutes",
+        type=minutes,
+        default=None,
+        help="stop (with weights) after this long in all (a resumed run counts its earlier sessions)",
+    )
     p.add_argument(
         "--skip-render",
         action="store_true",
@@ -86,7 +91,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--iterations", type=whole_number(0), default=None, help="override the recipe's iterations"
         )
         q.add_argument(
-            "--budget-minutes", type=minutes, default=None, help="stop (with weights) after this long"
+            "--budget-minutes",
+            type=minutes,
+            default=None,
+            help="stop (with weights) after this long in all (a resumed run counts its earlier sessions)",
         )
         q.add_argument("--threads", type=int, default=None, help="CPU threads (default: the recipe's)")
         q.add_argument("--skip-data", action="store_true", help="train on the shots already there")
@@ -223,6 +231,9 @@ def _material(args: argparse.Namespace) -> int:
             export_onnx=not args.no_onnx,
             log=log,
         )
+    except KeyboardInterrupt:
+        _say_how_to_resume(args, "material", out_dir)
+        raise
     finally:
         tbar.close()
     summary = {
@@ -241,7 +252,23 @@ def _material(args: argparse.Namespace) -> int:
             f"{res.steps_done}/{res.total_steps} steps ({res.stopped}) in {res.seconds / 60:.1f} min "
             f"-> {res.weights}"
         )
+    if res.stopped != "finished":
+        _say_how_to_resume(args, "material", out_dir)
     return 0
+
+
+def _say_how_to_resume(args: argparse.Namespace, kind: str, out_dir: Path) -> None:
+    """On stderr, after a run stopped early (Ctrl-C, SIGTERM, its budget): the command that goes on."""
+    import shlex
+
+    from mlvfx.train.runlog import CHECKPOINT
+
+    if getattr(args, "quiet", False) or not (out_dir / CHECKPOINT).is_file():
+        return
+    command = ["mlvfx", "train", kind, "--recipe", str(args.recipe), "--resume", "-o", str(out_dir)]
+    if getattr(args, "data", None):
+        command += ["--data", str(args.data)]
+    print(f"mlvfx: checkpointed; resume with: {shlex.join(command)}", file=sys.stderr)
 
 
 def _smoke(args: argparse.Namespace) -> int:
@@ -308,6 +335,9 @@ def _smoke(args: argparse.Namespace) -> int:
             threads=args.threads,
             log=log,
         )
+    except KeyboardInterrupt:
+        _say_how_to_resume(args, f"smoke{recipe.dims}d", out_dir)
+        raise
     finally:
         tbar.close()
     summary = {
@@ -334,4 +364,6 @@ def _smoke(args: argparse.Namespace) -> int:
                 f"velocity upres: {vu['iterations']} iterations in {vu['seconds'] / 60:.1f} min; validation "
                 f"velocity error {vu['val_score']:.3f} (linear upsampling {vu['linear_val_score']:.3f})"
             )
+    if res.stopped != "finished":
+        _say_how_to_resume(args, f"smoke{recipe.dims}d", out_dir)
     return 0

@@ -76,6 +76,7 @@ def check_run_folder(out: Path, *, resume: bool, overwrite: bool, weights_name: 
             raise InputError(
                 f"--resume: there is no {CHECKPOINT} to continue from; run without --resume", out
             )
+        _remove_checkpoint_temps(out)
         return
     if held and not overwrite:
         hint = (
@@ -92,6 +93,14 @@ def check_run_folder(out: Path, *, resume: bool, overwrite: bool, weights_name: 
             stale += [out / f"{weights_name}.safetensors", out / f"{weights_name}.onnx"]
         for path in stale:
             path.unlink(missing_ok=True)
+        _remove_checkpoint_temps(out)
+
+
+def _remove_checkpoint_temps(out: Path) -> None:
+    """Temp files of checkpoints a killed run (``kill -9``, a power cut) was writing: the run that
+    starts or resumes in ``out`` is its only writer, so they are nobody's."""
+    for temp in out.glob(".*checkpoint.pt.*.tmp"):
+        temp.unlink(missing_ok=True)
 
 
 def load_checkpoint(
@@ -116,9 +125,26 @@ def load_checkpoint(
         raise InputError(
             f"not a readable checkpoint ({detail}); start again with --overwrite", path
         ) from None
-    stored = state.get("recipe") if isinstance(state, dict) else None
+    if not isinstance(state, dict):
+        raise InputError(
+            f"not an mlvfx checkpoint (it holds a {type(state).__name__}); start again with --overwrite", path
+        )
+    counts = [state.get(key, 0) for key in ("step", "iteration")]
+    seconds = state.get("seconds", 0.0)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts) or not isinstance(
+        seconds, (int, float)
+    ):
+        raise InputError(
+            "not an mlvfx checkpoint (bad step count or seconds); start again with --overwrite", path
+        )
+    stored = state.get("recipe")
     if isinstance(stored, str):
-        stored = json.loads(stored)
+        try:
+            stored = json.loads(stored)
+        except ValueError:
+            raise InputError(
+                "not an mlvfx checkpoint (its recipe is not JSON); start again with --overwrite", path
+            ) from None
     differs: list[str] = []
     if isinstance(stored, dict):
         # both as JSON gives them (tuples are lists there), so only real differences count
