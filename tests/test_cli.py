@@ -501,3 +501,11 @@ def test_usage_errors_give_the_json_error_document_too(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["material", "a.png", "--method", "bogus"])
     assert capsys.readouterr().out == ""  # without --json stdout stays empty
+
+
+def test_quality_high_with_the_classical_method_is_said_to_do_nothing(
+    photo: Path, tmp_path: Path, capsys
+) -> None:
+    code, _, err = run(capsys, "material", str(photo), "-o", str(tmp_path / "m"), "--method", "classical",
+                       "--quality", "high")  # fmt: skip
+    assert code == 0 and "--quality high applies to the learned method only" in err

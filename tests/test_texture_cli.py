@@ -476,3 +476,15 @@ def test_grow_skip_existing_resumes_an_interrupted_count_run(
     assert sorted(p.name for p in single.iterdir()) == ["rock_s0.png", "rock_s1.png"]
     with pytest.raises(InputError, match="exclude"):
         run(*again, "--skip-existing", "--overwrite")
+
+
+def test_tile_refuses_a_device_that_is_not_there(
+    tmp_path: Path, photo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stitching runs on the CPU, so "--device cuda" on a machine without CUDA was silently accepted.
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="CUDA is not available"):
+        run("texture", "tile", str(photo), "--device", "cuda", "-o", str(tmp_path / "t.png"))
+    assert not (tmp_path / "t.png").exists()

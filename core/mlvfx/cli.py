@@ -218,6 +218,8 @@ def cmd_material(args: argparse.Namespace) -> int:
     check_options(args.method, args.normal_convention, args.relief, args.quality)  # once, not per image
     if args.skip_existing and args.overwrite:
         raise InputError("--skip-existing and --overwrite exclude each other")
+    if args.quality == "high" and args.method == "classical" and not (args.json or args.quiet):
+        print("mlvfx: note: --quality high applies to the learned method only; ignored", file=sys.stderr)
     jobs, others = _material_jobs(Path(args.input), Path(args.output))
     if others and not args.json:
         listed = ", ".join(others[:NAMES_LISTED]) + (", ..." if len(others) > NAMES_LISTED else "")

@@ -491,6 +491,10 @@ def _cmd_tile(args: argparse.Namespace) -> int:
             args.input,
         )
     output_targets(args.output, maps, overwrite=args.overwrite)  # before the synthesis, not after
+    if args.device is not None:  # stitching runs on the CPU, but a device that is not there is a typo
+        from mlvfx.config import torch_device
+
+        torch_device(args.device)
     with _bar(args, "tile") as progress:
         out = make_tileable(
             maps,
