@@ -390,7 +390,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     g = sub.add_parser(
         "grow",
         help="grow new non-repeating variations of any size",
-        description="Synthesise COUNT variations (seeds SEED, SEED+1, ...) into OUTDIR.",
+        description="Synthesise COUNT variations (seeds SEED, SEED+1, ...) into the folder OUTPUT.",
     )
     g.add_argument("input", help="image file or material folder")
     g.add_argument("--size", required=True, help="output size WIDTHxHEIGHT (or one number)")

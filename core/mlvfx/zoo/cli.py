@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--manifest",
         type=Path,
         default=None,
-        help="manifest file (default: MLVFX_ZOO_MANIFEST or the built-in)",
+        help="manifest file (default: MLVFX_ZOO_MANIFEST, else a source checkout's "
+        "model_zoo/manifest.json, else the built-in)",
     )
     zoo.set_defaults(func=lambda args: _usage(zoo))
     sub = zoo.add_subparsers(dest="zoo_command", metavar="COMMAND")
