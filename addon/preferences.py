@@ -111,7 +111,23 @@ def apply_environment(context: bpy.types.Context | None = None) -> None:
 _startup_env: dict[str, str] = {k: v for k in _ENV_KEYS if (v := os.environ.get(k)) is not None}
 
 
+def restore_environment() -> None:
+    """Give the process the environment Blender started with. On unregister: a reinstall (an
+    upgrade) imports this module again and reads ``_startup_env`` anew, which must not take the
+    preferences' values for the studio's (cleared preferences then kept them, an audit)."""
+    for key in _ENV_KEYS:
+        if key in _startup_env:
+            os.environ[key] = _startup_env[key]
+        else:
+            os.environ.pop(key, None)
+
+
 classes = (MLVFX_AP_preferences,)
 
 
-register, unregister = bpy.utils.register_classes_factory(classes)
+register, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
+def unregister() -> None:
+    _unregister_classes()
+    restore_environment()

@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import io
 import json
+import os
 import threading
 import time
 import types
@@ -295,9 +296,19 @@ wm = Recorder()
 running = Endless()
 running._start_modal(types.SimpleNamespace(window_manager=wm, window=None, workspace=wm), {})
 assert running._job in jobs._running
+# A preference in force when the add-on goes (a disable, or a reinstall to upgrade): the process
+# gets the environment Blender started with back, so a reinstall does not take the preference's
+# value for the studio's, and clearing the preference afterwards works (an audit, stop 26).
+preferences_module = importlib.import_module(MODULE + ".preferences")
+started_with = os.environ.get("MLVFX_CACHE_DIR")
+prefs.cache_dir = str(work / "preference_cache")
+preferences_module.apply_environment(bpy.context)
+assert os.environ["MLVFX_CACHE_DIR"] == str(work / "preference_cache")
 importlib.import_module(MODULE).unregister()
 observed["released"] = wm.calls
 assert wm.calls == ["remove timer", "progress end", "status None"], wm.calls
 assert running._job not in jobs._running and not operators._ui_state
+observed["cache_env_after_unregister"] = os.environ.get("MLVFX_CACHE_DIR")
+assert observed["cache_env_after_unregister"] == started_with, observed
 
 print("RESULT " + json.dumps(observed))
