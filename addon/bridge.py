@@ -206,6 +206,12 @@ def _load_image(path: Path, name: str, colorspace: str, pack: bool) -> bpy.types
     image.colorspace_settings.name = colorspace
     if pack or not bpy.data.is_saved:
         image.pack()
+        # Its own file name for File > External Data > Unpack: the temp path (folder deleted,
+        # generic albedo.png) made two materials' maps unpack into one file (an audit, stop 26).
+        own = f"//textures/mlvfx/{safe_name(image.name, 'image')}{path.suffix.lower()}"
+        image.filepath_raw = own
+        for packed in image.packed_files:  # what Unpack reads (Blender keeps the load path there)
+            packed.filepath = own
     else:
         try:
             image.filepath = bpy.path.relpath(str(path))

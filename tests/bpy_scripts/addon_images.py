@@ -98,6 +98,20 @@ packed = [img for img in bpy.data.images if img.name.startswith("photo_") and im
 observed["packed_maps"] = len(packed)
 assert observed["packed_maps"] >= 4
 assert all(float(bridge.data_array(img).std()) > 0 for img in packed)  # the packed data is there
+# A second packed material, then File > External Data > Unpack: each map gets its own file (every
+# packed albedo unpacked into one textures/albedo.png before, one material showing another's maps).
+brighter = write_image(work / "bright.png", np.clip(photo * 1.6, 0, 1), kind="color")
+material_with_image("Packed2", bpy.data.images.load(str(brighter)))
+assert bpy.ops.mlvfx.generate_material(material="Packed2", node="Photo") == {"FINISHED"}
+albedos = [bpy.data.materials[m].node_tree for m in ("Packed", "Packed2")]
+albedos = [next(n.image for n in t.nodes if n.get(bridge.TAG) == "albedo") for t in albedos]
+before_unpack = [float(bridge.data_array(img).mean()) for img in albedos]
+assert bpy.ops.file.unpack_all(method="USE_LOCAL") == {"FINISHED"}
+observed["unpacked_paths"] = [img.filepath for img in albedos]
+assert len(set(observed["unpacked_paths"])) == 2, observed["unpacked_paths"]
+for img, mean in zip(albedos, before_unpack, strict=True):
+    img.reload()
+    assert abs(float(bridge.data_array(img).mean()) - mean) < 1e-3, (img.filepath, mean)
 
 # -- an unsaved .blend: the maps are packed and the temp folder is removed --------------------------
 bpy.ops.wm.read_homefile(use_empty=True)
