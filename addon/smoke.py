@@ -903,9 +903,9 @@ def _volume_object(
     volume.sequence_mode = "CLIP"
     context.evaluated_depsgraph_get()  # the scene's frame reaches the volume (else it loads file 0)
     volume.grids.load()
-    # After the load: set on grids not yet read, Blender reports "Could not find grid with name
-    # vel" as an error after every bake (an audit, stop 26).
-    volume.velocity_grid = "vel"  # motion blur reads it (Render > Motion Blur)
+    # Motion blur reads the "vel" grid: Blender finds it by that name whenever the grids load.
+    # Setting velocity_grid ourselves reported "Could not find grid with name vel" as an error after
+    # every bake whose grids were not loaded (the scene's frame outside the baked range; an audit).
     volume.velocity_unit = "SECOND"
     if not volume.materials:
         volume.materials.append(_smoke_material())
@@ -933,11 +933,58 @@ classes = (MLVFX_PG_smoke, MLVFX_OT_add_smoke, MLVFX_OT_bake_smoke)
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
 
 
+# Save As moves the .blend, and Blender remaps the baked Volume's relative path to keep pointing
+# at the frames, but not the domain's Cache string: the Cache then named an empty folder beside the
+# new file while the smoke played from the old one (an audit, stop 26). The same remap, done here:
+# before the write, to the file being written; taken back in memory after a Save Copy.
+_remapped: list[tuple[str, str]] = []
+
+
+@bpy.app.handlers.persistent  # type: ignore[misc]
+def _remap_caches_before_save(filepath: str, *_: Any) -> None:
+    _remapped.clear()
+    if not bpy.data.filepath or not filepath:
+        return
+    new_dir = Path(filepath).resolve().parent
+    if new_dir == Path(bpy.data.filepath).resolve().parent:
+        return
+    for obj in bpy.data.objects:
+        settings = getattr(obj, "mlvfx_smoke", None)
+        if obj.library is not None or settings is None or not settings.cache.startswith("//"):
+            continue
+        where = Path(bpy.path.abspath(settings.cache))
+        if not where.is_dir():
+            continue
+        try:
+            settings.cache = bpy.path.relpath(str(where), start=str(new_dir))
+        except ValueError:  # another drive on Windows
+            settings.cache = str(where)
+        _remapped.append((obj.name, bpy.path.relpath(str(where))))
+
+
+@bpy.app.handlers.persistent  # type: ignore[misc]
+def _restore_after_save_copy(filepath: str, *_: Any) -> None:
+    if filepath and bpy.data.filepath and Path(filepath).resolve() != Path(bpy.data.filepath).resolve():
+        for name, cache in _remapped:  # a copy was written: this session's file has not moved
+            obj = bpy.data.objects.get(name)
+            if obj is not None:
+                obj.mlvfx_smoke.cache = cache
+    _remapped.clear()
+
+
 def register() -> None:
     _register_classes()
     bpy.types.Object.mlvfx_smoke = bpy.props.PointerProperty(type=MLVFX_PG_smoke)
+    bpy.app.handlers.save_pre.append(_remap_caches_before_save)
+    bpy.app.handlers.save_post.append(_restore_after_save_copy)
 
 
 def unregister() -> None:
+    for handlers, handler in (
+        (bpy.app.handlers.save_pre, _remap_caches_before_save),
+        (bpy.app.handlers.save_post, _restore_after_save_copy),
+    ):
+        if handler in handlers:
+            handlers.remove(handler)
     del bpy.types.Object.mlvfx_smoke
     _unregister_classes()

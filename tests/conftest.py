@@ -94,6 +94,8 @@ def run_in_blender(extension_zip: Path, tmp_path: Path) -> Callable[..., dict[st
         env = {**os.environ, "HOME": str(home), "MLVFX_CACHE_DIR": str(tmp_path / "cache")}
         proc = shipped_extension_run(script, str(extension_zip), str(work), *args, env=env, timeout=timeout)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        # Blender's false "Could not find grid with name vel" error after bakes (audit, stop 26)
+        assert "Could not find grid" not in proc.stdout + proc.stderr
         line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
         result: dict[str, Any] = json.loads(line[len("RESULT ") :])
         return result

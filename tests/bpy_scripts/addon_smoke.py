@@ -278,4 +278,22 @@ assert "cannot replace the smoke cache: Permission denied" in message and "inter
 assert {p.name: p.stat().st_ino for p in cache_of(single).iterdir()} == single_files
 assert sorted(p.name for p in cache_of(single).parent.iterdir() if p.name.startswith(".")) == []
 
+# -- 5. Save As elsewhere: the Cache follows the frames, as Blender remaps the Volume's path -------
+baked_at = cache_of(shot)
+volume_file = Path(bpy.path.abspath(shot_volume.data.filepath))
+(work / "elsewhere").mkdir()
+bpy.ops.wm.save_as_mainfile(filepath=str(work / "elsewhere" / "shot_v2.blend"))
+observed["cache_after_save_as"] = shot.mlvfx_smoke.cache
+assert cache_of(shot).resolve() == baked_at.resolve(), (shot.mlvfx_smoke.cache, baked_at)
+assert Path(bpy.path.abspath(shot_volume.data.filepath)).parent.resolve() == baked_at.resolve()
+assert shot.mlvfx_smoke.cache.startswith("//"), shot.mlvfx_smoke.cache  # still relative
+# A Save Copy writes the remapped path into the copy only: this session's file has not moved.
+before_copy = shot.mlvfx_smoke.cache
+bpy.ops.wm.save_as_mainfile(filepath=str(work / "copy_of_shot.blend"), copy=True)
+assert shot.mlvfx_smoke.cache == before_copy and cache_of(shot).resolve() == baked_at.resolve()
+bpy.ops.wm.open_mainfile(filepath=str(work / "copy_of_shot.blend"))
+reopened = bpy.data.objects["Renamed"]
+assert Path(bpy.path.abspath(reopened.mlvfx_smoke.cache)).resolve() == baked_at.resolve()
+assert volume_file.is_file()
+
 print("RESULT " + json.dumps(observed))
