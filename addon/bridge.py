@@ -402,14 +402,15 @@ def build_material_nodes(
         height = image_node("height", row)
         if height_mode == "BUMP":
             bump = add("ShaderNodeBump", "bump", 560, row + 140, "Bump")
-            bump.inputs["Distance"].default_value = relief.bump_distance
+            bump.inputs["Distance"].default_value = relief.depth
             tree.links.new(height.outputs["Color"], bump.inputs["Height"])
             _set_aside(created.get("normal_map"), "the Bump carries this relief")
             normal_out = bump.outputs["Normal"]
         else:
             disp = add("ShaderNodeDisplacement", "displacement", 320, row, "Displacement")
             disp.inputs["Midlevel"].default_value = 0.5
-            disp.inputs["Scale"].default_value = relief.displacement_scale
+            disp.space = "WORLD"  # as the Bump's Distance: a non-uniform scale does not skew the depth
+            disp.inputs["Scale"].default_value = relief.depth
             tree.links.new(height.outputs["Color"], disp.inputs["Height"])
             # The render setting changes only when our displacement is the one connected.
             if wiring.link(disp.outputs["Displacement"], output.inputs["Displacement"]):
@@ -439,11 +440,10 @@ def _set_aside(node: bpy.types.Node | None, why: str) -> None:
 
 @dataclass(frozen=True)
 class Relief:
-    """How deep the height map's [0, 1] range is on the surface: the Displacement node's Scale (object
-    space) and the Bump node's Distance (world space)."""
+    """How deep the height map's [0, 1] range is on the surface, in world units: the Displacement
+    node's Scale (set to world space) and the Bump node's Distance."""
 
-    displacement_scale: float
-    bump_distance: float
+    depth: float
     note: str
 
 
@@ -455,28 +455,34 @@ DEFAULT_REPEAT = 2.0
 def relief_for(depth_fraction: float, obj: bpy.types.Object | None, material: bpy.types.Material) -> Relief:
     """The relief on the surface for a height map whose full range is ``depth_fraction`` of the
     image's larger side (what the normal map was made with). One texture repeat is taken to span
-    ``obj``'s largest extent when ``obj`` is a mesh using ``material`` (UVs from 0 to 1, as a new
-    plane or an unwrapped panel has), else :data:`DEFAULT_REPEAT` units."""
+    the largest world-space extent of ``obj``'s mesh (its own vertices, so an Array modifier does not
+    count; its scale, parents' included, does) when ``obj`` is a mesh using ``material`` (UVs from 0
+    to 1, as a new plane or an unwrapped panel has), else :data:`DEFAULT_REPEAT` units."""
     uses = (
         obj is not None
         and obj.type == "MESH"
         and any(slot.material == material for slot in obj.material_slots)
     )
-    if not uses:
+    size = 0.0
+    if uses:
+        assert obj is not None
+        mesh = obj.data
+        if len(mesh.vertices):
+            co = np.empty(len(mesh.vertices) * 3, np.float32)
+            mesh.vertices.foreach_get("co", co)
+            extent = np.ptp(co.reshape(-1, 3), axis=0) * np.abs(np.array(obj.matrix_world.to_scale()))
+            size = float(extent.max())
+    if size <= 0:
         depth = depth_fraction * DEFAULT_REPEAT
-        assumed = f"a texture repeat assumed {DEFAULT_REPEAT:g} units"
-        return Relief(depth, depth, f"relief {depth:.4g} units ({assumed})")
+        why = (
+            f"{obj.name!r} has no size"
+            if uses and obj is not None
+            else f"a texture repeat assumed {DEFAULT_REPEAT:g} units"
+        )
+        return Relief(depth, f"relief {depth:.4g} units ({why})")
     assert obj is not None
-    world = max(obj.dimensions)
-    scale = max(abs(v) for v in obj.scale) or 1.0
-    local = world / scale
-    if world <= 0:
-        depth = depth_fraction * DEFAULT_REPEAT
-        return Relief(depth, depth, f"relief {depth:.4g} units ({obj.name!r} has no size)")
-    over = f"one texture repeat over {obj.name!r}, {world:.4g} units"
-    return Relief(
-        depth_fraction * local, depth_fraction * world, f"relief {depth_fraction * world:.4g} units ({over})"
-    )
+    depth = depth_fraction * size
+    return Relief(depth, f"relief {depth:.4g} units (one texture repeat over {obj.name!r}, {size:.4g} units)")
 
 
 def source_id(node: bpy.types.Node) -> str:

@@ -356,7 +356,8 @@ def test_json_errors_are_a_json_document_too(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "code", "said"), [("SIGTERM", 143, "terminated"), ("SIGHUP", 129, "hung up")]
+    ("name", "code", "said"),
+    [("SIGTERM", 143, "terminated")],  # SIGHUP: a real terminal, below
 )
 def test_sigterm_and_sighup_cancel_like_ctrl_c(
     tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, name: str, code: int, said: str
@@ -509,3 +510,32 @@ def test_quality_high_with_the_classical_method_is_said_to_do_nothing(
     code, _, err = run(capsys, "material", str(photo), "-o", str(tmp_path / "m"), "--method", "classical",
                        "--quality", "high")  # fmt: skip
     assert code == 0 and "--quality high applies to the learned method only" in err
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="POSIX terminals only")
+def test_a_closed_terminal_stops_a_run_cleanly_with_129(tmp_path: Path) -> None:
+    # SIGHUP (an SSH session or terminal closing) killed the process outright; then, handled, the
+    # first write to the dead terminal raised EIO and the exit was 1 with a traceback (a review).
+    import contextlib
+    import signal
+    import time
+
+    master, slave = os.openpty()
+    out = tmp_path / "shot"
+    cmd = [sys.executable, "-m", "mlvfx", "smoke", "run", "--reference", "--dims", "2", "--res", "96",
+           "--frames", "4000", "--vdb", "off", "-o", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    os.set_blocking(master, False)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out.is_dir() and any(out.glob("*.npz"))) and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                os.read(master, 65536)  # keep the terminal drained while it starts
+            time.sleep(0.05)
+        os.close(master)  # the terminal goes away: writes to it now fail with EIO
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(timeout=60) == 129
+    finally:
+        if proc.poll() is None:
+            proc.kill()

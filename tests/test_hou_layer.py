@@ -867,7 +867,7 @@ def test_material_generate_makes_farm_commands(pdg, tmp_path):
     # Out of process: a scheduler runs the command (a "Generate" item would be marked cooked unrun).
     assert first.kwargs == {"cookType": "outofprocess"}
     cmd = first.command
-    assert cmd.startswith("__PDG_PYTHON__ -m mlvfx material --quiet ")
+    assert cmd.startswith("__PDG_PYTHON__ -m mlvfx.entry material --quiet ")
     assert f'"{photos / "a.png"}"' in cmd  # a path with a space is quoted
     assert "--maps normal,height --method classical" in cmd
     assert first.expected == [(str(tmp_path / "out dir" / "a"), "file/directory")]
@@ -1076,7 +1076,7 @@ def test_texture_jobs_for_each_operation():
         "-o",
         "/o/moss_grow_8",
     )
-    assert command_line(grow[0]).startswith("__PDG_PYTHON__ -m mlvfx texture grow --quiet /e/moss.png")
+    assert command_line(grow[0]).startswith("__PDG_PYTHON__ -m mlvfx.entry texture grow --quiet /e/moss.png")
     (tile,) = texture_jobs(["/e/moss.png"], "/o", operation="tile")
     assert tile.output == "/o/moss_tile.png" and not tile.output_is_dir
     (paint,) = texture_jobs(
@@ -1144,7 +1144,7 @@ def test_command_line_quoting_is_safe():
     from mlvfx_houdini.tops import Job, command_line
 
     job = Job(("material", "C:\\My Photos\\", "-o", "/o"), "", "", True)
-    assert command_line(job, "py") == 'py -m mlvfx material --quiet "C:\\My Photos\\\\" -o /o'
+    assert command_line(job, "py") == 'py -m mlvfx.entry material --quiet "C:\\My Photos\\\\" -o /o'
     for bad in ('a"b', "a$HOME", "a`x`", "a\nb"):
         with pytest.raises(InputError, match="farm command"):
             command_line(Job(("material", bad), "", "", True))

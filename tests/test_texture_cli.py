@@ -460,13 +460,15 @@ def test_grow_skip_existing_resumes_an_interrupted_count_run(
                 a, _ = read_image(f)
                 b, _ = read_image(resumed / f"rock_mat_s{seed}" / f.name)
                 assert np.array_equal(a, b), f.name
-    # A half-written variation (a file missing) is not taken for done: it is refused, naming the file.
+    # A half-written variation (a file missing) is not taken for done: refused, naming the folder to
+    # delete (not "use --overwrite", which --skip-existing excludes).
     (resumed / "rock_mat_s2" / "material.json").unlink()
-    with pytest.raises(OutputExistsError):
+    with pytest.raises(InputError, match="delete this folder") as err:
         run(
             "texture", "grow", str(material_dir), "--size", "48", "--count", "3",
             "--skip-existing", "-o", str(resumed),
         )  # fmt: skip
+    assert err.value.path == str(resumed / "rock_mat_s2")
     # Single images too, and the flag excludes --overwrite.
     single = tmp_path / "single"
     assert run("texture", "grow", str(photo), "--size", "48", "--count", "2", "-o", str(single)) == 0

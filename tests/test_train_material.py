@@ -953,5 +953,28 @@ def test_a_run_stopped_early_says_how_to_resume(
     with pytest.raises(KeyboardInterrupt):
         args.func(args)
     err = capsys.readouterr().err
-    assert f"resume with: mlvfx train material --recipe {path} --resume -o {tmp_path / 'o'}" in err
-    assert f"--data {dataset}" in err
+    hint = err.split("resume with: ", 1)[1].splitlines()[0]
+    assert hint.startswith(f"mlvfx train material --recipe {path} --resume -o {tmp_path / 'o'}"), hint
+    # with the options this run had: the hinted command goes on with the same length and data
+    assert f"--data {dataset}" in hint and "--steps 3" in hint and "--skip-render" in hint, hint
+    monkeypatch.setattr(trainer, "compute_losses", real)
+    resumed = parser.parse_args(hint.split()[1:])
+    assert resumed.func(resumed) == 0
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["steps_done"] == 3
+    # Stopped by its time budget: the same command would stop at once, so a larger one is asked for.
+    budget_run = [*argv[:-1], "4", "--budget-minutes", "0.0001", "-o", str(tmp_path / "b")]
+    args = parser.parse_args(budget_run)
+    slow = {"n": 0}
+
+    def slow_losses(*a, **k):  # type: ignore[no-untyped-def]
+        import time
+
+        slow["n"] += 1
+        time.sleep(0.02)
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer, "compute_losses", slow_losses)
+    assert args.func(args) == 0
+    err = capsys.readouterr().err
+    assert (tmp_path / "b" / "checkpoint.pt").is_file() and slow["n"] >= 1
+    assert "resume with a larger budget" in err and "--budget-minutes MINUTES" in err, err

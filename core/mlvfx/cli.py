@@ -12,6 +12,7 @@ import io
 import json
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -421,14 +422,15 @@ def _demo_smoke(outdir: Path, progress: ProgressFn | None) -> tuple[list[str], s
 # --- parser ------------------------------------------------------------------------------------
 
 
+_usage = threading.local()  # the usage error of the parse running on this thread
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse's parser (its subcommands' parsers are of the same class) that remembers its usage
     error, so that ``--json`` gets its error document for those too."""
 
-    usage_error: str | None = None
-
     def error(self, message: str) -> NoReturn:
-        _Parser.usage_error = message
+        _usage.message = message
         super().error(message)
 
 
@@ -597,6 +599,18 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:
+    import signal
+
+    if signum == getattr(signal, "SIGHUP", None):
+        # The terminal is gone: writing to it raises EIO, which turned the clean stop into a
+        # traceback and exit 1 (a review). Messages from here on go nowhere; the run still stops
+        # cleanly (a training run checkpoints) and exits 129.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                with contextlib.suppress(OSError):
+                    os.dup2(devnull, fd)
+            os.close(devnull)
     raise Terminated(signum)
 
 
@@ -624,12 +638,13 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
-    _Parser.usage_error = None
+    _usage.message = None
     try:
         args = parser.parse_args(words)
     except SystemExit as stop:  # argparse has printed usage and message on stderr
-        if stop.code == EXIT_USAGE and _Parser.usage_error and "--json" in words[: _end_of_options(words)]:
-            error = {"error": _Parser.usage_error, "error_type": "UsageError", "exit_code": EXIT_USAGE}
+        message = getattr(_usage, "message", None)
+        if stop.code == EXIT_USAGE and message and "--json" in words[: _end_of_options(words)]:
+            error = {"error": message, "error_type": "UsageError", "exit_code": EXIT_USAGE}
             print(json.dumps(error, indent=2))
         raise
     for flag in ("quiet", "json", "debug"):

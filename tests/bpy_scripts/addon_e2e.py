@@ -99,6 +99,7 @@ assert observed["quality"] == "high", observed["quality"]
 depth = meta["height_scale_px"] / max(meta["width"], meta["height"]) * 2.0
 observed["displacement_scale"] = [tagged["displacement"].inputs["Scale"].default_value, depth]
 assert abs(tagged["displacement"].inputs["Scale"].default_value - depth) < 1e-6 * max(depth, 1), observed
+assert tagged["displacement"].space == "WORLD"
 
 
 def pixels(image: bpy.types.Image) -> np.ndarray:

@@ -136,7 +136,7 @@ _, warnings = bridge.build_material_nodes(
     source=None,
     normal_strength=1.0,
     height_mode="NONE",
-    relief=bridge.Relief(0.02, 0.02, ""),
+    relief=bridge.Relief(0.02, ""),
     label="t",
 )
 observed["non_principled_warning"] = warnings
@@ -157,7 +157,7 @@ _, warnings = bridge.build_material_nodes(
     source=None,
     normal_strength=1.0,
     height_mode="NONE",
-    relief=bridge.Relief(0.02, 0.02, ""),
+    relief=bridge.Relief(0.02, ""),
     label="t",
 )
 assert warnings == [] and principled.inputs["Base Color"].is_linked, warnings

@@ -101,10 +101,15 @@ slab.data.materials.append(mat)
 slab.scale = (2.0, 2.0, 2.0)
 bpy.context.view_layer.update()
 relief = bridge.relief_for(0.01, slab, mat)
-observed["slab_relief"] = [relief.displacement_scale, relief.bump_distance]
-assert abs(relief.displacement_scale - 0.06) < 1e-6 and abs(relief.bump_distance - 0.12) < 1e-6, relief
+observed["slab_relief"] = relief.depth
+assert abs(relief.depth - 0.12) < 1e-6, relief  # 6 units of mesh at scale 2: one repeat over 12
+slab.scale = (1.0, 0.5, 0.01)  # non-uniform: the largest side in the world counts, not max(scale)
+bpy.context.view_layer.update()
+assert abs(bridge.relief_for(0.01, slab, mat).depth - 0.06) < 1e-6
+slab.modifiers.new("more", "ARRAY").count = 5  # the mesh's own size, not the array's
+assert abs(bridge.relief_for(0.01, slab, mat).depth - 0.06) < 1e-6
 other = bpy.data.materials.new("Other")
-assert bridge.relief_for(0.01, slab, other).displacement_scale == 0.01 * bridge.DEFAULT_REPEAT
+assert bridge.relief_for(0.01, slab, other).depth == 0.01 * bridge.DEFAULT_REPEAT
 bpy.data.objects.remove(slab)
 bpy.data.materials.remove(other)
 

@@ -547,8 +547,15 @@ def _cmd_grow(args: argparse.Namespace) -> int:
     targets = [outdir / f"{stem}_s{args.seed + i}{suffix}" for i in range(args.count)]
     done = [t for t in targets if args.skip_existing and _variation_done(t, maps)]
     for t in targets:  # every file of every variation, before the first synthesis
-        if t not in done:
-            output_targets(t, maps, overwrite=args.overwrite)
+        if t in done:
+            continue
+        if args.skip_existing and isinstance(maps, Mapping) and t.is_dir() and any(t.iterdir()):
+            raise InputError(
+                "holds part of a variation (a run stopped while writing it): delete this folder, "
+                "then run again with --skip-existing",
+                t,
+            )
+        output_targets(t, maps, overwrite=args.overwrite)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -253,12 +253,15 @@ def _material(args: argparse.Namespace) -> int:
             f"-> {res.weights}"
         )
     if res.stopped != "finished":
-        _say_how_to_resume(args, "material", out_dir)
+        _say_how_to_resume(args, "material", out_dir, res.stopped, res.seconds)
     return 0
 
 
-def _say_how_to_resume(args: argparse.Namespace, kind: str, out_dir: Path) -> None:
-    """On stderr, after a run stopped early (Ctrl-C, SIGTERM, its budget): the command that goes on."""
+def _say_how_to_resume(
+    args: argparse.Namespace, kind: str, out_dir: Path, stopped: str = "interrupted", seconds: float = 0.0
+) -> None:
+    """On stderr, after a run stopped early (Ctrl-C, SIGTERM, its budget): the command that goes on,
+    with the options this run was given (its length, data, threads, device)."""
     import shlex
 
     from mlvfx.train.runlog import CHECKPOINT
@@ -266,8 +269,21 @@ def _say_how_to_resume(args: argparse.Namespace, kind: str, out_dir: Path) -> No
     if getattr(args, "quiet", False) or not (out_dir / CHECKPOINT).is_file():
         return
     command = ["mlvfx", "train", kind, "--recipe", str(args.recipe), "--resume", "-o", str(out_dir)]
-    if getattr(args, "data", None):
-        command += ["--data", str(args.data)]
+    for flag, key in (("--data", "data"), ("--steps", "steps"), ("--iterations", "iterations"),
+                      ("--threads", "threads"), ("--device", "device")):  # fmt: skip
+        if getattr(args, key, None) is not None:
+            command += [flag, str(getattr(args, key))]
+    switches = ("skip_render", "skip_data", "no_onnx", "allow_recipe_change")
+    command += ["--" + key.replace("_", "-") for key in switches if getattr(args, key, False)]
+    if stopped == "budget":  # the budget counts every session: the same one stops again at once
+        print(
+            f"mlvfx: checkpointed after its time budget ({seconds / 60:.1f} min trained); resume with "
+            f"a larger budget: {shlex.join(command)} --budget-minutes MINUTES",
+            file=sys.stderr,
+        )
+        return
+    if getattr(args, "budget_minutes", None) is not None:
+        command += ["--budget-minutes", f"{args.budget_minutes:g}"]
     print(f"mlvfx: checkpointed; resume with: {shlex.join(command)}", file=sys.stderr)
 
 
@@ -365,5 +381,5 @@ def _smoke(args: argparse.Namespace) -> int:
                 f"velocity error {vu['val_score']:.3f} (linear upsampling {vu['linear_val_score']:.3f})"
             )
     if res.stopped != "finished":
-        _say_how_to_resume(args, f"smoke{recipe.dims}d", out_dir)
+        _say_how_to_resume(args, f"smoke{recipe.dims}d", out_dir, res.stopped, res.seconds)
     return 0

@@ -272,7 +272,8 @@ def _quote(arg: str) -> str:
 
 
 def command_line(job: Job, python: str = PYTHON_TOKEN) -> str:
-    """The work item's command: ``<python> -m mlvfx <args> --quiet``, quoted for a scheduler.
+    """The work item's command: ``<python> -m mlvfx.entry <args> --quiet``, quoted for a scheduler
+    (``mlvfx.entry``: the console script, Ctrl-C while importing included; older cores have it too).
 
     Arguments with spaces are double-quoted (POSIX shells and Windows both accept that); one
     with a double quote or newline is refused rather than mangled.
@@ -282,7 +283,7 @@ def command_line(job: Job, python: str = PYTHON_TOKEN) -> str:
         if job.args[:1] != ("texture",)
         else [*job.args[:2], "--quiet", *job.args[2:]]
     )
-    return " ".join([python, "-m", "mlvfx", *(_quote(a) for a in argv)])
+    return " ".join([python, "-m", "mlvfx.entry", *(_quote(a) for a in argv)])
 
 
 def _read(node: _Node) -> Callable[[str], str]:
