@@ -140,6 +140,7 @@ class MLVFX_PT_smoke(bpy.types.Panel):
         s = obj.mlvfx_smoke
         col = layout.column()
         col.prop(s, "emitter")
+        col.prop(s, "obstacles")
         col.prop(s, "model")
         col.prop(s, "resolution")
         row = col.row(align=True)

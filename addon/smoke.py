@@ -109,6 +109,12 @@ class MLVFX_PG_smoke(bpy.types.PropertyGroup):
     emitter: bpy.props.PointerProperty(  # type: ignore[valid-type]
         name="Emitter", type=bpy.types.Object, description="Mesh that emits smoke", poll=_emitter_poll
     )
+    obstacles: bpy.props.PointerProperty(  # type: ignore[valid-type]
+        name="Obstacles",
+        type=bpy.types.Collection,
+        description="Collection of meshes the smoke flows around (voxelized once, at the bake's first "
+        "frame; make them at least 3 voxels thick)",
+    )
     model: bpy.props.EnumProperty(name="Model", items=_model_items)  # type: ignore[valid-type]
     resolution: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Resolution", description="Voxels along the domain's longest side", default=64, min=8, max=512
@@ -684,6 +690,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         masks, emitter_of_frame = _emitter_masks(context, s.emitter, frames, low, voxel, dims)
         if all(0 in box for _, box, _ in masks):
             raise InputError(f"emitter {s.emitter.name!r} covers no voxel of the domain at this resolution")
+        obstacles = self._obstacles(context, domain, frames[0], low, voxel, dims)
         fps = context.scene.render.fps / context.scene.render.fps_base
         model = _resolve_model(s.model, max(dims))  # the grid as rounded for a surrogate
         dt = 1.0 / fps / s.substeps
@@ -701,6 +708,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
             "shape": (dims[1], dims[2], dims[0]),  # solver order (Z = Blender -Y, Y = Blender Z up, X)
             "emitters": masks,
             "emitter_of_frame": emitter_of_frame,
+            "obstacles": obstacles,
             "voxel": voxel,
             "origin": tuple(float(v) for v in low + 0.5 * voxel),
             "frames": frames,
@@ -711,6 +719,46 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
             "vorticity": s.vorticity,
             "emission": s.emission,
         }
+
+    def _obstacles(
+        self,
+        context: bpy.types.Context,
+        domain: bpy.types.Object,
+        frame: int,
+        low: np.ndarray,
+        voxel: float,
+        dims: tuple[int, int, int],
+    ) -> PackedMask | None:
+        """The Obstacles collection's meshes voxelized at ``frame``, in the solver's axis order (None
+        without any). The solver's obstacles are static: a moving one gets a warning."""
+        from mlvfx.errors import InputError
+
+        s = domain.mlvfx_smoke
+        if s.obstacles is None:
+            return None
+        meshes = [o for o in s.obstacles.all_objects if o.type == "MESH" and o != domain]
+        if s.emitter in meshes:
+            raise InputError(
+                f"the emitter {s.emitter.name!r} is in the obstacle collection {s.obstacles.name!r}: "
+                "smoke cannot come out of a solid"
+            )
+        if not meshes:
+            return None
+        moving = [o.name for o in meshes if _may_move(o)]
+        if moving:
+            self.report(
+                {"WARNING"},
+                f"mlvfx: obstacles stay where they are at frame {frame} ({', '.join(moving[:3])} may move)",
+            )
+        solid = np.zeros(dims, bool)
+        with _frame_kept(context.scene):
+            context.scene.frame_set(frame)
+            depsgraph = context.evaluated_depsgraph_get()
+            for obj in meshes:
+                solid |= _voxelize(obj, low, voxel, dims, depsgraph) > 0.5
+        if not solid.any():
+            return None
+        return pack_mask(to_solver(solid.astype(np.float32)))
 
     @staticmethod
     def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
@@ -764,6 +812,8 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
             density = velocity = None
             sources: list[Any] = []
             shown = -1
+            packed_solid = plan.get("obstacles")
+            solid = None if packed_solid is None else unpack_mask(packed_solid, shape) > 0.5
             for index, frame in enumerate(frames):
                 if emitter_of_frame[index] != shown:  # the emitter moved (or this is the first frame)
                     shown = emitter_of_frame[index]
@@ -771,7 +821,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
                     sources = [Source(mask, rate=plan["emission"])] if mask.any() else []
                 for _ in range(plan["substeps"]):
                     check_cancel(cancel)
-                    density, velocity = stepper.step(density, velocity, sources)
+                    density, velocity = stepper.step(density, velocity, sources, solid)
                 assert density is not None and velocity is not None
                 # Velocity (Blender units per second) for motion blur, kept only where there is
                 # smoke: a dense vector grid would make the cache several times larger.
