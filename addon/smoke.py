@@ -690,9 +690,11 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         masks, emitter_of_frame = _emitter_masks(context, s.emitter, frames, low, voxel, dims)
         if all(0 in box for _, box, _ in masks):
             raise InputError(f"emitter {s.emitter.name!r} covers no voxel of the domain at this resolution")
-        obstacles = self._obstacles(context, domain, frames[0], low, voxel, dims)
         fps = context.scene.render.fps / context.scene.render.fps_base
         model = _resolve_model(s.model, max(dims))  # the grid as rounded for a surrogate
+        obstacles = self._obstacles(
+            context, domain, frames[0], low, voxel, dims, learned=model != "reference"
+        )
         dt = 1.0 / fps / s.substeps
         if model != "reference":
             from mlvfx.fluids.surrogate import dt_warning
@@ -728,9 +730,11 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         low: np.ndarray,
         voxel: float,
         dims: tuple[int, int, int],
+        learned: bool = False,
     ) -> PackedMask | None:
         """The Obstacles collection's meshes voxelized at ``frame``, in the solver's axis order (None
-        without any). The solver's obstacles are static: a moving one gets a warning."""
+        without any). The solver's obstacles are static: a moving one gets a warning, and so do
+        ones too thin for a ``learned`` model."""
         from mlvfx.errors import InputError
 
         s = domain.mlvfx_smoke
@@ -758,6 +762,12 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
                 solid |= _voxelize(obj, low, voxel, dims, depsgraph) > 0.5
         if not solid.any():
             return None
+        if learned:
+            from mlvfx.fluids.surrogate import thin_obstacle_warning
+
+            note = thin_obstacle_warning(solid)
+            if note is not None:
+                self.report({"WARNING"}, f"mlvfx: {note} ({16 * voxel:.3g} units at this resolution)")
         return pack_mask(to_solver(solid.astype(np.float32)))
 
     @staticmethod

@@ -660,3 +660,17 @@ def test_a_wall_thinner_than_half_a_coarse_cell_still_hides_what_leaks_past_it()
             density, vel = stepper.step(density, vel, [], plate)
         shown[guarded] = float(density[34:].sum())
     assert shown[True] == 0.0 and shown[False] > 0.1, shown
+
+
+def test_thin_obstacles_are_named_for_the_learned_models() -> None:
+    # Under 4 coarse cells (16 voxels at 4x) the learned models let smoke through (stop 26's audit).
+    from mlvfx.fluids.surrogate import thin_obstacle_warning
+
+    assert thin_obstacle_warning(None) is None
+    assert thin_obstacle_warning(np.zeros((16, 16, 16), bool)) is None
+    solid = np.zeros((32, 64, 32), bool)
+    solid[8:24, 14:30, 8:24] = True  # 16 voxels thick: fine
+    assert thin_obstacle_warning(solid) is None
+    solid[2:30, 40:48, 2:30] = True  # a second part, 8 thick
+    note = thin_obstacle_warning(solid)
+    assert note is not None and note.startswith("1 of 2 obstacle part(s) are thinner than 16 voxels")

@@ -413,6 +413,25 @@ def test_collision_sdf_keeps_smoke_out(hou):
     assert g[:, 4:, :].max() == 0.0
 
 
+def test_a_thin_collider_under_a_learned_model_gets_a_warning(hou):
+    # The learned models let smoke through walls under 4 coarse cells thick (stop 26's audit).
+    from mlvfx_houdini import smoke
+
+    ys = (np.arange(16) + 0.5) / 16
+    slab = np.abs(ys - 0.7) - 0.05  # solid within 0.05 of y = 0.7: under 2 voxels of 1/16
+    sdf = np.broadcast_to(slab[None, :, None], (16, 16, 16)).astype(np.float32)
+    collision = Geometry([Volume.from_grid(sdf, (0, 0, 0), (1, 1, 1), "collision", sdf=True)])
+    emitter = Geometry(points=[Point((0.5, 0.2, 0.5), pscale=0.15)])
+    node = SopNode(smoke_parms(model="smoke3d", divisions=16, boundary=0), [None, emitter, collision])
+    smoke.cook(node)
+    assert any("thinner than 16 voxels" in w for w in getattr(node, "warnings", [])), node.__dict__.get(
+        "warnings"
+    )
+    node = SopNode(smoke_parms(divisions=16), [None, emitter, collision])  # the reference: no warning
+    smoke.cook(node)
+    assert not any("thinner" in w for w in getattr(node, "warnings", []))
+
+
 def test_emitter_volume_named_source_is_used(hou):
     from mlvfx_houdini import smoke
 

@@ -1119,6 +1119,39 @@ def dt_warning(dt: float) -> str | None:
     )
 
 
+THIN_OBSTACLE_CELLS = 4
+"""Coarse cells an obstacle should be thick for the learned models (16 voxels at 4x coarsening)."""
+
+
+def thin_obstacle_warning(obstacles: Array | None, factor: int = 4) -> str | None:
+    """A one-line warning when some part of an obstacle mask is thinner than
+    :data:`THIN_OBSTACLE_CELLS` coarse cells, else None.
+
+    The correction net sees through thin walls and the coarse step traces across them: under a
+    slab 4 or 8 voxels thick over a 64-voxel-tall plume, 220 / 179 units of density got above it
+    in 60 steps (all above it: 341 / 293), where the reference had none; 12 voxels let 1.5
+    through, 16 voxels 0.16 (stop 26's audit, ``docs/BENCHMARKS.md``).
+    """
+    if obstacles is None:
+        return None
+    solid = np.asarray(obstacles) >= 0.5
+    if not solid.any():
+        return None
+    from scipy import ndimage
+
+    labels, parts = ndimage.label(solid)
+    half = ndimage.maximum(ndimage.distance_transform_edt(solid), labels, index=np.arange(1, parts + 1))
+    voxels = THIN_OBSTACLE_CELLS * factor
+    thin = int(np.count_nonzero(np.asarray(half) < voxels / 2))
+    if not thin:
+        return None
+    return (
+        f"{thin} of {parts} obstacle part(s) are thinner than {voxels} voxels: the learned smoke models "
+        "let smoke through such walls (use the reference solver when the obstacles matter, or "
+        "make them thicker)"
+    )
+
+
 FINE_3D_MODEL = "smoke3d_128"
 """The 3D surrogate fine-tuned for 128³ output; :func:`default_model` picks it for large grids."""
 

@@ -835,6 +835,12 @@ def cook(node: hou.Node) -> None:
         note = dt_note(parms, domain, fps)
         if note is not None:
             node.addWarning(f"mlvfx: {note}")
+        if parms.model != REFERENCE:
+            from mlvfx.fluids.surrogate import thin_obstacle_warning
+
+            thin = thin_obstacle_warning(collision_mask(domain, _volumes(input_geo(2, None))))
+            if thin is not None:
+                node.addWarning(f"mlvfx: {thin}")
 
         def inputs_at(frame: int | None) -> FrameInputs:
             emitter = input_geo(1, frame)
