@@ -674,3 +674,6 @@ def test_thin_obstacles_are_named_for_the_learned_models() -> None:
     solid[2:30, 40:48, 2:30] = True  # a second part, 8 thick
     note = thin_obstacle_warning(solid)
     assert note is not None and note.startswith("1 of 2 obstacle part(s) are thinner than 16 voxels")
+    floor = np.zeros((32, 64, 32), bool)
+    floor[:, :8, :] = True  # 8 voxels on the domain's closed floor: nothing beyond it to leak to
+    assert thin_obstacle_warning(floor) is None

@@ -1139,6 +1139,14 @@ def thin_obstacle_warning(obstacles: Array | None, factor: int = 4) -> str | Non
         return None
     from scipy import ndimage
 
+    # Only the box around the obstacles, with a margin of empty cells inside the domain (the
+    # distance transform is float64: a whole 512³ domain would take a gigabyte). At the domain's
+    # walls there is no margin: a floor is as thick as the smoke sees it.
+    box = []
+    for axis in range(solid.ndim):
+        covered = np.flatnonzero(solid.any(axis=tuple(a for a in range(solid.ndim) if a != axis)))
+        box.append(slice(max(int(covered[0]) - 1, 0), int(covered[-1]) + 2))
+    solid = solid[tuple(box)]
     labels, parts = ndimage.label(solid)
     half = ndimage.maximum(ndimage.distance_transform_edt(solid), labels, index=np.arange(1, parts + 1))
     voxels = THIN_OBSTACLE_CELLS * factor
