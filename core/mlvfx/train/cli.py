@@ -12,6 +12,20 @@ from mlvfx.argtypes import minutes, whole_number
 from mlvfx.io.atomic import output_path
 
 
+def _run_folder_options(p: argparse.ArgumentParser) -> None:
+    """``-o/--out`` and ``--resume``, as every trainer has them."""
+    p.add_argument(
+        "-o",
+        "--out",
+        "--output",
+        dest="out",
+        type=output_path,
+        default=None,
+        help="output folder (default: runs/<recipe name>)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``train`` (with its ``material`` subcommand) to the ``mlvfx`` command."""
     train = subparsers.add_parser("train", help="train models from their recipes")
@@ -25,16 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--recipe", required=True, help="recipe JSON, e.g. model_zoo/recipes/material_v1.json")
     p.add_argument("--data", default=None, help="dataset folder (default: the recipe's, else the cache)")
-    p.add_argument(
-        "-o",
-        "--out",
-        "--output",
-        dest="out",
-        type=output_path,
-        default=None,
-        help="output folder (default: runs/<recipe name>)",
-    )
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    _run_folder_options(p)
     p.add_argument("--steps", type=whole_number(1), default=None, help="override the recipe's step count")
     p.add_argument(
         "--budget-minutes",
@@ -77,16 +82,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--recipe", required=True, help=f"recipe JSON, e.g. model_zoo/recipes/smoke{dims}d_v2.json"
         )
         q.add_argument("--data", default=None, help="shot folder (default: the recipe's, else the cache)")
-        q.add_argument(
-            "-o",
-            "--out",
-            "--output",
-            dest="out",
-            type=output_path,
-            default=None,
-            help="output folder (default: runs/<recipe name>)",
-        )
-        q.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+        _run_folder_options(q)
         q.add_argument(
             "--iterations", type=whole_number(0), default=None, help="override the recipe's iterations"
         )
