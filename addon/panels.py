@@ -155,7 +155,9 @@ class MLVFX_PT_smoke(bpy.types.Panel):
         conflict = smoke.shown_conflict(obj)
         if conflict is not None:
             col.label(text=f"Cache folder also used by {conflict[0]!r}", icon="ERROR")
-        layout.operator("mlvfx.bake_smoke", icon="RENDER_ANIMATION")
+        row = layout.row(align=True)
+        row.operator("mlvfx.bake_smoke", icon="RENDER_ANIMATION")
+        row.operator("mlvfx.free_smoke", icon="TRASH")
 
 
 classes = (MLVFX_PT_material, MLVFX_UL_exemplars, MLVFX_PT_texture, MLVFX_PT_smoke)

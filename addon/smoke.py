@@ -988,7 +988,67 @@ def _smoke_material() -> bpy.types.Material:
     return mat
 
 
-classes = (MLVFX_PG_smoke, MLVFX_OT_add_smoke, MLVFX_OT_bake_smoke)
+class MLVFX_OT_free_smoke(bpy.types.Operator):
+    """Delete the domain's baked frames and the Volume object that plays them"""
+
+    bl_idname = "mlvfx.free_smoke"
+    bl_label = "Free Bake"
+    bl_options = {"REGISTER", "UNDO"}
+
+    domain: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Domain", description="Domain object (empty: the active object)", options={"SKIP_SAVE"}
+    )
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        # Files deleted from disk do not come back with Undo: ask first.
+        return context.window_manager.invoke_confirm(  # type: ignore[no-any-return]
+            self, event, message="Delete the baked smoke frames from disk? Undo does not bring them back."
+        )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        domain = bpy.data.objects.get(self.domain) if self.domain else context.active_object
+        if domain is None or not domain.mlvfx_smoke.is_domain:
+            self.report({"ERROR"}, "select an mlvfx smoke domain")
+            return {"CANCELLED"}
+        if domain.library is not None:
+            self.report({"ERROR"}, f"smoke domain {domain.name!r} is linked from another .blend")
+            return {"CANCELLED"}
+        cache = cache_path(domain)
+        conflict = cache_conflict(domain)
+        if conflict is not None:  # another domain's smoke: not ours to delete
+            self.report({"ERROR"}, conflict[1])
+            return {"CANCELLED"}
+        removed = 0
+        if cache is not None and cache.is_dir():
+            from mlvfx.errors import InputError
+
+            try:
+                check_cache_folder(cache)  # only an earlier bake's frames, never anything else
+            except InputError as exc:
+                self.report({"ERROR"}, str(exc))
+                return {"CANCELLED"}
+            try:
+                for frame in sorted(cache.glob("density_*.vdb")):
+                    frame.unlink()
+                    removed += 1
+                if not any(p for p in cache.iterdir() if p.name not in _FOLDER_LITTER):
+                    shutil.rmtree(cache)
+            except OSError as exc:
+                self.report(
+                    {"ERROR"}, f"mlvfx: cannot delete the smoke cache: {exc.strerror or exc} ({cache})"
+                )
+                return {"CANCELLED"}
+        volume_obj = domain_volume(domain)
+        if volume_obj is not None:
+            data = volume_obj.data
+            bpy.data.objects.remove(volume_obj)
+            if data.users == 0:
+                bpy.data.volumes.remove(data)
+        self.report({"INFO"}, f"mlvfx: freed {removed} baked frames of {domain.name!r}")
+        return {"FINISHED"}
+
+
+classes = (MLVFX_PG_smoke, MLVFX_OT_add_smoke, MLVFX_OT_bake_smoke, MLVFX_OT_free_smoke)
 
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
 

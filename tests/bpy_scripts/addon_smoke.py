@@ -340,4 +340,16 @@ message = error_of(bpy.ops.mlvfx.bake_smoke, domain=walled.name)
 assert "is in the obstacle collection 'Walls'" in message, message
 walls.objects.unlink(walled.mlvfx_smoke.emitter)
 
+# -- 7. Free Bake: the frames and the Volume go; a folder with anything else in it is refused ------
+freed_cache = cache_of(free)
+assert any(freed_cache.glob("density_*.vdb")) and smoke.domain_volume(free) is not None
+assert bpy.ops.mlvfx.free_smoke(domain=free.name) == {"FINISHED"}
+observed["freed"] = [freed_cache.exists(), smoke.domain_volume(free) is None]
+assert observed["freed"] == [False, True], observed["freed"]
+assert bpy.ops.mlvfx.bake_smoke(domain=free.name) == {"FINISHED"}  # it bakes again afterwards
+(cache_of(free) / "notes.txt").write_text("mine")
+message = error_of(bpy.ops.mlvfx.free_smoke, domain=free.name)
+assert "notes.txt" in message and (cache_of(free) / "notes.txt").is_file(), message
+assert any(cache_of(free).glob("density_*.vdb"))  # nothing deleted
+
 print("RESULT " + json.dumps(observed))
