@@ -673,7 +673,15 @@ def test_thin_obstacles_are_named_for_the_learned_models() -> None:
     assert thin_obstacle_warning(solid) is None
     solid[2:30, 40:48, 2:30] = True  # a second part, 8 thick
     note = thin_obstacle_warning(solid)
-    assert note is not None and note.startswith("1 of 2 obstacle part(s) are thinner than 16 voxels")
+    assert note is not None and note.startswith("1 obstacle part(s) are thinner than 16 voxels")
     floor = np.zeros((32, 64, 32), bool)
-    floor[:, :8, :] = True  # 8 voxels on the domain's closed floor: nothing beyond it to leak to
+    floor[:, :4, :] = True  # on the domain's floor: nothing beyond it to leak to
     assert thin_obstacle_warning(floor) is None
+    block = np.zeros((64, 64, 64), bool)
+    block[10:40, 10:40, 10:40] = True
+    assert thin_obstacle_warning(block) is None
+    block[40:60, 20:22, 20:40] = True  # a thin fin on a thick block counts too (a review)
+    assert thin_obstacle_warning(block) is not None
+    plate = np.zeros((64, 64), bool)
+    plate[20:22, 10:50] = True  # 2D
+    assert thin_obstacle_warning(plate) is not None

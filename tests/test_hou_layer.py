@@ -427,6 +427,9 @@ def test_a_thin_collider_under_a_learned_model_gets_a_warning(hou):
     assert any("thinner than 16 voxels" in w for w in getattr(node, "warnings", [])), node.__dict__.get(
         "warnings"
     )
+    node.warnings = []
+    smoke.cook(node)  # the same frame again, from the node's cache: still said
+    assert any("thinner than 16 voxels" in w for w in node.warnings)
     node = SopNode(smoke_parms(divisions=16), [None, emitter, collision])  # the reference: no warning
     smoke.cook(node)
     assert not any("thinner" in w for w in getattr(node, "warnings", []))

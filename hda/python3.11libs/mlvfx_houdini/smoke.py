@@ -687,6 +687,7 @@ def forget(key: str, delete_files: bool = False) -> bool:
     with _lock:
         session = _sessions.pop(key, None)
         had = (_solvers.pop(key, None) is not None) or session is not None
+        _thin_notes.pop(key, None)
     if delete_files and session is not None and session.cache_dir is not None:
         for path in session.cache_dir.glob(f"smoke.{session.signature}.*.npz"):
             path.unlink(missing_ok=True)
@@ -835,12 +836,6 @@ def cook(node: hou.Node) -> None:
         note = dt_note(parms, domain, fps)
         if note is not None:
             node.addWarning(f"mlvfx: {note}")
-        if parms.model != REFERENCE:
-            from mlvfx.fluids.surrogate import thin_obstacle_warning
-
-            thin = thin_obstacle_warning(collision_mask(domain, _volumes(input_geo(2, None))))
-            if thin is not None:
-                node.addWarning(f"mlvfx: {thin}")
 
         def inputs_at(frame: int | None) -> FrameInputs:
             emitter = input_geo(1, frame)
@@ -849,6 +844,8 @@ def cook(node: hou.Node) -> None:
             obstacles = collision_mask(domain, _volumes(input_geo(2, frame)))
             if domain.is_2d:
                 obstacles = None if obstacles is None else obstacles.reshape(domain.shape)
+            if parms.model != REFERENCE:
+                thin_note(key, obstacles)
             return FrameInputs(mask, obstacles)
 
         key = _node_key(node)
@@ -870,6 +867,29 @@ def cook(node: hou.Node) -> None:
                     cancel,
                 )
         _write(geo, domain, state)
+        thin = _thin_notes.get(key) if parms.model != REFERENCE else None
+        if thin is not None and thin[1] is not None:  # from the frames simulated, cached ones too
+            node.addWarning(f"mlvfx: {thin[1]}")
+
+
+_thin_notes: dict[str, tuple[bytes, str | None]] = {}
+"""Per node: the last obstacle mask's digest and its :func:`thin_obstacle_warning`."""
+
+
+def thin_note(key: str, obstacles: npt.NDArray[np.bool_] | None) -> str | None:
+    """The learned models' thin-wall warning for a node's obstacles, worked out once per mask."""
+    if obstacles is None:
+        _thin_notes.pop(key, None)
+        return None
+    digest = hashlib.sha256(np.packbits(obstacles).tobytes()).digest()
+    hit = _thin_notes.get(key)
+    if hit is not None and hit[0] == digest:
+        return hit[1]
+    from mlvfx.fluids.surrogate import thin_obstacle_warning
+
+    note = thin_obstacle_warning(obstacles)
+    _thin_notes[key] = (digest, note)
+    return note
 
 
 def on_deleted(kwargs: Mapping[str, Any]) -> None:
