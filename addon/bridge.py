@@ -208,7 +208,7 @@ def _load_image(path: Path, name: str, colorspace: str, pack: bool) -> bpy.types
         image.pack()
         # Its own file name for File > External Data > Unpack: the temp path (folder deleted,
         # generic albedo.png) made two materials' maps unpack into one file (an audit, stop 26).
-        own = f"//textures/mlvfx/{safe_name(image.name, 'image')}{path.suffix.lower()}"
+        own = _unused_packed_path(image, safe_name(image.name, "image"), path.suffix.lower())
         image.filepath_raw = own
         for packed in image.packed_files:  # what Unpack reads (Blender keeps the load path there)
             packed.filepath = own
@@ -218,6 +218,23 @@ def _load_image(path: Path, name: str, colorspace: str, pack: bool) -> bpy.types
         except ValueError:  # another drive on Windows: keep the absolute path
             pass
     return image
+
+
+def _unused_packed_path(image: bpy.types.Image, stem: str, suffix: str) -> str:
+    """``//textures/mlvfx/<stem><suffix>``, numbered past the paths other images use (compared
+    without case, as Windows and macOS do): "my photo" and "my_photo", or two names in another
+    script that both reduce to "albedo", must not unpack into one file (a review)."""
+    taken = {
+        path.lower()
+        for other in bpy.data.images
+        if other != image
+        for path in (other.filepath_raw, *(f.filepath for f in other.packed_files))
+    }
+    candidate, number = f"//textures/mlvfx/{stem}{suffix}", 1
+    while candidate.lower() in taken:
+        number += 1
+        candidate = f"//textures/mlvfx/{stem}-{number}{suffix}"
+    return candidate
 
 
 def load_map_images(files: dict[str, Path], base_name: str, pack: bool) -> dict[str, bpy.types.Image]:

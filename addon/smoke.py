@@ -692,9 +692,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
             raise InputError(f"emitter {s.emitter.name!r} covers no voxel of the domain at this resolution")
         fps = context.scene.render.fps / context.scene.render.fps_base
         model = _resolve_model(s.model, max(dims))  # the grid as rounded for a surrogate
-        obstacles = self._obstacles(
-            context, domain, frames[0], low, voxel, dims, learned=model != "reference"
-        )
+        obstacles = self._obstacles(context, domain, frames, low, voxel, dims, learned=model != "reference")
         dt = 1.0 / fps / s.substeps
         if model != "reference":
             from mlvfx.fluids.surrogate import dt_warning
@@ -726,15 +724,16 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         self,
         context: bpy.types.Context,
         domain: bpy.types.Object,
-        frame: int,
+        frames: list[int],
         low: np.ndarray,
         voxel: float,
         dims: tuple[int, int, int],
         learned: bool = False,
     ) -> PackedMask | None:
-        """The Obstacles collection's meshes voxelized at ``frame``, in the solver's axis order (None
-        without any). The solver's obstacles are static: a moving one gets a warning, and so do
-        ones too thin for a ``learned`` model."""
+        """The Obstacles collection's meshes voxelized at the first of ``frames``, in the solver's
+        axis order (None without any). The solver's obstacles are static: one that moves over
+        ``frames`` gets a warning, and so do ones too thin for a ``learned`` model and objects that
+        are not meshes (skipped)."""
         from mlvfx.errors import InputError
 
         s = domain.mlvfx_smoke
@@ -746,13 +745,22 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
                 f"the emitter {s.emitter.name!r} is in the obstacle collection {s.obstacles.name!r}: "
                 "smoke cannot come out of a solid"
             )
+        skipped = [o.name for o in s.obstacles.all_objects if o.type != "MESH" and o.type != "EMPTY"]
+        if skipped:
+            self.report(
+                {"WARNING"},
+                f"mlvfx: obstacles that are not meshes are left out ({', '.join(skipped[:3])}): "
+                "convert them to meshes",
+            )
         if not meshes:
             return None
-        moving = [o.name for o in meshes if _may_move(o)]
+        frame = frames[0]
+        checked = [frames[0], frames[len(frames) // 2], frames[-1]]
+        moving = [o.name for o in meshes if _may_move(o) and not _same_at(context, o, checked)]
         if moving:
             self.report(
                 {"WARNING"},
-                f"mlvfx: obstacles stay where they are at frame {frame} ({', '.join(moving[:3])} may move)",
+                f"mlvfx: obstacles stay where they are at frame {frame} ({', '.join(moving[:3])} moves)",
             )
         solid = np.zeros(dims, bool)
         with _frame_kept(context.scene):
@@ -1075,36 +1083,53 @@ def _remap_caches_before_save(filepath: str, *_: Any) -> None:
         where = Path(bpy.path.abspath(settings.cache))
         if not where.is_dir():
             continue
+        original = settings.cache
         try:
             settings.cache = bpy.path.relpath(str(where), start=str(new_dir))
         except ValueError:  # another drive on Windows
             settings.cache = str(where)
-        _remapped.append((obj.name, bpy.path.relpath(str(where))))
+        _remapped.append((obj.name, original))
 
 
 @bpy.app.handlers.persistent  # type: ignore[misc]
 def _restore_after_save_copy(filepath: str, *_: Any) -> None:
     if filepath and bpy.data.filepath and Path(filepath).resolve() != Path(bpy.data.filepath).resolve():
-        for name, cache in _remapped:  # a copy was written: this session's file has not moved
-            obj = bpy.data.objects.get(name)
-            if obj is not None:
-                obj.mlvfx_smoke.cache = cache
+        _restore_remapped()  # a copy was written: this session's file has not moved
+
+
+@bpy.app.handlers.persistent  # type: ignore[misc]
+def _restore_after_failed_save(*_: Any) -> None:
+    _restore_remapped()  # nothing was written: the file has not moved (a review)
+
+
+def _restore_remapped() -> None:
+    for name, cache in _remapped:
+        obj = bpy.data.objects.get(name)
+        if obj is not None:
+            obj.mlvfx_smoke.cache = cache
     _remapped.clear()
+
+
+_SAVE_HANDLERS = (
+    ("save_pre", _remap_caches_before_save),
+    ("save_post", _restore_after_save_copy),
+    ("save_post_fail", _restore_after_failed_save),
+)
 
 
 def register() -> None:
     _register_classes()
     bpy.types.Object.mlvfx_smoke = bpy.props.PointerProperty(type=MLVFX_PG_smoke)
-    bpy.app.handlers.save_pre.append(_remap_caches_before_save)
-    bpy.app.handlers.save_post.append(_restore_after_save_copy)
+    for name, handler in _SAVE_HANDLERS:
+        handlers = getattr(bpy.app.handlers, name, None)  # save_post_fail: Blender 4.1 and later
+        if handlers is not None and handler not in handlers:
+            handlers.append(handler)
 
 
 def unregister() -> None:
-    for handlers, handler in (
-        (bpy.app.handlers.save_pre, _remap_caches_before_save),
-        (bpy.app.handlers.save_post, _restore_after_save_copy),
-    ):
-        if handler in handlers:
+    for name, handler in _SAVE_HANDLERS:
+        handlers = getattr(bpy.app.handlers, name, None)
+        if handlers is not None and handler in handlers:
             handlers.remove(handler)
     del bpy.types.Object.mlvfx_smoke
     _unregister_classes()

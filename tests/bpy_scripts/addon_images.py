@@ -112,6 +112,14 @@ assert len(set(observed["unpacked_paths"])) == 2, observed["unpacked_paths"]
 for img, mean in zip(albedos, before_unpack, strict=True):
     img.reload()
     assert abs(float(bridge.data_array(img).mean()) - mean) < 1e-3, (img.filepath, mean)
+# Names that reduce to one file name (another script, "my photo" / "My_photo") are numbered apart.
+first = bpy.data.images.new("кирпич_albedo", 4, 4)
+first.filepath_raw = bridge._unused_packed_path(first, bridge.safe_name(first.name, "image"), ".png")
+second = bpy.data.images.new("камень_albedo", 4, 4)
+observed["packed_names"] = [first.filepath_raw, bridge._unused_packed_path(second, "ALBEDO", ".png")]
+assert observed["packed_names"] == ["//textures/mlvfx/albedo.png", "//textures/mlvfx/ALBEDO-2.png"], observed
+bpy.data.images.remove(first)
+bpy.data.images.remove(second)
 
 # -- an unsaved .blend: the maps are packed and the temp folder is removed --------------------------
 bpy.ops.wm.read_homefile(use_empty=True)

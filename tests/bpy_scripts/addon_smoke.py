@@ -287,8 +287,14 @@ observed["cache_after_save_as"] = shot.mlvfx_smoke.cache
 assert cache_of(shot).resolve() == baked_at.resolve(), (shot.mlvfx_smoke.cache, baked_at)
 assert Path(bpy.path.abspath(shot_volume.data.filepath)).parent.resolve() == baked_at.resolve()
 assert shot.mlvfx_smoke.cache.startswith("//"), shot.mlvfx_smoke.cache  # still relative
-# A Save Copy writes the remapped path into the copy only: this session's file has not moved.
+# A Save As that fails (a folder that is not there) leaves the Cache as it was (a review).
 before_copy = shot.mlvfx_smoke.cache
+try:
+    bpy.ops.wm.save_as_mainfile(filepath=str(work / "no" / "such" / "folder" / "x.blend"))
+except RuntimeError:
+    pass
+assert shot.mlvfx_smoke.cache == before_copy, shot.mlvfx_smoke.cache
+# A Save Copy writes the remapped path into the copy only: this session's file has not moved.
 bpy.ops.wm.save_as_mainfile(filepath=str(work / "copy_of_shot.blend"), copy=True)
 assert shot.mlvfx_smoke.cache == before_copy and cache_of(shot).resolve() == baked_at.resolve()
 bpy.ops.wm.open_mainfile(filepath=str(work / "copy_of_shot.blend"))
