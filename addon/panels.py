@@ -26,10 +26,10 @@ def learned_model_note(context: bpy.types.Context) -> str | None:
     note: str | None = None
     try:
         from mlvfx import zoo
-        from mlvfx.ops.material import LEARNED_MODEL
+        from mlvfx.ops.material import LEARNED_MODEL, learned_model_version
 
         preferences.apply_environment(context)
-        entry = zoo.load_manifest().get(LEARNED_MODEL)
+        entry = zoo.load_manifest().get(LEARNED_MODEL, learned_model_version())
         if not zoo.available_locally(entry.file(None, "safetensors")):
             note = f"Offline, and the {LEARNED_MODEL} {entry.version} model is not downloaded"
     except Exception:  # noqa: S110 - a hint only: Generate Material reports the real error

@@ -13,6 +13,7 @@ _ENV_KEYS = (
     "MLVFX_OFFLINE",
     "MLVFX_DEVICE",
     "MLVFX_THREADS",
+    "MLVFX_MATERIAL_MODEL",
 )
 
 
@@ -58,6 +59,12 @@ class MLVFX_AP_preferences(bpy.types.AddonPreferences):
     threads: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Threads", description="CPU threads for the models (0: automatic)", default=0, min=0, max=256
     )
+    material_model: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Material Model",
+        description="Pin the learned material model's version for a show, e.g. material@0.7.0 (empty: "
+        "the newest in the zoo; a newer model would change the maps)",
+        default="",
+    )
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -71,6 +78,7 @@ class MLVFX_AP_preferences(bpy.types.AddonPreferences):
             row.label(text="Blender's online access is off: downloads are disabled", icon="INFO")
         col.prop(self, "device")
         col.prop(self, "threads")
+        col.prop(self, "material_model")
         layout.operator("mlvfx.download_models", icon="IMPORT")
 
 
@@ -95,6 +103,8 @@ def apply_environment(context: bpy.types.Context | None = None) -> None:
             values["MLVFX_DEVICE"] = prefs.device
         if prefs.threads:
             values["MLVFX_THREADS"] = str(prefs.threads)
+        if prefs.material_model.strip():
+            values["MLVFX_MATERIAL_MODEL"] = prefs.material_model.strip()
     if (prefs is not None and prefs.offline) or not bpy.app.online_access:
         values["MLVFX_OFFLINE"] = "1"
     # Preferences override the environment Blender started with (a studio's MLVFX_CACHE_DIR, say);

@@ -310,3 +310,27 @@ def test_material_json_tells_an_importer_how_to_read_each_file(tmp_path) -> None
     }
     assert meta["normal_encoding"].startswith("rgb = n * 0.5 + 0.5")
     assert meta["height_scale_px"] == result.height_scale_px == result.relief_px == 0.01 * 40
+
+
+def test_the_learned_model_can_be_pinned_for_a_show(monkeypatch) -> None:
+    # A newer model in the zoo would otherwise change a show's maps half way through.
+    from mlvfx.errors import InputError, ModelNotFound
+    from mlvfx.ops.material import learned_model_version, material
+
+    monkeypatch.delenv("MLVFX_MATERIAL_MODEL", raising=False)
+    assert learned_model_version() is None and learned_model_version(" ") is None
+    assert learned_model_version("material@0.7.0") == learned_model_version("0.7.0") == "0.7.0"
+    monkeypatch.setenv("MLVFX_MATERIAL_MODEL", "material@0.6.0")
+    assert learned_model_version() == "0.6.0" and learned_model_version("0.7.0") == "0.7.0"
+    for bad in ("smoke3d@0.2.0", "material@", "material@../x"):
+        with pytest.raises(InputError, match="material@VERSION"):
+            learned_model_version(bad)
+    monkeypatch.setenv("MLVFX_MATERIAL_MODEL", "smoke3d")
+    with pytest.raises(InputError, match="MLVFX_MATERIAL_MODEL"):
+        learned_model_version()
+    monkeypatch.delenv("MLVFX_MATERIAL_MODEL")
+    photo = np.random.default_rng(0).random((32, 32, 3), dtype=np.float32)
+    assert material(photo, "normal", model="material@0.7.0").meta["model"] == "material@0.7.0"
+    with pytest.raises(ModelNotFound, match=r"versions: 0\.1\.0"):
+        material(photo, "normal", model="9.9.9")
+    assert "model" not in material(photo, "normal", method="classical", model="nonsense").meta  # unused

@@ -217,6 +217,10 @@ def cmd_material(args: argparse.Namespace) -> int:
 
     maps = parse_maps(args.maps)
     check_options(args.method, args.normal_convention, args.relief, args.quality)  # once, not per image
+    if args.method == "learned":
+        from mlvfx.ops.material import learned_model_version
+
+        learned_model_version(args.model)  # a malformed reference fails before the first image
     if args.skip_existing and args.overwrite:
         raise InputError("--skip-existing and --overwrite exclude each other")
     if args.quality == "high" and args.method == "classical" and not (args.json or args.quiet):
@@ -250,6 +254,7 @@ def cmd_material(args: argparse.Namespace) -> int:
                         method=args.method,
                         relief=args.relief,
                         quality=args.quality,
+                        model=args.model,
                         overwrite=args.overwrite,
                         progress=progress,
                     )
@@ -478,6 +483,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="standard",
         help="high: the learned model also sees the photo turned and mirrored (8 views) and averages "
         "them; about 6x slower, slightly more accurate (default: standard)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="material@VERSION",
+        default=None,
+        help="pin the learned model's version, e.g. material@0.7.0, so a newer zoo model does not "
+        "change a show's maps (default: MLVFX_MATERIAL_MODEL, else the newest)",
     )
     p.add_argument(
         "--maps",

@@ -226,7 +226,7 @@ operators.MLVFX_OT_generate_material._compute = staticmethod(broken)
 console = io.StringIO()
 with contextlib.redirect_stderr(console):
     observed["internal_error"] = error_of(bpy.ops.mlvfx.generate_material, material="Rock", node="Photo")
-operators.MLVFX_OT_generate_material._compute = real
+operators.MLVFX_OT_generate_material._compute = staticmethod(real)  # type: ignore[method-assign]
 assert "internal error: KeyError" in observed["internal_error"]
 assert "Traceback" in console.getvalue() and "broken" in console.getvalue()
 
@@ -260,6 +260,19 @@ prefs.mirrors = str(Path(__file__).resolve().parents[2] / "model_zoo")  # a mirr
 assert panels.learned_model_note(bpy.context) is None
 prefs.mirrors = ""
 bpy.context.preferences.addons[MODULE].preferences.offline = False
+
+# -- a show pins the learned material model in the preferences: the maps come from that version -----
+prefs.material_model = "material@0.7.0"
+settings.method = "learned"
+before_runs = set((work / "textures" / "mlvfx").rglob("material.json"))
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
+(pinned_meta,) = set((work / "textures" / "mlvfx").rglob("material.json")) - before_runs
+observed["pinned_model"] = json.loads(pinned_meta.read_text())["model"]
+assert observed["pinned_model"] == "material@0.7.0", observed["pinned_model"]
+prefs.material_model = "smoke3d"  # not a material model: a one-line error, no traceback
+assert "material@VERSION" in error_of(bpy.ops.mlvfx.generate_material, material="Rock", node="Photo")
+prefs.material_model = ""
+settings.method = "classical"
 
 
 # -- unregistering mid-job (disabling the add-on) cancels the job and releases its timer, progress

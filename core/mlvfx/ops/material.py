@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,7 @@ def material(
     method: Method = "learned",
     relief: float = 0.01,
     quality: Quality = "standard",
+    model: str | None = None,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
 ) -> MaterialResult:
@@ -100,6 +102,9 @@ def material(
         relief: relief depth as a fraction of the larger image side; scales normals and AO.
         quality: "standard", or "high": the learned model sees the photo in its 8 rotations and
             mirrors and the maps are averaged (8x the time; ignored by the classical method).
+        model: the learned model to use, ``"material@0.7.0"`` or ``"0.7.0"`` (default: the
+            ``MLVFX_MATERIAL_MODEL`` environment variable, else the zoo's newest): pin it for a show,
+            so a newer model in the zoo does not change the maps half way through.
         progress: called with (fraction, message).
         cancel: checked between steps.
 
@@ -114,6 +119,7 @@ def material(
     """
     wanted = parse_maps(maps)
     check_options(method, normal_convention, relief, quality)
+    pinned = learned_model_version(model) if method == "learned" else None
     img = fill_transparent(check_image(image, "image"), tileable)  # colour hidden under alpha 0 has no say
     if method == "learned":
         return _learned(
@@ -123,6 +129,7 @@ def material(
             normal_convention=normal_convention,
             relief=relief,
             quality=quality,
+            version=pinned,
             progress=progress,
             cancel=cancel,
         )
@@ -177,6 +184,29 @@ def material(
 
 
 LEARNED_MODEL = "material"
+MODEL_ENV = "MLVFX_MATERIAL_MODEL"
+
+
+def learned_model_version(model: str | None = None) -> str | None:
+    """The learned material model version pinned by ``model`` (``"material@0.7.0"``, ``"0.7.0"``)
+    or, when it is None or blank, by ``MLVFX_MATERIAL_MODEL``; None for the zoo's newest.
+
+    Raises:
+        InputError: a reference to another model, or a malformed one.
+    """
+    ref = (model if model is not None and model.strip() else os.environ.get(MODEL_ENV, "")).strip()
+    if not ref:
+        return None
+    where = f" ({MODEL_ENV})" if model is None or not model.strip() else ""
+    model_id, at, version = ref.rpartition("@")
+    if not at:
+        model_id, version = LEARNED_MODEL, ref
+    if model_id != LEARNED_MODEL or not re.fullmatch(r"[0-9][0-9A-Za-z.+-]*", version):
+        raise InputError(
+            f"the learned material model is given as {LEARNED_MODEL}@VERSION or VERSION, "
+            f"e.g. {LEARNED_MODEL}@0.7.0; got {ref!r}{where}"
+        )
+    return version
 
 
 def _learned(
@@ -187,6 +217,7 @@ def _learned(
     normal_convention: Convention,
     relief: float,
     quality: Quality,
+    version: str | None,
     progress: ProgressFn | None,
     cancel: CancelToken | None,
 ) -> MaterialResult:
@@ -202,12 +233,17 @@ def _learned(
     from mlvfx.nets.infer import load_material_net, predict_material
 
     report(progress, 0.0, "loading model")
-    try:
-        entry = zoo.load_manifest().get(LEARNED_MODEL)
-    except ModelNotFound:
-        raise ModelNotFound(
-            f"no learned material model ({LEARNED_MODEL!r}) is published in the zoo; use method 'classical'"
-        ) from None
+    manifest = zoo.load_manifest()
+    if version is not None:  # pinned: its own message lists the versions there are
+        entry = manifest.get(LEARNED_MODEL, version)
+    else:
+        try:
+            entry = manifest.get(LEARNED_MODEL)
+        except ModelNotFound:
+            raise ModelNotFound(
+                f"no learned material model ({LEARNED_MODEL!r}) is published in the zoo; "
+                "use method 'classical'"
+            ) from None
     path = zoo.fetch(LEARNED_MODEL, entry.version, fmt="safetensors", cancel=cancel)
     net = load_material_net(path, device=str(torch_device()))
     check_cancel(cancel)
@@ -366,6 +402,7 @@ def material_from_file(
     method: Method = "learned",
     relief: float = 0.01,
     quality: Quality = "standard",
+    model: str | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     cancel: CancelToken | None = None,
@@ -384,6 +421,7 @@ def material_from_file(
         method=method,
         relief=relief,
         quality=quality,
+        model=model,
         progress=progress,
         cancel=cancel,
     )
