@@ -253,3 +253,14 @@ def test_a_time_step_the_surrogates_were_not_trained_with_is_warned_about() -> N
     assert dt_warning(SmokeConfig(shape=(16, 16, 16)).dt) is None  # the default 1/24 s, as trained
     message = dt_warning(1.0 / 96.0)
     assert message is not None and "1/96 s" in message and "outside their training" in message
+
+
+def test_a_smoke_model_version_can_be_pinned(tmp_path: Path) -> None:
+    from mlvfx.errors import ModelNotFound
+    from mlvfx.fluids.surrogate import load_surrogate
+
+    _, factor, version = load_surrogate("smoke3d@0.2.0")
+    assert version == "0.2.0" and factor == 4
+    assert load_surrogate("smoke3d")[2] != "0.2.0"  # the newest otherwise
+    with pytest.raises(ModelNotFound, match="versions: "):
+        load_surrogate("smoke3d@9.9")

@@ -57,8 +57,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--model",
         default=None,
-        help="surrogate model id (default: smoke3d, or smoke3d_128 from --res 96 up; in 2D smoke2d, "
-        "which is not published)",
+        help="surrogate model id, or ID@VERSION to pin one (default: smoke3d, or smoke3d_128 from --res "
+        "96 up; in 2D smoke2d, which is not published)",
     )
     p.add_argument(
         "--weights",
@@ -112,8 +112,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     b.add_argument(
         "--model",
         default=None,
-        help="zoo model id (default: smoke3d, or smoke3d_128 from --res 96 up; in 2D smoke2d, which is not "
-        "published)",
+        help="zoo model id, or ID@VERSION (default: smoke3d, or smoke3d_128 from --res 96 up; in 2D smoke2d, "
+        "which is not published)",
     )
     b.add_argument("--weights", type=Path, default=None, help="a local surrogate .safetensors instead")
     b.add_argument("--shots", type=int, default=4, help="held-out shots (default: 4; 0 = timing only)")
@@ -362,7 +362,7 @@ def _load_surrogate(args: argparse.Namespace, res: int) -> tuple[Any, int, str]:
 
     model = args.model or default_model(args.dims, res)
     net, factor, version = load_surrogate(model)
-    return net, factor, f"{model} {version}"
+    return net, factor, f"{model.partition('@')[0]} {version}"
 
 
 def _surrogate_stepper(args: argparse.Namespace, config: Any) -> tuple[Any, str]:

@@ -1184,17 +1184,21 @@ def default_model(dims: int, res: int) -> str:
 
 
 def load_surrogate(model_id: str) -> tuple[CorrectionNet, int, str]:
-    """``(net, factor, version)`` of the zoo's smoke surrogate ``model_id`` (fetched if needed).
+    """``(net, factor, version)`` of the zoo's smoke surrogate ``model_id`` (fetched if needed):
+    ``smoke3d`` for the newest version, ``smoke3d@0.2.0`` for that one (a show pins it).
 
     Raises:
-        ModelNotFound: the model is not in the zoo manifest.
+        ModelNotFound: the model, or that version of it, is not in the zoo manifest.
         OfflineError / DownloadError / IntegrityError: as :func:`mlvfx.zoo.fetch`.
     """
     from mlvfx import zoo
 
     manifest = zoo.load_manifest()
+    model_id, _, version = model_id.partition("@")
+    if version:
+        manifest.get(model_id, version)  # a missing version: its message lists the versions there are
     try:
-        entry = manifest.get(model_id)
+        entry = manifest.get(model_id, version or None)
     except ModelNotFound:
         raise ModelNotFound(
             f"smoke surrogate {model_id!r} is not in the model zoo (`mlvfx zoo list` shows what is); "
