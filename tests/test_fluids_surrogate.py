@@ -685,3 +685,10 @@ def test_thin_obstacles_are_named_for_the_learned_models() -> None:
     plate = np.zeros((64, 64), bool)
     plate[20:22, 10:50] = True  # 2D
     assert thin_obstacle_warning(plate) is not None
+    for offset in range(4):  # on the model's own grid (half a cell is solid): 10 voxels is 2-3 cells
+        wall = np.zeros((32, 64, 32), bool)
+        wall[8:24, 16 + offset : 26 + offset, 8:24] = True
+        assert thin_obstacle_warning(wall) is not None, offset
+    wisp = np.zeros((32, 64, 32), bool)
+    wisp[8:24, 30, 8:24] = True  # one voxel: not on the coarse grid at all
+    assert thin_obstacle_warning(wisp) is not None

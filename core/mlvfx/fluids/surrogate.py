@@ -1131,11 +1131,13 @@ def thin_obstacle_warning(obstacles: Array | None, factor: int = 4) -> str | Non
     audit, ``bench/smoke_thin_obstacles.py``): under a slab 4 or 8 voxels thick, 221 / 179 units of
     density got right above it in 60 steps where the reference let none through; at 16, 1.5.
 
-    Measured on the coarse grid the models run on (a coarse cell is solid when any of its voxels
-    is): a coarse cell is thin when no cube of ``THIN_OBSTACLE_CELLS`` solid coarse cells covers it
-    (a morphological opening). So a thin fin on a thick block counts, a wall on the domain's edge
-    is measured from the inside only (outside the domain counts as solid), and the cost is that of
-    a few filters over the coarse grid (under a second at 512³).
+    Measured on the coarse grid the models run on (a coarse cell is solid when half of its voxels
+    are, as :func:`restrict_mask` makes it): a coarse cell is thin when no cube of
+    ``THIN_OBSTACLE_CELLS`` solid coarse cells covers it (a morphological opening), and solid voxels
+    that grid drops count as thin unless they border a thick part. So a thin fin on a thick block
+    counts, a wall on the domain's edge is measured from the inside only (outside the domain
+    counts as solid), and the cost is that of a few filters over the coarse grid (about a second
+    at 512³).
     """
     if obstacles is None:
         return None
@@ -1148,13 +1150,20 @@ def thin_obstacle_warning(obstacles: Array | None, factor: int = 4) -> str | Non
     solid = np.pad(solid, pad, mode="edge")
     coarse_shape = [n // factor for n in solid.shape]
     split = [v for n in coarse_shape for v in (n, factor)]
-    coarse = solid.reshape(split).any(axis=tuple(range(1, 2 * solid.ndim, 2))).astype(np.uint8)
+    cells = tuple(range(1, 2 * solid.ndim, 2))
+    share = solid.reshape(split).mean(axis=cells)
+    coarse = (share >= 0.5).astype(np.uint8)  # the coarse grid the model runs on (restrict_mask)
     size = THIN_OBSTACLE_CELLS
     coarse = np.pad(coarse, size, constant_values=1)  # beyond the domain: solid
     # An opening with a size-4 cube: erode with the window [-2, 1], dilate with its mirror [-1, 2].
     kept = ndimage.maximum_filter(ndimage.minimum_filter(coarse, size), size, origin=-1)
     inner = tuple(slice(size, -size) for _ in range(coarse.ndim))
-    thin = coarse[inner].astype(bool) & ~kept[inner].astype(bool)
+    thick = kept[inner].astype(bool)
+    thin = coarse[inner].astype(bool) & ~thick
+    # Solid voxels the coarse grid drops (under half a cell), away from any thick part: a plate the
+    # model does not see at all.
+    near_thick = ndimage.binary_dilation(thick, np.ones((3,) * thick.ndim, bool))
+    thin |= (share > 0) & (share < 0.5) & ~near_thick
     if not thin.any():
         return None
     _, parts = ndimage.label(thin)
