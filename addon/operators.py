@@ -278,12 +278,15 @@ class MLVFX_OT_download_models(BackgroundJobOperator, bpy.types.Operator):
 
     @staticmethod
     def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
+        from mlvfx.ops.material import LEARNED_MODEL, learned_model_version
         from mlvfx.progress import scaled
         from mlvfx.zoo import fetch_model, load_manifest
 
         manifest = load_manifest()
-        # The newest version of each model (what the tools use), not every published version.
-        models = [manifest.get(model_id) for model_id in manifest.ids()]
+        # The version of each model the tools use: the newest, or the material model a show pinned
+        # (a review: an offline show could not run the pinned one), not every published version.
+        pinned = learned_model_version()
+        models = [manifest.get(m, pinned if m == LEARNED_MODEL else None) for m in manifest.ids()]
         for index, entry in enumerate(models):
             step = scaled(progress, index / len(models), (index + 1) / len(models))
             fetch_model(entry, step, cancel=cancel)

@@ -1026,32 +1026,50 @@ class MLVFX_OT_free_smoke(bpy.types.Operator):
         if conflict is not None:  # another domain's smoke: not ours to delete
             self.report({"ERROR"}, conflict[1])
             return {"CANCELLED"}
-        removed = 0
-        if cache is not None and cache.is_dir():
-            from mlvfx.errors import InputError
-
-            try:
-                check_cache_folder(cache)  # only an earlier bake's frames, never anything else
-            except InputError as exc:
-                self.report({"ERROR"}, str(exc))
-                return {"CANCELLED"}
-            try:
-                for frame in sorted(cache.glob("density_*.vdb")):
-                    frame.unlink()
-                    removed += 1
-                if not any(p for p in cache.iterdir() if p.name not in _FOLDER_LITTER):
-                    shutil.rmtree(cache)
-            except OSError as exc:
-                self.report(
-                    {"ERROR"}, f"mlvfx: cannot delete the smoke cache: {exc.strerror or exc} ({cache})"
-                )
-                return {"CANCELLED"}
         volume_obj = domain_volume(domain)
-        if volume_obj is not None:
-            data = volume_obj.data
-            bpy.data.objects.remove(volume_obj)
-            if data.users == 0:
-                bpy.data.volumes.remove(data)
+        if volume_obj is None or cache is None or not _plays(volume_obj, cache):
+            # Only frames this domain's Volume plays are known to be its bake: a Cache changed since,
+            # or pointed at another shot's folder, is not deleted (a review).
+            where = (
+                "no Volume of it plays"
+                if volume_obj is None
+                else f"its Volume {volume_obj.name!r} does not play"
+            )
+            self.report(
+                {"ERROR"},
+                f"mlvfx: nothing freed: {where} the Cache folder {domain.mlvfx_smoke.cache!r} "
+                "(delete a folder by hand if it is this domain's)",
+            )
+            return {"CANCELLED"}
+        from mlvfx.errors import InputError
+
+        try:
+            check_cache_folder(cache)  # only an earlier bake's frames, never anything else
+        except InputError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        # The Volume objects first (an Alt+D copy shares the data): none left playing deleted files,
+        # and on Windows the files are no longer held open.
+        data = volume_obj.data
+        for obj in [o for o in bpy.data.objects if o.type == "VOLUME" and o.data == data]:
+            bpy.data.objects.remove(obj)
+        if data.users == 0:
+            bpy.data.volumes.remove(data)
+        frames = sorted(cache.glob("density_*.vdb"))
+        removed = 0
+        try:
+            for frame in frames:
+                frame.unlink()
+                removed += 1
+            if not any(p for p in cache.iterdir() if p.name not in _FOLDER_LITTER):
+                shutil.rmtree(cache)
+        except OSError as exc:
+            why = exc.strerror or exc
+            self.report(
+                {"ERROR"},
+                f"mlvfx: deleted {removed} of {len(frames)} baked frames, then: {why} ({cache})",
+            )
+            return {"CANCELLED"}
         self.report({"INFO"}, f"mlvfx: freed {removed} baked frames of {domain.name!r}")
         return {"FINISHED"}
 

@@ -264,3 +264,7 @@ def test_a_smoke_model_version_can_be_pinned(tmp_path: Path) -> None:
     assert load_surrogate("smoke3d")[2] != "0.2.0"  # the newest otherwise
     with pytest.raises(ModelNotFound, match="versions: "):
         load_surrogate("smoke3d@9.9")
+    from mlvfx.errors import InputError
+
+    with pytest.raises(InputError, match="names no version"):
+        load_surrogate("smoke3d@")

@@ -269,6 +269,14 @@ assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINIS
 (pinned_meta,) = set((work / "textures" / "mlvfx").rglob("material.json")) - before_runs
 observed["pinned_model"] = json.loads(pinned_meta.read_text())["model"]
 assert observed["pinned_model"] == "material@0.7.0", observed["pinned_model"]
+# Download Models Now fetches the pinned version (an offline show needs that one, not the newest).
+prefs.material_model = "material@0.5.0"
+importlib.import_module(MODULE + ".preferences").apply_environment(bpy.context)
+operators.MLVFX_OT_download_models._compute({}, None, None)
+zoo = importlib.import_module("mlvfx.zoo")
+pinned_file = zoo.load_manifest().get("material", "0.5.0").file(None, "safetensors")
+observed["pinned_downloaded"] = resolve.cached_path(pinned_file) is not None
+assert observed["pinned_downloaded"], "Download Models Now skipped the pinned material model"
 prefs.material_model = "smoke3d"  # not a material model: a one-line error, no traceback
 assert "material@VERSION" in error_of(bpy.ops.mlvfx.generate_material, material="Rock", node="Photo")
 prefs.material_model = ""

@@ -357,5 +357,15 @@ assert bpy.ops.mlvfx.bake_smoke(domain=free.name) == {"FINISHED"}  # it bakes ag
 message = error_of(bpy.ops.mlvfx.free_smoke, domain=free.name)
 assert "notes.txt" in message and (cache_of(free) / "notes.txt").is_file(), message
 assert any(cache_of(free).glob("density_*.vdb"))  # nothing deleted
+(cache_of(free) / "notes.txt").unlink()
+# Cache pointed elsewhere since the bake (another shot's frames, say): nothing is deleted there.
+played = cache_of(free)
+elsewhere = work / "another_shot"
+elsewhere.mkdir()
+(elsewhere / "density_0001.vdb").write_bytes(b"theirs")
+free.mlvfx_smoke.cache = str(elsewhere)
+message = error_of(bpy.ops.mlvfx.free_smoke, domain=free.name)
+assert "nothing freed" in message and (elsewhere / "density_0001.vdb").is_file(), message
+assert any(played.glob("density_*.vdb")) and smoke.domain_volume(free) is not None
 
 print("RESULT " + json.dumps(observed))

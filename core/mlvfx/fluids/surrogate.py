@@ -1203,7 +1203,9 @@ def load_surrogate(model_id: str) -> tuple[CorrectionNet, int, str]:
     from mlvfx import zoo
 
     manifest = zoo.load_manifest()
-    model_id, _, version = model_id.partition("@")
+    model_id, at, version = model_id.partition("@")
+    if at and not version:
+        raise InputError(f"model {model_id + at!r} names no version (use {model_id} or {model_id}@VERSION)")
     if version:
         manifest.get(model_id, version)  # a missing version: its message lists the versions there are
     try:

@@ -197,7 +197,9 @@ def learned_model_version(model: str | None = None) -> str | None:
     ref = (model if model is not None and model.strip() else os.environ.get(MODEL_ENV, "")).strip()
     if not ref:
         return None
-    where = f" ({MODEL_ENV})" if model is None or not model.strip() else ""
+    where = (
+        f" ({MODEL_ENV} or Blender's Material Model preference)" if model is None or not model.strip() else ""
+    )
     model_id, at, version = ref.rpartition("@")
     if not at:
         model_id, version = LEARNED_MODEL, ref
@@ -235,7 +237,10 @@ def _learned(
     report(progress, 0.0, "loading model")
     manifest = zoo.load_manifest()
     if version is not None:  # pinned: its own message lists the versions there are
-        entry = manifest.get(LEARNED_MODEL, version)
+        try:
+            entry = manifest.get(LEARNED_MODEL, version)
+        except ModelNotFound as exc:
+            raise ModelNotFound(f"{exc}; pinned by --model, {MODEL_ENV} or a host's preference") from None
     else:
         try:
             entry = manifest.get(LEARNED_MODEL)
