@@ -303,6 +303,27 @@ assert Path(bpy.path.abspath(reopened.mlvfx_smoke.cache)).resolve() == baked_at.
 assert volume_file.is_file()
 
 
+# -- 5b. voxelizing only the box around a mesh gives the same mask as the whole domain ------------
+depsgraph = bpy.context.evaluated_depsgraph_get()
+grid_origin, grid_voxel, grid_dims = np.array([-1.0, -1.0, -0.5]), 0.05, (40, 44, 36)
+checked = []
+for make, where in (
+    (bpy.ops.mesh.primitive_cube_add, (0.1, 0.2, 0.3)),
+    (bpy.ops.mesh.primitive_uv_sphere_add, (0.9, -0.9, 1.2)),  # partly outside the grid
+    (bpy.ops.mesh.primitive_torus_add, (-0.3, 0.4, 0.2)),
+):
+    make(location=where)
+    shape_obj = bpy.context.active_object
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    closed = smoke._closed_triangles(shape_obj.evaluated_get(depsgraph))
+    assert closed is not None
+    whole = smoke._voxelize_closed(*closed, grid_origin, grid_voxel, grid_dims)
+    boxed = smoke._voxelize(shape_obj, grid_origin, grid_voxel, grid_dims, depsgraph)
+    assert whole.any() and np.array_equal(whole, boxed), shape_obj.name
+    checked.append(int(whole.sum()))
+    bpy.data.objects.remove(shape_obj)
+observed["boxed_voxelization"] = checked
+
 # -- 6. obstacles: a slab over the emitter holds the smoke down; smoke never inside it -------------
 def density_grid(path: Path) -> np.ndarray:
     import openvdb
