@@ -171,9 +171,16 @@ def downscale(pixels: np.ndarray, limit: int) -> np.ndarray:
     return np.asarray(out.reshape(size[1], size[0], -1), dtype=np.float32)
 
 
+_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{d}{i}" for d in ("COM", "LPT") for i in range(1, 10)]
+)
+
+
 def safe_name(name: str, default: str = "material") -> str:
-    """``name`` as one file-name component: no separators, no leading dots (``..`` cannot climb)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or default
+    """``name`` as one file-name component: no separators, no leading dots (``..`` cannot climb),
+    and not a name Windows reserves for a device (``con``, ``NUL``, ``com1``)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or default
+    return f"{safe}_" if safe.split(".")[0].upper() in _RESERVED else safe
 
 
 def output_folder(base_name: str, pack: bool = False) -> tuple[Path, bool]:

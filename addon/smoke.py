@@ -971,7 +971,10 @@ def _volume_object(
         context.scene.collection.objects.link(obj)
     obj.mlvfx_smoke.domain = domain
     volume = obj.data
-    volume.filepath = bpy.path.relpath(str(first)) if bpy.data.is_saved else str(first)
+    try:
+        volume.filepath = bpy.path.relpath(str(first)) if bpy.data.is_saved else str(first)
+    except ValueError:  # another drive than the .blend's on Windows: no relative path exists
+        volume.filepath = str(first)
     # Blender numbers a sequence from 1: at scene frame f it loads file number
     # f - frame_start + 1 + frame_offset, so the offset frame_start - 1 loads density_<f>.vdb at f.
     # A single frame is a sequence too, else it would show on every frame of the shot; "CLIP" shows

@@ -448,3 +448,14 @@ def test_cg_that_cannot_converge_raises_a_solver_error() -> None:
     stepper = Stepper(dataclasses.replace(cfg, cg_max_iter=1, dtype="float64"))
     with pytest.raises(SolverError, match=r"pressure solve failed: CG residual .* after 1 iterations"):
         stepper.step(None, None, [Source(mask, 2.0)], solid)
+
+
+def test_float64_on_apples_mps_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # MPS has no float64; the reference solver's default dtype. torch's own error named no remedy.
+    import torch
+
+    from mlvfx.fluids import reference
+
+    monkeypatch.setattr("mlvfx.config.torch_device", lambda name=None: torch.device("mps"))
+    with pytest.raises(InputError, match="MLVFX_DEVICE=cpu"):
+        reference.ReferenceSolver(reference.SmokeConfig(shape=(8, 8)))

@@ -904,13 +904,14 @@ def test_material_generate_from_upstream_files_filters_by_tag(pdg, tmp_path):
         File("/x/rock.png", "file/image"),
         File("/x/rock.json", "file/json"),
         File("/x/rock.exr", "file/image/exr"),
+        File("/y/Rock.jpg", "file/image"),
     ]
     node = PdgNode(material_parms(source="0", outdir=str(tmp_path)))
     holder = Holder()
     tops.generate(node, holder, [up], "material")
-    assert [i.attribs["mlvfx_input"] for i in holder.items] == ["/x/rock.png", "/x/rock.exr"]
-    # Same stem twice: distinct output folders.
-    assert [Path(i.attribs["mlvfx_output"]).name for i in holder.items] == ["rock", "rock_2"]
+    assert [i.attribs["mlvfx_input"] for i in holder.items] == ["/x/rock.png", "/x/rock.exr", "/y/Rock.jpg"]
+    # Same stem twice, or differing only in case (one folder on Windows and macOS): distinct folders.
+    assert [Path(i.attribs["mlvfx_output"]).name for i in holder.items] == ["rock", "rock_2", "Rock_3"]
     assert all(i.kwargs["parent"] is up for i in holder.items)
     with pytest.raises(InputError, match="connect a node"):
         tops.generate(node, Holder(), [], "material")

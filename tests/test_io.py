@@ -822,3 +822,19 @@ def test_compressed_grey_alpha_tiff_still_reads_its_grey(tmp_path: Path) -> None
     pil.fromarray(a, "LA").save(tmp_path / "lzw.tif", compression="tiff_lzw")
     img, _ = read_image(tmp_path / "lzw.tif", kind="data")
     assert np.allclose(img[..., 0], 100 / 255)
+
+
+def test_temp_folders_on_windows_are_made_with_mkdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # mkdtemp's folders on Windows carry an owner-only access list that a cache renamed into place
+    # keeps (CPython's CVE-2024-4030 fix): there, the folder is made with os.mkdir (an audit).
+    import tempfile
+
+    from mlvfx.io import atomic
+
+    def refuse(**_: object) -> str:
+        raise AssertionError("mkdtemp used on Windows")
+
+    monkeypatch.setattr(atomic.os, "name", "nt")
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    made = {atomic.make_temp_dir(tmp_path, ".cache.baking-") for _ in range(3)}
+    assert len(made) == 3 and all(p.is_dir() and p.name.startswith(".cache.baking-") for p in made)

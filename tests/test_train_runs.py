@@ -154,3 +154,12 @@ def test_the_documented_v1_to_v2_continuation_needs_the_flag(tmp_path: Path) -> 
         load_checkpoint(ckpt, v2)
     state, changes = load_checkpoint(ckpt, v2, allow_changes=True)
     assert state["step"] == 12000 and "train.crop" in changes and "name" in changes
+
+
+def test_a_recipe_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    # Windows Notepad writes UTF-8 with a BOM; the locale codec (cp1252) garbled accents (an audit).
+    d = load_recipe(RECIPES / "material_v1.json").to_dict()
+    d["comment"] = "béton — Ávila"
+    path = tmp_path / "r.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(d, ensure_ascii=False).encode("utf-8"))
+    assert load_recipe(path).name == d["name"]

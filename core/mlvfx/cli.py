@@ -636,7 +636,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    wanted = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    # SIGHUP: POSIX; SIGBREAK: Windows, where a job manager's Ctrl-Break is the only cancel a
+    # process sees before it is killed outright (TerminateProcess sends no signal at all).
+    wanted = [signal.SIGTERM] + [getattr(signal, n) for n in ("SIGHUP", "SIGBREAK") if hasattr(signal, n)]
     taken = {sig: signal.getsignal(sig) for sig in wanted if signal.getsignal(sig) is signal.SIG_DFL}
     for sig in taken:
         signal.signal(sig, _raise_terminated)
@@ -648,6 +650,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _tolerant_output()
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     _usage.message = None
@@ -678,6 +681,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 os.close(devnull)
         return EXIT_BROKEN_PIPE
+
+
+def _tolerant_output() -> None:
+    """A file name the console's code page cannot show (a redirected stdout on Windows uses the
+    ANSI code page, cp1252 say) is printed escaped instead of failing the finished command."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", "strict") == "strict":
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
 
 
 def _end_of_options(words: list[str]) -> int:

@@ -112,6 +112,9 @@ assert len(set(observed["unpacked_paths"])) == 2, observed["unpacked_paths"]
 for img, mean in zip(albedos, before_unpack, strict=True):
     img.reload()
     assert abs(float(bridge.data_array(img).mean()) - mean) < 1e-3, (img.filepath, mean)
+# Device names Windows reserves never become file names.
+observed["reserved_names"] = [bridge.safe_name(n) for n in ("CON", "nul", "com1", "console")]
+assert observed["reserved_names"] == ["CON_", "nul_", "com1_", "console"], observed["reserved_names"]
 # Names that reduce to one file name (another script, "my photo" / "My_photo") are numbered apart.
 first = bpy.data.images.new("кирпич_albedo", 4, 4)
 first.filepath_raw = bridge._unused_packed_path(first, bridge.safe_name(first.name, "image"), ".png")

@@ -324,6 +324,7 @@ for make, where in (
     bpy.data.objects.remove(shape_obj)
 observed["boxed_voxelization"] = checked
 
+
 # -- 6. obstacles: a slab over the emitter holds the smoke down; smoke never inside it -------------
 def density_grid(path: Path) -> np.ndarray:
     import openvdb

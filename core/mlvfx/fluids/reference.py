@@ -317,6 +317,12 @@ class ReferenceSolver:
         self.config = config
         self.device = torch_device(config.device)
         self.dtype = config.torch_dtype
+        if self.device.type == "mps" and self.dtype == torch.float64:
+            # Apple's MPS has no float64; torch's own error named no remedy (an audit).
+            raise InputError(
+                "the reference solver runs in float64, which Apple's MPS device does not support: "
+                "run it on the CPU (MLVFX_DEVICE=cpu) or in float32"
+            )
         self.walls = Walls.from_spec(config.boundary, config.dims)
         self.stats = StepStats()
         self._positions: dict[int, list[torch.Tensor]] = {}

@@ -33,6 +33,20 @@ DIR_MODE = 0o777 & ~_read_umask()
 
 def make_temp_dir(parent: Path, prefix: str) -> Path:
     """A temp folder in ``parent`` with the normal folder mode (to be renamed into place)."""
+    if os.name == "nt":
+        # mkdtemp gives a Windows folder an access list of the user, SYSTEM and Administrators
+        # only (CPython's fix of CVE-2024-4030), inherited by all in it: a cache renamed into place
+        # would be unreadable to a colleague or a farm account. os.mkdir inherits the parent's.
+        import secrets
+
+        for _ in range(100):
+            folder = parent / f"{prefix}{secrets.token_hex(6)}"
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            return folder
+        raise FileExistsError(f"no free temp folder name in {parent}")
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     with contextlib.suppress(OSError):
         os.chmod(folder, DIR_MODE)

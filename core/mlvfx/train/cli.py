@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -259,8 +260,11 @@ def _say_how_to_resume(
     """On stderr, after a run stopped early (Ctrl-C, SIGTERM, its budget): the command that goes on,
     with the options this run was given (its length, data, threads, device)."""
     import shlex
+    import subprocess
 
     from mlvfx.train.runlog import CHECKPOINT
+
+    join = subprocess.list2cmdline if os.name == "nt" else shlex.join  # cmd.exe knows no '...'
 
     if getattr(args, "quiet", False) or not (out_dir / CHECKPOINT).is_file():
         return
@@ -274,13 +278,13 @@ def _say_how_to_resume(
     if stopped == "budget":  # the budget counts every session: the same one stops again at once
         print(
             f"mlvfx: checkpointed after its time budget ({seconds / 60:.1f} min trained); resume with "
-            f"a larger budget: {shlex.join(command)} --budget-minutes MINUTES",
+            f"a larger budget: {join(command)} --budget-minutes MINUTES",
             file=sys.stderr,
         )
         return
     if getattr(args, "budget_minutes", None) is not None:
         command += ["--budget-minutes", f"{args.budget_minutes:g}"]
-    print(f"mlvfx: checkpointed; resume with: {shlex.join(command)}", file=sys.stderr)
+    print(f"mlvfx: checkpointed; resume with: {join(command)}", file=sys.stderr)
 
 
 def _smoke(args: argparse.Namespace) -> int:

@@ -227,7 +227,7 @@ def read_recipe_json(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path
     """
     p = Path(path)
     try:
-        d = json.loads(p.read_text())
+        d = json.loads(p.read_text(encoding="utf-8-sig"))  # UTF-8, with Notepad's BOM or without
     except FileNotFoundError:
         raise InputError("recipe not found", p) from None
     except (OSError, ValueError) as exc:

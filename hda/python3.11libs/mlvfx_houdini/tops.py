@@ -142,11 +142,13 @@ def _not_a_flag(path: str) -> str:
 
 
 def _unique_stem(path: str, taken: set[str]) -> str:
+    """``path``'s stem, numbered past the names ``taken`` holds (compared without case: ``Rock`` and
+    ``rock`` are one folder on Windows and macOS)."""
     stem = Path(path).stem or "image"
     name, n = stem, 2
-    while name in taken:
+    while name.casefold() in taken:
         name, n = f"{stem}_{n}", n + 1
-    taken.add(name)
+    taken.add(name.casefold())
     return name
 
 
