@@ -947,14 +947,31 @@ def swap_in(staging: Path, cache: Path) -> None:
     try:
         if cache.exists():
             old = cache.with_name(f".{cache.name}.old-{uuid.uuid4().hex[:8]}")
-            cache.rename(old)
-        staging.rename(cache)
+            _rename_patiently(cache, old)
+        _rename_patiently(staging, cache)
     except OSError as exc:
         if old is not None and not cache.exists():
             old.rename(cache)
         raise ImageWriteError(f"cannot replace the smoke cache: {exc.strerror or exc}", cache) from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+RENAME_WAITS = (0.1, 0.3, 1.0)
+"""Seconds to wait before each new try of a folder rename refused with PermissionError: on Windows
+an indexer or a virus scanner holds a file it has just seen for a moment (an audit)."""
+
+
+def _rename_patiently(source: Path, target: Path) -> None:
+    import time
+
+    for wait in RENAME_WAITS:
+        try:
+            source.rename(target)
+            return
+        except PermissionError:
+            time.sleep(wait)
+    source.rename(target)
 
 
 def _volume_object(

@@ -277,6 +277,23 @@ observed["swap_refused"] = message
 assert "cannot replace the smoke cache: Permission denied" in message and "internal error" not in message
 assert {p.name: p.stat().st_ino for p in cache_of(single).iterdir()} == single_files
 assert sorted(p.name for p in cache_of(single).parent.iterdir() if p.name.startswith(".")) == []
+# Refused once (a virus scanner holding a new file for a moment on Windows): tried again, baked.
+refusals = {"left": 1}
+
+
+def rename_refused_once(self: Path, target: Any) -> Any:
+    if ".baking-" in self.name and refusals["left"]:
+        refusals["left"] -= 1
+        raise PermissionError(13, "Permission denied")
+    return real_rename(self, target)
+
+
+Path.rename = rename_refused_once  # type: ignore[method-assign]
+try:
+    assert bpy.ops.mlvfx.bake_smoke(domain=single.name) == {"FINISHED"}
+finally:
+    Path.rename = real_rename  # type: ignore[method-assign]
+assert refusals["left"] == 0
 
 # -- 5. Save As elsewhere: the Cache follows the frames, as Blender remaps the Volume's path -------
 baked_at = cache_of(shot)
