@@ -721,7 +721,10 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
 
         if stop.signum == signal.SIGTERM:
             return _fail(args, "terminated", None, EXIT_TERMINATED)
-        return _fail(args, "hung up (the terminal closed)", stop, 128 + stop.signum)
+        said = (
+            "hung up (the terminal closed)" if stop.signum == getattr(signal, "SIGHUP", None) else "cancelled"
+        )
+        return _fail(args, said, stop, 128 + stop.signum)
     except KeyboardInterrupt:
         return _fail(args, "interrupted", None, EXIT_INTERRUPTED)
     except Cancelled as exc:
