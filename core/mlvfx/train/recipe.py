@@ -157,7 +157,7 @@ def recipe_section(cls: type[Any], raw: Any, where: str, path: Path | None) -> A
             kw[key] = tuple(str(f) for f in kw[key])
     if "widths" in kw:
         widths = kw["widths"]
-        if not isinstance(widths, tuple) or not widths or not all(_whole(w) and w >= 1 for w in widths):
+        if not isinstance(widths, tuple) or not widths or not all(is_whole(w) and w >= 1 for w in widths):
             raise InputError(
                 f"recipe {where}.widths must be a list of whole numbers >= 1, got {widths!r}", path
             )
@@ -167,7 +167,8 @@ def recipe_section(cls: type[Any], raw: Any, where: str, path: Path | None) -> A
         raise InputError(f"bad recipe section {where!r}: {exc}", path) from None
 
 
-def _whole(value: Any) -> bool:
+def is_whole(value: Any) -> bool:
+    """An int that is not a bool (JSON's ``true`` is one in Python)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -243,7 +244,7 @@ def recipe_from_dict(d: dict[str, Any], path: Path | None = None) -> Recipe:
     if unknown:
         raise InputError(f"unknown top-level recipe key(s): {', '.join(unknown)}", path)
     check_recipe_name(d.get("name"), path)
-    if not _whole(d.get("seed")):
+    if not is_whole(d.get("seed")):
         raise InputError("a recipe needs a string 'name' and an integer 'seed'", path)
     if not 0 <= d["seed"] < 2**32:
         raise InputError(f"recipe seed must be in 0..2**32-1, got {d['seed']}", path)

@@ -222,6 +222,7 @@ def load_smoke_recipe(path: str | os.PathLike[str]) -> SmokeRecipe:
 
 def _validate(r: SmokeRecipe, path: Path) -> None:
     from mlvfx.fluids import SCENARIO_NAMES
+    from mlvfx.train.recipe import is_whole
 
     problems = []
     if r.dims not in (2, 3):
@@ -234,7 +235,7 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
         problems.append(f"model.factor must be >= 1, got {r.model.factor}")
     elif r.data.res % r.model.factor or r.data.res // r.model.factor < 8:
         problems.append(f"res {r.data.res} must be a multiple of factor {r.model.factor}, >= 8 coarse cells")
-    if not r.data.eval_steps or not all(_whole(s) and s >= 1 for s in r.data.eval_steps):
+    if not r.data.eval_steps or not all(is_whole(s) and s >= 1 for s in r.data.eval_steps):
         problems.append("data.eval_steps must be a non-empty list of whole numbers >= 1")
     pairs = r.train.curriculum
     if not all(
@@ -243,7 +244,7 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
         and isinstance(pair[0], (int, float))
         and not isinstance(pair[0], bool)
         and 0 <= pair[0] <= 1
-        and _whole(pair[1])
+        and is_whole(pair[1])
         and pair[1] >= 1
         for pair in pairs
     ):
@@ -301,10 +302,6 @@ def _validate(r: SmokeRecipe, path: Path) -> None:
         problems.append("vupres training seeds overlap the validation or benchmark seeds")
     if problems:
         raise InputError("; ".join(problems), path=path)
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 BENCH_SEED = 5000
