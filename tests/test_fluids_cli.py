@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlvfx.errors import InputError, ModelNotFound, OutputExistsError
+from mlvfx.errors import InputError, MlvfxError, ModelNotFound, OutputExistsError
 from mlvfx.fluids import cli
 
 
@@ -268,3 +268,28 @@ def test_a_smoke_model_version_can_be_pinned(tmp_path: Path) -> None:
 
     with pytest.raises(InputError, match="names no version"):
         load_surrogate("smoke3d@")
+
+
+def test_a_frame_that_cannot_be_replaced_leaves_the_earlier_shot_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # On Windows a frame open in a viewer cannot be replaced: the frames before it were already new,
+    # the rest old, and the error was an internal PermissionError (an audit). Now all or nothing.
+    import os
+
+    out = tmp_path / "shot"
+    argv = ["smoke", "run", "--dims", "2", "--res", "16", "--reference", "--vdb", "off", "-o", str(out)]
+    assert _run([*argv, "--scenario", "plume", "--frames", "4"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = os.replace
+
+    def held_open(src: object, dst: object) -> None:  # the old frame 3 can be neither moved nor replaced
+        if str(out / "frame_0003.npz") in (str(src), str(dst)):
+            raise PermissionError(13, "The process cannot access the file", str(dst))
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", held_open)
+    with pytest.raises(MlvfxError, match=r"frame_0003\.npz"):
+        _run([*argv, "--scenario", "wind", "--frames", "4", "--overwrite"])
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

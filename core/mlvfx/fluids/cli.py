@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import shutil
 import sys
 import time
@@ -265,13 +264,13 @@ def _signals_held() -> Iterator[None]:
 
 
 def _move_in(staging: Path, outdir: Path, written: list[str]) -> list[str]:
-    """Move a finished shot's frames from ``staging`` into ``outdir``, replacing the earlier ones."""
-    moved = []
-    for name in written:
-        target = outdir / Path(name).name
-        os.replace(name, target)
-        moved.append(str(target))
-    return moved
+    """Move a finished shot's frames from ``staging`` into ``outdir``, replacing the earlier ones:
+    all or none (a frame held open on Windows left a shot half old, half new; an audit)."""
+    from mlvfx.io.atomic import replace_files
+
+    moves = [(Path(name), outdir / Path(name).name) for name in written]
+    replace_files(moves)
+    return [str(target) for _, target in moves]
 
 
 def _stale_frames(outdir: Path, written: list[str]) -> list[Path]:

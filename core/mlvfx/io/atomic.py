@@ -185,6 +185,17 @@ def _place(staged: list[tuple[Path, Path]], overwrite: bool) -> None:
                 os.unlink(backup)
 
 
+def replace_files(moves: list[tuple[Path, Path]]) -> None:
+    """Move finished files onto their targets (each in the target's folder or on its filesystem),
+    replacing what is there: all or nothing. If one cannot be moved (a frame held open by a viewer
+    on Windows), the ones already moved are taken back and the replaced files restored.
+
+    Raises:
+        ImageWriteError: naming the file that could not be replaced.
+    """
+    _place(moves, overwrite=True)
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically (a temp file, then :func:`commit`).
 
