@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -235,6 +236,20 @@ def _resolved(path: str) -> Path:
         return normal
 
 
+# macOS's usual file system ignores case, as Windows' does (where Path equality already does):
+# "Smoke" and "smoke" domains' cache folders are one folder there (an audit).
+_CASELESS = sys.platform == "darwin"
+
+
+def _folder_key(path: Path) -> str:
+    return str(path).casefold() if _CASELESS else str(path)
+
+
+def same_folder(a: Path | None, b: Path | None) -> bool:
+    """Whether two resolved folders are one, as the platform's file system sees names."""
+    return a is not None and b is not None and (a == b or (_CASELESS and _folder_key(a) == _folder_key(b)))
+
+
 def cache_path(domain: bpy.types.Object) -> Path | None:
     """The domain's cache folder as an absolute, normalised path (None while Cache is blank)."""
     cache = domain.mlvfx_smoke.cache
@@ -248,7 +263,7 @@ def _plays(volume_obj: bpy.types.Object, cache: Path) -> bool:
     filepath = volume_obj.data.filepath
     if not filepath:
         return False
-    return _resolved(bpy.path.abspath(filepath, library=volume_obj.data.library)).parent == cache
+    return same_folder(_resolved(bpy.path.abspath(filepath, library=volume_obj.data.library)).parent, cache)
 
 
 def domain_volume(domain: bpy.types.Object) -> bpy.types.Object | None:
@@ -284,7 +299,7 @@ def cache_conflict(domain: bpy.types.Object, cache: Path | None = None) -> tuple
     cache = cache_path(domain) if cache is None else cache
     if cache is None:
         return None
-    others = [o for o in _other_domains(domain) if cache_path(o) == cache]
+    others = [o for o in _other_domains(domain) if same_folder(cache_path(o), cache)]
     if not others:
         return None
     shown = domain.mlvfx_smoke.cache
@@ -327,10 +342,10 @@ def shown_conflict(domain: bpy.types.Object) -> tuple[str, str] | None:
 
 def _free_cache_path(domain: bpy.types.Object) -> str:
     """``//mlvfx_smoke/<domain>``, numbered when another domain already uses that folder."""
-    taken = {cache_path(o) for o in _other_domains(domain)}
+    taken = {_folder_key(p) for o in _other_domains(domain) if (p := cache_path(o)) is not None}
     base = f"//mlvfx_smoke/{bridge.safe_name(domain.name, 'domain')}"  # "../../x" stays inside
     candidate, number = base, 1
-    while _resolved(bpy.path.abspath(candidate)) in taken:
+    while _folder_key(_resolved(bpy.path.abspath(candidate))) in taken:
         number += 1
         candidate = f"{base}_{number}"
     return candidate

@@ -221,6 +221,15 @@ assert volumes_of(shot) == [shot_volume.name], volumes_of(shot)
 copy.mlvfx_smoke.cache = single.mlvfx_smoke.cache = "//mlvfx_smoke/shared"
 assert repr(single.name) in error_of(bpy.ops.mlvfx.bake_smoke, domain=copy.name)
 assert repr(copy.name) in error_of(bpy.ops.mlvfx.bake_smoke, domain=single.name)
+# On macOS (a file system without case) "Shared" and "shared" are one folder too (an audit).
+copy.mlvfx_smoke.cache = "//mlvfx_smoke/Shared"
+assert smoke.cache_conflict(copy) is None  # Linux: two folders
+smoke._CASELESS = True
+try:
+    observed["caseless_conflict"] = smoke.cache_conflict(copy)
+    assert observed["caseless_conflict"] is not None, "macOS would see one folder"
+finally:
+    smoke._CASELESS = False
 copy.mlvfx_smoke.cache = "//mlvfx_smoke/copy"
 single.mlvfx_smoke.cache = f"//mlvfx_smoke/{single.name}"
 # A Volume baked before it recorded its domain is adopted by cache folder, not name.
