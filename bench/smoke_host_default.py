@@ -3,14 +3,15 @@ Learned Smoke), which is outside the training shots (a unit cube, inflow velocit
 to 0.15): a domain twice as tall as wide, a still spherical emitter, vorticity 0.2.
 
 Blender's *Add Learned Smoke* on an ico sphere of radius 0.2 makes a 1.2 x 1.2 x 2.4 domain; at
-its default 64 voxels along the longest side that is a 32 x 64 x 32 grid (Y up) of 0.0375 units,
+its default 64 voxels along the longest side that is a 32 x 64 x 32 grid (Y up) of 0.0375 units
+(``--resolution 128``: 64 x 128 x 64, where *Auto* picks ``smoke3d_128``),
 buoyancy 1, vorticity 0.2, emission 2 per second, 24 fps. The reference at full resolution is
 the truth; coarse-only (the same solver 4x coarser, nearest upsampling, as ``mlvfx smoke
 bench``) is the baseline measured in the same run. Printed per frame: the density's relative L2
 error against the reference, each model's ratio to coarse-only, and the total density against
 the reference's.
 
-    MLVFX_ZOO_MIRRORS=model_zoo .venv/bin/python bench/smoke_host_default.py [--vorticity 0.2]
+    MLVFX_ZOO_MIRRORS=model_zoo .venv/bin/python bench/smoke_host_default.py [--resolution 128]
 """
 
 from __future__ import annotations
@@ -32,12 +33,16 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--vorticity", type=float, default=0.2, help="Blender's default 0.2")
     ap.add_argument("--models", nargs="+", default=["smoke3d", "smoke3d_128"])
+    ap.add_argument("--resolution", type=int, default=64, help="voxels along Z, the panel's Resolution")
     args = ap.parse_args()
-    voxel = 2.4 / 64
+    if args.resolution % 8:
+        ap.error("--resolution must be a multiple of 8 (the width, half of it, a multiple of 4)")
+    voxel = 2.4 / args.resolution
+    width = args.resolution // 2
     config = SmokeConfig(
-        shape=(32, 64, 32),
+        shape=(width, args.resolution, width),
         dt=1 / 24,
-        domain_width=32 * voxel,
+        domain_width=width * voxel,
         buoyancy=1.0,
         vorticity=args.vorticity,
         boundary="open_top",
