@@ -798,11 +798,12 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         if not solid.any():
             return None
         if learned:
-            from mlvfx.fluids.surrogate import thin_obstacle_warning
+            from mlvfx.fluids.surrogate import THIN_OBSTACLE_CELLS, thin_obstacle_warning
 
             note = thin_obstacle_warning(solid)
             if note is not None:
-                self.report({"WARNING"}, f"mlvfx: {note} ({16 * voxel:.3g} units at this resolution)")
+                thick = THIN_OBSTACLE_CELLS * 4 * voxel
+                self.report({"WARNING"}, f"mlvfx: {note} ({thick:.3g} units at this resolution)")
         return pack_mask(to_solver(solid.astype(np.float32)))
 
     @staticmethod

@@ -424,12 +424,12 @@ def test_a_thin_collider_under_a_learned_model_gets_a_warning(hou):
     emitter = Geometry(points=[Point((0.5, 0.2, 0.5), pscale=0.15)])
     node = SopNode(smoke_parms(model="smoke3d", divisions=16, boundary=0), [None, emitter, collision])
     smoke.cook(node)
-    assert any("thinner than 16 voxels" in w for w in getattr(node, "warnings", [])), node.__dict__.get(
+    assert any("thinner than 12 voxels" in w for w in getattr(node, "warnings", [])), node.__dict__.get(
         "warnings"
     )
     node.warnings = []
     smoke.cook(node)  # the same frame again, from the node's cache: still said
-    assert any("thinner than 16 voxels" in w for w in node.warnings)
+    assert any("thinner than 12 voxels" in w for w in node.warnings)
     node = SopNode(smoke_parms(divisions=16), [None, emitter, collision])  # the reference: no warning
     smoke.cook(node)
     assert not any("thinner" in w for w in getattr(node, "warnings", []))
