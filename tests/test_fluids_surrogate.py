@@ -717,3 +717,21 @@ def test_the_correction_makes_no_smoke_beyond_a_wall_it_sees_through() -> None:
         assert density is not None
         above[guarded] = float(density[10:22, 24:, 10:22].sum())
     assert above[True] < 0.01 < above[False], above
+
+
+def test_the_no_smoke_from_nothing_guard_is_for_hosts_not_training() -> None:
+    # Training and its rollouts (upres data, validation) must run as the published recipes ran,
+    # or the recipes would not rebuild their weights (a review).
+    from mlvfx.fluids.reference import SmokeConfig
+    from mlvfx.fluids.surrogate import CorrectionNet, SurrogateSolver
+
+    config = SmokeConfig(shape=(16, 16, 16), dtype="float32")
+    net = CorrectionNet(dims=3, width=4, depth=2)
+    wall = np.zeros(config.shape, bool)
+    wall[:, 8:12, :] = True
+
+    def guarded(**kw: object) -> bool:
+        return bool(SurrogateSolver(config, net, wall, 4, **kw)._no_smoke_from_nothing)  # type: ignore[arg-type]
+
+    assert guarded() and not guarded(differentiable=True) and not guarded(only_move_smoke=False)
+    assert not SurrogateSolver(config, net, None, 4)._no_smoke_from_nothing  # no obstacles: off

@@ -414,7 +414,7 @@ def test_collision_sdf_keeps_smoke_out(hou):
 
 
 def test_a_thin_collider_under_a_learned_model_gets_a_warning(hou):
-    # The learned models let smoke through walls under 4 coarse cells thick (stop 26's audit).
+    # The learned models let smoke through walls under 3 coarse cells thick (stop 26's audit).
     from mlvfx_houdini import smoke
 
     ys = (np.arange(16) + 0.5) / 16

@@ -611,6 +611,9 @@ class SurrogateSolver:
             (:class:`AdjointProjection`), which also gives the 2D sparse-LU solver a gradient.
         open_inflow: The coarse solver's ``open_inflow`` (default: the fine config's). Inference
             uses :data:`INFERENCE_OPEN_INFLOW`; training keeps the recipe's data as it was made.
+        only_move_smoke: On a grid with obstacles, the additive correction may change only cells
+            the coarse step left smoke in (it saw through thin walls and put smoke beyond them;
+            stop 26). Default: on unless ``differentiable``; the training pipeline passes False.
     """
 
     def __init__(
@@ -622,6 +625,7 @@ class SurrogateSolver:
         dtype: str | None = None,
         differentiable: bool = False,
         open_inflow: OpenInflow | None = None,
+        only_move_smoke: bool | None = None,
     ) -> None:
         self.factor = factor
         self.fine_config = fine_config
@@ -639,8 +643,10 @@ class SurrogateSolver:
         self.solver = ReferenceSolver(config, obstacles)
         if differentiable:
             self.solver._projection = AdjointProjection(self.solver.projection)  # type: ignore[assignment]
-        # At inference only (training stays as the published recipes ran), and only with obstacles.
-        self._no_smoke_from_nothing = not differentiable and bool(self.solver.solid.any())
+        # Hosts and the benchmark; training and its rollouts (upres data, validation) pass False, so
+        # the published recipes still rebuild their weights. Only on grids with obstacles.
+        guard = not differentiable if only_move_smoke is None else only_move_smoke
+        self._no_smoke_from_nothing = guard and bool(self.solver.solid.any())
         self.net = net.to(device=self.solver.device, dtype=self.solver.dtype)
         if self.fine_solid is not None:
             self.fine_solid = self.fine_solid.to(self.solver.device)
@@ -1137,7 +1143,7 @@ def thin_obstacle_warning(obstacles: Array | None, factor: int = 4) -> str | Non
     The correction net sees through thin walls (stop 26's audit, ``bench/smoke_thin_obstacles.py``):
     under a slab 4 / 8 voxels thick, 221 / 179 units of density got right above it in 60 steps where
     the reference let none through. Since the correction may no longer put smoke in cells the coarse
-    step left empty beside obstacles, 56 / 0.0 (smoke3d_128: 11.3 / 0.26); from 12 voxels, none.
+    step left empty (on grids with obstacles), 56 / 0.0 (smoke3d_128: 11.3 / 0.26); from 12 voxels, none.
 
     Measured on the coarse grid the models run on (a coarse cell is solid when half of its voxels
     are, as :func:`restrict_mask` makes it): a coarse cell is thin when no cube of

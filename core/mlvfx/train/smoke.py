@@ -1054,7 +1054,9 @@ def _rollout(net: Any, scenario: Any, factor: int, steps: Collection[int]) -> It
     ``(step, surrogate solver, density, velocity, prepared sources)`` at each of ``steps``."""
     from mlvfx.fluids.surrogate import SurrogateSolver
 
-    sur = SurrogateSolver(scenario.config, net, scenario.obstacles, factor, dtype="float32")
+    sur = SurrogateSolver(
+        scenario.config, net, scenario.obstacles, factor, dtype="float32", only_move_smoke=False
+    )
     src = sur.prepare_sources(scenario.sources)
     rho, vel = sur.solver.zeros()
     for i in range(1, max(steps, default=0) + 1):
@@ -1450,7 +1452,9 @@ def validate(net: Any, shots: list[Shot], recipe: SmokeRecipe) -> dict[str, Any]
     errors: dict[str, dict[int, list[float]]] = {name: {} for name in names}
     for shot in shots:
         sc = shot.scenario
-        surrogate = SurrogateSolver(sc.config, net, sc.obstacles, m.factor, dtype="float32")
+        surrogate = SurrogateSolver(
+            sc.config, net, sc.obstacles, m.factor, dtype="float32", only_move_smoke=False
+        )
         sources = surrogate.prepare_sources(shot.scenario.sources)
         for name in ("surrogate", "coarse_only"):
             rho, vel = surrogate.solver.zeros()
