@@ -250,6 +250,13 @@ def same_folder(a: Path | None, b: Path | None) -> bool:
     return a is not None and b is not None and (a == b or (_CASELESS and _folder_key(a) == _folder_key(b)))
 
 
+def target_domain(context: bpy.types.Context, name: str) -> bpy.types.Object | None:
+    """The smoke domain an operator acts on: the object ``name`` (a script's), else the active one;
+    None when that is not an mlvfx smoke domain."""
+    obj = bpy.data.objects.get(name) if name else context.active_object
+    return obj if obj is not None and obj.mlvfx_smoke.is_domain else None
+
+
 def cache_path(domain: bpy.types.Object) -> Path | None:
     """The domain's cache folder as an absolute, normalised path (None while Cache is blank)."""
     cache = domain.mlvfx_smoke.cache
@@ -681,8 +688,8 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         from mlvfx.errors import InputError
 
         preferences.apply_environment(context)
-        domain = bpy.data.objects.get(self.domain) if self.domain else context.active_object
-        if domain is None or not domain.mlvfx_smoke.is_domain:
+        domain = target_domain(context, self.domain)
+        if domain is None:
             raise InputError("select an mlvfx smoke domain (use Add Learned Smoke first)")
         s = domain.mlvfx_smoke
         if s.emitter is None:
@@ -1062,8 +1069,8 @@ class MLVFX_OT_free_smoke(bpy.types.Operator):
         )
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        domain = bpy.data.objects.get(self.domain) if self.domain else context.active_object
-        if domain is None or not domain.mlvfx_smoke.is_domain:
+        domain = target_domain(context, self.domain)
+        if domain is None:
             self.report({"ERROR"}, "select an mlvfx smoke domain")
             return {"CANCELLED"}
         if domain.library is not None:
