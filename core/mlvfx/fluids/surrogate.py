@@ -1165,8 +1165,9 @@ def thin_obstacle_warning(obstacles: Array | None, factor: int = 4) -> str | Non
     coarse_shape = [n // factor for n in solid.shape]
     split = [v for n in coarse_shape for v in (n, factor)]
     cells = tuple(range(1, 2 * solid.ndim, 2))
+    # restrict_mask's average, on bools and in numpy: no float64 copy of a 512³ domain, and any shape.
     share = solid.reshape(split).mean(axis=cells)
-    coarse = (share >= 0.5).astype(np.uint8)  # the coarse grid the model runs on (restrict_mask)
+    coarse = (share >= 0.5).astype(np.uint8)  # the coarse grid the model runs on
     size = THIN_OBSTACLE_CELLS
     coarse = np.pad(coarse, size, constant_values=1)  # beyond the domain: solid
     # An opening with a cube of that size: erode, then dilate with the mirrored window (for an even
@@ -1223,11 +1224,11 @@ def load_surrogate(model_id: str) -> tuple[CorrectionNet, int, str]:
     model_id, at, version = model_id.partition("@")
     if at and not version:
         raise InputError(f"model {model_id + at!r} names no version (use {model_id} or {model_id}@VERSION)")
-    if version:
-        manifest.get(model_id, version)  # a missing version: its message lists the versions there are
     try:
         entry = manifest.get(model_id, version or None)
     except ModelNotFound:
+        if version:
+            raise  # its message lists the versions there are
         raise ModelNotFound(
             f"smoke surrogate {model_id!r} is not in the model zoo (`mlvfx zoo list` shows what is); "
             "run the reference solver instead (`smoke run --reference`) or pass local weights (--weights)"
