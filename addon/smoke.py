@@ -114,7 +114,7 @@ class MLVFX_PG_smoke(bpy.types.PropertyGroup):
         name="Obstacles",
         type=bpy.types.Collection,
         description="Collection of meshes the smoke flows around (voxelized once, at the bake's first "
-        "frame; make them at least 3 voxels thick)",
+        "frame; the learned models need walls at least 12 voxels thick)",
     )
     model: bpy.props.EnumProperty(name="Model", items=_model_items)  # type: ignore[valid-type]
     resolution: bpy.props.IntProperty(  # type: ignore[valid-type]
@@ -418,9 +418,7 @@ def _voxelize(
     # Only the box around the mesh (and a voxel more): the crossing counts are full int grids, so
     # a small obstacle in a 512³ domain cost over a gigabyte and a quarter of a second (a review).
     verts = closed[0]
-    size = np.array(dims)
-    lo = np.clip(np.floor((verts.min(axis=0) - origin) / voxel).astype(int) - 1, 0, size)
-    hi = np.clip(np.ceil((verts.max(axis=0) - origin) / voxel).astype(int) + 1, 0, size)
+    lo, hi = _voxel_box(verts.min(axis=0), verts.max(axis=0), origin, voxel, dims, margin=1)
     mask = np.zeros(dims, np.float32)
     if np.all(hi > lo):
         box = (int(hi[0] - lo[0]), int(hi[1] - lo[1]), int(hi[2] - lo[2]))
@@ -428,6 +426,22 @@ def _voxelize(
             *closed, origin + lo * voxel, voxel, box
         )
     return mask
+
+
+def _voxel_box(
+    low: np.ndarray,
+    high: np.ndarray,
+    origin: np.ndarray,
+    voxel: float,
+    dims: tuple[int, ...],
+    margin: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index range ``[lo, hi)`` of the voxels whose centres a world box can reach, ``margin`` more
+    on each side, clipped to the grid."""
+    size = np.array(dims)
+    lo = np.clip(np.floor((low - origin) / voxel).astype(int) - margin, 0, size)
+    hi = np.clip(np.ceil((high - origin) / voxel).astype(int) + 1 + margin, 0, size)
+    return lo, hi
 
 
 def _voxelize_bvh(
@@ -445,9 +459,7 @@ def _voxelize_bvh(
     evaluated = obj.evaluated_get(depsgraph)
     tree = BVHTree.FromObject(obj, depsgraph)
     inv = evaluated.matrix_world.inverted()
-    low, high = _world_bounds(evaluated)
-    lo = np.maximum(np.floor((low - origin) / voxel).astype(int), 0)
-    hi = np.minimum(np.ceil((high - origin) / voxel).astype(int) + 1, np.array(dims))
+    lo, hi = _voxel_box(*_world_bounds(evaluated), origin, voxel, dims)
     mask = np.zeros(dims, np.float32)
     for i in range(lo[0], hi[0]):
         for j in range(lo[1], hi[1]):
