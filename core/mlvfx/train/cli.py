@@ -14,7 +14,7 @@ from mlvfx.io.atomic import output_path
 
 
 def _run_folder_options(p: argparse.ArgumentParser) -> None:
-    """``-o/--out`` and ``--resume``, as every trainer has them."""
+    """``-o/--out``, ``--resume``, ``--budget-minutes`` and ``--overwrite``, as every trainer has them."""
     p.add_argument(
         "-o",
         "--out",
@@ -25,6 +25,17 @@ def _run_folder_options(p: argparse.ArgumentParser) -> None:
         help="output folder (default: runs/<recipe name>)",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument(
+        "--budget-minutes",
+        type=minutes,
+        default=None,
+        help="stop (with weights) after this long in all (a resumed run counts its earlier sessions)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in an OUT that holds a run (its files are replaced)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,12 +54,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _run_folder_options(p)
     p.add_argument("--steps", type=whole_number(1), default=None, help="override the recipe's step count")
     p.add_argument(
-        "--budget-minutes",
-        type=minutes,
-        default=None,
-        help="stop (with weights) after this long in all (a resumed run counts its earlier sessions)",
-    )
-    p.add_argument(
         "--skip-render",
         action="store_true",
         help="train on the samples already there instead of rendering the missing ones",
@@ -61,11 +66,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="CPU threads (default: the recipe's; fewer when the box is shared)",
     )
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export at the end")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="start again in an OUT that holds a run (its files are replaced)",
-    )
     p.add_argument(
         "--allow-recipe-change",
         action="store_true",
@@ -87,19 +87,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         q.add_argument(
             "--iterations", type=whole_number(0), default=None, help="override the recipe's iterations"
         )
-        q.add_argument(
-            "--budget-minutes",
-            type=minutes,
-            default=None,
-            help="stop (with weights) after this long in all (a resumed run counts its earlier sessions)",
-        )
         q.add_argument("--threads", type=int, default=None, help="CPU threads (default: the recipe's)")
         q.add_argument("--skip-data", action="store_true", help="train on the shots already there")
-        q.add_argument(
-            "--overwrite",
-            action="store_true",
-            help="start again in an OUT that holds a run (its files are replaced)",
-        )
         q.add_argument(
             "--allow-recipe-change",
             action="store_true",
