@@ -32,6 +32,7 @@ Everything is vectorised over the whole grid: it runs on the CPU and uses CUDA w
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -146,7 +147,10 @@ class _Levels:
     """Keep every level built (the earlier behaviour; ``bench/texture_memory.py`` compares)."""
 
     def __init__(self, atlas: ExemplarAtlas, count: int) -> None:
-        self._atlas = atlas
+        # A weak reference: a strong one made atlas and levels a reference cycle, so each call's
+        # full-resolution features stayed alive until Python's cycle collector happened to run
+        # (a farm loop of 1024² grows held 96 MB more per call, GBs before a collection).
+        self._atlas = weakref.ref(atlas)
         self._count = count
         self._cached: tuple[int, _Level] | None = None
         self._all: dict[int, _Level] = {}
@@ -157,13 +161,16 @@ class _Levels:
     def __getitem__(self, level: int) -> _Level:
         if not 0 <= level < self._count:
             raise IndexError(f"level {level} of {self._count}")
+        atlas = self._atlas()
+        if atlas is None:
+            raise RuntimeError("the exemplar atlas of these levels is gone")
         if self.keep_all:
             if level not in self._all:
-                self._all[level] = self._atlas.build_level(level)
+                self._all[level] = atlas.build_level(level)
             return self._all[level]
         if self._cached is None or self._cached[0] != level:
             self._cached = None  # release the previous level before building the next
-            self._cached = (level, self._atlas.build_level(level))
+            self._cached = (level, atlas.build_level(level))
         return self._cached[1]
 
 
