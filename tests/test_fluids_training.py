@@ -785,3 +785,18 @@ def test_a_data_folder_made_for_another_factor_or_fewer_eval_steps_is_refused(
     (tmp_path / "broken" / "dataset.json").write_text("{not json")
     with pytest.raises(InputError, match="not a readable smoke dataset description"):
         generate_data(tmp_path / "broken", fewer)
+
+
+def test_training_gives_back_torch_process_state(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    recipe_path, data, _ = trained
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        torch.manual_seed(7)
+        expected = torch.rand(4)
+        torch.manual_seed(7)
+        train_surrogate(load_smoke_recipe(recipe_path), data_dir=data, out_dir=tmp_path / "run", iterations=2)
+        assert torch.get_num_threads() == 3
+        assert torch.equal(torch.rand(4), expected)
+    finally:
+        torch.set_num_threads(threads)

@@ -978,3 +978,20 @@ def test_a_run_stopped_early_says_how_to_resume(
     err = capsys.readouterr().err
     assert (tmp_path / "b" / "checkpoint.pt").is_file() and slow["n"] >= 1
     assert "resume with a larger budget" in err and "--budget-minutes MINUTES" in err, err
+
+
+def test_training_gives_back_torch_process_state(dataset: Path, tmp_path: Path) -> None:
+    # A pipeline tool that trained and then ran inference in one process ran it on the recipe's
+    # thread count, with deterministic kernels and a reseeded generator (audit, stop 27).
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        torch.manual_seed(123)
+        expected = torch.rand(4)
+        torch.manual_seed(123)
+        train_material(_tiny_recipe(), data_dir=dataset, out_dir=tmp_path / "a", export_onnx=False)
+        assert torch.get_num_threads() == 3
+        assert not torch.are_deterministic_algorithms_enabled()
+        assert torch.equal(torch.rand(4), expected)
+    finally:
+        torch.set_num_threads(threads)

@@ -41,6 +41,7 @@ from mlvfx.train.runlog import (
     save_checkpoint,
     save_safetensors,
 )
+from mlvfx.train.torch_state import keeps_torch_state
 
 
 def compute_losses(
@@ -190,6 +191,7 @@ def _deterministic(seed: int, threads: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+@keeps_torch_state
 def train_material(
     recipe: Recipe,
     *,

@@ -54,6 +54,7 @@ from mlvfx.train.runlog import (
     save_checkpoint,
     save_safetensors,
 )
+from mlvfx.train.torch_state import keeps_torch_state
 
 DATA_VERSION = 1
 
@@ -788,6 +789,7 @@ class SmokeTrainResult:
     vupres: dict[str, Any] | None = None
 
 
+@keeps_torch_state
 def train_surrogate(
     recipe: SmokeRecipe,
     *,
