@@ -23,7 +23,8 @@ _running: set[Job] = set()
 class Job:
     """One background computation. States: running -> done | failed | cancelled."""
 
-    def __init__(self, name: str, work: Work) -> None:
+    def __init__(self, name: str, work: Work, discard: Callable[[Any], None] | None = None) -> None:
+        """``discard`` undoes a result that will never be applied (see :meth:`abandon`)."""
         self.name = name
         self.cancel_token = CancelToken()
         self.fraction = 0.0
@@ -32,6 +33,9 @@ class Job:
         self.error: BaseException | None = None
         self.finished = False
         self._work = work
+        self._discard = discard
+        self._lock = threading.Lock()
+        self._abandoned = False
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=f"mlvfx: {name}", daemon=True)
 
@@ -45,7 +49,14 @@ class Job:
             self._events.put(("progress", (fraction, message)))
 
         try:
-            self._events.put(("done", self._work(progress, self.cancel_token)))
+            result = self._work(progress, self.cancel_token)
+            with self._lock:
+                abandoned = self._abandoned
+                if not abandoned:
+                    self._events.put(("done", result))
+            if abandoned:  # nobody will apply it
+                self._throw_away(result)
+                self._events.put(("done", None))
         except BaseException as exc:  # every failure must reach the main thread
             self._events.put(("error", exc))
         finally:
@@ -56,6 +67,23 @@ class Job:
 
     def cancel(self) -> None:
         self.cancel_token.cancel()
+
+    def abandon(self) -> None:
+        """Cancel, and throw the result away: its operator is gone (Blender cancelled it when a file
+        was loaded, the add-on is unregistered, Blender quits) and will never apply it. A result
+        already delivered is discarded here, a later one by the worker. A bake's result is a folder
+        of frames beside the cache, which nothing else would remove (an audit)."""
+        self.cancel()
+        with self._lock:
+            self._abandoned = True
+        self.poll()
+        if self.finished and self.error is None:
+            result, self.result = self.result, None
+            self._throw_away(result)
+
+    def _throw_away(self, result: Any) -> None:
+        if self._discard is not None and result is not None:
+            self._discard(result)
 
     def poll(self) -> bool:
         """Drain the queue (main thread). Returns True once the job has finished or failed."""
@@ -85,9 +113,10 @@ def _finished_work(progress: ProgressFn, cancel: CancelToken) -> Any:
 
 
 def cancel_all(timeout: float = 5.0) -> None:
-    """Cancel every running job and wait for the workers (called on unregister)."""
+    """Abandon every running job and wait for the workers (on unregister, and when Python exits:
+    a worker stopped there cleans up what it wrote, where a daemon thread killed mid-bake left it)."""
     for job in list(_running):
-        job.cancel()
+        job.abandon()
     for job in list(_running):
         job.wait(timeout)
     _running.clear()

@@ -81,7 +81,10 @@ class BackgroundJobOperator:
         """Start the worker, the timer and the progress cursor (recorded for unregister)."""
         self._plan = plan
         compute = self._compute
-        self._job = jobs.Job(self.job_name, lambda p, c: compute(plan, p, c)).start()
+        discard = self._discard_result
+        self._job = jobs.Job(
+            self.job_name, lambda p, c: compute(plan, p, c), lambda result: discard(plan, result)
+        ).start()
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.1, window=context.window)
         wm.modal_handler_add(self)
@@ -124,8 +127,13 @@ class BackgroundJobOperator:
 
     def cancel(self, context: bpy.types.Context) -> None:
         if self._job is not None:
-            self._job.cancel()
+            self._job.abandon()
         self._finish(context)
+
+    @staticmethod
+    def _discard_result(plan: dict[str, Any], result: Any) -> None:
+        """Undo what ``_compute`` left outside Blender for ``_apply`` (nothing, by default). Called
+        from any thread when the result will never be applied (see ``jobs.Job.abandon``)."""
 
 
 def _in_blender_terms(exc: BaseException) -> str:

@@ -724,6 +724,9 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         conflict = cache_conflict(domain)
         if conflict is not None:
             raise InputError(conflict[1])
+        freed = remove_leftovers(cache)
+        if freed:
+            self.report({"INFO"}, f"mlvfx: removed an interrupted bake's frames ({freed / 2**20:.1f} MB)")
         low, high = _world_bounds(domain)
         extent = high - low
         voxel = float(extent.max()) / s.resolution
@@ -851,9 +854,10 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         cache: Path = plan["cache"]
         try:  # the folder first: an unwritable project fails before any model or simulation work
             cache.parent.mkdir(parents=True, exist_ok=True)
-            staging = make_temp_dir(cache.parent, f".{cache.name}.baking-")
+            staging = make_temp_dir(cache.parent, f"{_leftover_prefix(cache, 'baking')}")
         except OSError as exc:
             raise ImageWriteError(f"cannot create output: {exc.strerror or exc}", cache.parent) from None
+        _live_staging.add(str(staging))
         try:
             config = SmokeConfig(
                 shape=shape,
@@ -900,15 +904,20 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
                 )
                 report(progress, (index + 1) / len(frames), f"frame {frame} ({index + 1}/{len(frames)})")
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            _remove_staging(staging)
             raise
         return staging
+
+    @staticmethod
+    def _discard_result(plan: dict[str, Any], result: Any) -> None:
+        _remove_staging(result)
 
     def _apply(self, context: bpy.types.Context, plan: dict[str, Any], result: Any) -> set[str]:
         from mlvfx.errors import InputError
 
         staging: Path = result
         cache: Path = plan["cache"]
+        _live_staging.discard(str(staging))  # moved in or removed below
         try:
             uid = plan.get("domain_uid")  # the domain may have been renamed while the bake ran
             domain = next((o for o in bpy.data.objects if o.session_uid == uid), None)
@@ -931,6 +940,56 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         volume_obj = _volume_object(context, domain, first, plan["frames"])
         self.report({"INFO"}, f"mlvfx: baked {len(plan['frames'])} frames into {cache} ({volume_obj.name})")
         return {"FINISHED"}
+
+
+_live_staging: set[str] = set()
+"""Staging folders of this process's bakes that are running or wait for their ``_apply``."""
+
+LEFTOVER_AGE = 600.0
+"""Seconds a staging folder of another process must have been untouched before a bake or Free Bake
+removes it: a bake that is still running there writes a frame into it every few seconds."""
+
+
+def _leftover_prefix(cache: Path, kind: str) -> str:
+    return f".{cache.name}.{kind}-"
+
+
+def _remove_staging(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    _live_staging.discard(str(staging))
+
+
+def remove_leftovers(cache: Path) -> int:
+    """Remove what interrupted bakes left beside ``cache``, and return the bytes freed.
+
+    A bake writes its frames into a hidden staging folder ``.<cache>.baking-*`` next to the
+    cache, and a swap-in moves the old cache aside as ``.<cache>.old-*`` until the new one is in.
+    If Blender quits or crashes in between, these stay. A bake can be the size of a disk.
+    This process's running bakes are kept. So are folders another process wrote to in the last
+    :data:`LEFTOVER_AGE` seconds: another Blender may be baking there now.
+    """
+    import time
+
+    prefixes = tuple(_leftover_prefix(cache, kind) for kind in ("baking", "old"))
+    try:
+        siblings = [p for p in cache.parent.iterdir() if p.name.startswith(prefixes) and p.is_dir()]
+    except OSError:
+        return 0
+    freed = 0
+    now = time.time()
+    for folder in siblings:
+        if str(folder) in _live_staging:
+            continue
+        try:
+            if now - folder.stat().st_mtime < LEFTOVER_AGE:
+                continue
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        except OSError:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            freed += size
+    return freed
 
 
 _FOLDER_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
@@ -981,7 +1040,7 @@ def swap_in(staging: Path, cache: Path) -> None:
     old = None
     try:
         if cache.exists():
-            old = cache.with_name(f".{cache.name}.old-{uuid.uuid4().hex[:8]}")
+            old = cache.with_name(f"{_leftover_prefix(cache, 'old')}{uuid.uuid4().hex[:8]}")
             _rename_patiently(cache, old)
         _rename_patiently(staging, cache)
     except OSError as exc:
@@ -1102,6 +1161,10 @@ class MLVFX_OT_free_smoke(bpy.types.Operator):
                 if volume_obj is None
                 else f"its Volume {volume_obj.name!r} does not play"
             )
+            freed = 0 if cache is None else remove_leftovers(cache)
+            if freed:  # a first bake that Blender's quitting interrupted: only its hidden folder
+                self.report({"INFO"}, f"mlvfx: freed an interrupted bake's {freed / 2**20:.1f} MB")
+                return {"FINISHED"}
             self.report(
                 {"ERROR"},
                 f"mlvfx: nothing freed: {where} the Cache folder {domain.mlvfx_smoke.cache!r} "
@@ -1137,7 +1200,9 @@ class MLVFX_OT_free_smoke(bpy.types.Operator):
                 f"mlvfx: deleted {removed} of {len(frames)} baked frames, then: {why} ({cache})",
             )
             return {"CANCELLED"}
-        self.report({"INFO"}, f"mlvfx: freed {removed} baked frames of {domain.name!r}")
+        freed = remove_leftovers(cache)
+        also = f", and an interrupted bake's {freed / 2**20:.1f} MB" if freed else ""
+        self.report({"INFO"}, f"mlvfx: freed {removed} baked frames of {domain.name!r}{also}")
         return {"FINISHED"}
 
 

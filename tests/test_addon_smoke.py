@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,3 +32,15 @@ def test_smoke_in_blender(run_in_blender: Callable[..., dict[str, Any]]) -> None
     assert "cannot create output: Permission denied" in observed["read_only"]
     assert "cannot replace the smoke cache" in observed["swap_refused"]
     assert all("domain" in m for m in observed["domain_as_emitter"])
+
+
+def test_quitting_mid_bake_leaves_no_staging_folder(
+    run_in_blender: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
+    # Python exiting mid-bake stops the worker, which removes its staging folder (the add-on's
+    # unregister in module mode, and its atexit hook where Blender exits without unregistering).
+    # A crash leaves the folder; the next Bake or Free Bake removes it (addon_smoke.py, section 8).
+    observed = run_in_blender("addon_quit.py", timeout=300)
+    assert observed["staging"] and all(".cache.baking-" in p for p in observed["staging"])
+    left = sorted(p.name for p in (tmp_path / "work").iterdir())
+    assert not any(".baking-" in name for name in left), left

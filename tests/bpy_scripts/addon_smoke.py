@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -415,5 +416,70 @@ free.mlvfx_smoke.cache = str(elsewhere)
 message = error_of(bpy.ops.mlvfx.free_smoke, domain=free.name)
 assert "nothing freed" in message and (elsewhere / "density_0001.vdb").is_file(), message
 assert any(played.glob("density_*.vdb")) and smoke.domain_volume(free) is not None
+
+
+# -- 8. Leftovers of interrupted bakes -------------------------------------------------------------
+# A bake stages its frames in a hidden folder beside the cache. One that Blender's quitting or a
+# crash interrupted stayed there for good (an audit: 21 MB); the next Bake or Free Bake removes it
+# once nobody has written to it for LEFTOVER_AGE, and keeps a fresh one (another Blender's bake).
+import time  # noqa: E402
+
+
+def leftover(cache: Path, kind: str, age: float) -> Path:
+    folder = cache.parent / f".{cache.name}.{kind}-{kind[:3]}{int(age)}"
+    folder.mkdir()
+    (folder / "density_0001.vdb").write_bytes(b"x" * 4096)
+    when = time.time() - age
+    os.utime(folder, (when, when))
+    return folder
+
+
+free.mlvfx_smoke.cache = str(played)
+cache = cache_of(free)
+stale = [leftover(cache, "baking", 2 * smoke.LEFTOVER_AGE), leftover(cache, "old", 2 * smoke.LEFTOVER_AGE)]
+fresh = leftover(cache, "baking", 5)
+assert bpy.ops.mlvfx.bake_smoke(domain=free.name) == {"FINISHED"}
+observed["leftovers_after_bake"] = [f.exists() for f in [*stale, fresh]]
+assert observed["leftovers_after_bake"] == [False, False, True], observed["leftovers_after_bake"]
+shutil.rmtree(fresh)
+# an interrupted first bake: no Volume plays the cache yet, and Free Bake removes only the leftover
+first = new_domain((9.0, 0.0, 0.0), (1, 2))
+first_cache = cache_of(first)
+stale_first = leftover(first_cache, "baking", 2 * smoke.LEFTOVER_AGE)
+assert bpy.ops.mlvfx.free_smoke(domain=first.name) == {"FINISHED"}
+assert not stale_first.exists()
+# A finished bake whose operator Blender cancelled (a file loaded) is never applied: its staging
+# folder goes when the job is abandoned, before or after the worker ends.
+jobs = sys.modules[MODULE + ".jobs"]
+bake = smoke.MLVFX_OT_bake_smoke
+plan = {
+    "domain": first.name,
+    "cache": first_cache,
+    "model": "reference",
+    "shape": (16, 16, 16),
+    "mask": np.zeros((16, 16, 16), np.float32),
+    "voxel": 0.1,
+    "origin": (0, 0, 0),
+    "frames": [1, 2],
+    "dt": 0.04,
+    "substeps": 1,
+    "buoyancy": 1.0,
+    "dissipation": 0.0,
+    "vorticity": 0.0,
+    "emission": 1.0,
+}
+plan["mask"][2:5, 2:5, 2:5] = 1.0
+abandoned = []
+for when in ("after", "before"):
+    job = jobs.Job("bake", lambda p, c: bake._compute(plan, p, c), lambda r: bake._discard_result(plan, r))
+    job.start()
+    if when == "after":
+        assert job.wait(60) and job.error is None and Path(job.result).is_dir()
+    job.abandon()
+    assert job.wait(60)
+    abandoned.append(sorted(p.name for p in first_cache.parent.glob(f".{first_cache.name}.*")))
+observed["abandoned_staging"] = abandoned
+assert abandoned == [[], []], abandoned
+assert not smoke._live_staging
 
 print("RESULT " + json.dumps(observed))
