@@ -507,6 +507,58 @@ def test_standalone_disk_cache_survives_a_new_session(hou, tmp_path):
     assert [p for _, p in InterruptableOperation.log[before:]] == []
 
 
+def test_a_parameter_change_deletes_the_replaced_frames_unless_another_node_uses_them(hou, tmp_path):
+    # Every tweak wrote a complete new set of frames into Cache Folder and none was ever deleted
+    # (an audit: 7.7 GB per tweak at 128³ x 240 frames).
+    from mlvfx_houdini import smoke
+
+    emitter = Geometry(points=[Point((0.5, 0.25, 0.5))])
+    node = SopNode(smoke_parms(mode=1, cache_dir=str(tmp_path)), [None, emitter, None])
+    twin = SopNode(smoke_parms(mode=1, cache_dir=str(tmp_path)), [None, emitter, None])
+    (tmp_path / "keep.txt").write_text("not ours")
+    hou.state["frame"] = 2
+    smoke.cook(node)
+    smoke.cook(twin)  # the same parameters: the same files
+    first = sorted(tmp_path.glob("smoke.*.npz"))
+    assert len(first) == 2
+    node.parms["buoyancy"] = 2.0
+    smoke.cook(node)
+    assert all(p.exists() for p in first)  # the twin still plays them
+    second = sorted(set(tmp_path.glob("smoke.*.npz")) - set(first))
+    assert len(second) == 2
+    twin.parms["buoyancy"] = 3.0
+    smoke.cook(twin)
+    assert not any(p.exists() for p in first)  # nobody uses them now
+    node.parms["buoyancy"] = 4.0
+    smoke.cook(node)
+    assert not any(p.exists() for p in second)
+    assert len(list(tmp_path.glob("smoke.*.npz"))) == 4 and (tmp_path / "keep.txt").exists()
+    smoke.forget(str(node.sid))
+    smoke.forget(str(twin.sid))
+
+
+def test_standalone_memory_budget_is_shared_by_all_nodes(monkeypatch):
+    # The budget was per node: N nodes held N x 2 GiB (an audit).
+    from mlvfx.fluids.reference import SmokeConfig, Stepper
+    from mlvfx_houdini import smoke
+    from mlvfx_houdini.smoke import FrameInputs, SmokeSession
+
+    mask = np.zeros((8, 8, 8), np.float32)
+    mask[1:3, 3:5, 3:5] = 1.0
+    frame_bytes = 8**3 * 4 * 4
+    monkeypatch.setattr(smoke, "MEMORY_BUDGET", 4 * frame_bytes)
+    monkeypatch.setattr(smoke, "_sessions", {})
+    sessions = [SmokeSession(f"s{i}", Stepper(SmokeConfig(shape=(8, 8, 8))), 1, 2.0, ()) for i in range(2)]
+    inputs = FrameInputs(mask, None)
+    smoke._sessions["a"] = sessions[0]
+    sessions[0].state_at(6, 1, None, lambda f: inputs)
+    assert len(sessions[0].frames) == 4  # alone, a node has the whole budget
+    smoke._sessions["b"] = sessions[1]
+    sessions[1].state_at(6, 1, None, lambda f: inputs)
+    sessions[0].state_at(7, 1, None, lambda f: inputs)
+    assert [len(s.frames) for s in sessions] == [2, 2]
+
+
 def test_reset_keeps_disk_frames_from_coming_back(hou, tmp_path):
     # Upstream edits are not part of the cache's signature, so after Reset Cache the frames on
     # disk must not return: not in this session (deleted) and not in a later one (new signature).
@@ -1253,6 +1305,34 @@ def test_cop_cook_writes_the_chosen_map_flipped_for_cop2(hou, tmp_path):
     node.parms["image"] = str(tmp_path / "missing.png")
     with pytest.raises(NodeError, match="cannot read"):
         cop.cook(node, "C", (16, 16))
+
+
+def test_cop_memo_is_capped_in_bytes(hou, tmp_path, monkeypatch):
+    # Capped at four photos whatever their size: four Relief settings of an 8K photo held about
+    # 9 GB for the rest of the session (an audit). The newest always stays.
+    from mlvfx_houdini import cop
+
+    photo = tmp_path / "p.png"
+    write_photo(photo, size=16)
+    monkeypatch.setattr(cop, "_cache", type(cop._cache)())
+    node = Cop2Node({"image": str(photo), "map": 1, "tileable": 0, "normal_convention": 0, "relief": 0.01})
+    requests = []
+    for relief in (0.01, 0.02, 0.03):
+        node.parms["relief"] = relief
+        requests.append(cop._request(node)[0])
+        cop.compute(requests[-1])
+    one = cop._result_bytes(cop._cache[requests[-1]])
+    assert list(cop._cache) == requests  # small maps: all three fit
+    monkeypatch.setattr(cop, "CACHE_BYTES", 2 * one)
+    node.parms["relief"] = 0.04
+    requests.append(cop._request(node)[0])
+    cop.compute(requests[-1])
+    assert list(cop._cache) == requests[-2:]
+    monkeypatch.setattr(cop, "CACHE_BYTES", one // 2)  # one photo over the cap still stays
+    node.parms["relief"] = 0.05
+    requests.append(cop._request(node)[0])
+    cop.compute(requests[-1])
+    assert list(cop._cache) == requests[-1:]
 
 
 def test_cop_shows_progress_and_escape_stops_it(hou, tmp_path):

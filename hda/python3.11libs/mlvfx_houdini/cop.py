@@ -40,6 +40,9 @@ __all__ = ["PARM_NAMES", "cook", "fit_resolution", "map_to_rgb", "output_planes_
 MAPS = ("normal", "height", "albedo", "roughness", "ao")
 PARM_NAMES = ("image", "map", "tileable", "normal_convention", "relief")
 CACHE_SIZE = 4
+CACHE_BYTES = 1 << 30
+"""The memo keeps at most CACHE_SIZE photos' maps and, beyond the newest, at most CACHE_BYTES of
+them: four settings of an 8K photo held about 9 GB for the rest of the session (an audit)."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,15 @@ def compute(
     )
     with _lock:
         _cache[request] = result
-        while len(_cache) > CACHE_SIZE:
+        while len(_cache) > 1 and (
+            len(_cache) > CACHE_SIZE or sum(map(_result_bytes, _cache.values())) > CACHE_BYTES
+        ):
             _cache.popitem(last=False)
     return result
+
+
+def _result_bytes(result: MaterialResult) -> int:
+    return sum(int(np.asarray(m).nbytes) for m in result.maps.values())
 
 
 def _request(node: hou.Node) -> tuple[MapRequest, str]:

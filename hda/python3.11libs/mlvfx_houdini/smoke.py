@@ -29,6 +29,7 @@ The model parameter picks the stepper: ``reference`` is the reference solver of
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import io
@@ -91,7 +92,7 @@ MIN_CELLS = 4
 SURROGATE_FACTOR = 4
 """Coarsening factor of the zoo's smoke surrogates: a grid built for one is a multiple of it per axis."""
 FAR = 1e30  # "far outside" for an SDF resampled beyond its box
-MEMORY_BUDGET = 2 << 30  # bytes of frames a standalone node keeps in memory (the newest always stays)
+MEMORY_BUDGET = 2 << 30  # bytes of frames all standalone nodes keep in memory (each one's newest stays)
 
 # Every parameter the Python reads; tests/test_hou_hda.py checks each exists in the DialogScript.
 PARM_NAMES = (
@@ -584,8 +585,11 @@ class SmokeSession:
         sizes = {f: s[0].nbytes + s[1].nbytes for f, s in self.frames.items()}
         total = sum(sizes.values())
         protected = {keep, max(self.frames)}
+        # MEMORY_BUDGET is for all standalone nodes together, shared equally: per node, N nodes
+        # held N x 2 GiB until deleted (an audit).
+        budget = min(self.budget, MEMORY_BUDGET // max(1, len(_sessions)))
         for f in sorted(self.frames):
-            if total <= self.budget:
+            if total <= budget:
                 break
             if f not in protected:
                 total -= sizes[f]
@@ -658,8 +662,24 @@ def session_for(key: str, parms: SmokeParms, domain: Domain, fps: float, extra: 
         cache,
     )
     with _lock:
+        replaced = _sessions.get(key)
         _sessions[key] = session
+        in_use = {(s.cache_dir, s.signature) for s in _sessions.values()}
+    # The replaced parameters' frames go from Cache Folder, unless another node uses them: every
+    # tweak wrote a complete new set there and none was ever deleted (7.7 GB per tweak at 128³ x
+    # 240 frames, an audit).
+    if replaced is not None and (replaced.cache_dir, replaced.signature) not in in_use:
+        _delete_frames(replaced)
     return session
+
+
+def _delete_frames(session: SmokeSession) -> None:
+    """Delete ``session``'s frame files (``smoke.<signature>.*.npz``, nothing else) from its Cache Folder."""
+    if session.cache_dir is None:
+        return
+    for path in session.cache_dir.glob(f"smoke.{session.signature}.*.npz"):
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
 
 
 def solver_stepper(key: str, parms: SmokeParms, domain: Domain, fps: float) -> SmokeSession:
@@ -688,9 +708,8 @@ def forget(key: str, delete_files: bool = False) -> bool:
         session = _sessions.pop(key, None)
         had = (_solvers.pop(key, None) is not None) or session is not None
         _thin_notes.pop(key, None)
-    if delete_files and session is not None and session.cache_dir is not None:
-        for path in session.cache_dir.glob(f"smoke.{session.signature}.*.npz"):
-            path.unlink(missing_ok=True)
+    if delete_files and session is not None:
+        _delete_frames(session)
     return had
 
 
