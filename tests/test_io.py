@@ -436,7 +436,6 @@ def test_a_file_set_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: 
 def test_two_writers_replacing_one_set_take_turns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Two --overwrite runs into one material folder (farm retries): one set at a time, so the folder
     # ends up wholly one run's, never one's albedo beside the other's height.
-    import os
     import threading
 
     import filelock
@@ -453,9 +452,7 @@ def test_two_writers_replacing_one_set_take_turns(tmp_path: Path, monkeypatch: p
         real_place(staged, overwrite)
 
     monkeypatch.setattr(atomic, "_place", slow_place)
-    key = __import__("hashlib").sha256(str(folder.resolve()).encode()).hexdigest()[:24]
-    locks = Path(atomic.tempfile.gettempdir()) / f"mlvfx-locks-{os.getuid()}"
-    held = filelock.FileLock(str(locks / f"{key}.lock"))
+    held = filelock.FileLock(str(atomic.set_lock_file(folder)))
     held.acquire()  # another writer is mid-way
     writer = threading.Thread(
         target=atomic.write_files_atomic,
@@ -474,6 +471,20 @@ def test_two_writers_replacing_one_set_take_turns(tmp_path: Path, monkeypatch: p
     with pytest.raises(ImageWriteError, match="another mlvfx process has been replacing files here"):
         atomic.write_files_atomic([(folder / "a.bin", b"x")], overwrite=True)
     held.release()
+
+
+def test_overwrite_locks_are_a_bounded_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One lock file per folder written with overwrite stayed in the temp folder for good.
+    import mlvfx.io.atomic as atomic
+
+    monkeypatch.setattr(atomic.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(atomic, "LOCK_BUCKETS", 8)
+    for i in range(40):
+        atomic.write_files_atomic([(tmp_path / "out" / f"m{i}" / "a.bin", b"x")], overwrite=True)
+    locks = list((tmp_path / "tmp").glob("mlvfx-locks-*/*"))
+    assert 1 < len(locks) <= 8, locks
+    assert atomic.set_lock_file(tmp_path / "out" / "m3") == atomic.set_lock_file(tmp_path / "out" / "m3")
 
 
 def test_an_interrupted_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -119,21 +119,11 @@ def _set_lock(targets: list[Path], overwrite: bool) -> Iterator[None]:
     if not overwrite or not targets:
         yield
         return
-    import hashlib
-
     import filelock
 
-    folder = str(targets[0].parent.resolve())
-    key = hashlib.sha256(folder.encode("utf-8", "surrogateescape")).hexdigest()[:24]
-    # One folder per user, private: a folder shared by all would let another user plant a link
-    # under a lock's (predictable) name, and opening the lock would truncate what it points at.
-    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-    lock_dir = Path(tempfile.gettempdir()) / f"mlvfx-locks-{user}"
     try:
-        lock_dir.mkdir(mode=0o700, exist_ok=True)
-        if lock_dir.is_symlink() or (hasattr(os, "getuid") and lock_dir.stat().st_uid != os.getuid()):
-            raise OSError("the lock folder is not this user's")
-        lock = filelock.FileLock(str(lock_dir / f"{key}.lock"))
+        lock_path = set_lock_file(targets[0].parent)
+        lock = filelock.FileLock(str(lock_path))
         lock.acquire(timeout=LOCK_TIMEOUT)
     except filelock.Timeout:
         raise ImageWriteError(
@@ -148,7 +138,32 @@ def _set_lock(targets: list[Path], overwrite: bool) -> Iterator[None]:
         lock.release()
 
 
+def set_lock_file(folder: Path) -> Path:
+    """The lock file :func:`_set_lock` takes for replacing files in ``folder`` (its folder is made).
+
+    One of :data:`LOCK_BUCKETS` files in a private per-user folder of the machine's temp folder,
+    picked by the folder's hash: one file per folder piled up there for good (a farm re-rendering
+    thousands of materials left thousands). Two folders in one bucket only wait for each other's
+    file moves.
+
+    Raises:
+        OSError: the lock folder cannot be made, or is not this user's.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(str(folder.resolve()).encode("utf-8", "surrogateescape")).digest()
+    # One folder per user, private: a folder shared by all would let another user plant a link
+    # under a lock's (predictable) name, and opening the lock would truncate what it points at.
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    lock_dir = Path(tempfile.gettempdir()) / f"mlvfx-locks-{user}"
+    lock_dir.mkdir(mode=0o700, exist_ok=True)
+    if lock_dir.is_symlink() or (hasattr(os, "getuid") and lock_dir.stat().st_uid != os.getuid()):
+        raise OSError("the lock folder is not this user's")
+    return lock_dir / f"set-{int.from_bytes(digest[:4], 'big') % LOCK_BUCKETS:03d}.lock"
+
+
 LOCK_TIMEOUT = 600.0
+LOCK_BUCKETS = 256
 
 
 def _place(staged: list[tuple[Path, Path]], overwrite: bool) -> None:
