@@ -100,6 +100,9 @@ depth = meta["height_scale_px"] / max(meta["width"], meta["height"]) * 2.0
 observed["displacement_scale"] = [tagged["displacement"].inputs["Scale"].default_value, depth]
 assert abs(tagged["displacement"].inputs["Scale"].default_value - depth) < 1e-6 * max(depth, 1), observed
 assert tagged["displacement"].space == "WORLD"
+# The height map is normalised to [0, 1] around mid-grey (a flat photo gives 0.5): the rest level.
+observed["displacement_midlevel"] = tagged["displacement"].inputs["Midlevel"].default_value
+assert observed["displacement_midlevel"] == 0.5, observed["displacement_midlevel"]
 
 
 def pixels(image: bpy.types.Image) -> np.ndarray:
@@ -135,6 +138,17 @@ grown = [bpy.data.images[n] for n in new_images if "_var" in n]
 assert all(tuple(g.size) == (160, 128) for g in grown)
 assert not np.allclose(pixels(grown[0]), pixels(grown[1])), "two seeds gave the same variation"
 np.testing.assert_array_equal(pixels(photo.image), photo_pixels_before)
+# A data map (Non-Color: a roughness or normal map) made seamless stays a data map.
+colour_image = photo.image
+data_image = bpy.data.images.load(str(photo_path), check_existing=False)
+data_image.colorspace_settings.name = "Non-Color"
+photo.image = data_image
+images_before = set(bpy.data.images.keys())
+assert bpy.ops.mlvfx.make_seamless(material="Rock", node="Photo") == {"FINISHED"}
+(data_seamless,) = [bpy.data.images[n] for n in set(bpy.data.images.keys()) - images_before]
+observed["data_seamless_colorspace"] = data_seamless.colorspace_settings.name
+assert observed["data_seamless_colorspace"] == "Non-Color", observed["data_seamless_colorspace"]
+photo.image = colour_image
 
 # Paint: a label image with two flat colours, each filled from its own exemplar.
 labels = np.zeros((64, 64, 3), np.float32)

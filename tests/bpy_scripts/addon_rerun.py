@@ -114,6 +114,11 @@ bsdf_normal = mat.node_tree.nodes["Principled BSDF"].inputs["Normal"]
 bump = bsdf_normal.links[0].from_node
 assert bump.bl_idname == "ShaderNodeBump" and bump.inputs["Height"].is_linked
 assert not bump.inputs["Normal"].is_linked
+# The Bump is as deep as the Displacement the same photo got (the kept frame's), not Blender's default.
+kept = [n for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeDisplacement" and n.get(bridge.TAG)]
+assert kept, "the kept frame's Displacement node"
+observed["bump_distance"] = [bump.inputs["Distance"].default_value, kept[-1].inputs["Scale"].default_value]
+assert abs(observed["bump_distance"][0] - observed["bump_distance"][1]) < 1e-9, observed["bump_distance"]
 settings.replace = True
 
 # -- the relief follows the object the material is on: one texture repeat over its largest side -----

@@ -1,0 +1,59 @@
+"""Behaviours a mutation audit (stop 27) found unprotected by any test: io and atomic writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mlvfx.errors import OutputExistsError
+from mlvfx.io import read_image, write_image
+
+
+def test_a_file_created_after_the_existence_check_is_never_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without overwrite, the final move must refuse a target another process created between
+    check_writable and the move (two farm nodes writing one output): only the link does that."""
+    import mlvfx.io.atomic as atomic
+
+    target = tmp_path / "out.bin"
+    real_write_temp = atomic._write_temp
+
+    def racing(t: Path, data: bytes) -> Path:
+        tmp = real_write_temp(t, data)
+        t.write_bytes(b"theirs")  # the other writer wins the race
+        return tmp
+
+    monkeypatch.setattr(atomic, "_write_temp", racing)
+    with pytest.raises(OutputExistsError, match="already exists"):
+        atomic.write_bytes_atomic(target, b"mine")
+    assert target.read_bytes() == b"theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]  # no temp file left either
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".exr"])
+def test_rgba_files_are_rgba_on_disk_and_in_memory(tmp_path: Path, suffix: str) -> None:
+    """Red with alpha must be red: test_channel_order_is_rgb covers RGB only, and the alpha
+    round trip uses grey, so swapping R and B for 4-channel images went unnoticed."""
+    rgba = np.zeros((2, 3, 4), np.float32)
+    rgba[..., 0] = 1.0
+    rgba[..., 3] = 0.5
+    path = write_image(tmp_path / f"red{suffix}", rgba, kind="data")
+    stored = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # OpenCV's order: B, G, R, A
+    assert stored.shape == (2, 3, 4)
+    assert stored[0, 0, 2] > stored[0, 0, 0], "written as BGRA with R and B swapped"
+    back, info = read_image(path, kind="data")
+    assert info.channels == 4
+    np.testing.assert_allclose(back[0, 0], [1.0, 0.0, 0.0, 0.5], atol=1e-2)
+
+
+def test_an_rgba_png_from_another_tool_reads_as_rgba(tmp_path: Path) -> None:
+    bgra = np.zeros((2, 2, 4), np.uint8)
+    bgra[..., 2] = 255  # red
+    bgra[..., 3] = 255
+    assert cv2.imwrite(str(tmp_path / "red.png"), bgra)
+    back, _ = read_image(tmp_path / "red.png", kind="data")
+    np.testing.assert_allclose(back[0, 0], [1.0, 0.0, 0.0, 1.0])

@@ -1,0 +1,30 @@
+"""Behaviours a mutation audit (stop 27) found unprotected by any test: a material folder's
+height16.png from the texture commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from test_texture_cli import run
+from test_texture_support import material
+
+from mlvfx.io import read_image
+from mlvfx.texture import cli as texture_cli
+
+
+def test_height16_is_the_height_normalised_whatever_its_units(tmp_path: Path) -> None:
+    """README: height16.png is the height normalised to 16 bits. A folder whose height.exr is in
+    other units (here 0-5, as a scan in cm gives) must not come back clipped at 1."""
+    maps = material(48, seed=3)
+    maps["height"] = maps["height"] * 5.0
+    folder = tmp_path / "scan"
+    texture_cli.write_maps(folder, maps, texture_cli.Source(folder, True), overwrite=False, note="test")
+    out = tmp_path / "tiled"
+    assert run("texture", "tile", str(folder), "-o", str(out)) == 0
+    height, _ = read_image(out / "height.exr", kind="data")
+    h16, info = read_image(out / "height16.png", kind="data")
+    assert info.bit_depth == 16
+    assert float(height.max()) > 1.5  # the EXR keeps the units
+    expected = (height - height.min()) / (height.max() - height.min())
+    np.testing.assert_allclose(h16, expected, atol=1e-4)
