@@ -26,3 +26,20 @@ def test_equalize_leaves_alpha_alone() -> None:
     out = equalize_lighting(img)
     np.testing.assert_array_equal(out[..., 3], img[..., 3])
     assert not np.allclose(out[..., :3], img[..., :3])  # the colour was flattened
+
+
+def test_paint_warps_the_guide_around_the_wrap_when_tileable() -> None:
+    # A tileable paint's region borders must continue across the wrap: the guide's warp sampled
+    # around it, but its random displacement field was not periodic (wrap step 0.11-0.14 against
+    # 0.02 inside: a jump in the region borders at the tile's edge; the mutation audit, stop 27).
+    from mlvfx.ops.texture import _warp
+
+    for shape in ((64, 64), (48, 80)):
+        f = _periodic(*shape, 3)[None]
+        warped = _warp(f, 6.0, seed=2, tileable=True)[0]
+        for axis in (0, 1):
+            first, last = np.take(warped, 0, axis=axis), np.take(warped, -1, axis=axis)
+            wrap = np.abs(first - last).mean()
+            interior = np.abs(np.diff(warped, axis=axis)).mean()
+            assert wrap < 2.0 * interior, (shape, axis, wrap, interior)
+        assert float(np.abs(warped - f[0]).mean()) > 0.01  # it does warp

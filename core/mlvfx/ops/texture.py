@@ -436,15 +436,46 @@ def _warp(image: FloatArray, amount: float, seed: int, tileable: bool) -> FloatA
         return image
     _, h, w = image.shape
     rng = np.random.default_rng(seed)
-    cells = max(2, round(max(h, w) / (4.0 * amount)))
-    field = rng.standard_normal((2, cells + 1, cells + 1)).astype(np.float32) * np.float32(amount)
-    dy = cv2.resize(field[0], (w, h), interpolation=cv2.INTER_CUBIC)
-    dx = cv2.resize(field[1], (w, h), interpolation=cv2.INTER_CUBIC)
+    if tileable:  # the displacement must wrap too, or the borders jump at the tile's edge (an audit)
+        dy, dx = (_periodic_noise(rng, h, w, amount) for _ in range(2))
+    else:
+        cells = max(2, round(max(h, w) / (4.0 * amount)))
+        field = rng.standard_normal((2, cells + 1, cells + 1)).astype(np.float32) * np.float32(amount)
+        dy = cv2.resize(field[0], (w, h), interpolation=cv2.INTER_CUBIC)
+        dx = cv2.resize(field[1], (w, h), interpolation=cv2.INTER_CUBIC)
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
     border = cv2.BORDER_WRAP if tileable else cv2.BORDER_REFLECT
     out: FloatArray = np.stack(
         [cv2.remap(ch, xx + dx, yy + dy, cv2.INTER_LINEAR, borderMode=border) for ch in image]
     ).astype(np.float32)
+    return out
+
+
+def _periodic_noise(rng: np.random.Generator, h: int, w: int, amount: float) -> FloatArray:
+    """A smooth random (h, w) field of about ``amount``, periodic in both axes: normal samples on a
+    wrapped grid of about ``4 * amount`` pixels' spacing, Catmull-Rom interpolated."""
+    cy, cx = (max(2, round(n / (4.0 * amount))) for n in (h, w))
+    points = rng.standard_normal((cy, cx)).astype(np.float32) * np.float32(amount)
+
+    def taps(n_out: int, n_cells: int) -> list[tuple[npt.NDArray[np.intp], FloatArray]]:
+        u = (np.arange(n_out, dtype=np.float64) + 0.5) * n_cells / n_out - 0.5
+        i = np.floor(u).astype(np.intp)
+        t = u - i
+        t2, t3 = t * t, t * t * t
+        weights = (
+            (-t3 + 2 * t2 - t) / 2,
+            (3 * t3 - 5 * t2 + 2) / 2,
+            (-3 * t3 + 4 * t2 + t) / 2,
+            (t3 - t2) / 2,
+        )
+        return [((i + k - 1) % n_cells, wk.astype(np.float32)) for k, wk in enumerate(weights)]
+
+    rows = np.zeros((cy, w), np.float32)
+    for ix, wx in taps(w, cx):
+        rows += points[:, ix] * wx
+    out = np.zeros((h, w), np.float32)
+    for iy, wy in taps(h, cy):
+        out += rows[iy] * wy[:, None]
     return out
 
 
