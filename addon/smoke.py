@@ -744,11 +744,14 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         obstacles = self._obstacles(context, domain, frames, low, voxel, dims, learned=model != "reference")
         dt = 1.0 / fps / s.substeps
         if model != "reference":
-            from mlvfx.fluids.surrogate import dt_warning
+            from mlvfx.fluids.surrogate import dt_warning, resolution_warning
 
-            warning = dt_warning(dt)
-            if warning is not None:
-                self.report({"WARNING"}, f"mlvfx: {warning}")
+            warnings = [dt_warning(dt)]
+            if s.model != AUTO:  # a model the artist named: is it the one for this resolution?
+                warnings.append(resolution_warning(model, 3, max(dims)))
+            for warning in warnings:
+                if warning is not None:
+                    self.report({"WARNING"}, f"mlvfx: {warning}")
         return {
             "domain": domain.name,
             "domain_uid": domain.session_uid,

@@ -255,6 +255,40 @@ def test_a_time_step_the_surrogates_were_not_trained_with_is_warned_about() -> N
     assert message is not None and "1/96 s" in message and "outside their training" in message
 
 
+def test_a_named_3d_model_off_its_training_resolution_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The issue's own example, --res 128 --model smoke3d, ran the 64³ model at 128³ in silence
+    # (0.99x coarse-only there; smoke3d_128 0.72x).
+    from mlvfx.fluids.surrogate import resolution_warning
+
+    assert resolution_warning("smoke3d", 3, 64) is None
+    assert resolution_warning("smoke3d_128", 3, 128) is None
+    assert resolution_warning("smoke3d", 3, 80) is None  # nearer 64 than 128
+    assert resolution_warning("smoke3d", 2, 128) is None and resolution_warning("mine", 3, 128) is None
+    for model, cells, better in (("smoke3d", 128, "smoke3d_128"), ("smoke3d@0.2.0", 112, "smoke3d_128")):
+        message = resolution_warning(model, 3, cells)
+        assert message is not None and f"{better} (trained for 128³" in message, message
+    assert "smoke3d (trained for 64³" in (resolution_warning("smoke3d_128", 3, 48) or "")
+
+    def loud(argv: list[str]) -> int:  # warnings are not printed under --quiet
+        parser = argparse.ArgumentParser()
+        cli.register(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(argv)
+        args.quiet, args.json = False, False
+        code: int = args.func(args)
+        return code
+
+    argv = ["smoke", "run", "--res", "48", "--frames", "1", "--vdb", "off", "--model", "smoke3d_128"]
+    assert loud([*argv, "-o", str(tmp_path / "named")]) == 0
+    assert "smoke3d_128 was trained for 128³ output" in capsys.readouterr().err
+    assert (
+        _run(["smoke", "run", "--res", "48", "--frames", "1", "--vdb", "off", "-o", str(tmp_path / "auto")])
+        == 0
+    )
+    assert "trained for" not in capsys.readouterr().err  # the automatic choice says nothing
+
+
 def test_a_smoke_model_version_can_be_pinned(tmp_path: Path) -> None:
     from mlvfx.errors import ModelNotFound
     from mlvfx.fluids.surrogate import load_surrogate

@@ -693,6 +693,10 @@ def test_a_learned_model_off_its_training_step_is_warned_about():
     assert dt_note(SmokeParms(model="reference", substeps=4), d, 24.0) is None
     note = dt_note(SmokeParms(model="auto", substeps=2), d, 24.0)
     assert note is not None and "1/48 s" in note
+    big = domain_from_parms((0, 1, 0), (1.0, 1.0, 1.0), 128)
+    assert dt_note(SmokeParms(model="auto"), big, 24.0) is None  # auto picks the model for the size
+    note = dt_note(SmokeParms(model="smoke3d"), big, 24.0)
+    assert note is not None and "smoke3d_128 (trained for 128³" in note
 
 
 def test_model_menu_lists_reference_first():

@@ -178,12 +178,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.reference:
         stepper = Stepper(replace(scenario.config, open_inflow=args.open_inflow))
     else:
-        from mlvfx.fluids.surrogate import dt_warning
+        from mlvfx.fluids.surrogate import dt_warning, resolution_warning
 
         stepper, model = _surrogate_stepper(args, scenario.config)
-        warning = dt_warning(scenario.config.dt)
-        if warning is not None and not args.quiet:
-            print(f"mlvfx: warning: {warning}", file=sys.stderr)
+        warnings = [dt_warning(scenario.config.dt)]
+        if args.model and args.weights is None:  # a model named on the command line
+            warnings.append(resolution_warning(args.model, args.dims, max(scenario.config.shape)))
+        for warning in warnings:
+            if warning is not None and not args.quiet:
+                print(f"mlvfx: warning: {warning}", file=sys.stderr)
     start = time.perf_counter()
     # Replacing an earlier shot: the new one is written beside it and moved in once complete, so an
     # interrupted run leaves the earlier shot whole, not its tail behind the new shot's first frames.

@@ -1132,6 +1132,31 @@ def dt_warning(dt: float) -> str | None:
     )
 
 
+TRAINED_RESOLUTION = {"smoke3d": 64, "smoke3d_128": 128}
+"""The output grid (cells per axis) each published 3D surrogate was trained for."""
+
+
+def resolution_warning(model: str, dims: int, cells: int) -> str | None:
+    """A one-line warning when a named 3D zoo surrogate (``ID`` or ``ID@VERSION``) runs on a grid of
+    ``cells`` along its longest axis nearer the other published model's training size, else None.
+
+    Measured (held-out shots, t = 100): smoke3d at 128³ scores 0.99x coarse-only, smoke3d_128 0.72x
+    (docs/BENCHMARKS.md, "On a GPU"). The issue's own example runs ``--res 128 --model smoke3d``.
+    """
+    base = model.partition("@")[0]
+    trained = TRAINED_RESOLUTION.get(base)
+    if dims != 3 or trained is None:
+        return None
+    nearer = min(TRAINED_RESOLUTION, key=lambda m: abs(TRAINED_RESOLUTION[m] - cells))
+    if nearer == base or abs(TRAINED_RESOLUTION[nearer] - cells) >= abs(trained - cells):
+        return None
+    return (
+        f"{base} was trained for {trained}³ output and this grid is {cells} cells across: {nearer} "
+        f"(trained for {TRAINED_RESOLUTION[nearer]}³, what the automatic choice picks here) is the "
+        f"better model for it"
+    )
+
+
 THIN_OBSTACLE_CELLS = 3
 """Coarse cells an obstacle should be thick for the learned models (12 voxels at 4x coarsening)."""
 

@@ -373,12 +373,17 @@ def smoke_config(parms: SmokeParms, domain: Domain, fps: float) -> SmokeConfig:
 
 
 def dt_note(parms: SmokeParms, domain: Domain, fps: float) -> str | None:
-    """A warning for the node when a learned model runs at a step it was not trained for."""
+    """A warning for the node when a learned model runs at a step it was not trained for, or a
+    named one on a grid nearer the other published model's training size."""
     if parms.model == REFERENCE:
         return None
-    from mlvfx.fluids.surrogate import dt_warning
+    from mlvfx.fluids.surrogate import dt_warning, resolution_warning
 
-    return dt_warning(smoke_config(parms, domain, fps).dt)
+    notes = [dt_warning(smoke_config(parms, domain, fps).dt)]
+    if parms.model != AUTO:
+        notes.append(resolution_warning(parms.model, 3, max(domain.resolution)))
+    found = [n for n in notes if n is not None]
+    return "; ".join(found) if found else None
 
 
 def model_menu() -> list[str]:
