@@ -5,10 +5,8 @@ Everything here runs on the main thread.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
-import json
 import os
 import re
 import tempfile
@@ -201,56 +199,11 @@ def output_folder(base_name: str, pack: bool = False) -> tuple[Path, bool]:
 
 
 def discard_folder(folder: Path, must_pack: bool) -> None:
-    """Remove a temp folder from :func:`output_folder` once its images are packed into the .blend;
-    mark a kept one as this .blend's (see :func:`unused_map_folders`)."""
+    """Remove a temp folder from :func:`output_folder` once its images are packed into the .blend."""
     if must_pack:
         import shutil
 
         shutil.rmtree(folder, ignore_errors=True)
-    elif folder.is_dir():
-        with contextlib.suppress(OSError):
-            (folder / OWNER_FILE).write_text(json.dumps({"blend": bpy.data.filepath}), encoding="utf-8")
-
-
-OWNER_FILE = ".mlvfx-blend"
-"""In each maps folder under //textures/mlvfx/: the .blend that made it. Only that file deletes it as
-unused: shot_v002.blend beside shot_v001.blend shares the folder, and v001's maps are not v002's."""
-
-
-def _same_path(a: str, b: str) -> bool:
-    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
-
-
-def unused_map_folders() -> list[tuple[Path, int]]:
-    """This .blend's maps folders under //textures/mlvfx/ that no image in the file uses, with
-    their sizes in bytes. Re-runs keep the earlier maps' files so that Undo finds them; nothing
-    else ever removes them (an audit: 30 runs on a 2K photo leave about 1.2 GB)."""
-    if not bpy.data.is_saved:
-        return []
-    root = Path(bpy.path.abspath("//textures/mlvfx"))
-    used = set()
-    for image in bpy.data.images:
-        if image.filepath and image.library is None:
-            used.add(os.path.normcase(os.path.realpath(bpy.path.abspath(image.filepath))))
-    out = []
-    try:
-        folders = [f for f in root.iterdir() if f.is_dir() and (f / OWNER_FILE).is_file()]
-    except OSError:
-        return []
-    for folder in sorted(folders):
-        try:
-            owner = json.loads((folder / OWNER_FILE).read_text(encoding="utf-8")).get("blend", "")
-            entries = list(folder.iterdir())
-        except (OSError, ValueError, AttributeError):
-            continue
-        if not isinstance(owner, str) or not owner or not _same_path(owner, bpy.data.filepath):
-            continue
-        if any(e.is_dir() for e in entries):
-            continue  # not as mlvfx wrote it
-        if any(os.path.normcase(os.path.realpath(e)) in used for e in entries):
-            continue
-        out.append((folder, sum(e.stat().st_size for e in entries)))
-    return out
 
 
 def _load_image(path: Path, name: str, colorspace: str, pack: bool) -> bpy.types.Image:

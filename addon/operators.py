@@ -305,46 +305,7 @@ class MLVFX_OT_download_models(BackgroundJobOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-class MLVFX_OT_delete_unused_maps(bpy.types.Operator):
-    """Delete the maps folders under //textures/mlvfx/ that this saved .blend made and no longer uses"""
-
-    bl_idname = "mlvfx.delete_unused_maps"
-    bl_label = "Delete Unused Maps"
-
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        # Files deleted from disk do not come back with Undo: ask first.
-        return context.window_manager.invoke_confirm(  # type: ignore[no-any-return]
-            self,
-            event,
-            message="Delete the maps of earlier runs that no image uses? Undo does not bring them back.",
-        )
-
-    def execute(self, context: bpy.types.Context) -> set[str]:
-        import shutil
-
-        # The file on disk must be this one: an older save may still use maps the session replaced
-        # since, and a revert would find them gone. (Blender keeps no dirty flag in background mode,
-        # where a script runs this deliberately: there it needs a saved file only.)
-        if not bpy.data.is_saved or (bpy.data.is_dirty and not bpy.app.background):
-            self.report({"ERROR"}, "mlvfx: save the .blend first (unsaved changes may still need the maps)")
-            return {"CANCELLED"}
-        freed, removed, failed = 0, 0, []
-        for folder, size in bridge.unused_map_folders():
-            try:
-                shutil.rmtree(folder)
-            except OSError as exc:
-                failed.append(f"{folder.name}: {exc.strerror or exc}")
-                continue
-            freed += size
-            removed += 1
-        if failed:
-            listed = "; ".join(failed[:3])
-            self.report({"WARNING"}, f"mlvfx: could not delete {len(failed)} folder(s): {listed}")
-        self.report({"INFO"}, f"mlvfx: deleted {removed} unused maps folder(s), {freed / 2**20:.1f} MB")
-        return {"FINISHED"}
-
-
-classes = (MLVFX_OT_generate_material, MLVFX_OT_download_models, MLVFX_OT_delete_unused_maps)
+classes = (MLVFX_OT_generate_material, MLVFX_OT_download_models)
 
 
 _register, _unregister = bpy.utils.register_classes_factory(classes)

@@ -78,8 +78,6 @@ class MLVFX_PT_material(ShaderEditorPanel, bpy.types.Panel):
         col.prop(settings, "pack")
         col.prop(settings, "replace")
         layout.operator("mlvfx.generate_material", icon="MATERIAL")
-        if bpy.data.is_saved and not settings.pack:
-            layout.operator("mlvfx.delete_unused_maps", icon="TRASH")
 
 
 class MLVFX_UL_exemplars(bpy.types.UIList):

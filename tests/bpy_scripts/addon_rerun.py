@@ -69,30 +69,6 @@ names = sorted(i.name for i in bpy.data.images if i.name.startswith("rock_"))
 observed["image_names"] = names
 assert all("." not in n for n in names), names  # rock_normal, not rock_normal.001
 
-# -- Delete Unused Maps: the replaced run's folder goes; the current run's, another .blend's and
-# folders mlvfx did not mark stay. Re-runs kept every earlier run's files for Undo, and nothing
-# removed them (an audit: 12 runs, 12 folders). -------------------------------------------------
-maps_root = work / "textures" / "mlvfx"
-runs = sorted(f for f in maps_root.iterdir() if (f / bridge.OWNER_FILE).is_file())
-assert len(runs) == 2, runs
-theirs = maps_root / "from_v001"
-theirs.mkdir()
-(theirs / "normal.png").write_bytes(b"theirs")
-(theirs / bridge.OWNER_FILE).write_text(json.dumps({"blend": str(work / "shot_v001.blend")}))
-unmarked = maps_root / "by_hand"
-unmarked.mkdir()
-(unmarked / "albedo.png").write_bytes(b"mine")
-bpy.ops.wm.save_mainfile()
-in_use = {Path(bpy.path.abspath(i.filepath)).parent for i in bpy.data.images if i.name.startswith("rock_")}
-assert len(in_use) == 1 and in_use < set(runs), in_use
-assert bpy.ops.mlvfx.delete_unused_maps() == {"FINISHED"}
-observed["unused_maps_deleted"] = [f.name for f in runs if not f.exists()]
-assert [f.exists() for f in runs] == [f in in_use for f in runs], observed
-assert theirs.exists() and unmarked.exists()
-assert all(
-    Path(bpy.path.abspath(i.filepath)).is_file() for i in bpy.data.images if i.name.startswith("rock_")
-)
-
 # -- a run without displacement: the earlier run's displacement no longer drives the render ---------
 photo.image = bpy.data.images.load(str(other_path))
 settings.height_mode = "NONE"
