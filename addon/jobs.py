@@ -18,6 +18,9 @@ from mlvfx.progress import CancelToken, ProgressFn
 Work = Callable[[ProgressFn, CancelToken], Any]
 
 _running: set[Job] = set()
+_undelivered: set[Job] = set()
+"""Jobs whose result waits in their queue for the operator's poll and has a discard hook: the worker
+has left ``_running``, and without this set :func:`cancel_all` would miss it (a review)."""
 
 
 class Job:
@@ -54,6 +57,8 @@ class Job:
                 abandoned = self._abandoned
                 if not abandoned:
                     self._events.put(("done", result))
+                    if self._discard is not None:
+                        _undelivered.add(self)
             if abandoned:  # nobody will apply it
                 self._throw_away(result)
                 self._events.put(("done", None))
@@ -100,6 +105,7 @@ class Job:
                 self.error, self.finished = payload, True
             if self.finished:
                 _running.discard(self)
+                _undelivered.discard(self)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the worker ends (used in tests and on unregister); returns whether it ended."""
@@ -115,8 +121,9 @@ def _finished_work(progress: ProgressFn, cancel: CancelToken) -> Any:
 def cancel_all(timeout: float = 5.0) -> None:
     """Abandon every running job and wait for the workers (on unregister, and when Python exits:
     a worker stopped there cleans up what it wrote, where a daemon thread killed mid-bake left it)."""
-    for job in list(_running):
+    for job in list(_running | _undelivered):
         job.abandon()
     for job in list(_running):
         job.wait(timeout)
     _running.clear()
+    _undelivered.clear()

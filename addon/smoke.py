@@ -860,7 +860,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
             staging = make_temp_dir(cache.parent, f"{_leftover_prefix(cache, 'baking')}")
         except OSError as exc:
             raise ImageWriteError(f"cannot create output: {exc.strerror or exc}", cache.parent) from None
-        _live_staging.add(str(staging))
+        _live_staging.add(_key(staging))
         try:
             config = SmokeConfig(
                 shape=shape,
@@ -893,6 +893,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
                     sources = [Source(mask, rate=plan["emission"])] if mask.any() else []
                 for _ in range(plan["substeps"]):
                     check_cancel(cancel)
+                    _touch(staging)  # alive: another Blender's Bake must not take it for a leftover
                     density, velocity = stepper.step(density, velocity, sources, solid)
                 assert density is not None and velocity is not None
                 # Velocity (Blender units per second) for motion blur, kept only where there is
@@ -920,7 +921,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
 
         staging: Path = result
         cache: Path = plan["cache"]
-        _live_staging.discard(str(staging))  # moved in or removed below
+        _live_staging.discard(_key(staging))  # moved in or removed below
         try:
             uid = plan.get("domain_uid")  # the domain may have been renamed while the bake ran
             domain = next((o for o in bpy.data.objects if o.session_uid == uid), None)
@@ -948,9 +949,20 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
 _live_staging: set[str] = set()
 """Staging folders of this process's bakes that are running or wait for their ``_apply``."""
 
-LEFTOVER_AGE = 600.0
+LEFTOVER_AGE = 1800.0
 """Seconds a staging folder of another process must have been untouched before a bake or Free Bake
-removes it: a bake that is still running there writes a frame into it every few seconds."""
+removes it: a bake that is still running touches it at every substep."""
+
+
+def _key(folder: Path) -> str:
+    """A folder as the live set keeps it: resolved, so a cache reached through a symlink, ``..`` or
+    a mapped drive is still recognised (a review)."""
+    return str(_resolved(str(folder)))
+
+
+def _touch(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(folder)
 
 
 def _leftover_prefix(cache: Path, kind: str) -> str:
@@ -959,7 +971,7 @@ def _leftover_prefix(cache: Path, kind: str) -> str:
 
 def _remove_staging(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
-    _live_staging.discard(str(staging))
+    _live_staging.discard(_key(staging))
 
 
 def remove_leftovers(cache: Path) -> int:
@@ -968,20 +980,27 @@ def remove_leftovers(cache: Path) -> int:
     A bake writes its frames into a hidden staging folder ``.<cache>.baking-*`` next to the
     cache, and a swap-in moves the old cache aside as ``.<cache>.old-*`` until the new one is in.
     If Blender quits or crashes in between, these stay. A bake can be the size of a disk.
-    This process's running bakes are kept. So are folders another process wrote to in the last
-    :data:`LEFTOVER_AGE` seconds: another Blender may be baking there now.
+    This process's running bakes are kept. So are folders another process touched in the last
+    :data:`LEFTOVER_AGE` seconds: another Blender may be baking there now. A ``.old-*`` folder
+    with no cache beside it is the only copy of the last bake (a swap-in stopped between its two
+    renames): the newest one is put back as the cache instead (a review).
     """
     import time
 
-    prefixes = tuple(_leftover_prefix(cache, kind) for kind in ("baking", "old"))
+    baking, old = (_leftover_prefix(cache, kind) for kind in ("baking", "old"))
     try:
-        siblings = [p for p in cache.parent.iterdir() if p.name.startswith(prefixes) and p.is_dir()]
+        siblings = [p for p in cache.parent.iterdir() if p.name.startswith((baking, old)) and p.is_dir()]
     except OSError:
         return 0
+    olds = sorted((p for p in siblings if p.name.startswith(old)), key=_mtime, reverse=True)
+    if olds and not cache.exists():
+        with contextlib.suppress(OSError):
+            _rename_patiently(olds[0], cache)
+            siblings.remove(olds[0])
     freed = 0
     now = time.time()
     for folder in siblings:
-        if str(folder) in _live_staging:
+        if _key(folder) in _live_staging or folder.is_symlink():
             continue
         try:
             if now - folder.stat().st_mtime < LEFTOVER_AGE:
@@ -993,6 +1012,13 @@ def remove_leftovers(cache: Path) -> int:
         if not folder.exists():
             freed += size
     return freed
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 _FOLDER_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
@@ -1048,7 +1074,8 @@ def swap_in(staging: Path, cache: Path) -> None:
         _rename_patiently(staging, cache)
     except OSError as exc:
         if old is not None and not cache.exists():
-            old.rename(cache)
+            with contextlib.suppress(OSError):  # else the next Bake or Free Bake puts it back
+                _rename_patiently(old, cache)
         raise ImageWriteError(f"cannot replace the smoke cache: {exc.strerror or exc}", cache) from None
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
@@ -1181,6 +1208,7 @@ class MLVFX_OT_free_smoke(bpy.types.Operator):
         except InputError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
+        freed = remove_leftovers(cache)  # while the cache is there: a .old-* beside it is garbage
         # The Volume objects first (an Alt+D copy shares the data): none left playing deleted files,
         # and on Windows the files are no longer held open.
         data = volume_obj.data
@@ -1203,7 +1231,6 @@ class MLVFX_OT_free_smoke(bpy.types.Operator):
                 f"mlvfx: deleted {removed} of {len(frames)} baked frames, then: {why} ({cache})",
             )
             return {"CANCELLED"}
-        freed = remove_leftovers(cache)
         also = f", and an interrupted bake's {freed / 2**20:.1f} MB" if freed else ""
         self.report({"INFO"}, f"mlvfx: freed {removed} baked frames of {domain.name!r}{also}")
         return {"FINISHED"}

@@ -481,5 +481,59 @@ for when in ("after", "before"):
 observed["abandoned_staging"] = abandoned
 assert abandoned == [[], []], abandoned
 assert not smoke._live_staging
+# Finished but not yet polled when the add-on goes (a reload in the poll's 0.1 s): the worker has
+# left the running set, and cancel_all must still throw its result away (a review).
+job = jobs.Job("bake", lambda p, c: bake._compute(plan, p, c), lambda r: bake._discard_result(plan, r))
+job.start()
+job._thread.join(60)
+assert job not in jobs._running and job in jobs._undelivered
+jobs.cancel_all()
+assert not list(first_cache.parent.glob(f".{first_cache.name}.*")) and not smoke._live_staging
+# A bake another Blender is running is kept however slow its frames: it touches its folder at every
+# substep. (Here: this process's own job, taken out of the live set to look like another's.)
+smoke.LEFTOVER_AGE = 1.0
+long_plan = {**plan, "frames": list(range(1, 100001))}
+job = jobs.Job(
+    "bake", lambda p, c: bake._compute(long_plan, p, c), lambda r: bake._discard_result(long_plan, r)
+)
+job.start()
+deadline = time.monotonic() + 60
+while not smoke._live_staging and time.monotonic() < deadline:
+    time.sleep(0.01)
+(live,) = smoke._live_staging
+smoke._live_staging.clear()
+time.sleep(1.5)
+smoke.remove_leftovers(first_cache)
+observed["other_process_bake_kept"] = Path(live).is_dir()
+smoke._live_staging.add(live)
+job.abandon()
+assert job.wait(60) and not Path(live).exists()
+assert observed["other_process_bake_kept"], observed
+# The live set is kept resolved: the same cache reached another way is still this process's bake.
+smoke.LEFTOVER_AGE = 0.0
+link = work / "linked_parent"
+link.symlink_to(first_cache.parent, target_is_directory=True)
+job = jobs.Job(
+    "bake", lambda p, c: bake._compute(long_plan, p, c), lambda r: bake._discard_result(long_plan, r)
+)
+job.start()
+while not smoke._live_staging and time.monotonic() < deadline + 60:
+    time.sleep(0.01)
+smoke.remove_leftovers(link / first_cache.name)
+observed["spelled_otherwise_kept"] = all(Path(p).is_dir() for p in smoke._live_staging)
+job.abandon()
+assert job.wait(60)
+assert observed["spelled_otherwise_kept"], observed
+# A swap-in stopped between its two renames leaves the last bake only as .old-*: it is put back.
+smoke.LEFTOVER_AGE = 1800.0
+played_cache = cache_of(free)
+assert played_cache.is_dir()
+aside = played_cache.with_name(f".{played_cache.name}.old-cafe0001")
+played_cache.rename(aside)
+when = time.time() - 7200
+os.utime(aside, (when, when))
+smoke.remove_leftovers(played_cache)
+observed["old_bake_put_back"] = [played_cache.is_dir(), aside.exists()]
+assert observed["old_bake_put_back"] == [True, False], observed
 
 print("RESULT " + json.dumps(observed))
