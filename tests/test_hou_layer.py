@@ -507,33 +507,48 @@ def test_standalone_disk_cache_survives_a_new_session(hou, tmp_path):
     assert [p for _, p in InterruptableOperation.log[before:]] == []
 
 
-def test_a_parameter_change_deletes_the_replaced_frames_unless_another_node_uses_them(hou, tmp_path):
+def test_a_node_keeps_its_last_settings_frames_and_deletes_older_ones(hou, tmp_path):
     # Every tweak wrote a complete new set of frames into Cache Folder and none was ever deleted
-    # (an audit: 7.7 GB per tweak at 128³ x 240 frames).
+    # (an audit: 7.7 GB per tweak at 128³ x 240 frames). A node keeps its current set and the
+    # KEEP_EARLIER before it (Undo reloads them), older ones go unless another node plays them,
+    # however its Cache Folder is spelled (a review).
     from mlvfx_houdini import smoke
 
     emitter = Geometry(points=[Point((0.5, 0.25, 0.5))])
     node = SopNode(smoke_parms(mode=1, cache_dir=str(tmp_path)), [None, emitter, None])
-    twin = SopNode(smoke_parms(mode=1, cache_dir=str(tmp_path)), [None, emitter, None])
+    (tmp_path / "sub").mkdir()
+    twin = SopNode(smoke_parms(mode=1, cache_dir=str(tmp_path / "sub" / "..")), [None, emitter, None])
     (tmp_path / "keep.txt").write_text("not ours")
     hou.state["frame"] = 2
-    smoke.cook(node)
-    smoke.cook(twin)  # the same parameters: the same files
-    first = sorted(tmp_path.glob("smoke.*.npz"))
-    assert len(first) == 2
-    node.parms["buoyancy"] = 2.0
-    smoke.cook(node)
-    assert all(p.exists() for p in first)  # the twin still plays them
-    second = sorted(set(tmp_path.glob("smoke.*.npz")) - set(first))
-    assert len(second) == 2
-    twin.parms["buoyancy"] = 3.0
-    smoke.cook(twin)
-    assert not any(p.exists() for p in first)  # nobody uses them now
-    node.parms["buoyancy"] = 4.0
-    smoke.cook(node)
-    assert not any(p.exists() for p in second)
-    assert len(list(tmp_path.glob("smoke.*.npz"))) == 4 and (tmp_path / "keep.txt").exists()
-    smoke.forget(str(node.sid))
+    sets = []
+
+    def cook_at(target, buoyancy):
+        before = set(tmp_path.glob("smoke.*.npz"))
+        target.parms["buoyancy"] = buoyancy
+        smoke.cook(target)
+        new = sorted(set(tmp_path.glob("smoke.*.npz")) - before)
+        if new:
+            sets.append(new)
+        return new
+
+    cook_at(node, 1.0)
+    cook_at(twin, 1.0)  # the same settings in the same folder: the same files
+    assert len(sets) == 1 and len(sets[0]) == 2
+    for buoyancy in (2.0, 3.0):
+        cook_at(node, buoyancy)
+    assert all(p.exists() for s in sets for p in s)  # current + 2 earlier
+    cook_at(node, 4.0)
+    assert all(p.exists() for p in sets[0])  # dropped from the node's list, but the twin plays it
+    cook_at(twin, 5.0)
+    assert all(p.exists() for p in sets[0])  # now among the twin's earlier sets
+    cook_at(node, 2.0)  # Undo to an earlier setting: reloaded from disk, nothing simulated
+    assert len(sets) == 5 and all(p.exists() for p in sets[1])
+    cook_at(node, 6.0)
+    assert not any(p.exists() for p in sets[2])  # buoyancy 3: the oldest of the node's three
+    assert (tmp_path / "keep.txt").exists()
+    smoke.forget(str(node.sid), delete_files=True)  # Reset Cache: all of the node's sets
+    assert not any(p.exists() for s in (sets[1], sets[3], sets[5]) for p in s)
+    assert all(p.exists() for p in sets[0] + sets[4])  # the twin's
     smoke.forget(str(twin.sid))
 
 
@@ -554,8 +569,7 @@ def test_standalone_memory_budget_is_shared_by_all_nodes(monkeypatch):
     sessions[0].state_at(6, 1, None, lambda f: inputs)
     assert len(sessions[0].frames) == 4  # alone, a node has the whole budget
     smoke._sessions["b"] = sessions[1]
-    sessions[1].state_at(6, 1, None, lambda f: inputs)
-    sessions[0].state_at(7, 1, None, lambda f: inputs)
+    sessions[1].state_at(6, 1, None, lambda f: inputs)  # trims the first node too, not only itself
     assert [len(s.frames) for s in sessions] == [2, 2]
 
 

@@ -35,6 +35,7 @@ import importlib
 import io
 import json
 import math
+import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -583,16 +584,26 @@ class SmokeSession:
     def _trim(self, keep: int) -> None:
         """Drop the oldest frames from memory beyond the budget (files in cache_dir stay).
 
-        The frame just simulated (``keep``) and the newest frame always stay, so playing forward
-        never re-simulates; scrubbing back to a dropped frame reloads it from ``cache_dir`` or
-        simulates again from the nearest earlier frame still held.
+        :data:`MEMORY_BUDGET` is for all standalone nodes together, shared equally; every node is
+        trimmed to its share here, not only this one (per node, N nodes held N x 2 GiB; a node
+        trimmed only on its own cook, a review). The frame just simulated (``keep``) and each
+        node's newest frame always stay, so playing forward never re-simulates; scrubbing back to a
+        dropped frame reloads it from ``cache_dir`` or simulates again from the nearest earlier
+        frame still held.
         """
+        with _lock:
+            others = [s for s in _sessions.values() if s is not self]
+        share = MEMORY_BUDGET // (len(others) + 1)
+        self._trim_to(min(self.budget, share), keep)
+        for other in others:
+            other._trim_to(min(other.budget, share), None)
+
+    def _trim_to(self, budget: int, keep: int | None) -> None:
+        if not self.frames:
+            return
         sizes = {f: s[0].nbytes + s[1].nbytes for f, s in self.frames.items()}
         total = sum(sizes.values())
         protected = {keep, max(self.frames)}
-        # MEMORY_BUDGET is for all standalone nodes together, shared equally: per node, N nodes
-        # held N x 2 GiB until deleted (an audit).
-        budget = min(self.budget, MEMORY_BUDGET // max(1, len(_sessions)))
         for f in sorted(self.frames):
             if total <= budget:
                 break
@@ -666,23 +677,43 @@ def session_for(key: str, parms: SmokeParms, domain: Domain, fps: float, extra: 
         source_velocity(parms.source_vel, domain),
         cache,
     )
+    # Every tweak wrote a complete new set of frames into Cache Folder and none was ever deleted
+    # (7.7 GB per tweak at 128³ x 240 frames, an audit). A node keeps its current settings' frames
+    # and those of the KEEP_EARLIER settings before them (Undo, a slider dragged back, a take
+    # switched: reloaded, not simulated again); older sets go unless another node uses them.
     with _lock:
         replaced = _sessions.get(key)
         _sessions[key] = session
-        in_use = {(s.cache_dir, s.signature) for s in _sessions.values()}
-    # The replaced parameters' frames go from Cache Folder, unless another node uses them: every
-    # tweak wrote a complete new set there and none was ever deleted (7.7 GB per tweak at 128³ x
-    # 240 frames, an audit).
-    if replaced is not None and (replaced.cache_dir, replaced.signature) not in in_use:
-        _delete_frames(replaced)
+        earlier = [e for e in _earlier.get(key, []) if e != _set_of(session)]
+        if replaced is not None and replaced.cache_dir is not None and _set_of(replaced) != _set_of(session):
+            earlier = [e for e in earlier if e != _set_of(replaced)] + [_set_of(replaced)]
+        dropped, _earlier[key] = earlier[:-KEEP_EARLIER], earlier[-KEEP_EARLIER:]
+        in_use = {_set_of(s) for s in _sessions.values()} | {e for sets in _earlier.values() for e in sets}
+    for folder, signature in dropped:
+        if (folder, signature) not in in_use:
+            _delete_frames(folder, signature)
     return session
 
 
-def _delete_frames(session: SmokeSession) -> None:
-    """Delete ``session``'s frame files (``smoke.<signature>.*.npz``, nothing else) from its Cache Folder."""
-    if session.cache_dir is None:
+KEEP_EARLIER = 2
+"""Earlier settings per node whose frames stay in Cache Folder besides the current ones."""
+
+_earlier: dict[str, list[tuple[str, str]]] = {}
+"""Per node: (Cache Folder, signature) of its earlier settings, oldest first (see session_for)."""
+
+
+def _set_of(session: SmokeSession) -> tuple[str, str]:
+    """A session's frame set: its Cache Folder resolved (one folder spelled two ways is one folder,
+    a review) and its signature."""
+    folder = "" if session.cache_dir is None else os.path.normcase(os.path.realpath(session.cache_dir))
+    return folder, session.signature
+
+
+def _delete_frames(folder: str, signature: str) -> None:
+    """Delete the frame files ``smoke.<signature>.*.npz`` (nothing else) from ``folder``."""
+    if not folder:
         return
-    for path in session.cache_dir.glob(f"smoke.{session.signature}.*.npz"):
+    for path in Path(folder).glob(f"smoke.{signature}.*.npz"):
         with contextlib.suppress(OSError):
             path.unlink(missing_ok=True)
 
@@ -713,8 +744,14 @@ def forget(key: str, delete_files: bool = False) -> bool:
         session = _sessions.pop(key, None)
         had = (_solvers.pop(key, None) is not None) or session is not None
         _thin_notes.pop(key, None)
+        earlier = _earlier.pop(key, [])
+        in_use = {_set_of(s) for s in _sessions.values()} | {e for sets in _earlier.values() for e in sets}
     if delete_files and session is not None:
-        _delete_frames(session)
+        # Reset: the node's earlier settings' frames too (a reset never reuses them); those another
+        # node plays stay, as its current ones do.
+        for folder, signature in [*earlier, _set_of(session)]:
+            if (folder, signature) not in in_use:
+                _delete_frames(folder, signature)
     return had
 
 
