@@ -43,3 +43,20 @@ def test_paint_warps_the_guide_around_the_wrap_when_tileable() -> None:
             interior = np.abs(np.diff(warped, axis=axis)).mean()
             assert wrap < 2.0 * interior, (shape, axis, wrap, interior)
         assert float(np.abs(warped - f[0]).mean()) > 0.01  # it does warp
+
+
+def test_a_tiny_transition_does_not_ask_for_a_huge_warp_grid() -> None:
+    # The warp's grid of random points grew as (size / transition)²: 0.02 px on 512² took 0.7 GB,
+    # and 0.001 px on 1024² ran out of memory (a review). It is capped at one point per pixel.
+    import tracemalloc
+
+    from mlvfx.ops.texture import _warp
+
+    field = _periodic(256, 256, 4)[None]
+    for tileable in (True, False):
+        tracemalloc.start()
+        out = _warp(field, 0.001, seed=1, tileable=tileable)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert out.shape == field.shape and np.isfinite(out).all()
+        assert peak < 64 * 2**20, peak

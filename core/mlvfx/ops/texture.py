@@ -439,7 +439,7 @@ def _warp(image: FloatArray, amount: float, seed: int, tileable: bool) -> FloatA
     if tileable:  # the displacement must wrap too, or the borders jump at the tile's edge (an audit)
         dy, dx = (_periodic_noise(rng, h, w, amount) for _ in range(2))
     else:
-        cells = max(2, round(max(h, w) / (4.0 * amount)))
+        cells = max(2, min(max(h, w), round(max(h, w) / (4.0 * amount))))
         field = rng.standard_normal((2, cells + 1, cells + 1)).astype(np.float32) * np.float32(amount)
         dy = cv2.resize(field[0], (w, h), interpolation=cv2.INTER_CUBIC)
         dx = cv2.resize(field[1], (w, h), interpolation=cv2.INTER_CUBIC)
@@ -454,7 +454,9 @@ def _warp(image: FloatArray, amount: float, seed: int, tileable: bool) -> FloatA
 def _periodic_noise(rng: np.random.Generator, h: int, w: int, amount: float) -> FloatArray:
     """A smooth random (h, w) field of about ``amount``, periodic in both axes: normal samples on a
     wrapped grid of about ``4 * amount`` pixels' spacing, Catmull-Rom interpolated."""
-    cy, cx = (max(2, round(n / (4.0 * amount))) for n in (h, w))
+    # At most one grid point per pixel: a tiny transition on a large map asked for a grid of
+    # (n / amount)² points (0.7 GB for 0.02 px on 512², a review).
+    cy, cx = (max(2, min(n, round(n / (4.0 * amount)))) for n in (h, w))
     points = rng.standard_normal((cy, cx)).astype(np.float32) * np.float32(amount)
 
     def taps(n_out: int, n_cells: int) -> list[tuple[npt.NDArray[np.intp], FloatArray]]:

@@ -25,6 +25,7 @@ def torch_state_kept() -> Iterator[None]:
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     cpu_rng = torch.get_rng_state()
+    seed = torch.initial_seed()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None  # type: ignore[no-untyped-call]
     try:
         yield
@@ -34,6 +35,8 @@ def torch_state_kept() -> Iterator[None]:
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
+        elif torch.cuda.is_available():  # CUDA not started before: its (lazy) seed as the caller set it
+            torch.cuda.manual_seed_all(seed)
 
 
 def keeps_torch_state(fn: Callable[P, R]) -> Callable[P, R]:
