@@ -734,3 +734,78 @@ def test_a_redirect_may_only_go_where_the_manifest_may_point(tmp_path: Path) -> 
         server.server_close()
     assert check_url("file:////fileserver/share/w.safetensors") is not None  # Windows would go to SMB
     assert check_url("file:///opt/zoo/w.safetensors") is None
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_group_writable_studio_cache_stays_group_writable(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With umask 022 the first user made zoo/ 0755, and every other user's models then went, in
+    # silence, into their own home caches (an audit). A group-writable cache root is kept so.
+    import stat
+
+    data = blob(5000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    zoo_env.cache.mkdir()
+    zoo_env.cache.chmod(0o2775)
+    old = os.umask(0o022)
+    try:
+        path = fetch("m", options=FAST)
+    finally:
+        os.umask(old)
+    for folder in ("zoo", "zoo/sha256", "zoo/verified", "zoo/tmp", "zoo/locks"):
+        mode = (zoo_env.cache / folder).stat().st_mode
+        assert mode & 0o070 == 0o070, (folder, oct(mode))
+    assert path.stat().st_mode & 0o060 == 0o060
+    assert all(p.stat().st_mode & 0o060 == 0o060 for p in (zoo_env.cache / "zoo" / "verified").iterdir())
+    # a private cache root stays private
+    other = zoo_env.tmp / "private"
+    other.mkdir(mode=0o700)
+    monkeypatch.setenv("MLVFX_CACHE_DIR", str(other))
+    old = os.umask(0o077)
+    try:
+        fetch("m", options=FAST)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((other / "zoo").stat().st_mode) == 0o700
+
+
+def test_a_studio_cache_that_cannot_be_written_is_said_once(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A mistyped, unmounted or read-only MLVFX_CACHE_DIR sent models into the home cache in silence.
+    from mlvfx.zoo import resolve
+
+    data = blob(5000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    not_a_folder = zoo_env.tmp / "typo"
+    not_a_folder.write_text("a file, not a folder")
+    monkeypatch.setenv("MLVFX_CACHE_DIR", str(not_a_folder))
+    monkeypatch.setattr(resolve, "_noted", set())
+    with caplog.at_level("WARNING", logger="mlvfx.zoo"):
+        path = fetch("m", options=FAST)
+        fetch("m", options=FAST)
+    assert path.read_bytes() == data and zoo_env.user_cache in path.parents
+    notes = [r.getMessage() for r in caplog.records if r.name == "mlvfx.zoo"]
+    assert len(notes) <= 1  # the second fetch finds it cached
+    assert notes and f"MLVFX_CACHE_DIR={not_a_folder} cannot be written" in notes[0], notes
+
+
+def test_no_home_folder_needs_a_cache_dir_not_an_internal_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No HOME and a uid without a passwd entry (containers): platformdirs raises RuntimeError, and
+    # every learned job was an "internal error" even with MLVFX_CACHE_DIR set (an audit).
+    import platformdirs
+
+    from mlvfx import config
+    from mlvfx.errors import InputError
+    from mlvfx.zoo.cache import default_caches
+
+    def no_home(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("could not determine the home directory")
+
+    monkeypatch.setattr(platformdirs, "user_cache_dir", no_home)
+    monkeypatch.setenv("MLVFX_CACHE_DIR", "/studio/cache")
+    assert [c.base for c in default_caches()] == [Path("/studio/cache")]
+    monkeypatch.delenv("MLVFX_CACHE_DIR")
+    with pytest.raises(InputError, match="set MLVFX_CACHE_DIR"):
+        config.cache_dir()

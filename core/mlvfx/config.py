@@ -48,7 +48,10 @@ def cache_dir() -> Path:
         return Path(override).expanduser()
     import platformdirs
 
-    return Path(platformdirs.user_cache_dir("mlvfx"))
+    try:
+        return Path(platformdirs.user_cache_dir("mlvfx"))
+    except RuntimeError:  # no HOME and a uid without a passwd entry (a container): an internal error before
+        raise InputError("no home folder for the model cache: set MLVFX_CACHE_DIR (or HOME)") from None
 
 
 def zoo_url() -> str | None:

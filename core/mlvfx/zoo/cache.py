@@ -16,6 +16,7 @@ studio: lookups then never write, and hashes are memoised in the process instead
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import secrets
@@ -113,8 +114,40 @@ class BlobCache:
     def writable(self) -> bool:
         """Whether this cache accepts new blobs (probed once per instance)."""
         if self._writable is None:
-            self._writable = all(probe_writable(d) for d in (self.blobs, self.stamps, self.tmp, self.locks))
+            folders = (self.root, self.blobs, self.stamps, self.tmp, self.locks)
+            self._writable = all(probe_writable(d) for d in folders[1:])
+            if self._writable:
+                for folder in folders:
+                    self.share(folder)
         return self._writable
+
+    @functools.cached_property
+    def group_shared(self) -> bool:
+        """Whether the cache's base folder is group-writable (a studio cache for a team): then what
+        the cache creates is group-writable too, whatever the creating user's umask. With umask
+        022 the first user made ``zoo/`` 0755, and everyone else's models then went, in silence,
+        into their own home caches (an audit)."""
+        if os.name != "posix":
+            return False
+        try:
+            return bool(self.base.stat().st_mode & stat.S_IWGRP)
+        except OSError:
+            return False
+
+    def share(self, path: Path) -> None:
+        """Give the group read and write on ``path`` (a folder also search and setgid) when the
+        cache is :attr:`group_shared`; a file or folder of another user's is left as it is."""
+        if not self.group_shared:
+            return
+        try:
+            st = path.lstat()
+            if st.st_uid != os.getuid():
+                return
+            extra = (0o070 | stat.S_ISGID) if stat.S_ISDIR(st.st_mode) else 0o060
+            if stat.S_IMODE(st.st_mode) & extra != extra:
+                os.chmod(path, stat.S_IMODE(st.st_mode) | extra)
+        except OSError:
+            pass
 
     def blob_path(self, sha256: str) -> Path:
         """Where the blob with this sha256 lives (whether or not it exists)."""
@@ -156,6 +189,7 @@ class BlobCache:
             self.stamps.mkdir(parents=True, exist_ok=True)
             tmp = self.stamps / f".{sha256}.{os.getpid()}-{secrets.token_hex(4)}"
             tmp.write_text(f"{st.st_size} {st.st_mtime_ns}\n", encoding="ascii")
+            self.share(tmp)
             os.replace(tmp, self.stamps / sha256)
         except OSError:
             pass
@@ -176,6 +210,7 @@ class BlobCache:
         if not stat.S_ISREG(os.lstat(src).st_mode):
             raise OSError(f"{src} is not a regular file")
         dest = self.blobs / sha256
+        self.share(src)
         os.replace(src, dest)
         self._write_stamp(sha256, dest)
         return dest
@@ -256,8 +291,11 @@ def default_caches() -> list[BlobCache]:
     primary = config.cache_dir()
     import platformdirs
 
-    fallback = Path(platformdirs.user_cache_dir("mlvfx"))
     caches = [BlobCache(primary)]
+    try:
+        fallback = Path(platformdirs.user_cache_dir("mlvfx"))
+    except RuntimeError:  # no HOME and a uid without a passwd entry (a container): no per-user cache
+        return caches
     if fallback.expanduser().absolute() != primary.expanduser().absolute():
         caches.append(BlobCache(fallback))
     return caches

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -225,6 +226,12 @@ def _into_primary(entry: ModelEntry, paths: list[Path], on_bytes: ByteProgressFn
 
     primary = default_caches()[0]
     if not primary.writable():
+        if os.environ.get("MLVFX_CACHE_DIR"):  # pulling is how a studio cache is filled: say it was not
+            print(
+                f"mlvfx: warning: {entry.id} {entry.version}: MLVFX_CACHE_DIR={primary.base} cannot be "
+                f"written by this user; the model stays in {paths[0].parent}",
+                file=sys.stderr,
+            )
         return paths
     out = []
     for zfile, path in zip(entry.files, paths, strict=True):

@@ -125,6 +125,8 @@ def fetch_file(
         return found
     check_cancel(cancel)
     target = next((c for c in caches if c.writable()), None)
+    if target is not None and target is not caches[0]:
+        _note_fallback(caches[0], target)
 
     errors: list[ModelError] = []
     candidates = list(_mirror_candidates(zfile))
@@ -249,6 +251,26 @@ def _from_local(
     return None
 
 
+_noted: set[str] = set()
+
+
+def _note_fallback(primary: BlobCache, used: BlobCache) -> None:
+    """Say once per process, through ``logging`` (stderr unless the host configures it), that a
+    model goes into the per-user cache because ``MLVFX_CACHE_DIR`` cannot take it. A mistyped,
+    unmounted or not group-writable studio cache was silent before (an audit)."""
+    key = str(primary.base)
+    if key in _noted:
+        return
+    _noted.add(key)
+    import logging
+
+    logging.getLogger("mlvfx.zoo").warning(
+        "mlvfx: MLVFX_CACHE_DIR=%s cannot be written by this user; models go into %s instead",
+        primary.base,
+        used.base,
+    )
+
+
 @contextlib.contextmanager
 def _blob_lock(
     cache: BlobCache, sha256: str, options: DownloadOptions, cancel: CancelToken | None
@@ -276,6 +298,8 @@ def _blob_lock(
             continue
         except OSError:
             break
+    if acquired:
+        cache.share(cache.lock_path(sha256))  # others in a team cache must open it to lock it
     try:
         yield
     finally:
