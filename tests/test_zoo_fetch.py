@@ -809,3 +809,22 @@ def test_no_home_folder_needs_a_cache_dir_not_an_internal_error(monkeypatch: pyt
     monkeypatch.delenv("MLVFX_CACHE_DIR")
     with pytest.raises(InputError, match="set MLVFX_CACHE_DIR"):
         config.cache_dir()
+
+
+@pytest.mark.parametrize("value", ["2", "y", "enabled", "offline"])
+def test_an_offline_value_that_is_not_on_or_off_is_refused(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    # MLVFX_OFFLINE=2, y or enabled meant online: a farm that meant offline went to the network.
+    data = blob(5000)
+    one_model(zoo_env, NAME, data, [zoo_server.add(NAME, data)])
+    monkeypatch.setenv("MLVFX_OFFLINE", value)
+    with pytest.raises(InputError, match="MLVFX_OFFLINE must be 1 or 0"):
+        fetch("m", options=FAST)
+    assert zoo_server.state.requests == []
+    for on in ("1", "TRUE", " yes ", "on"):
+        monkeypatch.setenv("MLVFX_OFFLINE", on)
+        with pytest.raises(OfflineError):
+            fetch("m", options=FAST)
+    monkeypatch.setenv("MLVFX_OFFLINE", "off")
+    assert fetch("m", options=FAST).read_bytes() == data

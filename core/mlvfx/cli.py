@@ -665,7 +665,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag in ("quiet", "json", "debug"):
         if not hasattr(args, flag):
             setattr(args, flag, False)
-    debug = args.debug or os.environ.get("MLVFX_DEBUG", "") == "1"
+    debug = args.debug or os.environ.get("MLVFX_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
     try:
         with _sigterm_as_interrupt():
             return _run(args, debug)

@@ -34,8 +34,23 @@ DEFAULT_MAX_PIXELS = 16384 * 16384
 _TRUE = {"1", "true", "yes", "on"}
 
 
+_FALSE = {"", "0", "false", "no", "off"}
+
+
 def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
+    """An on/off environment variable: 1/true/yes/on or 0/false/no/off (any case), unset = off.
+
+    Raises:
+        InputError: another value, naming the variable: ``MLVFX_OFFLINE=2`` or ``enabled`` meant
+            online before, and a farm that meant offline went to the network (an audit).
+    """
+    raw = os.environ.get(name, "")
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InputError(f"{name} must be 1 or 0 (or true/false, yes/no, on/off), got {raw!r}")
 
 
 def offline() -> bool:
