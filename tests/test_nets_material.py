@@ -473,3 +473,27 @@ def test_cuda_maps_match_the_cpu_maps() -> None:
     assert np.abs(a.albedo - b.albedo).max() < 1e-3
     assert np.abs(a.roughness - b.roughness).max() < 1e-3
     assert np.abs(a.height_px - b.height_px).max() < 1e-2 * max(float(np.ptp(a.height_px)), 1e-6)
+
+
+def test_overlapping_calls_keep_full_float32_and_give_the_flags_back() -> None:
+    # cuDNN's flags are process-wide; per-call torch.backends.cudnn.flags let one thread's exit
+    # turn TF32 back on under another thread still running, and left the host's flags changed
+    # (pipeline audit, stop 27). Interleaved by hand here: the flags are plain globals on a CPU build.
+    import types
+
+    from mlvfx.nets.infer import _full_float32
+
+    cuda = types.SimpleNamespace(type="cuda")
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = True, True
+    try:
+        first, second = _full_float32(cuda), _full_float32(cuda)
+        first.__enter__()
+        second.__enter__()
+        assert not torch.backends.cudnn.allow_tf32
+        first.__exit__(None, None, None)  # the first call ends while the second runs
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cudnn.benchmark
+        second.__exit__(None, None, None)
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cudnn.benchmark  # the host's, back
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = before

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,11 +104,41 @@ def _full_float32(device: Any) -> contextlib.AbstractContextManager[Any]:
     """Convolutions in full float32 on CUDA: cuDNN's default TF32 (10-bit mantissa) moved the
     normals up to 0.42 degrees from the CPU's and the integrated height by 8.9 % of its range on a
     2048-px photo (``bench/cuda_check.py``, H200). Maps should not depend on the machine."""
-    import torch
-
     if device.type != "cuda":
         return contextlib.nullcontext()
-    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False)
+    return _cudnn_float32()
+
+
+_cudnn_lock = threading.Lock()
+_cudnn_users = 0
+_cudnn_saved: contextlib.ExitStack | None = None
+
+
+@contextlib.contextmanager
+def _cudnn_float32() -> Iterator[None]:
+    """cuDNN's flags are process-wide: the first of overlapping calls sets them and the last gives
+    back what the host had. ``torch.backends.cudnn.flags`` per call let one thread's exit restore
+    TF32 under another thread still running, and left the host's flags changed (an audit)."""
+    global _cudnn_users, _cudnn_saved
+    import torch
+
+    with _cudnn_lock:
+        if _cudnn_users == 0:
+            stack = contextlib.ExitStack()
+            full = torch.backends.cudnn.flags(
+                enabled=True, benchmark=False, deterministic=False, allow_tf32=False
+            )
+            stack.enter_context(full)
+            _cudnn_saved = stack
+        _cudnn_users += 1
+    try:
+        yield
+    finally:
+        with _cudnn_lock:
+            _cudnn_users -= 1
+            if _cudnn_users == 0 and _cudnn_saved is not None:
+                _cudnn_saved.close()
+                _cudnn_saved = None
 
 
 def predict_material(
