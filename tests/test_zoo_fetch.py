@@ -828,3 +828,29 @@ def test_an_offline_value_that_is_not_on_or_off_is_refused(
             fetch("m", options=FAST)
     monkeypatch.setenv("MLVFX_OFFLINE", "off")
     assert fetch("m", options=FAST).read_bytes() == data
+
+
+def test_credentials_in_a_zoo_url_are_not_echoed_in_errors(zoo_env: ZooEnv, zoo_server: ZooServer) -> None:
+    # A token in MLVFX_ZOO_URL (or a manifest URL) went to stderr, the --json document and the
+    # hosts' error reports with every failure (pipeline audit, stop 27).
+    data = blob(5000)
+    missing = zoo_server.file_url("missing.safetensors")
+    secret = missing.replace("http://", "http://bob:Tok3nXYZ@") + "?sig=S1GN4TURE"
+    one_model(zoo_env, NAME, data, [secret])
+    with pytest.raises(DownloadError) as err:
+        fetch("m", options=FAST)
+    assert "Tok3nXYZ" not in str(err.value) and "S1GN4TURE" not in str(err.value)
+    assert "http://***@127.0.0.1" in str(err.value) and "404" in str(err.value)
+
+
+def test_a_missing_ca_bundle_is_not_called_a_disk_error(
+    zoo_env: ZooEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # requests raises OSError for a REQUESTS_CA_BUNDLE that is not there, which read "cannot write
+    # the download" at a temp file: a TD looked at the disk (pipeline audit, stop 27).
+    data = blob(5000)
+    one_model(zoo_env, NAME, data, ["https://127.0.0.1:9/w.safetensors"])
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(zoo_env.tmp / "no-such-ca.pem"))
+    with pytest.raises(DownloadError, match="cannot use the TLS certificates") as err:
+        fetch("m", options=FAST)
+    assert "cannot write" not in str(err.value) and "REQUESTS_CA_BUNDLE" in str(err.value)

@@ -314,9 +314,11 @@ class Downloader:
         try:
             part = _Part(tmp, size)
             return self._download_into(part, url, sha256, reporter)
-        except IntegrityError:
+        except IntegrityError as exc:
             keep_part = False
-            raise
+            raise IntegrityError(scrub(exc.message), exc.path) from None
+        except DownloadError as exc:
+            raise DownloadError(scrub(exc.message), exc.path) from None
         except OSError as exc:
             raise DownloadError(f"cannot write the download ({exc.strerror or exc})", path=tmp) from None
         finally:
@@ -378,6 +380,8 @@ class Downloader:
             raise _Fatal(f"TLS error ({exc}); set REQUESTS_CA_BUNDLE for a private CA") from None
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
             raise _Fatal(str(exc)) from None
+        except OSError as exc:  # requests' own: a CA bundle that is not there (it read as a disk error)
+            raise _Fatal(f"cannot use the TLS certificates ({exc}); check REQUESTS_CA_BUNDLE") from None
         except requests.exceptions.Timeout as exc:
             raise _Retriable(f"timed out ({exc})") from None
         except requests.exceptions.RequestException as exc:
@@ -533,6 +537,17 @@ def _parse_content_range(value: str | None) -> tuple[int, int | None]:
         raise _Retriable(f"bad Content-Range {value!r}")
     total = match.group(3)
     return int(match.group(1)), None if total == "*" else int(total)
+
+
+_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
+_QUERY = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#]+)\?[^\s#;,)]+")
+
+
+def scrub(message: str) -> str:
+    """``message`` with the credentials of any URL in it hidden: ``https://user:token@host/..``
+    becomes ``https://***@host/..`` and a query (a signed link's signature) ``?***``. A token in
+    MLVFX_ZOO_URL reached stderr, the --json document and the hosts' error reports (an audit)."""
+    return _QUERY.sub(r"\1?***", _USERINFO.sub(r"\1***@", message))
 
 
 def _retry_after(value: str | None) -> float | None:

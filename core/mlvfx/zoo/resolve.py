@@ -31,6 +31,7 @@ from mlvfx.zoo.download import (
     Reporter,
     copy_verified,
     file_url_path,
+    scrub,
 )
 from mlvfx.zoo.manifest import Manifest, ModelEntry, ZooFile, check_url, checkout_zoo_dir, resolve_manifest
 
@@ -169,7 +170,7 @@ def fetch_file(
     notes = ([f"copies found but unusable: {unusable}"] if unusable else []) + missing
     seen = f" ({'; '.join(notes)})" if notes else ""
     if config.offline():
-        where = remote_urls[0] if remote_urls else "(the manifest gives no URL)"
+        where = scrub(remote_urls[0]) if remote_urls else "(the manifest gives no URL)"
         raise OfflineError(
             f"{label}: {zfile.name} is not cached and MLVFX_OFFLINE=1 forbids downloading it from "
             f"{where}; download it yourself and save it as {drop_at}{seen}"
