@@ -334,3 +334,21 @@ def test_the_learned_model_can_be_pinned_for_a_show(monkeypatch) -> None:
     with pytest.raises(ModelNotFound, match=r"versions: 0\.1\.0"):
         material(photo, "normal", model="9.9.9")
     assert "model" not in material(photo, "normal", method="classical", model="nonsense").meta  # unused
+
+
+def test_material_json_names_the_photo_and_the_weights_by_their_bytes(tmp_path) -> None:
+    # A path and "material@0.8.0" could not tell a re-shot photo, or a studio manifest mapping that
+    # name to other bytes, from the original (pipeline audit, stop 27).
+    import hashlib
+    import json
+
+    from mlvfx import zoo
+    from mlvfx.io import write_image
+    from mlvfx.ops.material import material_from_file
+
+    photo = write_image(tmp_path / "photo.png", relief_photo(48))
+    material_from_file(photo, tmp_path / "m", "normal", method="learned")
+    meta = json.loads((tmp_path / "m" / "material.json").read_text())
+    assert meta["source_sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
+    model, _, version = meta["model"].partition("@")
+    assert meta["model_sha256"] == zoo.load_manifest().get(model, version).file(None, "safetensors").sha256

@@ -297,7 +297,13 @@ def _learned(
         normal_convention=normal_convention,
         tileable=tileable,
         relief_px=relief * max(height_px, width_px),
-        meta={"model": f"{entry.id}@{entry.version}", "height_scale_px": scale_px, "quality": quality},
+        meta={
+            "model": f"{entry.id}@{entry.version}",
+            # the weights' bytes: a studio manifest could name other bytes material@VERSION
+            "model_sha256": entry.file(None, "safetensors").sha256,
+            "height_scale_px": scale_px,
+            "quality": quality,
+        },
     )
 
 
@@ -434,6 +440,10 @@ def material_from_file(
         result.meta["source_orientation"] = info.orientation
     if info.icc_profile:  # the photo's colours were read through it (or why not)
         result.meta["source_icc_profile"] = info.icc_profile
+    from mlvfx.zoo.cache import sha256_file
+
+    # Which photo made the maps, whatever the path: a pipeline can tell a re-shot photo by it.
+    result.meta["source_sha256"] = sha256_file(Path(path))
     return write_material(result, folder, overwrite=overwrite, source=os.fspath(path))
 
 
