@@ -57,3 +57,25 @@ def test_an_rgba_png_from_another_tool_reads_as_rgba(tmp_path: Path) -> None:
     assert cv2.imwrite(str(tmp_path / "red.png"), bgra)
     back, _ = read_image(tmp_path / "red.png", kind="data")
     np.testing.assert_allclose(back[0, 0], [1.0, 0.0, 0.0, 1.0])
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fchmod"), reason="POSIX modes")
+def test_outputs_follow_the_umask_in_force_when_written(tmp_path: Path) -> None:
+    # The mode was read once at import: a tool that set umask 002 for a shared show folder after
+    # importing mlvfx still got 0644 files (pipeline audit, stop 27).
+    import os
+
+    from mlvfx.io.atomic import write_bytes_atomic
+
+    old = os.umask(0o002)
+    try:
+        path = write_bytes_atomic(tmp_path / "shared.bin", b"x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o664
+    old = os.umask(0o077)
+    try:
+        path = write_bytes_atomic(tmp_path / "private.bin", b"x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o600

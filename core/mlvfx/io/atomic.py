@@ -31,6 +31,30 @@ DIR_MODE = 0o777 & ~_read_umask()
 0700: a dataset rendered on a farm would be unreadable to everyone else)."""
 
 
+def _current_umask() -> int:
+    """The process's umask now. Linux shows it in /proc (read without changing it: setting and
+    restoring it would race with other threads' files); elsewhere the value read at import."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777 & ~DIR_MODE
+
+
+def file_mode() -> int:
+    """:data:`FILE_MODE` under the umask in force now: a tool that sets umask 002 for a shared
+    show folder after importing mlvfx got 0644 outputs (a pipeline audit)."""
+    return 0o666 & ~_current_umask()
+
+
+def dir_mode() -> int:
+    """:data:`DIR_MODE` under the umask in force now (see :func:`file_mode`)."""
+    return 0o777 & ~_current_umask()
+
+
 def make_temp_dir(parent: Path, prefix: str) -> Path:
     """A temp folder in ``parent`` with the normal folder mode (to be renamed into place)."""
     if os.name == "nt":
@@ -49,7 +73,7 @@ def make_temp_dir(parent: Path, prefix: str) -> Path:
         raise FileExistsError(f"no free temp folder name in {parent}")
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     with contextlib.suppress(OSError):
-        os.chmod(folder, DIR_MODE)
+        os.chmod(folder, dir_mode())
     return folder
 
 
@@ -58,7 +82,7 @@ def make_temp(target: Path, suffix: str = ".tmp") -> tuple[int, Path]:
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     if hasattr(os, "fchmod"):  # POSIX; Windows (Python < 3.13) has no fchmod and no 0600 problem
         with contextlib.suppress(OSError):  # a filesystem without modes (some network mounts)
-            os.fchmod(fd, FILE_MODE)
+            os.fchmod(fd, file_mode())
     return fd, Path(name)
 
 
