@@ -854,3 +854,21 @@ def test_a_missing_ca_bundle_is_not_called_a_disk_error(
     with pytest.raises(DownloadError, match="cannot use the TLS certificates") as err:
         fetch("m", options=FAST)
     assert "cannot write" not in str(err.value) and "REQUESTS_CA_BUNDLE" in str(err.value)
+
+
+def test_a_refused_connection_is_retried_and_its_secrets_stay_hidden(zoo_env: ZooEnv) -> None:
+    # The CA-bundle fix caught requests' exceptions (OSErrors too) as TLS errors, so a refused
+    # connection failed at once (review, stop 27); and requests' own text names the URL's path and
+    # query without a scheme ("Max retries exceeded with url: /w.safetensors?sig=...").
+    import socket
+
+    data = blob(5000)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: connections are refused
+    one_model(zoo_env, NAME, data, [f"http://bob:Tok3nXYZ@127.0.0.1:{port}/w.safetensors?sig=S1GN4TURE"])
+    with pytest.raises(DownloadError) as err:
+        fetch("m", options=FAST)
+    message = str(err.value)
+    assert "gave up after" in message and "connection failed" in message and "TLS" not in message, message
+    assert "Tok3nXYZ" not in message and "S1GN4TURE" not in message, message

@@ -136,18 +136,27 @@ class BlobCache:
 
     def share(self, path: Path) -> None:
         """Give the group read and write on ``path`` (a folder also search and setgid) when the
-        cache is :attr:`group_shared`; a file or folder of another user's is left as it is."""
+        cache is :attr:`group_shared`. Only this user's own files and folders, and never through a
+        symlink: it is opened without following links and changed through the descriptor (a name
+        swapped for a link by another member of the group cannot redirect the change)."""
         if not self.group_shared:
             return
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
-            st = path.lstat()
-            if st.st_uid != os.getuid():
+            fd = os.open(path, flags)
+        except OSError:
+            return
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != os.getuid() or not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
                 return
             extra = (0o070 | stat.S_ISGID) if stat.S_ISDIR(st.st_mode) else 0o060
             if stat.S_IMODE(st.st_mode) & extra != extra:
-                os.chmod(path, stat.S_IMODE(st.st_mode) | extra)
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) | extra)
         except OSError:
             pass
+        finally:
+            os.close(fd)
 
     def blob_path(self, sha256: str) -> Path:
         """Where the blob with this sha256 lives (whether or not it exists)."""

@@ -226,7 +226,8 @@ def _into_primary(entry: ModelEntry, paths: list[Path], on_bytes: ByteProgressFn
 
     primary = default_caches()[0]
     if not primary.writable():
-        if os.environ.get("MLVFX_CACHE_DIR"):  # pulling is how a studio cache is filled: say it was not
+        missing = any(primary.lookup(z.sha256, z.size) is None for z in entry.files)
+        if missing and os.environ.get("MLVFX_CACHE_DIR"):  # pulling fills a studio cache: say it did not
             print(
                 f"mlvfx: warning: {entry.id} {entry.version}: MLVFX_CACHE_DIR={primary.base} cannot be "
                 f"written by this user; the model stays in {paths[0].parent}",

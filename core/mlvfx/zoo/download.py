@@ -275,13 +275,20 @@ class Downloader:
                 continue
             # A link planted in a shared cache would have the download written through it.
             if stat.S_ISREG(os.lstat(mine).st_mode):
-                return mine
+                if os.access(mine, os.W_OK):
+                    return mine
+                # Another user's part in a team cache that we cannot append to: put it back for them.
+                with contextlib.suppress(OSError):
+                    os.rename(mine, src)
+                mine = self.cache.unique_temp(sha256)
+                continue
             try:
                 os.unlink(mine)
             except OSError:  # a folder under that name: leave it, take another name
                 mine = self.cache.unique_temp(sha256)
         with open(mine, "xb"):
             pass
+        self.cache.share(mine)  # a team cache: another user may resume it
         return mine
 
     def _park_part(self, tmp: Path) -> None:
@@ -316,9 +323,9 @@ class Downloader:
             return self._download_into(part, url, sha256, reporter)
         except IntegrityError as exc:
             keep_part = False
-            raise IntegrityError(scrub(exc.message), exc.path) from None
+            raise IntegrityError(scrub(exc.message, url), exc.path) from None
         except DownloadError as exc:
-            raise DownloadError(scrub(exc.message), exc.path) from None
+            raise DownloadError(scrub(exc.message, url), exc.path) from None
         except OSError as exc:
             raise DownloadError(f"cannot write the download ({exc.strerror or exc})", path=tmp) from None
         finally:
@@ -380,12 +387,12 @@ class Downloader:
             raise _Fatal(f"TLS error ({exc}); set REQUESTS_CA_BUNDLE for a private CA") from None
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
             raise _Fatal(str(exc)) from None
-        except OSError as exc:  # requests' own: a CA bundle that is not there (it read as a disk error)
-            raise _Fatal(f"cannot use the TLS certificates ({exc}); check REQUESTS_CA_BUNDLE") from None
         except requests.exceptions.Timeout as exc:
             raise _Retriable(f"timed out ({exc})") from None
         except requests.exceptions.RequestException as exc:
             raise _Retriable(f"connection failed ({exc})") from None
+        except OSError as exc:  # after RequestException (an OSError too): a CA bundle that is not there
+            raise _Fatal(f"cannot use the TLS certificates ({exc}); check REQUESTS_CA_BUNDLE") from None
         with response:
             status = response.status_code
             if status == 416:
@@ -539,15 +546,26 @@ def _parse_content_range(value: str | None) -> tuple[int, int | None]:
     return int(match.group(1)), None if total == "*" else int(total)
 
 
-_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")
-_QUERY = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#]+)\?[^\s#;,)]+")
+_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s?#]*@")
+_QUERY = re.compile(r"\?[^\s#;,)'\":]+")
 
 
-def scrub(message: str) -> str:
-    """``message`` with the credentials of any URL in it hidden: ``https://user:token@host/..``
+def scrub(message: str, url: str | None = None) -> str:
+    """``message`` with the credentials of URLs in it hidden: ``https://user:token@host/..``
     becomes ``https://***@host/..`` and a query (a signed link's signature) ``?***``. A token in
-    MLVFX_ZOO_URL reached stderr, the --json document and the hosts' error reports (an audit)."""
-    return _QUERY.sub(r"\1?***", _USERINFO.sub(r"\1***@", message))
+    MLVFX_ZOO_URL reached stderr, the --json document and the hosts' error reports (an audit).
+    With ``url``, its own userinfo and query are removed wherever they appear, with or without a
+    scheme (requests writes "Max retries exceeded with url: /w.safetensors?sig=..." ).
+    """
+    if url:
+        parts = urllib.parse.urlsplit(url)
+        if parts.query:
+            message = message.replace(parts.query, "***")
+        userinfo = parts.netloc.rpartition("@")[0]
+        if userinfo:
+            message = message.replace(userinfo + "@", "***@")
+    message = _USERINFO.sub(r"\1***@", message)
+    return _QUERY.sub("?***", message) if "://" in message or url else message
 
 
 def _retry_after(value: str | None) -> float | None:
