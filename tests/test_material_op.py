@@ -336,19 +336,29 @@ def test_the_learned_model_can_be_pinned_for_a_show(monkeypatch) -> None:
     assert "model" not in material(photo, "normal", method="classical", model="nonsense").meta  # unused
 
 
-def test_material_json_names_the_photo_and_the_weights_by_their_bytes(tmp_path) -> None:
+def test_material_json_names_the_photo_and_the_weights_by_their_bytes(tmp_path, monkeypatch) -> None:
     # A path and "material@0.8.0" could not tell a re-shot photo, or a studio manifest mapping that
     # name to other bytes, from the original (pipeline audit, stop 27).
     import hashlib
     import json
 
+    import mlvfx.ops.material as op
     from mlvfx import zoo
     from mlvfx.io import write_image
     from mlvfx.ops.material import material_from_file
 
     photo = write_image(tmp_path / "photo.png", relief_photo(48))
+    original = hashlib.sha256(photo.read_bytes()).hexdigest()
+    real = op.material
+
+    def reshot_meanwhile(*args: object, **kwargs: object) -> object:
+        write_image(photo, relief_photo(48)[::-1].copy(), overwrite=True)  # the photo is re-shot
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(op, "material", reshot_meanwhile)
     material_from_file(photo, tmp_path / "m", "normal", method="learned")
     meta = json.loads((tmp_path / "m" / "material.json").read_text())
-    assert meta["source_sha256"] == hashlib.sha256(photo.read_bytes()).hexdigest()
+    assert hashlib.sha256(photo.read_bytes()).hexdigest() != original
+    assert meta["source_sha256"] == original  # the bytes the maps were made from
     model, _, version = meta["model"].partition("@")
     assert meta["model_sha256"] == zoo.load_manifest().get(model, version).file(None, "safetensors").sha256

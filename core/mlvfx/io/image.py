@@ -8,6 +8,7 @@ already linear. Data maps (``kind="data"``) are never converted. Alpha is carrie
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import re
@@ -55,6 +56,7 @@ class ImageInfo:
         icc_profile: the name of an embedded ICC profile (None: none). A matrix/TRC RGB profile
             (Display P3, Adobe RGB, ...) is applied when colour is read (``color_space`` "icc");
             otherwise the name says why not.
+        sha256: the sha256 of the file's bytes as they were read and decoded.
     """
 
     path: str
@@ -68,6 +70,7 @@ class ImageInfo:
     has_alpha: bool
     orientation: int = 1
     icc_profile: str | None = None
+    sha256: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -378,6 +381,7 @@ def read_image(
         has_alpha=channels in (2, 4),
         orientation=header.orientation,
         icc_profile=_profile_note(profile, channels, is_float),
+        sha256=hashlib.sha256(data).hexdigest(),  # the bytes decoded, not the file as it is later
     )
     return np.ascontiguousarray(img, dtype=np.float32), info
 

@@ -440,10 +440,10 @@ def material_from_file(
         result.meta["source_orientation"] = info.orientation
     if info.icc_profile:  # the photo's colours were read through it (or why not)
         result.meta["source_icc_profile"] = info.icc_profile
-    from mlvfx.zoo.cache import sha256_file
-
-    # Which photo made the maps, whatever the path: a pipeline can tell a re-shot photo by it.
-    result.meta["source_sha256"] = sha256_file(Path(path))
+    # Which photo made the maps, whatever the path: a pipeline can tell a re-shot photo by it. The
+    # bytes decoded, hashed as read: hashing the file again afterwards read it twice and named a
+    # photo replaced during the run (a review).
+    result.meta["source_sha256"] = info.sha256
     return write_material(result, folder, overwrite=overwrite, source=os.fspath(path))
 
 
