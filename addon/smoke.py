@@ -724,7 +724,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         conflict = cache_conflict(domain)
         if conflict is not None:
             raise InputError(conflict[1])
-        freed = remove_leftovers(cache)
+        freed = remove_leftovers(cache, restore=True)
         if freed:
             self.report({"INFO"}, f"mlvfx: removed an interrupted bake's frames ({freed / 2**20:.1f} MB)")
         low, high = _world_bounds(domain)
@@ -881,6 +881,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
 
                 report(progress, 0.0, f"loading smoke model {plan['model']}")
                 stepper = load_stepper(plan["model"], config)
+                _touch(staging, every=0.0)  # a download may have taken a while
             density = velocity = None
             sources: list[Any] = []
             shown = -1
@@ -922,6 +923,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         staging: Path = result
         cache: Path = plan["cache"]
         _live_staging.discard(_key(staging))  # moved in or removed below
+        _touched.pop(str(staging), None)
         try:
             uid = plan.get("domain_uid")  # the domain may have been renamed while the bake ran
             domain = next((o for o in bpy.data.objects if o.session_uid == uid), None)
@@ -960,7 +962,18 @@ def _key(folder: Path) -> str:
     return str(_resolved(str(folder)))
 
 
-def _touch(folder: Path) -> None:
+_touched: dict[str, float] = {}
+
+
+def _touch(folder: Path, every: float = 5.0) -> None:
+    """Mark a staging folder alive (its mtime), at most once every ``every`` seconds: a network
+    share pays for each touch."""
+    import time
+
+    now = time.monotonic()
+    if now - _touched.get(str(folder), float("-inf")) < every:
+        return
+    _touched[str(folder)] = now
     with contextlib.suppress(OSError):
         os.utime(folder)
 
@@ -972,39 +985,51 @@ def _leftover_prefix(cache: Path, kind: str) -> str:
 def _remove_staging(staging: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     _live_staging.discard(_key(staging))
+    _touched.pop(str(staging), None)
 
 
-def remove_leftovers(cache: Path) -> int:
+def remove_leftovers(cache: Path, restore: bool = False) -> int:
     """Remove what interrupted bakes left beside ``cache``, and return the bytes freed.
 
     A bake writes its frames into a hidden staging folder ``.<cache>.baking-*`` next to the
-    cache, and a swap-in moves the old cache aside as ``.<cache>.old-*`` until the new one is in.
-    If Blender quits or crashes in between, these stay. A bake can be the size of a disk.
-    This process's running bakes are kept. So are folders another process touched in the last
-    :data:`LEFTOVER_AGE` seconds: another Blender may be baking there now. A ``.old-*`` folder
-    with no cache beside it is the only copy of the last bake (a swap-in stopped between its two
-    renames): the newest one is put back as the cache instead (a review).
+    cache, and a swap-in moves the old cache aside as ``.<cache>.old-*`` until the new one is in,
+    then renames it ``.<cache>.trash-*`` and removes it. If Blender quits or crashes in between,
+    these stay. A bake can be the size of a disk.
+    - ``.baking-*``: this process's running bakes are kept, and so are folders another process
+      touched in the last :data:`LEFTOVER_AGE` seconds (another Blender may be baking there now).
+    - ``.trash-*``: removed.
+    - ``.old-*``: garbage when the cache is there (removed); without the cache it is the last
+      bake's only copy, so it is kept, and with ``restore`` (a Bake, which replaces it anyway) the
+      newest is put back as the cache (a review).
     """
     import time
 
-    baking, old = (_leftover_prefix(cache, kind) for kind in ("baking", "old"))
+    baking, old, trash = (_leftover_prefix(cache, kind) for kind in ("baking", "old", "trash"))
     try:
-        siblings = [p for p in cache.parent.iterdir() if p.name.startswith((baking, old)) and p.is_dir()]
+        siblings = [
+            p for p in cache.parent.iterdir() if p.name.startswith((baking, old, trash)) and p.is_dir()
+        ]
     except OSError:
         return 0
+    siblings = [p for p in siblings if not p.is_symlink()]
     olds = sorted((p for p in siblings if p.name.startswith(old)), key=_mtime, reverse=True)
     if olds and not cache.exists():
-        with contextlib.suppress(OSError):
-            _rename_patiently(olds[0], cache)
-            siblings.remove(olds[0])
+        if restore:
+            with contextlib.suppress(OSError):
+                _rename_patiently(olds[0], cache)
+        siblings = [p for p in siblings if not p.name.startswith(old)]  # the only copy: kept
     freed = 0
     now = time.time()
     for folder in siblings:
-        if _key(folder) in _live_staging or folder.is_symlink():
-            continue
-        try:
-            if now - folder.stat().st_mtime < LEFTOVER_AGE:
+        if folder.name.startswith(baking):
+            if _key(folder) in _live_staging:
                 continue
+            try:
+                if now - folder.stat().st_mtime < LEFTOVER_AGE:
+                    continue
+            except OSError:
+                continue
+        try:
             size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         except OSError:
             continue
@@ -1078,6 +1103,12 @@ def swap_in(staging: Path, cache: Path) -> None:
                 _rename_patiently(old, cache)
         raise ImageWriteError(f"cannot replace the smoke cache: {exc.strerror or exc}", cache) from None
     if old is not None:
+        # Renamed before removal, so a .old-* folder only ever means a swap-in that stopped between
+        # its two renames (the last bake's only copy), never a removal that half failed.
+        trash = old.with_name(old.name.replace(".old-", ".trash-", 1))
+        with contextlib.suppress(OSError):
+            old.rename(trash)
+            old = trash
         shutil.rmtree(old, ignore_errors=True)
 
 

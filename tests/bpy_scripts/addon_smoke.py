@@ -524,16 +524,25 @@ observed["spelled_otherwise_kept"] = all(Path(p).is_dir() for p in smoke._live_s
 job.abandon()
 assert job.wait(60)
 assert observed["spelled_otherwise_kept"], observed
-# A swap-in stopped between its two renames leaves the last bake only as .old-*: it is put back.
+# A swap-in stopped between its two renames leaves the last bake only as .old-*: Free Bake keeps it
+# (the only copy), a Bake puts it back before replacing it; beside an existing cache it is garbage,
+# as is a .trash-* however new (a review: the first fix deleted the only copy, or restored a
+# half-removed old cache after Free Bake).
 smoke.LEFTOVER_AGE = 1800.0
 played_cache = cache_of(free)
 assert played_cache.is_dir()
 aside = played_cache.with_name(f".{played_cache.name}.old-cafe0001")
 played_cache.rename(aside)
-when = time.time() - 7200
-os.utime(aside, (when, when))
-smoke.remove_leftovers(played_cache)
+smoke.remove_leftovers(played_cache)  # Free Bake's call
+assert aside.is_dir() and not played_cache.exists()
+smoke.remove_leftovers(played_cache, restore=True)  # a Bake's
 observed["old_bake_put_back"] = [played_cache.is_dir(), aside.exists()]
 assert observed["old_bake_put_back"] == [True, False], observed
+fresh_old, fresh_trash = (leftover(played_cache, kind, 1) for kind in ("old", "trash"))
+smoke.remove_leftovers(played_cache)
+assert not fresh_old.exists() and not fresh_trash.exists()
+# a bake that finished leaves neither
+assert bpy.ops.mlvfx.bake_smoke(domain=free.name) == {"FINISHED"}
+assert not [p.name for p in played_cache.parent.glob(f".{played_cache.name}.*")]
 
 print("RESULT " + json.dumps(observed))
