@@ -79,3 +79,18 @@ def test_outputs_follow_the_umask_in_force_when_written(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fchmod"), reason="POSIX modes")
+def test_a_temp_output_folder_keeps_the_shows_setgid(tmp_path: Path) -> None:
+    # A show folder chmod 2775 passes its group down; the temp folder's chmod cleared the setgid
+    # bit, so frames renamed into place got the creating user's primary group (review, stop 27).
+    import stat
+
+    from mlvfx.io.atomic import make_temp_dir
+
+    show = tmp_path / "show"
+    show.mkdir()
+    show.chmod(0o2775)
+    folder = make_temp_dir(show, ".shot.")
+    assert folder.stat().st_mode & stat.S_ISGID

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,7 +74,9 @@ def make_temp_dir(parent: Path, prefix: str) -> Path:
         raise FileExistsError(f"no free temp folder name in {parent}")
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     with contextlib.suppress(OSError):
-        os.chmod(folder, dir_mode())
+        # Keep the setgid bit a show folder (chmod 2775) passes down: without it the frames got the
+        # creating user's primary group instead of the show's (a review).
+        os.chmod(folder, dir_mode() | (folder.stat().st_mode & stat.S_ISGID))
     return folder
 
 
