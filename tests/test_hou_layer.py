@@ -552,6 +552,29 @@ def test_a_node_keeps_its_last_settings_frames_and_deletes_older_ones(hou, tmp_p
     smoke.forget(str(twin.sid))
 
 
+def test_a_node_moved_to_another_cache_folder_writes_there_and_keeps_the_old_one(hou, tmp_path):
+    # The folder is not in the signature: a new Cache Folder alone kept writing into the old one,
+    # and later tweaks deleted the frames an artist had kept by moving to v002 (a review).
+    from mlvfx_houdini import smoke
+
+    v1, v2 = tmp_path / "v001", tmp_path / "v002"
+    emitter = Geometry(points=[Point((0.5, 0.25, 0.5))])
+    node = SopNode(smoke_parms(mode=1, cache_dir=str(v1)), [None, emitter, None])
+    hou.state["frame"] = 2
+    smoke.cook(node)
+    kept = sorted(v1.glob("smoke.*.npz"))
+    assert len(kept) == 2
+    node.parms["cache_dir"] = str(v2)
+    smoke.cook(node)
+    assert len(list(v2.glob("smoke.*.npz"))) == 2
+    for buoyancy in (2.0, 3.0, 4.0, 5.0):
+        node.parms["buoyancy"] = buoyancy
+        smoke.cook(node)
+    assert all(p.exists() for p in kept)
+    assert len(list(v2.glob("smoke.*.npz"))) == 2 * (1 + smoke.KEEP_EARLIER)  # v002's own are pruned
+    smoke.forget(str(node.sid))
+
+
 def test_standalone_memory_budget_is_shared_by_all_nodes(monkeypatch):
     # The budget was per node: N nodes held N x 2 GiB (an audit).
     from mlvfx.fluids.reference import SmokeConfig, Stepper

@@ -663,12 +663,14 @@ def session_for(key: str, parms: SmokeParms, domain: Domain, fps: float, extra: 
     """The node's standalone session, recreated when any parameter or the grid changes."""
     config = smoke_config(parms, domain, fps)
     signature = _signature(parms, domain, fps, extra + "|" + model_identity(parms.model, config))
+    cache = Path(parms.cache_dir).expanduser() if parms.cache_dir else None
     with _lock:
         current = _sessions.get(key)
-        if current is not None and current.signature == signature:
+        # The Cache Folder is not in the signature (the files in it carry it), so a new folder alone
+        # kept the old session writing into the old folder (a review).
+        if current is not None and current.signature == signature and current.cache_dir == cache:
             return current
     stepper = make_stepper(parms.model, config)
-    cache = Path(parms.cache_dir).expanduser() if parms.cache_dir else None
     session = SmokeSession(
         signature,
         stepper,
@@ -690,7 +692,9 @@ def session_for(key: str, parms: SmokeParms, domain: Domain, fps: float, extra: 
         dropped, _earlier[key] = earlier[:-KEEP_EARLIER], earlier[-KEEP_EARLIER:]
         in_use = {_set_of(s) for s in _sessions.values()} | {e for sets in _earlier.values() for e in sets}
     for folder, signature in dropped:
-        if (folder, signature) not in in_use:
+        # Only in the folder the node writes to now: an artist who moved Cache Folder to v002
+        # keeps v001 as it was (a review).
+        if (folder, signature) not in in_use and folder == _set_of(session)[0]:
             _delete_frames(folder, signature)
     return session
 
