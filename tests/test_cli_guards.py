@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
+from test_fluids_cli import _run as _smoke
 
 from mlvfx.errors import OutputExistsError
-from mlvfx.fluids import cli as smoke_cli
-
-
-def _smoke(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    smoke_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    args.quiet, args.json = True, False
-    code: int = args.func(args)
-    return code
 
 
 def test_smoke_run_refuses_any_existing_frame_before_writing_one(tmp_path: Path) -> None:

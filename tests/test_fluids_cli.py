@@ -12,11 +12,12 @@ from mlvfx.errors import InputError, MlvfxError, ModelNotFound, OutputExistsErro
 from mlvfx.fluids import cli
 
 
-def _run(argv: list[str]) -> int:
+def _run(argv: list[str], quiet: bool = True) -> int:
+    """``mlvfx smoke ...`` in this process (warnings are not printed when ``quiet``)."""
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    args.quiet, args.json = True, False
+    args.quiet, args.json = quiet, False
     code: int = args.func(args)
     return code
 
@@ -271,21 +272,11 @@ def test_a_named_3d_model_off_its_training_resolution_is_warned_about(
         assert message is not None and f"{better} (trained for 128³" in message, message
     assert "smoke3d (trained for 64³" in (resolution_warning("smoke3d_128", 3, 48) or "")
 
-    def loud(argv: list[str]) -> int:  # warnings are not printed under --quiet
-        parser = argparse.ArgumentParser()
-        cli.register(parser.add_subparsers(dest="command", required=True))
-        args = parser.parse_args(argv)
-        args.quiet, args.json = False, False
-        code: int = args.func(args)
-        return code
-
     argv = ["smoke", "run", "--res", "48", "--frames", "1", "--vdb", "off", "--model", "smoke3d_128"]
-    assert loud([*argv, "-o", str(tmp_path / "named")]) == 0
+    assert _run([*argv, "-o", str(tmp_path / "named")], quiet=False) == 0
     assert "smoke3d_128 was trained for 128³ output" in capsys.readouterr().err
-    assert (
-        _run(["smoke", "run", "--res", "48", "--frames", "1", "--vdb", "off", "-o", str(tmp_path / "auto")])
-        == 0
-    )
+    auto = ["smoke", "run", "--res", "48", "--frames", "1", "--vdb", "off", "-o", str(tmp_path / "auto")]
+    assert _run(auto, quiet=False) == 0
     assert "trained for" not in capsys.readouterr().err  # the automatic choice says nothing
 
 

@@ -40,3 +40,28 @@ def error_of(op: object, **kwargs: object) -> str:
     except RuntimeError as exc:
         return str(exc).strip()
     raise AssertionError(f"{op} succeeded with {kwargs}")
+
+
+def reference_plan(domain: str, cache: Path, frames: list[int]) -> dict[str, object]:
+    """A bake plan as the Bake operator's ``_prepare`` makes it: the reference solver on a 16³ grid
+    with a small emitter, for scripts that run ``MLVFX_OT_bake_smoke._compute`` in a job."""
+    import numpy as np
+
+    mask = np.zeros((16, 16, 16), np.float32)
+    mask[2:5, 2:5, 2:5] = 1.0
+    return {
+        "domain": domain,
+        "cache": cache,
+        "model": "reference",
+        "shape": (16, 16, 16),
+        "mask": mask,
+        "voxel": 0.1,
+        "origin": (0, 0, 0),
+        "frames": frames,
+        "dt": 0.04,
+        "substeps": 1,
+        "buoyancy": 1.0,
+        "dissipation": 0.0,
+        "vorticity": 0.0,
+        "emission": 1.0,
+    }

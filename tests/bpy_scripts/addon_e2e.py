@@ -14,7 +14,7 @@ from pathlib import Path
 
 import bpy
 import numpy as np
-from _extension import MODULE, install
+from _extension import MODULE, install, reference_plan
 
 # -- install and enable the extension exactly as a user would -------------------------------------
 zip_path, work = install()
@@ -258,23 +258,7 @@ assert sorted(p.name for p in cache.parent.iterdir()) == [cache.name], list(cach
 # A cancelled bake leaves the previous cache untouched.
 smoke_mod = sys.modules[MODULE + ".smoke"]
 jobs_mod = sys.modules[MODULE + ".jobs"]
-op_plan = {
-    "domain": domain.name,
-    "cache": cache,
-    "model": "reference",
-    "shape": (16, 16, 16),
-    "mask": np.ones((16, 16, 16), np.float32) * 0,
-    "voxel": 0.1,
-    "origin": (0, 0, 0),
-    "frames": [1, 2, 3],
-    "dt": 0.04,
-    "substeps": 1,
-    "buoyancy": 1.0,
-    "dissipation": 0.0,
-    "vorticity": 0.0,
-    "emission": 1.0,
-}
-op_plan["mask"][2:5, 2:5, 2:5] = 1.0
+op_plan = reference_plan(domain.name, cache, [1, 2, 3])
 before_files = {p.name: p.stat().st_ino for p in cache.iterdir()}
 bake_job = jobs_mod.Job("bake", lambda p, c: smoke_mod.MLVFX_OT_bake_smoke._compute(op_plan, p, c))
 bake_job.cancel_token.cancel()

@@ -11,29 +11,12 @@ import json
 import sys
 import time
 
-import numpy as np
-from _extension import MODULE, install
+from _extension import MODULE, install, reference_plan
 
 zip_path, work = install()
 smoke = sys.modules[MODULE + ".smoke"]
 jobs = sys.modules[MODULE + ".jobs"]
-plan = {
-    "domain": "Domain",
-    "cache": work / "cache",
-    "model": "reference",
-    "shape": (16, 16, 16),
-    "mask": np.zeros((16, 16, 16), np.float32),
-    "voxel": 0.1,
-    "origin": (0, 0, 0),
-    "frames": list(range(1, 100001)),  # far more than it can bake before the script ends
-    "dt": 0.04,
-    "substeps": 1,
-    "buoyancy": 1.0,
-    "dissipation": 0.0,
-    "vorticity": 0.0,
-    "emission": 1.0,
-}
-plan["mask"][2:5, 2:5, 2:5] = 1.0
+plan = reference_plan("Domain", work / "cache", list(range(1, 100001)))  # far more than it can bake
 bake = smoke.MLVFX_OT_bake_smoke
 job = jobs.Job(
     "bake", lambda p, c: bake._compute(plan, p, c), lambda r: bake._discard_result(plan, r)

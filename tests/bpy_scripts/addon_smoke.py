@@ -17,7 +17,7 @@ from typing import Any
 
 import bpy
 import numpy as np
-from _extension import MODULE, error_of, install
+from _extension import MODULE, error_of, install, reference_plan
 
 zip_path, work = install()
 observed: dict[str, Any] = {}
@@ -452,23 +452,7 @@ assert not stale_first.exists()
 # folder goes when the job is abandoned, before or after the worker ends.
 jobs = sys.modules[MODULE + ".jobs"]
 bake = smoke.MLVFX_OT_bake_smoke
-plan = {
-    "domain": first.name,
-    "cache": first_cache,
-    "model": "reference",
-    "shape": (16, 16, 16),
-    "mask": np.zeros((16, 16, 16), np.float32),
-    "voxel": 0.1,
-    "origin": (0, 0, 0),
-    "frames": [1, 2],
-    "dt": 0.04,
-    "substeps": 1,
-    "buoyancy": 1.0,
-    "dissipation": 0.0,
-    "vorticity": 0.0,
-    "emission": 1.0,
-}
-plan["mask"][2:5, 2:5, 2:5] = 1.0
+plan = reference_plan(first.name, first_cache, [1, 2])
 abandoned = []
 for when in ("after", "before"):
     job = jobs.Job("bake", lambda p, c: bake._compute(plan, p, c), lambda r: bake._discard_result(plan, r))
