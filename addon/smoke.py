@@ -1105,7 +1105,8 @@ def swap_in(staging: Path, cache: Path) -> None:
     if old is not None:
         # Renamed before removal, so a .old-* folder only ever means a swap-in that stopped between
         # its two renames (the last bake's only copy), never a removal that half failed.
-        trash = old.with_name(old.name.replace(".old-", ".trash-", 1))
+        suffix = old.name[len(_leftover_prefix(cache, "old")) :]  # not replace(): the cache may be "x.old-1"
+        trash = old.with_name(_leftover_prefix(cache, "trash") + suffix)
         with contextlib.suppress(OSError):
             old.rename(trash)
             old = trash

@@ -872,3 +872,18 @@ def test_a_refused_connection_is_retried_and_its_secrets_stay_hidden(zoo_env: Zo
     message = str(err.value)
     assert "gave up after" in message and "connection failed" in message and "TLS" not in message, message
     assert "Tok3nXYZ" not in message and "S1GN4TURE" not in message, message
+
+
+def test_scrub_hides_signed_links_and_leaves_other_text_alone() -> None:
+    # A signed link's times hold colons (Azure SAS); the first fix stopped at one and printed the
+    # rest of the signature, and replaced a short query ("1") wherever it stood (review, stop 27).
+    from mlvfx.zoo.download import scrub
+
+    sas = "https://acct.blob.core.windows.net/w.bin?sp=r&st=2023-05-01T10:00:00Z&se=2023-05-01T18:00Z&sig=SECRET"
+    assert scrub(f"{sas}: HTTP 403") == "https://acct.blob.core.windows.net/w.bin?***: HTTP 403"
+    url = "https://a@h/w?1"
+    message = f"{url}: HTTP 401 Unauthorized after 1 attempt(s); mail data@example.com"
+    assert (
+        scrub(message, url)
+        == "https://***@h/w?***: HTTP 401 Unauthorized after 1 attempt(s); mail data@example.com"
+    )

@@ -525,6 +525,23 @@ assert observed["old_bake_put_back"] == [True, False], observed
 fresh_old, fresh_trash = (leftover(played_cache, kind, 1) for kind in ("old", "trash"))
 smoke.remove_leftovers(played_cache)
 assert not fresh_old.exists() and not fresh_trash.exists()
+# a cache whose own name holds ".old-": the old one still goes as .trash-* and nothing stays
+odd = work / "shot.old-v1"
+odd.mkdir()
+(odd / "density_0001.vdb").write_bytes(b"old")
+odd_staging = work / ".shot.old-v1.baking-test"
+odd_staging.mkdir()
+(odd_staging / "density_0001.vdb").write_bytes(b"new")
+real_rmtree = shutil.rmtree
+shutil.rmtree = lambda *args, **kwargs: None  # a file held open (Windows): the old cache stays behind
+try:
+    smoke.swap_in(odd_staging, odd)
+finally:
+    shutil.rmtree = real_rmtree
+assert (odd / "density_0001.vdb").read_bytes() == b"new"
+left = [p.name for p in work.glob(".shot.old-v1.*")]
+assert len(left) == 1 and left[0].startswith(".shot.old-v1.trash-"), left  # not ".shot.trash-v1.old-"
+assert smoke.remove_leftovers(odd) > 0 and not list(work.glob(".shot.old-v1.*"))
 # a bake that finished leaves neither
 assert bpy.ops.mlvfx.bake_smoke(domain=free.name) == {"FINISHED"}
 assert not [p.name for p in played_cache.parent.glob(f".{played_cache.name}.*")]

@@ -547,7 +547,7 @@ def _parse_content_range(value: str | None) -> tuple[int, int | None]:
 
 
 _USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s?#]*@")
-_QUERY = re.compile(r"\?[^\s#;,)'\":]+")
+_QUERY = re.compile(r"\?(?:[^\s#;,)'\":]|:(?!\s|$))+")  # a colon ends it only before a space or the end
 
 
 def scrub(message: str, url: str | None = None) -> str:
@@ -560,10 +560,10 @@ def scrub(message: str, url: str | None = None) -> str:
     if url:
         parts = urllib.parse.urlsplit(url)
         if parts.query:
-            message = message.replace(parts.query, "***")
+            message = message.replace("?" + parts.query, "?***")
         userinfo = parts.netloc.rpartition("@")[0]
         if userinfo:
-            message = message.replace(userinfo + "@", "***@")
+            message = message.replace("//" + userinfo + "@", "//***@")
     message = _USERINFO.sub(r"\1***@", message)
     return _QUERY.sub("?***", message) if "://" in message or url else message
 
