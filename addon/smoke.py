@@ -880,8 +880,8 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
                 from mlvfx.fluids.surrogate import load_stepper
 
                 report(progress, 0.0, f"loading smoke model {plan['model']}")
-                stepper = load_stepper(plan["model"], config)
-                _touch(staging, every=0.0)  # a download may have taken a while
+                with _kept_alive(staging):  # a download may take longer than LEFTOVER_AGE
+                    stepper = load_stepper(plan["model"], config)
             density = velocity = None
             sources: list[Any] = []
             shown = -1
@@ -980,6 +980,27 @@ def _touch(folder: Path, every: float = 5.0) -> None:
 
 def _leftover_prefix(cache: Path, kind: str) -> str:
     return f".{cache.name}.{kind}-"
+
+
+@contextlib.contextmanager
+def _kept_alive(folder: Path, every: float = 60.0) -> Iterator[None]:
+    """Touch ``folder`` every ``every`` seconds while the block runs (a model download, say)."""
+    import threading
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every):
+            _touch(folder, every=0.0)
+
+    thread = threading.Thread(target=beat, name="mlvfx: staging keep-alive", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        _touch(folder, every=0.0)
 
 
 def _remove_staging(staging: Path) -> None:

@@ -542,6 +542,14 @@ assert (odd / "density_0001.vdb").read_bytes() == b"new"
 left = [p.name for p in work.glob(".shot.old-v1.*")]
 assert len(left) == 1 and left[0].startswith(".shot.old-v1.trash-"), left  # not ".shot.trash-v1.old-"
 assert smoke.remove_leftovers(odd) > 0 and not list(work.glob(".shot.old-v1.*"))
+# A model download longer than LEFTOVER_AGE: the staging folder is kept alive meanwhile.
+alive = work / ".alive.baking-test"
+alive.mkdir()
+os.utime(alive, (time.time() - 7200, time.time() - 7200))
+with smoke._kept_alive(alive, every=0.05):
+    time.sleep(0.3)
+    assert time.time() - alive.stat().st_mtime < 5
+shutil.rmtree(alive)
 # a bake that finished leaves neither
 assert bpy.ops.mlvfx.bake_smoke(domain=free.name) == {"FINISHED"}
 assert not [p.name for p in played_cache.parent.glob(f".{played_cache.name}.*")]
