@@ -857,7 +857,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
         cache: Path = plan["cache"]
         try:  # the folder first: an unwritable project fails before any model or simulation work
             cache.parent.mkdir(parents=True, exist_ok=True)
-            staging = make_temp_dir(cache.parent, f"{_leftover_prefix(cache, 'baking')}")
+            staging = make_temp_dir(cache.parent, _leftover_prefix(cache, "baking"))
         except OSError as exc:
             raise ImageWriteError(f"cannot create output: {exc.strerror or exc}", cache.parent) from None
         _live_staging.add(_key(staging))
@@ -922,8 +922,7 @@ class MLVFX_OT_bake_smoke(BackgroundJobOperator, bpy.types.Operator):
 
         staging: Path = result
         cache: Path = plan["cache"]
-        _live_staging.discard(_key(staging))  # moved in or removed below
-        _touched.pop(str(staging), None)
+        _forget_staging(staging)  # moved in or removed below
         try:
             uid = plan.get("domain_uid")  # the domain may have been renamed while the bake ran
             domain = next((o for o in bpy.data.objects if o.session_uid == uid), None)
@@ -1003,10 +1002,15 @@ def _kept_alive(folder: Path, every: float = 60.0) -> Iterator[None]:
         _touch(folder, every=0.0)
 
 
-def _remove_staging(staging: Path) -> None:
-    shutil.rmtree(staging, ignore_errors=True)
+def _forget_staging(staging: Path) -> None:
+    """No longer this process's running bake (moved into place, or about to be removed)."""
     _live_staging.discard(_key(staging))
     _touched.pop(str(staging), None)
+
+
+def _remove_staging(staging: Path) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+    _forget_staging(staging)
 
 
 def remove_leftovers(cache: Path, restore: bool = False) -> int:

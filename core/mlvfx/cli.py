@@ -665,7 +665,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for flag in ("quiet", "json", "debug"):
         if not hasattr(args, flag):
             setattr(args, flag, False)
-    debug = args.debug or os.environ.get("MLVFX_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    from mlvfx.config import env_flag
+
+    debug = args.debug or env_flag("MLVFX_DEBUG", strict=False)  # it decides how errors are shown
     try:
         with _sigterm_as_interrupt():
             return _run(args, debug)

@@ -37,8 +37,9 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
 
 
-def env_flag(name: str) -> bool:
+def env_flag(name: str, strict: bool = True) -> bool:
     """An on/off environment variable: 1/true/yes/on or 0/false/no/off (any case), unset = off.
+    Not ``strict`` (where an error cannot be raised, as while reporting one), other values are off.
 
     Raises:
         InputError: another value, naming the variable: ``MLVFX_OFFLINE=2`` or ``enabled`` meant
@@ -48,7 +49,7 @@ def env_flag(name: str) -> bool:
     value = raw.strip().lower()
     if value in _TRUE:
         return True
-    if value in _FALSE:
+    if value in _FALSE or not strict:
         return False
     raise InputError(f"{name} must be 1 or 0 (or true/false, yes/no, on/off), got {raw!r}")
 

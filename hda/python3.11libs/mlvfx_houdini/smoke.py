@@ -690,7 +690,7 @@ def session_for(key: str, parms: SmokeParms, domain: Domain, fps: float, extra: 
         if replaced is not None and replaced.cache_dir is not None and _set_of(replaced) != _set_of(session):
             earlier = [e for e in earlier if e != _set_of(replaced)] + [_set_of(replaced)]
         dropped, _earlier[key] = earlier[:-KEEP_EARLIER], earlier[-KEEP_EARLIER:]
-        in_use = {_set_of(s) for s in _sessions.values()} | {e for sets in _earlier.values() for e in sets}
+        in_use = _sets_in_use()
     for folder, signature in dropped:
         # Only in the folder the node writes to now: an artist who moved Cache Folder to v002
         # keeps v001 as it was (a review).
@@ -711,6 +711,11 @@ def _set_of(session: SmokeSession) -> tuple[str, str]:
     a review) and its signature."""
     folder = "" if session.cache_dir is None else os.path.normcase(os.path.realpath(session.cache_dir))
     return folder, session.signature
+
+
+def _sets_in_use() -> set[tuple[str, str]]:
+    """Frame sets some node plays now or keeps as an earlier setting (call under ``_lock``)."""
+    return {_set_of(s) for s in _sessions.values()} | {e for sets in _earlier.values() for e in sets}
 
 
 def _delete_frames(folder: str, signature: str) -> None:
@@ -749,7 +754,7 @@ def forget(key: str, delete_files: bool = False) -> bool:
         had = (_solvers.pop(key, None) is not None) or session is not None
         _thin_notes.pop(key, None)
         earlier = _earlier.pop(key, [])
-        in_use = {_set_of(s) for s in _sessions.values()} | {e for sets in _earlier.values() for e in sets}
+        in_use = _sets_in_use()
     if delete_files and session is not None:
         # Reset: the node's earlier settings' frames too (a reset never reuses them); those another
         # node plays stay, as its current ones do.
