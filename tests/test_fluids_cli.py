@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ def test_run_writes_npz_frames(tmp_path: Path) -> None:
     argv = ["smoke", "run", "--scenario", "obstacle", "--dims", "2", "--res", "16", "--frames", "3"]
     assert _run([*argv, "--reference", "--vdb", "off", "-o", str(out)]) == 0
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["frame_0001.npz", "frame_0002.npz", "frame_0003.npz"]
+    assert files == ["frame_0001.npz", "frame_0002.npz", "frame_0003.npz", "shot.json"]
     with np.load(out / "frame_0003.npz") as frame:
         assert frame["density"].shape == (1, 16, 16) and frame["density"].dtype == np.float32
         assert frame["velocity"].shape == (1, 16, 16, 3)
@@ -97,6 +98,7 @@ def test_run_writes_vdb_when_available(tmp_path: Path) -> None:
         "frame_0001.vdb",
         "frame_0002.npz",
         "frame_0002.vdb",
+        "shot.json",
     ]
     with np.load(tmp_path / "frame_0002.npz") as frame:
         density = frame["density"]
@@ -138,7 +140,64 @@ def test_overwrite_leaves_no_frames_of_the_earlier_shot(tmp_path: Path) -> None:
     (out / "frame_0002.vdb").write_bytes(b"an earlier run's VDB")
     (out / "notes.txt").write_text("mine")
     assert _run([*argv, "--scenario", "wind", "--frames", "2", "--overwrite"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["frame_0001.npz", "frame_0002.npz", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "frame_0001.npz",
+        "frame_0002.npz",
+        "notes.txt",
+        "shot.json",
+    ]
+    assert json.loads((out / "shot.json").read_text())["scenario"] == "wind"
+
+
+def test_shot_json_says_what_made_the_frames_and_is_written_last(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from mlvfx import zoo
+
+    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", str(Path(__file__).parent.parent / "model_zoo"))
+    monkeypatch.setenv("MLVFX_OFFLINE", "1")
+    monkeypatch.setenv("MLVFX_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "shot"
+    argv = ["smoke", "run", "--dims", "3", "--res", "16", "--frames", "2", "--vdb", "off", "--seed", "7"]
+    assert _run([*argv, "--model", "smoke3d@0.2.0", "-o", str(out)]) == 0
+    shot = json.loads((out / "shot.json").read_text())
+    weights = zoo.fetch("smoke3d", "0.2.0", fmt="safetensors")
+    assert shot["solver"] == "surrogate" and shot["model"] == "smoke3d 0.2.0"
+    assert shot["model_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert (shot["seed"], shot["res"], shot["frames"], shot["shape_zyx"]) == (7, 16, 2, [16, 16, 16])
+    assert shot["files"] == ["frame_0001.npz", "frame_0002.npz"] and shot["device"] == "cpu"
+    assert shot["params"]["source_x"] and shot["dt"] == pytest.approx(1 / 24)
+    # Local weights are named by path and hashed too; the reference names no model.
+    assert _run([*argv, "--weights", str(weights), "--overwrite", "-o", str(out)]) == 0
+    shot = json.loads((out / "shot.json").read_text())
+    assert shot["model"] == str(weights)
+    assert shot["model_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert _run([*argv, "--reference", "--overwrite", "-o", str(out)]) == 0
+    shot = json.loads((out / "shot.json").read_text())
+    assert (shot["solver"], shot["model"], shot["model_sha256"]) == ("reference", None, None)
+    # A shot stopped half way leaves frames but no shot.json: its presence means a whole shot.
+    import mlvfx.io.volume as volume
+
+    real = volume.write_volume_npz
+
+    def stopped(path: Path, *a: object, **k: object) -> Path:
+        if path.name == "frame_0002.npz":
+            raise KeyboardInterrupt
+        return real(path, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(volume, "write_volume_npz", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        _run([*argv, "--reference", "-o", str(tmp_path / "stopped")])
+    assert sorted(p.name for p in (tmp_path / "stopped").iterdir()) == ["frame_0001.npz"]
+    # An earlier shot's shot.json alone is not replaced without --overwrite.
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "alone" / "shot.json").write_text("{}")
+    monkeypatch.setattr(volume, "write_volume_npz", real)
+    with pytest.raises(OutputExistsError, match=r"shot\.json"):
+        _run([*argv, "--reference", "-o", str(tmp_path / "alone")])
+    assert (tmp_path / "alone" / "shot.json").read_text() == "{}"
 
 
 def test_an_interrupted_overwrite_leaves_the_earlier_shot_whole(

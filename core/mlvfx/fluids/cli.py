@@ -6,7 +6,8 @@ writes ``frame_0001.npz`` ... (arrays ``density`` (Z, Y, X) and ``velocity`` (Z,
 components (x, y, z), float32; 2D shots are one voxel deep; and ``voxel_size``, ``origin`` (voxel
 (0, 0, 0)'s centre, x y z), ``frame`` and ``frame_seconds``) and, where an ``openvdb`` module is
 available (see :mod:`mlvfx.io.volume`), ``frame_0001.vdb`` ... with grids ``density`` and ``vel``,
-Y-up (Houdini) or, with ``--up z``, Z-up (Blender). Without ``--reference`` the learned
+Y-up (Houdini) or, with ``--up z``, Z-up (Blender), and last ``shot.json`` (what made the frames:
+solver, model and weights' sha256, settings, the scenario's drawn values). Without ``--reference`` the learned
 surrogate is used (the zoo's ``smoke<dims>d``, or ``--weights``); a model the zoo lacks is a clear
 ``ModelNotFound`` error. ``mlvfx smoke bench`` compares a surrogate with the reference, coarse-only
 and coarse + smooth upsampling (bicubic in 2D, trilinear in 3D) on held-out shots.
@@ -28,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mlvfx.errors import InputError, OutputExistsError
-from mlvfx.io.atomic import output_path
+from mlvfx.io.atomic import output_path, write_bytes_atomic
 
 __all__ = ["register"]
 
@@ -167,20 +168,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     names = [f"frame_{i:04d}" for i in range(1, args.frames + 1)]
     suffixes = (".npz", ".vdb") if vdb else (".npz",)
     if not args.overwrite:
-        for name in names:
-            for suffix in suffixes:
-                if (outdir / (name + suffix)).exists():
-                    raise OutputExistsError(
-                        "already exists (pass --overwrite to replace it)", outdir / (name + suffix)
-                    )
+        targets = [outdir / (name + suffix) for name in names for suffix in suffixes]
+        for path in [*targets, outdir / SHOT_FILE]:
+            if path.exists():
+                raise OutputExistsError("already exists (pass --overwrite to replace it)", path)
     stepper: Any
     model = None
+    model_sha256 = None
     if args.reference:
         stepper = Stepper(replace(scenario.config, open_inflow=args.open_inflow))
     else:
         from mlvfx.fluids.surrogate import dt_warning, resolution_warning
 
-        stepper, model = _surrogate_stepper(args, scenario.config)
+        stepper, model, model_sha256 = _surrogate_stepper(args, scenario.config)
         warnings = [dt_warning(scenario.config.dt)]
         if args.model and args.weights is None:  # a model named on the command line
             warnings.append(resolution_warning(args.model, args.dims, max(scenario.config.shape)))
@@ -204,6 +204,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 up=args.up,
                 overwrite=args.overwrite and staging is None,
                 progress=progress,
+            )
+            # Written last, beside the frames: a folder with shot.json holds a whole shot.
+            sidecar = _shot_record(args, scenario, model, model_sha256, written, staging or outdir)
+            written.append(
+                str(write_bytes_atomic(sidecar[0], sidecar[1], overwrite=args.overwrite and staging is None))
             )
         with _signals_held():  # once the new shot goes in, it goes in whole, tail removed too
             if staging is not None:
@@ -234,6 +239,49 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"solver step{', with OpenVDB' if vdb else ''}; {model or 'reference solver'})",
     )
     return 0
+
+
+SHOT_FILE = "shot.json"
+
+
+def _shot_record(
+    args: argparse.Namespace,
+    scenario: Any,
+    model: str | None,
+    model_sha256: str | None,
+    written: list[str],
+    folder: Path,
+) -> tuple[Path, bytes]:
+    """``shot.json``: what made the frames (solver, model and its bytes' hash, every setting and
+    the scenario's drawn values), so a cache on a farm disk says how to make it again."""
+    import json
+
+    from mlvfx import __version__
+    from mlvfx.config import torch_device
+
+    config = scenario.config
+    record = {
+        "mlvfx": __version__,
+        "solver": "reference" if args.reference else "surrogate",
+        "model": model,
+        "model_sha256": model_sha256,
+        "scenario": args.scenario,
+        "dims": args.dims,
+        "res": args.res,
+        "shape_zyx": [int(n) for n in config.shape],
+        "frames": args.frames,
+        "fps": args.fps,
+        "steps_per_frame": args.steps_per_frame,
+        "dt": config.dt,
+        "voxel_size": config.dx,
+        "seed": args.seed,
+        "open_inflow": args.open_inflow,
+        "vdb_up": args.up,
+        "device": str(torch_device(config.device)),
+        "params": scenario.params,
+        "files": [Path(p).name for p in written],
+    }
+    return folder / SHOT_FILE, (json.dumps(record, indent=1, default=str) + "\n").encode()
 
 
 def _staging_folder(outdir: Path) -> Path:
@@ -350,8 +398,9 @@ def write_shot(
     return written, solving
 
 
-def _load_surrogate(args: argparse.Namespace, res: int) -> tuple[Any, int, str]:
-    """``(net, factor, name)`` from ``--weights`` or the zoo's ``--model`` (else the default for ``res``)."""
+def _load_surrogate(args: argparse.Namespace, res: int) -> tuple[Any, int, str, str]:
+    """``(net, factor, name, sha256)`` from ``--weights`` or the zoo's ``--model`` (else the default
+    for ``res``); ``sha256`` is the weights' bytes' (the manifest's, checked when fetched)."""
     from mlvfx.fluids.surrogate import surrogate_from_state
     from mlvfx.zoo import load_state_dict
 
@@ -359,20 +408,35 @@ def _load_surrogate(args: argparse.Namespace, res: int) -> tuple[Any, int, str]:
         if not args.weights.is_file():
             raise InputError("surrogate weights not found", path=args.weights)
         net, factor = surrogate_from_state(load_state_dict(args.weights), source=str(args.weights))
-        return net, factor, str(args.weights)
+        return net, factor, str(args.weights), _weights_sha256(args.weights)
+    from mlvfx import zoo
     from mlvfx.fluids.surrogate import default_model, load_surrogate
 
     model = args.model or default_model(args.dims, res)
     net, factor, version = load_surrogate(model)
-    return net, factor, f"{model.partition('@')[0]} {version}"
+    model_id = model.partition("@")[0]
+    sha = zoo.load_manifest().get(model_id, version).file(None, "safetensors").sha256
+    return net, factor, f"{model_id} {version}", sha
 
 
-def _surrogate_stepper(args: argparse.Namespace, config: Any) -> tuple[Any, str]:
-    """The surrogate stepper for ``config`` and the model's name (``id version`` or the weights' path)."""
+def _weights_sha256(path: Path) -> str:
+    """The sha256 of a local weights file."""
+    from mlvfx.errors import ImageReadError
+    from mlvfx.zoo.cache import sha256_file
+
+    try:
+        return sha256_file(path)
+    except OSError as exc:
+        raise ImageReadError(f"cannot read surrogate weights: {exc.strerror or exc}", path) from None
+
+
+def _surrogate_stepper(args: argparse.Namespace, config: Any) -> tuple[Any, str, str]:
+    """The surrogate stepper for ``config``, the model's name (``id version`` or the weights' path)
+    and the weights' sha256."""
     from mlvfx.fluids.surrogate import SurrogateStepper
 
-    net, factor, name = _load_surrogate(args, max(config.shape))
-    return SurrogateStepper(config, net, factor, open_inflow=args.open_inflow), name
+    net, factor, name, sha = _load_surrogate(args, max(config.shape))
+    return SurrogateStepper(config, net, factor, open_inflow=args.open_inflow), name, sha
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -405,7 +469,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
     if stability_steps < 1:
         raise InputError(f"--stability-steps must be >= 1, got {stability_steps}")
-    net, factor, name = _load_surrogate(args, res)
+    net, factor, name, _ = _load_surrogate(args, res)
     spec = BenchSpec(
         dims=args.dims,
         res=res,
