@@ -123,6 +123,11 @@ def test_grow_count_and_material_folder(tmp_path: Path, photo: Path, material_di
     assert maps["normal"].shape == (64, 64, 3) and maps["height"].shape == (64, 64, 1)
     # aligned map for map: the height file and the albedo's red channel (both = height) agree
     np.testing.assert_allclose(maps["albedo"][..., 0], maps["height"][..., 0], atol=0.01)
+    # height16.png holds the same heights as height.exr (it was stretched to 0-1: an audit), so
+    # material.json's height_scale_px holds for both
+    h16, _ = read_image(folder / "height16.png", kind="data")
+    assert np.ptp(maps["height"]) < 0.9  # a grown patch does not span the whole 0-1 range
+    np.testing.assert_allclose(h16[..., 0], maps["height"][..., 0], atol=1e-4)
     n = np.linalg.norm(maps["normal"], axis=2)
     assert np.abs(n - 1).max() < 1e-3
 

@@ -221,9 +221,8 @@ def write_maps(
         file, kind, depth = _file_spec(name)
         data = arr * 0.5 + 0.5 if name == "normal" else arr
         files.append((out / file, data, kind, depth))
-        if name == "height":
-            lo, hi = float(arr.min()), float(arr.max())
-            files.append((out / HEIGHT_PNG, (arr - lo) / max(hi - lo, 1e-12), "data", 16))
+        if name == "height":  # the same heights as height.exr, as write_material writes them
+            files.append((out / HEIGHT_PNG, arr, "data", 16))
     from mlvfx.io.atomic import write_files_atomic
     from mlvfx.io.image import encode_image
     from mlvfx.ops.material import COLORSPACE_NAMES, file_notes
