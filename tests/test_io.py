@@ -849,3 +849,27 @@ def test_temp_folders_on_windows_are_made_with_mkdir(tmp_path: Path, monkeypatch
     monkeypatch.setattr(tempfile, "mkdtemp", refuse)
     made = {atomic.make_temp_dir(tmp_path, ".cache.baking-") for _ in range(3)}
     assert len(made) == 3 and all(p.is_dir() and p.name.startswith(".cache.baking-") for p in made)
+
+
+def test_rgba_openexr_is_premultiplied_in_the_file_and_straight_in_memory(tmp_path: Path) -> None:
+    # OpenEXR stores colour premultiplied by alpha; it was read as straight, so an RGBA EXR photo
+    # came out darker where it was transparent than Blender reads it (an audit: 0.25 against 0.5).
+    import cv2  # after mlvfx.io, which enables OpenCV's EXR codec
+
+    rng = np.random.default_rng(3)
+    straight = rng.uniform(0.3, 0.7, (8, 8, 3)).astype(np.float32)
+    alpha = np.full((8, 8, 1), 0.5, np.float32)
+    alpha[0, 0] = 0.0
+    stored = np.concatenate([straight * alpha, alpha], axis=2)
+    path = tmp_path / "rgba.exr"
+    cv2.imwrite(str(path), np.ascontiguousarray(stored[..., [2, 1, 0, 3]]))
+    img, info = read_image(path)
+    assert info.has_alpha and img.shape == (8, 8, 4)
+    np.testing.assert_allclose(img[1:, :, :3], straight[1:], rtol=1e-6)
+    np.testing.assert_array_equal(img[..., 3:], alpha)
+    assert np.all(img[0, 0, :3] == 0)  # nothing to divide under zero alpha
+    # ... and written back premultiplied, so the round trip keeps the straight colour.
+    out = write_image(tmp_path / "back.exr", img)
+    raw = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[..., [2, 1, 0, 3]]
+    np.testing.assert_allclose(raw, stored, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(read_image(out)[0], img, rtol=1e-6, atol=1e-7)

@@ -26,6 +26,12 @@ def test_learned_height_spans_zero_to_one_and_scales_back_to_pixels() -> None:
     assert height.min() == 0.0
     assert abs(float(height.max()) - 1.0) < 1e-6
     assert result.height_scale_px > 0
+    # relief_px is that predicted relief too (it was the unused --relief option's 0.01 x size, 7.7x
+    # the predicted depth in an audit's photo), and --relief changes nothing in the learned maps
+    assert result.relief_px == result.height_scale_px
+    other = material(_photo(96, 96), maps="normal,height", method="learned", relief=0.3)
+    assert other.relief_px == result.relief_px
+    np.testing.assert_array_equal(other.maps["height"], height)
 
 
 def test_learned_ao_wraps_for_a_tileable_photo() -> None:

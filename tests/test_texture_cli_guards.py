@@ -3,9 +3,11 @@ height16.png from the texture commands."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_texture_cli import run
 from test_texture_support import material
 
@@ -14,8 +16,9 @@ from mlvfx.texture import cli as texture_cli
 
 
 def test_height16_is_the_height_normalised_whatever_its_units(tmp_path: Path) -> None:
-    """README: height16.png is the height normalised to 16 bits. A folder whose height.exr is in
-    other units (here 0-5, as a scan in cm gives) must not come back clipped at 1."""
+    """A folder whose height.exr is in other units (here 0-5, as a scan in cm gives) must not come
+    back clipped at 1: height16.png is then normalised and material.json's height16_range says to
+    what, and reading the folder back gives the heights again."""
     maps = material(48, seed=3)
     maps["height"] = maps["height"] * 5.0
     folder = tmp_path / "scan"
@@ -28,3 +31,8 @@ def test_height16_is_the_height_normalised_whatever_its_units(tmp_path: Path) ->
     assert float(height.max()) > 1.5  # the EXR keeps the units
     expected = (height - height.min()) / (height.max() - height.min())
     np.testing.assert_allclose(h16, expected, atol=1e-4)
+    meta = json.loads((out / "material.json").read_text())
+    assert meta["height16_range"] == pytest.approx([float(height.min()), float(height.max())])
+    (out / "height.exr").unlink()  # a folder with only the PNG reads back in the EXR's units
+    maps, _ = texture_cli.read_maps(out)
+    np.testing.assert_allclose(maps["height"], height, atol=1e-4 * 5)

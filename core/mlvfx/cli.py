@@ -507,8 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--relief",
         type=float,
         default=0.01,
-        help="classical: relief depth as a fraction of the image size (default: 0.01); learned: the "
-        "network predicts the relief, and this only scales the AO radius",
+        help="classical: relief depth as a fraction of the image size (default: 0.01); learned: not "
+        "used, the network predicts the relief (material.json's height_scale_px)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument(

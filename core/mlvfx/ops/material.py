@@ -99,7 +99,8 @@ def material(
         tileable: the photo wraps around; the maps then tile too.
         normal_convention: "opengl" (+Y up) or "directx" (+Y down).
         method: "classical" (fast, no model) or "learned" (the zoo's material model).
-        relief: relief depth as a fraction of the larger image side; scales normals and AO.
+        relief: relief depth as a fraction of the larger image side (classical: the normals'
+            strength and AO; the learned model predicts its own relief and does not use it).
         quality: "standard", or "high": the learned model sees the photo in its 8 rotations and
             mirrors and the maps are averaged (8x the time; ignored by the classical method).
         model: the learned model to use, ``"material@0.7.0"`` or ``"0.7.0"`` (default: the
@@ -227,8 +228,8 @@ def _learned(
 
     Normals, albedo and roughness come from the network; height is the least-squares integral of
     the predicted normals (so the two agree), normalised to [0, 1]; ``meta["height_scale_px"]``
-    converts it back to pixels. AO is computed from that height. ``relief`` only sets the AO radius
-    scale: the network predicts the relief itself.
+    converts it back to pixels (and is the result's ``relief_px``). AO is computed from that
+    height. ``relief`` is not used: the network predicts the relief itself.
     """
     from mlvfx import zoo
     from mlvfx.config import torch_device
@@ -296,7 +297,7 @@ def _learned(
         method="learned",
         normal_convention=normal_convention,
         tileable=tileable,
-        relief_px=relief * max(height_px, width_px),
+        relief_px=scale_px,  # the predicted relief: the option's value here misled (an audit)
         meta={
             "model": f"{entry.id}@{entry.version}",
             # the weights' bytes: a studio manifest could name other bytes material@VERSION
@@ -385,6 +386,8 @@ def write_material(
         **file_notes(colorspaces, "normal" in result.maps),
         **result.meta,
     }
+    if "height" in result.maps:  # the heights height16.png's 0 and 1 stand for (as texture writes it)
+        meta["height16_range"] = [0.0, 1.0]
     written["meta"] = folder / META_FILE
     blobs.append((written["meta"], (json.dumps(meta, indent=2) + "\n").encode()))
     write_files_atomic(blobs, overwrite=overwrite)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -72,6 +73,9 @@ def read_maps(path: str | Path) -> tuple[Maps, Source]:
             if not f.exists():
                 continue
             arr, _info = read_image(f, kind="color" if kind == "color" else "data")
+            if f.name == HEIGHT_PNG:  # back to the heights it stands for
+                lo, hi = _height16_range(p)
+                arr = lo + arr * (hi - lo)
             if name == "normal":
                 arr = arr[:, :, :3] * 2.0 - 1.0
             elif name in ("height", "roughness", "ao"):
@@ -99,6 +103,20 @@ def _folder_meta(folder: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return meta if isinstance(meta, dict) else {}
+
+
+def _height16_range(folder: Path) -> tuple[float, float]:
+    """The heights a folder's ``height16.png`` spans (``material.json``'s ``height16_range``; 0-1
+    without one, as ``mlvfx material`` writes it)."""
+    span = _folder_meta(folder).get("height16_range")
+    if (
+        isinstance(span, list)
+        and len(span) == 2
+        and all(isinstance(v, (int, float)) and math.isfinite(v) for v in span)
+        and span[0] < span[1]
+    ):
+        return float(span[0]), float(span[1])
+    return 0.0, 1.0
 
 
 def _listed_maps(folder: Path) -> set[str] | None:
@@ -191,6 +209,17 @@ def _set_files(out: Path, maps: Mapping[str, Any]) -> list[Path]:
 CARRIED_META = ("method", "model", "quality", "relief_px", "height_scale_px")
 
 
+def height16_span(height: FloatArray) -> tuple[float, float]:
+    """The heights ``height16.png``'s 0 and 1 stand for: 0 and 1, so the PNG holds the same heights
+    as ``height.exr`` (and ``material.json``'s ``height_scale_px`` holds for both), unless the
+    heights leave 0-1 (a scan's units): then their own min and max, recorded as
+    ``height16_range``. A grow's patch of a 0-1 height was stretched to 0-1 before (an audit)."""
+    lo, hi = float(height.min()), float(height.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return 0.0, 1.0
+    return lo, max(hi, lo + 1e-12)
+
+
 def write_maps(
     path: str | Path,
     maps: Maps,
@@ -217,12 +246,15 @@ def write_maps(
         depth = _image_depth(out.suffix.lower(), source)
         return [write_image(out, maps, kind="color", bit_depth=depth, overwrite=overwrite)]
     files: list[tuple[Path, FloatArray, str, int]] = []
+    height16_range: list[float] | None = None
     for name, arr in maps.items():
         file, kind, depth = _file_spec(name)
         data = arr * 0.5 + 0.5 if name == "normal" else arr
         files.append((out / file, data, kind, depth))
-        if name == "height":  # the same heights as height.exr, as write_material writes them
-            files.append((out / HEIGHT_PNG, arr, "data", 16))
+        if name == "height":
+            lo, hi = height16_span(arr)
+            height16_range = [lo, hi]
+            files.append((out / HEIGHT_PNG, (arr - lo) / (hi - lo), "data", 16))
     from mlvfx.io.atomic import write_files_atomic
     from mlvfx.io.image import encode_image
     from mlvfx.ops.material import COLORSPACE_NAMES, file_notes
@@ -255,6 +287,8 @@ def write_maps(
             "normal" in maps,
         ),
     }
+    if height16_range is not None:
+        meta["height16_range"] = height16_range
     every = sources or [source]
     if len(every) > 1:
         meta["sources"] = [str(s.path) for s in every]
