@@ -107,6 +107,10 @@ def test_run_writes_vdb_when_available(tmp_path: Path) -> None:
     grid.copyToArray(back)
     assert np.allclose(back.transpose(2, 1, 0), density)
     assert grid.transform.voxelSize()[0] == pytest.approx(1 / 8)
+    # a velocity, which VDB Transform (with "Transform Vectors") turns with the grid; it was
+    # "invariant", which nothing turns (an audit)
+    vel = vdb.read(str(tmp_path / "frame_0002.vdb"), "vel")
+    assert vel.vectorType == vdb.VectorType.CONTRAVARIANT_RELATIVE
 
 
 def test_bench_defaults_to_3d_and_checks_its_arguments_before_any_work(tmp_path: Path) -> None:

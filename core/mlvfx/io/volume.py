@@ -144,6 +144,8 @@ def write_vdb(
         grid.transform = transform
         if not vector:
             grid.gridClass = vdb.GridClass.FOG_VOLUME
+        else:  # a velocity: a transform's rotation turns it (Houdini's type for a vector attribute)
+            grid.vectorType = vdb.VectorType.CONTRAVARIANT_RELATIVE
         grids.append(grid)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_path = make_temp(target, ".tmp.vdb")
