@@ -109,6 +109,39 @@ def image_to_array(image: bpy.types.Image) -> np.ndarray:
 LINEAR_SPACES = ("Linear Rec.709",)
 
 
+def ignored_profile_note(image: bpy.types.Image) -> str | None:
+    """A warning when an image's file embeds a colour profile (Display P3, Adobe RGB) that Blender
+    does not read while the image is set to sRGB: Blender, and so the maps, take its pixels for
+    sRGB, whereas ``mlvfx material`` on the same file applies the profile (an audit: P3 red read
+    as 1.0 here, 1.22 by the CLI). None otherwise, and for anything that cannot be read cheaply.
+    """
+    from mlvfx.io.icc import parse_profile
+    from mlvfx.io.probe import HeaderError, probe
+
+    if image.source != "FILE" or image.is_float or image.colorspace_settings.name != "sRGB":
+        return None
+    try:
+        if image.packed_file is not None:
+            data = bytes(image.packed_file.data)
+        elif image.filepath:
+            data = Path(bpy.path.abspath(image.filepath, library=image.library)).read_bytes()
+        else:
+            return None
+        icc = probe(data).icc
+    except (OSError, HeaderError, ValueError):
+        return None
+    if not icc:
+        return None
+    profile = parse_profile(icc)
+    if not profile.usable or profile.is_srgb:
+        return None
+    return (
+        f"image {image.name!r}: its file embeds a {profile.description!r} colour profile, which Blender "
+        "does not read, so its colours were taken as sRGB; set the image's Color Space to match (e.g. "
+        "Display P3) and run again for the colours `mlvfx material` reads from the file"
+    )
+
+
 def _working_space() -> str:
     """The .blend's working colour space (Blender 5.0 lets a file choose it; older: Rec.709)."""
     space = getattr(getattr(bpy.data, "colorspace", None), "working_space", "") or "Linear Rec.709"
@@ -681,11 +714,8 @@ def _save_and_load(
             bit_depth=32 if exr else 16,
         )
         colorspace = ("Linear Rec.709" if exr else "sRGB") if kind == "color" else "Non-Color"
-        image = _load_image(path, name, colorspace, must_pack)
-        if exr and values.ndim == 3 and values.shape[2] == 4:
-            image.alpha_mode = (
-                "STRAIGHT"  # mlvfx writes straight alpha; Blender's EXR default is premultiplied
-            )
+        image = _load_image(path, name, colorspace, must_pack)  # an RGBA EXR: premultiplied, as
+        # OpenEXR's convention, mlvfx's writer and Blender's default for EXR all have it
         image.use_fake_user = True
         images[name] = image
 

@@ -211,6 +211,7 @@ class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.
             "pack": settings.pack,
             "replace": settings.replace,
             "object": context.object.name if getattr(context, "object", None) is not None else "",
+            "profile_note": bridge.ignored_profile_note(node.image),
         }
 
     @staticmethod
@@ -261,7 +262,7 @@ class MLVFX_OT_generate_material(SelectedImageMixin, BackgroundJobOperator, bpy.
             label=f"mlvfx: {plan['label']}",
             albedo_alpha="albedo" in result.maps and result.maps["albedo"].shape[2] == 4,
         )
-        for warning in warnings:
+        for warning in [*warnings, *filter(None, [plan.get("profile_note")])]:
             self.report({"WARNING"}, warning)
         where = "packed into the .blend" if must_pack else str(folder)
         again = f"; replaced the earlier run's {replaced} nodes" if replaced else ""

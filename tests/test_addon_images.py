@@ -21,5 +21,6 @@ def test_images_and_materials_an_artist_brings(run_in_blender: Callable[..., dic
     assert observed["mix_shader_principled_used"]  # a decal's Principled + Transparent mix: no false warning
     assert observed["working_space_red"] == pytest.approx([1.0, 0.0, 0.0], abs=5e-3)
     assert observed["display_p3_red"][0] > 1.15  # converted by colour management, not read as sRGB
+    assert "'Display P3' colour profile, which Blender does not read" in observed["profile_note"]
     assert "image sequence" in observed["sequence"]
     assert "tiny.png" in observed["tiny"] and "no exemplar slot" in observed["exemplar_remove"]

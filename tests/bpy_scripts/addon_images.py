@@ -8,6 +8,7 @@ Prints one JSON document with what it observed; every check is also asserted her
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import tempfile
 from pathlib import Path
@@ -78,11 +79,15 @@ assert observed["decal_alpha_from"] == "albedo", observed["decal_alpha_from"]
 hdr = rgba.copy()
 hdr[..., :3] = 2.0  # over 1: written as linear EXR
 src_hdr = bpy.data.images.load(str(write_image(work / "hdr.exr", hdr, kind="color")))
-src_hdr.alpha_mode = "STRAIGHT"  # our own straight-alpha EXR
+assert src_hdr.alpha_mode == "PREMUL"  # Blender's default for EXR, which mlvfx now writes premultiplied
 arrays = {"hdr_copy": bridge.image_to_array(src_hdr)}
 made = bridge.save_new_images(arrays, "hdr_copy", "color", hdr=True)["hdr_copy"]
 observed["hdr_round_trip"] = round(float(bridge.image_to_array(made)[..., :3].mean()), 4)
 assert abs(observed["hdr_round_trip"] - 2.0) < 1e-3, observed["hdr_round_trip"]
+assert made.alpha_mode == "PREMUL"
+assert (
+    abs(float(read_image(bpy.path.abspath(made.filepath_raw))[0][..., :3].mean()) - 2.0) < 1e-3
+)  # the core reads it alike
 
 # -- Pack Images with a saved .blend: nothing written beside it, no temp folder left ---------------
 bpy.context.scene.mlvfx_material.pack = True
@@ -186,6 +191,25 @@ srgb = bpy.data.images.load(
     str(write_image(work / "grey.png", np.full((8, 8, 3), 0.5, np.float32), kind="data"))
 )
 assert abs(float(bridge.image_to_array(srgb)[0, 0, 0]) - 0.214) < 2e-3  # sRGB as before
+
+# -- a photo whose file embeds a profile Blender does not read is warned about --------------------
+spec = importlib.util.spec_from_file_location("test_io", Path(__file__).resolve().parents[1] / "test_io.py")
+assert spec is not None and spec.loader is not None
+test_io = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(test_io)
+tagged = work / "p3_photo.png"
+p3_profile = test_io._icc_profile(test_io.P3_D50, None, "Display P3")
+test_io._png_with_icc(tagged, np.full((4, 4, 3), 200, np.uint8), p3_profile)
+p3_image = bpy.data.images.load(str(tagged))
+note = bridge.ignored_profile_note(p3_image)
+observed["profile_note"] = note
+assert note is not None and "'Display P3' colour profile" in note and "Color Space" in note, note
+p3_image.pack()  # the packed bytes are read when the file is gone
+tagged.unlink()
+assert bridge.ignored_profile_note(p3_image) == note
+p3_image.colorspace_settings.name = "Display P3"  # the artist followed the advice
+assert bridge.ignored_profile_note(p3_image) is None
+assert bridge.ignored_profile_note(srgb) is None  # no profile, no note
 
 # -- float pixels are converted from the file's working space (Blender 5.0: ACEScg, Rec.2020) -------
 red_exr = write_image(work / "red.exr", red, kind="color")  # linear Rec.709 red
