@@ -15,7 +15,12 @@ No model weights are bundled: the add-on fetches them from the zoo on first use.
 
     python build_addon.py                                  # all platforms, downloads wheels
     python build_addon.py --platforms linux-x64 --wheelhouse ~/wheels --offline
-    python build_addon.py --core-only                      # only the mlvfx wheel (see below)
+    python build_addon.py --core-only                      # only the mlvfx wheel inside (see below)
+    python build_addon.py --wheel-only                     # just the mlvfx wheel (a Houdini venv)
+
+Every build carries the commit it was built from in its version (``0.1.0+812.g1a2b3c4d5e``, see
+``build_version``): the wheel's, ``mlvfx.__version__`` and the extension manifest's, so installing
+a newer build replaces the core, and ``material.json`` / ``shot.json`` say which code made them.
 
 Measured here: ``--platforms macos-arm64`` took 48 s and gave a 199 MB zip (26 dependency wheels).
 
@@ -27,6 +32,7 @@ a zip built this way is not for artists' Blenders.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import re
@@ -84,25 +90,76 @@ def version() -> str:
     return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
 
 
-def build_core_wheel(dest: Path) -> Path:
-    # setuptools reuses build/lib: a module deleted from core/ would still ship in the wheel.
-    for stale in (ROOT / "build" / "lib", *(ROOT / "build").glob("bdist.*")):
-        shutil.rmtree(stale, ignore_errors=True)
-    run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(dest),
-            str(ROOT),
-        ],
-        "building the mlvfx wheel",
-    )
+def _git(*args: str) -> str | None:
+    """``git args`` in this checkout (fixed arguments, no shell), or None without git or a checkout."""
+    try:
+        proc = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)  # noqa: S603, S607
+    except OSError:
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def build_version() -> str:
+    """The version a build carries: pyproject's, plus the commit it was built from, e.g.
+    ``0.1.0+812.g1a2b3c4d5e`` (``.d<hash>`` more for uncommitted changes to the core).
+
+    Blender keeps an extension's wheels by name and version, and pip does not reinstall the same
+    version: with one version for every build, upgrading the extension (or a Houdini venv) kept the
+    old core under the new add-on, which then failed (an upgrade audit). The commit count orders
+    builds (PEP 440 compares local segments numerically; semver takes it as build metadata).
+    Outside a git checkout it is pyproject's version alone.
+    """
+    base = version()
+    count, sha = _git("rev-list", "--count", "HEAD"), _git("rev-parse", "--short=10", "HEAD")
+    if not count or not sha:
+        return base
+    label = f"{base}+{count.strip()}.g{sha.strip()}"
+    diff = _git("diff", "HEAD", "--", "core", "pyproject.toml")
+    untracked = _git("ls-files", "--others", "--exclude-standard", "--", "core")
+    if diff or untracked:
+        changes = (diff or "") + (untracked or "")
+        label += ".d" + hashlib.sha256(changes.encode()).hexdigest()[:8]
+    return label
+
+
+def build_core_wheel(dest: Path, build: str | None = None) -> Path:
+    """The mlvfx wheel, built from a copy of the source whose version (pyproject's and
+    ``mlvfx.__version__``) is ``build`` (default: :func:`build_version`)."""
+    build = build or build_version()
+    with tempfile.TemporaryDirectory(prefix="mlvfx-wheel-") as tmp_name:
+        src = Path(tmp_name) / "src"
+        # A fresh copy: setuptools' build/lib of the checkout would ship a deleted module again.
+        shutil.copytree(
+            ROOT / "core",
+            src / "core",
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
+        )
+        for name in ("README.md", "LICENSE"):
+            if (ROOT / name).is_file():
+                shutil.copy2(ROOT / name, src / name)
+        project = (ROOT / "pyproject.toml").read_text()
+        project, n = re.subn(r'(?m)^version = ".*"$', f'version = "{build}"', project, count=1)
+        init = src / "core" / "mlvfx" / "__init__.py"
+        text, m = re.subn(r'(?m)^__version__ = ".*"$', f'__version__ = "{build}"', init.read_text(), count=1)
+        if n != 1 or m != 1:
+            raise BuildError("cannot set the build version: pyproject.toml or mlvfx/__init__.py changed form")
+        (src / "pyproject.toml").write_text(project)
+        init.write_text(text)
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-q",
+                "-w",
+                str(dest),
+                str(src),
+            ],
+            "building the mlvfx wheel",
+        )
     wheels = sorted(dest.glob("mlvfx-*.whl"))
     if not wheels:
         raise BuildError("pip wheel produced no mlvfx wheel")
@@ -184,7 +241,7 @@ def download_dependencies(
     return sorted(set(dest.glob("*.whl")) - before)
 
 
-def stage(wheels: list[Path], platforms: list[str], staging: Path) -> None:
+def stage(wheels: list[Path], platforms: list[str], staging: Path, build: str) -> None:
     shutil.copytree(ADDON, staging, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "wheels", "*.zip"))
     wheel_dir = staging / "wheels"
     wheel_dir.mkdir()
@@ -196,12 +253,15 @@ def stage(wheels: list[Path], platforms: list[str], staging: Path) -> None:
         names.append(f"./wheels/{wheel.name}")
     manifest = staging / "blender_manifest.toml"
     text = manifest.read_text()
-    text = re.sub(r"(?m)^version = \".*\"$", f'version = "{version()}"', text, count=1)
+    text = re.sub(r"(?m)^version = \".*\"$", f'version = "{build}"', text, count=1)
     text = re.sub(
         r"(?ms)^wheels = \[.*?\]$", "wheels = " + json.dumps(sorted(names), indent=2), text, count=1
     )
     text = re.sub(r"(?m)^platforms = \[.*\]$", "platforms = " + json.dumps(platforms), text, count=1)
     manifest.write_text(text)
+    # The core this add-on was built with, checked before each operator runs (bridge.check_core).
+    stamp = f'"""Written by build_addon.py."""\n\nCORE_VERSION = "{build}"\n'
+    (staging / "_core_version.py").write_text(stamp)
 
 
 def build(args: argparse.Namespace) -> list[Path]:
@@ -209,14 +269,21 @@ def build(args: argparse.Namespace) -> list[Path]:
     unknown = [p for p in platforms if p not in PLATFORM_TAGS]
     if unknown:
         raise BuildError(f"unknown platform(s) {unknown}; choose from {sorted(PLATFORM_TAGS)}")
-    script = blender_ext_script()
+    script = None if args.wheel_only else blender_ext_script()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mlvfx-addon-") as tmp_name:
         tmp = Path(tmp_name)
         wheel_dir = tmp / "wheels"
         wheel_dir.mkdir()
-        wheels = [build_core_wheel(wheel_dir)]
+        build_id = args.build_version or build_version()
+        if not re.fullmatch(r"\d+\.\d+\.\d+(\+[0-9a-z]+(\.[0-9a-z]+)*)?", build_id):
+            raise BuildError(f"--build-version {build_id!r} is not MAJOR.MINOR.PATCH[+label.label...]")
+        wheels = [build_core_wheel(wheel_dir, build_id)]
+        if args.wheel_only:
+            target = out / wheels[0].name
+            shutil.copy2(wheels[0], target)
+            return [target]
         if not args.core_only:
             wheelhouse = Path(args.wheelhouse).resolve() if args.wheelhouse else None
             pins = resolve_pins(wheelhouse, args.offline)
@@ -224,15 +291,16 @@ def build(args: argparse.Namespace) -> list[Path]:
                 print(f"build_addon: {len(pins)} dependency wheels for {platform}", file=sys.stderr)
                 download_dependencies(platform, pins, wheel_dir, wheelhouse, args.offline, args.torch_index)
             wheels = sorted(wheel_dir.glob("*.whl"))
+        assert script is not None
         staging = tmp / "mlvfx"
-        stage(wheels, platforms, staging)
+        stage(wheels, platforms, staging, build_id)
         split = not args.core_only and len(platforms) > 1
         before = set(out.glob("*.zip"))
         cmd = [sys.executable, str(script), "build", "--source-dir", str(staging), "--output-dir", str(out)]
         if split:
             cmd.append("--split-platforms")
         run(cmd, "blender_ext.py build")
-        built = sorted(set(out.glob("*.zip")) - before) or sorted(out.glob(f"mlvfx-{version()}*.zip"))
+        built = sorted(set(out.glob("*.zip")) - before) or sorted(out.glob(f"mlvfx-{build_id}*.zip"))
         if not built:
             raise BuildError(f"blender_ext.py build wrote no zip into {out}")
         for zip_path in built:
@@ -261,6 +329,16 @@ def main(argv: list[str] | None = None) -> int:
         "--core-only",
         action="store_true",
         help="bundle only the mlvfx wheel (for environments that have its dependencies)",
+    )
+    parser.add_argument(
+        "--build-version",
+        default=None,
+        help="the version to build, e.g. 0.2.0 for a release (default: pyproject's plus the commit)",
+    )
+    parser.add_argument(
+        "--wheel-only",
+        action="store_true",
+        help="write only the mlvfx wheel (for a Houdini venv: pip install --upgrade it)",
     )
     args = parser.parse_args(argv)
     try:

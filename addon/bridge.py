@@ -109,6 +109,30 @@ def image_to_array(image: bpy.types.Image) -> np.ndarray:
 LINEAR_SPACES = ("Linear Rec.709",)
 
 
+def check_core() -> None:
+    """Refuse to run on another mlvfx core than the one this extension was built with.
+
+    Blender keeps an extension's wheels by name and version; when every build was 0.1.0, an
+    upgraded extension kept the old core and its operators failed half way (an upgrade audit).
+    Builds now carry their commit, so this guards what still could mix them. A source tree (the
+    add-on run from ``addon/``, no build stamp) is not checked.
+    """
+    import importlib
+
+    from mlvfx import __version__
+
+    try:
+        stamp = importlib.import_module(f"{__package__}._core_version")
+    except ImportError:
+        return
+    built = getattr(stamp, "CORE_VERSION", None)
+    if built is not None and built != __version__:
+        raise InputError(
+            f"this mlvfx extension was built with mlvfx core {built}, but Blender loaded core "
+            f"{__version__}: remove the mlvfx extension, restart Blender and install it again"
+        )
+
+
 def ignored_profile_note(image: bpy.types.Image) -> str | None:
     """A warning when an image's file embeds a colour profile (Display P3, Adobe RGB) that Blender
     does not read while the image is set to sRGB: Blender, and so the maps, take its pixels for

@@ -62,6 +62,7 @@ class BackgroundJobOperator:
     def execute(self, context: bpy.types.Context) -> set[str]:
         """Synchronous: background mode, scripts and farm jobs."""
         try:
+            bridge.check_core()
             plan = self._prepare(context)
             result = self._compute(plan, None, None)
             return self._apply(context, plan, result)
@@ -72,6 +73,7 @@ class BackgroundJobOperator:
         if bpy.app.background:
             return self.execute(context)
         try:
+            bridge.check_core()
             plan = self._prepare(context)
         except Exception as exc:
             return self._fail(exc)

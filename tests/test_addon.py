@@ -35,6 +35,46 @@ def test_zip_is_a_valid_extension_without_weights(extension_zip: Path) -> None:
     assert "class " not in init and "def register" in init
 
 
+def test_an_upgraded_extension_brings_its_own_core(extension_zip: Path, tmp_path: Path) -> None:
+    """Every build was version 0.1.0, and Blender keeps an extension's wheels by name and version:
+    installing a newer zip kept the old core, and the new add-on then failed on names it lacked (an
+    upgrade audit). Builds now carry their commit; a newer one replaces the core."""
+    import subprocess
+    import sys
+    import tomllib
+    import zipfile
+
+    with zipfile.ZipFile(extension_zip) as zf:
+        manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())
+        stamp = zf.read("_core_version.py").decode()
+    built = manifest["version"]
+    assert "+" in built and f'CORE_VERSION = "{built}"' in stamp  # the commit, as in a CI clone
+    assert manifest["wheels"] == [f"./wheels/mlvfx-{built}-py3-none-any.whl"]
+    zips = []
+    for label in ("0.1.0+1.gaaaa", "0.1.0+2.gbbbb"):
+        out = tmp_path / label
+        cmd = [sys.executable, str(ROOT / "build_addon.py"), "--core-only", "--platforms", "linux-x64"]
+        proc = subprocess.run(
+            [*cmd, "--build-version", label, "--out", str(out)], capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, proc.stderr
+        zips.append(str(next(out.glob("*.zip"))))
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = {**os.environ, "HOME": str(home), "MLVFX_CACHE_DIR": str(tmp_path / "cache")}
+    seen = []
+    for step in (zips[0], zips[1], "-"):  # install the older, upgrade, then start Blender again
+        proc = shipped_extension_run("addon_upgrade.py", step, str(work), env=env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+        seen.append(json.loads(line[len("RESULT ") :]))
+    assert [s["version"] for s in seen] == ["0.1.0+1.gaaaa", "0.1.0+2.gbbbb", "0.1.0+2.gbbbb"]
+    assert all(s["stamp"] == s["version"] and str(home) in s["file"] for s in seen)
+    assert "built with mlvfx core 0.0.1+1.gother" in seen[-1]["mismatch"]
+    assert "install it again" in seen[-1]["mismatch"]
+
+
 def test_extension_end_to_end_in_blender(extension_zip: Path, tmp_path: Path) -> None:
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
