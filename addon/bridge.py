@@ -582,10 +582,25 @@ def _made_from(frame: bpy.types.Node, source: bpy.types.Node, tree: bpy.types.No
     name = frame.get(SOURCE_KEY)
     if name == source.name:
         return True
+    if name is None and frame.get(SOURCE_ID) is None:
+        return _legacy_frame_of(frame, source, tree)
     recorded = frame.get(SOURCE_ID)
     if not recorded or recorded != source.get(SOURCE_ID):
         return False
     return tree.nodes.get(str(name)) is None
+
+
+def _legacy_frame_of(frame: bpy.types.Node, source: bpy.types.Node, tree: bpy.types.NodeTree) -> bool:
+    """A frame an older add-on made, before frames recorded their node: its label names the photo
+    (``mlvfx: <photo>``). It is ``source``'s when no other photo node shows that image; left alone,
+    a .blend from then got the new maps beside the old, and the relief shaded twice (an audit)."""
+    image = getattr(source, "image", None)
+    if image is None or frame.label != f"mlvfx: {source_label(image)}":
+        return False
+    return not any(
+        n.bl_idname == "ShaderNodeTexImage" and n != source and TAG not in n and n.image == image
+        for n in tree.nodes
+    )
 
 
 def remove_earlier_maps(material: bpy.types.Material, source: bpy.types.Node) -> int:

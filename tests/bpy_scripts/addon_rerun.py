@@ -153,6 +153,13 @@ for node in [n for n in ours() if n.get(bridge.TAG) == "frame" and n.get(bridge.
         mat.node_tree.nodes.remove(child)
     mat.node_tree.nodes.remove(node)
 photo.name = "Photo"
+# -- a frame an older add-on made (no record of its node, only its label) is replaced too ----------
+old_frame = next(n for n in ours() if n.get(bridge.TAG) == "frame")
+del old_frame[bridge.SOURCE_KEY], old_frame[bridge.SOURCE_ID]
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
+observed["frames_after_legacy_frame"] = frames()
+new_frames = [n for n in ours() if n.get(bridge.TAG) == "frame"]
+assert frames() == 1 and new_frames[0].get(bridge.SOURCE_KEY) == "Photo"
 
 # -- the editor's material: pinned, and inside a node group ------------------------------------------
 group = bpy.data.node_groups.new("Detail", "ShaderNodeTree")
