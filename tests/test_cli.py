@@ -299,6 +299,30 @@ def test_batch_resumes_with_skip_existing(tmp_path: Path, capsys) -> None:
     assert doc["results"][1]["error_type"] == "OutputExistsError"
     code, _, err = run(capsys, *base, "classical", "--skip-existing", "--overwrite")
     assert code == 2 and "exclude each other" in err
+    # A folder made otherwise (an earlier model, after an upgrade; here another convention) is
+    # kept, and said: a resumed batch held two models' maps without a word (an upgrade audit).
+    meta = json.loads((out_dir / "a" / "material.json").read_text())
+    (out_dir / "a" / "material.json").write_text(json.dumps({**meta, "normal_convention": "directx"}))
+    code, out, err = run(capsys, *base, "classical", "--skip-existing", "--json")
+    doc = json.loads(out)
+    assert doc["results"][0]["differs"] == "normal_convention directx (this run: opengl)"
+    assert doc["results"][2]["differs"] is None
+    code, out, err = run(capsys, *[a for a in base if a != "--json"], "classical", "--skip-existing")
+    assert "a/ kept (--skip-existing) but made with normal_convention directx (this run: opengl)" in err
+
+
+def test_skip_existing_names_a_folder_an_older_model_made(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", str(Path(__file__).parent.parent / "model_zoo"))
+    monkeypatch.setenv("MLVFX_OFFLINE", "1")
+    monkeypatch.setenv("MLVFX_CACHE_DIR", str(tmp_path / "cache"))
+    _images(tmp_path / "in", "a.png")
+    out_dir = tmp_path / "out"
+    argv = ["material", str(tmp_path / "in"), "-o", str(out_dir), "--maps", "normal", "-q"]
+    assert run(capsys, *argv, "--model", "material@0.7.0")[0] == 0
+    code, _, err = run(capsys, *argv[:-1], "--skip-existing")
+    assert code == 0 and "made with model material@0.7.0 (this run: material@0.8.0)" in err
+    code, _, err = run(capsys, *argv[:-1], "--skip-existing", "--model", "material@0.7.0")
+    assert code == 0 and "warning" not in err
 
 
 def test_batch_checks_its_options_once_before_any_work(tmp_path: Path, capsys) -> None:

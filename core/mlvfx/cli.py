@@ -211,6 +211,46 @@ def _material_done(outdir: Path, maps: Sequence[str]) -> bool:
     return all((outdir / name).is_file() for name in output_files(maps))
 
 
+def _skipped_differs(outdir: Path, wanted: dict[str, Any]) -> str | None:
+    """How a finished folder that ``--skip-existing`` keeps was made otherwise than this run would
+    make it (another model, method or setting), or None. A batch resumed after an upgrade kept its
+    older folders unsaid, so one batch held two models' maps (an upgrade audit)."""
+    from mlvfx.ops.material import META_FILE
+
+    try:
+        meta = json.loads((outdir / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # no record to compare (an older or foreign folder): kept as before
+    if not isinstance(meta, dict):
+        return None
+    differs = [
+        f"{key} {meta.get(key)} (this run: {value})"
+        for key, value in wanted.items()
+        if key in meta and value is not None and meta.get(key) != value
+    ]
+    return ", ".join(differs) or None
+
+
+def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What this material run records in ``material.json``, for :func:`_skipped_differs`."""
+    wanted: dict[str, Any] = {
+        "method": args.method,
+        "normal_convention": args.normal_convention,
+        "tileable": args.tileable,
+    }
+    if args.method == "learned":
+        from mlvfx import zoo
+        from mlvfx.ops.material import LEARNED_MODEL, learned_model_version
+
+        wanted["quality"] = args.quality
+        try:
+            version = zoo.load_manifest().get(LEARNED_MODEL, learned_model_version(args.model)).version
+        except MlvfxError:
+            version = None  # the run itself says why the model cannot be had
+        wanted["model"] = f"{LEARNED_MODEL}@{version}" if version else None
+    return wanted
+
+
 def cmd_material(args: argparse.Namespace) -> int:
     from mlvfx.errors import ModelError
     from mlvfx.ops.material import check_options, material_from_file, parse_maps
@@ -234,13 +274,23 @@ def cmd_material(args: argparse.Namespace) -> int:
         )
     results: list[dict[str, Any]] = []
     failures = skipped = 0
+    wanted = _run_settings(args) if args.skip_existing else {}
     try:
         for index, (image, outdir) in enumerate(jobs, start=1):
             label = image.name if len(jobs) == 1 else f"[{index}/{len(jobs)}] {image.name}"
             if args.skip_existing and _material_done(outdir, maps):
                 skipped += 1
-                results.append({"input": str(image), "output": str(outdir), "skipped": True})
-                if not args.json and not args.quiet:
+                differs = _skipped_differs(outdir, wanted)
+                results.append(
+                    {"input": str(image), "output": str(outdir), "skipped": True, "differs": differs}
+                )
+                if differs and not (args.json or args.quiet):
+                    print(
+                        f"mlvfx: warning: {outdir}/ kept (--skip-existing) but made with {differs}; "
+                        "remake it with --overwrite",
+                        file=sys.stderr,
+                    )
+                elif not args.json and not args.quiet:
                     print(f"{image} -> {outdir}/ (done already, skipped)")
                 continue
             try:
