@@ -459,6 +459,28 @@ def test_offline_missing_names_url_and_drop_path(
     assert zoo_server.state.requests == []
 
 
+def test_offline_names_the_versions_that_are_cached(
+    zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After an upgrade offline the newest version is not cached, but an older one is: say so, and
+    # how to pin it (the error said only that the newest was missing: an upgrade audit).
+    old, new = blob(1000, seed=1), blob(1000, seed=2)
+    models = [
+        model_entry("m", [file_entry(NAME, old, [zoo_server.add("w_old.safetensors", old)])], version="1.0.0"),
+        model_entry("m", [file_entry(NAME, new, [zoo_server.add("w_new.safetensors", new)])], version="1.1.0"),
+    ]
+    write_manifest(zoo_env.manifest, models)
+    assert fetch("m", "1.0.0", options=FAST).read_bytes() == old
+    monkeypatch.setenv("MLVFX_OFFLINE", "1")
+    with pytest.raises(OfflineError) as info:
+        fetch("m", options=FAST)
+    assert str(info.value).endswith("; cached: m 1.0.0 (pin it to run offline now: m@1.0.0)")
+    blob_path(zoo_env, old).unlink()  # nothing else cached: nothing said
+    with pytest.raises(OfflineError) as info:
+        fetch("m", options=FAST)
+    assert "cached:" not in str(info.value)
+
+
 def test_offline_uses_mirrors_and_file_urls(
     zoo_env: ZooEnv, zoo_server: ZooServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -71,6 +71,30 @@ def cached_path(zfile: ZooFile, caches: Sequence[BlobCache] | None = None) -> Pa
     return None
 
 
+def _cached_instead(entry: ModelEntry, caches: Sequence[BlobCache]) -> str:
+    """``"; cached: material 0.7.0 (pin it: material@0.7.0)"`` when other versions of ``entry``'s
+    model are cached: after an upgrade offline, the error said only that the new one was not there
+    (an upgrade audit). Empty when none are, or the manifest cannot be read."""
+    from mlvfx.errors import MlvfxError
+    from mlvfx.zoo.manifest import load_manifest
+
+    try:
+        manifest = load_manifest()
+        fmt = "safetensors" if "safetensors" in entry.formats else None  # the weights hosts fetch
+        others = [
+            v
+            for v in manifest.versions(entry.id)
+            if v != entry.version and cached_path(manifest.get(entry.id, v).file(None, fmt), caches)
+        ]
+    except (MlvfxError, OSError):
+        return ""
+    if not others:
+        return ""
+    newest = others[-1]
+    listed = ", ".join(f"{entry.id} {v}" for v in others)
+    return f"; cached: {listed} (pin it to run offline now: {entry.id}@{newest})"
+
+
 def available_locally(zfile: ZooFile, caches: Sequence[BlobCache] | None = None) -> bool:
     """Whether ``zfile`` can be had without the network: verified in a cache, or present in a local
     mirror (a mirror copy is verified when it is fetched). For hosts that say so before a job."""
@@ -173,7 +197,7 @@ def fetch_file(
         where = scrub(remote_urls[0]) if remote_urls else "(the manifest gives no URL)"
         raise OfflineError(
             f"{label}: {zfile.name} is not cached and MLVFX_OFFLINE=1 forbids downloading it from "
-            f"{where}; download it yourself and save it as {drop_at}{seen}"
+            f"{where}; download it yourself and save it as {drop_at}{seen}{_cached_instead(entry, caches)}"
         )
     if not remote_urls:
         if errors:  # the error names the file; say which model it was for too
