@@ -289,15 +289,18 @@ class MLVFX_OT_download_models(BackgroundJobOperator, bpy.types.Operator):
 
     @staticmethod
     def _compute(plan: dict[str, Any], progress: Any, cancel: Any) -> Any:
+        from mlvfx.fluids.surrogate import pinned_smoke_version
         from mlvfx.ops.material import LEARNED_MODEL, learned_model_version
         from mlvfx.progress import scaled
         from mlvfx.zoo import fetch_model, load_manifest
 
         manifest = load_manifest()
-        # The version of each model the tools use: the newest, or the material model a show pinned
-        # (a review: an offline show could not run the pinned one), not every published version.
+        # The version of each model the tools use: the newest, or the one a show pinned (a review:
+        # an offline show could not run the pinned one), not every published version.
         pinned = learned_model_version()
-        models = [manifest.get(m, pinned if m == LEARNED_MODEL else None) for m in manifest.ids()]
+        models = [
+            manifest.get(m, pinned if m == LEARNED_MODEL else pinned_smoke_version(m)) for m in manifest.ids()
+        ]
         for index, entry in enumerate(models):
             step = scaled(progress, index / len(models), (index + 1) / len(models))
             fetch_model(entry, step, cancel=cancel)

@@ -14,6 +14,7 @@ _ENV_KEYS = (
     "MLVFX_DEVICE",
     "MLVFX_THREADS",
     "MLVFX_MATERIAL_MODEL",
+    "MLVFX_SMOKE_MODELS",
 )
 
 
@@ -65,6 +66,12 @@ class MLVFX_AP_preferences(bpy.types.AddonPreferences):
         "the newest in the zoo; a newer model would change the maps)",
         default="",
     )
+    smoke_models: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Smoke Models",
+        description="Pin the learned smoke models' versions for a show, e.g. smoke3d@0.2.0, "
+        "smoke3d_128@0.2.0 (empty: the newest in the zoo; a newer model would change a re-bake)",
+        default="",
+    )
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -79,6 +86,7 @@ class MLVFX_AP_preferences(bpy.types.AddonPreferences):
         col.prop(self, "device")
         col.prop(self, "threads")
         col.prop(self, "material_model")
+        col.prop(self, "smoke_models")
         layout.operator("mlvfx.download_models", icon="IMPORT")
 
 
@@ -105,6 +113,8 @@ def apply_environment(context: bpy.types.Context | None = None) -> None:
             values["MLVFX_THREADS"] = str(prefs.threads)
         if prefs.material_model.strip():
             values["MLVFX_MATERIAL_MODEL"] = prefs.material_model.strip()
+        if prefs.smoke_models.strip():
+            values["MLVFX_SMOKE_MODELS"] = prefs.smoke_models.strip()
     if (prefs is not None and prefs.offline) or not bpy.app.online_access:
         values["MLVFX_OFFLINE"] = "1"
     # Preferences override the environment Blender started with (a studio's MLVFX_CACHE_DIR, say);

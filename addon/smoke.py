@@ -56,6 +56,17 @@ def _emitter_poll(self: Any, obj: bpy.types.Object) -> bool:
     return obj.type == "MESH" and not obj.mlvfx_smoke.is_domain
 
 
+def _version_used(manifest: Any, entry: Any) -> str:
+    """The version of ``entry``'s model a bake runs: the Smoke Models preference's pin
+    (``MLVFX_SMOKE_MODELS``), else the newest; a bad pin is the bake's error to report."""
+    try:
+        from mlvfx.fluids.surrogate import pinned_smoke_version
+
+        return str(manifest.get(entry.id, pinned_smoke_version(entry.id)).version)
+    except Exception:
+        return str(entry.version)
+
+
 def _model_items(self: Any, context: bpy.types.Context) -> list[tuple[str, str, str, str, int]]:
     from mlvfx.errors import MlvfxError
 
@@ -94,7 +105,7 @@ def _model_items(self: Any, context: bpy.types.Context) -> list[tuple[str, str, 
             (
                 entry.id,
                 entry.id,
-                f"Learned surrogate {entry.id} {entry.version} from the zoo",
+                f"Learned surrogate {entry.id} {_version_used(manifest, entry)} from the zoo",
                 "",
                 model_number(entry.id),
             )

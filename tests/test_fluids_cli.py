@@ -358,6 +358,29 @@ def test_a_smoke_model_version_can_be_pinned(tmp_path: Path) -> None:
         load_surrogate("smoke3d@")
 
 
+def test_a_show_pins_smoke_models_in_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Hosts name smoke models without a version; after an upgrade a re-bake moved to the newest
+    # model (an audit). MLVFX_SMOKE_MODELS pins them (Blender's Smoke Models preference sets it).
+    from mlvfx.fluids.scenarios import make_scenario
+    from mlvfx.fluids.surrogate import load_stepper, load_surrogate, pinned_smoke_version
+
+    monkeypatch.setenv("MLVFX_SMOKE_MODELS", "smoke3d@0.2.0, smoke3d_128@0.2.0")
+    assert pinned_smoke_version("smoke3d") == "0.2.0" and pinned_smoke_version("smoke2d") is None
+    assert load_surrogate("smoke3d")[2] == "0.2.0"
+    assert load_surrogate("smoke3d@0.3.0")[2] == "0.3.0"  # a version named outright wins
+    assert load_stepper("smoke3d", make_scenario("plume", 3, 16).config) is not None
+    out = tmp_path / "shot"
+    argv = ["smoke", "run", "--res", "16", "--frames", "1", "--vdb", "off", "-o", str(out)]
+    assert _run(argv) == 0  # the default model for the grid, pinned
+    assert json.loads((out / "shot.json").read_text())["model"] == "smoke3d 0.2.0"
+    monkeypatch.setenv("MLVFX_SMOKE_MODELS", "smoke3d@9.9")
+    with pytest.raises(ModelNotFound, match="pinned by MLVFX_SMOKE_MODELS"):
+        load_surrogate("smoke3d")
+    monkeypatch.setenv("MLVFX_SMOKE_MODELS", "smoke3d=0.2.0")
+    with pytest.raises(InputError, match="lists pins as ID@VERSION"):
+        load_surrogate("smoke3d")
+
+
 def test_a_frame_that_cannot_be_replaced_leaves_the_earlier_shot_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -835,6 +835,15 @@ def test_zoo_smoke_model_runs_through_make_stepper(monkeypatch, tmp_path):
     assert model_identity("auto", SmokeConfig(shape=(16, 16, 16))) == "smoke3d 1.0"
     assert model_identity("reference", SmokeConfig(shape=(16, 16, 16))) == "reference"
     assert model_identity("nope", SmokeConfig(shape=(16, 16))) == "nope"  # make_stepper reports it
+    # A newer smoke3d in the zoo: a show's pin (MLVFX_SMOKE_MODELS) keeps the version it baked
+    # with, in the signature and the menu; without a pin the newest runs.
+    manifest["models"].append(entry3 | {"version": "2.0"})
+    path.write_text(json.dumps(manifest))
+    zoo_manifest._memo.clear()
+    assert model_identity("auto", SmokeConfig(shape=(16, 16, 16))) == "smoke3d 2.0"
+    monkeypatch.setenv("MLVFX_SMOKE_MODELS", "smoke3d@1.0")
+    assert model_identity("auto", SmokeConfig(shape=(16, 16, 16))) == "smoke3d 1.0"
+    assert "smoke3d 1.0 (zoo)" in model_menu()
 
 
 # --------------------------------------------------------------------------------------------

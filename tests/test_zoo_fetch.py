@@ -465,9 +465,10 @@ def test_offline_names_the_versions_that_are_cached(
     # After an upgrade offline the newest version is not cached, but an older one is: say so, and
     # how to pin it (the error said only that the newest was missing: an upgrade audit).
     old, new = blob(1000, seed=1), blob(1000, seed=2)
+    old_url, new_url = zoo_server.add("w_old.safetensors", old), zoo_server.add("w_new.safetensors", new)
     models = [
-        model_entry("m", [file_entry(NAME, old, [zoo_server.add("w_old.safetensors", old)])], version="1.0.0"),
-        model_entry("m", [file_entry(NAME, new, [zoo_server.add("w_new.safetensors", new)])], version="1.1.0"),
+        model_entry("m", [file_entry(NAME, old, [old_url])], version="1.0.0"),
+        model_entry("m", [file_entry(NAME, new, [new_url])], version="1.1.0"),
     ]
     write_manifest(zoo_env.manifest, models)
     assert fetch("m", "1.0.0", options=FAST).read_bytes() == old

@@ -289,6 +289,17 @@ zoo = importlib.import_module("mlvfx.zoo")
 pinned_file = zoo.load_manifest().get("material", "0.5.0").file(None, "safetensors")
 observed["pinned_downloaded"] = resolve.cached_path(pinned_file) is not None
 assert observed["pinned_downloaded"], "Download Models Now skipped the pinned material model"
+# ... and the smoke models a show pinned (MLVFX_SMOKE_MODELS, which the bake reads through the core).
+prefs.smoke_models = "smoke3d@0.2.0"
+importlib.import_module(MODULE + ".preferences").apply_environment(bpy.context)
+assert os.environ["MLVFX_SMOKE_MODELS"] == "smoke3d@0.2.0"
+operators.MLVFX_OT_download_models._compute({}, None, None)
+pinned_smoke = zoo.load_manifest().get("smoke3d", "0.2.0").file(None, "safetensors")
+observed["pinned_smoke_downloaded"] = resolve.cached_path(pinned_smoke) is not None
+assert observed["pinned_smoke_downloaded"], "Download Models Now skipped the pinned smoke model"
+prefs.smoke_models = ""
+importlib.import_module(MODULE + ".preferences").apply_environment(bpy.context)
+assert "MLVFX_SMOKE_MODELS" not in os.environ
 prefs.material_model = "smoke3d"  # not a material model: a one-line error, no traceback
 assert "material@VERSION" in error_of(bpy.ops.mlvfx.generate_material, material="Rock", node="Photo")
 prefs.material_model = ""

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -54,6 +56,7 @@ from mlvfx.fluids.reference import (
 
 __all__ = [
     "INFERENCE_OPEN_INFLOW",
+    "SMOKE_MODELS_ENV",
     "CorrectionNet",
     "SurrogateSolver",
     "SurrogateStepper",
@@ -62,6 +65,7 @@ __all__ = [
     "condition_values",
     "load_stepper",
     "load_surrogate",
+    "pinned_smoke_version",
     "prolong_density",
     "restrict_density",
     "restrict_faces",
@@ -1235,9 +1239,38 @@ def default_model(dims: int, res: int) -> str:
     return f"smoke{dims}d"
 
 
+SMOKE_MODELS_ENV = "MLVFX_SMOKE_MODELS"
+
+
+def pinned_smoke_version(model_id: str) -> str | None:
+    """The version ``MLVFX_SMOKE_MODELS`` pins ``model_id`` to, or None (the zoo's newest).
+
+    The variable lists ``ID@VERSION`` pins separated by commas or spaces (``smoke3d@0.2.0,
+    smoke3d_128@0.2.0``): a show's pins, honoured wherever a smoke model is named without a
+    version (``smoke run --model smoke3d``, the default model, Blender's bake and Houdini's SOP;
+    Blender's Smoke Models preference sets it). A re-bake otherwise moved to the zoo's newest model
+    after an upgrade (an audit).
+
+    Raises:
+        InputError: an entry that is not ``ID@VERSION``.
+    """
+    raw = os.environ.get(SMOKE_MODELS_ENV, "").strip()
+    pins: dict[str, str] = {}
+    for ref in re.split(r"[,\s]+", raw) if raw else []:
+        name, at, version = ref.partition("@")
+        if not at or not name or not re.fullmatch(r"[0-9][0-9A-Za-z.+-]*", version):
+            raise InputError(
+                f"{SMOKE_MODELS_ENV} (or Blender's Smoke Models preference) lists pins as ID@VERSION, "
+                f"e.g. smoke3d@0.2.0; got {ref!r}"
+            )
+        pins[name] = version
+    return pins.get(model_id)
+
+
 def load_surrogate(model_id: str) -> tuple[CorrectionNet, int, str]:
     """``(net, factor, version)`` of the zoo's smoke surrogate ``model_id`` (fetched if needed):
-    ``smoke3d`` for the newest version, ``smoke3d@0.2.0`` for that one (a show pins it).
+    ``smoke3d`` for the version ``MLVFX_SMOKE_MODELS`` pins, else the newest; ``smoke3d@0.2.0``
+    for that one (a show pins it).
 
     Raises:
         ModelNotFound: the model, or that version of it, is not in the zoo manifest.
@@ -1249,9 +1282,13 @@ def load_surrogate(model_id: str) -> tuple[CorrectionNet, int, str]:
     model_id, at, version = model_id.partition("@")
     if at and not version:
         raise InputError(f"model {model_id + at!r} names no version (use {model_id} or {model_id}@VERSION)")
+    pinned = not at and pinned_smoke_version(model_id)
+    version = version or pinned or ""
     try:
         entry = manifest.get(model_id, version or None)
-    except ModelNotFound:
+    except ModelNotFound as exc:
+        if pinned:
+            raise ModelNotFound(f"{exc} (pinned by {SMOKE_MODELS_ENV})") from None
         if version:
             raise  # its message lists the versions there are
         raise ModelNotFound(

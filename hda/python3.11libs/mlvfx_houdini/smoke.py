@@ -409,8 +409,18 @@ def model_menu() -> list[str]:
             "2D: smoke2d, not published yet)",
         ]
     for model_id in smoke:
-        items += [model_id, f"{model_id} {manifest.get(model_id).version} (zoo)"]
+        items += [model_id, f"{model_id} {_version_used(manifest, model_id)} (zoo)"]
     return items
+
+
+def _version_used(manifest: Any, model_id: str) -> str:
+    """The version of ``model_id`` a cook runs: the one ``MLVFX_SMOKE_MODELS`` pins, else the
+    newest (a malformed or stale pin is the cook's error to report, not the menu's)."""
+    try:
+        pinned = _runtime(model_id).pinned_smoke_version(model_id)
+        return str(manifest.get(model_id, pinned).version)
+    except Exception:
+        return str(manifest.get(model_id).version)
 
 
 def _runtime(model: str) -> Any:
@@ -451,7 +461,8 @@ def model_identity(model: str, config: SmokeConfig) -> str:
         from mlvfx.zoo import load_manifest
 
         resolved = resolve_model(model, config)
-        return f"{resolved} {load_manifest().get(resolved).version}"
+        pinned = _runtime(resolved).pinned_smoke_version(resolved)  # a show's pin, if any
+        return f"{resolved} {load_manifest().get(resolved, pinned).version}"
     except Exception:
         return model
 
