@@ -873,3 +873,35 @@ def test_rgba_openexr_is_premultiplied_in_the_file_and_straight_in_memory(tmp_pa
     raw = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[..., [2, 1, 0, 3]]
     np.testing.assert_allclose(raw, stored, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(read_image(out)[0], img, rtol=1e-6, atol=1e-7)
+
+
+def _png_with_chunk(path: Path, image: np.ndarray, ctype: bytes, body: bytes) -> None:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))
+    assert ok
+    data = buf.tobytes()
+    chunk = struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+    path.write_bytes(data[:33] + chunk + data[33:])
+
+
+def test_png_colour_tags_that_are_not_applied_are_said(tmp_path: Path) -> None:
+    # A linear PNG (gAMA 1.0) was decoded as sRGB without a word (as Blender does): now info and
+    # material.json say the tag was not applied. sRGB's own gAMA, or an sRGB chunk, say nothing.
+    px = np.full((4, 4, 3), 128, np.uint8)
+    cases = {
+        "linear": (b"gAMA", struct.pack(">I", 100000)),
+        "srgb_gamma": (b"gAMA", struct.pack(">I", 45455)),
+        "srgb_chunk": (b"sRGB", b"\x00"),
+        "cicp": (b"cICP", bytes([9, 16, 0, 1])),
+    }
+    notes = {}
+    for name, (ctype, body) in cases.items():
+        _png_with_chunk(tmp_path / f"{name}.png", px, ctype, body)
+        img, info = read_image(tmp_path / f"{name}.png")
+        assert abs(float(img[0, 0, 0]) - 0.2158605) < 1e-4  # decoded as sRGB whatever the tag
+        notes[name] = info.colour_note
+    assert "PNG gAMA 1 (linear, display gamma 1) not applied: decoded as sRGB" in str(notes["linear"])
+    assert notes["srgb_gamma"] is None and notes["srgb_chunk"] is None
+    assert "cICP" in str(notes["cicp"])
+    assert describe(tmp_path / "linear.png").colour_note == notes["linear"]

@@ -384,6 +384,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             shown = f", orientation tag {turned} applied ({ORIENTATIONS[turned]})" if turned != 1 else ""
             if e.get("icc_profile"):
                 shown += f", ICC profile {e['icc_profile']}"
+            if e.get("colour_note"):
+                shown += f", {e['colour_note']}"
             emit(
                 args,
                 None,

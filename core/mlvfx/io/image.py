@@ -57,6 +57,8 @@ class ImageInfo:
             (Display P3, Adobe RGB, ...) is applied when colour is read (``color_space`` "icc");
             otherwise the name says why not.
         sha256: the sha256 of the file's bytes as they were read and decoded.
+        colour_note: a colour tag the file carries that was not applied (a PNG gAMA chunk that is
+            not sRGB's, a cICP chunk): the pixels were decoded as sRGB, as Blender decodes them.
     """
 
     path: str
@@ -71,6 +73,7 @@ class ImageInfo:
     orientation: int = 1
     icc_profile: str | None = None
     sha256: str | None = None
+    colour_note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -386,6 +389,7 @@ def read_image(
         has_alpha=channels in (2, 4),
         orientation=header.orientation,
         icc_profile=_profile_note(profile, channels, is_float),
+        colour_note=_colour_tag_note(header, space),
         sha256=hashlib.sha256(data).hexdigest(),  # the bytes decoded, not the file as it is later
     )
     return np.ascontiguousarray(img, dtype=np.float32), info
@@ -427,6 +431,26 @@ def _tiff_premultiplied(header: Header, raw: np.ndarray[Any, Any]) -> bool:
     any depth; 16-bit straight alpha and unspecified extra samples come back as stored.
     """
     return header.extra_samples == 1 or (header.extra_samples == 2 and raw.dtype == np.uint8)
+
+
+SRGB_FILE_GAMMA = 1 / 2.2  # a gAMA chunk near this is what an sRGB PNG writer puts in
+
+
+def _colour_tag_note(header: Header, space: str) -> str | None:
+    """Why a PNG's own colour tags were not used, when they say something other than sRGB. An ICC
+    profile wins over them (as the PNG spec has it), and an sRGB chunk says sRGB."""
+    if header.icc or space not in ("srgb", "data") or "sRGB" in header.colour_tags:
+        return None
+    if "cICP" in header.colour_tags:
+        return "PNG cICP colour tag not applied: decoded as sRGB (as Blender does)"
+    gamma = next((float(t.split()[1]) for t in header.colour_tags if t.startswith("gAMA ")), None)
+    if gamma is None or gamma <= 0 or abs(gamma - SRGB_FILE_GAMMA) < 0.02:
+        return None
+    kind = "linear, " if abs(gamma - 1.0) < 0.01 else ""
+    return (
+        f"PNG gAMA {gamma:.5g} ({kind}display gamma {1 / gamma:.3g}) not applied: decoded as sRGB (as "
+        "Blender does); save linear data as EXR"
+    )
 
 
 def _profile_note(profile: icc.Profile | None, channels: int, is_float: bool) -> str | None:

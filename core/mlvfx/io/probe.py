@@ -31,6 +31,7 @@ class Header:
     ``photometric`` is a TIFF's PhotometricInterpretation (5 = CMYK), None for other formats.
     ``icc`` is an embedded ICC colour profile (see :mod:`mlvfx.io.icc`), None when there is none.
     ``extra_samples`` is a TIFF's ExtraSamples (1: premultiplied alpha, 2: straight alpha).
+    ``colour_tags``: a PNG's colour chunks other than iCCP (``gAMA <gamma>``, ``sRGB``, ``cICP``).
     """
 
     format: str
@@ -42,6 +43,7 @@ class Header:
     photometric: int | None = None
     icc: bytes | None = None
     extra_samples: int | None = None
+    colour_tags: tuple[str, ...] = ()  # PNG gAMA / sRGB / cICP chunks: ("gAMA 1", "sRGB", "cICP")
 
 
 class HeaderError(ValueError):
@@ -82,6 +84,7 @@ def _probe_png(data: bytes) -> Header:
     sample = "unknown"
     orientation = 1
     icc: bytes | None = None
+    tags: list[str] = []
     seen_iend = False
     while pos < len(data):
         if pos + 8 > len(data):
@@ -102,6 +105,11 @@ def _probe_png(data: bytes) -> Header:
             orientation = _exif_orientation(data[pos + 8 : pos + 8 + length])
         elif ctype == b"iCCP":
             icc = _png_icc(data[pos + 8 : pos + 8 + length])
+        elif ctype == b"gAMA" and length == 4:
+            (gamma,) = struct.unpack(">I", data[pos + 8 : pos + 12])
+            tags.append(f"gAMA {gamma / 100000:.5g}")
+        elif ctype in (b"sRGB", b"cICP"):
+            tags.append(ctype.decode())
         elif ctype == b"IEND":
             seen_iend = True
             break
@@ -110,7 +118,7 @@ def _probe_png(data: bytes) -> Header:
         raise HeaderError("corrupt PNG (no IHDR chunk)")
     if not seen_iend:
         raise HeaderError("truncated PNG (no IEND chunk)")
-    return Header("png", width, height, channels, sample, orientation, icc=icc)
+    return Header("png", width, height, channels, sample, orientation, icc=icc, colour_tags=tuple(tags))
 
 
 def _probe_jpeg(data: bytes) -> Header:

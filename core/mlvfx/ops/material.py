@@ -443,6 +443,8 @@ def material_from_file(
         result.meta["source_orientation"] = info.orientation
     if info.icc_profile:  # the photo's colours were read through it (or why not)
         result.meta["source_icc_profile"] = info.icc_profile
+    if info.colour_note:
+        result.meta["source_colour_note"] = info.colour_note
     # Which photo made the maps, whatever the path: a pipeline can tell a re-shot photo by it. The
     # bytes decoded, hashed as read: hashing the file again afterwards read it twice and named a
     # photo replaced during the run (a review).
