@@ -254,7 +254,8 @@ def test_cli_run_and_bench_with_local_weights(trained: tuple[Path, Path, Path], 
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert result["solver"] == "surrogate" and len(result["files"]) == 3
+    assert result["solver"] == "surrogate" and len(result["files"]) == 4  # 3 frames, then shot.json
+    assert result["files"][-1].endswith("shot.json")
     assert result["model"].endswith("smoke2d_tiny.safetensors")  # which model ran is in the output
     with np.load(tmp_path / "shot" / "frame_0003.npz") as z:
         assert z["density"].shape == (1, 32, 32) and z["velocity"].shape == (1, 32, 32, 3)
