@@ -104,6 +104,23 @@ def to_vdb_index(array: Array, up: UpAxis) -> Array:
     return np.ascontiguousarray(out)
 
 
+def _check_written(vdb: Any, path: str, grids: list[Any], target: Path) -> None:
+    """Read a just-written VDB back: OpenVDB's writer does not report a failed write, so a full
+    disk left a truncated frame under its final name, and with ``--overwrite`` in place of a good
+    one, with exit 0 (an audit). Each grid must come back with its voxels."""
+    try:
+        back = {g.name: g for g in vdb.readAll(path)[0]}
+        whole = all(g.name in back and back[g.name].activeVoxelCount() == g.activeVoxelCount() for g in grids)
+    except Exception:  # openvdb raises several types, with pages of garbage in their messages
+        whole = False
+    if not whole:
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        raise ImageWriteError(
+            f"cannot write OpenVDB: the file written ({size} bytes) does not read back whole (disk full?)",
+            target,
+        )
+
+
 def write_vdb(
     path: str | os.PathLike[str],
     fields: Mapping[str, npt.ArrayLike],
@@ -153,6 +170,7 @@ def write_vdb(
     tmp_name = str(tmp_path)
     try:
         vdb.write(tmp_name, grids=grids)
+        _check_written(vdb, tmp_name, grids, target)
         commit(Path(tmp_name), target, overwrite=overwrite)
     except OSError as exc:
         raise ImageWriteError(f"cannot write OpenVDB: {exc.strerror or exc}", target) from None

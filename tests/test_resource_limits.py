@@ -1,0 +1,56 @@
+"""Full disks, file-size limits and a deleted working folder, caused for real in a subprocess
+(stop 28's resource-exhaustion audit): one clear line, and nothing already written is lost."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX resource limits")
+
+LIMITED = """
+import resource, signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+"""
+
+
+def run_limited(code: str, limit: int, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh Python whose writes fail past ``limit`` bytes per file."""
+    script = LIMITED.format(limit=limit) + textwrap.dedent(code)
+    cmd = [sys.executable, "-c", script]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=cwd, env=dict(os.environ))
+
+
+def test_a_vdb_cut_short_by_a_full_disk_is_an_error_and_the_earlier_frame_stays(tmp_path: Path) -> None:
+    from mlvfx.io.volume import openvdb_module
+
+    if openvdb_module() is None:
+        pytest.skip("no openvdb module")
+    code = """
+    import numpy as np
+    from mlvfx.errors import ImageWriteError
+    from mlvfx.io.volume import write_vdb
+    d = np.random.default_rng(0).random((32, 32, 32)).astype(np.float32)
+    try:
+        write_vdb("frame.vdb", {"density": d * 2}, voxel_size=1 / 32, overwrite=True)
+    except ImageWriteError as exc:
+        print("ERROR", exc)
+    """
+    import numpy as np
+
+    from mlvfx.io.volume import write_vdb
+
+    good = np.random.default_rng(1).random((32, 32, 32)).astype(np.float32)
+    write_vdb(tmp_path / "frame.vdb", {"density": good}, voxel_size=1 / 32)
+    before = (tmp_path / "frame.vdb").read_bytes()
+    proc = run_limited(code, 50_000, tmp_path)
+    said = "ERROR frame.vdb: cannot write OpenVDB: the file written (50000 bytes) does not read back"
+    assert said in proc.stdout, proc.stdout + proc.stderr
+    assert (tmp_path / "frame.vdb").read_bytes() == before  # the good frame was replaced, exit 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frame.vdb"]  # no temp file left
