@@ -35,6 +35,7 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -55,6 +56,17 @@ TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 SKIP_WHEELS = ("numpy",)
 # Dependencies that only some platforms need (markers such as sys_platform == "win32").
 PLATFORM_EXTRAS: dict[str, list[tuple[str, str]]] = {"windows-x64": [("colorama", "0.4.6")]}
+
+
+SEMVER_CORE = r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"  # no leading zeros (Blender's check)
+# What the wheel's copy of core/ leaves out, and so what cannot make a build "dirty".
+NOT_SHIPPED = ("__pycache__", "*.pyc", "*.egg-info")
+
+
+def _shipped(name: str) -> bool:
+    import fnmatch
+
+    return not any(fnmatch.fnmatch(part, pattern) for part in name.split("/") for pattern in NOT_SHIPPED)
 
 
 class BuildError(Exception):
@@ -90,10 +102,11 @@ def version() -> str:
     return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
 
 
-def _git(*args: str) -> str | None:
-    """``git args`` in this checkout (fixed arguments, no shell), or None without git or a checkout."""
+def _git(*args: str) -> bytes | None:
+    """``git args``'s output in this checkout (fixed arguments, no shell), or None without git or a
+    checkout. Bytes: a diff may hold any encoding."""
     try:
-        proc = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)  # noqa: S603, S607
+        proc = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True)  # noqa: S603, S607
     except OSError:
         return None
     return proc.stdout if proc.returncode == 0 else None
@@ -112,13 +125,19 @@ def build_version() -> str:
     base = version()
     count, sha = _git("rev-list", "--count", "HEAD"), _git("rev-parse", "--short=10", "HEAD")
     if not count or not sha:
+        print(f"build_addon: not a git checkout: the build is version {base}", file=sys.stderr)
         return base
-    label = f"{base}+{count.strip()}.g{sha.strip()}"
-    diff = _git("diff", "HEAD", "--", "core", "pyproject.toml")
-    untracked = _git("ls-files", "--others", "--exclude-standard", "--", "core")
+    label = f"{base}+{count.decode().strip()}.g{sha.decode().strip()}"
+    diff = _git("diff", "HEAD", "--binary", "--", "core", "pyproject.toml") or b""
+    untracked = (_git("ls-files", "-z", "--others", "--", "core") or b"").split(b"\0")
+    changes = hashlib.sha256(diff)
+    untracked = [n for n in untracked if n and _shipped(os.fsdecode(n))]
+    for name in sorted(untracked):  # their contents, ignored files too (they ship)
+        path = ROOT / os.fsdecode(name)
+        if path.is_file():
+            changes.update(name + b"\0" + path.read_bytes())
     if diff or untracked:
-        changes = (diff or "") + (untracked or "")
-        label += ".d" + hashlib.sha256(changes.encode()).hexdigest()[:8]
+        label += ".d" + changes.hexdigest()[:8]
     return label
 
 
@@ -132,7 +151,7 @@ def build_core_wheel(dest: Path, build: str | None = None) -> Path:
         shutil.copytree(
             ROOT / "core",
             src / "core",
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
+            ignore=shutil.ignore_patterns(*NOT_SHIPPED),
         )
         for name in ("README.md", "LICENSE"):
             if (ROOT / name).is_file():
@@ -277,10 +296,12 @@ def build(args: argparse.Namespace) -> list[Path]:
         wheel_dir = tmp / "wheels"
         wheel_dir.mkdir()
         build_id = args.build_version or build_version()
-        if not re.fullmatch(r"\d+\.\d+\.\d+(\+[0-9a-z]+(\.[0-9a-z]+)*)?", build_id):
+        if not re.fullmatch(rf"{SEMVER_CORE}(\+[0-9a-z]+(\.[0-9a-z]+)*)?", build_id):
             raise BuildError(f"--build-version {build_id!r} is not MAJOR.MINOR.PATCH[+label.label...]")
         wheels = [build_core_wheel(wheel_dir, build_id)]
         if args.wheel_only:
+            for older in out.glob("mlvfx-*.whl"):  # one wheel there, so `pip install dist/mlvfx-*.whl` works
+                older.unlink()
             target = out / wheels[0].name
             shutil.copy2(wheels[0], target)
             return [target]

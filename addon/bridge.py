@@ -126,11 +126,22 @@ def check_core() -> None:
     except ImportError:
         return
     built = getattr(stamp, "CORE_VERSION", None)
-    if built is not None and built != __version__:
-        raise InputError(
-            f"this mlvfx extension was built with mlvfx core {built}, but Blender loaded core "
-            f"{__version__}: remove the mlvfx extension, restart Blender and install it again"
+    if built is None or built == __version__:
+        return
+    import mlvfx
+
+    where = Path(mlvfx.__file__).resolve().parent
+    if "extensions" in where.parts and ".local" in where.parts:  # the extensions' own wheels
+        remedy = (
+            "restart Blender (an upgraded extension's core loads at start); if this stays, remove the "
+            "mlvfx extension, restart Blender and install it again"
         )
+    else:  # a developer's checkout or a studio's site-packages shadows the extension's wheel
+        remedy = f"another mlvfx at {where} comes first on Blender's Python path; take it off that path"
+    raise InputError(
+        f"this mlvfx extension was built with mlvfx core {built}, but Blender loaded core "
+        f"{__version__}: {remedy}"
+    )
 
 
 def ignored_profile_note(image: bpy.types.Image) -> str | None:
@@ -142,7 +153,7 @@ def ignored_profile_note(image: bpy.types.Image) -> str | None:
     from mlvfx.io.icc import parse_profile
     from mlvfx.io.probe import HeaderError, probe
 
-    if image.source != "FILE" or image.is_float or image.colorspace_settings.name != "sRGB":
+    if image.source != "FILE" or image.colorspace_settings.name != "sRGB":
         return None
     try:
         if image.packed_file is not None:
@@ -151,10 +162,13 @@ def ignored_profile_note(image: bpy.types.Image) -> str | None:
             data = Path(bpy.path.abspath(image.filepath, library=image.library)).read_bytes()
         else:
             return None
-        icc = probe(data).icc
+        header = probe(data)
     except (OSError, HeaderError, ValueError):
         return None
-    if not icc:
+    icc = header.icc
+    # Integer files only (Blender holds 16-bit ones as float, so the datablock cannot tell; a
+    # review): float pixels are linear, and the CLI does not apply a profile to them either.
+    if not icc or header.sample not in ("uint8", "uint16"):
         return None
     profile = parse_profile(icc)
     if not profile.usable or profile.is_srgb:
@@ -591,14 +605,22 @@ def _made_from(frame: bpy.types.Node, source: bpy.types.Node, tree: bpy.types.No
 
 
 def _legacy_frame_of(frame: bpy.types.Node, source: bpy.types.Node, tree: bpy.types.NodeTree) -> bool:
-    """A frame an older add-on made, before frames recorded their node: its label names the photo
-    (``mlvfx: <photo>``). It is ``source``'s when no other photo node shows that image; left alone,
-    a .blend from then got the new maps beside the old, and the relief shaded twice (an audit)."""
+    """A Generate Material frame an older add-on made, before frames recorded their node: its label
+    names the photo (``mlvfx: <photo's file stem>``) and it holds map nodes (a texture tool's
+    frame holds ``texture`` nodes). It is ``source``'s when no other photo node of the tree has a
+    photo of that name; left alone, a .blend from then got the new maps beside the old, and the
+    relief shaded twice (an upgrade audit)."""
     image = getattr(source, "image", None)
     if image is None or frame.label != f"mlvfx: {source_label(image)}":
         return False
+    if not any(n.parent == frame and n.get(TAG) in MAP_LABELS for n in tree.nodes):
+        return False
     return not any(
-        n.bl_idname == "ShaderNodeTexImage" and n != source and TAG not in n and n.image == image
+        n.bl_idname == "ShaderNodeTexImage"
+        and n != source
+        and TAG not in n
+        and n.image is not None
+        and source_label(n.image) == source_label(image)
         for n in tree.nodes
     )
 

@@ -309,6 +309,8 @@ def test_batch_resumes_with_skip_existing(tmp_path: Path, capsys) -> None:
     assert doc["results"][2]["differs"] is None
     code, out, err = run(capsys, *[a for a in base if a != "--json"], "classical", "--skip-existing")
     assert "a/ kept (--skip-existing) but made with normal_convention directx (this run: opengl)" in err
+    code, out, err = run(capsys, *base, "classical", "--skip-existing", "--json", "--relief", "0.05")
+    assert json.loads(out)["results"][2]["differs"] == "relief 0.01 (this run: 0.05)"
 
 
 def test_skip_existing_names_a_folder_an_older_model_made(tmp_path: Path, capsys, monkeypatch) -> None:

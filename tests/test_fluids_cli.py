@@ -376,6 +376,9 @@ def test_a_show_pins_smoke_models_in_the_environment(tmp_path: Path, monkeypatch
     monkeypatch.setenv("MLVFX_SMOKE_MODELS", "smoke3d@9.9")
     with pytest.raises(ModelNotFound, match="pinned by MLVFX_SMOKE_MODELS"):
         load_surrogate("smoke3d")
+    monkeypatch.setenv("MLVFX_SMOKE_MODELS", "smoke3D@0.2.0")  # a typo pinned nothing, unsaid
+    with pytest.raises(InputError, match="pins smoke3D, which the model zoo does not have"):
+        load_surrogate("smoke3d")
     monkeypatch.setenv("MLVFX_SMOKE_MODELS", "smoke3d=0.2.0")
     with pytest.raises(InputError, match="lists pins as ID@VERSION"):
         load_surrogate("smoke3d")

@@ -873,6 +873,24 @@ def test_rgba_openexr_is_premultiplied_in_the_file_and_straight_in_memory(tmp_pa
     raw = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)[..., [2, 1, 0, 3]]
     np.testing.assert_allclose(raw, stored, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(read_image(out)[0], img, rtol=1e-6, atol=1e-7)
+    # Colour under zero alpha (a glow) is kept both ways; data EXRs are values as stored.
+    glow = stored.copy()
+    glow[0, 0] = (0.5, 0.5, 0.5, 0.0)
+    cv2.imwrite(str(path), np.ascontiguousarray(glow[..., [2, 1, 0, 3]]))
+    img, _ = read_image(path)
+    assert img[0, 0].tolist() == [0.5, 0.5, 0.5, 0.0]
+    back = cv2.imread(str(write_image(tmp_path / "glow.exr", img)), cv2.IMREAD_UNCHANGED)[..., [2, 1, 0, 3]]
+    np.testing.assert_allclose(back, glow, rtol=1e-6, atol=1e-7)
+    data, _ = read_image(path, kind="data")
+    np.testing.assert_array_equal(data, glow)
+    raw = write_image(tmp_path / "data.exr", data, kind="data")
+    np.testing.assert_array_equal(cv2.imread(str(raw), cv2.IMREAD_UNCHANGED)[..., [2, 1, 0, 3]], glow)
+    # A colour that overflows float32 once its tiny alpha is divided out is named, not inf.
+    huge = stored.copy()
+    huge[1, 1] = (1e10, 1e10, 1e10, 1e-30)
+    cv2.imwrite(str(path), np.ascontiguousarray(huge[..., [2, 1, 0, 3]]))
+    with pytest.raises(InvalidImageDataError, match="too large for its alpha"):
+        read_image(path)
 
 
 def _png_with_chunk(path: Path, image: np.ndarray, ctype: bytes, body: bytes) -> None:

@@ -36,3 +36,15 @@ def test_height16_is_the_height_normalised_whatever_its_units(tmp_path: Path) ->
     (out / "height.exr").unlink()  # a folder with only the PNG reads back in the EXR's units
     maps, _ = texture_cli.read_maps(out)
     np.testing.assert_allclose(maps["height"], height, atol=1e-4 * 5)
+
+
+def test_a_flat_height_far_from_zero_writes_a_flat_height16(tmp_path: Path) -> None:
+    # lo + 1e-12 == lo at -20000 in float64: the span was 0 and height16.png NaN (a review)
+    maps = material(32, seed=1)
+    maps["height"] = np.full_like(maps["height"], -20000.0)
+    folder = tmp_path / "flat"
+    texture_cli.write_maps(folder, maps, texture_cli.Source(folder, True), overwrite=False, note="test")
+    h16, _ = read_image(folder / "height16.png", kind="data")
+    assert float(h16.max()) == 0.0
+    back, _ = texture_cli.read_maps(folder)
+    np.testing.assert_allclose(back["height"], -20000.0)

@@ -226,8 +226,14 @@ def _skipped_differs(outdir: Path, wanted: dict[str, Any]) -> str | None:
     differs = [
         f"{key} {meta.get(key)} (this run: {value})"
         for key, value in wanted.items()
-        if key in meta and value is not None and meta.get(key) != value
+        if key in meta and value is not None and key != "relief" and meta.get(key) != value
     ]
+    relief = wanted.get("relief")
+    size = max(meta.get("width") or 0, meta.get("height") or 0)
+    if relief is not None and meta.get("method") == "classical" and size and "relief_px" in meta:
+        earlier = float(meta["relief_px"]) / size  # material.json keeps it in pixels
+        if abs(earlier - relief) > 1e-6 * max(relief, 1e-12):
+            differs.append(f"relief {earlier:g} (this run: {relief:g})")
     return ", ".join(differs) or None
 
 
@@ -237,6 +243,7 @@ def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
         "method": args.method,
         "normal_convention": args.normal_convention,
         "tileable": args.tileable,
+        "relief": args.relief if args.method == "classical" else None,
     }
     if args.method == "learned":
         from mlvfx import zoo

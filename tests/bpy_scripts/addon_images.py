@@ -85,6 +85,13 @@ made = bridge.save_new_images(arrays, "hdr_copy", "color", hdr=True)["hdr_copy"]
 observed["hdr_round_trip"] = round(float(bridge.image_to_array(made)[..., :3].mean()), 4)
 assert abs(observed["hdr_round_trip"] - 2.0) < 1e-3, observed["hdr_round_trip"]
 assert made.alpha_mode == "PREMUL"
+# A Non-Color RGBA float map (channel-packed data) keeps its values as stored (it was premultiplied
+# on write, and Blender does not divide data back: a review).
+packed = np.zeros((8, 8, 4), np.float32)
+packed[..., :3], packed[..., 3] = 2.0, 0.5
+packed[0, 0, 3] = 0.0
+made_data = bridge.save_new_images({"packed": packed}, "packed", "data", hdr=True)["packed"]
+np.testing.assert_allclose(bridge.data_array(made_data), packed)
 assert (
     abs(float(read_image(bpy.path.abspath(made.filepath_raw))[0][..., :3].mean()) - 2.0) < 1e-3
 )  # the core reads it alike
@@ -210,6 +217,10 @@ assert bridge.ignored_profile_note(p3_image) == note
 p3_image.colorspace_settings.name = "Display P3"  # the artist followed the advice
 assert bridge.ignored_profile_note(p3_image) is None
 assert bridge.ignored_profile_note(srgb) is None  # no profile, no note
+tagged16 = work / "p3_photo16.png"  # Blender holds a 16-bit PNG as float: the file decides (a review)
+test_io._png_with_icc(tagged16, np.full((4, 4, 3), 50000, np.uint16), p3_profile)
+p3_16 = bpy.data.images.load(str(tagged16))
+assert p3_16.is_float and "'Display P3' colour profile" in str(bridge.ignored_profile_note(p3_16))
 
 # -- float pixels are converted from the file's working space (Blender 5.0: ACEScg, Rec.2020) -------
 red_exr = write_image(work / "red.exr", red, kind="color")  # linear Rec.709 red

@@ -160,6 +160,28 @@ assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINIS
 observed["frames_after_legacy_frame"] = frames()
 new_frames = [n for n in ours() if n.get(bridge.TAG) == "frame"]
 assert frames() == 1 and new_frames[0].get(bridge.SOURCE_KEY) == "Photo"
+# ... but not a texture tool's frame that happens to carry that label (a review) ...
+tool_label = f"mlvfx: {bridge.source_label(photo.image)}"
+(tool_node,) = bridge.add_image_nodes(mat.node_tree, [photo.image], None, tool_label)
+tool_frame = tool_node.parent
+assert bridge.remove_earlier_maps(mat, photo) > 0 and tool_frame.name in mat.node_tree.nodes
+for node in (tool_node, tool_frame):
+    mat.node_tree.nodes.remove(node)
+# ... nor one that another node's photo of the same file name may have made (a review).
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
+legacy = next(n for n in ours() if n.get(bridge.TAG) == "frame")
+del legacy[bridge.SOURCE_KEY], legacy[bridge.SOURCE_ID]
+twin_dir = work / "twin"
+twin_dir.mkdir(exist_ok=True)
+shown = Path(bpy.path.abspath(photo.image.filepath))  # the photo the node shows now
+twin_path = twin_dir / shown.name
+twin_path.write_bytes(shown.read_bytes())
+twin = mat.node_tree.nodes.new("ShaderNodeTexImage")
+twin.image = bpy.data.images.load(str(twin_path))
+assert bridge.remove_earlier_maps(mat, photo) == 0 and frames() == 1
+mat.node_tree.nodes.remove(twin)
+assert bridge.remove_earlier_maps(mat, photo) > 0 and frames() == 0
+assert bpy.ops.mlvfx.generate_material(material="Rock", node="Photo") == {"FINISHED"}
 
 # -- the editor's material: pinned, and inside a node group ------------------------------------------
 group = bpy.data.node_groups.new("Detail", "ShaderNodeTree")

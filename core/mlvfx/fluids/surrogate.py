@@ -1254,6 +1254,11 @@ def pinned_smoke_version(model_id: str) -> str | None:
     Raises:
         InputError: an entry that is not ``ID@VERSION``.
     """
+    return _smoke_pins().get(model_id)
+
+
+def _smoke_pins() -> dict[str, str]:
+    """``MLVFX_SMOKE_MODELS`` as ``{id: version}`` (see :func:`pinned_smoke_version`)."""
     raw = os.environ.get(SMOKE_MODELS_ENV, "").strip()
     pins: dict[str, str] = {}
     for ref in re.split(r"[,\s]+", raw) if raw else []:
@@ -1264,7 +1269,7 @@ def pinned_smoke_version(model_id: str) -> str | None:
                 f"e.g. smoke3d@0.2.0; got {ref!r}"
             )
         pins[name] = version
-    return pins.get(model_id)
+    return pins
 
 
 def load_surrogate(model_id: str) -> tuple[CorrectionNet, int, str]:
@@ -1282,6 +1287,13 @@ def load_surrogate(model_id: str) -> tuple[CorrectionNet, int, str]:
     model_id, at, version = model_id.partition("@")
     if at and not version:
         raise InputError(f"model {model_id + at!r} names no version (use {model_id} or {model_id}@VERSION)")
+    unknown = sorted(m for m in _smoke_pins() if m not in manifest.ids())
+    if unknown:  # a typo pinned nothing, silently (a review)
+        smoke = [m for m in manifest.ids() if manifest.get(m).task.startswith("smoke.")]
+        raise InputError(
+            f"{SMOKE_MODELS_ENV} pins {', '.join(unknown)}, which the model zoo does not have "
+            f"(smoke models: {', '.join(smoke) or 'none'})"
+        )
     pinned = not at and pinned_smoke_version(model_id)
     version = version or pinned or ""
     try:

@@ -247,8 +247,8 @@ def read_image(
     photo comes back upright (:attr:`ImageInfo.orientation` says which tag it had). An embedded
     matrix/TRC ICC profile decodes colour (:mod:`mlvfx.io.icc`). CMYK TIFFs are converted to RGB
     without an alpha channel, and alpha is always straight (premultiplied TIFFs are divided out, and
-    RGBA OpenEXR, whose colour is premultiplied by convention; :func:`encode_image` premultiplies it
-    again, so colour under zero alpha is not kept in an EXR).
+    for ``kind="color"`` OpenEXR with alpha, whose colour is premultiplied by convention;
+    :func:`encode_image` premultiplies it again; colour under zero alpha is kept both ways).
 
     Args:
         path: a PNG (8/16-bit), JPEG, TIFF (8/16-bit, 32-bit float) or OpenEXR file.
@@ -365,9 +365,13 @@ def read_image(
         np.divide(colour, img[..., 3:], out=colour, where=img[..., 3:] > 0)
         if not is_float:  # 8-bit rounding can put a value a hair over 1
             np.minimum(colour, 1.0, out=colour)
-    if header.format == "exr" and channels == 4:  # OpenEXR stores colour premultiplied by alpha
-        colour = img[..., :3]
-        np.divide(colour, img[..., 3:], out=colour, where=img[..., 3:] > 0)
+    if header.format == "exr" and kind == "color" and channels in (2, 4):
+        # OpenEXR stores colour premultiplied by alpha; colour under zero alpha (glow) stays as is.
+        colour, alpha = img[..., :-1], img[..., -1:]
+        with np.errstate(over="ignore"):
+            np.divide(colour, alpha, out=colour, where=alpha > 0)
+        if not np.isfinite(colour).all():
+            raise InvalidImageDataError("colour too large for its alpha to divide out (float overflow)", p)
     if converts:
         space = "icc"
     elif kind == "color" and not is_float:
@@ -501,8 +505,11 @@ def encode_image(
     out: npt.NDArray[Any]
     if fmt == "exr" or (fmt == "tiff" and depth == 32):
         out = img.astype(np.float32)
-        if fmt == "exr" and channels == 4:  # OpenEXR's convention: colour premultiplied by alpha
-            out = np.concatenate([out[..., :3] * out[..., 3:], out[..., 3:]], axis=2)
+        if fmt == "exr" and kind == "color" and channels == 4:
+            # OpenEXR's convention: colour premultiplied by alpha; under zero alpha it is kept (the
+            # reader keeps it too), so a round trip loses nothing.
+            alpha = out[..., 3:]
+            out = np.concatenate([np.where(alpha > 0, out[..., :3] * alpha, out[..., :3]), alpha], axis=2)
         if fmt == "exr":
             params = [
                 cv2.IMWRITE_EXR_TYPE,

@@ -217,7 +217,7 @@ def height16_span(height: FloatArray) -> tuple[float, float]:
     lo, hi = float(height.min()), float(height.max())
     if lo >= 0.0 and hi <= 1.0:
         return 0.0, 1.0
-    return lo, max(hi, lo + 1e-12)
+    return lo, max(hi, lo + max(1e-12, abs(lo) * 1e-6))  # a flat height far from 0 still spans
 
 
 def write_maps(

@@ -417,7 +417,7 @@ def _version_used(manifest: Any, model_id: str) -> str:
     """The version of ``model_id`` a cook runs: the one ``MLVFX_SMOKE_MODELS`` pins, else the
     newest (a malformed or stale pin is the cook's error to report, not the menu's)."""
     try:
-        pinned = _runtime(model_id).pinned_smoke_version(model_id)
+        pinned = getattr(_runtime(model_id), "pinned_smoke_version", lambda _m: None)(model_id)
         return str(manifest.get(model_id, pinned).version)
     except Exception:
         return str(manifest.get(model_id).version)
@@ -461,7 +461,8 @@ def model_identity(model: str, config: SmokeConfig) -> str:
         from mlvfx.zoo import load_manifest
 
         resolved = resolve_model(model, config)
-        pinned = _runtime(resolved).pinned_smoke_version(resolved)  # a show's pin, if any
+        # a show's pin, if any (a core older than the pins has none: its newest, as before)
+        pinned = getattr(_runtime(resolved), "pinned_smoke_version", lambda _m: None)(resolved)
         return f"{resolved} {load_manifest().get(resolved, pinned).version}"
     except Exception:
         return model
