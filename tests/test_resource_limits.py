@@ -54,3 +54,60 @@ def test_a_vdb_cut_short_by_a_full_disk_is_an_error_and_the_earlier_frame_stays(
     assert said in proc.stdout, proc.stdout + proc.stderr
     assert (tmp_path / "frame.vdb").read_bytes() == before  # the good frame was replaced, exit 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frame.vdb"]  # no temp file left
+
+
+def test_a_deleted_working_folder_is_one_line(tmp_path: Path) -> None:
+    # torch's MKL aborted with "Cannot load libtorch_cpu.so" and exit 2 (an audit)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = f"import os; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); "
+    code += "from mlvfx.entry import main; raise SystemExit(main())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "mlvfx: error: the current folder no longer exists (cd to one that does)"
+
+
+def test_a_checkpoint_the_disk_cannot_take_is_one_line_and_the_previous_one_stays(tmp_path: Path) -> None:
+    # torch's writer says a full disk as "RuntimeError: [enforce fail at inline_container.cc...]",
+    # which came out as an internal error without the file or what to do (an audit).
+    import torch
+
+    from mlvfx.train.runlog import save_checkpoint
+
+    save_checkpoint(tmp_path / "checkpoint.pt", {"w": torch.zeros(10)})
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    code = """
+    import torch
+    from mlvfx.errors import ImageWriteError
+    from mlvfx.train.runlog import save_checkpoint
+    from pathlib import Path
+    try:
+        save_checkpoint(Path("checkpoint.pt"), {"w": torch.zeros(100_000)})
+    except ImageWriteError as exc:
+        print("ERROR", exc)
+    """
+    proc = run_limited(code, 50_000, tmp_path)
+    assert "ERROR checkpoint.pt: cannot write the checkpoint:" in proc.stdout, proc.stdout + proc.stderr
+    assert "the previous checkpoint is kept" in proc.stdout and "--resume" in proc.stdout
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_a_file_where_a_folder_should_be_is_named(tmp_path: Path) -> None:
+    from mlvfx.cli import main
+
+    (tmp_path / "afile").write_text("")
+    photo = Path(__file__).resolve().parents[1] / "core" / "mlvfx" / "samples" / "sample_photo.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlvfx", "texture", "tile", str(photo), "-o", "afile/t.png"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert (
+        proc.stderr.strip()
+        == "mlvfx: error: afile/t.png: cannot create output: afile is a file, not a folder"
+    )
+    assert main(["demo", "-o", str(tmp_path / "afile" / "demo"), "--quiet"]) == 1

@@ -411,7 +411,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 def _fresh_folder(base: Path) -> Path:
     """``base`` if it does not exist yet, else ``base-1``, ``base-2``, ..., created here so that
     two demos started together get a folder each (nothing is overwritten)."""
-    base.parent.mkdir(parents=True, exist_ok=True)
+    from mlvfx.errors import ImageWriteError
+    from mlvfx.io.atomic import make_folder, why_not
+
+    make_folder(base.parent)
     candidate, n = base, 0
     while True:
         try:
@@ -420,6 +423,9 @@ def _fresh_folder(base: Path) -> Path:
         except FileExistsError:
             n += 1
             candidate = base.with_name(f"{base.name}-{n}")
+        except OSError as exc:  # a read-only working folder, say
+            why = why_not(candidate.parent, exc)
+            raise ImageWriteError(f"cannot create the demo folder: {why}", candidate) from None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -258,6 +258,31 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, overwrite: 
     return target
 
 
+def why_not(folder: Path, exc: OSError) -> str:
+    """Why ``folder`` cannot be made or written in: a file standing where a folder of its path
+    should be is named ("File exists" said nothing; an audit), else the system's reason."""
+    for part in (folder, *folder.parents):
+        if part.exists() or part.is_symlink():
+            if not part.is_dir():
+                return f"{part} is a file, not a folder"
+            break
+    return exc.strerror or str(exc)
+
+
+def make_folder(folder: Path, what: str = "output folder") -> Path:
+    """``folder`` and its parents, created if missing.
+
+    Raises:
+        ImageWriteError: it cannot be created (permission, a file in the way, a full disk), named
+            in one line rather than an internal error (an audit).
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageWriteError(f"cannot create the {what}: {why_not(folder, exc)}", folder) from None
+    return folder
+
+
 def _write_temp(target: Path, data: bytes) -> Path:
     """``data`` written and synced to a new temp file beside ``target`` (its folder created).
 
@@ -269,7 +294,7 @@ def _write_temp(target: Path, data: bytes) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = make_temp(target)
     except OSError as exc:
-        raise ImageWriteError(f"cannot create output: {exc.strerror or exc}", target) from None
+        raise ImageWriteError(f"cannot create output: {why_not(target.parent, exc)}", target) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

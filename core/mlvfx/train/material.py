@@ -28,6 +28,7 @@ import torch
 
 from mlvfx.errors import InputError
 from mlvfx.io import write_bytes_atomic
+from mlvfx.io.atomic import make_folder
 from mlvfx.nets.material import MaterialNet, count_flops_per_pixel, count_parameters
 from mlvfx.train import losses as L
 from mlvfx.train.dataset import MaterialDataset
@@ -228,7 +229,7 @@ def train_material(
     from mlvfx.config import torch_device
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "run folder")
     t = recipe.train
     total_steps = steps if steps is not None else t.steps
     if total_steps < 1:

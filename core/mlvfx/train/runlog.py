@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from mlvfx.errors import ImageWriteError
+
 LogFn = Callable[[dict[str, Any]], None]
 
 CHECKPOINT = "checkpoint.pt"
@@ -43,9 +45,17 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             fh.flush()
             os.fsync(fh.fileno())  # on disk before the rename: a power cut keeps the old checkpoint
         os.replace(tmp, path)
-    except BaseException:  # Ctrl-C or a full disk: no temp file left beside the run
+    except BaseException as exc:  # Ctrl-C or a full disk: no temp file left beside the run
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError | RuntimeError):  # torch's writer says a full disk as RuntimeError
+            said = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{said} (disk full?)"
+            raise ImageWriteError(
+                f"cannot write the checkpoint: {why}; the previous checkpoint is kept (free space, then "
+                "run the same command with --resume)",
+                path,
+            ) from None
         raise
 
 

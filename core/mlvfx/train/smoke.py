@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from mlvfx.errors import InputError
+from mlvfx.io.atomic import make_folder
 from mlvfx.progress import ProgressFn, report
 from mlvfx.train.runlog import (
     CHECKPOINT,
@@ -337,7 +338,7 @@ def generate_data(
     from mlvfx.io.atomic import write_bytes_atomic
 
     out = Path(root)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "run folder")
     d = recipe.data
     spec = {
         "version": DATA_VERSION,
@@ -527,7 +528,7 @@ def _generate_frames(
     from mlvfx.fluids.scenarios import simulate
 
     out = Path(root)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "run folder")
     t0 = time.monotonic()
     for n, seed in enumerate(seeds):
         path = path_of(out, seed)
@@ -821,7 +822,7 @@ def train_surrogate(
         recipe = replace(recipe, train=replace(recipe.train, iterations=iterations))
     t = recipe.train
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "run folder")
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(threads or t.threads)
     root = Path(data_dir)
