@@ -94,3 +94,22 @@ def test_a_temp_output_folder_keeps_the_shows_setgid(tmp_path: Path) -> None:
     show.chmod(0o2775)
     folder = make_temp_dir(show, ".shot.")
     assert folder.stat().st_mode & stat.S_ISGID
+
+
+def test_a_decoder_out_of_memory_is_memory_not_a_bad_file(tmp_path, monkeypatch) -> None:
+    # OpenCV says a failed allocation as cv2.error (StsNoMem): it read as "cannot decode JPEG data",
+    # and a folder batch counted the photo as bad (a resource audit).
+    from mlvfx.errors import OutOfMemoryError
+    from mlvfx.io import image as image_mod
+
+    path = write_image(tmp_path / "p.png", np.full((8, 8, 3), 0.5, np.float32))
+
+    def no_memory(*args: object, **kwargs: object) -> None:
+        exc = cv2.error("Failed to allocate 50331648 bytes")
+        exc.code, exc.err = cv2.Error.StsNoMem, "Failed to allocate 50331648 bytes"
+        raise exc
+
+    monkeypatch.setattr(image_mod.cv2, "imdecode", no_memory)
+    with pytest.raises(OutOfMemoryError, match="out of memory decoding the image") as info:
+        read_image(path)
+    assert str(path) in str(info.value)

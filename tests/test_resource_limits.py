@@ -13,6 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX resource limits")
 
+SAMPLE = Path(__file__).resolve().parents[1] / "core" / "mlvfx" / "samples" / "sample_photo.png"
 LIMITED = """
 import resource, signal
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
@@ -97,7 +98,7 @@ def test_a_file_where_a_folder_should_be_is_named(tmp_path: Path) -> None:
     from mlvfx.cli import main
 
     (tmp_path / "afile").write_text("")
-    photo = Path(__file__).resolve().parents[1] / "core" / "mlvfx" / "samples" / "sample_photo.png"
+    photo = SAMPLE
     proc = subprocess.run(
         [sys.executable, "-m", "mlvfx", "texture", "tile", str(photo), "-o", "afile/t.png"],
         capture_output=True,
@@ -111,3 +112,25 @@ def test_a_file_where_a_folder_should_be_is_named(tmp_path: Path) -> None:
         == "mlvfx: error: afile/t.png: cannot create output: afile is a file, not a folder"
     )
     assert main(["demo", "-o", str(tmp_path / "afile" / "demo"), "--quiet"]) == 1
+
+
+def test_exr_goes_through_the_temp_folder_named_by_tmpdir_and_fails_in_one_line(tmp_path: Path) -> None:
+    # OpenCV's in-memory EXR codec wrote /tmp/__opencv_temp.* whatever TMPDIR said, printed its
+    # assertion over three lines when that failed and left the file behind (an audit).
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    code = f"""
+    import os, sys, tempfile
+    os.environ["TMPDIR"] = {str(temp)!r}
+    tempfile.tempdir = None
+    from mlvfx.entry import main
+    sys.argv = ["mlvfx", "material", {str(SAMPLE)!r}, "-o", "out", "--method", "classical"]
+    sys.argv += ["--maps", "height"]
+    raise SystemExit(main())
+    """
+    proc = run_limited(code, 20_000, tmp_path)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlvfx: error: out/height.exr: cannot encode EXR: no room")
+    assert f"in {temp} " in lines[0] and list(temp.iterdir()) == []  # nothing left in the temp folder
+    assert not (tmp_path / "out" / "height.exr").exists()

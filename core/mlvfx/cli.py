@@ -368,14 +368,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     from mlvfx.io import describe
     from mlvfx.io.image import ORIENTATIONS
 
+    def described(path: str) -> dict[str, Any]:
+        try:
+            return describe(path).as_dict()
+        except MemoryError:  # named with its file, and the other files still described (an audit)
+            raise OutOfMemoryError("out of memory reading it (try a smaller image)", path) from None
+
     if len(args.inputs) == 1:
-        info = describe(args.inputs[0])  # one file: its error is the command's error
-        entries: list[dict[str, Any]] = [info.as_dict()]
+        entries: list[dict[str, Any]] = [described(args.inputs[0])]  # one file: its error is the command's
     else:
         entries = []
         for path in args.inputs:
             try:
-                entries.append(describe(path).as_dict())
+                entries.append(described(path))
             except MlvfxError as exc:
                 entries.append({"path": str(path), "error": str(exc), "error_type": type(exc).__name__})
     failures = sum("error" in e for e in entries)

@@ -8,10 +8,12 @@ already linear. Data maps (``kind="data"``) are never converted. Alpha is carrie
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -28,7 +30,13 @@ import numpy.typing as npt
 
 from mlvfx import config
 from mlvfx.color import decode_color, encode_color
-from mlvfx.errors import ImageReadError, ImageTooLargeError, ImageWriteError, InvalidImageDataError
+from mlvfx.errors import (
+    ImageReadError,
+    ImageTooLargeError,
+    ImageWriteError,
+    InvalidImageDataError,
+    OutOfMemoryError,
+)
 from mlvfx.io import icc
 from mlvfx.io.atomic import check_writable, write_bytes_atomic
 from mlvfx.io.probe import FORMATS, Header, HeaderError, probe
@@ -145,18 +153,63 @@ def _decode_quietly(data: bytes) -> tuple[np.ndarray[Any, Any] | None, str]:
     Returns:
         The decoded array (None if decoding failed) and what the decoders wrote to stderr.
     """
-    buf = np.frombuffer(data, np.uint8)
+    if data[:4] == EXR_MAGIC:
+        return _quietly(lambda: _exr_through_file("decode", lambda f: _write_bytes(f, data)))
+    return _quietly(lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
+
+
+EXR_MAGIC = b"\x76\x2f\x31\x01"
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+def _exr_through_file(what: str, step: Any) -> Any:
+    """OpenEXR through a file of mlvfx's own in the temp folder (``TMPDIR``): OpenCV's in-memory
+    EXR codec writes a hidden copy under a fixed ``/tmp/__opencv_temp.*`` instead, which ignored
+    TMPDIR, said a full /tmp as an assertion and left the copy behind (an audit).
+
+    ``what`` "decode": ``step(path)`` writes the file, and the array read from it is returned;
+    "encode": ``step(path)`` writes the image with ``cv2.imwrite``, and the bytes are returned.
+
+    Raises:
+        OSError: the temp folder cannot take the file (the caller names the image).
+    """
+    folder = tempfile.mkdtemp(prefix="mlvfx-exr-")
+    path = os.path.join(folder, "image.exr")
+    try:
+        if what == "decode":
+            step(path)
+            return cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if not step(path):
+            raise OSError(errno.ENOSPC, "OpenCV could not write it")
+        with open(path, "rb") as fh:
+            return fh.read()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _quietly(run: Any) -> tuple[Any, str]:
+    """``run()`` with fd 2 pointed at a sink, so the C libraries' messages stay off the terminal;
+    returns its result and what was written there (other threads' lines are passed on)."""
     with _STDERR_LOCK:
         with contextlib.suppress(Exception):
             sys.stderr.flush()  # what Python has buffered (a progress bar) goes out first, not into the sink
         try:
             saved = os.dup(2)
         except OSError:  # no stderr to protect (a GUI host without a console)
-            return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED), ""
-        with tempfile.TemporaryFile() as sink:
+            return run(), ""
+        try:
+            sink = tempfile.TemporaryFile()
+        except OSError:  # no writable temp folder for the sink: the messages are not kept off (an audit)
+            os.close(saved)
+            return run(), ""
+        with sink:
             try:
                 os.dup2(sink.fileno(), 2)
-                raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+                result = run()
             finally:
                 os.dup2(saved, 2)
                 os.close(saved)
@@ -167,7 +220,7 @@ def _decode_quietly(data: bytes) -> tuple[np.ndarray[Any, Any] | None, str]:
         with contextlib.suppress(Exception):
             sys.stderr.write("".join(others))
             sys.stderr.flush()
-    return raw, said
+    return result, said
 
 
 # How the C decoders' and OpenCV's messages begin (libpng, libjpeg, libtiff, OpenCV's log); any
@@ -303,7 +356,15 @@ def read_image(
         try:
             raw, decoder_says = _decode_quietly(data)
         except cv2.error as exc:
+            if exc.code == cv2.Error.StsNoMem:  # a decoder's allocation: memory, not a bad file (an audit)
+                raise OutOfMemoryError("out of memory decoding the image (try a smaller image)", p) from None
             raise ImageReadError(f"cannot decode {header.format.upper()} data: {exc.err}", p) from None
+        except OSError as exc:  # the EXR's temp copy
+            raise ImageReadError(
+                f"cannot decode EXR: no room for its temporary copy in {tempfile.gettempdir()} "
+                f"({exc.strerror or exc}); set TMPDIR to a folder with space",
+                p,
+            ) from None
     if raw is None:
         if header.format == "tiff" and header.sample == "float16":  # OpenCV has no decoder for it
             raise ImageReadError(
@@ -533,9 +594,18 @@ def encode_image(
         out = out[..., [2, 1, 0, 3][:channels]]
     out = np.ascontiguousarray(out[..., 0] if channels == 1 else out)
     try:
+        if fmt == "exr":  # through a temp file of ours (see _exr_through_file)
+            encoded, _ = _quietly(lambda: _exr_through_file("encode", lambda f: cv2.imwrite(f, out, params)))
+            return bytes(encoded)
         ok, buf = cv2.imencode(suffix.lower(), out, params)
     except cv2.error as exc:
         raise ImageWriteError(f"cannot encode {fmt.upper()}: {exc.err}", name) from None
+    except OSError as exc:
+        raise ImageWriteError(
+            f"cannot encode EXR: no room for its temporary file in {tempfile.gettempdir()} "
+            f"({exc.strerror or exc}); set TMPDIR to a folder with space",
+            name,
+        ) from None
     if not ok:
         raise ImageWriteError(f"cannot encode {fmt.upper()}", name)
     return buf.tobytes()
