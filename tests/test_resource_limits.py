@@ -134,3 +134,22 @@ def test_exr_goes_through_the_temp_folder_named_by_tmpdir_and_fails_in_one_line(
     assert len(lines) == 1 and lines[0].startswith("mlvfx: error: out/height.exr: cannot encode EXR: no room")
     assert f"in {temp} " in lines[0] and list(temp.iterdir()) == []  # nothing left in the temp folder
     assert not (tmp_path / "out" / "height.exr").exists()
+
+
+def test_a_full_model_cache_uses_the_mirror_copy_in_place(tmp_path: Path) -> None:
+    # The copy into a full cache failed and the model was refused, with advice to set up the
+    # mirror that was already set up (an audit). A good mirror copy is used where it is.
+    zoo = Path(__file__).resolve().parents[1] / "model_zoo"
+    code = f"""
+    import os
+    os.environ.update(MLVFX_CACHE_DIR="cache", MLVFX_ZOO_MIRRORS={str(zoo)!r}, MLVFX_OFFLINE="1")
+    os.environ.update(XDG_CACHE_HOME=os.path.abspath("xdg"), HOME=os.path.abspath("."))
+    from mlvfx import zoo
+    path = zoo.fetch("smoke3d", fmt="safetensors")
+    print("USED", path)
+    """
+    proc = run_limited(code, 100_000, tmp_path)
+    assert f"USED {zoo}" in proc.stdout, proc.stdout + proc.stderr
+    assert "has no room" in proc.stderr and "used from the mirror in place" in proc.stderr
+    blobs = tmp_path / "cache" / "zoo" / "sha256"
+    assert not blobs.exists() or not [p for p in blobs.iterdir() if p.stat().st_size > 0]

@@ -16,6 +16,7 @@ writable cache; when no cache is writable, a verified mirror file is used where 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -44,7 +45,14 @@ def mirror_dirs() -> list[Path]:
     checkout = checkout_zoo_dir()
     if checkout is not None:
         dirs.append(checkout)
-    return dirs
+    unique: list[Path] = []
+    seen: set[Path] = set()
+    for folder in dirs:  # a mirror named twice (MLVFX_ZOO_MIRRORS set to the checkout's) is tried once
+        key = folder.resolve() if folder.exists() else folder
+        if key not in seen:
+            seen.add(key)
+            unique.append(folder)
+    return unique
 
 
 def file_urls(zfile: ZooFile) -> list[str]:
@@ -272,8 +280,32 @@ def _from_local(
     except IntegrityError as exc:
         errors.append(exc)
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and file_matches(
+            source, zfile.sha256, zfile.size
+        ):
+            # The cache is full, the mirror's copy is good: used where it is, as for a read-only
+            # cache (it was refused, and the error sent the user to set up the mirror they had).
+            _note_full_cache(target, exc)
+            reporter(zfile.size, force=True)
+            return source
         errors.append(DownloadError(f"cannot copy ({exc.strerror or exc})", path=source))
     return None
+
+
+def _note_full_cache(cache: BlobCache | None, exc: OSError) -> None:
+    """Say once per process that a model is used from its mirror because the cache is full."""
+    key = f"full:{cache.base if cache is not None else ''}"
+    if key in _noted:
+        return
+    _noted.add(key)
+    import logging
+
+    where = cache.base if cache is not None else "the cache"
+    logging.getLogger("mlvfx.zoo").warning(
+        "mlvfx: the model cache %s has no room (%s); models are used from the mirror in place",
+        where,
+        exc.strerror,
+    )
 
 
 _noted: set[str] = set()
