@@ -153,3 +153,26 @@ def test_a_full_model_cache_uses_the_mirror_copy_in_place(tmp_path: Path) -> Non
     assert "has no room" in proc.stderr and "used from the mirror in place" in proc.stderr
     blobs = tmp_path / "cache" / "zoo" / "sha256"
     assert not blobs.exists() or not [p for p in blobs.iterdir() if p.stat().st_size > 0]
+
+
+def test_a_batch_that_cannot_write_its_output_stops_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every image was computed, then refused one by one (an audit: hours of a learned batch).
+    import shutil
+
+    from mlvfx.cli import main
+    from mlvfx.ops import material as material_op
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(SAMPLE, photos / name)
+    (tmp_path / "afile").write_text("")
+    computed: list[object] = []
+    monkeypatch.setattr(material_op, "material", lambda *a, **k: computed.append(a))
+    code = main(["material", str(photos), "-o", str(tmp_path / "afile" / "out"), "--method", "classical"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and computed == [] and len(err) == 1
+    said = f"cannot create the output folder: {tmp_path / 'afile'} is a file, not a folder"
+    assert err[0].endswith(said)

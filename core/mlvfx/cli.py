@@ -273,6 +273,10 @@ def cmd_material(args: argparse.Namespace) -> int:
     if args.quality == "high" and args.method == "classical" and not (args.json or args.quiet):
         print("mlvfx: note: --quality high applies to the learned method only; ignored", file=sys.stderr)
     jobs, others = _material_jobs(Path(args.input), Path(args.output))
+    if len(jobs) > 1:
+        from mlvfx.io.atomic import check_folder_writable
+
+        check_folder_writable(Path(args.output))  # before hours of a batch, not after each image
     if others and not args.json:
         listed = ", ".join(others[:NAMES_LISTED]) + (", ..." if len(others) > NAMES_LISTED else "")
         print(

@@ -283,6 +283,24 @@ def make_folder(folder: Path, what: str = "output folder") -> Path:
     return folder
 
 
+def check_folder_writable(folder: Path, what: str = "output folder") -> None:
+    """Create ``folder`` if needed and write and remove a file in it: a batch learns at once that it
+    cannot write there, not after computing every image (an audit: hours of a learned batch, then
+    one error per image).
+
+    Raises:
+        ImageWriteError: naming the folder and why.
+    """
+    make_folder(folder, what)
+    try:
+        fd, tmp = make_temp(folder / ".mlvfx-write-check")
+    except OSError as exc:
+        raise ImageWriteError(f"cannot write in the {what}: {why_not(folder, exc)}", folder) from None
+    os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+
+
 def _write_temp(target: Path, data: bytes) -> Path:
     """``data`` written and synced to a new temp file beside ``target`` (its folder created).
 
