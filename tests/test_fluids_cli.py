@@ -407,3 +407,27 @@ def test_a_frame_that_cannot_be_replaced_leaves_the_earlier_shot_whole(
         _run([*argv, "--scenario", "wind", "--frames", "4", "--overwrite"])
     monkeypatch.setattr(os, "replace", real_replace)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_frame_that_cannot_be_written_during_an_overwrite_is_named_where_it_was_going(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The error named a file in the hidden staging folder, gone by the time it was read (an audit).
+    from mlvfx.errors import ImageWriteError
+
+    out = tmp_path / "shot"
+    argv = ["smoke", "run", "--dims", "2", "--res", "16", "--reference", "--vdb", "off", "-o", str(out)]
+    assert _run([*argv, "--frames", "3"]) == 0
+    import mlvfx.io.volume as volume
+
+    real = volume.write_volume_npz
+
+    def full(path: Path, *a: object, **k: object) -> Path:
+        if path.name == "frame_0002.npz":
+            raise ImageWriteError("cannot write: No space left on device", path)
+        return real(path, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(volume, "write_volume_npz", full)
+    with pytest.raises(ImageWriteError) as info:
+        _run([*argv, "--frames", "3", "--overwrite"])
+    assert str(info.value) == f"{out / 'frame_0002.npz'}: cannot write: No space left on device"

@@ -193,7 +193,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     earlier = args.overwrite and outdir.is_dir() and bool(_stale_frames(outdir, []))
     staging = _staging_folder(outdir) if earlier else None
     try:
-        with progress_bar(args, f"smoke {args.scenario}") as progress:
+        with progress_bar(args, f"smoke {args.scenario}") as progress, _named_in(outdir, staging):
             written, solving = write_shot(
                 stepper,
                 scenario,
@@ -282,6 +282,24 @@ def _shot_record(
         "files": [Path(p).name for p in written],
     }
     return folder / SHOT_FILE, (json.dumps(record, indent=1, default=str) + "\n").encode()
+
+
+@contextlib.contextmanager
+def _named_in(outdir: Path, staging: Path | None) -> Iterator[None]:
+    """An error about a file of the staging folder names the frame it was to become in ``outdir``:
+    the staging folder is gone by the time the user reads the line (an audit)."""
+    from mlvfx.errors import MlvfxError
+
+    try:
+        yield
+    except MlvfxError as exc:
+        if staging is None or exc.path is None or Path(exc.path).parent != staging:
+            raise
+        try:
+            renamed = type(exc)(exc.message, outdir / Path(exc.path).name)
+        except TypeError:  # a subclass with another signature: as it was
+            raise exc from None
+        raise renamed from None
 
 
 def _staging_folder(outdir: Path) -> Path:
