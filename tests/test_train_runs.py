@@ -38,8 +38,18 @@ def test_a_run_folder_is_not_trained_over_and_resume_needs_a_checkpoint(tmp_path
     # --overwrite clears the earlier run's files first: no old log, summary or weights beside the new
     for name in ("upres_checkpoint.pt", "r.safetensors", "r.onnx", "notes.txt"):
         (out / name).write_text("old")
+    old_run = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "notes.txt"}
     check_run_folder(out, resume=False, overwrite=True, weights_name="r")
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # the user's own file stays
+    assert sorted(p.name for p in out.iterdir()) == [".overwritten", "notes.txt"]  # the user's file stays
+    # ... set aside until the new run's first checkpoint: a rerun that fails before it (a full
+    # disk) lost the earlier run too (a resource audit). A second failed rerun keeps it too.
+    assert {p.name: p.read_bytes() for p in (out / ".overwritten").iterdir()} == old_run
+    (out / "log.jsonl").write_text("the failed rerun's log\n")
+    check_run_folder(out, resume=False, overwrite=True, weights_name="r")
+    assert {p.name: p.read_bytes() for p in (out / ".overwritten").iterdir()} == old_run
+    assert not (out / "log.jsonl").exists()
+    save_checkpoint(out / "checkpoint.pt", {"iteration": 1})
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "notes.txt"]
 
 
 def test_resume_refuses_a_checkpoint_of_another_recipe_or_a_broken_one(tmp_path: Path) -> None:
@@ -94,7 +104,7 @@ def test_temp_files_of_a_killed_checkpoint_write_are_cleared_on_resume_and_overw
     assert sorted(p.name for p in out.iterdir()) == [".notes.tmp", "checkpoint.pt"]
     (out / ".checkpoint.pt.4242.tmp").write_bytes(b"half")
     check_run_folder(out, resume=False, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == [".notes.tmp"]
+    assert sorted(p.name for p in out.iterdir()) == [".notes.tmp", ".overwritten"]  # the earlier run, aside
 
 
 @pytest.mark.parametrize(

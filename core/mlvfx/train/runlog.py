@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             fh.flush()
             os.fsync(fh.fileno())  # on disk before the rename: a power cut keeps the old checkpoint
         os.replace(tmp, path)
+        _drop_overwritten(path.parent)  # the new run has a checkpoint: the earlier run can go
     except BaseException as exc:  # Ctrl-C or a full disk: no temp file left beside the run
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -67,8 +69,9 @@ RESUMABLE_CHANGES = frozenset(
 
 
 def check_run_folder(out: Path, *, resume: bool, overwrite: bool, weights_name: str = "") -> None:
-    """Refuse to start a run over an earlier one, and to resume nothing; with ``overwrite``, clear
-    the earlier run's files first (so a failed rerun never leaves a folder half old, half new).
+    """Refuse to start a run over an earlier one, and to resume nothing; with ``overwrite``, move
+    the earlier run's files into ``out/.overwritten/`` first (so a failed rerun never leaves a
+    folder half old, half new), where they stay until the new run's first checkpoint.
 
     ``weights_name``: the run's weights file stem (``<recipe name>``), removed with the rest.
 
@@ -101,9 +104,28 @@ def check_run_folder(out: Path, *, resume: bool, overwrite: bool, weights_name: 
         stale = [out / n for n in (CHECKPOINT, SUMMARY, LOG)] + sorted(out.glob("*_checkpoint.pt"))
         if weights_name:
             stale += [out / f"{weights_name}.safetensors", out / f"{weights_name}.onnx"]
-        for path in stale:
-            path.unlink(missing_ok=True)
+        stale = [path for path in stale if path.is_file()]
+        kept = out / OVERWRITTEN
+        if stale and not kept.is_dir():
+            # Set aside, not deleted, until the new run writes its first checkpoint: a rerun that
+            # fails first (a full disk) lost the earlier run too (a resource audit).
+            kept.mkdir()
+            for path in stale:
+                os.replace(path, kept / path.name)
+        else:  # an earlier run is set aside already: these are a failed rerun's files
+            for path in stale:
+                path.unlink(missing_ok=True)
         _remove_checkpoint_temps(out)
+
+
+OVERWRITTEN = ".overwritten"  # an --overwrite run's predecessor, kept until its first checkpoint
+
+
+def _drop_overwritten(out: Path) -> None:
+    """Remove the earlier run that ``--overwrite`` set aside in ``out``, if there is one."""
+    kept = out / OVERWRITTEN
+    if kept.is_dir():
+        shutil.rmtree(kept, ignore_errors=True)
 
 
 def _remove_checkpoint_temps(out: Path) -> None:
