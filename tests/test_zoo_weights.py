@@ -90,10 +90,26 @@ def test_a_cached_blob_damaged_in_place_is_dropped_when_it_fails_to_load(
     blob.write_bytes(bytes(damaged))
     os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert fetch("net", options=FAST) == blob
-    with pytest.raises(IntegrityError, match="damaged and is removed: run again") as err:
+    with pytest.raises(IntegrityError, match=r"damaged .*and is removed: run again") as err:
         load_state_dict(blob)
     assert str(blob) in str(err.value) and not blob.exists()
     assert torch.equal(load_state_dict(fetch("net", options=FAST))["w"], state["w"])  # fetched again
+    # Tensor bytes zeroed in place (a valid file, wrong weights: maps with exit 0, a fuzz audit):
+    # the blob is hashed before use.
+    blob = fetch("net", options=FAST)
+    st = blob.stat()
+    zeroed = bytearray(blob.read_bytes())
+    zeroed[-16:] = bytes(16)
+    blob.write_bytes(bytes(zeroed))
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(IntegrityError, match=r"no longer match its sha256\) and is removed"):
+        load_state_dict(blob)
+    assert not blob.exists()
+    # NaN weights outside the cache are named by file and tensor.
+    nan = tmp_path / "nan.safetensors"
+    save_file({"w": torch.full((2, 2), float("nan"))}, str(nan))
+    with pytest.raises(IntegrityError, match=r"nan\.safetensors: tensor 'w' holds NaN or inf values"):
+        load_state_dict(nan)
 
     # A file outside the cache that fails to load is left alone (not ours to delete).
     bad = tmp_path / "bad.safetensors"

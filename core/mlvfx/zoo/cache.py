@@ -276,6 +276,22 @@ class BlobCache:
         return sorted(out)
 
 
+def _is_blob_path(blob: Path) -> bool:
+    return is_sha256(blob.name) and blob.parent.name == "sha256" and blob.parent.parent.name == "zoo"
+
+
+def blob_is_damaged(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a zoo cache blob whose bytes no longer hash to its name (nothing is
+    written: a read-only studio cache is hashed as well). Not a blob, or unreadable: False."""
+    blob = Path(path)
+    if not _is_blob_path(blob):
+        return False
+    try:
+        return sha256_file(blob) != blob.name
+    except OSError:
+        return False
+
+
 def drop_damaged_blob(path: str | os.PathLike[str]) -> bool:
     """Remove ``path`` if it is a zoo cache blob whose bytes no longer hash to its name.
 
@@ -285,7 +301,7 @@ def drop_damaged_blob(path: str | os.PathLike[str]) -> bool:
     removed with its stamp and the next run fetches it again. Returns whether it was removed.
     """
     blob = Path(path)
-    if not (is_sha256(blob.name) and blob.parent.name == "sha256" and blob.parent.parent.name == "zoo"):
+    if not _is_blob_path(blob):
         return False
     cache = BlobCache(blob.parent.parent.parent)
     return not cache.verify(blob.name) and cache.discard(blob.name)

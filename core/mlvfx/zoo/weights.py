@@ -60,13 +60,30 @@ def load_state_dict(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from mlvfx.zoo.cache import blob_is_damaged, drop_damaged_blob
+
     file = Path(path)
+    # A cache blob is hashed once more before use (a few ms): the cache trusts a blob whose size and
+    # mtime match its stamp, so bytes damaged in place gave NaN maps, or wrong ones with exit 0,
+    # on every run (a fuzz audit). Other files pass through.
+    if blob_is_damaged(file):
+        gone = drop_damaged_blob(file)
+        raise IntegrityError(
+            "the cached copy was damaged (its bytes no longer match its sha256) "
+            + ("and is removed: run again to fetch it" if gone else "and cannot be removed here"),
+            path=file,
+        )
     try:
         _check_safetensors_header(file)
         try:
             tensors: dict[str, torch.Tensor] = load_file(str(file), device=str(device))
         except (SafetensorError, ValueError, RuntimeError) as exc:
             raise IntegrityError(f"not a valid safetensors file ({exc})", path=file) from None
+        import torch
+
+        bad = [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if bad:  # a net with these would paint NaN, named as the output's fault (a fuzz audit)
+            raise IntegrityError(f"tensor {bad[0]!r} holds NaN or inf values", path=file)
     except IntegrityError as exc:
         from mlvfx.zoo.cache import drop_damaged_blob
 
