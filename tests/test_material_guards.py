@@ -80,3 +80,14 @@ def test_a_relief_given_in_percent_is_refused() -> None:
 
     with pytest.raises(InputError, match=r"relief must be in \(0, 1\]"):
         material(_photo(16, 16), maps="normal", method="classical", relief=2.0)
+
+
+def test_negative_and_huge_float_pixels_are_clipped_not_nan() -> None:
+    # One negative pixel of a float EXR (a colour transform's) made the classical maps NaN, and the
+    # error named normal.png (a fuzz audit).
+    photo = _photo(32, 32)
+    photo[3, 5] = -1.0
+    photo[7, 7] = 1e38
+    for method in ("classical", "learned"):
+        result = material(photo, maps="normal,height,albedo,roughness,ao", method=method)
+        assert all(np.isfinite(m).all() for m in result.maps.values()), method

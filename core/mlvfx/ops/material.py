@@ -122,6 +122,13 @@ def material(
     check_options(method, normal_convention, relief, quality)
     pinned = learned_model_version(model) if method == "learned" else None
     img = fill_transparent(check_image(image, "image"), tileable)  # colour hidden under alpha 0 has no say
+    colour = img[..., : 3 if img.shape[2] >= 3 else 1]
+    if colour.min() < 0.0 or colour.max() > HDR_CEILING:
+        # A float photo's negative values (a colour transform's) and huge ones carry no light a
+        # photo can hold; the classical maps took a log of them and failed with "normal.png
+        # contains NaN", naming the output for the input's values (a fuzz audit).
+        img = img.copy()
+        np.clip(img[..., : colour.shape[2]], 0.0, HDR_CEILING, out=img[..., : colour.shape[2]])
     if method == "learned":
         return _learned(
             img,
@@ -306,6 +313,9 @@ def _learned(
             "quality": quality,
         },
     )
+
+
+HDR_CEILING = 65504.0  # the largest half float: brighter input pixels are clipped to it
 
 
 # How a host must read each file: colour maps are sRGB-encoded, data maps raw (Blender's names;
