@@ -288,3 +288,21 @@ def test_installed_wheel_reads_the_packaged_manifest(monkeypatch: pytest.MonkeyP
     assert zm.default_manifest_path() == REPO / "core" / "mlvfx" / "zoo" / "manifest.json"
     assert load_manifest().path == zm.package_manifest_path()
     assert resolve.mirror_dirs() == []
+
+
+def test_json_too_deep_or_too_long_for_python_is_one_line(tmp_path: Path) -> None:
+    # RecursionError and the 4300-digit integer limit came out as internal errors (a fuzz audit).
+    from mlvfx.errors import InputError, ManifestError
+    from mlvfx.train.smoke import load_smoke_recipe
+    from mlvfx.zoo.manifest import load_manifest
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    big = tmp_path / "big.json"
+    big.write_text('{"schema_version": ' + "9" * 5000 + "}")
+    with pytest.raises(ManifestError, match=r"deep\.json: not valid JSON \(nested too deeply\)"):
+        load_manifest(deep)
+    with pytest.raises(ManifestError, match=r"big\.json: not valid JSON \(Exceeds the limit"):
+        load_manifest(big)
+    with pytest.raises(InputError, match=r"deep\.json: unreadable recipe: JSON nested too deeply"):
+        load_smoke_recipe(deep)

@@ -232,7 +232,9 @@ def read_recipe_json(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path
     except FileNotFoundError:
         raise InputError("recipe not found", p) from None
     except (OSError, ValueError) as exc:
-        raise InputError(f"unreadable recipe: {exc}", p) from None
+        raise InputError(f"unreadable recipe: {str(exc).splitlines()[0][:160]}", p) from None
+    except RecursionError:
+        raise InputError("unreadable recipe: JSON nested too deeply", p) from None
     if not isinstance(d, dict):
         raise InputError("a recipe must be a JSON object", p)
     return d, p

@@ -462,6 +462,10 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
         raise ManifestError(f"cannot read the zoo manifest ({exc.strerror or exc})", path=file) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"not valid JSON ({exc})", path=file) from None
+    except RecursionError:
+        raise ManifestError("not valid JSON (nested too deeply)", path=file) from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise ManifestError(f"not valid JSON ({str(exc).splitlines()[0][:120]})", path=file) from None
     manifest = parse_manifest(data, source=file)
     with _memo_lock:
         _memo[file] = (stamp, manifest)
