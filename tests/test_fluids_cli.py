@@ -431,3 +431,37 @@ def test_a_frame_that_cannot_be_written_during_an_overwrite_is_named_where_it_wa
     with pytest.raises(ImageWriteError) as info:
         _run([*argv, "--frames", "3", "--overwrite"])
     assert str(info.value) == f"{out / 'frame_0002.npz'}: cannot write: No space left on device"
+
+
+def test_weights_that_are_not_a_surrogate_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A shape mismatch printed every mismatch over several lines; another model's weights, or NaN
+    # or huge meta values, were internal errors (a fuzz audit).
+    import torch
+
+    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", str(Path(__file__).parent.parent / "model_zoo"))
+    monkeypatch.setenv("MLVFX_OFFLINE", "1")
+    monkeypatch.setenv("MLVFX_CACHE_DIR", str(tmp_path / "cache"))
+    from safetensors.torch import load_file, save_file
+
+    from mlvfx.nets.infer import load_material_net
+    from mlvfx.zoo import fetch
+
+    weights = fetch("smoke3d", fmt="safetensors")
+    state = load_file(str(weights))
+    key = next(k for k in state if k.startswith("body.") and k.endswith(".weight"))
+    state[key] = torch.zeros(3, 3)
+    shaped = tmp_path / "shape.safetensors"
+    save_file(state, str(shaped))
+    argv = ["smoke", "run", "--res", "16", "--frames", "1", "--vdb", "off", "-o", str(tmp_path / "s")]
+    with pytest.raises(InputError, match="not a smoke surrogate") as info:
+        _run([*argv, "--weights", str(shaped)])
+    assert "\n" not in str(info.value)
+    state = load_file(str(weights)) | {"meta.factor": torch.tensor([2.0**62])}
+    huge = tmp_path / "huge.safetensors"
+    save_file(state, str(huge))
+    with pytest.raises(InputError, match=r"huge\.safetensors"):
+        _run([*argv, "--weights", str(huge)])
+    with pytest.raises(MlvfxError, match=r"not a material model"):
+        load_material_net(weights)

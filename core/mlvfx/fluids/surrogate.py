@@ -1029,8 +1029,11 @@ def surrogate_from_state(
                 dims, factor, width=int(v_first.shape[0]), depth=len(vupres_keys), conditions=conditions
             )
         net.load_state_dict(weights)
-    except (KeyError, IndexError, RuntimeError, InputError) as exc:
-        raise InputError(f"{source}: not a smoke surrogate ({exc})") from None
+    except (KeyError, IndexError, RuntimeError, InputError, ValueError, OverflowError, TypeError) as exc:
+        # one line: a strict load lists every mismatch over many lines; NaN or huge meta values
+        # failed int() as internal errors (a fuzz audit)
+        said = " ".join(str(exc).split())
+        raise InputError(f"{source}: not a smoke surrogate ({said[:200]})") from None
     if factor < 1:
         raise InputError(f"{source}: bad coarsening factor {factor}")
     return net.eval(), factor

@@ -65,7 +65,13 @@ def load_material_net(path: str | os.PathLike[str], device: str = "cpu") -> obje
     with _cache_lock:
         net = _net_cache.get(key)
         if net is None:
-            net = material_net_from_state_dict(load_state_dict(p, device="cpu")).to(device)
+            try:
+                net = material_net_from_state_dict(load_state_dict(p, device="cpu")).to(device)
+            except (ValueError, RuntimeError, KeyError) as exc:  # another model's weights (a fuzz audit)
+                from mlvfx.errors import ModelError
+
+                said = " ".join(str(exc).split())
+                raise ModelError(f"not a material model ({said[:200]})", p) from None
             _net_cache.clear()  # one model at a time: they are small, but sessions should not pile up
             _net_cache[key] = net
     return net
