@@ -176,3 +176,21 @@ def test_a_batch_that_cannot_write_its_output_stops_before_any_work(
     assert code == 1 and computed == [] and len(err) == 1
     said = f"cannot create the output folder: {tmp_path / 'afile'} is a file, not a folder"
     assert err[0].endswith(said)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_named_pipe_given_as_a_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    # Reading a FIFO given as a photo, manifest or recipe blocked forever (a fuzz audit).
+    from mlvfx.errors import InputError, ManifestError, MlvfxError
+    from mlvfx.io import read_image
+    from mlvfx.train.smoke import load_smoke_recipe
+    from mlvfx.zoo.manifest import load_manifest
+
+    for name in ("photo.png", "manifest.json"):
+        os.mkfifo(tmp_path / name)
+    with pytest.raises(MlvfxError, match=r"photo\.png: cannot read: not a regular file"):
+        read_image(tmp_path / "photo.png")
+    with pytest.raises(ManifestError, match="not a regular file"):
+        load_manifest(tmp_path / "manifest.json")
+    with pytest.raises(InputError, match="unreadable recipe: not a regular file"):
+        load_smoke_recipe(tmp_path / "manifest.json")

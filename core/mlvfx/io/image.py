@@ -88,10 +88,12 @@ class ImageInfo:
 
 
 def _read_bytes(path: Path) -> bytes:
+    from mlvfx.fsutil import read_regular
+
     try:
-        if path.is_dir():
-            raise ImageReadError("is a folder, not an image file", path)
-        data = path.read_bytes()
+        data = read_regular(path)
+    except IsADirectoryError:
+        raise ImageReadError("is a folder, not an image file", path) from None
     except FileNotFoundError:
         raise ImageReadError("no such file", path) from None
     except PermissionError:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlvfx.errors import InputError
+from mlvfx.fsutil import read_regular
 from mlvfx.nets.material import MaterialNetConfig
 
 
@@ -228,10 +229,12 @@ def read_recipe_json(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path
     """
     p = Path(path)
     try:
-        d = json.loads(p.read_text(encoding="utf-8-sig"))  # UTF-8, with Notepad's BOM or without
+        d = json.loads(read_regular(p).decode("utf-8-sig"))  # UTF-8, with Notepad's BOM or without
     except FileNotFoundError:
         raise InputError("recipe not found", p) from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise InputError(f"unreadable recipe: {exc.strerror or exc}", p) from None
+    except ValueError as exc:
         raise InputError(f"unreadable recipe: {str(exc).splitlines()[0][:160]}", p) from None
     except RecursionError:
         raise InputError("unreadable recipe: JSON nested too deeply", p) from None

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mlvfx import config
+from mlvfx.fsutil import read_regular
 
 HASH_CHUNK = 1 << 20
 _HEX = set("0123456789abcdef")
@@ -186,7 +187,7 @@ class BlobCache:
 
     def _stamp_matches(self, sha256: str, size: int, mtime_ns: int) -> bool:
         try:
-            text = (self.stamps / sha256).read_text(encoding="ascii")
+            text = read_regular(self.stamps / sha256).decode("ascii")
         except (OSError, UnicodeDecodeError):
             return False
         return text.split() == [str(size), str(mtime_ns)]

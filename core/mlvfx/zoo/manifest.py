@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mlvfx.errors import ManifestError, ModelNotFound
+from mlvfx.fsutil import read_regular
 
 SCHEMA_VERSION = 1
 FORMATS = ("safetensors", "onnx")
@@ -456,7 +457,7 @@ def load_manifest(path: str | os.PathLike[str] | None = None) -> Manifest:
     if hit is not None and hit[0] == stamp:
         return hit[1]
     try:
-        text = file.read_text(encoding="utf-8")
+        text = read_regular(file).decode("utf-8")  # not a named pipe's endless wait (a fuzz audit)
         data = json.loads(text)
     except OSError as exc:
         raise ManifestError(f"cannot read the zoo manifest ({exc.strerror or exc})", path=file) from None
