@@ -465,3 +465,23 @@ def test_weights_that_are_not_a_surrogate_are_one_line(
         _run([*argv, "--weights", str(huge)])
     with pytest.raises(MlvfxError, match=r"not a material model"):
         load_material_net(weights)
+
+
+def test_a_step_that_goes_non_finite_is_an_error_not_nan_arrays(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Finite but huge inputs came back from the surrogate as NaN arrays without a word (a fuzz audit).
+    from mlvfx.errors import SolverError
+    from mlvfx.fluids.scenarios import make_scenario
+    from mlvfx.fluids.surrogate import load_stepper
+
+    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", str(Path(__file__).parent.parent / "model_zoo"))
+    monkeypatch.setenv("MLVFX_OFFLINE", "1")
+    monkeypatch.setenv("MLVFX_CACHE_DIR", str(tmp_path / "cache"))
+    sc = make_scenario("plume", 3, 16)
+    stepper = load_stepper("smoke3d", sc.config)
+    d, v = stepper.step(None, None, sc.sources)
+    with pytest.raises(SolverError, match="went non-finite"):
+        stepper.step(np.full_like(d, 1e38), v, sc.sources)
+    d2, _ = stepper.step(d, v, sc.sources)  # the stepper goes on from sane inputs
+    assert np.isfinite(d2).all()

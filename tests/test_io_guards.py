@@ -129,3 +129,23 @@ def test_a_damaged_tiff_is_an_error_not_a_black_image(tmp_path) -> None:
     (tmp_path / "lzw.tif").write_bytes(bytes(damaged))
     with pytest.raises(ImageReadError, match=r"lzw\.tif: corrupt or truncated TIFF data \(Using code"):
         read_image(tmp_path / "lzw.tif")
+
+
+def test_raw_bytes_of_a_damaged_png_or_npz_do_not_reach_the_message(tmp_path) -> None:
+    # A chunk type's raw bytes (an ESC, a newline) went into the one-line error; a plain .npy or a
+    # damaged zip given as a smoke frame escaped as untyped exceptions (a fuzz audit).
+    import struct
+
+    from mlvfx.errors import ImageReadError
+    from mlvfx.io.volume import read_volume_npz
+
+    png = bytes(cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1])
+    (tmp_path / "ctl.png").write_bytes(png[:33] + struct.pack(">I", 100) + b"a\nb\x1b" + b"x" * 10)
+    with pytest.raises(ImageReadError) as info:
+        read_image(tmp_path / "ctl.png")
+    assert "\n" not in str(info.value) and "\x1b" not in str(info.value)
+    np.save(tmp_path / "plain.npy", np.zeros(3))
+    (tmp_path / "zip.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    for name in ("plain.npy", "zip.npz"):
+        with pytest.raises(ImageReadError, match=r"not a readable \.npz volume"):
+            read_volume_npz(tmp_path / name)

@@ -11,7 +11,7 @@ import pytest
 from test_texture_cli import run
 from test_texture_support import material
 
-from mlvfx.io import read_image
+from mlvfx.io import read_image, write_image
 from mlvfx.texture import cli as texture_cli
 
 
@@ -48,3 +48,19 @@ def test_a_flat_height_far_from_zero_writes_a_flat_height16(tmp_path: Path) -> N
     assert float(h16.max()) == 0.0
     back, _ = texture_cli.read_maps(folder)
     np.testing.assert_allclose(back["height"], -20000.0)
+
+
+def test_running_out_of_memory_names_the_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The generic "out of memory" line named no file (a fuzz audit).
+    from mlvfx.errors import OutOfMemoryError
+    from mlvfx.ops import texture as texture_ops
+
+    photo = tmp_path / "big.png"
+    write_image(photo, material(32, seed=1)["albedo"])
+
+    def no_memory(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(texture_ops, "make_tileable", no_memory)
+    with pytest.raises(OutOfMemoryError, match=r"big\.png: out of memory for this input"):
+        run("texture", "tile", str(photo), "-o", str(tmp_path / "t.png"))

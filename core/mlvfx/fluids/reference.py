@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from mlvfx.errors import InputError
+from mlvfx.errors import InputError, SolverError
 from mlvfx.fluids.grid import (
     Faces,
     Walls,
@@ -695,6 +695,7 @@ class HostStepper:
 
         Raises:
             InputError: Wrong shapes, NaN/inf values, or a source entirely inside the obstacles.
+            SolverError: the step's result is not finite (inputs far beyond a smoke shot's range).
         """
         ndim = self.config.dims
         volume_form = ndim == 3 or (
@@ -718,6 +719,13 @@ class HostStepper:
         with torch.inference_mode():
             state = self._advance(state, prepared)
             out_rho, out_vel = self._to_host(state)
+        if not (np.isfinite(out_rho).all() and np.isfinite(out_vel).all()):
+            # Finite but huge inputs (1e38) came back as NaN without a word (a fuzz audit).
+            self.reset()
+            raise SolverError(
+                "the simulation went non-finite (NaN or inf) in this step: the density or velocity "
+                "passed in is far outside a smoke shot's range"
+            )
         self._state = state
         if ndim == 2 and volume_form:
             out_rho = out_rho[None]

@@ -92,7 +92,8 @@ def _probe_png(data: bytes) -> Header:
         length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
         end = pos + 12 + length
         if end > len(data):
-            raise HeaderError(f"truncated PNG (file ends inside the {ctype.decode('latin-1')} chunk)")
+            name = ctype.decode("latin-1") if ctype.isalpha() else repr(ctype)  # no raw bytes to a terminal
+            raise HeaderError(f"truncated PNG (file ends inside the {name} chunk)")
         if ctype == b"IHDR":
             if length < 13:
                 raise HeaderError("corrupt PNG (IHDR chunk too short)")

@@ -81,13 +81,21 @@ def write_volume_npz(
 def read_volume_npz(path: str | os.PathLike[str]) -> dict[str, Array]:
     """Read a frame written by :func:`write_volume_npz` (never unpickles)."""
     p = Path(path)
+    import zipfile
+    import zlib
+
     try:
         with np.load(p, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy
+                raise ValueError("a .npy array, not an .npz frame")
             out = {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise ImageReadError("no such file", p) from None
-    except (OSError, ValueError) as exc:
-        raise ImageReadError(f"not a readable .npz volume: {exc}", p) from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # a fuzz audit
+        said = " ".join(str(exc).split())[:160]
+        raise ImageReadError(f"not a readable .npz volume: {said}", p) from None
+    except MemoryError:
+        raise ImageReadError("not a readable .npz volume: an array too large for memory", p) from None
     if "density" not in out:
         raise ImageReadError("no 'density' array in the file", p)
     return out

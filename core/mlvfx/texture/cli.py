@@ -418,7 +418,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "PatchMatch synthesis (the earlier default; it can leave a straight seam next to the wrap)",
     )
     common(t)
-    t.set_defaults(func=_cmd_tile)
+    t.set_defaults(func=_naming_memory(_cmd_tile))
 
     g = sub.add_parser(
         "grow",
@@ -442,7 +442,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "each variation depends only on its seed)",
     )
     common(g)
-    g.set_defaults(func=_cmd_grow)
+    g.set_defaults(func=_naming_memory(_cmd_grow))
 
     p = sub.add_parser(
         "paint",
@@ -471,7 +471,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-o", "--output", required=True, type=output_path, help="output image (or folder for materials)"
     )
     common(p)
-    p.set_defaults(func=_cmd_paint)
+    p.set_defaults(func=_naming_memory(_cmd_paint))
 
 
 # --- handlers -----------------------------------------------------------------------------------
@@ -511,6 +511,28 @@ def _data_map_name(stem: str) -> bool:
     words = [re.sub(r"(map)?\d*$", "", w) or w for w in words]
     tail = set(words[-1:]) | {"".join(words[-2:])}
     return bool(tail & DATA_MAP_WORDS)
+
+
+def _naming_memory(run: Any) -> Any:
+    """``run(args)``, its running out of memory named after the input (the generic line named no
+    file; a fuzz audit)."""
+    import functools
+
+    from mlvfx.errors import OutOfMemoryError, out_of_memory
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            code: int = run(args)
+        except (MemoryError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and not out_of_memory(exc):
+                raise
+            source = getattr(args, "input", None) or getattr(args, "labels", None)
+            said = "out of memory for this input (try a smaller image or size)"
+            raise OutOfMemoryError(said, source) from None
+        return code
+
+    return wrapped
 
 
 def _cmd_tile(args: argparse.Namespace) -> int:
