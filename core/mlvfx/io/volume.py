@@ -85,9 +85,10 @@ def read_volume_npz(path: str | os.PathLike[str]) -> dict[str, Array]:
     import zlib
 
     try:
-        with np.load(p, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy
-                raise ValueError("a .npy array, not an .npz frame")
+        data = np.load(p, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a plain .npy
+            raise ValueError("a .npy array, not an .npz frame")
+        with data:
             out = {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise ImageReadError("no such file", p) from None
