@@ -413,11 +413,21 @@ def model_menu() -> list[str]:
     return items
 
 
+def _pin_of(model_id: str) -> str | None:
+    """The version ``MLVFX_SMOKE_MODELS`` pins ``model_id`` to; None without a pin, and with a core
+    older than the pins (its newest, as before)."""
+    pinned_version: Any = getattr(_runtime(model_id), "pinned_smoke_version", None)
+    if pinned_version is None:
+        return None
+    found: Any = pinned_version(model_id)
+    return str(found) if found is not None else None
+
+
 def _version_used(manifest: Any, model_id: str) -> str:
     """The version of ``model_id`` a cook runs: the one ``MLVFX_SMOKE_MODELS`` pins, else the
     newest (a malformed or stale pin is the cook's error to report, not the menu's)."""
     try:
-        pinned = getattr(_runtime(model_id), "pinned_smoke_version", lambda _m: None)(model_id)
+        pinned = _pin_of(model_id)
         return str(manifest.get(model_id, pinned).version)
     except Exception:
         return str(manifest.get(model_id).version)
@@ -462,7 +472,7 @@ def model_identity(model: str, config: SmokeConfig) -> str:
 
         resolved = resolve_model(model, config)
         # a show's pin, if any (a core older than the pins has none: its newest, as before)
-        pinned = getattr(_runtime(resolved), "pinned_smoke_version", lambda _m: None)(resolved)
+        pinned = _pin_of(resolved)
         return f"{resolved} {load_manifest().get(resolved, pinned).version}"
     except Exception:
         return model
