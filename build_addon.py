@@ -61,6 +61,8 @@ PLATFORM_EXTRAS: dict[str, list[tuple[str, str]]] = {"windows-x64": [("colorama"
 SEMVER_CORE = r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"  # no leading zeros (Blender's check)
 # What the wheel's copy of core/ leaves out, and so what cannot make a build "dirty".
 NOT_SHIPPED = ("__pycache__", "*.pyc", "*.egg-info")
+# Untracked files that make a build "dirty": modules and pyproject's package-data kinds.
+SHIPPED_SUFFIXES = (b".py", b".typed", b".png", b".jpg", b".json")
 
 
 def _shipped(name: str) -> bool:
@@ -132,6 +134,7 @@ def build_version() -> str:
     untracked = (_git("ls-files", "-z", "--others", "--", "core") or b"").split(b"\0")
     changes = hashlib.sha256(diff)
     untracked = [n for n in untracked if n and _shipped(os.fsdecode(n))]
+    untracked = [n for n in untracked if n.endswith(SHIPPED_SUFFIXES)]  # what setuptools puts in the wheel
     for name in sorted(untracked):  # their contents, ignored files too (they ship)
         path = ROOT / os.fsdecode(name)
         if path.is_file():
@@ -299,9 +302,7 @@ def build(args: argparse.Namespace) -> list[Path]:
         if not re.fullmatch(rf"{SEMVER_CORE}(\+[0-9a-z]+(\.[0-9a-z]+)*)?", build_id):
             raise BuildError(f"--build-version {build_id!r} is not MAJOR.MINOR.PATCH[+label.label...]")
         wheels = [build_core_wheel(wheel_dir, build_id)]
-        if args.wheel_only:
-            for older in out.glob("mlvfx-*.whl"):  # one wheel there, so `pip install dist/mlvfx-*.whl` works
-                older.unlink()
+        if args.wheel_only:  # its path is printed: pip install --upgrade "$(build_addon.py --wheel-only)"
             target = out / wheels[0].name
             shutil.copy2(wheels[0], target)
             return [target]

@@ -131,7 +131,12 @@ def check_core() -> None:
     import mlvfx
 
     where = Path(mlvfx.__file__).resolve().parent
-    if "extensions" in where.parts and ".local" in where.parts:  # the extensions' own wheels
+    try:  # where Blender unpacks extensions' wheels (BLENDER_USER_EXTENSIONS moves it; a review)
+        wheels = (Path(bpy.utils.user_resource("EXTENSIONS")) / ".local").resolve()
+    except (AttributeError, OSError, ValueError):
+        wheels = None
+    ours = where.is_relative_to(wheels) if wheels is not None else False
+    if ours or ("extensions" in where.parts and ".local" in where.parts):  # the extensions' own wheels
         remedy = (
             "restart Blender (an upgraded extension's core loads at start); if this stays, remove the "
             "mlvfx extension, restart Blender and install it again"

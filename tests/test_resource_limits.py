@@ -92,6 +92,15 @@ def test_a_checkpoint_the_disk_cannot_take_is_one_line_and_the_previous_one_stay
     assert "the previous checkpoint is kept" in proc.stdout and "--resume" in proc.stdout
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    # The first checkpoint of an --overwrite run: nothing to resume; the earlier run is set aside
+    # (the advice said --resume, which then found no checkpoint; a review).
+    from mlvfx.train.runlog import check_run_folder
+
+    check_run_folder(tmp_path, resume=False, overwrite=True)
+    proc = run_limited(code, 50_000, tmp_path)
+    assert "this run has no checkpoint yet; the earlier run is in" in proc.stdout, proc.stdout + proc.stderr
+    assert "--resume" not in proc.stdout
+    assert (tmp_path / ".overwritten" / "checkpoint.pt").read_bytes() == before
 
 
 def test_a_file_where_a_folder_should_be_is_named(tmp_path: Path) -> None:
@@ -194,3 +203,36 @@ def test_a_named_pipe_given_as_a_file_is_refused_not_waited_on(tmp_path: Path) -
         load_manifest(tmp_path / "manifest.json")
     with pytest.raises(InputError, match="unreadable recipe: not a regular file"):
         load_smoke_recipe(tmp_path / "manifest.json")
+
+
+def test_a_link_to_an_unmounted_disk_is_named_as_such(tmp_path: Path) -> None:
+    from mlvfx.errors import ImageWriteError
+    from mlvfx.io.atomic import make_folder
+
+    (tmp_path / "shots").symlink_to(tmp_path / "not_mounted" / "shots")
+    with pytest.raises(ImageWriteError, match=r"shots links to .*not_mounted/shots, which does not exist"):
+        make_folder(tmp_path / "shots" / "a")
+
+
+def test_a_finished_batch_does_not_check_its_output_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A finished batch resumed with --skip-existing on a read-only disk failed the write check it
+    # no longer needed (a review).
+    import shutil
+
+    from mlvfx.cli import main
+    from mlvfx.io import atomic
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(SAMPLE, photos / name)
+    argv = ["material", str(photos), "-o", str(tmp_path / "out"), "--method", "classical", "-q"]
+    assert main(argv) == 0
+
+    def read_only(folder: Path, what: str = "") -> None:
+        raise AssertionError("checked")
+
+    monkeypatch.setattr(atomic, "check_folder_writable", read_only)
+    assert main([*argv, "--skip-existing"]) == 0

@@ -273,10 +273,7 @@ def cmd_material(args: argparse.Namespace) -> int:
     if args.quality == "high" and args.method == "classical" and not (args.json or args.quiet):
         print("mlvfx: note: --quality high applies to the learned method only; ignored", file=sys.stderr)
     jobs, others = _material_jobs(Path(args.input), Path(args.output))
-    if len(jobs) > 1:
-        from mlvfx.io.atomic import check_folder_writable
-
-        check_folder_writable(Path(args.output))  # before hours of a batch, not after each image
+    checked = len(jobs) < 2  # a batch checks its output folder before its first image is computed
     if others and not args.json:
         listed = ", ".join(others[:NAMES_LISTED]) + (", ..." if len(others) > NAMES_LISTED else "")
         print(
@@ -304,6 +301,11 @@ def cmd_material(args: argparse.Namespace) -> int:
                 elif not args.json and not args.quiet:
                     print(f"{image} -> {outdir}/ (done already, skipped)")
                 continue
+            if not checked:  # not before skipped folders: a finished batch on a read-only disk is fine
+                from mlvfx.io.atomic import check_folder_writable
+
+                check_folder_writable(Path(args.output))  # before hours of a batch, not after each image
+                checked = True
             try:
                 with progress_bar(args, label) as progress:
                     written = material_from_file(

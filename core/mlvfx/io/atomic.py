@@ -262,7 +262,9 @@ def why_not(folder: Path, exc: OSError) -> str:
     """Why ``folder`` cannot be made or written in: a file standing where a folder of its path
     should be is named ("File exists" said nothing; an audit), else the system's reason."""
     for part in (folder, *folder.parents):
-        if part.exists() or part.is_symlink():
+        if part.is_symlink() and not part.exists():  # an unmounted disk's link (a review)
+            return f"{part} links to {os.readlink(part)}, which does not exist"
+        if part.exists():
             if not part.is_dir():
                 return f"{part} is a file, not a folder"
             break

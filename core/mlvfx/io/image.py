@@ -625,9 +625,9 @@ def encode_image(
         out = out[..., [2, 1, 0, 3][:channels]]
     out = np.ascontiguousarray(out[..., 0] if channels == 1 else out)
     try:
-        if fmt == "exr":  # through a temp file of ours (see _exr_through_file)
-            encoded, _ = _quietly(lambda: _exr_through_file("encode", lambda f: cv2.imwrite(f, out, params)))
-            return bytes(encoded)
+        if fmt == "exr":  # through a temp file of ours (see _exr_through_file); not under the stderr
+            # lock, which other threads' reads would wait on for the seconds a 4K EXR takes (a review)
+            return bytes(_exr_through_file("encode", lambda f: cv2.imwrite(f, out, params)))
         ok, buf = cv2.imencode(suffix.lower(), out, params)
     except cv2.error as exc:
         raise ImageWriteError(f"cannot encode {fmt.upper()}: {exc.err}", name) from None

@@ -40,6 +40,7 @@ def run_logger(out: Path, log: LogFn | None = None) -> LogFn:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    had_one = path.is_file()
     try:
         with open(tmp, "wb") as fh:
             torch.save(state, fh)
@@ -50,14 +51,22 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     except BaseException as exc:  # Ctrl-C or a full disk: no temp file left beside the run
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        if isinstance(exc, OSError | RuntimeError):  # torch's writer says a full disk as RuntimeError
+        from mlvfx.errors import out_of_memory
+
+        if isinstance(exc, OSError | RuntimeError) and not out_of_memory(exc):
+            # torch's writer says a full disk as a RuntimeError
             said = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{said} (disk full?)"
-            raise ImageWriteError(
-                f"cannot write the checkpoint: {why}; the previous checkpoint is kept (free space, then "
-                "run the same command with --resume)",
-                path,
-            ) from None
+            if had_one:
+                then = "the previous checkpoint is kept (free space, then run the same command with --resume)"
+            else:  # the first: nothing to resume; an --overwrite run's predecessor is set aside
+                then = "this run has no checkpoint yet"
+                if (path.parent / OVERWRITTEN).is_dir():
+                    then += (
+                        f"; the earlier run is in {path.parent / OVERWRITTEN} (move its files back, or "
+                        "delete it to free space, then run the command again)"
+                    )
+            raise ImageWriteError(f"cannot write the checkpoint: {why}; {then}", path) from None
         raise
 
 
@@ -86,8 +95,13 @@ def check_run_folder(out: Path, *, resume: bool, overwrite: bool, weights_name: 
     held = [name for name in (CHECKPOINT, SUMMARY, LOG) if (out / name).is_file()]
     if resume:
         if CHECKPOINT not in held:
+            aside = (
+                f" (the run --overwrite replaced is in {out / OVERWRITTEN}: move its files back to resume it)"
+                if (out / OVERWRITTEN).is_dir()
+                else ""
+            )
             raise InputError(
-                f"--resume: there is no {CHECKPOINT} to continue from; run without --resume", out
+                f"--resume: there is no {CHECKPOINT} to continue from; run without --resume{aside}", out
             )
         _remove_checkpoint_temps(out)
         return
