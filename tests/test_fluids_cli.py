@@ -380,8 +380,12 @@ def test_a_show_pins_smoke_models_in_the_environment(tmp_path: Path, monkeypatch
     with pytest.raises(InputError, match="pins 'smoke3D', which the model zoo does not have: smoke3d"):
         load_surrogate("smoke3d")
     # a pin of a model this zoo does not have yet (one list for several installs) is left alone
-    monkeypatch.setenv("MLVFX_SMOKE_MODELS", "smoke3d@0.2.0,smoke4d_512@1.0.0")
-    assert load_surrogate("smoke3d")[2] == "0.2.0"
+    for pins in ("smoke3d@0.2.0,smoke4d_512@1.0.0", "smoke3d@0.2.0 smoke2d@0.1.0 smoke3d_512@0.1.0"):
+        monkeypatch.setenv("MLVFX_SMOKE_MODELS", pins)
+        assert load_surrogate("smoke3d")[2] == "0.2.0"
+    monkeypatch.setenv("MLVFX_SMOKE_MODELS", "smoke3d@0.2.0,smoke_3d_128@0.2.0")
+    with pytest.raises(InputError, match="smoke3d_128"):
+        load_surrogate("smoke3d")
     monkeypatch.setenv("MLVFX_SMOKE_MODELS", "smoke3d=0.2.0")
     with pytest.raises(InputError, match="lists pins as ID@VERSION"):
         load_surrogate("smoke3d")

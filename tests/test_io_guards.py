@@ -149,3 +149,29 @@ def test_raw_bytes_of_a_damaged_png_or_npz_do_not_reach_the_message(tmp_path) ->
     for name in ("plain.npy", "zip.npz"):
         with pytest.raises(ImageReadError, match=r"not a readable \.npz volume"):
             read_volume_npz(tmp_path / name)
+
+
+def test_libtiffs_notes_on_valid_tiffs_are_not_damage_and_bigtiff_is_checked(tmp_path) -> None:
+    # A palette TIFF with an 8-bit colormap ("Assuming 8-bit colormap") was refused as damaged,
+    # and a damaged BigTIFF was read partly black (a review).
+    import tifffile
+
+    from mlvfx.errors import ImageReadError
+
+    rng = np.random.default_rng(2)
+    cmap = rng.integers(0, 256, (3, 256)).astype(np.uint16)  # 8-bit values in the 16-bit table
+    tifffile.imwrite(
+        tmp_path / "pal.tif",
+        rng.integers(0, 256, (40, 48), dtype=np.uint8),
+        photometric="palette",
+        colormap=cmap,
+    )
+    assert read_image(tmp_path / "pal.tif")[0].shape == (40, 48, 3)
+    ramp = np.linspace(0, 255, 64 * 64 * 3).reshape(64, 64, 3).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "big.tif", ramp, bigtiff=True, compression="zlib")
+    damaged = bytearray((tmp_path / "big.tif").read_bytes())
+    assert damaged[:4] == b"II+\x00"
+    damaged[400:420] = b"\xff" * 20
+    (tmp_path / "big_dmg.tif").write_bytes(bytes(damaged))
+    with pytest.raises(ImageReadError, match="corrupt or truncated TIFF data"):
+        read_image(tmp_path / "big_dmg.tif")

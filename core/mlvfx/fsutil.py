@@ -20,7 +20,8 @@ def read_regular(path: str | os.PathLike[str]) -> bytes:
         OSError: it cannot be opened or read, or it is a pipe, socket or device (``strerror``
             "not a regular file (a pipe, socket or device)").
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    flags = os.O_RDONLY | nonblock | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags)
     try:
         mode = os.fstat(fd).st_mode
@@ -28,7 +29,7 @@ def read_regular(path: str | os.PathLike[str]) -> bytes:
             raise IsADirectoryError(errno.EISDIR, "is a folder", os.fspath(path))
         if not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, "not a regular file (a pipe, socket or device)", os.fspath(path))
-        if hasattr(os, "set_blocking"):
+        if nonblock:  # (Windows has no O_NONBLOCK, and its set_blocking takes pipes only)
             os.set_blocking(fd, True)
         with os.fdopen(fd, "rb") as fh:
             fd = -1  # the file object closes it

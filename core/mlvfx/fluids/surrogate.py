@@ -1276,15 +1276,17 @@ def _smoke_pins() -> dict[str, str]:
 
 
 def _near_miss(name: str, known: list[str]) -> str | None:
-    """The known id ``name`` is a slip of (``smoke3D`` for ``smoke3d``), or None (it is known, or
-    like none of them)."""
-    import difflib
-
+    """The known id ``name`` is a slip of (``smoke3D`` or ``smoke-3d`` for ``smoke3d``), or None:
+    it is known, or another id (``smoke2d``, ``smoke3d_512``: a model a newer zoo may have, which a
+    studio's one pin list names; a review found a fuzzy match stopping bakes on those)."""
     if name in known:
         return None
-    same = [k for k in known if k.casefold() == name.casefold()]
-    close = same or difflib.get_close_matches(name, known, n=1, cutoff=0.85)
-    return close[0] if close else None
+
+    def key(text: str) -> str:
+        return "".join(c for c in text.casefold() if c not in "-_ ")
+
+    same = [k for k in known if key(k) == key(name)]
+    return same[0] if same else None
 
 
 def load_surrogate(model_id: str) -> tuple[CorrectionNet, int, str]:

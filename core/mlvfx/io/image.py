@@ -94,10 +94,12 @@ def _read_bytes(path: Path) -> bytes:
         data = read_regular(path)
     except IsADirectoryError:
         raise ImageReadError("is a folder, not an image file", path) from None
+    except PermissionError:  # Windows says a folder opened as a file so
+        if path.is_dir():
+            raise ImageReadError("is a folder, not an image file", path) from None
+        raise ImageReadError("permission denied", path) from None
     except FileNotFoundError:
         raise ImageReadError("no such file", path) from None
-    except PermissionError:
-        raise ImageReadError("permission denied", path) from None
     except OSError as exc:
         raise ImageReadError(f"cannot read: {exc.strerror or exc}", path) from None
     if not data:
@@ -157,7 +159,7 @@ def _decode_quietly(data: bytes) -> tuple[np.ndarray[Any, Any] | None, str]:
     """
     if data[:4] == EXR_MAGIC:
         return _quietly(lambda: _exr_through_file("decode", lambda f: _write_bytes(f, data)))
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # classic TIFF and BigTIFF
         return _quietly(lambda: _decode_tiff_telling(data))
     return _quietly(lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
 
@@ -181,10 +183,22 @@ _TIFF_DAMAGE = re.compile(
 )
 
 
+# libtiff's notes on valid files it reads whole (the empty module is the name OpenCV gives an
+# in-memory file, which libtiff also uses for tag and colormap notes): not damage (a review found
+# palette, odd-tile, old-style LZW and tall-last-strip JPEG TIFFs refused, pixel-exact in OpenCV).
+_TIFF_BENIGN = re.compile(
+    r"^(Nonstandard tile (width|length)|Assuming 8-bit colormap|Old-style LZW codes|"
+    r"JPEG strip size exceeds expected dimensions|incorrect count for field|fractional scanline)"
+)
+
+
 def _tiff_damage(said: str) -> str | None:
     """What libtiff said of damaged pixel data while decoding, or None."""
-    found = _TIFF_DAMAGE.search(said)
-    return found.group("what").strip() if found else None
+    for found in _TIFF_DAMAGE.finditer(said):
+        what = found.group("what").strip()
+        if not _TIFF_BENIGN.match(what):
+            return what
+    return None
 
 
 EXR_MAGIC = b"\x76\x2f\x31\x01"

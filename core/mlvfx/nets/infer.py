@@ -66,12 +66,13 @@ def load_material_net(path: str | os.PathLike[str], device: str = "cpu") -> obje
         net = _net_cache.get(key)
         if net is None:
             try:
-                net = material_net_from_state_dict(load_state_dict(p, device="cpu")).to(device)
+                net = material_net_from_state_dict(load_state_dict(p, device="cpu"))
             except (ValueError, RuntimeError, KeyError) as exc:  # another model's weights (a fuzz audit)
                 from mlvfx.errors import ModelError
 
                 said = " ".join(str(exc).split())
                 raise ModelError(f"not a material model ({said[:200]})", p) from None
+            net = net.to(device)  # its out of memory is the caller's to say, not a wrong model (a review)
             _net_cache.clear()  # one model at a time: they are small, but sessions should not pile up
             _net_cache[key] = net
     return net
