@@ -392,6 +392,15 @@ def read_image(
     grey_alpha = None
     if header.format == "tiff" and header.channels == 2:
         grey_alpha = _decode_tiff_grey_alpha(data, p)
+    elif (
+        header.format == "tiff"
+        and header.planar == 2
+        and (header.channels or 1) > 2
+        and header.sample != "uint8"
+    ):
+        # Channels stored apart at 16 bits or float: OpenCV decodes these to wrong pixels (99.7 %
+        # of 16-bit values, uninitialised memory for float; a review), so tifffile reads them.
+        grey_alpha = _decode_tiff_planar(data, p, header.channels or 3)
     if grey_alpha is not None:
         # Grey + alpha: OpenCV drops the alpha, reads 16 bits as 8 and cannot read float at all.
         raw, decoder_says, as_stored = apply_orientation(grey_alpha, header.orientation), "", True
@@ -461,7 +470,7 @@ def read_image(
     else:
         raise ImageReadError(f"unsupported sample type {raw.dtype}", p)
     is_float = bit_depth == 32 or sample == "float16"
-    if as_stored and header.extra_samples == 1:  # a premultiplied grey + alpha TIFF
+    if as_stored and header.extra_samples == 1 and channels == 2:  # a premultiplied grey + alpha TIFF
         grey = img[..., :1]
         np.divide(grey, img[..., 1:], out=grey, where=img[..., 1:] > 0)
         if not is_float:
@@ -531,6 +540,34 @@ def _decode_tiff_grey_alpha(data: bytes, path: Path) -> np.ndarray[Any, Any] | N
     if raw.dtype not in (np.uint8, np.uint16, np.float16, np.float32):
         raise ImageReadError(f"unsupported sample type {raw.dtype} in a grey + alpha TIFF", path)
     return raw
+
+
+def _decode_tiff_planar(data: bytes, path: Path, channels: int) -> np.ndarray[Any, Any]:
+    """A TIFF with separate colour planes as (H, W, C), samples as stored, channels in OpenCV's
+    order (BGR(A)), as the rest of :func:`read_image` expects.
+
+    Raises:
+        ImageReadError: tifffile cannot decode it (LZW, JPEG or ZSTD need the optional imagecodecs
+            package): said, rather than OpenCV's wrong pixels.
+    """
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            raw = np.asarray(page.asarray())
+            axes = str(page.axes)
+    except Exception as exc:  # tifffile raises many types
+        raise ImageReadError(
+            f"a TIFF with separate colour planes at 16 bits or float that cannot be decoded here "
+            f"({type(exc).__name__}); save it with interleaved (contiguous) channels",
+            path,
+        ) from None
+    if "S" in axes and raw.ndim == 3:
+        raw = np.moveaxis(raw, axes.index("S"), -1)
+    if raw.ndim != 3 or raw.shape[2] != channels or raw.dtype not in (np.uint16, np.float16, np.float32):
+        raise ImageReadError(f"TIFF with separate colour planes decoded as {raw.dtype} {raw.shape}", path)
+    return np.ascontiguousarray(raw[..., [2, 1, 0, 3][:channels]] if channels >= 3 else raw)
 
 
 def _tiff_premultiplied(header: Header, raw: np.ndarray[Any, Any]) -> bool:

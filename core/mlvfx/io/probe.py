@@ -44,6 +44,7 @@ class Header:
     icc: bytes | None = None
     extra_samples: int | None = None
     colour_tags: tuple[str, ...] = ()  # PNG gAMA / sRGB / cICP chunks: ("gAMA 1", "sRGB", "cICP")
+    planar: int | None = None  # a TIFF's PlanarConfiguration (2: each channel stored apart)
 
 
 class HeaderError(ValueError):
@@ -221,7 +222,7 @@ def _tiff_tags(data: bytes, wanted: tuple[int, ...]) -> dict[int, int]:
 
 def _probe_tiff(data: bytes) -> Header:
     try:
-        tags = _tiff_tags(data, (256, 257, 258, 262, 274, 277, 338, 339))
+        tags = _tiff_tags(data, (256, 257, 258, 262, 274, 277, 284, 338, 339))
     except struct.error:
         raise HeaderError("truncated or corrupt TIFF (cannot read the image directory)") from None
     if 256 not in tags or 257 not in tags:
@@ -241,6 +242,7 @@ def _probe_tiff(data: bytes) -> Header:
         tags.get(262),
         _tiff_icc(data),
         tags.get(338),
+        planar=tags.get(284),
     )
 
 
