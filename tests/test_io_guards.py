@@ -195,3 +195,15 @@ def test_a_16_bit_or_float_tiff_with_separate_colour_planes_reads_right(tmp_path
             img, info = read_image(path, kind="data")
             assert info.channels == channels
             np.testing.assert_allclose(img * scale, pixels.astype(np.float64), atol=0.51)
+
+
+def test_a_cmyk_tiff_with_separate_planes_is_still_refused(tmp_path) -> None:
+    # Routed to tifffile, its C, M, Y planes came back as R, G, B (a review).
+    import tifffile
+
+    from mlvfx.errors import ImageReadError
+
+    cmyk = np.random.default_rng(4).integers(0, 65535, (4, 16, 20), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "cmyk.tif", cmyk, photometric="separated", planarconfig="separate")
+    with pytest.raises(ImageReadError, match="CMYK TIFF is not supported"):
+        read_image(tmp_path / "cmyk.tif")

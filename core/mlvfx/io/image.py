@@ -95,7 +95,7 @@ def _read_bytes(path: Path) -> bytes:
     except IsADirectoryError:
         raise ImageReadError("is a folder, not an image file", path) from None
     except PermissionError:  # Windows says a folder opened as a file so
-        if path.is_dir():
+        if os.path.isdir(path):  # (never raises; Path.is_dir re-raises EACCES in 3.11)
             raise ImageReadError("is a folder, not an image file", path) from None
         raise ImageReadError("permission denied", path) from None
     except FileNotFoundError:
@@ -395,6 +395,7 @@ def read_image(
     elif (
         header.format == "tiff"
         and header.planar == 2
+        and header.photometric == 2  # RGB(A); CMYK and Lab keep their own refusals (a review)
         and (header.channels or 1) > 2
         and header.sample != "uint8"
     ):
