@@ -191,14 +191,15 @@ def test_a_batch_that_cannot_write_its_output_stops_before_any_work(
 def test_a_named_pipe_given_as_a_file_is_refused_not_waited_on(tmp_path: Path) -> None:
     # Reading a FIFO given as a photo, manifest or recipe blocked forever (a fuzz audit). In a
     # subprocess with a timeout: a regression must fail here, not hang the suite.
-    for name in ("photo.png", "manifest.json"):
+    for name in ("photo.png", "manifest.json", "w.safetensors"):
         os.mkfifo(tmp_path / name)
     code = """
     from mlvfx.errors import MlvfxError
     from mlvfx.io import read_image
     from mlvfx.train.smoke import load_smoke_recipe
     from mlvfx.zoo.manifest import load_manifest
-    reads = [(read_image, "photo.png"), (load_manifest, "manifest.json")]
+    from mlvfx.zoo import load_state_dict
+    reads = [(read_image, "photo.png"), (load_manifest, "manifest.json"), (load_state_dict, "w.safetensors")]
     for read, name in [*reads, (load_smoke_recipe, "manifest.json")]:
         try:
             read(name)
@@ -213,7 +214,7 @@ def test_a_named_pipe_given_as_a_file_is_refused_not_waited_on(tmp_path: Path) -
         cwd=tmp_path,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("REFUSED")]
-    assert len(lines) == 3 and all("not a regular file" in ln for ln in lines), proc.stdout + proc.stderr
+    assert len(lines) == 4 and all("not a regular file" in ln for ln in lines), proc.stdout + proc.stderr
     assert "photo.png: cannot read: not a regular file" in lines[0]
 
 

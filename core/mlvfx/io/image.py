@@ -392,6 +392,12 @@ def read_image(
     grey_alpha = None
     if header.format == "tiff" and header.channels == 2:
         grey_alpha = _decode_tiff_grey_alpha(data, p)
+        if grey_alpha is None and header.planar == 2:  # OpenCV gets these wrong (a review): said
+            raise ImageReadError(
+                "a grey + alpha TIFF with separate planes that cannot be decoded here (LZW, JPEG or ZSTD "
+                "need the imagecodecs package); save it with interleaved (contiguous) channels",
+                p,
+            )
     elif (
         header.format == "tiff"
         and header.planar == 2

@@ -25,7 +25,11 @@ def _check_safetensors_header(path: Path) -> None:
     A safetensors file starts with a little-endian u64 header length and a JSON object; a pickle,
     a zip (``torch.save``) or an ONNX protobuf does not.
     """
+    import stat
+
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a named pipe blocked the read forever (a review)
+            raise IntegrityError("not a safetensors file (not a regular file)", path=path)
         with open(path, "rb") as f:
             head = f.read(8)
             if len(head) != 8:
