@@ -13,6 +13,13 @@ from mlvfx.errors import InputError, MlvfxError, ModelNotFound, OutputExistsErro
 from mlvfx.fluids import cli
 
 
+def _offline_zoo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The zoo from this checkout's model_zoo/, offline, cached under tmp_path."""
+    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", str(Path(__file__).parent.parent / "model_zoo"))
+    monkeypatch.setenv("MLVFX_OFFLINE", "1")
+    monkeypatch.setenv("MLVFX_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def _run(argv: list[str], quiet: bool = True) -> int:
     """``mlvfx smoke ...`` in this process (warnings are not printed when ``quiet``)."""
     parser = argparse.ArgumentParser()
@@ -160,9 +167,7 @@ def test_shot_json_says_what_made_the_frames_and_is_written_last(
 
     from mlvfx import zoo
 
-    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", str(Path(__file__).parent.parent / "model_zoo"))
-    monkeypatch.setenv("MLVFX_OFFLINE", "1")
-    monkeypatch.setenv("MLVFX_CACHE_DIR", str(tmp_path / "cache"))
+    _offline_zoo(monkeypatch, tmp_path)
     out = tmp_path / "shot"
     argv = ["smoke", "run", "--dims", "3", "--res", "16", "--frames", "2", "--vdb", "off", "--seed", "7"]
     assert _run([*argv, "--model", "smoke3d@0.2.0", "-o", str(out)]) == 0
@@ -447,9 +452,7 @@ def test_weights_that_are_not_a_surrogate_are_one_line(
     # or huge meta values, were internal errors (a fuzz audit).
     import torch
 
-    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", str(Path(__file__).parent.parent / "model_zoo"))
-    monkeypatch.setenv("MLVFX_OFFLINE", "1")
-    monkeypatch.setenv("MLVFX_CACHE_DIR", str(tmp_path / "cache"))
+    _offline_zoo(monkeypatch, tmp_path)
     from safetensors.torch import load_file, save_file
 
     from mlvfx.nets.infer import load_material_net
@@ -482,9 +485,7 @@ def test_a_step_that_goes_non_finite_is_an_error_not_nan_arrays(
     from mlvfx.fluids.scenarios import make_scenario
     from mlvfx.fluids.surrogate import load_stepper
 
-    monkeypatch.setenv("MLVFX_ZOO_MIRRORS", str(Path(__file__).parent.parent / "model_zoo"))
-    monkeypatch.setenv("MLVFX_OFFLINE", "1")
-    monkeypatch.setenv("MLVFX_CACHE_DIR", str(tmp_path / "cache"))
+    _offline_zoo(monkeypatch, tmp_path)
     sc = make_scenario("plume", 3, 16)
     stepper = load_stepper("smoke3d", sc.config)
     d, v = stepper.step(None, None, sc.sources)

@@ -21,6 +21,17 @@ resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
 """
 
 
+def _photo_folder(tmp_path: Path) -> Path:
+    """A folder of two copies of the sample photo (a batch)."""
+    import shutil
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(SAMPLE, photos / name)
+    return photos
+
+
 def run_limited(code: str, limit: int, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``code`` in a fresh Python whose writes fail past ``limit`` bytes per file."""
     script = LIMITED.format(limit=limit) + textwrap.dedent(code)
@@ -168,15 +179,10 @@ def test_a_batch_that_cannot_write_its_output_stops_before_any_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every image was computed, then refused one by one (an audit: hours of a learned batch).
-    import shutil
-
     from mlvfx.cli import main
     from mlvfx.ops import material as material_op
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("a.png", "b.png"):
-        shutil.copy(SAMPLE, photos / name)
+    photos = _photo_folder(tmp_path)
     (tmp_path / "afile").write_text("")
     computed: list[object] = []
     monkeypatch.setattr(material_op, "material", lambda *a, **k: computed.append(a))
@@ -232,15 +238,10 @@ def test_a_finished_batch_does_not_check_its_output_folder(
 ) -> None:
     # A finished batch resumed with --skip-existing on a read-only disk failed the write check it
     # no longer needed (a review).
-    import shutil
-
     from mlvfx.cli import main
     from mlvfx.io import atomic
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("a.png", "b.png"):
-        shutil.copy(SAMPLE, photos / name)
+    photos = _photo_folder(tmp_path)
     argv = ["material", str(photos), "-o", str(tmp_path / "out"), "--method", "classical", "-q"]
     assert main(argv) == 0
 
