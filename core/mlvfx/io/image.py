@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -158,7 +159,7 @@ def _decode_quietly(data: bytes) -> tuple[np.ndarray[Any, Any] | None, str]:
         The decoded array (None if decoding failed) and what the decoders wrote to stderr.
     """
     if data[:4] == EXR_MAGIC:
-        return _quietly(lambda: _exr_through_file("decode", lambda f: _write_bytes(f, data)))
+        return _quietly(lambda: _decode_exr(data))
     if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # classic TIFF and BigTIFF
         return _quietly(lambda: _decode_tiff_telling(data))
     return _quietly(lambda: cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED))
@@ -204,34 +205,32 @@ def _tiff_damage(said: str) -> str | None:
 EXR_MAGIC = b"\x76\x2f\x31\x01"
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-
-
-def _exr_through_file(what: str, step: Any) -> Any:
-    """OpenEXR through a file of mlvfx's own in the temp folder (``TMPDIR``): OpenCV's in-memory
-    EXR codec writes a hidden copy under a fixed ``/tmp/__opencv_temp.*`` instead, which ignored
-    TMPDIR, said a full /tmp as an assertion and left the copy behind (an audit).
-
-    ``what`` "decode": ``step(path)`` writes the file, and the array read from it is returned;
-    "encode": ``step(path)`` writes the image with ``cv2.imwrite``, and the bytes are returned.
-
-    Raises:
-        OSError: the temp folder cannot take the file (the caller names the image).
-    """
+@contextlib.contextmanager
+def _exr_temp() -> Iterator[str]:
+    """A path for an EXR in a folder of mlvfx's own under the temp folder (``TMPDIR``), removed
+    after: OpenCV's in-memory EXR codec writes a hidden copy under a fixed ``/tmp/__opencv_temp.*``
+    instead, which ignored TMPDIR, said a full /tmp as an assertion and left the copy behind (an
+    audit). OSError when the temp folder cannot take the file (the caller names the image)."""
     folder = tempfile.mkdtemp(prefix="mlvfx-exr-")
-    path = os.path.join(folder, "image.exr")
     try:
-        if what == "decode":
-            step(path)
-            return cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if not step(path):
+        yield os.path.join(folder, "image.exr")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _decode_exr(data: bytes) -> np.ndarray[Any, Any] | None:
+    with _exr_temp() as path:
+        with open(path, "wb") as fh:
+            fh.write(data)
+        return cv2.imread(path, cv2.IMREAD_UNCHANGED)
+
+
+def _encode_exr(image: np.ndarray[Any, Any], params: list[int]) -> bytes:
+    with _exr_temp() as path:
+        if not cv2.imwrite(path, image, params):
             raise OSError(errno.ENOSPC, "OpenCV could not write it")
         with open(path, "rb") as fh:
             return fh.read()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _quietly(run: Any) -> tuple[Any, str]:
@@ -389,10 +388,11 @@ def read_image(
         raise InvalidImageDataError(f"{header.channels} channels; 1 to {MAX_CHANNELS} are supported", p)
     as_stored = False  # decoded by tifffile: alpha as the file stores it, orientation applied here
     raw: np.ndarray[Any, Any] | None
-    grey_alpha = None
+    by_tifffile = None  # samples as stored: what OpenCV reads wrong or not at all
     if header.format == "tiff" and header.channels == 2:
-        grey_alpha = _decode_tiff_grey_alpha(data, p)
-        if grey_alpha is None and header.planar == 2:  # OpenCV gets these wrong (a review): said
+        # Grey + alpha: OpenCV drops the alpha, reads 16 bits as 8 and cannot read float at all.
+        by_tifffile = _decode_tiff_grey_alpha(data, p)
+        if by_tifffile is None and header.planar == 2:  # OpenCV gets these wrong (a review): said
             raise ImageReadError(
                 "a grey + alpha TIFF with separate planes that cannot be decoded here (LZW, JPEG or ZSTD "
                 "need the imagecodecs package); save it with interleaved (contiguous) channels",
@@ -407,10 +407,9 @@ def read_image(
     ):
         # Channels stored apart at 16 bits or float: OpenCV decodes these to wrong pixels (99.7 %
         # of 16-bit values, uninitialised memory for float; a review), so tifffile reads them.
-        grey_alpha = _decode_tiff_planar(data, p, header.channels or 3)
-    if grey_alpha is not None:
-        # Grey + alpha: OpenCV drops the alpha, reads 16 bits as 8 and cannot read float at all.
-        raw, decoder_says, as_stored = apply_orientation(grey_alpha, header.orientation), "", True
+        by_tifffile = _decode_tiff_planar(data, p, header.channels or 3)
+    if by_tifffile is not None:
+        raw, decoder_says, as_stored = apply_orientation(by_tifffile, header.orientation), "", True
     else:
         try:
             raw, decoder_says = _decode_quietly(data)
@@ -683,9 +682,9 @@ def encode_image(
         out = out[..., [2, 1, 0, 3][:channels]]
     out = np.ascontiguousarray(out[..., 0] if channels == 1 else out)
     try:
-        if fmt == "exr":  # through a temp file of ours (see _exr_through_file); not under the stderr
-            # lock, which other threads' reads would wait on for the seconds a 4K EXR takes (a review)
-            return bytes(_exr_through_file("encode", lambda f: cv2.imwrite(f, out, params)))
+        if fmt == "exr":  # through a temp file of ours (see _exr_temp); not under the stderr lock,
+            # which other threads' reads would wait on for the seconds a 4K EXR takes (a review)
+            return _encode_exr(out, params)
         ok, buf = cv2.imencode(suffix.lower(), out, params)
     except cv2.error as exc:
         raise ImageWriteError(f"cannot encode {fmt.upper()}: {exc.err}", name) from None
