@@ -226,7 +226,7 @@ def _skipped_differs(outdir: Path, wanted: dict[str, Any]) -> str | None:
     differs = [
         f"{key} {meta.get(key)} (this run: {value})"
         for key, value in wanted.items()
-        if key in meta and value is not None and key != "relief" and meta.get(key) != value
+        if key in meta and value is not None and meta.get(key) != value  # relief: material.json has relief_px
     ]
     relief = wanted.get("relief")
     size = max(meta.get("width") or 0, meta.get("height") or 0)
