@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from mlvfx.errors import ImageWriteError
+from mlvfx.errors import ImageWriteError, out_of_memory
 
 LogFn = Callable[[dict[str, Any]], None]
 
@@ -51,8 +51,6 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     except BaseException as exc:  # Ctrl-C or a full disk: no temp file left beside the run
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        from mlvfx.errors import out_of_memory
-
         if isinstance(exc, OSError | RuntimeError) and not out_of_memory(exc):
             # torch's writer says a full disk as a RuntimeError
             said = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
