@@ -118,6 +118,9 @@ def test_grow_count_and_material_folder(tmp_path: Path, photo: Path, material_di
         "roughness.png",
         "material.json",
     } <= names
+    from mlvfx import __version__
+
+    assert json.loads((folder / "material.json").read_text())["mlvfx_version"] == __version__
     maps, src = texture_cli.read_maps(folder)
     assert src.is_folder and isinstance(maps, dict)
     assert maps["normal"].shape == (64, 64, 3) and maps["height"].shape == (64, 64, 1)

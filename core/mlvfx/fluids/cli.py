@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--model",
         default=None,
         help="surrogate model id, or ID@VERSION to pin one (default: smoke3d, or smoke3d_128 from --res "
-        "96 up; in 2D smoke2d, which is not published)",
+        "96 up; in 2D smoke2d, which is not published; a version MLVFX_SMOKE_MODELS pins, else the newest)",
     )
     p.add_argument(
         "--weights",
@@ -90,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="VDB up axis: y (Houdini, default) or z (Blender: the shot turned +90 degrees about X and "
         "moved back into the positive octant, so Blender Y = depth - z)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace existing frame files")
+    p.add_argument("--overwrite", action="store_true", help="replace existing frame files and shot.json")
     p.add_argument("-o", "--output", required=True, type=output_path, help="output folder")
     p.set_defaults(func=cmd_run)
 

@@ -274,7 +274,10 @@ def write_maps(
     ]
     written = [target for target, *_ in files]
     any_map = next(iter(maps.values()))
+    from mlvfx import __version__
+
     meta: dict[str, Any] = {
+        "mlvfx_version": __version__,  # the build that made them, as mlvfx material records it
         "source": str(source.path),
         "operation": note,
         "tileable": tileable,
