@@ -155,6 +155,7 @@ def ignored_profile_note(image: bpy.types.Image) -> str | None:
     sRGB, whereas ``mlvfx material`` on the same file applies the profile (an audit: P3 red read
     as 1.0 here, 1.22 by the CLI). None otherwise, and for anything that cannot be read cheaply.
     """
+    from mlvfx.fsutil import read_regular
     from mlvfx.io.icc import parse_profile
     from mlvfx.io.probe import HeaderError, probe
 
@@ -164,7 +165,7 @@ def ignored_profile_note(image: bpy.types.Image) -> str | None:
         if image.packed_file is not None:
             data = bytes(image.packed_file.data)
         elif image.filepath:
-            data = Path(bpy.path.abspath(image.filepath, library=image.library)).read_bytes()
+            data = read_regular(bpy.path.abspath(image.filepath, library=image.library))  # not a pipe's wait
         else:
             return None
         header = probe(data)

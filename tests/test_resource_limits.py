@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -222,6 +223,17 @@ def test_a_named_pipe_given_as_a_file_is_refused_not_waited_on(tmp_path: Path) -
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("REFUSED")]
     assert len(lines) == 4 and all("not a regular file" in ln for ln in lines), proc.stdout + proc.stderr
     assert "photo.png: cannot read: not a regular file" in lines[0]
+    from mlvfx.errors import InputError
+    from mlvfx.fluids import cli as smoke_cli
+
+    parser = argparse.ArgumentParser()
+    smoke_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(
+        ["smoke", "run", "--weights", str(tmp_path / "w.safetensors"), "-o", str(tmp_path / "s")]
+    )
+    args.quiet = args.json = True
+    with pytest.raises(InputError, match=r"surrogate weights is not a regular file"):  # not "not found"
+        args.func(args)
 
 
 def test_a_link_to_an_unmounted_disk_is_named_as_such(tmp_path: Path) -> None:

@@ -424,7 +424,8 @@ def _load_surrogate(args: argparse.Namespace, res: int) -> tuple[Any, int, str, 
 
     if args.weights is not None:
         if not args.weights.is_file():
-            raise InputError("surrogate weights not found", path=args.weights)
+            what = "is not a regular file" if args.weights.exists() else "not found"
+            raise InputError(f"surrogate weights {what}", path=args.weights)
         net, factor = surrogate_from_state(load_state_dict(args.weights), source=str(args.weights))
         return net, factor, str(args.weights), _weights_sha256(args.weights)
     from mlvfx import zoo
