@@ -67,18 +67,13 @@ def test_outputs_follow_the_umask_in_force_when_written(tmp_path: Path) -> None:
 
     from mlvfx.io.atomic import write_bytes_atomic
 
-    old = os.umask(0o002)
-    try:
-        path = write_bytes_atomic(tmp_path / "shared.bin", b"x")
-    finally:
-        os.umask(old)
-    assert path.stat().st_mode & 0o777 == 0o664
-    old = os.umask(0o077)
-    try:
-        path = write_bytes_atomic(tmp_path / "private.bin", b"x")
-    finally:
-        os.umask(old)
-    assert path.stat().st_mode & 0o777 == 0o600
+    for name, umask, mode in (("shared.bin", 0o002, 0o664), ("private.bin", 0o077, 0o600)):
+        old = os.umask(umask)
+        try:
+            path = write_bytes_atomic(tmp_path / name, b"x")
+        finally:
+            os.umask(old)
+        assert path.stat().st_mode & 0o777 == mode, name
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fchmod"), reason="POSIX modes")
